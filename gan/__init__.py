@@ -1,0 +1,1 @@
+"""designgan: conditional GANs that propose engineering designs (JAX/Flax)."""

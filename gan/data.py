@@ -1,0 +1,413 @@
+"""Loading a directory of labelled design images into training arrays.
+
+Each file is one design; its labels live in the name, `<durability>_<...>_<mass>_<anything>.<ext>`:
+durability is the first `_` token of the stem, mass the second-to-last, both plain decimals rounded
+to 2 places (so `2.2` and `2.20` are one class). Everything the model needs to interpret its
+inputs again later (the layout and both class vocabularies) is kept in a `DataSpec`, which is
+saved with a checkpoint.
+
+Geometry comes from the files, not from constants: the image size is whatever the files have, and
+`datashape='dropempty'` keeps only the columns that hold material in at least one design.
+"""
+
+import dataclasses
+import decimal
+import logging
+import os
+import re
+from typing import Optional, Sequence
+
+import numpy as np
+
+from gan import images as image_io
+from gan.errors import DataError
+from gan.layout import DEFAULT_STRUT_POSITIONS, DesignLayout, column_ranges, parse_strut_positions
+
+logger = logging.getLogger(__name__)
+
+NAME_PATTERN = '<durability>_<...>_<mass>_<anything>.bmp|.png'
+# ASCII digits only: `\d` would also accept other scripts' digits, which no one means as a label.
+_PLAIN_DECIMAL = re.compile(r'(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\Z')
+_TWO_PLACES = decimal.Decimal('0.01')
+# Name at most this many skipped files in the warning; a directory full of them would flood the log.
+_MAX_LISTED = 10
+
+
+# ---------------------------------------------------------------------------------------------
+# Labels and vocabularies
+
+
+def _round2(value) -> float:
+  """Rounds a label (plain-decimal string or number) to 2 decimal places.
+
+  The rounding is done in decimal arithmetic on the written digits, half to even like `round`,
+  so '2.675' and 2.675 give the same class however the float happens to be stored.
+
+  Raises:
+    ValueError: `value` is not a finite, non-negative plain decimal.
+  """
+  if isinstance(value, str):
+    if not _PLAIN_DECIMAL.match(value):
+      raise ValueError(f'{value!r} is not a plain decimal')
+    text = value
+  else:
+    text = repr(float(value))  # repr is the shortest string that reads back as the same float
+  with decimal.localcontext() as ctx:
+    ctx.prec = max(28, len(text) + 4)  # enough digits that quantize never overflows the context
+    try:
+      number = decimal.Decimal(text).quantize(_TWO_PLACES, rounding=decimal.ROUND_HALF_EVEN)
+    except decimal.InvalidOperation:
+      raise ValueError(f'{value!r} is not a finite number') from None
+  result = float(number)
+  if not np.isfinite(result) or result < 0:
+    raise ValueError(f'{value!r} is not a finite, non-negative number')
+  return result + 0.0  # turns -0.0 into 0.0 so that one class has one spelling
+
+
+def parse_labels(filename: str) -> tuple[float, float]:
+  """Returns (durability, mass) from a design file name, each rounded to 2 decimals.
+
+  Only the base name is looked at; the extension is dropped. Example: '1.4_a_b_2.20_x.bmp' ->
+  (1.4, 2.2).
+
+  Raises:
+    DataError: the name has fewer than 3 `_` tokens, or a label is not a plain decimal.
+  """
+  name = os.path.basename(filename)
+  tokens = os.path.splitext(name)[0].split('_')
+  if len(tokens) < 3:
+    raise DataError(f'{filename}: cannot read the labels from the file name: it needs at least 3 '
+                    f'"_"-separated parts, expected {NAME_PATTERN}')
+  labels = []
+  for what, token in (('durability', tokens[0]), ('mass', tokens[-2])):
+    try:
+      labels.append(_round2(token))
+    except ValueError:
+      raise DataError(f'{filename}: {what} {token!r} is not a plain decimal number (such as 1, '
+                      f'1.4 or .5); expected {NAME_PATTERN}') from None
+  return labels[0], labels[1]
+
+
+def _format_value(value: float) -> str:
+  """Shortest decimal for a 2-place value: 1.4 -> '1.4', 2.14 -> '2.14', 3.0 -> '3'."""
+  return f'{value:.2f}'.rstrip('0').rstrip('.')
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassVocab:
+  """The class values of one label, sorted ascending; a class index is a position in `values`.
+
+  Values are rounded to 2 places and de-duplicated on construction, so ClassVocab((2.2, 2.20))
+  has one class.
+  """
+  values: tuple[float, ...]
+
+  def __post_init__(self):
+    try:
+      values = tuple(sorted({_round2(v) for v in self.values}))
+    except (TypeError, ValueError) as e:
+      raise DataError(f'invalid class values {self.values!r}: {e}') from None
+    if not values:
+      raise DataError('a class vocabulary needs at least one value')
+    object.__setattr__(self, 'values', values)
+
+  def index(self, value) -> int:
+    """The class index of `value` (rounded to 2 places).
+
+    Raises:
+      DataError: `value` is not one of the classes; the message lists the allowed values.
+    """
+    try:
+      return self.values.index(_round2(value))
+    except ValueError:
+      raise DataError(f'{value!r} is not one of the allowed values: {self.describe()}') from None
+
+  def __len__(self) -> int:
+    return len(self.values)
+
+  def format(self, value) -> str:
+    """`value` as written in a file name: shortest decimal with at most 2 places."""
+    return _format_value(_round2(value))
+
+  def describe(self) -> str:
+    """All values, comma-separated, for messages."""
+    return ', '.join(_format_value(v) for v in self.values)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+  """What a trained model needs to know about its data; saved as checkpoint metadata."""
+  layout: DesignLayout
+  durability: ClassVocab
+  mass: ClassVocab
+
+  def to_dict(self) -> dict:
+    """JSON-serialisable form; `from_dict(to_dict())` gives an equal spec."""
+    return {'layout': self.layout.to_dict(), 'durability': list(self.durability.values),
+            'mass': list(self.mass.values)}
+
+  @classmethod
+  def from_dict(cls, d: dict) -> 'DataSpec':
+    """Inverse of `to_dict`.
+
+    Raises:
+      DataError: a vocabulary is missing or malformed.
+      LayoutError: the layout is malformed.
+    """
+    try:
+      layout, durability, mass = d['layout'], d['durability'], d['mass']
+    except (KeyError, TypeError):
+      raise DataError(f'invalid data spec metadata {d!r}: expected the keys layout, durability '
+                      'and mass') from None
+    return cls(DesignLayout.from_dict(layout), ClassVocab(tuple(durability)),
+               ClassVocab(tuple(mass)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Arrays
+
+
+# eq=False: the default __eq__ would compare arrays element-wise and fail on truth-testing them.
+@dataclasses.dataclass(frozen=True, eq=False)
+class DesignArrays:
+  """A set of designs in the training layout.
+
+  Attributes:
+    images: float32 (N, H, W, 3) in [-1, 1].
+    fixed: float32 (N, H, W, 3): the strut colours at the strut pixels, -1 elsewhere.
+    strut_colors: uint8 (N, num_struts, 3), the colour of each strut pixel.
+    durability: int32 (N,) durability class indices.
+    mass: int32 (N,) mass class indices.
+    names: (N,) file names.
+  """
+  images: np.ndarray
+  fixed: np.ndarray
+  strut_colors: np.ndarray
+  durability: np.ndarray
+  mass: np.ndarray
+  names: tuple[str, ...]
+
+  def __len__(self) -> int:
+    return len(self.names)
+
+  def take(self, indices: np.ndarray) -> 'DesignArrays':
+    """The designs at `indices`, in that order."""
+    indices = np.asarray(indices, dtype=np.int64)
+    return DesignArrays(self.images[indices], self.fixed[indices], self.strut_colors[indices],
+                        self.durability[indices], self.mass[indices],
+                        tuple(self.names[i] for i in indices))
+
+
+def normalize(images_uint8) -> np.ndarray:
+  """uint8 pixel values 0..255 -> float32 in [-1, 1] (x = v / 127.5 - 1)."""
+  return np.asarray(images_uint8, dtype=np.float32) / np.float32(127.5) - np.float32(1.0)
+
+
+def denormalize(images) -> np.ndarray:
+  """Float images in [-1, 1] (NumPy or JAX) -> uint8, round(255 * (x + 1) / 2) clipped to 0..255.
+
+  NaN becomes black: casting NaN to uint8 is undefined, and a generated image is still worth
+  saving to see what went wrong.
+  """
+  x = np.nan_to_num(np.asarray(images, dtype=np.float32), nan=-1.0)
+  return np.clip(np.round(255.0 * (x + 1.0) / 2.0), 0, 255).astype(np.uint8)
+
+
+def fixed_pixel_images(strut_colors, layout: DesignLayout) -> np.ndarray:
+  """(N, num_struts, 3) uint8 strut colours -> (N, H, W, 3) float32 images in the training layout.
+
+  Each image is -1 (black) everywhere except at the strut pixels, which hold their normalised
+  colour: this is the conditioning input that tells the generator what the struts look like.
+  """
+  colors = np.asarray(strut_colors)
+  num_struts = len(layout.strut_positions)
+  if colors.ndim != 3 or colors.shape[1:] != (num_struts, 3):
+    raise DataError(f'expected strut colours of shape (N, {num_struts}, 3) for a layout with '
+                    f'{num_struts} struts, got {colors.shape}')
+  fixed = np.full((colors.shape[0],) + layout.shape, -1.0, dtype=np.float32)
+  if num_struts:
+    rows, cols = np.asarray(layout.train_strut_positions).T
+    fixed[:, rows, cols, :] = normalize(colors)
+  return fixed
+
+
+# ---------------------------------------------------------------------------------------------
+# Dataset
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+  """A loaded dataset: spec, train/validation designs and the strut mask.
+
+  Attributes:
+    spec: layout and vocabularies.
+    train: training designs.
+    val: validation designs (may be empty).
+    mask: float32 (H, W, 3), 1 at the strut pixels, shared by all designs.
+    data_dir: the directory the designs came from (for messages and the summary).
+  """
+  spec: DataSpec
+  train: DesignArrays
+  val: DesignArrays
+  mask: np.ndarray
+  data_dir: str = ''
+
+  @property
+  def layout(self) -> DesignLayout:
+    return self.spec.layout
+
+  def summary(self) -> str:
+    """A multi-line description for logs: sizes, geometry, struts and class counts."""
+    layout = self.spec.layout
+    struts = ', '.join(f'({r},{c})->({tr},{tc})' for (r, c), (tr, tc)
+                       in zip(layout.strut_positions, layout.train_strut_positions)) or 'none'
+    lines = [
+        f'data: {self.data_dir}',
+        f'designs: {len(self.train) + len(self.val)} (train {len(self.train)}, '
+        f'val {len(self.val)})',
+        f'geometry: full {layout.full_height}x{layout.full_width}, training '
+        f'{layout.height}x{layout.width} (datashape={layout.datashape})',
+        f'kept columns: {column_ranges(layout.kept_columns)}',
+        f'struts (full -> training row,col): {struts}',
+    ]
+    for label in ('durability', 'mass'):
+      vocab = getattr(self.spec, label)
+      indices = np.concatenate([getattr(self.train, label), getattr(self.val, label)])
+      counts = np.bincount(indices, minlength=len(vocab))
+      classes = ', '.join(f'{_format_value(v)} ({n})' for v, n in zip(vocab.values, counts))
+      lines.append(f'{label}: {len(vocab)} classes: {classes}')
+    return '\n'.join(lines)
+
+
+def resolve_data_path(data_path: Optional[str]) -> str:
+  """'' or None -> the bundled default dataset directory; anything else unchanged."""
+  if not data_path:
+    from gan import designs  # pylint: disable=import-outside-toplevel  (only needed here)
+    return designs.ensure_default_dataset()
+  return data_path
+
+
+def load_dataset(data_path: str, datashape: str = 'dropempty',
+                 strut_positions=DEFAULT_STRUT_POSITIONS,
+                 durability_values: Optional[Sequence[float]] = None,
+                 mass_values: Optional[Sequence[float]] = None,
+                 val_fraction: float = 0.1, seed: int = 0) -> Dataset:
+  """Loads every .bmp/.png in `data_path` (sorted by name) and splits it into train/validation.
+
+  Args:
+    data_path: directory of design images; subdirectories are ignored, other files are skipped
+      with a warning.
+    datashape: 'original' keeps every column, 'dropempty' drops the columns black in every image.
+    strut_positions: strut (row, col) pixels in full-layout coordinates ([[r, c], ...] or
+      'r,c;r,c').
+    durability_values, mass_values: fixed class vocabularies; None infers them from the names.
+    val_fraction: share of designs held out for validation, in [0, 1).
+    seed: seed of the train/validation split.
+
+  Raises:
+    DataError: the directory, a file, a name or a label is unusable (one error, naming it).
+    LayoutError: a strut falls outside the grid or in a dropped column, or datashape is unknown.
+  """
+  _check_fraction(val_fraction)
+  struts = parse_strut_positions(strut_positions)
+  paths = _list_images(data_path)
+  labels = [parse_labels(p) for p in paths]  # cheap checks first: fail before reading pixels
+  durability = _vocab(durability_values, [d for d, _ in labels], 'durability', paths)
+  mass = _vocab(mass_values, [m for _, m in labels], 'mass', paths)
+  full = _read_images(paths)
+  height, width = full.shape[1:3]
+  occupied = np.flatnonzero(full.any(axis=(0, 1, 3)))
+  layout = DesignLayout.from_datashape(datashape, height, width, occupied, struts)
+
+  rows, cols = np.asarray(layout.strut_positions, dtype=np.int64).reshape(-1, 2).T
+  strut_colors = full[:, rows, cols, :]
+  arrays = DesignArrays(
+      images=normalize(layout.from_full(full)),
+      fixed=fixed_pixel_images(strut_colors, layout),
+      strut_colors=strut_colors,
+      durability=np.array([durability.index(d) for d, _ in labels], dtype=np.int32),
+      mass=np.array([mass.index(m) for _, m in labels], dtype=np.int32),
+      names=tuple(os.path.basename(p) for p in paths))
+  train_idx, val_idx = split_indices(len(paths), val_fraction, seed)
+  return Dataset(DataSpec(layout, durability, mass), arrays.take(train_idx), arrays.take(val_idx),
+                 layout.strut_mask(), data_dir=data_path)
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """Random (train, val) index arrays, each ascending, together covering range(n) once.
+
+  The validation part has round(n * val_fraction) items, but when val_fraction > 0 and n >= 2
+  each part keeps at least one; the training part is never emptied.
+  """
+  _check_fraction(val_fraction)
+  n_val = round(n * val_fraction)
+  if val_fraction > 0 and n >= 2:
+    n_val = max(n_val, 1)
+  n_val = min(n_val, max(n - 1, 0))  # a run cannot train on nothing
+  order = np.random.default_rng(seed).permutation(n)
+  return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _check_fraction(val_fraction: float):
+  # `not (0 <= f < 1)` also catches NaN, which compares false with everything.
+  if not 0 <= val_fraction < 1:
+    raise DataError(f'validation fraction must be in [0, 1), got {val_fraction!r}')
+
+
+def _list_images(data_path: str) -> list[str]:
+  """Paths of the image files in `data_path`, sorted by name; warns about skipped files."""
+  if not os.path.exists(data_path):
+    raise DataError(f'{data_path}: data directory does not exist')
+  if not os.path.isdir(data_path):
+    raise DataError(f'{data_path}: is a file, expected a directory of {NAME_PATTERN} images')
+  try:
+    entries = sorted(os.scandir(data_path), key=lambda e: e.name)
+  except OSError as e:
+    raise DataError(f'{data_path}: cannot list the data directory ({e.strerror})') from None
+  paths, skipped = [], []
+  for entry in entries:
+    if entry.is_dir():
+      continue
+    # Hidden files are editor/OS droppings (.DS_Store, ._x.bmp resource forks), never designs.
+    if entry.name.startswith('.') or not image_io.is_image_file(entry.name):
+      skipped.append(entry.name)
+    else:
+      paths.append(entry.path)
+  if skipped:
+    listed = ', '.join(skipped[:_MAX_LISTED])
+    more = f' and {len(skipped) - _MAX_LISTED} more' if len(skipped) > _MAX_LISTED else ''
+    logger.warning('%s: skipped %d file(s) that are not .bmp/.png images or are hidden: %s%s',
+                   data_path, len(skipped), listed, more)
+  if not paths:
+    raise DataError(f'{data_path}: no .bmp or .png images found; expected files named '
+                    f'{NAME_PATTERN}')
+  return paths
+
+
+def _vocab(fixed_values, labels: list[float], what: str, paths: list[str]) -> ClassVocab:
+  """The caller's vocabulary (checked against every label) or the one inferred from `labels`."""
+  if fixed_values is None:
+    return ClassVocab(tuple(labels))
+  vocab = ClassVocab(tuple(fixed_values))
+  allowed = set(vocab.values)
+  for path, label in zip(paths, labels):
+    if label not in allowed:
+      raise DataError(f'{path}: {what} {_format_value(label)} is not one of the allowed values: '
+                      f'{vocab.describe()}')
+  return vocab
+
+
+def _read_images(paths: list[str]) -> np.ndarray:
+  """Reads all images as one (N, H, W, 3) uint8 array; every image must have the first's size."""
+  arrays = []
+  expected = None
+  for path in paths:
+    image = image_io.read_rgb(path)
+    if expected is None:
+      expected = image.shape
+    elif image.shape != expected:
+      raise DataError(
+          f'{path}: image is {image.shape[0]}x{image.shape[1]} (HxW) but {paths[0]} and the '
+          f'others before it are {expected[0]}x{expected[1]}; all designs must have one size')
+    arrays.append(image)
+  return np.stack(arrays)

@@ -1,0 +1,92 @@
+"""Reading and writing design images (24-bit RGB BMP and PNG) with Pillow.
+
+Writers are atomic: an image is written to a temporary file beside the target and renamed, so an
+interrupted run never leaves a half-written file behind.
+"""
+
+import os
+import tempfile
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from gan.errors import DataError
+
+IMAGE_EXTENSIONS = ('.bmp', '.png')
+
+
+def is_image_file(name: str) -> bool:
+  """True when `name` has an extension the loader reads (case-insensitive)."""
+  return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def read_rgb(path: str) -> np.ndarray:
+  """Reads an image as an (H, W, 3) uint8 RGB array.
+
+  Grayscale ('L', 'I;16', ...) and palette ('P') images are converted to RGB: a grey level v
+  becomes the colour (v, v, v). Images with an alpha channel are accepted only when every pixel
+  is fully opaque (the alpha is then dropped); transparency has no meaning in a design, so any
+  other alpha value is refused rather than silently composited.
+
+  Raises:
+    DataError: the file is missing, unreadable, not an image, or has a non-opaque alpha channel.
+  """
+  try:
+    with Image.open(path) as img:
+      img.load()
+      if img.mode == 'P':
+        img = img.convert('RGBA' if 'transparency' in img.info else 'RGB')
+      if img.mode in ('RGBA', 'LA', 'PA'):
+        alpha = np.asarray(img.getchannel('A'))
+        if alpha.min() != 255:
+          raise DataError(
+              f'{path}: image has transparent pixels (alpha channel); designs must be opaque '
+              'RGB or grayscale images')
+      if img.mode != 'RGB':
+        if img.mode.startswith('I') or img.mode == 'F':
+          raise DataError(f'{path}: {img.mode!r} images (16/32-bit) are not supported; '
+                          'use 8-bit RGB or grayscale')
+        img = img.convert('RGB')
+      array = np.asarray(img, dtype=np.uint8)
+  except DataError:
+    raise
+  except FileNotFoundError:
+    raise DataError(f'{path}: file not found') from None
+  except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    raise DataError(f'{path}: cannot read image ({e.__class__.__name__}: {e}); the file is '
+                    'corrupt or not a BMP/PNG') from None
+  return array
+
+
+def write_rgb(path: str, image: np.ndarray, atomic: bool = True) -> None:
+  """Writes an (H, W, 3) uint8 array as a 24-bit RGB image; format from the extension.
+
+  `atomic=False` skips the temporary file, for callers that write into a directory they rename
+  into place as a whole.
+  """
+  image = np.asarray(image)
+  if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+    raise ValueError(f'expected an (H, W, 3) uint8 array, got {image.shape} {image.dtype}')
+  if not atomic:
+    Image.fromarray(image).save(path, format=_format_of(path))
+    return
+  directory = os.path.dirname(os.path.abspath(path))
+  suffix = os.path.splitext(path)[1]
+  fd, tmp = tempfile.mkstemp(dir=directory, suffix=suffix + '.tmp')
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      Image.fromarray(image).save(f, format=_format_of(path))
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def _format_of(path: str) -> str:
+  ext = os.path.splitext(path)[1].lower()
+  if ext == '.bmp':
+    return 'BMP'
+  if ext == '.png':
+    return 'PNG'
+  raise ValueError(f'{path}: unsupported image extension {ext!r}; use .bmp or .png')

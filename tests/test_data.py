@@ -1,0 +1,438 @@
+"""Tests of gan/data.py: file-name labels, vocabularies, loading, arrays and the split."""
+
+import decimal
+import json
+import logging
+import os
+
+import hypothesis
+import hypothesis.strategies as st
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from gan import data
+from gan.errors import DataError, LayoutError
+from gan.images import write_rgb
+from gan.layout import DEFAULT_STRUT_POSITIONS, HYUNDAI_ACTIVE_COLUMNS
+
+FAST = hypothesis.settings(max_examples=200, deadline=None)
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def hyundai_image(rng, height=10, width=30):
+  """A random design with material (never black) only in the Hyundai column blocks."""
+  image = np.zeros((height, width, 3), np.uint8)
+  cols = list(HYUNDAI_ACTIVE_COLUMNS)
+  image[:, cols] = rng.integers(1, 256, (height, len(cols), 3), dtype=np.uint8)
+  return image
+
+
+def write_designs(directory, names, seed=0, **kwargs):
+  """Writes one random Hyundai-like design per name; returns {name: uint8 image}."""
+  rng = np.random.default_rng(seed)
+  written = {}
+  for name in names:
+    written[name] = hyundai_image(rng, **kwargs)
+    write_rgb(os.path.join(directory, name), written[name])
+  return written
+
+
+def labelled_names(count, durabilities=(1.4, 2.2, 3.0), masses=(10.0, 20.5)):
+  return [f'{durabilities[i % len(durabilities)]}_part{i}_{masses[i % len(masses)]}_x.bmp'
+          for i in range(count)]
+
+
+# ---------------------------------------------------------------------------------------------
+# parse_labels
+
+
+def spell(value: decimal.Decimal, variant: str) -> str:
+  """Writes a decimal in one of the ways people write labels."""
+  text = format(value, 'f')
+  if variant == 'trailing_zeros':
+    return text + ('00' if '.' in text else '.00')
+  if variant == 'no_leading_zero' and text.startswith('0.'):
+    return text[1:]
+  if variant == 'minimal' and '.' in text:
+    return text.rstrip('0').rstrip('.') or '0'
+  return text
+
+
+labels_values = st.decimals(min_value=0, max_value=10**6, places=4, allow_nan=False,
+                            allow_infinity=False)
+spellings = st.sampled_from(['plain', 'trailing_zeros', 'no_leading_zero', 'minimal'])
+# Middle and last tokens: anything but the token separator and a path separator.
+tokens = st.text(st.characters(exclude_characters='_/\\\x00'), max_size=5)
+
+
+@FAST
+@hypothesis.given(d=labels_values, m=labels_values, d_spelling=spellings, m_spelling=spellings,
+                  middle=st.lists(tokens, max_size=3), last=tokens,
+                  ext=st.sampled_from(['.bmp', '.BMP', '.png', '.PNG', '.Png']))
+def test_parse_labels_property(d, m, d_spelling, m_spelling, middle, last, ext):
+  name = '_'.join([spell(d, d_spelling)] + middle + [spell(m, m_spelling), last]) + ext
+  assert data.parse_labels(name) == (float(round(d, 2)), float(round(m, 2)))
+
+
+def test_parse_labels_examples():
+  assert data.parse_labels('1.4_a_b_2.20_x.bmp') == (1.4, 2.2)
+  assert data.parse_labels('2.2_x_1_y.png') == data.parse_labels('2.20_x_1.0_y.png')
+  assert data.parse_labels('.5_7_z.bmp') == (0.5, 7.0)  # 3 tokens: mass is the middle one
+  assert data.parse_labels('/some/dir/1.234_m_0.125_k.bmp') == (1.23, 0.12)  # half to even
+
+
+@pytest.mark.parametrize('name', [
+    'a_b_c.bmp', '1.4_2.bmp', 'design.bmp', 'inf_x_2_y.bmp', 'nan_x_2_y.bmp', '1.4_x_NaN_y.bmp',
+    '1e3_x_2_y.bmp', '1.4_x_-2_y.bmp', '+1_x_2_y.bmp', '1.4_x__y.bmp', '1,4_x_2_y.bmp',
+    '\u0661_x_2_y.bmp', '0x10_x_2_y.bmp', ' 1_x_2_y.bmp', '1.4.1_x_2_y.bmp', '._x_2_y.bmp'])
+def test_parse_labels_refuses_garbage(name):
+  with pytest.raises(DataError) as e:
+    data.parse_labels(name)
+  assert name in str(e.value)
+  assert '<durability>_<...>_<mass>_<anything>' in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# ClassVocab and DataSpec
+
+
+def test_vocab_rounds_sorts_and_merges():
+  vocab = data.ClassVocab((3, 2.20, 1.4, 2.2, '2.2'))
+  assert vocab.values == (1.4, 2.2, 3.0)
+  assert len(vocab) == 3
+  assert vocab.index(2.2) == 1 and vocab.index('2.20') == 1 and vocab.index(np.float32(3)) == 2
+  assert [vocab.format(v) for v in (1.4, 2.14, 3.0, 0.5, 2.141)] == ['1.4', '2.14', '3', '0.5',
+                                                                     '2.14']
+
+
+def test_vocab_index_lists_allowed_values():
+  with pytest.raises(DataError, match='allowed values: 1.4, 2.2, 3'):
+    data.ClassVocab((1.4, 2.2, 3.0)).index(9)
+
+
+@pytest.mark.parametrize('values', [(), (float('nan'),), (float('inf'),), ('x',), (-1,)])
+def test_vocab_refuses_garbage(values):
+  with pytest.raises(DataError):
+    data.ClassVocab(values)
+
+
+def test_data_spec_json_round_trip(tmp_path):
+  write_designs(tmp_path, labelled_names(6))
+  spec = data.load_dataset(str(tmp_path)).spec
+  d = json.loads(json.dumps(spec.to_dict()))
+  assert data.DataSpec.from_dict(d) == spec
+  assert data.DataSpec.from_dict(d).to_dict() == spec.to_dict()
+
+
+def test_data_spec_from_dict_refuses_garbage():
+  with pytest.raises(DataError, match='invalid data spec'):
+    data.DataSpec.from_dict({'layout': {}})
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading: geometry, arrays, vocabularies
+
+
+def test_dropempty_hyundai_layout(tmp_path):
+  written = write_designs(tmp_path, labelled_names(6))
+  ds = data.load_dataset(str(tmp_path), val_fraction=0)
+  layout = ds.spec.layout
+  assert (layout.full_height, layout.full_width) == (10, 30)
+  assert layout.kept_columns == HYUNDAI_ACTIVE_COLUMNS
+  assert layout.shape == (10, 14, 3)
+  assert layout.train_strut_positions == ((7, 7), (5, 10))
+  assert ds.train.images.shape == (6, 10, 14, 3)
+  # Dropped columns are black in every file, so the full images come back exactly.
+  full = data.denormalize(layout.to_full(ds.train.images, background=-1))
+  for name, image in zip(ds.train.names, full):
+    np.testing.assert_array_equal(image, written[name])
+
+
+def test_original_keeps_all_columns(tmp_path):
+  write_designs(tmp_path, labelled_names(4))
+  ds = data.load_dataset(str(tmp_path), datashape='original', val_fraction=0)
+  assert ds.spec.layout.shape == (10, 30, 3)
+  assert ds.spec.layout.train_strut_positions == DEFAULT_STRUT_POSITIONS
+  assert ds.train.images.shape == (4, 10, 30, 3)
+
+
+def test_geometry_comes_from_the_files(tmp_path):
+  write_designs(tmp_path, labelled_names(3), height=8, width=25)
+  ds = data.load_dataset(str(tmp_path), strut_positions='7,11;5,14', val_fraction=0)
+  assert (ds.spec.layout.full_height, ds.spec.layout.full_width) == (8, 25)
+  assert ds.spec.layout.kept_columns == tuple(range(6)) + tuple(range(10, 16)) + (20, 21)
+
+
+def test_arrays_types_ranges_and_fixed_pixels(tmp_path):
+  written = write_designs(tmp_path, labelled_names(5))
+  ds = data.load_dataset(str(tmp_path), val_fraction=0)
+  train = ds.train
+  assert train.images.dtype == np.float32 and train.fixed.dtype == np.float32
+  assert train.images.min() >= -1 and train.images.max() <= 1
+  assert train.strut_colors.dtype == np.uint8 and train.strut_colors.shape == (5, 2, 3)
+  assert train.durability.dtype == np.int32 and train.mass.dtype == np.int32
+  assert len(train) == 5 and len(ds.val) == 0
+  np.testing.assert_array_equal(ds.mask, ds.spec.layout.strut_mask())
+  assert ds.mask.sum() == 3 * 2
+  on = ds.mask.astype(bool)
+  for i, name in enumerate(train.names):
+    assert (train.fixed[i][~on] == -1).all()
+    for s, ((r, c), (tr, tc)) in enumerate(zip(DEFAULT_STRUT_POSITIONS,
+                                               ds.spec.layout.train_strut_positions)):
+      assert train.strut_colors[i, s].tolist() == written[name][r, c].tolist()
+      np.testing.assert_array_equal(train.fixed[i, tr, tc], data.normalize(written[name][r, c]))
+      np.testing.assert_array_equal(train.fixed[i, tr, tc], train.images[i, tr, tc])
+
+
+def test_inferred_vocabularies_are_sorted(tmp_path):
+  names = ['3_a_20.5_x.bmp', '1.40_b_10_x.bmp', '2.2_c_20.50_x.png', '1.4_d_5_x.bmp']
+  write_designs(tmp_path, names)
+  ds = data.load_dataset(str(tmp_path), val_fraction=0)
+  assert ds.spec.durability.values == (1.4, 2.2, 3.0)
+  assert ds.spec.mass.values == (5.0, 10.0, 20.5)
+  by_name = dict(zip(ds.train.names, zip(ds.train.durability, ds.train.mass)))
+  assert by_name['3_a_20.5_x.bmp'] == (2, 2)
+  assert by_name['1.4_d_5_x.bmp'] == (0, 0)
+  assert ds.train.names == tuple(sorted(names))  # sorted name order
+
+
+def test_fixed_vocabulary(tmp_path):
+  write_designs(tmp_path, labelled_names(4))
+  ds = data.load_dataset(str(tmp_path), durability_values=[3, 2.2, 1.4, 9.9],
+                         mass_values=['10', '20.5'], val_fraction=0)
+  assert ds.spec.durability.values == (1.4, 2.2, 3.0, 9.9)
+  # Sorted names: 1.4_part0, 1.4_part3, 2.2_part1, 3.0_part2.
+  assert ds.train.durability.tolist() == [0, 0, 1, 2]
+  assert ds.train.mass.tolist() == [0, 1, 1, 0]
+
+
+def test_fixed_vocabulary_violation_names_file_and_allowed_values(tmp_path):
+  write_designs(tmp_path, labelled_names(4))
+  with pytest.raises(DataError) as e:
+    data.load_dataset(str(tmp_path), durability_values=[1.4, 2.2])
+  assert '3.0_part2_10.0_x.bmp' in str(e.value)
+  assert 'allowed values: 1.4, 2.2' in str(e.value)
+
+
+def test_strut_in_dropped_column_is_refused(tmp_path):
+  write_designs(tmp_path, labelled_names(2))
+  with pytest.raises(LayoutError, match='dropped'):
+    data.load_dataset(str(tmp_path), strut_positions=[(7, 7)])
+  assert data.load_dataset(str(tmp_path), 'original', strut_positions=[(7, 7)]).train
+
+
+def test_unknown_datashape_is_refused(tmp_path):
+  write_designs(tmp_path, labelled_names(2))
+  with pytest.raises(LayoutError, match='unknown datashape'):
+    data.load_dataset(str(tmp_path), datashape='squash')
+
+
+def test_summary(tmp_path):
+  write_designs(tmp_path, labelled_names(10))
+  text = data.load_dataset(str(tmp_path)).summary()
+  for expected in (str(tmp_path), 'train 9, val 1', 'full 10x30', 'training 10x14',
+                   '0-5, 10-15, 20-21', '(7,11)->(7,7)', '(5,14)->(5,10)',
+                   '1.4 (4), 2.2 (3), 3 (3)', '10 (5), 20.5 (5)'):
+    assert expected in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Image modes and skipped files
+
+
+def test_grayscale_and_palette_are_converted(tmp_path):
+  gray = np.zeros((10, 30), np.uint8)
+  gray[:, :6] = 77
+  Image.fromarray(gray, 'L').save(tmp_path / '1_g_2_x.png')
+  Image.fromarray(gray, 'L').convert('P').save(tmp_path / '1_p_2_x.bmp')
+  ds = data.load_dataset(str(tmp_path), strut_positions=[(0, 0)], val_fraction=0)
+  assert ds.spec.layout.kept_columns == tuple(range(6))
+  np.testing.assert_array_equal(data.denormalize(ds.train.images), 77)
+
+
+def test_opaque_rgba_accepted_translucent_refused(tmp_path):
+  rgba = np.zeros((10, 30, 4), np.uint8)
+  rgba[..., 3] = 255
+  Image.fromarray(rgba, 'RGBA').save(tmp_path / '1_a_2_x.png')
+  assert len(data.load_dataset(str(tmp_path), 'original', val_fraction=0).train) == 1
+  rgba[0, 0, 3] = 128
+  Image.fromarray(rgba, 'RGBA').save(tmp_path / '1_b_2_x.png')
+  with pytest.raises(DataError, match='1_b_2_x.png.*transparent'):
+    data.load_dataset(str(tmp_path), 'original')
+
+
+def test_non_image_files_skipped_with_warning(tmp_path, caplog):
+  write_designs(tmp_path, labelled_names(2))
+  (tmp_path / 'notes.txt').write_text('hello')
+  (tmp_path / '.DS_Store').write_bytes(b'\0')
+  (tmp_path / 'subdir').mkdir()
+  write_rgb(str(tmp_path / 'subdir' / 'bad_name.bmp'), np.zeros((3, 3, 3), np.uint8))
+  with caplog.at_level(logging.WARNING, logger='gan.data'):
+    ds = data.load_dataset(str(tmp_path), val_fraction=0)
+  assert len(ds.train) == 2
+  warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+  assert len(warnings) == 1
+  assert 'notes.txt' in warnings[0] and '.DS_Store' in warnings[0]
+  assert 'subdir' not in warnings[0]
+
+
+def test_extension_case_is_ignored(tmp_path):
+  write_designs(tmp_path, ['1_a_2_x.BMP', '1_b_2_x.Png'])
+  assert len(data.load_dataset(str(tmp_path), val_fraction=0).train) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one DataError naming the file or directory
+
+
+def test_corrupt_image(tmp_path):
+  write_designs(tmp_path, labelled_names(2))
+  (tmp_path / '1_bad_2_x.bmp').write_bytes(b'BM not really a bitmap')
+  with pytest.raises(DataError, match='1_bad_2_x.bmp'):
+    data.load_dataset(str(tmp_path))
+
+
+def test_truncated_image(tmp_path):
+  write_designs(tmp_path, ['1_a_2_x.png'])
+  content = (tmp_path / '1_a_2_x.png').read_bytes()
+  (tmp_path / '1_a_2_x.png').write_bytes(content[:len(content) // 2])
+  with pytest.raises(DataError, match='1_a_2_x.png'):
+    data.load_dataset(str(tmp_path))
+
+
+def test_images_of_different_sizes(tmp_path):
+  write_designs(tmp_path, ['1_a_2_x.bmp', '1_b_2_x.bmp'])
+  write_rgb(str(tmp_path / '1_c_2_x.bmp'), np.zeros((10, 31, 3), np.uint8))
+  with pytest.raises(DataError) as e:
+    data.load_dataset(str(tmp_path))
+  message = str(e.value)
+  assert '1_c_2_x.bmp' in message and '10x31' in message and '10x30' in message
+
+
+def test_unparsable_name(tmp_path):
+  write_designs(tmp_path, ['1_a_2_x.bmp', 'heavy_b_2_x.bmp'])
+  with pytest.raises(DataError, match="heavy_b_2_x.bmp: durability 'heavy'"):
+    data.load_dataset(str(tmp_path))
+
+
+def test_empty_directory(tmp_path):
+  with pytest.raises(DataError, match=f'{tmp_path}: no .bmp or .png images'):
+    data.load_dataset(str(tmp_path))
+  (tmp_path / 'readme.txt').write_text('no images here')
+  with pytest.raises(DataError, match='no .bmp or .png images'):
+    data.load_dataset(str(tmp_path))
+
+
+def test_missing_directory(tmp_path):
+  with pytest.raises(DataError, match=f'{tmp_path / "nope"}: data directory does not exist'):
+    data.load_dataset(str(tmp_path / 'nope'))
+
+
+def test_path_is_a_file(tmp_path):
+  write_designs(tmp_path, ['1_a_2_x.bmp'])
+  path = str(tmp_path / '1_a_2_x.bmp')
+  with pytest.raises(DataError, match=f'{path}: is a file, expected a directory'):
+    data.load_dataset(path)
+
+
+@pytest.mark.parametrize('fraction', [-0.1, 1.0, 1.5, float('nan')])
+def test_bad_val_fraction(tmp_path, fraction):
+  write_designs(tmp_path, ['1_a_2_x.bmp'])
+  with pytest.raises(DataError, match=r'validation fraction must be in \[0, 1\)'):
+    data.load_dataset(str(tmp_path), val_fraction=fraction)
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalisation
+
+
+def test_normalize_range_and_exact_round_trip():
+  values = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=-1)
+  x = data.normalize(values)
+  assert x.dtype == np.float32
+  assert x.min() == -1 and x.max() == 1
+  np.testing.assert_array_equal(data.denormalize(x), values)
+  np.testing.assert_array_equal(data.denormalize(jnp.asarray(x)), values)
+
+
+def test_denormalize_clips():
+  out = data.denormalize(np.array([-3.0, -1.0, 0.0, 1.0, 7.0, np.nan], np.float32))
+  assert out.dtype == np.uint8
+  assert out.tolist() == [0, 0, 128, 255, 255, 0]
+
+
+def test_fixed_pixel_images_shape_check():
+  layout = data.DesignLayout.original(10, 30)
+  with pytest.raises(DataError, match=r'\(N, 2, 3\)'):
+    data.fixed_pixel_images(np.zeros((4, 3, 3), np.uint8), layout)
+
+
+# ---------------------------------------------------------------------------------------------
+# Train/validation split
+
+
+@FAST
+@hypothesis.given(n=st.integers(0, 60), fraction=st.floats(0, 0.999), seed=st.integers(0, 99))
+def test_split_indices_property(n, fraction, seed):
+  train, val = data.split_indices(n, fraction, seed)
+  assert sorted(np.concatenate([train, val]).tolist()) == list(range(n))
+  expected = round(n * fraction)
+  if fraction > 0 and n >= 2:
+    expected = max(expected, 1)
+  assert len(val) == min(expected, max(n - 1, 0))
+  if n >= 1:
+    assert len(train) >= 1
+  train2, val2 = data.split_indices(n, fraction, seed)
+  np.testing.assert_array_equal(train, train2)
+  np.testing.assert_array_equal(val, val2)
+
+
+def test_split_small_cases():
+  assert [len(p) for p in data.split_indices(1, 0.5, 0)] == [1, 0]
+  assert [len(p) for p in data.split_indices(2, 0.1, 0)] == [1, 1]
+  assert [len(p) for p in data.split_indices(2, 0.9, 0)] == [1, 1]
+  assert [len(p) for p in data.split_indices(10, 0.0, 0)] == [10, 0]
+  assert [len(p) for p in data.split_indices(100, 0.1, 0)] == [90, 10]
+
+
+def test_dataset_split_by_seed(tmp_path):
+  names = labelled_names(20)
+  write_designs(tmp_path, names)
+
+  def split(seed):
+    ds = data.load_dataset(str(tmp_path), val_fraction=0.25, seed=seed)
+    return ds.train.names, ds.val.names
+
+  train, val = split(0)
+  assert len(val) == 5 and len(train) == 15
+  assert not set(train) & set(val)
+  assert sorted(train + val) == sorted(names)
+  assert split(0) == (train, val)
+  assert split(1)[1] != val
+
+
+def test_split_keeps_labels_with_their_images(tmp_path):
+  write_designs(tmp_path, labelled_names(12))
+  ds = data.load_dataset(str(tmp_path), val_fraction=0.5, seed=3)
+  for part in (ds.train, ds.val):
+    for name, d, m in zip(part.names, part.durability, part.mass):
+      assert data.parse_labels(name) == (ds.spec.durability.values[d], ds.spec.mass.values[m])
+
+
+# ---------------------------------------------------------------------------------------------
+# resolve_data_path
+
+
+def test_resolve_data_path_passes_paths_through():
+  assert data.resolve_data_path('/some/where') == '/some/where'
+
+
+def test_resolve_data_path_default(monkeypatch):
+  from gan import designs  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(designs, 'ensure_default_dataset', lambda: '/bundled', raising=False)
+  assert data.resolve_data_path('') == '/bundled'
+  assert data.resolve_data_path(None) == '/bundled'

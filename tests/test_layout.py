@@ -1,0 +1,149 @@
+"""Tests of gan/layout.py: full <-> training layout mappings and strut positions."""
+
+import json
+
+import hypothesis
+import hypothesis.strategies as st
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gan.errors import LayoutError
+from gan.layout import (DEFAULT_STRUT_POSITIONS, HYUNDAI_ACTIVE_COLUMNS, HYUNDAI_HEIGHT,
+                        HYUNDAI_WIDTH, DesignLayout, parse_strut_positions)
+
+
+@st.composite
+def layouts_and_images(draw, dtype):
+  """A layout with random kept columns and a batch of images black in the dropped columns."""
+  height = draw(st.integers(1, 6))
+  width = draw(st.integers(1, 12))
+  kept = draw(st.sets(st.integers(0, width - 1), min_size=1))
+  layout = DesignLayout(height, width, tuple(sorted(kept)), ())
+  batch = draw(st.integers(1, 3))
+  seed = draw(st.integers(0, 2**32 - 1))
+  rng = np.random.default_rng(seed)
+  if dtype == np.uint8:
+    images, background = rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8), 0
+  else:
+    images, background = rng.uniform(-1, 1, (batch, height, width, 3)).astype(dtype), -1
+  dropped = [c for c in range(width) if c not in kept]
+  images[..., dropped, :] = background
+  return layout, images, background
+
+
+@hypothesis.settings(max_examples=60, deadline=None)
+@hypothesis.given(st.sampled_from([np.uint8, np.float32]).flatmap(layouts_and_images))
+def test_round_trip_numpy(case):
+  layout, images, background = case
+  training = layout.from_full(images)
+  assert training.shape == images.shape[:-2] + (layout.width, 3)
+  np.testing.assert_array_equal(layout.to_full(training, background), images)
+  assert layout.to_full(training, background).dtype == images.dtype
+
+
+# Few examples: every new shape makes JAX compile the gather again.
+@hypothesis.settings(max_examples=10, deadline=None)
+@hypothesis.given(st.sampled_from([np.uint8, np.float32]).flatmap(layouts_and_images))
+def test_round_trip_jax(case):
+  layout, images, background = case
+  full = layout.to_full(layout.from_full(jnp.asarray(images)), background)
+  assert isinstance(full, jnp.ndarray)
+  np.testing.assert_array_equal(np.asarray(full), images)
+
+
+def test_to_full_fills_dropped_columns_with_background():
+  layout = DesignLayout(2, 4, (1, 3), ())
+  full = layout.to_full(np.ones((2, 2, 3), np.float32), background=-1)
+  np.testing.assert_array_equal(full[:, [0, 2]], -1)
+  np.testing.assert_array_equal(full[:, [1, 3]], 1)
+
+
+def test_wrong_width_is_refused():
+  layout = DesignLayout(2, 4, (1, 3), ())
+  with pytest.raises(LayoutError, match='full layout'):
+    layout.from_full(np.zeros((2, 3, 3)))
+  with pytest.raises(LayoutError, match='training layout'):
+    layout.to_full(np.zeros((2, 4, 3)))
+
+
+def hyundai(datashape='dropempty', struts=DEFAULT_STRUT_POSITIONS):
+  return DesignLayout.from_datashape(datashape, HYUNDAI_HEIGHT, HYUNDAI_WIDTH,
+                                     HYUNDAI_ACTIVE_COLUMNS, struts)
+
+
+def test_hyundai_strut_positions():
+  layout = hyundai()
+  assert layout.shape == (10, 14, 3)
+  assert layout.datashape == 'dropempty'
+  assert layout.train_strut_positions == ((7, 7), (5, 10))
+  mask = layout.strut_mask()
+  assert mask.shape == (10, 14, 3) and mask.dtype == np.float32
+  assert mask.sum() == 3 * 2
+  assert mask[7, 7].tolist() == [1, 1, 1] and mask[5, 10].tolist() == [1, 1, 1]
+
+
+def test_original_keeps_struts_where_they_are():
+  layout = hyundai('original')
+  assert layout.shape == (10, 30, 3)
+  assert layout.datashape == 'original'
+  assert layout.train_strut_positions == DEFAULT_STRUT_POSITIONS
+
+
+def test_strut_pixel_survives_round_trip():
+  layout = hyundai()
+  full = np.zeros((10, 30, 3), np.uint8)
+  full[7, 11] = (200, 100, 50)
+  training = layout.from_full(full)
+  assert training[7, 7].tolist() == [200, 100, 50]
+
+
+def test_strut_in_dropped_column_is_refused():
+  with pytest.raises(LayoutError, match='col 7.*dropped'):
+    hyundai(struts=((7, 7),))
+
+
+@pytest.mark.parametrize('strut', [(10, 0), (0, 30), (-1, 0)])
+def test_strut_out_of_bounds_is_refused(strut):
+  with pytest.raises(LayoutError, match='outside'):
+    hyundai('original', struts=(strut,))
+
+
+def test_unknown_datashape_is_refused():
+  with pytest.raises(LayoutError, match='unknown datashape.*original, dropempty'):
+    hyundai('squash')
+
+
+def test_dropempty_with_nothing_occupied_is_refused():
+  with pytest.raises(LayoutError, match='nothing'):
+    DesignLayout.from_datashape('dropempty', 10, 30, [], ())
+
+
+@pytest.mark.parametrize('kept', [(), (2, 1), (1, 1), (0, 30)])
+def test_bad_kept_columns_are_refused(kept):
+  with pytest.raises(LayoutError, match='kept columns'):
+    DesignLayout(10, 30, kept, ())
+
+
+def test_dict_round_trip_through_json():
+  layout = hyundai()
+  d = json.loads(json.dumps(layout.to_dict()))
+  assert DesignLayout.from_dict(d) == layout
+  assert DesignLayout.from_dict(d).to_dict() == d
+
+
+def test_from_dict_refuses_garbage():
+  with pytest.raises(LayoutError, match='invalid layout metadata'):
+    DesignLayout.from_dict({'full_height': 10})
+
+
+@pytest.mark.parametrize('value', ['7,11;5,14', ' 7, 11 ; 5, 14 ', [[7, 11], [5, 14]],
+                                   ((7, 11), (5, 14)), '7,11;5,14;'])
+def test_parse_strut_positions(value):
+  assert parse_strut_positions(value) == ((7, 11), (5, 14))
+
+
+@pytest.mark.parametrize('value', ['', '7', '7,11,3', 'a,b', [7, 11], [[7]], None])
+def test_parse_strut_positions_refuses_garbage(value):
+  with pytest.raises(LayoutError, match='pairs'):
+    parse_strut_positions(value)
