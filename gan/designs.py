@@ -1,0 +1,321 @@
+"""The embedded default dataset: synthetic car-part designs whose labels the oracle can check.
+
+`python -m gan.designs --out DIR --num N --seed S` writes N designs as 10x30 24-bit RGB BMPs named
+`<durability>_<thickness_mm>_<grade_pct>_<strut_code>_<mass>_<id>.bmp`; `gan.oracle.measure`
+reproduces both labels from the pixels of every file (see gan/oracle.py for the formulas).
+
+How a design is made (vectorised over all designs, deterministic by seed):
+1. Targets first: (durability, mass) class pairs are dealt round-robin over all 120 pairs and
+   shuffled (so every pair is present and counts differ by at most one), and each strut is drawn
+   independently from `STRUT_PALETTE`. Labels and struts are therefore independent.
+2. A structured shape: a smooth low-frequency thickness field, per-block thickness and grade
+   levels, occasional vertical ribs, and a flange/web profile across the rows; a smooth
+   heat-treatment field. The flange share and treatment level are drawn around values typical of
+   the target durability, so that shape, not noise, carries the label.
+3. Two scalars are solved so the oracle lands on the target: the thickness scale (mass) and the
+   grade scale (durability), each a few fixed-point steps because they interact weakly. The
+   target inside its class is uniform within +-25% of a class step of the centre (designers hit
+   the spec with some tolerance).
+4. Pixels are quantised to uint8 and measured by the oracle; a design whose shape cannot reach its
+   target (a scale outside [0, 1]) or whose measured class differs is redrawn from a new shape.
+"""
+
+import argparse
+import dataclasses
+import hashlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from gan import images as images_lib
+from gan import oracle
+from gan.errors import DesignGanError
+
+log = logging.getLogger(__name__)
+
+# Strut types: (name, colour). Black is "no stiffener"; colours set the stiffness k(c).
+STRUT_PALETTE = (
+    ('none', (0, 0, 0)),
+    ('steel', (255, 255, 255)),
+    ('aluminium', (255, 0, 0)),
+    ('composite', (0, 0, 255)),
+    ('titanium', (255, 255, 0)),
+)
+GENERATOR_VERSION = 1  # bump when the generator or the oracle changes: invalidates caches
+DEFAULT_NUM_DESIGNS = 10_000
+DEFAULT_SEED = 0
+TARGET_TOLERANCE = 0.25  # of a class step, around the class centre
+
+_ROWS = np.arange(oracle.HEIGHT, dtype=np.float64)
+_COLS = np.arange(oracle.WIDTH, dtype=np.float64)
+_Q = ((_ROWS - 4.5) / 4.5) ** 2  # flange coordinate: 0 at the neutral axis, 1 at the edges
+_BLOCKS = ((0, 6), (10, 16), (20, 22))
+
+
+@dataclasses.dataclass(frozen=True)
+class Designs:
+  """Generated designs in the full 10x30 layout."""
+  images: np.ndarray       # uint8 (N, 10, 30, 3)
+  durability: np.ndarray   # float64 (N,) class values, e.g. 1.4
+  mass: np.ndarray         # float64 (N,) class values, e.g. 2.14
+  strut_types: np.ndarray  # int (N, 2) indices into STRUT_PALETTE
+
+  def __len__(self):
+    return len(self.images)
+
+  def file_names(self) -> list[str]:
+    """`<durability>_<thickness_mm>_<grade_pct>_<strut_code>_<mass>_<id>.bmp` per design."""
+    px = self.images.astype(np.float64) / 255.0
+    cells = oracle.CELLS
+    thickness_mm = 1.0 + 4.0 * (px[..., 0] * cells).sum((1, 2)) / cells.sum()
+    grade_pct = np.round(100 * (px[..., 1] * cells).sum((1, 2)) / cells.sum()).astype(int)
+    width = max(5, len(str(len(self) - 1)))
+    return [f'{d:.1f}_{x:.2f}_{y}_{s[0]}{s[1]}_{m:.2f}_{i:0{width}d}.bmp'
+            for i, (d, x, y, s, m) in enumerate(zip(self.durability, thickness_mm, grade_pct,
+                                                    self.strut_types, self.mass))]
+
+
+def _smooth_field(rng, n: int, modes: int = 3) -> np.ndarray:
+  """(n, 10, 30) sums of random low-frequency cosines, standardised over the cells."""
+  field = np.zeros((n, oracle.HEIGHT, oracle.WIDTH))
+  for _ in range(modes):
+    amp = rng.normal(size=(n, 1, 1))
+    fr, fc = rng.uniform(0.2, 1.5, (n, 1, 1)), rng.uniform(0.3, 3.0, (n, 1, 1))
+    pr, pc = rng.uniform(0, 2 * np.pi, (n, 1, 1)), rng.uniform(0, 2 * np.pi, (n, 1, 1))
+    field += (amp * np.cos(np.pi * fr * _ROWS[:, None] / 9 + pr)
+              * np.cos(np.pi * fc * _COLS[None, :] / 29 + pc))
+  return _standardise(field)
+
+
+def _standardise(field):
+  cells = oracle.CELLS
+  mean = (field * cells).sum((1, 2), keepdims=True) / cells.sum()
+  var = (((field - mean) * cells) ** 2).sum((1, 2), keepdims=True) / cells.sum()
+  return (field - mean) / np.sqrt(var + 1e-12)
+
+
+def _per_block(rng, n: int, low: float, high: float) -> np.ndarray:
+  """(n, 10, 30) constant within each column block, uniform in [low, high)."""
+  out = np.ones((n, oracle.HEIGHT, oracle.WIDTH))
+  for a, b in _BLOCKS:
+    out[:, :, a:b] = rng.uniform(low, high, (n, 1, 1))
+  return out
+
+
+def _ribs(rng, n: int) -> np.ndarray:
+  """(n, 10, 30) x1.3 on one random column of a block, for about 40% of the blocks."""
+  out = np.ones((n, oracle.HEIGHT, oracle.WIDTH))
+  for a, b in _BLOCKS:
+    col = rng.integers(a, b, n)
+    has = rng.random(n) < 0.4
+    out[np.arange(n)[has], :, col[has]] = 1.3
+  return out
+
+
+def _mean_cells(x):
+  return (x * oracle.CELLS).sum((-2, -1)) / oracle.CELLS.sum()
+
+
+def _attempt(rng, d_target, m_target, strut_colors):
+  """One vectorised try: images (n, 10, 30, 3) uint8 and a feasibility mask (n,)."""
+  n = len(d_target)
+  u = (d_target - oracle.DURABILITY_CLASSES[0]) / (oracle.DURABILITY_CLASSES[-1] -
+                                                   oracle.DURABILITY_CLASSES[0])
+  flange = np.clip(rng.normal(-0.8 + 2.4 * u, 0.5), -1.2, 1.8)[:, None, None]
+  profile = 1.0 + flange * (_Q[None, :, None] - _Q.mean())
+  shape = (np.exp(0.2 * _smooth_field(rng, n)) * _per_block(rng, n, 0.8, 1.2)
+           * _ribs(rng, n) * np.maximum(profile, 0.05))
+  shape = shape / _mean_cells(shape)[:, None, None]
+  grade_shape = np.clip(_per_block(rng, n, 0.35, 1.0) + 0.12 * _smooth_field(rng, n), 0.05, 1.0)
+  treat = np.clip(rng.normal(1.2 * u - 0.1, 0.3), 0.0, 1.0)[:, None, None]
+  h = treat / (1.0 + np.exp(-1.5 * _smooth_field(rng, n)))
+  h = np.minimum(h, 1.0)
+
+  mass_need = (m_target - oracle.MASS_BASE) / oracle.MASS_SCALE          # mean(t rho)
+  path_need = (d_target - oracle.DUR_BASE) / oracle.DUR_SCALE            # P (1 + gain S)
+  gamma_max = 1.0 / grade_shape.max((1, 2))
+  gamma = 0.5 * gamma_max
+  w = oracle.ROW_WEIGHT[None, :, None]
+  for _ in range(6):
+    g = np.clip(gamma, 0, gamma_max)[:, None, None] * grade_shape
+    scale = mass_need / _mean_cells(shape * oracle.density(g))
+    t = scale[:, None, None] * shape
+    stiffening = sum(oracle.strut_stiffness(strut_colors[:, i]) *
+                     (t * nb).sum((1, 2)) / nb.sum()
+                     for i, nb in enumerate(oracle.STRUT_NEIGHBOURS))
+    p_need = path_need / (1.0 + oracle.STRUT_GAIN * stiffening)
+    t_sum = (t * oracle.CELLS).sum((1, 2))
+    q0 = (w * t * 0.5 * (1 + h) * oracle.CELLS).sum((1, 2)) / t_sum
+    q1 = (w * t * grade_shape * (1 + h) * oracle.CELLS).sum((1, 2)) / t_sum
+    gamma = (p_need - q0) / q1
+  feasible = (gamma >= 0) & (gamma <= gamma_max) & (scale * shape.max((1, 2)) <= 1.0)
+
+  g = np.clip(gamma, 0, gamma_max)[:, None, None] * grade_shape
+  rgb = np.stack([np.clip(scale[:, None, None] * shape, 0, 1), g, h], axis=-1)
+  images = np.round(255 * rgb * oracle.CELLS[None, :, :, None]).astype(np.uint8)
+  for i, (r, c) in enumerate(oracle.STRUTS):
+    images[:, r, c] = strut_colors[:, i]
+  return images, feasible
+
+
+def generate(num: int, seed: int = DEFAULT_SEED, max_rounds: int = 200) -> Designs:
+  """Generates `num` designs, deterministic in (num, seed)."""
+  if num < 1:
+    raise DesignGanError(f'--num must be a positive number of designs, got {num}')
+  rng = np.random.default_rng(seed)
+  nd, nm = len(oracle.DURABILITY_CLASSES), len(oracle.MASS_CLASSES)
+  pairs = rng.permutation(np.resize(np.arange(nd * nm), num))
+  d_class = np.asarray(oracle.DURABILITY_CLASSES)[pairs // nm]
+  m_class = np.asarray(oracle.MASS_CLASSES)[pairs % nm]
+  strut_types = rng.integers(0, len(STRUT_PALETTE), (num, len(oracle.STRUTS)))
+  palette = np.asarray([c for _, c in STRUT_PALETTE], np.uint8)
+  strut_colors = palette[strut_types]
+  d_target = d_class + oracle.DURABILITY_STEP * rng.uniform(-TARGET_TOLERANCE, TARGET_TOLERANCE,
+                                                            num)
+  m_target = m_class + oracle.MASS_STEP * rng.uniform(-TARGET_TOLERANCE, TARGET_TOLERANCE, num)
+
+  images = np.zeros((num, oracle.HEIGHT, oracle.WIDTH, 3), np.uint8)
+  todo = np.arange(num)
+  for _ in range(max_rounds):
+    if not len(todo):
+      break
+    imgs, ok = _attempt(rng, d_target[todo], m_target[todo], strut_colors[todo])
+    d, m = oracle.measure(imgs)
+    ok &= np.isclose(d, d_class[todo]) & np.isclose(m, m_class[todo])
+    images[todo[ok]] = imgs[ok]
+    todo = todo[~ok]
+  if len(todo):
+    raise RuntimeError(f'{len(todo)} designs did not reach their targets in {max_rounds} rounds')
+  return Designs(images, d_class, m_class, strut_types)
+
+
+def statistics(designs: Designs) -> dict:
+  """The benchmark's fairness numbers (reported in the README, asserted by the tests)."""
+  nd, nm = len(oracle.DURABILITY_CLASSES), len(oracle.MASS_CLASSES)
+  d_idx = np.round((designs.durability - oracle.DURABILITY_CLASSES[0]) / oracle.DURABILITY_STEP)
+  m_idx = np.round((designs.mass - oracle.MASS_CLASSES[0]) / oracle.MASS_STEP)
+  counts = np.bincount((d_idx * nm + m_idx).astype(int), minlength=nd * nm)
+  without_struts = designs.images.copy()
+  for r, c in oracle.STRUTS:
+    without_struts[:, r, c] = 0
+  d_measured, _ = oracle.measure(designs.images)
+  d_plain, _ = oracle.measure(without_struts)
+  red = designs.images[..., 0].astype(np.float64)
+  return {
+      'num_designs': len(designs),
+      'pairs_present': int(np.count_nonzero(counts)),
+      'pair_count_min': int(counts.min()),
+      'pair_count_max': int(counts.max()),
+      'pair_imbalance': float((counts.max() - counts.min()) / counts.mean()),
+      'class_index_correlation': float(np.corrcoef(d_idx, m_idx)[0, 1]),
+      'strut_type_counts': {name: int(np.sum(designs.strut_types == i))
+                            for i, (name, _) in enumerate(STRUT_PALETTE)},
+      'strut_changes_durability_share': float(np.mean(~np.isclose(d_measured, d_plain))),
+      'neighbour_thickness_correlation': float(np.corrcoef(red[:, :, 0:5].ravel(),
+                                                           red[:, :, 1:6].ravel())[0, 1]),
+  }
+
+
+def write_dataset(out_dir: str, designs: Designs, overwrite: bool = False) -> None:
+  """Writes the designs as BMPs into `out_dir`, all or nothing.
+
+  The files go to a temporary sibling directory that is renamed to `out_dir` at the end, so an
+  interrupted run leaves no half-written dataset. An existing non-empty `out_dir` is an error
+  unless `overwrite` (then it is replaced, again only once the new one is complete).
+  """
+  out_dir = os.path.abspath(out_dir)
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise DesignGanError(f'--out {out_dir} is a file; give a directory')
+  if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
+    raise DesignGanError(f'--out {out_dir} is not empty; choose a new directory or pass '
+                         '--overwrite to replace its contents')
+  parent = os.path.dirname(out_dir)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=os.path.basename(out_dir) + '.partial-', dir=parent)
+  try:
+    for name, image in zip(designs.file_names(), designs.images):
+      images_lib.write_rgb(os.path.join(tmp, name), image, atomic=False)
+    if os.path.isdir(out_dir):
+      old = tmp + '.old'
+      os.rename(out_dir, old)
+      os.rename(tmp, out_dir)
+      shutil.rmtree(old)
+    else:
+      os.rename(tmp, out_dir)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+
+
+def default_cache_dir() -> str:
+  """$DESIGNGAN_CACHE, else $XDG_CACHE_HOME/designgan, else ~/.cache/designgan."""
+  if os.environ.get('DESIGNGAN_CACHE'):
+    return os.environ['DESIGNGAN_CACHE']
+  base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+  return os.path.join(base, 'designgan')
+
+
+def ensure_default_dataset(cache_dir: str | None = None, num: int = DEFAULT_NUM_DESIGNS,
+                           seed: int = DEFAULT_SEED) -> str:
+  """Returns the directory of the default dataset, generating it once if it is not cached.
+
+  The directory name carries the generator version, size and seed, so a changed generator never
+  reuses a stale cache; the directory appears only when complete (see `write_dataset`).
+  """
+  cache_dir = cache_dir or default_cache_dir()
+  path = os.path.join(cache_dir, f'designs-v{GENERATOR_VERSION}-n{num}-seed{seed}')
+  if os.path.isdir(path):
+    return path
+  log.warning('Generating the default design dataset (%d designs, seed %d) once into %s',
+              num, seed, path)
+  try:
+    write_dataset(path, generate(num, seed))
+  except OSError as e:
+    if os.path.isdir(path):  # another process finished first: use its copy
+      return path
+    raise DesignGanError(f'cannot write the default dataset to {path}: {e}; set DESIGNGAN_CACHE '
+                         'to a writable directory') from None
+  return path
+
+
+def fingerprint(designs: Designs) -> str:
+  """A short hash of the pixels and labels (for determinism checks)."""
+  h = hashlib.sha256(designs.images.tobytes())
+  h.update(designs.durability.tobytes() + designs.mass.tobytes())
+  return h.hexdigest()[:16]
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(
+      prog='python -m gan.designs',
+      description='Write synthetic car-part designs (10x30 BMPs labelled by the physics oracle).')
+  parser.add_argument('--out', required=True, help='directory to create (must be new or empty)')
+  parser.add_argument('--num', type=int, default=DEFAULT_NUM_DESIGNS, help='number of designs')
+  parser.add_argument('--seed', type=int, default=DEFAULT_SEED, help='random seed')
+  parser.add_argument('--overwrite', action='store_true', help='replace a non-empty --out')
+  parser.add_argument('--stats', action='store_true', help='print the dataset statistics')
+  args = parser.parse_args(argv)
+  try:
+    start = time.perf_counter()
+    designs = generate(args.num, args.seed)
+    generated = time.perf_counter() - start
+    write_dataset(args.out, designs, overwrite=args.overwrite)
+    total = time.perf_counter() - start
+  except DesignGanError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  print(f'wrote {len(designs)} designs to {os.path.abspath(args.out)} '
+        f'(generated in {generated:.2f} s, {total:.2f} s with writing; seed {args.seed})')
+  if args.stats:
+    for key, value in statistics(designs).items():
+      print(f'  {key}: {value}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,199 @@
+"""The synthetic dataset and its oracle: labels reproducible, benchmark fair, output atomic."""
+
+import os
+
+import numpy as np
+import pytest
+
+from gan import designs
+from gan import images as images_lib
+from gan import oracle
+from gan.errors import DesignGanError
+
+
+def test_oracle_reproduces_every_label(default_designs):
+  durability, mass = oracle.measure(default_designs.images)
+  np.testing.assert_array_equal(durability, default_designs.durability)
+  np.testing.assert_array_equal(mass, default_designs.mass)
+
+
+def test_oracle_reproduces_labels_of_written_files(small_design_dir):
+  names = sorted(os.listdir(small_design_dir))
+  assert len(names) == 240
+  for name in names:
+    tokens = name[:-len('.bmp')].split('_')
+    image = images_lib.read_rgb(os.path.join(small_design_dir, name))
+    assert image.shape == (10, 30, 3)
+    assert oracle.measure(image) == (float(tokens[0]), float(tokens[-2])), name
+
+
+def test_oracle_formula_on_a_hand_computed_design():
+  # Every cell thickness 1, grade 0, treatment 0; struts black (no stiffening).
+  image = np.zeros((10, 30, 3), np.uint8)
+  image[:, list(oracle.FOOTPRINT_COLUMNS), 0] = 255
+  for r, c in oracle.STRUTS:
+    image[r, c] = 0
+  d_raw, m_raw = oracle.measure_raw(image)
+  row_weight = 0.4 + 0.6 * ((np.arange(10) - 4.5) / 4.5) ** 2
+  cells_per_row = np.full(10, 14)
+  cells_per_row[[5, 7]] = 13  # the strut pixels are not cells
+  mean_row_weight = np.sum(cells_per_row * row_weight) / 138
+  assert m_raw == pytest.approx(2.10 + 0.30 * 1.0)
+  assert d_raw == pytest.approx(0.51 + 1.15 * 0.5 * mean_row_weight)
+  # A white strut adds k=1 times the (full) thickness of its neighbours: factor 1 + 0.25.
+  image[7, 11] = 255
+  d_white, m_white = oracle.measure_raw(image)
+  assert m_white == pytest.approx(m_raw)
+  assert d_white == pytest.approx(0.51 + 1.15 * 0.5 * mean_row_weight * 1.25)
+
+
+def test_labels_depend_on_every_cell(default_designs):
+  image = default_designs.images[7]
+  d0, m0 = oracle.measure_raw(image)
+  rows, cols = np.nonzero(oracle.CELLS)
+  assert len(rows) == 138
+  for channel in range(3):
+    bumped = np.repeat(image[None], len(rows), axis=0).astype(np.int32)
+    bumped[np.arange(len(rows)), rows, cols, channel] += np.where(
+        bumped[np.arange(len(rows)), rows, cols, channel] > 200, -20, 20)
+    d, m = oracle.measure_raw(bumped.astype(np.uint8))
+    assert np.all(d != d0), f'channel {channel}: durability ignores some cell'
+    if channel < 2:  # thickness and grade weigh; heat treatment does not
+      assert np.all(m != m0), f'channel {channel}: mass ignores some cell'
+    else:
+      np.testing.assert_allclose(m, m0)
+
+
+def test_pixels_outside_the_footprint_are_ignored(default_designs):
+  image = default_designs.images[3].copy()
+  before = oracle.measure_raw(image)
+  image[:, 6:10] = 255
+  image[:, 22:] = 123
+  assert oracle.measure_raw(image) == before
+
+
+def test_oracle_rejects_training_layout_images():
+  with pytest.raises(ValueError, match='to_full'):
+    oracle.measure(np.zeros((10, 14, 3), np.uint8))
+
+
+def test_benchmark_is_fair(default_designs):
+  stats = designs.statistics(default_designs)
+  assert stats['pairs_present'] == 120
+  assert stats['pair_imbalance'] <= 0.10
+  assert abs(stats['class_index_correlation']) < 0.3
+  assert {'none', 'steel'} <= set(stats['strut_type_counts'])  # black and white struts
+  assert all(n > 0 for n in stats['strut_type_counts'].values())
+  assert stats['strut_changes_durability_share'] > 0.2
+  palette = {c for _, c in designs.STRUT_PALETTE}
+  assert (0, 0, 0) in palette and (255, 255, 255) in palette
+
+
+def test_designs_have_spatial_structure(default_designs):
+  red = default_designs.images[..., 0].astype(np.float64)
+  cells = oracle.CELLS
+  neighbour_corr = designs.statistics(default_designs)['neighbour_thickness_correlation']
+  # The same pixels shuffled within each design: structure gone, correlation near zero.
+  rng = np.random.default_rng(0)
+  shuffled = red[:, cells].copy()
+  for row in shuffled:
+    rng.shuffle(row)
+  grid = np.zeros_like(red)
+  grid[:, cells] = shuffled
+  centred = red[:, cells].mean(1, keepdims=True)
+  a = (grid[:, :, 0:5] - centred[..., None]).ravel()
+  b = (grid[:, :, 1:6] - centred[..., None]).ravel()
+  assert neighbour_corr > 0.5
+  assert abs(np.corrcoef(a, b)[0, 1]) < 0.2
+
+
+def test_inactive_columns_black_and_struts_from_palette(default_designs):
+  imgs = default_designs.images
+  inactive = [c for c in range(30) if c not in oracle.FOOTPRINT_COLUMNS]
+  assert not imgs[:, :, inactive].any()
+  palette = np.asarray([c for _, c in designs.STRUT_PALETTE])
+  for i, (r, c) in enumerate(oracle.STRUTS):
+    np.testing.assert_array_equal(imgs[:, r, c], palette[default_designs.strut_types[:, i]])
+  # No footprint column is black everywhere (dropempty keeps all 14).
+  assert all(imgs[:, :, c].any() for c in oracle.FOOTPRINT_COLUMNS)
+
+
+def test_generation_is_deterministic_by_seed():
+  a, b, c = designs.generate(300, 5), designs.generate(300, 5), designs.generate(300, 6)
+  assert designs.fingerprint(a) == designs.fingerprint(b)
+  assert designs.fingerprint(a) != designs.fingerprint(c)
+
+
+def test_cli_writes_named_files(small_design_dir):
+  names = os.listdir(small_design_dir)
+  assert all(n.endswith('.bmp') for n in names)
+  tokens = [n[:-4].split('_') for n in names]
+  assert all(len(t) == 6 for t in tokens)
+  assert {float(t[0]) for t in tokens} == set(oracle.DURABILITY_CLASSES)
+  assert {float(t[-2]) for t in tokens} == set(oracle.MASS_CLASSES)
+
+
+def test_cli_refuses_a_non_empty_directory(small_design_dir, capsys):
+  before = sorted(os.listdir(small_design_dir))
+  assert designs.main(['--out', small_design_dir, '--num', '5']) == 1
+  assert 'not empty' in capsys.readouterr().err
+  assert sorted(os.listdir(small_design_dir)) == before
+
+
+def test_cli_overwrite_replaces(tmp_path):
+  out = tmp_path / 'data'
+  assert designs.main(['--out', str(out), '--num', '20', '--seed', '2']) == 0
+  assert designs.main(['--out', str(out), '--num', '7', '--seed', '3', '--overwrite']) == 0
+  assert len(os.listdir(out)) == 7
+  assert sorted(os.listdir(tmp_path)) == ['data']
+
+
+def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
+  calls = []
+
+  def failing_write(path, image, atomic=True):
+    calls.append(path)
+    if len(calls) > 5:
+      raise OSError('disk full')
+    images_lib.Image.fromarray(image).save(path)
+
+  monkeypatch.setattr(images_lib, 'write_rgb', failing_write)
+  with pytest.raises(OSError):
+    designs.write_dataset(str(tmp_path / 'data'), designs.generate(20, 0))
+  assert os.listdir(tmp_path) == []
+
+
+def test_default_dataset_is_generated_once(tmp_path):
+  path = designs.ensure_default_dataset(str(tmp_path), num=30, seed=0)
+  assert len(os.listdir(path)) == 30
+  stamp = os.stat(path).st_mtime_ns
+  assert designs.ensure_default_dataset(str(tmp_path), num=30, seed=0) == path
+  assert os.stat(path).st_mtime_ns == stamp
+  assert os.listdir(tmp_path) == [os.path.basename(path)]
+
+
+def test_rejects_non_positive_count():
+  with pytest.raises(DesignGanError, match='positive'):
+    designs.generate(0)
+
+
+def test_loader_reads_the_generated_dataset_back(small_design_dir):
+  from gan import data  # pylint: disable=import-outside-toplevel
+  dataset = data.load_dataset(small_design_dir, datashape='dropempty', val_fraction=0.1, seed=0)
+  spec = dataset.spec
+  assert (spec.layout.full_height, spec.layout.full_width) == (10, 30)
+  assert spec.layout.kept_columns == oracle.FOOTPRINT_COLUMNS
+  assert spec.layout.shape == (10, 14, 3)
+  assert spec.layout.train_strut_positions == ((7, 7), (5, 10))
+  assert spec.durability.values == oracle.DURABILITY_CLASSES
+  assert spec.mass.values == oracle.MASS_CLASSES
+  assert len(dataset.train) + len(dataset.val) == 240 and len(dataset.val) == 24
+  # Back to the full layout, the pixels still measure as their labels.
+  for part in (dataset.train, dataset.val):
+    full = spec.layout.to_full(data.denormalize(part.images))
+    durability, mass = oracle.measure(full)
+    np.testing.assert_allclose(durability, np.asarray(spec.durability.values)[part.durability])
+    np.testing.assert_allclose(mass, np.asarray(spec.mass.values)[part.mass])
+  original = data.load_dataset(small_design_dir, datashape='original')
+  assert original.spec.layout.shape == (10, 30, 3)
+  assert original.spec.layout.train_strut_positions == ((7, 11), (5, 14))
