@@ -1,0 +1,74 @@
+"""Default: vanilla conditional GAN + WGAN-GP + MLP generator/critic (the original author's best).
+
+Every other config starts from this one and changes a few fields; `--config.<field>=value`
+overrides any field on the command line.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # Data. An empty data_path uses the embedded synthetic designs (generated once into a cache).
+  c.data_path = ''
+  c.datashape = 'dropempty'          # original | dropempty
+  c.strut_positions = '7,11;5,14'    # (row, col) of each strut pixel in the full layout
+  c.durability_values = ''           # '' = infer from the data, else e.g. '1.0,1.1,1.2'
+  c.mass_values = ''
+  c.val_fraction = 0.1
+  # Derived from the data; 0 = derive. A non-zero value that contradicts the data is an error.
+  c.height = 0
+  c.width = 0
+  c.input_dim = 0
+
+  # The three independent choices: 2 x 2 x 3 = 12 combinations.
+  c.gan_model = 'vanilla'            # vanilla | infogan                (alias: vanila)
+  c.loss_mode = 'wgangp'             # bce | wgan | wgangp              (alias: vanila = bce)
+  c.gen_mode = 'mlp'                 # mlp | selfattention              (alias: vanila = mlp)
+  c.disc_mode = 'mlp'                # mlp | selfattention              (alias: vanila = mlp)
+
+  # Networks.
+  c.zdim = 100
+  c.class_embed_dim = 32             # durability / mass embedding size in the generator
+  c.gen_hidden_dims = (512, 512)     # MLP generator trunk; 0 stands for the image size D
+  c.gen_norm = 'layer'               # batch | layer | none
+  c.gen_dropout = 0.0
+  c.hidden_dim = 256                 # InfoGAN Q-head width
+  c.disc_hidden_dims = (256, 256, 256)  # MLP critic body; 0 stands for the image size D
+  c.disc_norm = 'layer'              # layer | none (no BatchNorm in a critic: it couples examples)
+  c.disc_dropout = 0.0
+  c.disc_conditioning = 'projection'  # projection (+ fixed pixels) | none (unconditional)
+  c.mask_input = True                # feed the strut mask as a pixel channel
+  c.embed_dim = 32                   # self-attention token size E
+  c.num_heads = 2                    # must divide embed_dim
+  c.num_layers = 2                   # transformer blocks
+  c.mlp_ratio = 2                    # transformer MLP width = mlp_ratio * embed_dim
+
+  # Losses.
+  c.constraint_lambda = 10.0         # weight of the strut-pixel penalty in the generator loss
+  c.lambda_gp = 10.0                 # wgangp
+  c.weight_clip = 0.01               # wgan: critic weight matrices clipped to +-weight_clip
+  c.critic_iter = 5                  # critic steps per generator step (bce always uses 1)
+  c.info_lambda = 1.0                # infogan: weight of the code (mutual-information) loss
+
+  # Optimisation.
+  c.optimizer = 'adam'               # adam | adamw | rmsprop
+  c.learning_rate_gen = 2e-4
+  c.learning_rate_disc = 2e-4
+  c.opt_beta1 = 0.0
+  c.opt_beta2 = 0.9
+  c.weight_decay = 0.01              # adamw only
+  c.batch_size = 256
+  c.epochs = 100
+
+  # Outputs.
+  c.log_path = 'runs/default'
+  c.output_path = ''                 # '' = <log_path>/output
+  c.log_every = 1                    # epochs between log lines / TensorBoard scalars
+  c.sample_every = 10                # epochs between TensorBoard image grids
+  c.checkpoint_every = 10            # epochs between checkpoints (and always at the end)
+  c.keep_checkpoints = 3
+  c.num_output_images = 64           # designs written to output_path/fake and /real at the end
+  return c

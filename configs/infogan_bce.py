@@ -1,0 +1,11 @@
+"""infogan GAN + bce loss, MLP generator and critic (see configs/default.py for every field)."""
+
+from configs import default
+
+
+def get_config():
+  c = default.get_config()
+  c.gan_model = 'infogan'
+  c.loss_mode = 'bce'
+  c.log_path = 'runs/infogan_bce'
+  return c

@@ -1,0 +1,102 @@
+"""Validation of training configs: every error is one line saying what is allowed, before any
+compilation. `resolve` returns a copy with aliases replaced by canonical names."""
+
+import ml_collections
+
+from gan.errors import ConfigError
+
+CHOICES = {
+    'gan_model': ('vanilla', 'infogan'),
+    'loss_mode': ('bce', 'wgan', 'wgangp'),
+    'gen_mode': ('mlp', 'selfattention'),
+    'disc_mode': ('mlp', 'selfattention'),
+    'optimizer': ('adam', 'adamw', 'rmsprop'),
+    'datashape': ('original', 'dropempty'),
+    'gen_norm': ('batch', 'layer', 'none'),
+    'disc_norm': ('layer', 'none'),
+    'disc_conditioning': ('projection', 'none'),
+}
+# The original's spellings: 'vanila' meant the plain choice of each field.
+ALIASES = {
+    'gan_model': {'vanila': 'vanilla'},
+    'loss_mode': {'vanila': 'bce', 'vanilla': 'bce'},
+    'gen_mode': {'vanila': 'mlp', 'vanilla': 'mlp'},
+    'disc_mode': {'vanila': 'mlp', 'vanilla': 'mlp'},
+}
+POSITIVE_INTS = ('zdim', 'class_embed_dim', 'hidden_dim', 'embed_dim', 'num_heads', 'num_layers',
+                 'mlp_ratio', 'critic_iter', 'batch_size', 'epochs', 'log_every', 'sample_every',
+                 'checkpoint_every', 'keep_checkpoints')
+POSITIVE_FLOATS = ('learning_rate_gen', 'learning_rate_disc', 'weight_clip')
+NON_NEGATIVE_FLOATS = ('constraint_lambda', 'lambda_gp', 'info_lambda', 'weight_decay')
+# Fields that define the model: a checkpoint can only be resumed with the same values.
+MODEL_FIELDS = ('gan_model', 'loss_mode', 'gen_mode', 'disc_mode', 'zdim', 'class_embed_dim',
+                'gen_hidden_dims', 'gen_norm', 'gen_dropout', 'hidden_dim', 'disc_hidden_dims',
+                'disc_norm', 'disc_dropout', 'disc_conditioning', 'mask_input', 'embed_dim',
+                'num_heads', 'num_layers', 'mlp_ratio', 'optimizer', 'datashape',
+                'strut_positions', 'seed', 'batch_size')
+
+
+def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Checks every field and returns a copy with canonical choice names."""
+  c = ml_collections.ConfigDict(config.to_dict())
+  for field, allowed in CHOICES.items():
+    value = str(c[field]).strip().lower()
+    value = ALIASES.get(field, {}).get(value, value)
+    if value not in allowed:
+      raise ConfigError(f'{field}={c[field]!r} is not allowed; choose one of: '
+                        f'{", ".join(allowed)}')
+    c[field] = value
+  for field in POSITIVE_INTS:
+    if not isinstance(c[field], int) or isinstance(c[field], bool) or c[field] < 1:
+      raise ConfigError(f'{field} must be a positive integer, got {c[field]!r}')
+  for field in POSITIVE_FLOATS:
+    if not c[field] > 0:
+      raise ConfigError(f'{field} must be > 0, got {c[field]!r}')
+  for field in NON_NEGATIVE_FLOATS:
+    if not c[field] >= 0:
+      raise ConfigError(f'{field} must be >= 0, got {c[field]!r}')
+  for field in ('gen_dropout', 'disc_dropout', 'opt_beta1', 'opt_beta2'):
+    if not 0 <= c[field] < 1:
+      raise ConfigError(f'{field} must be in [0, 1), got {c[field]!r}')
+  if not 0 <= c.val_fraction < 1:
+    raise ConfigError(f'val_fraction must be in [0, 1), got {c.val_fraction!r}')
+  if c.embed_dim % c.num_heads:
+    raise ConfigError(f'embed_dim={c.embed_dim} must be divisible by num_heads={c.num_heads}; '
+                      f'allowed num_heads: {_divisors(c.embed_dim)}')
+  for field in ('gen_hidden_dims', 'disc_hidden_dims'):
+    dims = c[field]
+    if (not isinstance(dims, (tuple, list)) or not dims
+        or not all(isinstance(d, int) and d >= 0 for d in dims)):
+      raise ConfigError(f'{field} must be a non-empty list of widths (0 = image size), '
+                        f'got {dims!r}')
+    c[field] = tuple(dims)
+  if c.loss_mode == 'bce':
+    c.critic_iter = 1  # one discriminator step per generator step for the non-saturating GAN
+  for field in ('height', 'width', 'input_dim'):
+    if not isinstance(c[field], int) or c[field] < 0:
+      raise ConfigError(f'{field} must be 0 (derive from the data) or a positive integer, '
+                        f'got {c[field]!r}')
+  return c
+
+
+def check_against_data(config: ml_collections.ConfigDict, layout) -> None:
+  """height / width / input_dim, when given, must agree with the data's training layout."""
+  derived = {'height': layout.height, 'width': layout.width,
+             'input_dim': layout.height * layout.width * 3}
+  for field, value in derived.items():
+    if config[field] and config[field] != value:
+      raise ConfigError(f'{field}={config[field]} contradicts the data: datashape='
+                        f'{config.datashape} gives {field} {value} (set it to 0 to derive it)')
+
+
+def model_fields(config) -> dict:
+  """The fields a resumed run must share with its checkpoint."""
+  return {f: _plain(config[f]) for f in MODEL_FIELDS}
+
+
+def _plain(v):
+  return list(v) if isinstance(v, (tuple, list)) else v
+
+
+def _divisors(n: int) -> str:
+  return ', '.join(str(d) for d in range(1, n + 1) if n % d == 0)

@@ -1,0 +1,295 @@
+"""Generators and critics (Flax NNX): MLP or pixel-token self-attention, conditioned on the labels.
+
+Shapes: B batch, H x W training layout, D = 3 H W, S = H W pixel tokens, E = `embed_dim`.
+
+Every generator receives noise z (B, zdim), the durability and mass class indices (B,) through
+learned embeddings, the fixed-pixel image (B, H, W, 3) (strut colours, -1 elsewhere) and the strut
+mask (H, W, 3); it returns an image (B, H, W, 3) in [-1, 1] (tanh).
+
+Every critic is a body (MLP or transformer) mapping an image to features f (B, F), plus one
+`CriticHead`:
+
+  score(x, y) = w . f + b + sum_k <embed_k(y_k), f>        (projection discriminator)
+
+where k runs over durability and mass. The body also sees the fixed-pixel image by concatenation
+(pixel channels), so the critic judges a design *for* its requested struts. With
+`disc_conditioning='none'` (the original's unconditional critic) both are left out. The score is
+linear (a logit for BCE, a critic value for WGAN). An InfoGAN critic adds a Q head on f giving
+durability and mass logits.
+
+The self-attention networks are real pixel-token transformers: each pixel is a token with a
+learned position embedding, in residual pre-LayerNorm blocks of multi-head attention over the S
+tokens and an MLP. In the generator the condition vector c = [z, embed(durability), embed(mass)]
+is added to every token and modulates every LayerNorm (FiLM: (1 + scale(c)) * LN(x) + shift(c)).
+"""
+
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+LEAKY_SLOPE = 0.2
+
+
+def _leaky(x):
+  return jax.nn.leaky_relu(x, LEAKY_SLOPE)
+
+
+def _norm(kind: str, features: int, rngs: nnx.Rngs):
+  if kind == 'batch':  # PyTorch momentum 0.1 == Flax momentum 0.9
+    return nnx.BatchNorm(features, momentum=0.9, epsilon=1e-5, rngs=rngs)
+  if kind == 'layer':
+    return nnx.LayerNorm(features, epsilon=1e-5, rngs=rngs)
+  return None
+
+
+class DenseBlock(nnx.Module):
+  """Dense -> norm (batch | layer | none) -> LeakyReLU(0.2) -> dropout."""
+
+  def __init__(self, in_features: int, out_features: int, norm: str, dropout: float,
+               rngs: nnx.Rngs):
+    self.dense = nnx.Linear(in_features, out_features, rngs=rngs)
+    self.norm = _norm(norm, out_features, rngs)
+    self.dropout = nnx.Dropout(dropout) if dropout > 0 else None
+
+  def __call__(self, x, *, train: bool, rngs: Optional[nnx.Rngs]):
+    x = self.dense(x)
+    if isinstance(self.norm, nnx.BatchNorm):
+      x = self.norm(x, use_running_average=not train)
+    elif self.norm is not None:
+      x = self.norm(x)
+    x = _leaky(x)
+    if self.dropout is not None:
+      x = self.dropout(x, deterministic=not train, rngs=rngs)
+    return x
+
+
+def _widths(dims: Sequence[int], image_dim: int) -> list[int]:
+  """Hidden widths; 0 stands for the image size D (the original's Lin(. -> D) layers)."""
+  return [image_dim if d == 0 else int(d) for d in dims]
+
+
+def _condition_pixels(fixed, mask, use_mask: bool):
+  """Per-pixel condition channels: fixed-pixel colours (3) and, optionally, the mask (1)."""
+  if not use_mask:
+    return fixed
+  mask1 = jnp.broadcast_to(mask[..., :1], fixed.shape[:-1] + (1,))
+  return jnp.concatenate([fixed, mask1.astype(fixed.dtype)], axis=-1)
+
+
+class MLPGenerator(nnx.Module):
+  """noise -> Dense(D); fixed pixels -> Dense(D); [noise, emb_d, emb_m, fixed] -> MLP -> tanh."""
+
+  def __init__(self, *, zdim: int, image_shape: tuple[int, int, int], num_durability: int,
+               num_mass: int, class_embed_dim: int, hidden_dims: Sequence[int], norm: str,
+               dropout: float, mask_input: bool, rngs: nnx.Rngs):
+    h, w, c = image_shape
+    self.image_shape = image_shape
+    self.mask_input = mask_input
+    d = h * w * c
+    cond_dim = h * w * (c + int(mask_input))
+    self.noise_proj = nnx.Linear(zdim, d, rngs=rngs)
+    self.fixed_proj = nnx.Linear(cond_dim, d, rngs=rngs)
+    self.durability_embed = nnx.Embed(num_durability, class_embed_dim, rngs=rngs)
+    self.mass_embed = nnx.Embed(num_mass, class_embed_dim, rngs=rngs)
+    widths = [2 * d + 2 * class_embed_dim] + _widths(hidden_dims, d)
+    self.blocks = nnx.List([DenseBlock(a, b, norm, dropout, rngs)
+                            for a, b in zip(widths[:-1], widths[1:])])
+    self.out = nnx.Linear(widths[-1], d, rngs=rngs)
+
+  def __call__(self, z, durability, mass, fixed, mask, *, train: bool = False,
+               rngs: Optional[nnx.Rngs] = None):
+    b = z.shape[0]
+    cond = _condition_pixels(fixed, mask, self.mask_input).reshape(b, -1)
+    x = jnp.concatenate([self.noise_proj(z), self.durability_embed(durability),
+                         self.mass_embed(mass), self.fixed_proj(cond)], axis=-1)
+    for block in self.blocks:
+      x = block(x, train=train, rngs=rngs)
+    return jnp.tanh(self.out(x)).reshape((b,) + self.image_shape)
+
+
+class MLPBody(nnx.Module):
+  """Critic body: flat [image, fixed pixels] -> DenseBlocks (LayerNorm) -> features."""
+
+  def __init__(self, *, image_shape, hidden_dims: Sequence[int], norm: str, dropout: float,
+               conditional: bool, mask_input: bool, rngs: nnx.Rngs):
+    h, w, c = image_shape
+    self.conditional = conditional
+    self.mask_input = mask_input
+    in_dim = h * w * c + (h * w * (c + int(mask_input)) if conditional else 0)
+    widths = [in_dim] + _widths(hidden_dims, h * w * c)
+    self.blocks = nnx.List([DenseBlock(a, b, norm, dropout, rngs)
+                            for a, b in zip(widths[:-1], widths[1:])])
+    self.num_features = widths[-1]
+
+  def __call__(self, x, fixed, mask, *, train: bool = False, rngs: Optional[nnx.Rngs] = None):
+    b = x.shape[0]
+    x = x.reshape(b, -1)
+    if self.conditional:
+      x = jnp.concatenate([x, _condition_pixels(fixed, mask, self.mask_input).reshape(b, -1)], -1)
+    for block in self.blocks:
+      x = block(x, train=train, rngs=rngs)
+    return x
+
+
+class TransformerBlock(nnx.Module):
+  """Pre-LayerNorm residual block: x + MHA(LN(x)); x + MLP(LN(x)); LNs optionally FiLM'd."""
+
+  def __init__(self, embed_dim: int, num_heads: int, mlp_ratio: int, cond_dim: int,
+               rngs: nnx.Rngs):
+    self.ln1 = nnx.LayerNorm(embed_dim, use_scale=cond_dim == 0, use_bias=cond_dim == 0,
+                             rngs=rngs)
+    self.attn = nnx.MultiHeadAttention(num_heads, embed_dim, decode=False, rngs=rngs)
+    self.ln2 = nnx.LayerNorm(embed_dim, use_scale=cond_dim == 0, use_bias=cond_dim == 0,
+                             rngs=rngs)
+    self.mlp_in = nnx.Linear(embed_dim, mlp_ratio * embed_dim, rngs=rngs)
+    self.mlp_out = nnx.Linear(mlp_ratio * embed_dim, embed_dim, rngs=rngs)
+    # FiLM: 4 E numbers per example (scale and shift for both LayerNorms), zero-initialised so a
+    # fresh block starts as a plain pre-LN block.
+    self.film = (nnx.Linear(cond_dim, 4 * embed_dim, kernel_init=nnx.initializers.zeros,
+                            rngs=rngs) if cond_dim else None)
+
+  def __call__(self, x, cond=None):
+    if self.film is not None:
+      s1, b1, s2, b2 = jnp.split(self.film(cond)[:, None, :], 4, axis=-1)
+      mod1 = lambda y: y * (1 + s1) + b1
+      mod2 = lambda y: y * (1 + s2) + b2
+    else:
+      mod1 = mod2 = lambda y: y
+    h = mod1(self.ln1(x))
+    x = x + self.attn(h, h, h, deterministic=True)
+    h = mod2(self.ln2(x))
+    return x + self.mlp_out(jax.nn.gelu(self.mlp_in(h)))
+
+
+class AttentionGenerator(nnx.Module):
+  """Pixel tokens (position + fixed-pixel channels + condition) -> blocks -> per-pixel RGB."""
+
+  def __init__(self, *, zdim: int, image_shape, num_durability: int, num_mass: int,
+               class_embed_dim: int, embed_dim: int, num_heads: int, num_layers: int,
+               mlp_ratio: int, mask_input: bool, rngs: nnx.Rngs):
+    h, w, c = image_shape
+    self.image_shape = image_shape
+    self.mask_input = mask_input
+    cond_dim = zdim + 2 * class_embed_dim
+    self.durability_embed = nnx.Embed(num_durability, class_embed_dim, rngs=rngs)
+    self.mass_embed = nnx.Embed(num_mass, class_embed_dim, rngs=rngs)
+    self.position = nnx.Param(0.02 * jax.random.normal(rngs.params(), (h * w, embed_dim)))
+    self.pixel_in = nnx.Linear(c + int(mask_input), embed_dim, rngs=rngs)
+    self.cond_in = nnx.Linear(cond_dim, embed_dim, rngs=rngs)
+    self.blocks = nnx.List([TransformerBlock(embed_dim, num_heads, mlp_ratio, cond_dim, rngs)
+                            for _ in range(num_layers)])
+    self.ln_out = nnx.LayerNorm(embed_dim, rngs=rngs)
+    self.out = nnx.Linear(embed_dim, c, rngs=rngs)
+
+  def __call__(self, z, durability, mass, fixed, mask, *, train: bool = False,
+               rngs: Optional[nnx.Rngs] = None):
+    del train, rngs  # no dropout or batch statistics
+    b = z.shape[0]
+    cond = jnp.concatenate([z, self.durability_embed(durability), self.mass_embed(mass)], -1)
+    pixels = _condition_pixels(fixed, mask, self.mask_input).reshape(b, -1, fixed.shape[-1]
+                                                                    + int(self.mask_input))
+    x = self.position[None] + self.pixel_in(pixels) + self.cond_in(cond)[:, None, :]
+    for block in self.blocks:
+      x = block(x, cond)
+    return jnp.tanh(self.out(self.ln_out(x))).reshape((b,) + self.image_shape)
+
+
+class AttentionBody(nnx.Module):
+  """Critic body: pixel tokens [rgb, fixed pixels] + position -> blocks -> LN -> mean pool."""
+
+  def __init__(self, *, image_shape, embed_dim: int, num_heads: int, num_layers: int,
+               mlp_ratio: int, conditional: bool, mask_input: bool, rngs: nnx.Rngs):
+    h, w, c = image_shape
+    self.conditional = conditional
+    self.mask_input = mask_input
+    in_channels = c + ((c + int(mask_input)) if conditional else 0)
+    self.position = nnx.Param(0.02 * jax.random.normal(rngs.params(), (h * w, embed_dim)))
+    self.pixel_in = nnx.Linear(in_channels, embed_dim, rngs=rngs)
+    self.blocks = nnx.List([TransformerBlock(embed_dim, num_heads, mlp_ratio, 0, rngs)
+                            for _ in range(num_layers)])
+    self.ln_out = nnx.LayerNorm(embed_dim, rngs=rngs)
+    self.num_features = embed_dim
+
+  def __call__(self, x, fixed, mask, *, train: bool = False, rngs: Optional[nnx.Rngs] = None):
+    del train, rngs
+    if self.conditional:
+      x = jnp.concatenate([x, _condition_pixels(fixed, mask, self.mask_input)], axis=-1)
+    b = x.shape[0]
+    tokens = self.position[None] + self.pixel_in(x.reshape(b, -1, x.shape[-1]))
+    for block in self.blocks:
+      tokens = block(tokens)
+    return self.ln_out(tokens).mean(axis=1)
+
+
+class QHead(nnx.Module):
+  """InfoGAN Q head: features -> Dense -> LN -> LeakyReLU -> (durability logits, mass logits)."""
+
+  def __init__(self, num_features: int, hidden: int, num_durability: int, num_mass: int,
+               rngs: nnx.Rngs):
+    self.hidden = nnx.Linear(num_features, hidden, rngs=rngs)
+    self.ln = nnx.LayerNorm(hidden, rngs=rngs)
+    self.durability = nnx.Linear(hidden, num_durability, rngs=rngs)
+    self.mass = nnx.Linear(hidden, num_mass, rngs=rngs)
+
+  def __call__(self, features):
+    h = _leaky(self.ln(self.hidden(features)))
+    return self.durability(h), self.mass(h)
+
+
+class Critic(nnx.Module):
+  """Body + linear real/fake head + class projection (+ InfoGAN Q head)."""
+
+  def __init__(self, body, *, num_durability: int, num_mass: int, conditional: bool,
+               infogan: bool, q_hidden: int, rngs: nnx.Rngs):
+    f = body.num_features
+    self.body = body
+    self.head = nnx.Linear(f, 1, rngs=rngs)
+    self.durability_embed = (nnx.Embed(num_durability, f, embedding_init=nnx.initializers.zeros,
+                                       rngs=rngs) if conditional else None)
+    self.mass_embed = (nnx.Embed(num_mass, f, embedding_init=nnx.initializers.zeros, rngs=rngs)
+                       if conditional else None)
+    self.q_head = QHead(f, q_hidden, num_durability, num_mass, rngs) if infogan else None
+
+  def features(self, x, fixed, mask, *, train: bool = False, rngs: Optional[nnx.Rngs] = None):
+    return self.body(x, fixed, mask, train=train, rngs=rngs)
+
+  def score(self, features, durability, mass):
+    """(B,) linear critic value / logit from body features and the requested classes."""
+    s = self.head(features)[:, 0]
+    if self.durability_embed is not None:
+      s = s + jnp.sum(features * (self.durability_embed(durability) + self.mass_embed(mass)), -1)
+    return s
+
+  def __call__(self, x, durability, mass, fixed, mask, *, train: bool = False,
+               rngs: Optional[nnx.Rngs] = None):
+    return self.score(self.features(x, fixed, mask, train=train, rngs=rngs), durability, mass)
+
+
+def build_generator(config, image_shape, num_durability: int, num_mass: int, rngs: nnx.Rngs):
+  """The generator `config.gen_mode` asks for (config already resolved)."""
+  common = dict(zdim=config.zdim, image_shape=tuple(image_shape), num_durability=num_durability,
+                num_mass=num_mass, class_embed_dim=config.class_embed_dim,
+                mask_input=config.mask_input, rngs=rngs)
+  if config.gen_mode == 'mlp':
+    return MLPGenerator(hidden_dims=config.gen_hidden_dims, norm=config.gen_norm,
+                        dropout=config.gen_dropout, **common)
+  return AttentionGenerator(embed_dim=config.embed_dim, num_heads=config.num_heads,
+                            num_layers=config.num_layers, mlp_ratio=config.mlp_ratio, **common)
+
+
+def build_critic(config, image_shape, num_durability: int, num_mass: int, rngs: nnx.Rngs):
+  """The critic `config.disc_mode` asks for, with an InfoGAN Q head when gan_model=infogan."""
+  conditional = config.disc_conditioning == 'projection'
+  if config.disc_mode == 'mlp':
+    body = MLPBody(image_shape=tuple(image_shape), hidden_dims=config.disc_hidden_dims,
+                   norm=config.disc_norm, dropout=config.disc_dropout, conditional=conditional,
+                   mask_input=config.mask_input, rngs=rngs)
+  else:
+    body = AttentionBody(image_shape=tuple(image_shape), embed_dim=config.embed_dim,
+                         num_heads=config.num_heads, num_layers=config.num_layers,
+                         mlp_ratio=config.mlp_ratio, conditional=conditional,
+                         mask_input=config.mask_input, rngs=rngs)
+  return Critic(body, num_durability=num_durability, num_mass=num_mass, conditional=conditional,
+                infogan=config.gan_model == 'infogan', q_hidden=config.hidden_dim, rngs=rngs)
