@@ -1,0 +1,264 @@
+"""The training state and the pure, jit-compiled update: critic steps then one generator step.
+
+All 12 combinations come from one `update`: the model family decides which conditions the fake
+gets (vanilla: the real batch's labels; InfoGAN: uniformly sampled codes, plus the Q losses), the
+loss mode decides the adversarial terms (BCE / Wasserstein, + gradient penalty or weight
+clipping), and the networks are whatever `gan.networks` built. The models are split once into
+graph definitions and states; `TrainState` holds every array (parameters, optimiser states,
+batch statistics, step, PRNG key), so `update(state, batch)` and `train_epoch(state, data)` are
+pure functions of arrays.
+
+Per generator update with batch (x, d, m, f) and critic_iter = n:
+  repeat n times (fresh z, codes, alpha, dropout each time):
+    x_fake = G(z, d', m', f)            d', m' = d, m (vanilla) or uniform codes (infogan)
+    L_D = adv_D(D(x, d, m, f), D(x_fake, d', m', f)) [+ lambda_gp GP]    -> critic optimiser
+    wgan: clip the critic's weight matrices to +-weight_clip
+  x_fake = G(z'', d'', m'', f)           fresh noise and codes
+  L_G = adv_G(D(x_fake, d'', m'', f)) + constraint_lambda * strut_penalty(x_fake, f, mask)
+        [+ info_lambda (CE(Q(x_fake), codes) + CE(Q(x), (d, m)))]            -> generator optimiser
+The generator optimiser updates G and the InfoGAN Q head; the critic optimiser the critic body,
+head and class projections (Q is neither clipped nor penalised).
+"""
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from gan import losses
+from gan import networks
+
+METRICS = ('critic_loss', 'gen_loss', 'wasserstein', 'gradient_penalty', 'grad_norm',
+           'strut_error', 'strut_max_error', 'info_loss', 'q_real_loss', 'real_score',
+           'fake_score')
+
+
+def active_metrics(config) -> tuple[str, ...]:
+  """The metrics that mean something for this combination (the rest are constant zeros)."""
+  skip = set()
+  if config.loss_mode != 'wgangp':
+    skip |= {'gradient_penalty', 'grad_norm'}
+  if config.gan_model != 'infogan':
+    skip |= {'info_loss', 'q_real_loss'}
+  return tuple(m for m in METRICS if m not in skip)
+
+
+class TrainState(NamedTuple):
+  """Everything that changes during training: one pytree, checkpointed whole."""
+  step: jax.Array          # int32 scalar: generator updates so far
+  key: jax.Array           # uint32[2] PRNG key (raw, so checkpoints need no key handling)
+  gen_params: Any          # nnx.State of generator Params
+  gen_rest: Any            # nnx.State of generator batch statistics (may be empty)
+  critic_params: Any       # nnx.State of critic Params (body, head, projections)
+  q_params: Any            # nnx.State of the InfoGAN Q head (empty for vanilla)
+  gen_opt: Any             # optax state over (gen_params, q_params)
+  critic_opt: Any          # optax state over critic_params
+
+
+class Models(NamedTuple):
+  """Static parts: graph definitions, optimisers and the constants of the layout."""
+  gen_def: Any
+  critic_def: Any
+  gen_tx: optax.GradientTransformation
+  critic_tx: optax.GradientTransformation
+  mask: jax.Array          # (H, W, 3) strut mask
+  num_durability: int
+  num_mass: int
+
+
+def make_optimizer(name: str, learning_rate: float, b1: float, b2: float,
+                   weight_decay: float) -> optax.GradientTransformation:
+  if name == 'adam':
+    return optax.adam(learning_rate, b1=b1, b2=b2)
+  if name == 'adamw':
+    return optax.adamw(learning_rate, b1=b1, b2=b2, weight_decay=weight_decay)
+  return optax.rmsprop(learning_rate, decay=0.99, eps=1e-8)
+
+
+_Q = nnx.All(nnx.Param, nnx.PathContains('q_head'))
+
+
+def init(config, spec, mask) -> tuple[Models, TrainState]:
+  """Builds the models from a resolved config and the data spec; splits them once."""
+  key = jax.random.PRNGKey(config.seed)
+  key, init_key = jax.random.split(key)
+  rngs = nnx.Rngs(params=init_key)
+  shape = spec.layout.shape
+  nd, nm = len(spec.durability), len(spec.mass)
+  gen = networks.build_generator(config, shape, nd, nm, rngs)
+  critic = networks.build_critic(config, shape, nd, nm, rngs)
+  gen_def, gen_params, gen_rest = nnx.split(gen, nnx.Param, ...)
+  critic_def, q_params, critic_params = nnx.split(critic, _Q, nnx.Param)
+  gen_tx = make_optimizer(config.optimizer, config.learning_rate_gen, config.opt_beta1,
+                          config.opt_beta2, config.weight_decay)
+  critic_tx = make_optimizer(config.optimizer, config.learning_rate_disc, config.opt_beta1,
+                             config.opt_beta2, config.weight_decay)
+  models = Models(gen_def, critic_def, gen_tx, critic_tx, jnp.asarray(mask), nd, nm)
+  state = TrainState(step=jnp.zeros((), jnp.int32), key=key, gen_params=gen_params,
+                     gen_rest=gen_rest, critic_params=critic_params, q_params=q_params,
+                     gen_opt=gen_tx.init((gen_params, q_params)),
+                     critic_opt=critic_tx.init(critic_params))
+  return models, state
+
+
+def generate(models: Models, gen_params, gen_rest, z, durability, mass, fixed, *, train: bool,
+             key=None):
+  """G(z, durability, mass, fixed) -> (images (B, H, W, 3), new batch statistics)."""
+  gen = nnx.merge(models.gen_def, gen_params, gen_rest)
+  rngs = nnx.Rngs(dropout=key) if key is not None else None
+  images = gen(z, durability, mass, fixed, models.mask, train=train, rngs=rngs)
+  return images, nnx.state(gen, nnx.Not(nnx.Param))
+
+
+def _critic(models: Models, critic_params, q_params):
+  return nnx.merge(models.critic_def, q_params, critic_params)
+
+
+def _adversarial(config, real_scores, fake_scores):
+  if config.loss_mode == 'bce':
+    return losses.critic_loss_bce(real_scores, fake_scores)
+  return losses.critic_loss_wasserstein(real_scores, fake_scores)
+
+
+def _generator_adversarial(config, fake_scores):
+  if config.loss_mode == 'bce':
+    return losses.generator_loss_bce(fake_scores)
+  return losses.generator_loss_wasserstein(fake_scores)
+
+
+def _fake_conditions(config, models: Models, batch, key):
+  """Conditions of a fake batch: the real labels (vanilla) or uniform codes (InfoGAN)."""
+  if config.gan_model == 'vanilla':
+    return batch['durability'], batch['mass']
+  kd, km = jax.random.split(key)
+  b = batch['durability'].shape[0]
+  return (jax.random.randint(kd, (b,), 0, models.num_durability),
+          jax.random.randint(km, (b,), 0, models.num_mass))
+
+
+def critic_step(config, models: Models, state: TrainState, batch, key):
+  """One critic update; returns (state, metrics)."""
+  k_noise, k_codes, k_alpha, k_gdrop, k_ddrop = jax.random.split(key, 5)
+  b = batch['images'].shape[0]
+  z = jax.random.normal(k_noise, (b, config.zdim))
+  d_fake, m_fake = _fake_conditions(config, models, batch, k_codes)
+  fake, _ = generate(models, state.gen_params, state.gen_rest, z, d_fake, m_fake, batch['fixed'],
+                     train=True, key=k_gdrop)
+  fake = jax.lax.stop_gradient(fake)
+
+  def loss_fn(critic_params):
+    critic = _critic(models, critic_params, state.q_params)
+    rngs = nnx.Rngs(dropout=k_ddrop)
+    real_s = critic(batch['images'], batch['durability'], batch['mass'], batch['fixed'],
+                    models.mask, train=True, rngs=rngs)
+    fake_s = critic(fake, d_fake, m_fake, batch['fixed'], models.mask, train=True, rngs=rngs)
+    loss = _adversarial(config, real_s, fake_s)
+    gp, norms = jnp.zeros(()), jnp.zeros((b,))
+    if config.loss_mode == 'wgangp':
+      def single(x1, d1, m1, f1):
+        # Conditions held fixed at the real example's (labels and struts). Dropout off: a random
+        # critic makes the penalty noisy.
+        return critic(x1[None], d1[None], m1[None], f1[None], models.mask, train=False)[0]
+      alpha = jax.random.uniform(k_alpha, (b,))
+      gp, norms = losses.gradient_penalty(single, batch['images'], fake, alpha,
+                                          batch['durability'], batch['mass'], batch['fixed'])
+      loss = loss + config.lambda_gp * gp
+    return loss, dict(real_score=real_s.mean(), fake_score=fake_s.mean(), gradient_penalty=gp,
+                      grad_norm=norms.mean(),
+                      wasserstein=losses.wasserstein_estimate(real_s, fake_s))
+
+  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.critic_params)
+  updates, critic_opt = models.critic_tx.update(grads, state.critic_opt, state.critic_params)
+  critic_params = optax.apply_updates(state.critic_params, updates)
+  if config.loss_mode == 'wgan':
+    critic_params = losses.clip_weights(critic_params, config.weight_clip,
+                                        losses.is_weight_matrix)
+  return state._replace(critic_params=critic_params, critic_opt=critic_opt), dict(
+      critic_loss=loss, **aux)
+
+
+def generator_step(config, models: Models, state: TrainState, batch, key):
+  """One generator (+ Q head) update; returns (state, metrics)."""
+  k_noise, k_codes, k_gdrop, k_ddrop = jax.random.split(key, 4)
+  b = batch['images'].shape[0]
+  z = jax.random.normal(k_noise, (b, config.zdim))
+  d_fake, m_fake = _fake_conditions(config, models, batch, k_codes)
+
+  def loss_fn(params):
+    gen_params, q_params = params
+    fake, gen_rest = generate(models, gen_params, state.gen_rest, z, d_fake, m_fake,
+                              batch['fixed'], train=True, key=k_gdrop)
+    critic = _critic(models, state.critic_params, q_params)
+    rngs = nnx.Rngs(dropout=k_ddrop)
+    features = critic.features(fake, batch['fixed'], models.mask, train=True, rngs=rngs)
+    fake_s = critic.score(features, d_fake, m_fake)
+    adv = _generator_adversarial(config, fake_s)
+    strut = losses.strut_penalty(fake, batch['fixed'], models.mask)
+    info, q_real = jnp.zeros(()), jnp.zeros(())
+    if config.gan_model == 'infogan':
+      # The body is frozen here: Q learns to read the codes from the critic's features.
+      info = losses.info_loss(*critic.q_head(features), d_fake, m_fake)
+      real_features = jax.lax.stop_gradient(
+          critic.features(batch['images'], batch['fixed'], models.mask, train=False))
+      q_real = losses.info_loss(*critic.q_head(real_features), batch['durability'],
+                                batch['mass'])
+    loss = adv + config.constraint_lambda * strut + config.info_lambda * (info + q_real)
+    return loss, (gen_rest, dict(gen_loss=adv, strut_error=strut, info_loss=info,
+                                 q_real_loss=q_real,
+                                 strut_max_error=losses.strut_max_error(fake, batch['fixed'],
+                                                                        models.mask)))
+
+  params = (state.gen_params, state.q_params)
+  (_, (gen_rest, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  updates, gen_opt = models.gen_tx.update(grads, state.gen_opt, params)
+  gen_params, q_params = optax.apply_updates(params, updates)
+  return state._replace(gen_params=gen_params, gen_rest=gen_rest, q_params=q_params,
+                        gen_opt=gen_opt, step=state.step + 1), metrics
+
+
+def update(config, models: Models, state: TrainState, batch):
+  """critic_iter critic steps on the batch, then one generator step: (state, metrics)."""
+  key, k_critic, k_gen = jax.random.split(state.key, 3)
+  state = state._replace(key=key)
+
+  def one_critic_step(s, k):
+    return critic_step(config, models, s, batch, k)
+
+  state, critic_metrics = jax.lax.scan(one_critic_step, state,
+                                       jax.random.split(k_critic, config.critic_iter))
+  state, gen_metrics = generator_step(config, models, state, batch, k_gen)
+  metrics = {k: v[-1] for k, v in critic_metrics.items()}  # the last critic step's values
+  metrics.update(gen_metrics)
+  return state, {k: metrics[k] for k in METRICS}
+
+
+def train_epoch(config, models: Models, state: TrainState, data):
+  """One epoch: a lax.scan over shuffled full batches (the remainder is dropped, a different
+  one each epoch, so shapes never change). Returns (state, per-step metrics (num_batches,))."""
+  n = data['images'].shape[0]
+  num_batches = n // config.batch_size
+  key, k_perm = jax.random.split(state.key)
+  state = state._replace(key=key)
+  order = jax.random.permutation(k_perm, n)[:num_batches * config.batch_size]
+  order = order.reshape(num_batches, config.batch_size)
+
+  def body(s, idx):
+    batch = jax.tree.map(lambda a: a[idx], data)
+    return update(config, models, s, batch)
+
+  return jax.lax.scan(body, state, order)
+
+
+def compile_epoch(config, models: Models):
+  """jit of train_epoch with the state donated (updated in place)."""
+  return jax.jit(functools.partial(train_epoch, config, models), donate_argnums=0)
+
+
+def sample(models: Models, gen_params, gen_rest, z, durability, mass, fixed):
+  """Designs for requested conditions (eval mode), strut pixels set exactly to the request:
+  x = mask * fixed + (1 - mask) * G(z, durability, mass, fixed)."""
+  images, _ = generate(models, gen_params, gen_rest, z, durability, mass, fixed, train=False)
+  return models.mask * fixed + (1 - models.mask) * images

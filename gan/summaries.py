@@ -1,0 +1,55 @@
+"""What a person looks at: upscaled design grids, BMP dumps, TensorBoard scalars and images."""
+
+import os
+
+import numpy as np
+
+from gan import images as images_lib
+
+GRID_SCALE = 4   # pixels per design cell in grids
+GRID_PAD = 2     # grey border between designs, in grid pixels
+PAD_VALUE = 96
+
+
+def design_grid(designs: np.ndarray, scale: int = GRID_SCALE, pad: int = GRID_PAD) -> np.ndarray:
+  """(rows, cols, H, W, 3) uint8 designs -> one (rows*(H*s+p)+p, cols*(W*s+p)+p, 3) image."""
+  rows, cols, h, w, _ = designs.shape
+  big = designs.repeat(scale, axis=2).repeat(scale, axis=3)
+  cell_h, cell_w = h * scale + pad, w * scale + pad
+  grid = np.full((rows * cell_h + pad, cols * cell_w + pad, 3), PAD_VALUE, np.uint8)
+  for r in range(rows):
+    for c in range(cols):
+      y, x = pad + r * cell_h, pad + c * cell_w
+      grid[y:y + h * scale, x:x + w * scale] = big[r, c]
+  return grid
+
+
+def write_designs(directory: str, prefix: str, designs: np.ndarray) -> list[str]:
+  """Writes (N, H, W, 3) uint8 designs as `<prefix>_<i>.bmp`; returns the paths."""
+  os.makedirs(directory, exist_ok=True)
+  paths = []
+  for i, image in enumerate(designs):
+    path = os.path.join(directory, f'{prefix}_{i}.bmp')
+    images_lib.write_rgb(path, image)
+    paths.append(path)
+  return paths
+
+
+class TensorBoard:
+  """tensorboardX writer under `<log_path>/tensorboard_records`."""
+
+  def __init__(self, log_path: str):
+    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+    self.directory = os.path.join(log_path, 'tensorboard_records')
+    self.writer = SummaryWriter(self.directory)
+
+  def scalars(self, step: int, values: dict, prefix: str = 'train/'):
+    for name, value in values.items():
+      self.writer.add_scalar(prefix + name, float(value), step)
+
+  def image(self, tag: str, step: int, image: np.ndarray):
+    self.writer.add_image(tag, image, step, dataformats='HWC')
+
+  def close(self):
+    self.writer.flush()
+    self.writer.close()
