@@ -72,3 +72,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.num_output_images = 64           # designs written to output_path/fake and /real at the end
   return c
+
+
+def variant(gan_model: str, loss_mode: str) -> ml_collections.ConfigDict:
+  """The default config for another model family and loss, logging to runs/<family>_<loss>."""
+  c = get_config()
+  c.gan_model, c.loss_mode = gan_model, loss_mode
+  c.log_path = f'runs/{gan_model}_{loss_mode}'
+  return c

@@ -1,11 +1,7 @@
-"""infogan GAN + bce loss, MLP generator and critic (see configs/default.py for every field)."""
+"""infogan GAN + bce loss, MLP generator and critic (every field: configs/default.py)."""
 
 from configs import default
 
 
 def get_config():
-  c = default.get_config()
-  c.gan_model = 'infogan'
-  c.loss_mode = 'bce'
-  c.log_path = 'runs/infogan_bce'
-  return c
+  return default.variant('infogan', 'bce')

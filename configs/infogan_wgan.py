@@ -1,11 +1,7 @@
-"""infogan GAN + wgan loss, MLP generator and critic (see configs/default.py for every field)."""
+"""infogan GAN + wgan loss, MLP generator and critic (every field: configs/default.py)."""
 
 from configs import default
 
 
 def get_config():
-  c = default.get_config()
-  c.gan_model = 'infogan'
-  c.loss_mode = 'wgan'
-  c.log_path = 'runs/infogan_wgan'
-  return c
+  return default.variant('infogan', 'wgan')

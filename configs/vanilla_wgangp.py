@@ -1,11 +1,7 @@
-"""vanilla GAN + wgangp loss, MLP generator and critic (see configs/default.py for every field)."""
+"""vanilla GAN + wgangp loss, MLP generator and critic (every field: configs/default.py)."""
 
 from configs import default
 
 
 def get_config():
-  c = default.get_config()
-  c.gan_model = 'vanilla'
-  c.loss_mode = 'wgangp'
-  c.log_path = 'runs/vanilla_wgangp'
-  return c
+  return default.variant('vanilla', 'wgangp')

@@ -224,12 +224,13 @@ def _write_outputs(config, dataset, models, state, sample_fn, output_path):
   were generated for, 10x30 BMPs with dropped columns re-inserted and struts exact."""
   part = dataset.val if len(dataset.val) else dataset.train
   n = min(config.num_output_images, len(part))
+  # Files are in name (= label) order: a seeded shuffle gives a spread of conditions.
+  part = part.take(np.sort(np.random.default_rng(config.seed).permutation(len(part))[:n]))
   z = jax.random.normal(jax.random.PRNGKey(config.seed + 2), (n, config.zdim))
-  fake = sample_fn(state.gen_params, state.gen_rest, z, part.durability[:n], part.mass[:n],
-                   part.fixed[:n])
+  fake = sample_fn(state.gen_params, state.gen_rest, z, part.durability, part.mass, part.fixed)
   layout = dataset.layout
   fake_paths = summaries.write_designs(os.path.join(output_path, 'fake'), 'fake',
                                        _to_full_uint8(layout, fake))
   real_paths = summaries.write_designs(os.path.join(output_path, 'real'), 'real',
-                                       _to_full_uint8(layout, part.images[:n]))
+                                       _to_full_uint8(layout, part.images))
   return fake_paths, real_paths
