@@ -1,0 +1,177 @@
+"""Integration test: a short real training run, then a real TensorBoard server reading its event
+files, queried over HTTP on 127.0.0.1 only (endpoints as served by tensorboard 2.21):
+
+  GET /data/runs                                       -> ["."]   (events sit in the logdir root)
+  GET /data/environment                                -> {"data_location": <logdir>, ...}
+  GET /data/plugin/scalars/tags                        -> {run: {tag: {...}}}
+  GET /data/plugin/scalars/scalars?run=R&tag=T         -> [[wall_time, step, value], ...]
+  GET /data/plugin/images/tags                         -> {run: {tag: {"samples": n, ...}}}
+  GET /data/plugin/images/images?run=R&tag=T           -> [{"wall_time", "step", "query"}, ...]
+  GET /data/plugin/images/individualImage?<query>      -> image/png bytes
+"""
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import default
+from gan import summaries
+from gan import trainer
+
+HOST = '127.0.0.1'
+STARTUP_TIMEOUT_S = 60.0
+TAGS_TIMEOUT_S = 30.0
+POLL_S = 0.5
+
+SCALAR_TAGS = ('train/critic_loss', 'train/gen_loss', 'train/wasserstein',
+               'train/gradient_penalty', 'train/strut_error', 'train/samples_per_s')
+IMAGE_TAGS = ('fake/designs_by_class', 'real/designs_by_class')
+
+# Never route a request through a proxy from the environment: only 127.0.0.1 is ever contacted.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _free_port() -> int:
+  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    s.bind((HOST, 0))
+    return s.getsockname()[1]
+
+
+class _Server:
+  """A running `tensorboard` subprocess bound to 127.0.0.1:<port>."""
+
+  def __init__(self, proc, port, log_file):
+    self.proc, self.port, self.log_file = proc, port, log_file
+
+  def url(self, path: str, **params) -> str:
+    query = ('?' + urllib.parse.urlencode(params)) if params else ''
+    return f'http://{HOST}:{self.port}{path}{query}'
+
+  def get(self, path: str, **params) -> bytes:
+    with _OPENER.open(self.url(path, **params), timeout=10) as response:
+      assert response.status == 200, (path, response.status)
+      return response.read()
+
+  def get_json(self, path: str, **params):
+    return json.loads(self.get(path, **params).decode('utf-8'))
+
+  def log(self) -> str:
+    with open(self.log_file, encoding='utf-8', errors='replace') as f:
+      return f.read()
+
+
+def _wait_until_up(server: _Server) -> None:
+  deadline = time.monotonic() + STARTUP_TIMEOUT_S
+  while True:
+    if server.proc.poll() is not None:
+      pytest.fail(f'tensorboard exited with code {server.proc.returncode}:\n{server.log()}')
+    try:
+      server.get('/data/runs')
+      return
+    except (urllib.error.URLError, ConnectionError, OSError):
+      pass
+    if time.monotonic() > deadline:
+      pytest.fail(f'tensorboard did not answer within {STARTUP_TIMEOUT_S:.0f} s:\n{server.log()}')
+    time.sleep(POLL_S)
+
+
+def _poll_tags(server: _Server, plugin: str, wanted) -> dict:
+  """{run: {tag: info}} from /data/plugin/<plugin>/tags once one run holds every wanted tag."""
+  deadline = time.monotonic() + TAGS_TIMEOUT_S
+  while True:
+    by_run = server.get_json(f'/data/plugin/{plugin}/tags')
+    if any(set(wanted) <= set(tags) for tags in by_run.values()):
+      return by_run
+    if time.monotonic() > deadline:
+      pytest.fail(f'{plugin} tags never all appeared; wanted {sorted(wanted)}, got {by_run}')
+    time.sleep(POLL_S)
+
+
+@pytest.fixture(name='trained_run', scope='module')
+def fixture_trained_run(small_design_dir, tmp_path_factory):
+  """A tiny 2-epoch training run: (train() result, log_path)."""
+  log_path = str(tmp_path_factory.mktemp('tb_run') / 'log')
+  config = default.get_config()
+  config.data_path = small_design_dir
+  config.log_path = log_path
+  config.epochs = 2
+  config.batch_size = 32
+  config.critic_iter = 1
+  config.gen_hidden_dims = (32,)
+  config.disc_hidden_dims = (32,)
+  config.zdim = 8
+  config.sample_every = 1
+  config.num_output_images = 4
+  result = trainer.train(config)
+  return result, log_path
+
+
+@pytest.fixture(name='tensorboard_server')
+def fixture_tensorboard_server(trained_run, tmp_path):
+  _, log_path = trained_run
+  logdir = os.path.join(log_path, 'tensorboard_records')
+  assert os.path.isdir(logdir) and os.listdir(logdir), f'no event files in {logdir}'
+  port = _free_port()
+  log_file = str(tmp_path / 'tensorboard.log')
+  cmd = [sys.executable, '-m', 'tensorboard.main', '--logdir', logdir, '--host', HOST,
+         '--port', str(port), '--load_fast=false', '--reload_interval=1']
+  with open(log_file, 'wb') as out:
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+  server = _Server(proc, port, log_file)
+  try:
+    _wait_until_up(server)
+    yield server
+  finally:
+    proc.terminate()
+    try:
+      proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+      proc.kill()
+      proc.wait(timeout=10)
+
+
+def test_tensorboard_serves_training_scalars_and_grids(trained_run, tensorboard_server):
+  result, log_path = trained_run
+  server = tensorboard_server
+  logdir = os.path.join(log_path, 'tensorboard_records')
+
+  env = server.get_json('/data/environment')
+  assert os.path.realpath(env['data_location']) == os.path.realpath(logdir)
+
+  # Scalars: every wanted tag, logged once per epoch (log_every=1), last value = final means.
+  scalar_tags = _poll_tags(server, 'scalars', SCALAR_TAGS)
+  run = next(r for r, tags in scalar_tags.items() if set(SCALAR_TAGS) <= set(tags))
+  for tag in SCALAR_TAGS:
+    points = server.get_json('/data/plugin/scalars/scalars', run=run, tag=tag)
+    assert [p[1] for p in points] == [1, 2], (tag, points)
+    assert all(np.isfinite(p[2]) for p in points), (tag, points)
+  for name in ('critic_loss', 'gen_loss', 'wasserstein', 'gradient_penalty', 'strut_error'):
+    last = server.get_json('/data/plugin/scalars/scalars', run=run, tag='train/' + name)[-1][2]
+    np.testing.assert_allclose(last, result['metrics'][name], rtol=1e-5, atol=1e-6)
+
+  # Images: the real grid once, the fake grid every epoch (sample_every=1).
+  image_tags = _poll_tags(server, 'images', IMAGE_TAGS)
+  image_run = next(r for r, tags in image_tags.items() if set(IMAGE_TAGS) <= set(tags))
+  entries = server.get_json('/data/plugin/images/images', run=image_run,
+                            tag='fake/designs_by_class')
+  assert [e['step'] for e in entries] == [1, 2], entries
+  png = server.get(f'/data/plugin/images/individualImage?{entries[0]["query"]}')
+  image = Image.open(io.BytesIO(png))
+  image.load()
+  width, height = image.size
+  # 10 durability rows x 12 mass columns of 10x30 designs, upscaled: far bigger than one design.
+  assert width > 12 * 30 and height > 10 * 10, image.size
+  expected = summaries.design_grid(np.zeros((10, 12, 10, 30, 3), np.uint8)).shape
+  assert (height, width) == expected[:2], (image.size, expected)
+  assert image.mode == 'RGB'
