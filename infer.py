@@ -1,7 +1,53 @@
-"""Generates designs from a trained model: not implemented yet (see issue 4)."""
+"""Generates designs for requested conditions from a trained model.
+
+  python infer.py --model_path=runs/default --durability=1.4 --mass=2.14 \
+      --strut1=0,0,0 --strut2=255,255,255 --num_gen_image=50 --grid
+
+Writes <durability>_<mass>_<i>.bmp (10x30 24-bit RGB, full layout, struts exact) and
+manifest.csv into --gen_img_path (default <run>/inference_output). All logic is in
+gan/inference.py and gan/inference_output.py.
+"""
 
 import sys
 
+from absl import app
+from absl import flags
+from absl import logging as absl_logging
+
+from gan.errors import DesignGanError
+
+flags.DEFINE_string('model_path', None, 'Training run directory (log_path), its checkpoints/ '
+                    'directory, or one step directory.')
+flags.DEFINE_integer('step', None, 'Checkpoint step (epoch) to use; default the latest.')
+flags.DEFINE_float('durability', None, 'Requested durability class (from the model vocabulary).')
+flags.DEFINE_float('mass', None, 'Requested mass class (from the model vocabulary).')
+flags.DEFINE_string('strut1', '255,255,255', 'RGB of the first strut pixel, three integers 0..255.')
+flags.DEFINE_string('strut2', '255,255,255', 'RGB of the second strut pixel, three integers 0..255.')
+flags.DEFINE_integer('num_gen_image', 10, 'Designs to generate (per condition with --sweep).')
+flags.DEFINE_string('gen_img_path', None, 'Output directory; default <run>/inference_output.')
+flags.DEFINE_string('device', 'auto', 'cpu | gpu (alias cuda) | auto (a GPU when present).')
+flags.DEFINE_integer('seed', 0, 'Noise seed: the same seed gives the same designs.')
+flags.DEFINE_bool('grid', False, 'Also write grid.png, an upscaled contact sheet.')
+flags.DEFINE_bool('sweep', False, 'Generate for every (durability, mass) pair of the vocabulary.')
+flags.mark_flag_as_required('model_path')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file it reads at INFO
+  from gan import inference_output  # pylint: disable=import-outside-toplevel
+  f = flags.FLAGS
+  try:
+    out_dir, files = inference_output.run(
+        model_path=f.model_path, step=f.step, durability=f.durability, mass=f.mass,
+        struts=(f.strut1, f.strut2), num=f.num_gen_image, out_dir=f.gen_img_path,
+        device=f.device, seed=f.seed, grid=f.grid, sweep=f.sweep)
+  except DesignGanError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+  print(f'wrote {len(files)} designs and manifest.csv to {out_dir}')
+
+
 if __name__ == '__main__':
-  print('error: inference is not implemented yet (see issue 4)', file=sys.stderr)
-  sys.exit(2)
+  app.run(main)

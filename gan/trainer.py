@@ -17,6 +17,7 @@ import numpy as np
 from gan import checkpoints
 from gan import config as config_lib
 from gan import data
+from gan import oracle
 from gan import step
 from gan import summaries
 from gan.errors import ConfigError, DesignGanError
@@ -141,7 +142,8 @@ def train(config) -> dict:
 
   models, state = step.init(config, spec, dataset.mask)
   mngr = checkpoints.manager(os.path.join(log_path, 'checkpoints'), config.keep_checkpoints)
-  meta = {'config': config.to_dict(), 'spec': spec.to_dict()}
+  meta = {'config': config.to_dict(), 'spec': spec.to_dict(),
+          'oracle_applies': _oracle_applies(dataset)}
   start_epoch = 0
   if mngr.latest_step() is not None:
     start_epoch, saved = checkpoints.read_meta(mngr)
@@ -205,6 +207,15 @@ def train(config) -> dict:
            output_path)
   return {'log_path': log_path, 'output_path': output_path, 'epochs': config.epochs,
           'start_epoch': start_epoch, 'metrics': means, 'state': state, 'models': models}
+
+
+def _oracle_applies(dataset) -> bool:
+  """True when the physics oracle reproduces (>= 99%) the training labels: the synthetic designs."""
+  part = dataset.train
+  full = _to_full_uint8(dataset.layout, part.images)
+  share = oracle.label_agreement(full, np.asarray(dataset.spec.durability.values)[part.durability],
+                                 np.asarray(dataset.spec.mass.values)[part.mass])
+  return share >= 0.99
 
 
 def _check_resumable(saved: dict, config, spec, log_path: str):

@@ -1,0 +1,119 @@
+"""Loading a trained generator from its checkpoint and generating designs on demand.
+
+Everything needed (config, vocabularies, layout, strut positions) comes from the checkpoint's
+metadata, so no training flag is repeated. The state is restored onto the requested device
+through an abstract target, so a checkpoint written on a GPU loads on a CPU and vice versa.
+"""
+
+import dataclasses
+import os
+import re
+from typing import Callable, Optional, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+from gan import checkpoints
+from gan import config as config_lib
+from gan import data
+from gan import step
+from gan.errors import DesignGanError
+
+DEVICES = {'cpu': 'cpu', 'gpu': 'gpu', 'cuda': 'gpu'}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedModel:
+  """A restored generator with everything needed to use it."""
+  config: ml_collections.ConfigDict
+  spec: data.DataSpec
+  models: step.Models
+  state: step.TrainState
+  epoch: int
+  checkpoint_dir: str
+  run_dir: str
+  sample_fn: Callable  # jit of step.sample for these models
+  oracle_applies: bool  # trained on the synthetic designs: oracle numbers are meaningful
+
+  def class_index(self, durability: float, mass: float) -> tuple[int, int]:
+    """Vocabulary indices; a DataError listing the allowed values for anything else."""
+    return self.spec.durability.index(durability), self.spec.mass.index(mass)
+
+
+def find_checkpoints(model_path: str, step_: Optional[int] = None) -> tuple[str, int, str]:
+  """(checkpoints dir, epoch, run dir) for a run dir, its checkpoints dir or one step's dir."""
+  path = os.path.abspath(model_path)
+  if not os.path.exists(path):
+    raise checkpoints.CheckpointError(f'--model_path {model_path}: no such file or directory')
+  if os.path.isdir(os.path.join(path, 'checkpoints')):
+    ckpt_dir = os.path.join(path, 'checkpoints')
+  elif re.fullmatch(r'\d+', os.path.basename(path)) and os.path.isdir(path):
+    ckpt_dir = os.path.dirname(path)
+    if step_ is not None and step_ != int(os.path.basename(path)):
+      raise checkpoints.CheckpointError(f'--model_path names step {os.path.basename(path)} but '
+                                        f'--step={step_}; give one of them')
+    step_ = int(os.path.basename(path))
+  else:
+    ckpt_dir = path
+  steps = sorted(int(n) for n in os.listdir(ckpt_dir)
+                 if re.fullmatch(r'\d+', n) and os.path.isdir(os.path.join(ckpt_dir, n)))
+  if not steps:
+    raise checkpoints.CheckpointError(
+        f'--model_path {model_path} holds no checkpoint; give a training run directory '
+        '(log_path), its checkpoints/ directory or one step directory inside it')
+  if step_ is None:
+    step_ = steps[-1]
+  elif step_ not in steps:
+    raise checkpoints.CheckpointError(f'no checkpoint for step {step_} in {ckpt_dir}; '
+                                      f'available: {", ".join(map(str, steps))}')
+  return ckpt_dir, step_, os.path.dirname(ckpt_dir)
+
+
+def select_device(name: str):
+  """The first device of `name` (cpu | gpu | cuda); a clear error when there is none."""
+  platform = DEVICES.get(str(name).lower())
+  if platform is None:
+    raise DesignGanError(f'--device={name!r} is not allowed; choose one of: cpu, gpu (alias cuda)')
+  try:
+    return jax.devices(platform)[0]
+  except RuntimeError:
+    raise DesignGanError(f'--device={name}: no {platform.upper()} is available on this machine; '
+                         'use --device=cpu') from None
+
+
+def load(model_path: str, step_: Optional[int] = None, device=None) -> TrainedModel:
+  """Restores the generator (and the rest of the training state) of a checkpoint."""
+  ckpt_dir, epoch, run_dir = find_checkpoints(model_path, step_)
+  mngr = checkpoints.manager(ckpt_dir, keep=1_000_000, create=False)
+  _, meta = checkpoints.read_meta(mngr, epoch)
+  try:
+    config = config_lib.resolve(ml_collections.ConfigDict(meta['config']))
+    spec = data.DataSpec.from_dict(meta['spec'])
+  except (KeyError, TypeError, ValueError, DesignGanError) as e:
+    raise checkpoints.CheckpointError(f'checkpoint {epoch} in {ckpt_dir} has invalid metadata: '
+                                      f'{e}') from None
+  device = device or jax.devices()[0]
+  with jax.default_device(device):
+    # A freshly initialised state on `device` is the restore target: same tree, shapes, device.
+    models, target = step.init(config, spec, spec.layout.strut_mask())
+    state = checkpoints.restore_state(mngr, epoch, target)
+  sample_fn = jax.jit(lambda p, r, *a: step.sample(models, p, r, *a))
+  return TrainedModel(config, spec, models, state, epoch, ckpt_dir, run_dir, sample_fn,
+                      bool(meta.get('oracle_applies', False)))
+
+
+def fixed_pixels(model: TrainedModel, strut_colors: Sequence[Sequence[int]]) -> np.ndarray:
+  """(H, W, 3) normalised fixed-pixel image for one set of strut colours (uint8 RGB each)."""
+  colors = np.asarray(strut_colors, np.uint8)[None]
+  return data.fixed_pixel_images(colors, model.spec.layout)[0]
+
+
+def generate(model: TrainedModel, durability_idx, mass_idx, fixed, seed: int) -> np.ndarray:
+  """uint8 designs (N, full_H, full_W, 3) for per-design class indices (N,) and fixed-pixel
+  images (N, H, W, 3); strut pixels exactly the requested colours; deterministic in `seed`."""
+  durability_idx = np.asarray(durability_idx, np.int32)
+  z = jax.random.normal(jax.random.PRNGKey(seed), (len(durability_idx), model.config.zdim))
+  images = model.sample_fn(model.state.gen_params, model.state.gen_rest, z, durability_idx,
+                           np.asarray(mass_idx, np.int32), np.asarray(fixed, np.float32))
+  return model.spec.layout.to_full(data.denormalize(np.asarray(images)))

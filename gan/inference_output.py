@@ -1,0 +1,155 @@
+"""An inference request end to end: check the input, generate, write BMPs + manifest + grid.
+
+Every input is checked (struts, device, checkpoint, vocabulary) before anything is generated,
+and the files are written into a temporary directory that is moved into place at the end, so a
+failed request leaves nothing half-written.
+"""
+
+import csv
+import os
+import re
+import shutil
+import tempfile
+from typing import Optional, Sequence
+
+import jax
+import numpy as np
+
+from gan import images as images_lib
+from gan import inference
+from gan import oracle
+from gan import summaries
+from gan.errors import DataError, DesignGanError
+
+GRID_COLUMNS = 10
+
+
+def parse_rgb(text: str, flag: str) -> tuple[int, int, int]:
+  """'0,0,0' or '0 0 0' -> (0, 0, 0); anything but three integers in 0..255 is an error."""
+  parts = [p for p in re.split(r'[,\s]+', str(text).strip()) if p]
+  try:
+    values = tuple(int(p) for p in parts)
+  except ValueError:
+    values = ()
+  if len(values) != 3 or not all(0 <= v <= 255 for v in values):
+    raise DesignGanError(f'--{flag}={text!r} must be three integers in 0..255 such as 0,0,0 '
+                         'or 255,255,255')
+  return values
+
+
+def resolve_device(name: str):
+  if str(name).lower() == 'auto':
+    gpus = [d for d in jax.devices() if d.platform == 'gpu']
+    return gpus[0] if gpus else jax.devices('cpu')[0]
+  return inference.select_device(name)
+
+
+def _class_indices(model, durability, mass, sweep: bool):
+  """[(durability index, mass index), ...] for the request."""
+  spec = model.spec
+  if sweep:
+    return [(d, m) for d in range(len(spec.durability)) for m in range(len(spec.mass))]
+  missing = [f for f, v in (('durability', durability), ('mass', mass)) if v is None]
+  if missing:
+    raise DesignGanError(f'give --{" and --".join(missing)} (or --sweep for every pair); allowed '
+                         f'durability: {spec.durability.describe()}; mass: {spec.mass.describe()}')
+  indices = []
+  for flag, vocab, value in (('durability', spec.durability, durability),
+                             ('mass', spec.mass, mass)):
+    try:
+      indices.append(vocab.index(value))
+    except DataError:
+      raise DesignGanError(f'--{flag}={value:g} is not a class of this model; allowed: '
+                           f'{vocab.describe()}') from None
+  return [tuple(indices)]
+
+
+def run(*, model_path: str, step: Optional[int], durability, mass, struts: Sequence[str],
+        num: int, out_dir: Optional[str], device: str, seed: int, grid: bool, sweep: bool):
+  """Generates and writes the designs; returns (output directory, written design paths)."""
+  colors = [parse_rgb(s, f'strut{i + 1}') for i, s in enumerate(struts)]
+  if num < 1:
+    raise DesignGanError(f'--num_gen_image must be a positive number, got {num}')
+  dev = resolve_device(device)
+  model = inference.load(model_path, step, dev)
+  num_struts = len(model.spec.layout.strut_positions)
+  if num_struts != len(colors):
+    raise DesignGanError(f'this model has {num_struts} strut pixel(s) but {len(colors)} strut '
+                         'colours were given')
+  pairs = _class_indices(model, durability, mass, sweep)
+  d_idx = np.repeat([p[0] for p in pairs], num).astype(np.int32)
+  m_idx = np.repeat([p[1] for p in pairs], num).astype(np.int32)
+  fixed = inference.fixed_pixels(model, colors)
+  designs = inference.generate(model, d_idx, m_idx, np.broadcast_to(fixed, (len(d_idx),)
+                                                                    + fixed.shape), seed)
+  out_dir = os.path.abspath(out_dir or os.path.join(model.run_dir, 'inference_output'))
+  spec = model.spec
+  d_val = np.asarray(spec.durability.values)[d_idx]
+  m_val = np.asarray(spec.mass.values)[m_idx]
+  names = [f'{spec.durability.format(d)}_{spec.mass.format(m)}_{i % num:03d}.bmp'
+           for i, (d, m) in enumerate(zip(d_val, m_val))]
+  measured = oracle.measure(designs) if model.oracle_applies else None
+  grid_image = None
+  if grid:
+    if sweep:
+      first = designs.reshape((len(spec.durability), len(spec.mass), num) + designs.shape[1:])
+      grid_image = summaries.design_grid(first[:, :, 0])
+    else:
+      grid_image = summaries.design_grid(_rows(designs, GRID_COLUMNS))
+  with _staging(out_dir) as tmp:
+    for name, image in zip(names, designs):
+      images_lib.write_rgb(os.path.join(tmp, name), image, atomic=False)
+    _write_manifest(os.path.join(tmp, 'manifest.csv'), names, d_val, m_val, colors, seed,
+                    measured, spec)
+    if grid_image is not None:
+      images_lib.write_rgb(os.path.join(tmp, 'grid.png'), grid_image, atomic=False)
+  return out_dir, [os.path.join(out_dir, n) for n in names]
+
+
+def _rows(designs: np.ndarray, columns: int) -> np.ndarray:
+  """(N, H, W, 3) -> (rows, columns, H, W, 3), padded with black designs."""
+  n = len(designs)
+  rows = -(-n // columns)
+  cols = min(columns, n)
+  padded = np.zeros((rows * cols,) + designs.shape[1:], np.uint8)
+  padded[:n] = designs
+  return padded.reshape((rows, cols) + designs.shape[1:])
+
+
+def _write_manifest(path, names, d_val, m_val, colors, seed, measured, spec):
+  with open(path, 'w', newline='') as f:
+    w = csv.writer(f)
+    w.writerow(['file', 'durability', 'mass'] + [f'strut{i + 1}' for i in range(len(colors))]
+               + ['seed', 'measured_durability', 'measured_mass'])
+    for i, name in enumerate(names):
+      row = [name, spec.durability.format(d_val[i]), spec.mass.format(m_val[i])]
+      row += [','.join(map(str, c)) for c in colors] + [seed]
+      row += ([spec.durability.format(measured[0][i]), spec.mass.format(measured[1][i])]
+              if measured is not None else ['', ''])
+      w.writerow(row)
+
+
+class _staging:
+  """Context manager: a temporary directory whose files move into `out_dir` on success."""
+
+  def __init__(self, out_dir: str):
+    self.out_dir = out_dir
+
+  def __enter__(self):
+    parent = os.path.dirname(self.out_dir)
+    try:
+      os.makedirs(parent, exist_ok=True)
+      self.tmp = tempfile.mkdtemp(prefix='.inference-', dir=parent)
+    except OSError as e:
+      raise DesignGanError(f'cannot write to {self.out_dir}: {e}') from None
+    return self.tmp
+
+  def __exit__(self, exc_type, exc, tb):
+    try:
+      if exc_type is None:
+        os.makedirs(self.out_dir, exist_ok=True)
+        for name in os.listdir(self.tmp):
+          os.replace(os.path.join(self.tmp, name), os.path.join(self.out_dir, name))
+    finally:
+      shutil.rmtree(self.tmp, ignore_errors=True)
+    return False
