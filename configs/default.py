@@ -71,6 +71,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 10            # epochs between checkpoints (and always at the end)
   c.keep_checkpoints = 3
   c.num_output_images = 64           # designs written to output_path/fake and /real at the end
+
+  # Evaluation during training (gan/evaluate.py): every eval_every epochs and at the end.
+  c.eval_every = 10                  # 0 = never
+  c.eval_per_pair = 10               # generated designs per (durability, mass) pair
+  c.best_metric = 'auto'             # kept in <log_path>/best; auto = oracle_exact on the
+                                     # synthetic designs, else classifier_accuracy_generated
   return c
 
 

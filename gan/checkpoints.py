@@ -20,15 +20,19 @@ class CheckpointError(DesignGanError):
   """A checkpoint is missing, corrupt or incompatible."""
 
 
-def manager(directory: str, keep: int, create: bool = True) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
+def manager(directory: str, keep: int, create: bool = True, best_fn=None,
+            best_mode: str = 'max') -> ocp.CheckpointManager:
+  """Keeps the last `keep` checkpoints, or with `best_fn(metrics)` the `keep` best ones."""
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create, best_fn=best_fn,
+                                         best_mode=best_mode)
   return ocp.CheckpointManager(os.path.abspath(directory), options=options,
                                item_names=('state', 'meta'))
 
 
-def save(mngr: ocp.CheckpointManager, epoch: int, state, meta: dict) -> None:
+def save(mngr: ocp.CheckpointManager, epoch: int, state, meta: dict,
+         metrics: Optional[dict] = None) -> None:
   mngr.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state._asdict()),
-                                           meta=ocp.args.JsonSave(meta)))
+                                           meta=ocp.args.JsonSave(meta)), metrics=metrics)
 
 
 def read_meta(mngr: ocp.CheckpointManager, epoch: Optional[int] = None) -> tuple[int, dict]:

@@ -23,9 +23,12 @@ ALIASES = {
     'gen_mode': {'vanila': 'mlp', 'vanilla': 'mlp'},
     'disc_mode': {'vanila': 'mlp', 'vanilla': 'mlp'},
 }
+# Metrics a `best` checkpoint can be chosen by, and whether higher is better.
+BEST_METRICS = {'auto': True, 'oracle_exact': True, 'oracle_within1': True,
+                'classifier_accuracy_generated': True, 'fd': False}
 POSITIVE_INTS = ('zdim', 'class_embed_dim', 'hidden_dim', 'embed_dim', 'num_heads', 'num_layers',
                  'mlp_ratio', 'critic_iter', 'batch_size', 'epochs', 'log_every', 'sample_every',
-                 'checkpoint_every', 'keep_checkpoints')
+                 'checkpoint_every', 'keep_checkpoints', 'eval_per_pair')
 POSITIVE_FLOATS = ('learning_rate_gen', 'learning_rate_disc', 'weight_clip')
 NON_NEGATIVE_FLOATS = ('constraint_lambda', 'lambda_gp', 'info_lambda', 'weight_decay')
 # Fields that define the model: a checkpoint can only be resumed with the same values.
@@ -72,6 +75,12 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c[field] = tuple(dims)
   if c.loss_mode == 'bce':
     c.critic_iter = 1  # one discriminator step per generator step for the non-saturating GAN
+  if not isinstance(c.eval_every, int) or c.eval_every < 0:
+    raise ConfigError(f'eval_every must be 0 (never) or a positive number of epochs, '
+                      f'got {c.eval_every!r}')
+  if c.best_metric not in BEST_METRICS:
+    raise ConfigError(f'best_metric={c.best_metric!r} is not allowed; choose one of: '
+                      f'{", ".join(BEST_METRICS)}')
   for field in ('height', 'width', 'input_dim'):
     if not isinstance(c[field], int) or c[field] < 0:
       raise ConfigError(f'{field} must be 0 (derive from the data) or a positive integer, '

@@ -125,15 +125,3 @@ def measure(images):
     return float(durability), float(mass)
   return durability, mass
 
-
-def label_agreement(images, durability, mass) -> float:
-  """Share of full-layout uint8 designs whose measured classes equal the given class values.
-
-  Training records whether this is ~1 on its data: only then are oracle numbers meaningful for
-  the model's outputs (the real team's data has the same format but not these physics).
-  """
-  images = np.asarray(images)
-  if images.shape[-3:] != (HEIGHT, WIDTH, 3) or len(images) == 0:
-    return 0.0
-  d, m = measure(images)
-  return float(np.mean(np.isclose(d, durability) & np.isclose(m, mass)))

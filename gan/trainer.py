@@ -17,7 +17,7 @@ import numpy as np
 from gan import checkpoints
 from gan import config as config_lib
 from gan import data
-from gan import oracle
+from gan import evaluate
 from gan import step
 from gan import summaries
 from gan.errors import ConfigError, DesignGanError
@@ -143,7 +143,7 @@ def train(config) -> dict:
   models, state = step.init(config, spec, dataset.mask)
   mngr = checkpoints.manager(os.path.join(log_path, 'checkpoints'), config.keep_checkpoints)
   meta = {'config': config.to_dict(), 'spec': spec.to_dict(),
-          'oracle_applies': _oracle_applies(dataset)}
+          'oracle_applies': evaluate.is_synthetic(dataset)}
   start_epoch = 0
   if mngr.latest_step() is not None:
     start_epoch, saved = checkpoints.read_meta(mngr)
@@ -158,6 +158,7 @@ def train(config) -> dict:
   grid_inputs = _class_grid_inputs(config, spec, dataset.train.fixed[0])
   tb = summaries.TensorBoard(log_path)
   tb.image('real/designs_by_class', start_epoch, summaries.design_grid(_real_class_grid(dataset)))
+  evaluator = _Evaluator(config, dataset, models, log_path, meta['oracle_applies'])
   num_batches = len(dataset.train) // config.batch_size
   progress = _Progress(config.epochs)
   log.info('Training epochs %d..%d: %d batches of %d per epoch, %d critic step(s) per '
@@ -196,8 +197,14 @@ def train(config) -> dict:
       tb.image('fake/designs_by_class', epoch, summaries.design_grid(full))
     if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
       checkpoints.save(mngr, epoch, state, dict(meta, epoch=epoch))
+    if evaluator.due(epoch):
+      progress.clear()
+      metrics_now = evaluator(epoch, state, sample_fn, dict(meta, epoch=epoch))
+      log.info('eval epoch %d  %s', epoch, evaluate.format_summary(metrics_now))
+      tb.scalars(epoch, evaluate.scalar_metrics(metrics_now), prefix='eval/')
   progress.clear()
   mngr.wait_until_finished()
+  evaluator.close()
   tb.close()
   trained = max(config.epochs - start_epoch, 0)
   log.info('Trained %d epoch(s) in %.1f s; checkpoints in %s', trained,
@@ -209,13 +216,47 @@ def train(config) -> dict:
           'start_epoch': start_epoch, 'metrics': means, 'state': state, 'models': models}
 
 
-def _oracle_applies(dataset) -> bool:
-  """True when the physics oracle reproduces (>= 99%) the training labels: the synthetic designs."""
-  part = dataset.train
-  full = _to_full_uint8(dataset.layout, part.images)
-  share = oracle.label_agreement(full, np.asarray(dataset.spec.durability.values)[part.durability],
-                                 np.asarray(dataset.spec.mass.values)[part.mass])
-  return share >= 0.99
+class _Evaluator:
+  """Runs gan.evaluate every eval_every epochs and keeps the best checkpoint in <log>/best."""
+
+  def __init__(self, config, dataset, models, log_path: str, synthetic: bool):
+    self.config, self.dataset = config, dataset
+    self.enabled = config.eval_every > 0
+    if not self.enabled:
+      return
+    self.classifier = evaluate.load_or_train_classifier(dataset)
+    self.reference = evaluate.reference(dataset, self.classifier)
+    metric = config.best_metric
+    if metric == 'auto':
+      metric = 'oracle_exact' if synthetic else 'classifier_accuracy_generated'
+    if metric.startswith('oracle') and not synthetic:
+      raise ConfigError(f'best_metric={metric} needs the synthetic designs (the oracle does not '
+                        'label this data); use classifier_accuracy_generated or fd')
+    self.metric = metric
+    self.best = checkpoints.manager(os.path.join(log_path, 'best'), keep=1, best_fn=(
+        lambda m: m[metric]), best_mode='max' if config_lib.BEST_METRICS[metric] else 'min')
+
+  def due(self, epoch: int) -> bool:
+    return self.enabled and (epoch % self.config.eval_every == 0 or epoch == self.config.epochs)
+
+  def __call__(self, epoch: int, state, sample_fn, meta: dict) -> dict:
+    layout, zdim = self.dataset.layout, self.config.zdim
+
+    def generate_fn(d, m, fixed, seed):
+      z = jax.random.normal(jax.random.PRNGKey(seed), (len(d), zdim))
+      images = sample_fn(state.gen_params, state.gen_rest, z, d, m, fixed)
+      return layout.to_full(data.denormalize(np.asarray(images)))
+
+    metrics = evaluate.evaluate_generator(generate_fn, self.dataset, self.classifier,
+                                          self.config.eval_per_pair, self.config.seed,
+                                          ref=self.reference)
+    checkpoints.save(self.best, epoch, state, dict(meta, metrics=evaluate.scalar_metrics(metrics)),
+                     metrics={self.metric: metrics[self.metric]})
+    return metrics
+
+  def close(self):
+    if self.enabled:
+      self.best.wait_until_finished()
 
 
 def _check_resumable(saved: dict, config, spec, log_path: str):
