@@ -1,0 +1,385 @@
+"""Tests of gan/evaluate.py: the Frechet distance, diversity, the classifier and its cache, the
+metrics on generators known to be right or wrong, and the command line on a tiny trained run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import default
+from gan import data
+from gan import designs
+from gan import evaluate
+from gan import trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PER_PAIR = 4  # 120 pairs x 4 = 480 designs per evaluation
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures and generators with known answers
+
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory):
+  """2,400 synthetic designs (20 of every class pair), 10% held out."""
+  out = tmp_path_factory.mktemp('eval_designs') / 'data'
+  assert designs.main(['--out', str(out), '--num', '2400', '--seed', '2']) == 0
+  return data.load_dataset(str(out))
+
+
+@pytest.fixture(scope='module')
+def classifier(dataset, tmp_path_factory):
+  return evaluate.load_or_train_classifier(dataset, str(tmp_path_factory.mktemp('clf_cache')))
+
+
+@pytest.fixture(scope='module')
+def ref(dataset, classifier):
+  return evaluate.reference(dataset, classifier)
+
+
+@pytest.fixture(scope='module')
+def pool():
+  """Real designs independent of the dataset: enough that every (pair, strut colours) occurs."""
+  return designs.generate(30_000, seed=11)
+
+
+def strut_colors_of(fixed, layout) -> np.ndarray:
+  """(N, num_struts, 3) uint8 strut colours of fixed-pixel images."""
+  rows, cols = np.asarray(layout.train_strut_positions).T
+  return data.denormalize(fixed)[:, rows, cols, :]
+
+
+def force_struts(full, fixed, layout) -> np.ndarray:
+  rows, cols = np.asarray(layout.strut_positions).T
+  full = full.copy()
+  full[:, rows, cols, :] = strut_colors_of(fixed, layout)
+  return full
+
+
+def real_fn(pool_designs, spec, layout):
+  """A perfect generator: for each request a real pool design of that pair and those struts."""
+  rows, cols = np.asarray(layout.strut_positions).T
+  by_key = {}
+  for i, (d, m, struts) in enumerate(zip(pool_designs.durability, pool_designs.mass,
+                                         pool_designs.images[:, rows, cols, :])):
+    by_key.setdefault((round(d, 2), round(m, 2), struts.tobytes()), []).append(i)
+
+  def generate_fn(d_idx, m_idx, fixed, seed):
+    rng = np.random.default_rng(seed)
+    picks = []
+    for d, m, struts in zip(d_idx, m_idx, strut_colors_of(fixed, layout)):
+      key = (round(spec.durability.values[d], 2), round(spec.mass.values[m], 2), struts.tobytes())
+      picks.append(rng.choice(by_key[key]))
+    return pool_designs.images[np.asarray(picks)]
+
+  return generate_fn
+
+
+def noise_fn(layout, set_struts=True):
+  """Uniformly random pixels (struts forced to the requested colours unless set_struts=False)."""
+
+  def generate_fn(d_idx, m_idx, fixed, seed):
+    del m_idx
+    rng = np.random.default_rng(seed)
+    full = rng.integers(0, 256, (len(d_idx), layout.full_height, layout.full_width, 3), np.uint8)
+    return force_struts(full, fixed, layout) if set_struts else full
+
+  return generate_fn
+
+
+def relabelled(dataset_):
+  """The dataset with every durability label moved one class up (cyclically): not synthetic."""
+  nd = len(dataset_.spec.durability)
+
+  def shift(part):
+    return data.DesignArrays(part.images, part.fixed, part.strut_colors,
+                             ((part.durability + 1) % nd).astype(np.int32), part.mass, part.names)
+
+  return data.Dataset(dataset_.spec, shift(dataset_.train), shift(dataset_.val), dataset_.mask,
+                      dataset_.data_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# Frechet distance
+
+
+def test_frechet_distance_of_a_sample_with_itself_is_zero():
+  feats = np.random.default_rng(0).normal(size=(500, 16)) @ np.diag(np.linspace(0.1, 3, 16))
+  assert evaluate.frechet_distance(feats, feats) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_frechet_distance_of_a_shifted_gaussian_is_the_squared_shift():
+  rng = np.random.default_rng(1)
+  shift = np.array([1.0, -2.0, 0.5, 0.0])
+  a = rng.normal(size=(50_000, 4))
+  b = rng.normal(size=(50_000, 4)) + shift
+  assert evaluate.frechet_distance(a, b) == pytest.approx(np.sum(shift ** 2), rel=0.02)
+
+
+def test_frechet_distance_matches_the_closed_form_in_one_dimension():
+  rng = np.random.default_rng(2)
+  a, b = rng.normal(1.0, 2.0, (300, 1)), rng.normal(-0.5, 0.5, (200, 1))
+  expected = (a.mean() - b.mean()) ** 2 + (a.std(ddof=1) - b.std(ddof=1)) ** 2
+  assert evaluate.frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize('seed', range(5))
+def test_frechet_distance_is_symmetric_and_non_negative(seed):
+  rng = np.random.default_rng(seed)
+  dim = 8
+  # Rank-deficient covariances (fewer samples than features) are the hard case for sqrtm.
+  a = rng.normal(size=(5, dim)) @ rng.normal(size=(dim, dim))
+  b = rng.normal(size=(40, dim)) * rng.uniform(0, 2, dim) + rng.normal(size=dim)
+  ab, ba = evaluate.frechet_distance(a, b), evaluate.frechet_distance(b, a)
+  assert ab >= 0 and ba >= 0
+  assert ab == pytest.approx(ba, rel=1e-6, abs=1e-9)
+
+
+def test_frechet_distance_rejects_mismatched_features():
+  with pytest.raises(ValueError, match='feature arrays'):
+    evaluate.frechet_distance(np.zeros((5, 3)), np.zeros((5, 4)))
+  with pytest.raises(ValueError, match='feature arrays'):
+    evaluate.frechet_distance(np.zeros((1, 3)), np.zeros((5, 3)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Diversity
+
+
+def test_diversity_of_identical_copies_is_zero():
+  design = np.random.default_rng(0).integers(0, 256, (10, 14, 3), np.uint8)
+  assert evaluate.diversity([np.stack([design] * 5), np.stack([design] * 2)]) == 0.0
+
+
+def test_diversity_is_the_mean_pixel_l1_distance_in_unit_range():
+  black, white = np.zeros((1, 2, 2, 3), np.uint8), np.full((1, 2, 2, 3), 255, np.uint8)
+  assert evaluate.diversity([np.concatenate([black, white])]) == pytest.approx(1.0)
+  # Pairs (b, b), (b, w), (b, w) in a group of three: mean 2/3; single designs are skipped.
+  group = np.concatenate([black, black, white])
+  assert evaluate.diversity([group, black]) == pytest.approx(2 / 3)
+  assert evaluate.diversity([black, white]) is None
+
+
+def test_noise_is_more_diverse_than_real_designs(dataset, classifier, ref):
+  metrics = evaluate.evaluate_generator(noise_fn(dataset.layout), dataset, classifier, PER_PAIR,
+                                        ref=ref)
+  assert metrics['diversity'] > metrics['diversity_real'] > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The oracle check and the classifier
+
+
+def test_synthetic_designs_are_recognised(dataset):
+  assert evaluate.is_synthetic(dataset)
+  assert not evaluate.is_synthetic(relabelled(dataset))
+
+
+def test_classifier_beats_chance_on_held_out_designs(classifier, dataset):
+  acc = classifier.accuracy
+  assert classifier.info['held_out'] == 'val'
+  assert classifier.info['num_held_out'] == len(dataset.val)
+  # Chance is 1/10 (durability), 1/12 (mass), 1/120 (both).
+  assert acc['durability'] > 0.5 and acc['mass'] > 0.4 and acc['joint'] > 0.25
+  again = evaluate.accuracy(classifier.predict(dataset.val.images), dataset.val.durability,
+                            dataset.val.mass)
+  assert again == acc
+
+
+def test_classifier_is_cached_and_reloaded(small_design_dir, tmp_path, monkeypatch):
+  small = data.load_dataset(small_design_dir)
+  first = evaluate.load_or_train_classifier(small, str(tmp_path))
+  path = evaluate.classifier_dir(small, str(tmp_path))
+  assert os.path.isfile(os.path.join(path, 'info.json'))
+  assert [n for n in os.listdir(os.path.dirname(path)) if 'partial' in n] == []
+
+  def no_training(*args, **kwargs):
+    raise AssertionError('the classifier was trained again instead of loaded from the cache')
+
+  monkeypatch.setattr(evaluate, 'train_classifier', no_training)
+  second = evaluate.load_or_train_classifier(small, str(tmp_path))
+  assert second.info == first.info
+  for x, y in zip(first.apply(small.val.images), second.apply(small.val.images)):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_classifier_cache_ignores_partial_and_broken_entries(small_design_dir, tmp_path,
+                                                              monkeypatch):
+  small = data.load_dataset(small_design_dir)
+  path = evaluate.classifier_dir(small, str(tmp_path))
+  os.makedirs(path)  # an interrupted write that somehow kept the final name: no info.json
+  trained = []
+  real_train = evaluate.train_classifier
+
+  def counting(*args, **kwargs):
+    trained.append(1)
+    return real_train(*args, **kwargs)
+
+  monkeypatch.setattr(evaluate, 'train_classifier', counting)
+  evaluate.load_or_train_classifier(small, str(tmp_path))
+  assert len(trained) == 1 and os.path.isfile(os.path.join(path, 'info.json'))
+  # Damaged parameters: retrained and replaced, not an error.
+  for root, _, files in os.walk(os.path.join(path, 'params')):
+    for name in files:
+      os.remove(os.path.join(root, name))
+  classifier = evaluate.load_or_train_classifier(small, str(tmp_path))
+  assert len(trained) == 2 and classifier.info['num_train'] == len(small.train)
+  evaluate.restore_classifier(small.spec, path)  # the replacement is readable
+
+
+def test_cache_key_depends_on_the_training_data(dataset, small_design_dir):
+  small = data.load_dataset(small_design_dir)
+  assert evaluate.cache_key(dataset) == evaluate.cache_key(dataset)
+  assert evaluate.cache_key(dataset) != evaluate.cache_key(small)
+  assert evaluate.cache_key(dataset) != evaluate.cache_key(relabelled(dataset))
+
+
+# ---------------------------------------------------------------------------------------------
+# The metrics can pass and can fail
+
+
+def test_real_designs_score_perfectly(dataset, classifier, ref, pool):
+  generate_fn = real_fn(pool, dataset.spec, dataset.layout)
+  metrics = evaluate.evaluate_generator(generate_fn, dataset, classifier, PER_PAIR, seed=3,
+                                        ref=ref)
+  assert metrics['num_generated'] == 120 * PER_PAIR
+  assert metrics['synthetic'] is True
+  assert metrics['oracle_exact'] == 1.0 and metrics['oracle_within1'] == 1.0
+  assert metrics['strut_exact'] == 1.0
+  assert metrics['fd'] <= 2 * metrics['fd_real_baseline'] + 0.5
+  # Real designs are as recognisable as the held-out ones (up to sampling noise).
+  assert metrics['classifier_accuracy_generated'] > metrics['classifier_accuracy_real'] - 0.15
+  assert abs(metrics['diversity'] - metrics['diversity_real']) < 0.2 * metrics['diversity_real']
+  per_class = metrics['per_class']
+  assert len(per_class['durability']) == 10 and len(per_class['mass']) == 12
+  assert len(per_class['pairs']) == 120
+  assert all(row['oracle_exact'] == 1.0 and row['count'] == 10 * PER_PAIR
+             for row in per_class['mass'])
+
+
+def test_noise_fails_every_fidelity_metric(dataset, classifier, ref):
+  metrics = evaluate.evaluate_generator(noise_fn(dataset.layout), dataset, classifier, PER_PAIR,
+                                        ref=ref)
+  assert metrics['oracle_exact'] < 0.2
+  assert metrics['classifier_accuracy_generated'] < 0.1
+  assert metrics['fd'] > 10 * metrics['fd_real_baseline']
+  assert metrics['strut_exact'] == 1.0
+
+
+def test_wrong_struts_are_detected(dataset, classifier, ref, pool):
+  perfect = real_fn(pool, dataset.spec, dataset.layout)
+
+  def black_struts(d_idx, m_idx, fixed, seed):
+    return force_struts(perfect(d_idx, m_idx, fixed, seed), -np.ones_like(fixed), dataset.layout)
+
+  metrics = evaluate.evaluate_generator(black_struts, dataset, classifier, PER_PAIR, ref=ref)
+  # Only requests whose struts were black anyway (1/25 of the palette pairs) pass.
+  assert metrics['strut_exact'] < 0.2
+  unset = evaluate.evaluate_generator(noise_fn(dataset.layout, set_struts=False), dataset,
+                                      classifier, PER_PAIR, ref=ref)
+  assert unset['strut_exact'] < 0.05
+
+
+def test_metrics_are_deterministic_json_and_reference_is_optional(dataset, classifier, ref):
+  fn = noise_fn(dataset.layout)
+  a = evaluate.evaluate_generator(fn, dataset, classifier, 2, seed=5)
+  b = evaluate.evaluate_generator(fn, dataset, classifier, 2, seed=5, ref=ref)
+  assert json.loads(json.dumps(a)) == a == b
+
+
+def test_non_synthetic_data_have_no_oracle_metrics(dataset, classifier):
+  other = relabelled(dataset)
+  metrics = evaluate.evaluate_generator(noise_fn(dataset.layout), other, classifier, 2)
+  assert metrics['synthetic'] is False
+  assert metrics['oracle_exact'] is None and metrics['oracle_within1'] is None
+  assert all(row['oracle_exact'] is None for row in metrics['per_class']['durability'])
+  assert 'not the synthetic designs' in evaluate.format_report(metrics)
+
+
+def test_bad_arguments_and_outputs_are_rejected(dataset, classifier, ref):
+  with pytest.raises(evaluate.EvaluationError, match='per_pair'):
+    evaluate.evaluate_generator(noise_fn(dataset.layout), dataset, classifier, 0, ref=ref)
+
+  def training_layout(d_idx, m_idx, fixed, seed):
+    return data.denormalize(fixed)
+
+  with pytest.raises(ValueError, match='full layout'):
+    evaluate.evaluate_generator(training_layout, dataset, classifier, 1, ref=ref)
+
+
+# ---------------------------------------------------------------------------------------------
+# A trained run, end to end
+
+
+@pytest.fixture(scope='module')
+def trained_run(small_design_dir, tmp_path_factory):
+  log_path = str(tmp_path_factory.mktemp('eval_run') / 'log')
+  config = default.get_config()
+  config.data_path = small_design_dir
+  config.log_path = log_path
+  config.epochs = 1
+  config.batch_size = 32
+  config.critic_iter = 1
+  config.gen_hidden_dims = (32,)
+  config.disc_hidden_dims = (32,)
+  config.zdim = 8
+  config.num_output_images = 4
+  trainer.train(config)
+  return log_path
+
+
+def test_evaluate_model_end_to_end(trained_run, tmp_path, capsys):
+  out = tmp_path / 'metrics.json'
+  cache = str(tmp_path / 'cache')
+  assert evaluate.main([f'--model_path={trained_run}', '--per_pair=2', f'--json={out}',
+                        f'--cache_dir={cache}']) == 0
+  printed = capsys.readouterr().out
+  assert 'oracle exact' in printed and 'Frechet distance' in printed
+  metrics = json.loads(out.read_text())
+  for key in ('oracle_exact', 'oracle_within1', 'classifier_accuracy_generated',
+              'classifier_accuracy_real', 'strut_exact'):
+    assert 0.0 <= metrics[key] <= 1.0, key
+  assert metrics['strut_exact'] == 1.0  # inference.generate sets the struts exactly
+  assert metrics['fd'] >= 0 and metrics['fd_real_baseline'] >= 0
+  assert metrics['diversity'] >= 0 and metrics['diversity_real'] >= 0
+  assert metrics['num_generated'] == 120 * 2 and metrics['model']['step'] == 1
+  assert set(metrics['per_class']) == {'durability', 'mass', 'pairs'}
+  # Same run, same seed, cached classifier: the same numbers.
+  again = evaluate.evaluate_model(trained_run, per_pair=2, cache_dir=cache)
+  assert again == metrics
+
+
+def test_evaluate_model_reports_a_missing_step(trained_run, tmp_path):
+  with pytest.raises(evaluate.DesignGanError, match='step 7'):
+    evaluate.evaluate_model(trained_run, step=7, cache_dir=str(tmp_path))
+
+
+def test_cli_checks_the_json_target_before_evaluating(trained_run, tmp_path, capsys,
+                                                     monkeypatch):
+  def no_evaluation(*args, **kwargs):
+    raise AssertionError('evaluated although the metrics could not be written')
+
+  monkeypatch.setattr(evaluate, 'evaluate_model', no_evaluation)
+  missing = tmp_path / 'no' / 'metrics.json'
+  assert evaluate.main([f'--model_path={trained_run}', f'--json={missing}']) == 1
+  assert capsys.readouterr().err.startswith('error: --json')
+  assert evaluate.main([f'--model_path={trained_run}', f'--json={tmp_path}']) == 1
+  assert 'is a directory' in capsys.readouterr().err
+
+
+def test_classifier_handles_no_images(classifier, dataset):
+  d_logits, m_logits, feats = classifier.apply(dataset.val.images[:0])
+  assert d_logits.shape == (0, len(dataset.spec.durability))
+  assert m_logits.shape == (0, len(dataset.spec.mass)) and feats.shape == (0, evaluate.FEATURES)
+
+
+def test_cli_reports_a_bad_path_without_traceback(tmp_path):
+  result = subprocess.run(
+      [sys.executable, '-m', 'gan.evaluate', f'--model_path={tmp_path / "missing"}'],
+      cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 1
+  assert result.stderr.startswith('error:') or '\nerror:' in result.stderr
+  assert 'Traceback' not in result.stderr
