@@ -107,7 +107,9 @@ def init(config, spec, mask) -> tuple[Models, TrainState]:
 def generate(models: Models, gen_params, gen_rest, z, durability, mass, fixed, *, train: bool,
              key=None):
   """G(z, durability, mass, fixed) -> (images (B, H, W, 3), new batch statistics)."""
-  gen = nnx.merge(models.gen_def, gen_params, gen_rest)
+  # copy=True: fresh Variables in this trace, so BatchNorm may update its statistics inside a
+  # jax.grad even though gen_rest was created outside it.
+  gen = nnx.merge(models.gen_def, gen_params, gen_rest, copy=True)
   rngs = nnx.Rngs(dropout=key) if key is not None else None
   images = gen(z, durability, mass, fixed, models.mask, train=train, rngs=rngs)
   return images, nnx.state(gen, nnx.Not(nnx.Param))

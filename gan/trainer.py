@@ -15,9 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from gan import checkpoints
+from gan import classifier as classifier_lib
 from gan import config as config_lib
 from gan import data
 from gan import evaluate
+from gan import metrics as metrics_lib
 from gan import step
 from gan import summaries
 from gan.errors import ConfigError, DesignGanError
@@ -143,7 +145,7 @@ def train(config) -> dict:
   models, state = step.init(config, spec, dataset.mask)
   mngr = checkpoints.manager(os.path.join(log_path, 'checkpoints'), config.keep_checkpoints)
   meta = {'config': config.to_dict(), 'spec': spec.to_dict(),
-          'oracle_applies': evaluate.is_synthetic(dataset)}
+          'oracle_applies': metrics_lib.is_synthetic(dataset)}
   start_epoch = 0
   if mngr.latest_step() is not None:
     start_epoch, saved = checkpoints.read_meta(mngr)
@@ -165,46 +167,48 @@ def train(config) -> dict:
            'generator step', start_epoch + 1, config.epochs, num_batches, config.batch_size,
            config.critic_iter)
   means, start = {}, time.perf_counter()
-  for epoch in range(start_epoch + 1, config.epochs + 1):
-    t0 = time.perf_counter()
-    steps_before = int(state.step)
-    new_state, metrics = epoch_fn(state, device_data)
-    metrics = jax.device_get(metrics)
-    seconds = time.perf_counter() - t0
-    bad = _first_non_finite(metrics)
-    if bad is not None:
-      progress.clear()
-      last = mngr.latest_step()
-      raise TrainingError(
-          f'{bad[1]} became non-finite at generator step {steps_before + bad[0] + 1} (epoch '
-          f'{epoch}); training stopped. ' + (f'The last good checkpoint (epoch {last}) is kept '
-                                             f'in {mngr.directory}. ' if last else '')
-          + 'Try lower learning rates or a smaller constraint_lambda/lambda_gp.')
-    state = new_state
-    means = {k: float(np.mean(metrics[k])) for k in step.active_metrics(config)}
-    samples_per_s = num_batches * config.batch_size / seconds
-    progress.show(epoch, means, samples_per_s)
-    if epoch % config.log_every == 0 or epoch == config.epochs or epoch == start_epoch + 1:
-      progress.clear()
-      note = ' (includes compilation)' if epoch == start_epoch + 1 else ''
-      log.info('epoch %d/%d  %s  samples/s %.0f  time %.2fs%s', epoch, config.epochs,
-               '  '.join(f'{k} {v:.4f}' for k, v in means.items()), samples_per_s, seconds, note)
-      tb.scalars(epoch, dict(means, samples_per_s=samples_per_s))
-    if epoch % config.sample_every == 0 or epoch == config.epochs:
-      fake = sample_fn(state.gen_params, state.gen_rest, *grid_inputs)
-      full = _to_full_uint8(layout, fake).reshape((len(spec.durability), len(spec.mass))
-                                                  + (layout.full_height, layout.full_width, 3))
-      tb.image('fake/designs_by_class', epoch, summaries.design_grid(full))
-    if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
-      checkpoints.save(mngr, epoch, state, dict(meta, epoch=epoch))
-    if evaluator.due(epoch):
-      progress.clear()
-      metrics_now = evaluator(epoch, state, sample_fn, dict(meta, epoch=epoch))
-      log.info('eval epoch %d  %s', epoch, evaluate.format_summary(metrics_now))
-      tb.scalars(epoch, evaluate.scalar_metrics(metrics_now), prefix='eval/')
-  progress.clear()
-  mngr.wait_until_finished()
-  evaluator.close()
+  try:
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+      t0 = time.perf_counter()
+      steps_before = int(state.step)
+      new_state, metrics = epoch_fn(state, device_data)
+      metrics = jax.device_get(metrics)
+      seconds = time.perf_counter() - t0
+      bad = _first_non_finite(metrics)
+      if bad is not None:
+        progress.clear()
+        last = mngr.latest_step()
+        raise TrainingError(
+            f'{bad[1]} became non-finite at generator step {steps_before + bad[0] + 1} (epoch '
+            f'{epoch}); training stopped. ' + (f'The last good checkpoint (epoch {last}) is kept '
+                                               f'in {mngr.directory}. ' if last else '')
+            + 'Try lower learning rates or a smaller constraint_lambda/lambda_gp.')
+      state = new_state
+      means = {k: float(np.mean(metrics[k])) for k in step.active_metrics(config)}
+      samples_per_s = num_batches * config.batch_size / seconds
+      progress.show(epoch, means, samples_per_s)
+      if epoch % config.log_every == 0 or epoch == config.epochs or epoch == start_epoch + 1:
+        progress.clear()
+        note = ' (includes compilation)' if epoch == start_epoch + 1 else ''
+        log.info('epoch %d/%d  %s  samples/s %.0f  time %.2fs%s', epoch, config.epochs,
+                 '  '.join(f'{k} {v:.4f}' for k, v in means.items()), samples_per_s, seconds, note)
+        tb.scalars(epoch, dict(means, samples_per_s=samples_per_s))
+      if epoch % config.sample_every == 0 or epoch == config.epochs:
+        fake = sample_fn(state.gen_params, state.gen_rest, *grid_inputs)
+        full = _to_full_uint8(layout, fake).reshape((len(spec.durability), len(spec.mass))
+                                                    + (layout.full_height, layout.full_width, 3))
+        tb.image('fake/designs_by_class', epoch, summaries.design_grid(full))
+      if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
+        checkpoints.save(mngr, epoch, state, dict(meta, epoch=epoch))
+      if evaluator.due(epoch):
+        progress.clear()
+        metrics_now = evaluator(epoch, state, sample_fn, dict(meta, epoch=epoch))
+        log.info('eval epoch %d  %s', epoch, evaluate.format_summary(metrics_now))
+        tb.scalars(epoch, evaluate.scalar_metrics(metrics_now), prefix='eval/')
+  finally:  # also on errors and Ctrl-C: pending checkpoint writes complete before we exit
+    progress.clear()
+    mngr.wait_until_finished()
+    evaluator.close()
   tb.close()
   trained = max(config.epochs - start_epoch, 0)
   log.info('Trained %d epoch(s) in %.1f s; checkpoints in %s', trained,
@@ -224,7 +228,7 @@ class _Evaluator:
     self.enabled = config.eval_every > 0
     if not self.enabled:
       return
-    self.classifier = evaluate.load_or_train_classifier(dataset)
+    self.classifier = classifier_lib.load_or_train_classifier(dataset)
     self.reference = evaluate.reference(dataset, self.classifier)
     metric = config.best_metric
     if metric == 'auto':

@@ -1,0 +1,672 @@
+"""Tests of the training loop (gan/trainer.py, gan/step.py) and its checks and outputs.
+
+Every run uses tiny networks on the session's 240 generated designs (216 train, 24 val); most of
+the time goes into XLA compilation, so compilation runs with `jax_disable_most_optimizations`
+for this module and runs shared by several tests are module fixtures, copied before a test
+changes them.
+"""
+
+import functools
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import default
+from gan import checkpoints
+from gan import config as config_lib
+from gan import images
+from gan import losses
+from gan import step
+from gan import trainer
+from gan.errors import ConfigError
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FULL_STRUTS = ((7, 11), (5, 14))  # the default strut pixels, full-layout (row, col)
+NUM_OUTPUTS = 8
+COMBINATIONS = [(g, l, n) for g in ('vanilla', 'infogan') for l in ('bce', 'wgan', 'wgangp')
+                for n in ('mlp', 'selfattention')]
+# Settings of the shared run `base_run`: the default combination with generator dropout.
+BASE = dict(gan_model='vanilla', loss_mode='wgangp', gen_mode='mlp', disc_mode='mlp',
+            gen_dropout=0.1)
+INFOGAN_WGAN = dict(gan_model='infogan', loss_mode='wgan', gen_mode='mlp', disc_mode='mlp')
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def tiny_config(**overrides):
+  """configs/default.py with tiny networks and quick outputs; callers pass data_path, log_path."""
+  c = default.get_config()
+  c.update(dict(gen_hidden_dims=(64,), disc_hidden_dims=(64, 64), embed_dim=16, num_heads=2,
+                num_layers=1, zdim=16, class_embed_dim=8, hidden_dim=32, batch_size=32,
+                critic_iter=2, epochs=2, log_every=1, sample_every=2, checkpoint_every=2,
+                num_output_images=NUM_OUTPUTS))
+  c.update(overrides)
+  return c
+
+
+def setup(config):
+  """(resolved config, dataset, models, initial state) exactly as trainer.train builds them."""
+  resolved = config_lib.resolve(config)
+  dataset = trainer.load_data(resolved)
+  models, state = step.init(resolved, dataset.spec, dataset.mask)
+  return resolved, dataset, models, state
+
+
+def train_arrays(dataset):
+  return {k: getattr(dataset.train, k) for k in ('images', 'durability', 'mass', 'fixed')}
+
+
+def leaves(tree):
+  """{path string: numpy array} of every leaf of a pytree."""
+  return {jax.tree_util.keystr(path): np.asarray(leaf)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def changed_leaves(before, after):
+  """Paths of the leaves that differ; the two trees must have the same leaves."""
+  a, b = leaves(before), leaves(after)
+  assert a.keys() == b.keys()
+  return [k for k in a if not np.array_equal(a[k], b[k])]
+
+
+def assert_trees_equal(a, b):
+  """Same leaf paths and bitwise-equal leaves (dtype included)."""
+  la, lb = leaves(a), leaves(b)
+  assert la.keys() == lb.keys()
+  for key in la:
+    assert la[key].dtype == lb[key].dtype, key
+    np.testing.assert_array_equal(la[key], lb[key], err_msg=key)
+
+
+def assert_state_equal(a, b):
+  for field in step.TrainState._fields:
+    assert_trees_equal(getattr(a, field), getattr(b, field))
+
+
+def assert_generator_trained(config, result):
+  """Finite metrics and generator parameters moved away from their (seeded) initial values."""
+  assert result['metrics'], 'no metrics returned'
+  for name, value in result['metrics'].items():
+    assert np.isfinite(value), (name, value)
+  _, _, _, initial = setup(config)
+  changed = changed_leaves(initial.gen_params, result['state'].gen_params)
+  assert len(changed) >= len(leaves(initial.gen_params)) // 2, changed
+  return initial
+
+
+def copy_run(source: str, target) -> str:
+  """A copy of a finished run's log_path, to resume without touching the shared one."""
+  shutil.copytree(source, str(target))
+  return str(target)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures
+
+
+@pytest.fixture(scope='module', autouse=True)
+def fast_compilation():
+  """Cheaper XLA compilation (the tests check behaviour, not speed); restored afterwards."""
+  previous = jax.config.read('jax_disable_most_optimizations')
+  jax.config.update('jax_disable_most_optimizations', True)
+  yield
+  jax.config.update('jax_disable_most_optimizations', previous)
+
+
+@pytest.fixture(scope='module')
+def base_run(small_design_dir, tmp_path_factory):
+  """vanilla + WGAN-GP + MLP with dropout in the generator, 2 epochs."""
+  config = tiny_config(data_path=small_design_dir,
+                       log_path=str(tmp_path_factory.mktemp('base') / 'run'), **BASE)
+  return config, trainer.train(config)
+
+
+@pytest.fixture(scope='module')
+def infogan_wgan_run(small_design_dir, tmp_path_factory):
+  """InfoGAN + WGAN (weight clipping) + MLP, 2 epochs."""
+  config = tiny_config(data_path=small_design_dir,
+                       log_path=str(tmp_path_factory.mktemp('infogan') / 'run'), **INFOGAN_WGAN)
+  return config, trainer.train(config)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Every combination trains
+
+
+@pytest.mark.parametrize('gan_model,loss_mode,network', COMBINATIONS,
+                         ids=['-'.join(c) for c in COMBINATIONS])
+def test_every_combination_trains_two_epochs(gan_model, loss_mode, network, small_design_dir,
+                                             tmp_path, request):
+  """Two epochs: every metric finite at every step, generator and critic updated. The two
+  combinations of the shared runs (vanilla-wgangp-mlp with generator dropout, infogan-wgan-mlp)
+  go through trainer.train; the others through the compiled epoch function trainer.train uses
+  (same code, without checkpoints and outputs)."""
+  settings = dict(gan_model=gan_model, loss_mode=loss_mode, gen_mode=network, disc_mode=network)
+  for fixture, shared in (('base_run', BASE), ('infogan_wgan_run', INFOGAN_WGAN)):
+    if all(shared[k] == v for k, v in settings.items()):
+      config, result = request.getfixturevalue(fixture)
+      assert result['start_epoch'] == 0 and result['epochs'] == 2
+      initial = assert_generator_trained(config, result)
+      assert changed_leaves(initial.critic_params, result['state'].critic_params)
+      return
+
+  config, dataset, models, state = setup(
+      tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), **settings))
+  assert config.critic_iter == (1 if loss_mode == 'bce' else 2)
+  _, _, _, initial = setup(config)  # donation may reuse `state`'s buffers
+  epoch_fn = step.compile_epoch(config, models)
+  data = jax.device_put(train_arrays(dataset))
+  num_batches = len(dataset.train) // config.batch_size
+  for _ in range(2):
+    state, metrics = epoch_fn(state, data)
+    metrics = jax.device_get(metrics)
+    assert set(metrics) == set(step.METRICS)
+    for name, values in metrics.items():
+      assert values.shape == (num_batches,), name
+      assert np.all(np.isfinite(values)), (name, values)
+    for name in set(step.METRICS) - set(step.active_metrics(config)):
+      assert np.all(metrics[name] == 0), name  # inactive terms are constant zeros
+  assert int(state.step) == 2 * num_batches
+
+  gen_changed = changed_leaves(initial.gen_params, state.gen_params)
+  assert len(gen_changed) >= len(leaves(initial.gen_params)) // 2, gen_changed
+  assert changed_leaves(initial.critic_params, state.critic_params)
+  if gan_model == 'infogan':
+    assert np.all(metrics['info_loss'] > 0) and np.all(metrics['q_real_loss'] > 0)
+    assert changed_leaves(initial.q_params, state.q_params)
+  else:
+    assert not leaves(state.q_params)
+  if loss_mode == 'wgangp':
+    assert np.all(metrics['gradient_penalty'] > 0)
+  if loss_mode == 'wgan':
+    for key, value in leaves(state.critic_params).items():
+      if value.ndim >= 2:
+        assert np.abs(value).max() <= config.weight_clip, key
+  has_attention = lambda tree: any('attn' in k for k in leaves(tree))
+  assert has_attention(state.gen_params) == (network == 'selfattention')
+  assert has_attention(state.critic_params) == (network == 'selfattention')
+
+
+def test_mixed_networks_mlp_generator_attention_critic(small_design_dir, tmp_path):
+  """gen_mode and disc_mode are independent: an MLP generator against an attention critic."""
+  config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'),
+                       gen_mode='mlp', disc_mode='selfattention', loss_mode='bce')
+  result = trainer.train(config)
+  initial = assert_generator_trained(config, result)
+  assert changed_leaves(initial.critic_params, result['state'].critic_params)
+  assert not any('attn' in k for k in leaves(result['state'].gen_params))
+  assert any('attn' in k for k in leaves(result['state'].critic_params))
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. What a run leaves behind
+
+
+def _bmp_bits_per_pixel(path: str) -> int:
+  with open(path, 'rb') as f:
+    header = f.read(30)
+  assert header[:2] == b'BM', path
+  return struct.unpack_from('<H', header, 28)[0]
+
+
+def test_run_writes_log_tensorboard_checkpoint_and_designs(base_run):
+  config, result = base_run
+  resolved = config_lib.resolve(config)
+  dataset = trainer.load_data(resolved)
+  log_path = result['log_path']
+  assert log_path == os.path.abspath(config.log_path)
+
+  with open(os.path.join(log_path, 'log_summary')) as f:
+    log = f.read()
+  assert 'Resolved config' in log
+  for key, value in resolved.to_dict().items():
+    assert f'  {key} = {value!r}' in log, key
+  for line in dataset.summary().splitlines():
+    assert line in log
+  assert re.findall(r'epoch (\d+)/2 ', log) == ['1', '2']
+
+  tb_dir = os.path.join(log_path, 'tensorboard_records')
+  assert any(name.startswith('events.out.tfevents') for name in os.listdir(tb_dir))
+  assert os.path.isdir(os.path.join(log_path, 'checkpoints', '2'))
+  mngr = checkpoints.manager(os.path.join(log_path, 'checkpoints'), 3, create=False)
+  assert checkpoints.read_meta(mngr)[0] == 2
+
+  output = result['output_path']
+  assert output == os.path.join(log_path, 'output')
+  assert sorted(os.listdir(os.path.join(output, 'fake'))) == sorted(
+      f'fake_{i}.bmp' for i in range(NUM_OUTPUTS))
+  assert sorted(os.listdir(os.path.join(output, 'real'))) == sorted(
+      f'real_{i}.bmp' for i in range(NUM_OUTPUTS))
+  layout = dataset.layout
+  dropped = [c for c in range(layout.full_width) if c not in layout.kept_columns]
+  assert dropped, 'the test data should have dropped columns'
+  val_designs = [images.read_rgb(os.path.join(config.data_path, name))
+                 for name in dataset.val.names]
+  used = []
+  for i in range(NUM_OUTPUTS):
+    fake_path = os.path.join(output, 'fake', f'fake_{i}.bmp')
+    real_path = os.path.join(output, 'real', f'real_{i}.bmp')
+    fake, real = images.read_rgb(fake_path), images.read_rgb(real_path)
+    for path, image in ((fake_path, fake), (real_path, real)):
+      assert image.shape == (10, 30, 3) and image.dtype == np.uint8
+      assert _bmp_bits_per_pixel(path) == 24
+      assert not image[:, dropped].any(), path
+    # real_i is one of the validation designs, unchanged; fake_i was generated for its
+    # conditions, so its strut pixels are exactly real_i's.
+    matches = [j for j, design in enumerate(val_designs) if np.array_equal(design, real)]
+    assert matches, f'real_{i}.bmp is not a validation design'
+    used.append(matches[0])
+    for r, c in FULL_STRUTS:
+      np.testing.assert_array_equal(fake[r, c], real[r, c], err_msg=f'design {i} strut {r},{c}')
+  assert len(set(used)) == NUM_OUTPUTS, used  # eight different designs
+  # The generator did not just copy the real designs.
+  fakes = np.stack([images.read_rgb(os.path.join(output, 'fake', f'fake_{i}.bmp'))
+                    for i in range(NUM_OUTPUTS)])
+  reals = np.stack([images.read_rgb(os.path.join(output, 'real', f'real_{i}.bmp'))
+                    for i in range(NUM_OUTPUTS)])
+  assert not np.array_equal(fakes, reals)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. WGAN weight clipping
+
+
+def test_wgan_clips_critic_weight_matrices_only(infogan_wgan_run):
+  config, result = infogan_wgan_run
+  clip = config.weight_clip
+  matrices, vectors = {}, {}
+  for key, value in leaves(result['state'].critic_params).items():
+    (matrices if value.ndim >= 2 else vectors)[key] = value
+  assert matrices and vectors
+  for key, value in matrices.items():
+    assert np.abs(value).max() <= clip, (key, np.abs(value).max())
+  # Clipping really happened (fresh dense kernels are far larger than 0.01) ...
+  assert any(np.isclose(np.abs(v).max(), clip) for v in matrices.values())
+  # ... but not to LayerNorm scales and biases, nor to the InfoGAN Q head.
+  assert any(np.abs(v).max() > clip for k, v in vectors.items() if 'scale' in k), vectors.keys()
+  assert any(np.abs(v).max() > clip for v in leaves(result['state'].q_params).values()
+             if v.ndim >= 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. InfoGAN: Q must recover the codes the generator was given
+
+
+def _generator_step_conditions(config, models, state, batch, seeds, monkeypatch):
+  """Runs the compiled generator step once per seed and returns, per seed, the metrics and the
+  (durability, mass) arrays passed to every gan.step.generate and gan.losses.info_loss call, in
+  call order. Values come back through jax.debug.callback, so they are recorded at whatever
+  trace level the arguments live (inside value_and_grad too) and on every run, not only while
+  tracing."""
+  runs = []
+
+  def recorder(kind, durability, mass):
+    def record(d, m):
+      runs[-1][kind].append((np.asarray(d), np.asarray(m)))
+    jax.debug.callback(record, durability, mass, ordered=True)
+
+  real_info_loss, real_generate = losses.info_loss, step.generate
+
+  def recording_info_loss(durability_logits, mass_logits, durability_codes, mass_codes):
+    recorder('info_loss', durability_codes, mass_codes)
+    return real_info_loss(durability_logits, mass_logits, durability_codes, mass_codes)
+
+  def recording_generate(models, gen_params, gen_rest, z, durability, mass, fixed, **kwargs):
+    recorder('generate', durability, mass)
+    return real_generate(models, gen_params, gen_rest, z, durability, mass, fixed, **kwargs)
+
+  monkeypatch.setattr(losses, 'info_loss', recording_info_loss)
+  monkeypatch.setattr(step, 'generate', recording_generate)
+  generator_step = jax.jit(functools.partial(step.generator_step, config, models))
+  for seed in seeds:
+    runs.append({'info_loss': [], 'generate': []})
+    _, metrics = generator_step(state, batch, jax.random.PRNGKey(seed))
+    jax.effects_barrier()
+    runs[-1]['metrics'] = jax.device_get(metrics)
+  return runs
+
+
+def _spread_batch(config, dataset):
+  """A training batch with many different labels (the files are sorted by label)."""
+  idx = np.random.default_rng(0).permutation(len(dataset.train))[:config.batch_size]
+  batch = {k: jnp.asarray(v[idx]) for k, v in train_arrays(dataset).items()}
+  labels = (np.asarray(batch['durability']), np.asarray(batch['mass']))
+  assert len(np.unique(labels[0])) > 1 and len(np.unique(labels[1])) > 1
+  return batch, labels
+
+
+def test_infogan_q_loss_targets_the_sampled_codes(small_design_dir, tmp_path, monkeypatch):
+  """The fake term of the Q loss asks Q for the codes the generator was conditioned on: fresh
+  uniform codes, not the batch's labels; the real term asks for the real labels."""
+  config, dataset, models, state = setup(tiny_config(
+      data_path=small_design_dir, log_path=str(tmp_path / 'run'), gan_model='infogan',
+      loss_mode='wgan'))
+  batch, labels = _spread_batch(config, dataset)
+  runs = _generator_step_conditions(config, models, state, batch, (1, 2), monkeypatch)
+  for run in runs:
+    assert np.isfinite(run['metrics']['info_loss']) and run['metrics']['info_loss'] > 0
+    assert len(run['generate']) == 1 and len(run['info_loss']) == 2, run
+    (fake_d, fake_m), (real_d, real_m) = run['info_loss']
+    # The fake term's targets are the codes the generator was conditioned on ...
+    np.testing.assert_array_equal(fake_d, run['generate'][0][0])
+    np.testing.assert_array_equal(fake_m, run['generate'][0][1])
+    # ... uniform codes over each vocabulary, not the real batch's labels ...
+    assert fake_d.shape == fake_m.shape == (config.batch_size,)
+    assert 0 <= fake_d.min() and fake_d.max() < models.num_durability
+    assert 0 <= fake_m.min() and fake_m.max() < models.num_mass
+    assert len(np.unique(fake_d)) > 1 and len(np.unique(fake_m)) > 1
+    assert np.mean((fake_d == labels[0]) & (fake_m == labels[1])) < 0.5
+    # ... and the real term's targets are the real labels.
+    np.testing.assert_array_equal(real_d, labels[0])
+    np.testing.assert_array_equal(real_m, labels[1])
+  # Fresh codes for every step.
+  (d1, m1), (d2, m2) = runs[0]['info_loss'][0], runs[1]['info_loss'][0]
+  assert not (np.array_equal(d1, d2) and np.array_equal(m1, m2))
+
+
+def test_vanilla_generator_gets_the_batch_labels(small_design_dir, tmp_path, monkeypatch):
+  """The contrast case: a vanilla GAN conditions its fakes on the real batch's labels and has
+  no Q loss."""
+  config, dataset, models, state = setup(tiny_config(
+      data_path=small_design_dir, log_path=str(tmp_path / 'run'), loss_mode='wgan'))
+  batch, labels = _spread_batch(config, dataset)
+  (run,) = _generator_step_conditions(config, models, state, batch, (1,), monkeypatch)
+  assert len(run['generate']) == 1 and not run['info_loss']
+  np.testing.assert_array_equal(run['generate'][0][0], labels[0])
+  np.testing.assert_array_equal(run['generate'][0][1], labels[1])
+  assert run['metrics']['info_loss'] == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# 5.-8. Determinism, resuming and failure
+
+
+def test_same_seed_same_parameters_other_seed_different(base_run, small_design_dir, tmp_path):
+  config, result = base_run
+  same = trainer.train(tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'same'),
+                                   **BASE))
+  assert_state_equal(result['state'], same['state'])
+  other_config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'other'),
+                             seed=1, **BASE)
+  # The seed drives the initialisation itself (not only the train/validation split) ...
+  _, _, _, init0 = setup(config)
+  _, _, _, init1 = setup(other_config)
+  assert changed_leaves(init0.gen_params, init1.gen_params)
+  assert changed_leaves(init0.critic_params, init1.critic_params)
+  # ... and the trained parameters.
+  other = trainer.train(other_config)
+  assert changed_leaves(result['state'].gen_params, other['state'].gen_params)
+  assert changed_leaves(result['state'].critic_params, other['state'].critic_params)
+
+
+def _assert_resume_matches_straight(settings, two_epoch_log_path, small_design_dir, tmp_path):
+  """Trains 4 epochs in one go and resumes a copy of a 2-epoch run to 4; returns both results
+  after checking that every array of their final states is bitwise equal."""
+  straight = trainer.train(tiny_config(data_path=small_design_dir,
+                                       log_path=str(tmp_path / 'straight'), epochs=4, **settings))
+  log_path = copy_run(two_epoch_log_path, tmp_path / 'resumed')
+  compiled = []
+  real_compile_epoch = step.compile_epoch
+
+  def recording_compile_epoch(config, models):
+    compiled.append(real_compile_epoch(config, models))
+    return compiled[-1]
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(step, 'compile_epoch', recording_compile_epoch)
+    resumed = trainer.train(tiny_config(data_path=small_design_dir, log_path=log_path, epochs=4,
+                                        **settings))
+  # The restored state and the states the epochs return share one compilation.
+  assert len(compiled) == 1
+  if hasattr(compiled[0], '_cache_size'):
+    assert compiled[0]._cache_size() == 1
+  assert resumed['start_epoch'] == 2 and straight['start_epoch'] == 0
+  assert int(resumed['state'].step) == int(straight['state'].step) == 4 * (216 // 32)
+  assert_state_equal(straight['state'], resumed['state'])
+  with open(os.path.join(log_path, 'log_summary')) as f:
+    assert 'Resumed from the checkpoint of epoch 2' in f.read()
+  assert os.path.isdir(os.path.join(log_path, 'checkpoints', '4'))
+  return straight, resumed
+
+
+@pytest.mark.parametrize('run', ['base_run', 'infogan_wgan_run'])
+def test_resuming_gives_the_same_parameters_as_training_straight(run, small_design_dir, tmp_path,
+                                                                 request):
+  """4 epochs in one go == 2 epochs, then the same command with epochs=4 (resumed from the
+  checkpoint of epoch 2): parameters, optimiser states, step and PRNG key (which drives the
+  shuffles, noise, codes and dropout masks)."""
+  config, two_epochs = request.getfixturevalue(run)
+  assert config.checkpoint_every == 2 and config.epochs == 2
+  settings = BASE if run == 'base_run' else INFOGAN_WGAN
+  _, resumed = _assert_resume_matches_straight(settings, two_epochs['log_path'],
+                                               small_design_dir, tmp_path)
+  if run == 'infogan_wgan_run':
+    assert leaves(resumed['state'].q_params), 'InfoGAN Q head expected'
+
+
+def test_resuming_a_batchnorm_dropout_generator_is_exact(small_design_dir, tmp_path):
+  """Batch statistics (gen_rest) and dropout keys resume too (the original's generator)."""
+  settings = dict(BASE, gen_norm='batch', gen_dropout=0.1)
+  first = trainer.train(tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'two'),
+                                    **settings))
+  _, resumed = _assert_resume_matches_straight(settings, first['log_path'], small_design_dir,
+                                               tmp_path)
+  assert leaves(resumed['state'].gen_rest), 'BatchNorm statistics expected'
+  assert changed_leaves(first['state'].gen_rest, resumed['state'].gen_rest)
+
+
+def test_resuming_with_a_different_model_is_refused(base_run, small_design_dir, tmp_path,
+                                                    monkeypatch):
+  _, result = base_run
+  log_path = copy_run(result['log_path'], tmp_path / 'run')
+  monkeypatch.setattr(step, 'compile_epoch', lambda *a: pytest.fail('compiled before refusing'))
+  config = tiny_config(data_path=small_design_dir, log_path=log_path, epochs=4, **BASE)
+  config.zdim = 8
+  with pytest.raises(ConfigError, match=r'zdim: 16 -> 8'):
+    trainer.train(config)
+  assert sorted(os.listdir(os.path.join(log_path, 'checkpoints'))) == ['2']
+
+
+def _train_into_a_nan(base_run, small_design_dir, tmp_path, monkeypatch, bad_epoch):
+  """Resumes a copy of `base_run` (2 epochs) to epoch 4 with a checkpoint every epoch; epoch
+  `bad_epoch` reports critic_loss = NaN at its 4th step (and gen_loss = inf at its 5th).
+  Returns (error message, checkpoint directory, {epoch: state after it}, config)."""
+  _, result = base_run
+  log_path = copy_run(result['log_path'], tmp_path / 'run')
+  real_compile_epoch = step.compile_epoch
+  states = {2: result['state']}
+
+  def compile_epoch_with_a_nan(config, models):
+    epoch_fn = real_compile_epoch(config, models)
+
+    def epoch(state, data):
+      new_state, metrics = epoch_fn(state, data)
+      epoch = max(states) + 1
+      if epoch < bad_epoch:
+        states[epoch] = jax.device_get(new_state)
+        return new_state, metrics
+      metrics = {k: np.array(v) for k, v in metrics.items()}
+      metrics['gen_loss'][BAD_STEP + 1] = np.inf
+      metrics['critic_loss'][BAD_STEP] = np.nan
+      return new_state, metrics
+    return epoch
+
+  monkeypatch.setattr(step, 'compile_epoch', compile_epoch_with_a_nan)
+  config = tiny_config(data_path=small_design_dir, log_path=log_path, epochs=4,
+                       checkpoint_every=1, **BASE)
+  with pytest.raises(trainer.TrainingError) as excinfo:
+    trainer.train(config)
+  message = str(excinfo.value)
+  steps_per_epoch = 216 // 32
+  assert 'critic_loss' in message and 'gen_loss' not in message  # the first bad step's term
+  assert f'step {(bad_epoch - 1) * steps_per_epoch + BAD_STEP + 1}' in message
+  assert f'(epoch {bad_epoch})' in message
+  assert f'checkpoint (epoch {bad_epoch - 1})' in message
+  assert '\n' not in message
+  return message, os.path.join(log_path, 'checkpoints'), states, config
+
+
+BAD_STEP = 3  # index of the NaN step within the bad epoch
+
+
+def test_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(
+    base_run, small_design_dir, tmp_path, monkeypatch):
+  """NaN in the first resumed epoch: training stops naming the term and the step, and the
+  checkpoint of epoch 2 stays, intact."""
+  _, directory, states, config = _train_into_a_nan(base_run, small_design_dir, tmp_path,
+                                                   monkeypatch, bad_epoch=3)
+  assert sorted(os.listdir(directory)) == ['2']
+  mngr = checkpoints.manager(directory, 3, create=False)
+  epoch, meta = checkpoints.read_meta(mngr)
+  assert epoch == 2 and meta['epoch'] == 2
+  _, _, _, abstract = setup(config)
+  assert_state_equal(checkpoints.restore_state(mngr, 2, abstract), states[2])
+
+
+def test_checkpoint_of_the_same_run_is_complete_when_training_stops(
+    base_run, small_design_dir, tmp_path, monkeypatch):
+  """NaN in epoch 4, after epoch 3 was checkpointed in the same run: when train() raises, the
+  message's "last good checkpoint (epoch 3)" must already be on disk (the CLI exits right away).
+  Orbax finalises a save about 0.5 s after it starts, so this is checked immediately."""
+  _, directory, states, config = _train_into_a_nan(base_run, small_design_dir, tmp_path,
+                                                   monkeypatch, bad_epoch=4)
+  assert sorted(os.listdir(directory)) == ['2', '3']
+  mngr = checkpoints.manager(directory, 3, create=False)
+  _, _, _, abstract = setup(config)
+  for epoch in (2, 3):
+    assert checkpoints.read_meta(mngr, epoch)[1]['epoch'] == epoch
+    assert_state_equal(checkpoints.restore_state(mngr, epoch, abstract), states[epoch])
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. One compilation per run
+
+
+def test_epoch_function_compiles_once(small_design_dir, tmp_path, monkeypatch):
+  """A ragged training set (216 = 6 x 32 + 24, a different remainder dropped each epoch) and the
+  state an epoch returns never trigger a new trace or compilation."""
+  config, dataset, models, state = setup(tiny_config(
+      data_path=small_design_dir, log_path=str(tmp_path / 'run'), loss_mode='bce'))
+  assert len(dataset.train) % config.batch_size != 0
+  traces = []
+  real_train_epoch = step.train_epoch
+
+  def counting_train_epoch(*args, **kwargs):
+    traces.append(1)  # runs only while tracing
+    return real_train_epoch(*args, **kwargs)
+
+  monkeypatch.setattr(step, 'train_epoch', counting_train_epoch)
+  epoch_fn = step.compile_epoch(config, models)
+  data = jax.device_put(train_arrays(dataset))
+  keys = []
+  for _ in range(3):
+    state, metrics = epoch_fn(state, data)
+    assert metrics['critic_loss'].shape == (len(dataset.train) // config.batch_size,)
+    keys.append(np.asarray(state.key).tobytes())
+  assert len(set(keys)) == 3  # a fresh shuffle every epoch
+  assert len(traces) == 1
+  if hasattr(epoch_fn, '_cache_size'):
+    assert epoch_fn._cache_size() == 1
+
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. Config validation
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+  """Fails the test if training gets as far as building or compiling a model."""
+  monkeypatch.setattr(step, 'init', lambda *a: pytest.fail('model built before the error'))
+  monkeypatch.setattr(step, 'compile_epoch', lambda *a: pytest.fail('compiled before the error'))
+
+
+@pytest.mark.parametrize('field', ['gan_model', 'loss_mode', 'gen_mode', 'disc_mode', 'optimizer',
+                                   'datashape', 'gen_norm'])
+def test_unknown_choice_is_refused_with_the_allowed_values(field, small_design_dir, tmp_path,
+                                                           no_model):
+  config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'))
+  config[field] = 'nope'
+  with pytest.raises(ConfigError) as excinfo:
+    trainer.train(config)
+  message = str(excinfo.value)
+  assert field in message and 'nope' in message
+  for allowed in config_lib.CHOICES[field]:
+    assert allowed in message
+  assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
+
+
+@pytest.mark.parametrize('overrides,expected', [
+    (dict(embed_dim=16, num_heads=3), ['embed_dim=16', 'num_heads=3', '1, 2, 4, 8, 16']),
+    (dict(learning_rate_gen=-1e-4), ['learning_rate_gen', '> 0']),
+    (dict(learning_rate_disc=0.0), ['learning_rate_disc', '> 0']),
+    (dict(batch_size=217), ['batch_size=217', '216', 'batch_size <= 216']),
+    (dict(width=30), ['width=30', 'dropempty', '14']),
+    (dict(height=11), ['height=11', '10']),
+    (dict(input_dim=900), ['input_dim=900', '420']),
+    (dict(datashape='original', width=14), ['width=14', '30']),
+    (dict(critic_iter=0), ['critic_iter', 'positive integer']),
+    (dict(gen_dropout=1.0), ['gen_dropout', '[0, 1)']),
+], ids=['heads', 'lr_gen', 'lr_disc', 'batch', 'width', 'height', 'input_dim', 'original_width',
+        'critic_iter', 'dropout'])
+def test_invalid_config_is_refused_before_compilation(overrides, expected, small_design_dir,
+                                                      tmp_path, no_model):
+  config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), **overrides)
+  with pytest.raises(ConfigError) as excinfo:
+    trainer.train(config)
+  for text in expected:
+    assert text in str(excinfo.value)
+
+
+def test_matching_geometry_is_accepted(small_design_dir, tmp_path):
+  """height / width / input_dim equal to what the data gives pass the check."""
+  config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), height=10,
+                       width=14, input_dim=420)
+  resolved = config_lib.resolve(config)
+  config_lib.check_against_data(resolved, trainer.load_data(resolved).layout)
+
+
+@pytest.mark.parametrize('field,canonical', [('gan_model', 'vanilla'), ('loss_mode', 'bce'),
+                                             ('gen_mode', 'mlp'), ('disc_mode', 'mlp')])
+def test_vanila_alias(field, canonical):
+  config = default.get_config()
+  config[field] = 'vanila'
+  resolved = config_lib.resolve(config)
+  assert resolved[field] == canonical
+  assert config[field] == 'vanila'  # resolve returns a copy
+  config[field] = ' Vanila '
+  assert config_lib.resolve(config)[field] == canonical
+
+
+def test_resolve_forces_one_critic_step_for_bce():
+  config = default.get_config()
+  config.loss_mode, config.critic_iter = 'bce', 5
+  assert config_lib.resolve(config).critic_iter == 1
+  config.loss_mode = 'wgan'
+  assert config_lib.resolve(config).critic_iter == 5
+
+
+# ---------------------------------------------------------------------------------------------
+# 11. Command line
+
+
+def test_cli_reports_a_bad_config_in_one_line():
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  proc = subprocess.run([sys.executable, 'train.py', '--config=configs/default.py',
+                         '--config.loss_mode=nope'], cwd=REPO_ROOT, capture_output=True,
+                        text=True, timeout=120, env=env)
+  assert proc.returncode != 0
+  assert 'Traceback' not in proc.stderr, proc.stderr
+  errors = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
+  assert len(errors) == 1, proc.stderr
+  assert 'loss_mode' in errors[0] and 'bce, wgan, wgangp' in errors[0]
