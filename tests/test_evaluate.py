@@ -1,5 +1,5 @@
-"""Tests of gan/evaluate.py: the Frechet distance, diversity, the classifier and its cache, the
-metrics on generators known to be right or wrong, and the command line on a tiny trained run."""
+"""Tests of gan/evaluate.py: the metrics on generators known to be right or wrong, and the command
+line on a tiny trained run."""
 
 import json
 import os
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from configs import default
+from gan import classifier as classifier_lib
 from gan import data
 from gan import designs
 from gan import evaluate
@@ -32,7 +33,8 @@ def dataset(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def classifier(dataset, tmp_path_factory):
-  return evaluate.load_or_train_classifier(dataset, str(tmp_path_factory.mktemp('clf_cache')))
+  return classifier_lib.load_or_train_classifier(dataset,
+                                                str(tmp_path_factory.mktemp('clf_cache')))
 
 
 @pytest.fixture(scope='module')
@@ -103,141 +105,6 @@ def relabelled(dataset_):
 
 
 # ---------------------------------------------------------------------------------------------
-# Frechet distance
-
-
-def test_frechet_distance_of_a_sample_with_itself_is_zero():
-  feats = np.random.default_rng(0).normal(size=(500, 16)) @ np.diag(np.linspace(0.1, 3, 16))
-  assert evaluate.frechet_distance(feats, feats) == pytest.approx(0.0, abs=1e-8)
-
-
-def test_frechet_distance_of_a_shifted_gaussian_is_the_squared_shift():
-  rng = np.random.default_rng(1)
-  shift = np.array([1.0, -2.0, 0.5, 0.0])
-  a = rng.normal(size=(50_000, 4))
-  b = rng.normal(size=(50_000, 4)) + shift
-  assert evaluate.frechet_distance(a, b) == pytest.approx(np.sum(shift ** 2), rel=0.02)
-
-
-def test_frechet_distance_matches_the_closed_form_in_one_dimension():
-  rng = np.random.default_rng(2)
-  a, b = rng.normal(1.0, 2.0, (300, 1)), rng.normal(-0.5, 0.5, (200, 1))
-  expected = (a.mean() - b.mean()) ** 2 + (a.std(ddof=1) - b.std(ddof=1)) ** 2
-  assert evaluate.frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)
-
-
-@pytest.mark.parametrize('seed', range(5))
-def test_frechet_distance_is_symmetric_and_non_negative(seed):
-  rng = np.random.default_rng(seed)
-  dim = 8
-  # Rank-deficient covariances (fewer samples than features) are the hard case for sqrtm.
-  a = rng.normal(size=(5, dim)) @ rng.normal(size=(dim, dim))
-  b = rng.normal(size=(40, dim)) * rng.uniform(0, 2, dim) + rng.normal(size=dim)
-  ab, ba = evaluate.frechet_distance(a, b), evaluate.frechet_distance(b, a)
-  assert ab >= 0 and ba >= 0
-  assert ab == pytest.approx(ba, rel=1e-6, abs=1e-9)
-
-
-def test_frechet_distance_rejects_mismatched_features():
-  with pytest.raises(ValueError, match='feature arrays'):
-    evaluate.frechet_distance(np.zeros((5, 3)), np.zeros((5, 4)))
-  with pytest.raises(ValueError, match='feature arrays'):
-    evaluate.frechet_distance(np.zeros((1, 3)), np.zeros((5, 3)))
-
-
-# ---------------------------------------------------------------------------------------------
-# Diversity
-
-
-def test_diversity_of_identical_copies_is_zero():
-  design = np.random.default_rng(0).integers(0, 256, (10, 14, 3), np.uint8)
-  assert evaluate.diversity([np.stack([design] * 5), np.stack([design] * 2)]) == 0.0
-
-
-def test_diversity_is_the_mean_pixel_l1_distance_in_unit_range():
-  black, white = np.zeros((1, 2, 2, 3), np.uint8), np.full((1, 2, 2, 3), 255, np.uint8)
-  assert evaluate.diversity([np.concatenate([black, white])]) == pytest.approx(1.0)
-  # Pairs (b, b), (b, w), (b, w) in a group of three: mean 2/3; single designs are skipped.
-  group = np.concatenate([black, black, white])
-  assert evaluate.diversity([group, black]) == pytest.approx(2 / 3)
-  assert evaluate.diversity([black, white]) is None
-
-
-def test_noise_is_more_diverse_than_real_designs(dataset, classifier, ref):
-  metrics = evaluate.evaluate_generator(noise_fn(dataset.layout), dataset, classifier, PER_PAIR,
-                                        ref=ref)
-  assert metrics['diversity'] > metrics['diversity_real'] > 0
-
-
-# ---------------------------------------------------------------------------------------------
-# The oracle check and the classifier
-
-
-def test_synthetic_designs_are_recognised(dataset):
-  assert evaluate.is_synthetic(dataset)
-  assert not evaluate.is_synthetic(relabelled(dataset))
-
-
-def test_classifier_beats_chance_on_held_out_designs(classifier, dataset):
-  acc = classifier.accuracy
-  assert classifier.info['held_out'] == 'val'
-  assert classifier.info['num_held_out'] == len(dataset.val)
-  # Chance is 1/10 (durability), 1/12 (mass), 1/120 (both).
-  assert acc['durability'] > 0.5 and acc['mass'] > 0.4 and acc['joint'] > 0.25
-  again = evaluate.accuracy(classifier.predict(dataset.val.images), dataset.val.durability,
-                            dataset.val.mass)
-  assert again == acc
-
-
-def test_classifier_is_cached_and_reloaded(small_design_dir, tmp_path, monkeypatch):
-  small = data.load_dataset(small_design_dir)
-  first = evaluate.load_or_train_classifier(small, str(tmp_path))
-  path = evaluate.classifier_dir(small, str(tmp_path))
-  assert os.path.isfile(os.path.join(path, 'info.json'))
-  assert [n for n in os.listdir(os.path.dirname(path)) if 'partial' in n] == []
-
-  def no_training(*args, **kwargs):
-    raise AssertionError('the classifier was trained again instead of loaded from the cache')
-
-  monkeypatch.setattr(evaluate, 'train_classifier', no_training)
-  second = evaluate.load_or_train_classifier(small, str(tmp_path))
-  assert second.info == first.info
-  for x, y in zip(first.apply(small.val.images), second.apply(small.val.images)):
-    np.testing.assert_array_equal(x, y)
-
-
-def test_classifier_cache_ignores_partial_and_broken_entries(small_design_dir, tmp_path,
-                                                              monkeypatch):
-  small = data.load_dataset(small_design_dir)
-  path = evaluate.classifier_dir(small, str(tmp_path))
-  os.makedirs(path)  # an interrupted write that somehow kept the final name: no info.json
-  trained = []
-  real_train = evaluate.train_classifier
-
-  def counting(*args, **kwargs):
-    trained.append(1)
-    return real_train(*args, **kwargs)
-
-  monkeypatch.setattr(evaluate, 'train_classifier', counting)
-  evaluate.load_or_train_classifier(small, str(tmp_path))
-  assert len(trained) == 1 and os.path.isfile(os.path.join(path, 'info.json'))
-  # Damaged parameters: retrained and replaced, not an error.
-  for root, _, files in os.walk(os.path.join(path, 'params')):
-    for name in files:
-      os.remove(os.path.join(root, name))
-  classifier = evaluate.load_or_train_classifier(small, str(tmp_path))
-  assert len(trained) == 2 and classifier.info['num_train'] == len(small.train)
-  evaluate.restore_classifier(small.spec, path)  # the replacement is readable
-
-
-def test_cache_key_depends_on_the_training_data(dataset, small_design_dir):
-  small = data.load_dataset(small_design_dir)
-  assert evaluate.cache_key(dataset) == evaluate.cache_key(dataset)
-  assert evaluate.cache_key(dataset) != evaluate.cache_key(small)
-  assert evaluate.cache_key(dataset) != evaluate.cache_key(relabelled(dataset))
-
-
-# ---------------------------------------------------------------------------------------------
 # The metrics can pass and can fail
 
 
@@ -267,6 +134,12 @@ def test_noise_fails_every_fidelity_metric(dataset, classifier, ref):
   assert metrics['classifier_accuracy_generated'] < 0.1
   assert metrics['fd'] > 10 * metrics['fd_real_baseline']
   assert metrics['strut_exact'] == 1.0
+
+
+def test_noise_is_more_diverse_than_real_designs(dataset, classifier, ref):
+  metrics = evaluate.evaluate_generator(noise_fn(dataset.layout), dataset, classifier, PER_PAIR,
+                                        ref=ref)
+  assert metrics['diversity'] > metrics['diversity_real'] > 0
 
 
 def test_wrong_struts_are_detected(dataset, classifier, ref, pool):
@@ -368,12 +241,6 @@ def test_cli_checks_the_json_target_before_evaluating(trained_run, tmp_path, cap
   assert capsys.readouterr().err.startswith('error: --json')
   assert evaluate.main([f'--model_path={trained_run}', f'--json={tmp_path}']) == 1
   assert 'is a directory' in capsys.readouterr().err
-
-
-def test_classifier_handles_no_images(classifier, dataset):
-  d_logits, m_logits, feats = classifier.apply(dataset.val.images[:0])
-  assert d_logits.shape == (0, len(dataset.spec.durability))
-  assert m_logits.shape == (0, len(dataset.spec.mass)) and feats.shape == (0, evaluate.FEATURES)
 
 
 def test_cli_reports_a_bad_path_without_traceback(tmp_path):

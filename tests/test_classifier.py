@@ -1,0 +1,110 @@
+"""Tests of gan/classifier.py: accuracy on held-out designs, the cache and its key."""
+
+import os
+
+import numpy as np
+import pytest
+
+from gan import classifier as classifier_lib
+from gan import data
+from gan import designs
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures
+
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory):
+  """2,400 synthetic designs (20 of every class pair), 10% held out."""
+  out = tmp_path_factory.mktemp('eval_designs') / 'data'
+  assert designs.main(['--out', str(out), '--num', '2400', '--seed', '2']) == 0
+  return data.load_dataset(str(out))
+
+
+@pytest.fixture(scope='module')
+def classifier(dataset, tmp_path_factory):
+  return classifier_lib.load_or_train_classifier(dataset,
+                                                str(tmp_path_factory.mktemp('clf_cache')))
+
+
+def relabelled(dataset_):
+  """The dataset with every durability label moved one class up (cyclically): not synthetic."""
+  nd = len(dataset_.spec.durability)
+
+  def shift(part):
+    return data.DesignArrays(part.images, part.fixed, part.strut_colors,
+                             ((part.durability + 1) % nd).astype(np.int32), part.mass, part.names)
+
+  return data.Dataset(dataset_.spec, shift(dataset_.train), shift(dataset_.val), dataset_.mask,
+                      dataset_.data_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# Accuracy and the cache
+
+
+def test_classifier_beats_chance_on_held_out_designs(classifier, dataset):
+  acc = classifier.accuracy
+  assert classifier.info['held_out'] == 'val'
+  assert classifier.info['num_held_out'] == len(dataset.val)
+  # Chance is 1/10 (durability), 1/12 (mass), 1/120 (both).
+  assert acc['durability'] > 0.5 and acc['mass'] > 0.4 and acc['joint'] > 0.25
+  again = classifier_lib.accuracy(classifier.predict(dataset.val.images),
+                                  dataset.val.durability, dataset.val.mass)
+  assert again == acc
+
+
+def test_classifier_is_cached_and_reloaded(small_design_dir, tmp_path, monkeypatch):
+  small = data.load_dataset(small_design_dir)
+  first = classifier_lib.load_or_train_classifier(small, str(tmp_path))
+  path = classifier_lib.classifier_dir(small, str(tmp_path))
+  assert os.path.isfile(os.path.join(path, 'info.json'))
+  assert [n for n in os.listdir(os.path.dirname(path)) if 'partial' in n] == []
+
+  def no_training(*args, **kwargs):
+    raise AssertionError('the classifier was trained again instead of loaded from the cache')
+
+  monkeypatch.setattr(classifier_lib, 'train_classifier', no_training)
+  second = classifier_lib.load_or_train_classifier(small, str(tmp_path))
+  assert second.info == first.info
+  for x, y in zip(first.apply(small.val.images), second.apply(small.val.images)):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_classifier_cache_ignores_partial_and_broken_entries(small_design_dir, tmp_path,
+                                                              monkeypatch):
+  small = data.load_dataset(small_design_dir)
+  path = classifier_lib.classifier_dir(small, str(tmp_path))
+  os.makedirs(path)  # an interrupted write that somehow kept the final name: no info.json
+  trained = []
+  real_train = classifier_lib.train_classifier
+
+  def counting(*args, **kwargs):
+    trained.append(1)
+    return real_train(*args, **kwargs)
+
+  monkeypatch.setattr(classifier_lib, 'train_classifier', counting)
+  classifier_lib.load_or_train_classifier(small, str(tmp_path))
+  assert len(trained) == 1 and os.path.isfile(os.path.join(path, 'info.json'))
+  # Damaged parameters: retrained and replaced, not an error.
+  for root, _, files in os.walk(os.path.join(path, 'params')):
+    for name in files:
+      os.remove(os.path.join(root, name))
+  classifier = classifier_lib.load_or_train_classifier(small, str(tmp_path))
+  assert len(trained) == 2 and classifier.info['num_train'] == len(small.train)
+  classifier_lib.restore_classifier(small.spec, path)  # the replacement is readable
+
+
+def test_cache_key_depends_on_the_training_data(dataset, small_design_dir):
+  small = data.load_dataset(small_design_dir)
+  assert classifier_lib.cache_key(dataset) == classifier_lib.cache_key(dataset)
+  assert classifier_lib.cache_key(dataset) != classifier_lib.cache_key(small)
+  assert classifier_lib.cache_key(dataset) != classifier_lib.cache_key(relabelled(dataset))
+
+
+def test_classifier_handles_no_images(classifier, dataset):
+  d_logits, m_logits, feats = classifier.apply(dataset.val.images[:0])
+  assert d_logits.shape == (0, len(dataset.spec.durability))
+  assert m_logits.shape == (0, len(dataset.spec.mass))
+  assert feats.shape == (0, classifier_lib.FEATURES)
