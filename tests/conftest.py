@@ -7,7 +7,21 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from gan import classifier as classifier_lib  # pylint: disable=wrong-import-position
+from gan import data  # pylint: disable=wrong-import-position
 from gan import designs  # pylint: disable=wrong-import-position
+
+
+@pytest.fixture(scope='session', autouse=True)
+def private_cache(tmp_path_factory):
+  """Tests never read or write the user's cache (default dataset, evaluation classifiers)."""
+  old = os.environ.get('DESIGNGAN_CACHE')
+  os.environ['DESIGNGAN_CACHE'] = str(tmp_path_factory.mktemp('cache'))
+  yield
+  if old is None:
+    del os.environ['DESIGNGAN_CACHE']
+  else:
+    os.environ['DESIGNGAN_CACHE'] = old
 
 
 @pytest.fixture(scope='session')
@@ -22,3 +36,18 @@ def small_design_dir(tmp_path_factory):
   out = tmp_path_factory.mktemp('designs') / 'data'
   assert designs.main(['--out', str(out), '--num', '240', '--seed', '1']) == 0
   return str(out)
+
+
+@pytest.fixture(scope='session')
+def dataset(tmp_path_factory):
+  """For the evaluation tests: 2,400 synthetic designs (20 of every class pair), 10% held out."""
+  out = tmp_path_factory.mktemp('eval_designs') / 'data'
+  assert designs.main(['--out', str(out), '--num', '2400', '--seed', '2']) == 0
+  return data.load_dataset(str(out))
+
+
+@pytest.fixture(scope='session')
+def classifier(dataset, tmp_path_factory):
+  """The evaluation classifier of `dataset`, trained once (about 3 s) into a private cache."""
+  return classifier_lib.load_or_train_classifier(dataset,
+                                                str(tmp_path_factory.mktemp('clf_cache')))

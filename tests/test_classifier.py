@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+from helpers import relabelled
 
 from gan import classifier as classifier_lib
 from gan import data
@@ -14,30 +15,6 @@ from gan import designs
 # Fixtures
 
 
-@pytest.fixture(scope='module')
-def dataset(tmp_path_factory):
-  """2,400 synthetic designs (20 of every class pair), 10% held out."""
-  out = tmp_path_factory.mktemp('eval_designs') / 'data'
-  assert designs.main(['--out', str(out), '--num', '2400', '--seed', '2']) == 0
-  return data.load_dataset(str(out))
-
-
-@pytest.fixture(scope='module')
-def classifier(dataset, tmp_path_factory):
-  return classifier_lib.load_or_train_classifier(dataset,
-                                                str(tmp_path_factory.mktemp('clf_cache')))
-
-
-def relabelled(dataset_):
-  """The dataset with every durability label moved one class up (cyclically): not synthetic."""
-  nd = len(dataset_.spec.durability)
-
-  def shift(part):
-    return data.DesignArrays(part.images, part.fixed, part.strut_colors,
-                             ((part.durability + 1) % nd).astype(np.int32), part.mass, part.names)
-
-  return data.Dataset(dataset_.spec, shift(dataset_.train), shift(dataset_.val), dataset_.mask,
-                      dataset_.data_dir)
 
 
 # ---------------------------------------------------------------------------------------------

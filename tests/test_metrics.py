@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from helpers import relabelled
 
 from gan import data
 from gan import metrics
@@ -72,16 +73,6 @@ def test_diversity_is_the_mean_pixel_l1_distance_in_unit_range():
 # The oracle check
 
 
-def relabelled(dataset_):
-  """The dataset with every durability label moved one class up (cyclically): not synthetic."""
-  nd = len(dataset_.spec.durability)
-
-  def shift(part):
-    return data.DesignArrays(part.images, part.fixed, part.strut_colors,
-                             ((part.durability + 1) % nd).astype(np.int32), part.mass, part.names)
-
-  return data.Dataset(dataset_.spec, shift(dataset_.train), shift(dataset_.val), dataset_.mask,
-                      dataset_.data_dir)
 
 
 def test_synthetic_designs_are_recognised(small_design_dir):
