@@ -7,6 +7,7 @@ on a GPU restores on a CPU and vice versa. Orbax writes each step to a temporary
 renames it when complete, so an interrupted save never shadows the last good checkpoint.
 """
 
+import logging
 import os
 from typing import Any, Optional
 
@@ -43,17 +44,54 @@ def read_meta(mngr: ocp.CheckpointManager, epoch: Optional[int] = None) -> tuple
   try:
     meta = mngr.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
   except Exception as e:  # orbax raises many types for unreadable files
-    raise CheckpointError(f'checkpoint {epoch} in {mngr.directory} is unreadable: {e}') from None
+    raise CheckpointError(f'checkpoint {epoch} in {mngr.directory} is unreadable: '
+                          f'{one_line(e)}') from None
   return epoch, meta
 
 
 def restore_state(mngr: ocp.CheckpointManager, epoch: int, abstract_state) -> Any:
-  """Restores the TrainState onto the shardings/devices of `abstract_state`."""
+  """Restores the TrainState onto the shardings/devices of `abstract_state`.
+
+  The stored array shapes are compared with the model's first, so a checkpoint of another model
+  is refused with a short message before any array is read.
+  """
   target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state._asdict())
+  where = f'checkpoint {epoch} in {mngr.directory}'
+  stored = _stored_shapes(os.path.join(mngr.directory, str(epoch), 'state'), where)
+  expected = sorted((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(target))
+  if not stored:
+    raise CheckpointError(f'{where} is damaged: its array metadata is unreadable or empty')
+  if stored != expected:
+    missing = sorted(set(expected) - set(stored)) or sorted(set(stored) - set(expected))
+    raise CheckpointError(f'{where} was written by a different model ({len(stored)} arrays, this '
+                          f'config expects {len(expected)}; e.g. shape {missing[:1]} differs); '
+                          'restore it with the config it was trained with')
   try:
     restored = mngr.restore(epoch, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target)))['state']
-  except Exception as e:  # a different model or a damaged file
-    raise CheckpointError(f'checkpoint {epoch} in {mngr.directory} does not match this model '
-                          f'or is damaged: {e}') from None
+  except Exception as e:  # a damaged file
+    raise CheckpointError(f'{where} is damaged: {one_line(e)}') from None
   return type(abstract_state)(**restored)
+
+
+def _stored_shapes(state_dir: str, where: str) -> list:
+  """Sorted (shape, dtype) of every array a saved state holds, from its metadata alone."""
+  absl_logger = logging.getLogger('absl')
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)  # orbax warns that the item dir has no step metadata
+  try:
+    with ocp.StandardCheckpointer() as checkpointer:
+      metadata = checkpointer.metadata(state_dir)
+    tree = getattr(metadata, 'item_metadata', metadata)
+    tree = getattr(tree, 'tree', tree)
+    return sorted((tuple(m.shape), str(m.dtype)) for m in jax.tree.leaves(tree))
+  except Exception as e:  # missing or unreadable metadata
+    raise CheckpointError(f'{where} is damaged or incomplete: {one_line(e)}') from None
+  finally:
+    absl_logger.setLevel(level)
+
+
+def one_line(error: Exception, limit: int = 200) -> str:
+  """The first line of an error's message, shortened: orbax errors can run to pages."""
+  text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+  return text if len(text) <= limit else text[:limit] + '...'

@@ -14,6 +14,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from configs import default as default_config
 from gan import checkpoints
 from gan import config as config_lib
 from gan import data
@@ -46,6 +47,10 @@ def find_checkpoints(model_path: str, step_: Optional[int] = None) -> tuple[str,
   path = os.path.abspath(model_path)
   if not os.path.exists(path):
     raise checkpoints.CheckpointError(f'--model_path {model_path}: no such file or directory')
+  if not os.path.isdir(path):
+    raise checkpoints.CheckpointError(f'--model_path {model_path} is a file; give a training run '
+                                      'directory (log_path), its checkpoints/ directory or one '
+                                      'step directory inside it')
   if os.path.isdir(os.path.join(path, 'checkpoints')):
     ckpt_dir = os.path.join(path, 'checkpoints')
   elif re.fullmatch(r'\d+', os.path.basename(path)) and os.path.isdir(path):
@@ -86,18 +91,24 @@ def load(model_path: str, step_: Optional[int] = None, device=None) -> TrainedMo
   """Restores the generator (and the rest of the training state) of a checkpoint."""
   ckpt_dir, epoch, run_dir = find_checkpoints(model_path, step_)
   mngr = checkpoints.manager(ckpt_dir, keep=1_000_000, create=False)
-  _, meta = checkpoints.read_meta(mngr, epoch)
-  try:
-    config = config_lib.resolve(ml_collections.ConfigDict(meta['config']))
-    spec = data.DataSpec.from_dict(meta['spec'])
-  except (KeyError, TypeError, ValueError, DesignGanError) as e:
-    raise checkpoints.CheckpointError(f'checkpoint {epoch} in {ckpt_dir} has invalid metadata: '
-                                      f'{e}') from None
-  device = device or jax.devices()[0]
-  with jax.default_device(device):
-    # A freshly initialised state on `device` is the restore target: same tree, shapes, device.
-    models, target = step.init(config, spec, spec.layout.strut_mask())
-    state = checkpoints.restore_state(mngr, epoch, target)
+  try:  # closing the manager ends orbax's background reads even when a restore fails
+    _, meta = checkpoints.read_meta(mngr, epoch)
+    try:
+      # Fields added after a checkpoint was written take their defaults.
+      full = default_config.get_config().to_dict()
+      full.update(meta['config'])
+      config = config_lib.resolve(ml_collections.ConfigDict(full))
+      spec = data.DataSpec.from_dict(meta['spec'])
+    except (KeyError, TypeError, ValueError, AttributeError, DesignGanError) as e:
+      raise checkpoints.CheckpointError(f'checkpoint {epoch} in {ckpt_dir} has invalid metadata:'
+                                        f' {checkpoints.one_line(e)}') from None
+    device = device or jax.devices()[0]
+    with jax.default_device(device):
+      # A freshly initialised state on `device` is the restore target: same tree and device.
+      models, target = step.init(config, spec, spec.layout.strut_mask())
+      state = checkpoints.restore_state(mngr, epoch, target)
+  finally:
+    mngr.close()
   sample_fn = jax.jit(lambda p, r, *a: step.sample(models, p, r, *a))
   return TrainedModel(config, spec, models, state, epoch, ckpt_dir, run_dir, sample_fn,
                       bool(meta.get('oracle_applies', False)))
