@@ -569,12 +569,12 @@ def _assert_names_problem(message, fragments, allowed=None):
     assert {f'{v:g}' for v in allowed} <= listed, message
 
 
-@pytest.mark.parametrize('case', [_case_param(_CLI_CASES, n) for n in _CLI_CASES])
+# With a GPU, --device=gpu|cuda is valid input, not a bad-input case.
+@pytest.mark.parametrize('case', [_case_param(_CLI_CASES, n) for n in _CLI_CASES
+                                  if not (n in _GPU_CASES and _has_gpu())])
 def test_cli_bad_input_is_one_error_line_and_writes_nothing(cli_bad_input_results, case):
   """Non-zero exit, exactly one stderr line (`error: ...`) naming the problem, no traceback, and
   neither the output directory nor any temporary directory beside it is created."""
-  if case in _GPU_CASES and _has_gpu():
-    pytest.skip('a GPU is present: --device=gpu is valid here')
   result, model, out_parent = cli_bad_input_results[case]
   stderr = result.stderr
   assert result.returncode != 0, (result.stdout, stderr)
@@ -588,11 +588,10 @@ def test_cli_bad_input_is_one_error_line_and_writes_nothing(cli_bad_input_result
   assert not os.path.exists(os.path.join(model, 'inference_output'))
 
 
-@pytest.mark.parametrize('case', [_case_param(_LIB_CASES, n) for n in _LIB_CASES])
+@pytest.mark.parametrize('case', [_case_param(_LIB_CASES, n) for n in _LIB_CASES
+                                  if not (n in _GPU_CASES and _has_gpu())])
 def test_library_bad_input_raises_one_line_and_writes_nothing(main_run, tmp_path, case):
   """inference_output.run raises a DesignGanError with a one-line message and writes nothing."""
-  if case in _GPU_CASES and _has_gpu():
-    pytest.skip('a GPU is present: --device=cuda is valid here')
   kwargs, setup, fragments, _ = _LIB_CASES[case]
   model = _copy_model(main_run, tmp_path / 'model')
   if setup is not None:
