@@ -170,7 +170,7 @@ def train(config) -> dict:
   try:
     for epoch in range(start_epoch + 1, config.epochs + 1):
       t0 = time.perf_counter()
-      steps_before = int(state.step)
+      steps_before = (epoch - 1) * num_batches  # known on the host: no device sync
       new_state, metrics = epoch_fn(state, device_data)
       metrics = jax.device_get(metrics)
       seconds = time.perf_counter() - t0

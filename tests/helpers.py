@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from configs import default
 from gan import data
 
 
@@ -15,3 +16,13 @@ def relabelled(dataset_):
 
   return data.Dataset(dataset_.spec, shift(dataset_.train), shift(dataset_.val), dataset_.mask,
                       dataset_.data_dir)
+
+
+def tiny_config(data_path, log_path, **overrides):
+  """The default config shrunk to train in seconds on a small dataset."""
+  config = default.get_config()
+  config.update(dict(data_path=str(data_path), log_path=str(log_path), epochs=1, batch_size=32,
+                     critic_iter=1, gen_hidden_dims=(32,), disc_hidden_dims=(32,), zdim=8,
+                     num_output_images=4))
+  config.update(overrides)
+  return config

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 from helpers import relabelled
+from helpers import tiny_config
 
-from configs import default
 from gan import classifier as classifier_lib
 from gan import data
 from gan import designs
@@ -167,16 +167,7 @@ def test_bad_arguments_and_outputs_are_rejected(dataset, classifier, ref):
 @pytest.fixture(scope='module')
 def trained_run(small_design_dir, tmp_path_factory):
   log_path = str(tmp_path_factory.mktemp('eval_run') / 'log')
-  config = default.get_config()
-  config.data_path = small_design_dir
-  config.log_path = log_path
-  config.epochs = 1
-  config.batch_size = 32
-  config.critic_iter = 1
-  config.gen_hidden_dims = (32,)
-  config.disc_hidden_dims = (32,)
-  config.zdim = 8
-  config.num_output_images = 4
+  config = tiny_config(small_design_dir, log_path)
   trainer.train(config)
   return log_path
 

@@ -24,8 +24,8 @@ import urllib.request
 import numpy as np
 import pytest
 from PIL import Image
+from helpers import tiny_config
 
-from configs import default
 from gan import summaries
 from gan import trainer
 
@@ -102,17 +102,7 @@ def _poll_tags(server: _Server, plugin: str, wanted) -> dict:
 def fixture_trained_run(small_design_dir, tmp_path_factory):
   """A tiny 2-epoch training run: (train() result, log_path)."""
   log_path = str(tmp_path_factory.mktemp('tb_run') / 'log')
-  config = default.get_config()
-  config.data_path = small_design_dir
-  config.log_path = log_path
-  config.epochs = 2
-  config.batch_size = 32
-  config.critic_iter = 1
-  config.gen_hidden_dims = (32,)
-  config.disc_hidden_dims = (32,)
-  config.zdim = 8
-  config.sample_every = 1
-  config.num_output_images = 4
+  config = tiny_config(small_design_dir, log_path, epochs=2, sample_every=1)
   result = trainer.train(config)
   return result, log_path
 
