@@ -10,6 +10,9 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
+  c.data_seed = -1                   # seed of the train/validation split; -1 = seed
+  c.num_seeds = 1                    # K > 1: train K models (seeds seed..seed+K-1) at once, one
+                                     # vmapped step, each in <log_path>/seed_<seed+k>
 
   # Data. An empty data_path uses the embedded synthetic designs (generated once into a cache).
   c.data_path = ''

@@ -3,6 +3,7 @@ compilation. `resolve` returns a copy with aliases replaced by canonical names."
 
 import ml_collections
 
+from configs import default as default_config
 from gan.errors import ConfigError
 
 CHOICES = {
@@ -28,7 +29,7 @@ BEST_METRICS = {'auto': True, 'oracle_exact': True, 'oracle_within1': True,
                 'classifier_accuracy_generated': True, 'fd': False}
 POSITIVE_INTS = ('zdim', 'class_embed_dim', 'hidden_dim', 'embed_dim', 'num_heads', 'num_layers',
                  'mlp_ratio', 'critic_iter', 'batch_size', 'epochs', 'log_every', 'sample_every',
-                 'checkpoint_every', 'keep_checkpoints', 'eval_per_pair')
+                 'checkpoint_every', 'keep_checkpoints', 'eval_per_pair', 'num_seeds')
 POSITIVE_FLOATS = ('learning_rate_gen', 'learning_rate_disc', 'weight_clip')
 NON_NEGATIVE_FLOATS = ('constraint_lambda', 'lambda_gp', 'info_lambda', 'weight_decay')
 # Fields that define the model: a checkpoint can only be resumed with the same values.
@@ -36,7 +37,7 @@ MODEL_FIELDS = ('gan_model', 'loss_mode', 'gen_mode', 'disc_mode', 'zdim', 'clas
                 'gen_hidden_dims', 'gen_norm', 'gen_dropout', 'hidden_dim', 'disc_hidden_dims',
                 'disc_norm', 'disc_dropout', 'disc_conditioning', 'mask_input', 'embed_dim',
                 'num_heads', 'num_layers', 'mlp_ratio', 'optimizer', 'datashape',
-                'strut_positions', 'seed', 'batch_size')
+                'strut_positions', 'seed', 'data_seed', 'batch_size')
 
 
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -73,6 +74,9 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       raise ConfigError(f'{field} must be a non-empty list of widths (0 = image size), '
                         f'got {dims!r}')
     c[field] = tuple(dims)
+  if not isinstance(c.data_seed, int) or c.data_seed < -1:
+    raise ConfigError(f'data_seed must be -1 (use seed) or a non-negative integer, '
+                      f'got {c.data_seed!r}')
   if c.loss_mode == 'bce':
     c.critic_iter = 1  # one discriminator step per generator step for the non-saturating GAN
   if not isinstance(c.eval_every, int) or c.eval_every < 0:
@@ -96,6 +100,19 @@ def check_against_data(config: ml_collections.ConfigDict, layout) -> None:
     if config[field] and config[field] != value:
       raise ConfigError(f'{field}={config[field]} contradicts the data: datashape='
                         f'{config.datashape} gives {field} {value} (set it to 0 to derive it)')
+
+
+def from_saved(saved: dict) -> ml_collections.ConfigDict:
+  """The resolved config of a checkpoint's metadata; fields added since it was written take their
+  defaults, so older checkpoints load and resume."""
+  full = default_config.get_config().to_dict()
+  full.update(saved)
+  return resolve(ml_collections.ConfigDict(full))
+
+
+def data_seed(config) -> int:
+  """The seed of the train/validation split: data_seed, or seed when it is -1."""
+  return config.seed if config.data_seed < 0 else config.data_seed
 
 
 def model_fields(config) -> dict:

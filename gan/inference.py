@@ -14,7 +14,6 @@ import jax
 import ml_collections
 import numpy as np
 
-from configs import default as default_config
 from gan import checkpoints
 from gan import config as config_lib
 from gan import data
@@ -94,10 +93,7 @@ def load(model_path: str, step_: Optional[int] = None, device=None) -> TrainedMo
   try:  # closing the manager ends orbax's background reads even when a restore fails
     _, meta = checkpoints.read_meta(mngr, epoch)
     try:
-      # Fields added after a checkpoint was written take their defaults.
-      full = default_config.get_config().to_dict()
-      full.update(meta['config'])
-      config = config_lib.resolve(ml_collections.ConfigDict(full))
+      config = config_lib.from_saved(meta['config'])
       spec = data.DataSpec.from_dict(meta['spec'])
     except (KeyError, TypeError, ValueError, AttributeError, DesignGanError) as e:
       raise checkpoints.CheckpointError(f'checkpoint {epoch} in {ckpt_dir} has invalid metadata:'

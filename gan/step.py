@@ -81,9 +81,10 @@ def make_optimizer(name: str, learning_rate: float, b1: float, b2: float,
 _Q = nnx.All(nnx.Param, nnx.PathContains('q_head'))
 
 
-def init(config, spec, mask) -> tuple[Models, TrainState]:
-  """Builds the models from a resolved config and the data spec; splits them once."""
-  key = jax.random.PRNGKey(config.seed)
+def init(config, spec, mask, seed: int | None = None) -> tuple[Models, TrainState]:
+  """Builds the models from a resolved config and the data spec; splits them once. The state is
+  seeded by `seed` (default `config.seed`)."""
+  key = jax.random.PRNGKey(config.seed if seed is None else seed)
   key, init_key = jax.random.split(key)
   rngs = nnx.Rngs(params=init_key)
   shape = spec.layout.shape
@@ -102,6 +103,18 @@ def init(config, spec, mask) -> tuple[Models, TrainState]:
                      gen_opt=gen_tx.init((gen_params, q_params)),
                      critic_opt=critic_tx.init(critic_params))
   return models, state
+
+
+def init_sweep(config, spec, mask, seeds) -> tuple[Models, TrainState]:
+  """K = len(seeds) independent models: every leaf of the state gets a leading model axis (K, ...)
+  and model k starts exactly as `init(..., seed=seeds[k])`. The graph definitions are shared."""
+  inits = [init(config, spec, mask, seed) for seed in seeds]
+  return inits[0][0], jax.tree.map(lambda *leaves: jnp.stack(leaves), *[s for _, s in inits])
+
+
+def unstack(state: TrainState, k: int) -> TrainState:
+  """Model k of a sweep state (the inverse of `init_sweep`'s stacking for one model)."""
+  return jax.tree.map(lambda leaf: leaf[k], state)
 
 
 def generate(models: Models, gen_params, gen_rest, z, durability, mass, fixed, *, train: bool,
@@ -254,9 +267,17 @@ def train_epoch(config, models: Models, state: TrainState, data):
   return jax.lax.scan(body, state, order)
 
 
-def compile_epoch(config, models: Models):
-  """jit of train_epoch with the state donated (updated in place)."""
-  return jax.jit(functools.partial(train_epoch, config, models), donate_argnums=0)
+def compile_epoch(config, models: Models, num_seeds: int = 1):
+  """jit of train_epoch with the state donated (updated in place).
+
+  num_seeds = K > 1: the state carries K models on a leading axis (see `init_sweep`) and the epoch
+  is `jax.vmap`ped over it, with the dataset shared: K independent runs (each its own shuffle,
+  noise and dropout from its own key) in one compiled program, so small models fill the machine.
+  Metrics are then (K, num_batches)."""
+  epoch = functools.partial(train_epoch, config, models)
+  if num_seeds > 1:
+    epoch = jax.vmap(epoch, in_axes=(0, None))
+  return jax.jit(epoch, donate_argnums=0)
 
 
 def sample(models: Models, gen_params, gen_rest, z, durability, mass, fixed):

@@ -12,6 +12,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from gan import checkpoints
@@ -45,10 +46,11 @@ def load_data(config) -> data.Dataset:
   """The dataset a resolved config names (the embedded designs when data_path is empty)."""
   return data.load_dataset(data.resolve_data_path(config.data_path), config.datashape,
                            config.strut_positions, parse_values(config.durability_values),
-                           parse_values(config.mass_values), config.val_fraction, config.seed)
+                           parse_values(config.mass_values), config.val_fraction,
+                           config_lib.data_seed(config))
 
 
-def _logger(log_path: str) -> logging.Logger:
+def _logger(log_path: str, prefix: str = '') -> logging.Logger:
   logger = logging.getLogger(f'designgan.train.{log_path}')
   logger.setLevel(logging.INFO)
   logger.propagate = False
@@ -57,7 +59,7 @@ def _logger(log_path: str) -> logging.Logger:
   file_handler = logging.FileHandler(os.path.join(log_path, 'log_summary'))
   file_handler.setFormatter(logging.Formatter('%(asctime)s %(message)s'))
   console = logging.StreamHandler(sys.stdout)
-  console.setFormatter(logging.Formatter('%(message)s'))
+  console.setFormatter(logging.Formatter(prefix.replace('%', '%%') + '%(message)s'))
   logger.addHandler(file_handler)
   logger.addHandler(console)
   return logger
@@ -122,51 +124,59 @@ def _real_class_grid(dataset) -> np.ndarray:
   return grid
 
 
+def seed_configs(config) -> list:
+  """The runs a resolved config trains: itself, or for num_seeds = K > 1 one complete run per
+  seed seed+k, logging to <log_path>/seed_<seed+k>. A sweep's runs share the base seed's
+  train/validation split (data_seed), so each run directory evaluates and resumes on its own."""
+  if config.num_seeds == 1:
+    return [config]
+  runs = []
+  for k in range(config.num_seeds):
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.seed, c.num_seeds, c.data_seed = config.seed + k, 1, config_lib.data_seed(config)
+    c.log_path = os.path.join(config.log_path, f'seed_{c.seed}')
+    if config.output_path:
+      c.output_path = os.path.join(config.output_path, f'seed_{c.seed}')
+    runs.append(c)
+  return runs
+
+
 def train(config) -> dict:
-  """Trains (or resumes) the run `config.log_path` describes; returns a summary dict."""
+  """Trains (or resumes) the run `config.log_path` describes; returns a summary dict.
+
+  With num_seeds = K > 1, trains K independently seeded models in one vmapped program, each with
+  its own run directory (see `seed_configs`)."""
   config = config_lib.resolve(config)
   dataset = load_data(config)
-  spec, layout = dataset.spec, dataset.layout
-  config_lib.check_against_data(config, layout)
+  config_lib.check_against_data(config, dataset.layout)
   if config.batch_size > len(dataset.train):
     raise ConfigError(f'batch_size={config.batch_size} is larger than the training set '
                       f'({len(dataset.train)} designs); use batch_size <= {len(dataset.train)}')
-  log_path = os.path.abspath(config.log_path)
-  output_path = os.path.abspath(config.output_path or os.path.join(log_path, 'output'))
-  os.makedirs(log_path, exist_ok=True)
-  log = _logger(log_path)
-  log.info('=' * 64)
-  log.info('designgan training: %s GAN, %s loss, %s generator, %s critic', config.gan_model,
-           config.loss_mode, config.gen_mode, config.disc_mode)
-  log.info('Resolved config:\n%s', '\n'.join(f'  {k} = {v!r}'
-                                              for k, v in sorted(config.to_dict().items())))
-  log.info('Dataset:\n%s', dataset.summary())
-
-  models, state = step.init(config, spec, dataset.mask)
-  mngr = checkpoints.manager(os.path.join(log_path, 'checkpoints'), config.keep_checkpoints)
-  meta = {'config': config.to_dict(), 'spec': spec.to_dict(),
-          'oracle_applies': metrics_lib.is_synthetic(dataset)}
-  start_epoch = 0
-  if mngr.latest_step() is not None:
-    start_epoch, saved = checkpoints.read_meta(mngr)
-    _check_resumable(saved, config, spec, log_path)
-    state = checkpoints.restore_state(mngr, start_epoch, state)
-    log.info('Resumed from the checkpoint of epoch %d in %s', start_epoch, mngr.directory)
+  sweep = config.num_seeds > 1
+  seeds = [c.seed for c in seed_configs(config)]
+  models, state = (step.init_sweep(config, dataset.spec, dataset.mask, seeds) if sweep
+                   else step.init(config, dataset.spec, dataset.mask))
+  shared = _Shared(config, dataset, models)
+  runs = [_Run(c, shared, prefix=f'[seed {c.seed}] ' if sweep else '')
+          for c in seed_configs(config)]
+  start_epoch = _resume_epoch(runs)
+  if start_epoch:
+    restored = [run.restore(start_epoch, step.unstack(state, k) if sweep else state)
+                for k, run in enumerate(runs)]
+    state = (jax.tree.map(lambda *leaves: jnp.stack(leaves), *restored) if sweep
+             else restored[0])
 
   arrays = {k: getattr(dataset.train, k) for k in ('images', 'durability', 'mass', 'fixed')}
   device_data = jax.device_put(arrays)
-  epoch_fn = step.compile_epoch(config, models)
-  sample_fn = jax.jit(lambda p, r, *a: step.sample(models, p, r, *a))
-  grid_inputs = _class_grid_inputs(config, spec, dataset.train.fixed[0])
-  tb = summaries.TensorBoard(log_path)
-  tb.image('real/designs_by_class', start_epoch, summaries.design_grid(_real_class_grid(dataset)))
-  evaluator = _Evaluator(config, dataset, models, log_path, meta['oracle_applies'])
+  epoch_fn = step.compile_epoch(config, models, config.num_seeds)
   num_batches = len(dataset.train) // config.batch_size
   progress = _Progress(config.epochs)
-  log.info('Training epochs %d..%d: %d batches of %d per epoch, %d critic step(s) per '
-           'generator step', start_epoch + 1, config.epochs, num_batches, config.batch_size,
-           config.critic_iter)
-  means, start = {}, time.perf_counter()
+  for run in runs:
+    run.log.info('Training epochs %d..%d: %d batches of %d per epoch, %d critic step(s) per '
+                 'generator step%s', start_epoch + 1, config.epochs, num_batches,
+                 config.batch_size, config.critic_iter,
+                 f'; {len(runs)} models in one vmapped step' if sweep else '')
+  start = time.perf_counter()
   try:
     for epoch in range(start_epoch + 1, config.epochs + 1):
       t0 = time.perf_counter()
@@ -174,66 +184,171 @@ def train(config) -> dict:
       new_state, metrics = epoch_fn(state, device_data)
       metrics = jax.device_get(metrics)
       seconds = time.perf_counter() - t0
-      bad = _first_non_finite(metrics)
-      if bad is not None:
-        progress.clear()
-        last = mngr.latest_step()
-        raise TrainingError(
-            f'{bad[1]} became non-finite at generator step {steps_before + bad[0] + 1} (epoch '
-            f'{epoch}); training stopped. ' + (f'The last good checkpoint (epoch {last}) is kept '
-                                               f'in {mngr.directory}. ' if last else '')
-            + 'Try lower learning rates or a smaller constraint_lambda/lambda_gp.')
+      per_run = ([{n: v[k] for n, v in metrics.items()} for k in range(len(runs))] if sweep
+                 else [metrics])
+      for run, run_metrics in zip(runs, per_run):
+        run.check_finite(run_metrics, epoch, steps_before, progress)
       state = new_state
-      means = {k: float(np.mean(metrics[k])) for k in step.active_metrics(config)}
-      samples_per_s = num_batches * config.batch_size / seconds
-      progress.show(epoch, means, samples_per_s)
-      if epoch % config.log_every == 0 or epoch == config.epochs or epoch == start_epoch + 1:
-        progress.clear()
-        note = ' (includes compilation)' if epoch == start_epoch + 1 else ''
-        log.info('epoch %d/%d  %s  samples/s %.0f  time %.2fs%s', epoch, config.epochs,
-                 '  '.join(f'{k} {v:.4f}' for k, v in means.items()), samples_per_s, seconds, note)
-        tb.scalars(epoch, dict(means, samples_per_s=samples_per_s))
-      if epoch % config.sample_every == 0 or epoch == config.epochs:
-        fake = sample_fn(state.gen_params, state.gen_rest, *grid_inputs)
-        full = _to_full_uint8(layout, fake).reshape((len(spec.durability), len(spec.mass))
-                                                    + (layout.full_height, layout.full_width, 3))
-        tb.image('fake/designs_by_class', epoch, summaries.design_grid(full))
-      if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
-        checkpoints.save(mngr, epoch, state, dict(meta, epoch=epoch))
-      if evaluator.due(epoch):
-        progress.clear()
-        metrics_now = evaluator(epoch, state, sample_fn, dict(meta, epoch=epoch))
-        log.info('eval epoch %d  %s', epoch, evaluate.format_summary(metrics_now))
-        tb.scalars(epoch, evaluate.scalar_metrics(metrics_now), prefix='eval/')
+      samples_per_s = len(runs) * num_batches * config.batch_size / seconds
+      for k, (run, run_metrics) in enumerate(zip(runs, per_run)):
+        run.end_epoch(epoch, (lambda k=k: step.unstack(state, k)) if sweep else (lambda: state),
+                      run_metrics, samples_per_s, seconds, epoch == start_epoch + 1, progress)
   finally:  # also on errors and Ctrl-C: pending checkpoint writes complete before we exit
     progress.clear()
-    mngr.wait_until_finished()
-    evaluator.close()
-  tb.close()
-  trained = max(config.epochs - start_epoch, 0)
-  log.info('Trained %d epoch(s) in %.1f s; checkpoints in %s', trained,
-           time.perf_counter() - start, mngr.directory)
-  paths = _write_outputs(config, dataset, models, state, sample_fn, output_path)
-  log.info('Wrote %d generated and %d real designs to %s', len(paths[0]), len(paths[1]),
-           output_path)
-  return {'log_path': log_path, 'output_path': output_path, 'epochs': config.epochs,
-          'start_epoch': start_epoch, 'metrics': means, 'state': state, 'models': models}
+    for run in runs:
+      run.close()
+  results = [run.finish(config.epochs - start_epoch, time.perf_counter() - start,
+                        step.unstack(state, k) if sweep else state)
+             for k, run in enumerate(runs)]
+  return dict(results[0], state=state, models=models, runs=results, log_path=os.path.abspath(
+      config.log_path), start_epoch=start_epoch)
+
+
+class _Shared:
+  """What every run of a sweep shares: the data, the compiled sampler, the eval classifier."""
+
+  def __init__(self, config, dataset, models):
+    self.dataset, self.models = dataset, models
+    self.synthetic = metrics_lib.is_synthetic(dataset)
+    self.sample_fn = jax.jit(lambda p, r, *a: step.sample(models, p, r, *a))
+    self.real_grid = summaries.design_grid(_real_class_grid(dataset))
+    self.classifier = self.reference = None
+    if config.eval_every > 0:
+      self.classifier = classifier_lib.load_or_train_classifier(dataset)
+      self.reference = evaluate.reference(dataset, self.classifier)
+
+
+class _Run:
+  """One model's run directory: log_summary, TensorBoard, checkpoints, evaluation, outputs."""
+
+  def __init__(self, config, shared: _Shared, prefix: str = ''):
+    self.config, self.shared = config, shared
+    self.seed_note = f' (seed {config.seed})' if prefix else ''
+    dataset = shared.dataset
+    self.log_path = os.path.abspath(config.log_path)
+    self.output_path = os.path.abspath(config.output_path
+                                       or os.path.join(self.log_path, 'output'))
+    os.makedirs(self.log_path, exist_ok=True)
+    self.log = _logger(self.log_path, prefix)
+    self.log.info('=' * 64)
+    self.log.info('designgan training: %s GAN, %s loss, %s generator, %s critic',
+                  config.gan_model, config.loss_mode, config.gen_mode, config.disc_mode)
+    self.log.info('Resolved config:\n%s', '\n'.join(
+        f'  {k} = {v!r}' for k, v in sorted(config.to_dict().items())))
+    self.log.info('Dataset:\n%s', dataset.summary())
+    self.meta = {'config': config.to_dict(), 'spec': dataset.spec.to_dict(),
+                 'oracle_applies': shared.synthetic}
+    self.mngr = checkpoints.manager(os.path.join(self.log_path, 'checkpoints'),
+                                    config.keep_checkpoints)
+    self.evaluator = _Evaluator(config, shared, self.log_path)
+    self.grid_inputs = _class_grid_inputs(config, dataset.spec, dataset.train.fixed[0])
+    self.tb = summaries.TensorBoard(self.log_path)
+    self.means = {}
+
+  def restore(self, epoch: int, target):
+    _, saved = checkpoints.read_meta(self.mngr, epoch)
+    _check_resumable(saved, self.config, self.shared.dataset.spec, self.log_path)
+    state = checkpoints.restore_state(self.mngr, epoch, target)
+    self.log.info('Resumed from the checkpoint of epoch %d in %s', epoch, self.mngr.directory)
+    return state
+
+  def check_finite(self, metrics: dict, epoch: int, steps_before: int, progress):
+    bad = _first_non_finite(metrics)
+    if bad is None:
+      return
+    progress.clear()
+    last = self.mngr.latest_step()
+    raise TrainingError(
+        f'{bad[1]} became non-finite at generator step {steps_before + bad[0] + 1} (epoch '
+        f'{epoch}){self.seed_note}; training stopped. ' + (f'The last good checkpoint (epoch {last}) is '
+                                                 f'kept in {self.mngr.directory}. ' if last else '')
+        + 'Try lower learning rates or a smaller constraint_lambda/lambda_gp.')
+
+  def end_epoch(self, epoch: int, get_state, metrics: dict, samples_per_s: float,
+                seconds: float, first: bool, progress):
+    """Logs, draws, checkpoints and evaluates as the config says is due after `epoch`."""
+    config, layout, spec = self.config, self.shared.dataset.layout, self.shared.dataset.spec
+    self.means = {k: float(np.mean(metrics[k])) for k in step.active_metrics(config)}
+    progress.show(epoch, self.means, samples_per_s)
+    if first:
+      self.tb.image('real/designs_by_class', epoch - 1, self.shared.real_grid)
+    if epoch % config.log_every == 0 or epoch == config.epochs or first:
+      progress.clear()
+      note = ' (includes compilation)' if first else ''
+      self.log.info('epoch %d/%d  %s  samples/s %.0f  time %.2fs%s', epoch, config.epochs,
+                    '  '.join(f'{k} {v:.4f}' for k, v in self.means.items()), samples_per_s,
+                    seconds, note)
+      self.tb.scalars(epoch, dict(self.means, samples_per_s=samples_per_s))
+    due_sample = epoch % config.sample_every == 0 or epoch == config.epochs
+    due_checkpoint = epoch % config.checkpoint_every == 0 or epoch == config.epochs
+    due_eval = self.evaluator.due(epoch)
+    if not (due_sample or due_checkpoint or due_eval):
+      return
+    state = get_state()
+    if due_sample:
+      fake = self.shared.sample_fn(state.gen_params, state.gen_rest, *self.grid_inputs)
+      full = _to_full_uint8(layout, fake).reshape((len(spec.durability), len(spec.mass))
+                                                  + (layout.full_height, layout.full_width, 3))
+      self.tb.image('fake/designs_by_class', epoch, summaries.design_grid(full))
+    if due_checkpoint:
+      checkpoints.save(self.mngr, epoch, state, dict(self.meta, epoch=epoch))
+    if due_eval:
+      progress.clear()
+      metrics_now = self.evaluator(epoch, state, self.shared.sample_fn,
+                                   dict(self.meta, epoch=epoch))
+      self.log.info('eval epoch %d  %s', epoch, evaluate.format_summary(metrics_now))
+      self.tb.scalars(epoch, evaluate.scalar_metrics(metrics_now), prefix='eval/')
+
+  def close(self):
+    """Waits for pending checkpoint writes (also after an error)."""
+    self.mngr.wait_until_finished()
+    self.evaluator.close()
+
+  def finish(self, trained: int, seconds: float, state) -> dict:
+    self.tb.close()
+    self.log.info('Trained %d epoch(s) in %.1f s; checkpoints in %s', max(trained, 0), seconds,
+                  self.mngr.directory)
+    paths = _write_outputs(self.config, self.shared.dataset, state, self.shared.sample_fn,
+                           self.output_path)
+    self.log.info('Wrote %d generated and %d real designs to %s', len(paths[0]), len(paths[1]),
+                  self.output_path)
+    return {'log_path': self.log_path, 'output_path': self.output_path,
+            'epochs': self.config.epochs, 'metrics': self.means}
+
+
+def _resume_epoch(runs) -> int:
+  """The epoch every run resumes from: the latest checkpoint (0: none). A sweep interrupted between
+  its runs' saves resumes all runs from the last epoch they all saved; later checkpoints of the
+  runs that got further are removed (training is deterministic, so they are recomputed)."""
+  latest = [run.mngr.latest_step() or 0 for run in runs]
+  epoch = min(latest)
+  for run, last in zip(runs, latest):
+    if last == epoch:
+      continue
+    if epoch and epoch not in run.mngr.all_steps():
+      raise ConfigError(f'the runs under the sweep cannot resume together: {run.log_path} has no '
+                        f'checkpoint of epoch {epoch}, the last one the others share; use a new '
+                        '--config.log_path')
+    for mngr in (run.mngr, run.evaluator.best):
+      for s in [s for s in (mngr.all_steps() if mngr else ()) if s > epoch]:
+        mngr.delete(s)
+    run.log.info('Checkpoints after epoch %d removed: the sweep resumes together from it', epoch)
+  return epoch
 
 
 class _Evaluator:
   """Runs gan.evaluate every eval_every epochs and keeps the best checkpoint in <log>/best."""
 
-  def __init__(self, config, dataset, models, log_path: str, synthetic: bool):
-    self.config, self.dataset = config, dataset
+  def __init__(self, config, shared: _Shared, log_path: str):
+    self.config, self.shared = config, shared
     self.enabled = config.eval_every > 0
+    self.best = None
     if not self.enabled:
       return
-    self.classifier = classifier_lib.load_or_train_classifier(dataset)
-    self.reference = evaluate.reference(dataset, self.classifier)
     metric = config.best_metric
     if metric == 'auto':
-      metric = 'oracle_exact' if synthetic else 'classifier_accuracy_generated'
-    if metric.startswith('oracle') and not synthetic:
+      metric = 'oracle_exact' if shared.synthetic else 'classifier_accuracy_generated'
+    if metric.startswith('oracle') and not shared.synthetic:
       raise ConfigError(f'best_metric={metric} needs the synthetic designs (the oracle does not '
                         'label this data); use classifier_accuracy_generated or fd')
     self.metric = metric
@@ -244,16 +359,16 @@ class _Evaluator:
     return self.enabled and (epoch % self.config.eval_every == 0 or epoch == self.config.epochs)
 
   def __call__(self, epoch: int, state, sample_fn, meta: dict) -> dict:
-    layout, zdim = self.dataset.layout, self.config.zdim
+    dataset, zdim = self.shared.dataset, self.config.zdim
 
     def generate_fn(d, m, fixed, seed):
       z = jax.random.normal(jax.random.PRNGKey(seed), (len(d), zdim))
       images = sample_fn(state.gen_params, state.gen_rest, z, d, m, fixed)
-      return layout.to_full(data.denormalize(np.asarray(images)))
+      return dataset.layout.to_full(data.denormalize(np.asarray(images)))
 
-    metrics = evaluate.evaluate_generator(generate_fn, self.dataset, self.classifier,
+    metrics = evaluate.evaluate_generator(generate_fn, dataset, self.shared.classifier,
                                           self.config.eval_per_pair, self.config.seed,
-                                          ref=self.reference)
+                                          ref=self.shared.reference)
     checkpoints.save(self.best, epoch, state, dict(meta, metrics=evaluate.scalar_metrics(metrics)),
                      metrics={self.metric: metrics[self.metric]})
     return metrics
@@ -264,7 +379,11 @@ class _Evaluator:
 
 
 def _check_resumable(saved: dict, config, spec, log_path: str):
-  old = config_lib.model_fields(saved['config'])
+  try:
+    old = config_lib.model_fields(config_lib.from_saved(saved['config']))
+  except (KeyError, TypeError, DesignGanError):
+    raise ConfigError(f'{log_path} holds a checkpoint whose config is unreadable; use a new '
+                      '--config.log_path') from None
   new = config_lib.model_fields(config)
   diff = [f'{k}: {old.get(k)!r} -> {new[k]!r}' for k in new if old.get(k) != new[k]]
   if diff:
@@ -275,7 +394,8 @@ def _check_resumable(saved: dict, config, spec, log_path: str):
                       'new --config.log_path')
 
 
-def _write_outputs(config, dataset, models, state, sample_fn, output_path):
+def _write_outputs(config, dataset, state, sample_fn, output_path):
+
   """output_path/fake and /real: generated designs and the real designs whose conditions they
   were generated for, 10x30 BMPs with dropped columns re-inserted and struts exact."""
   part = dataset.val if len(dataset.val) else dataset.train

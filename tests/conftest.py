@@ -3,6 +3,7 @@
 import os
 import sys
 
+import jax
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -22,6 +23,16 @@ def private_cache(tmp_path_factory):
     del os.environ['DESIGNGAN_CACHE']
   else:
     os.environ['DESIGNGAN_CACHE'] = old
+
+
+@pytest.fixture(scope='module')
+def fast_compilation():
+  """Cheaper XLA compilation for a module whose tests check behaviour, not speed (most of a tiny
+  run's time is compilation); restored afterwards. Use with `pytest.mark.usefixtures`."""
+  previous = jax.config.read('jax_disable_most_optimizations')
+  jax.config.update('jax_disable_most_optimizations', True)
+  yield
+  jax.config.update('jax_disable_most_optimizations', previous)
 
 
 @pytest.fixture(scope='session')

@@ -33,6 +33,8 @@ FULL_STRUTS = ((7, 11), (5, 14))  # the default strut pixels, full-layout (row, 
 NUM_OUTPUTS = 8
 COMBINATIONS = [(g, l, n) for g in ('vanilla', 'infogan') for l in ('bce', 'wgan', 'wgangp')
                 for n in ('mlp', 'selfattention')]
+pytestmark = pytest.mark.usefixtures('fast_compilation')
+
 # Settings of the shared run `base_run`: the default combination with generator dropout.
 BASE = dict(gan_model='vanilla', loss_mode='wgangp', gen_mode='mlp', disc_mode='mlp',
             gen_dropout=0.1)
@@ -112,15 +114,6 @@ def copy_run(source: str, target) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Fixtures
-
-
-@pytest.fixture(scope='module', autouse=True)
-def fast_compilation():
-  """Cheaper XLA compilation (the tests check behaviour, not speed); restored afterwards."""
-  previous = jax.config.read('jax_disable_most_optimizations')
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', previous)
 
 
 @pytest.fixture(scope='module')
@@ -418,8 +411,8 @@ def _assert_resume_matches_straight(settings, two_epoch_log_path, small_design_d
   compiled = []
   real_compile_epoch = step.compile_epoch
 
-  def recording_compile_epoch(config, models):
-    compiled.append(real_compile_epoch(config, models))
+  def recording_compile_epoch(config, models, *rest):
+    compiled.append(real_compile_epoch(config, models, *rest))
     return compiled[-1]
 
   with pytest.MonkeyPatch.context() as patch:
@@ -486,8 +479,8 @@ def _train_into_a_nan(base_run, small_design_dir, tmp_path, monkeypatch, bad_epo
   real_compile_epoch = step.compile_epoch
   states = {2: result['state']}
 
-  def compile_epoch_with_a_nan(config, models):
-    epoch_fn = real_compile_epoch(config, models)
+  def compile_epoch_with_a_nan(config, models, *rest):
+    epoch_fn = real_compile_epoch(config, models, *rest)
 
     def epoch(state, data):
       new_state, metrics = epoch_fn(state, data)

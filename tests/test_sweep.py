@@ -1,0 +1,117 @@
+"""Seed sweeps (num_seeds = K: K models vmapped in one step) and the no-recompilation guarantee.
+
+216 training designs with batch 32 leave a partial last batch (24 designs) every epoch.
+"""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from gan import config as config_lib
+from gan import inference
+from gan import step
+from gan import trainer
+from tests.helpers import tiny_config
+
+pytestmark = pytest.mark.usefixtures('fast_compilation')
+
+SETTINGS = dict(epochs=2, checkpoint_every=2, sample_every=2, eval_every=0, critic_iter=2,
+                gen_dropout=0.1)
+
+
+@pytest.fixture(scope='module')
+def sweep(small_design_dir, tmp_path_factory):
+  config = tiny_config(small_design_dir, tmp_path_factory.mktemp('sweep') / 'run', num_seeds=2,
+                       seed=3, **SETTINGS)
+  return config, trainer.train(config)
+
+
+def _assert_close(a, b):
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(la) == len(lb)
+  for x, y in zip(la, lb):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
+
+
+def test_each_sweep_model_equals_the_single_run_with_its_seed(sweep, small_design_dir,
+                                                              tmp_path):
+  """Model k of a K=2 sweep is the run of seed seed+k on the sweep's split (data_seed)."""
+  _, result = sweep
+  assert [os.path.basename(r['log_path']) for r in result['runs']] == ['seed_3', 'seed_4']
+  for k, seed in enumerate((3, 4)):
+    single = trainer.train(tiny_config(small_design_dir, tmp_path / f'single{seed}', seed=seed,
+                                       data_seed=3, **SETTINGS))
+    swept = step.unstack(result['state'], k)
+    assert int(swept.step) == int(single['state'].step)
+    np.testing.assert_array_equal(swept.key, single['state'].key)  # same shuffles and noise
+    _assert_close(swept, single['state'])
+  first, second = (step.unstack(result['state'], k) for k in range(2))
+  assert not np.allclose(jax.tree.leaves(first.gen_params)[0],
+                         jax.tree.leaves(second.gen_params)[0])
+
+
+def test_each_sweep_model_is_a_complete_run_directory(sweep):
+  """Own log, TensorBoard events, checkpoints (config seed=its seed) and outputs; infer loads it."""
+  _, result = sweep
+  for k, run in enumerate(result['runs']):
+    assert os.path.isfile(os.path.join(run['log_path'], 'log_summary'))
+    events = os.listdir(os.path.join(run['log_path'], 'tensorboard_records'))
+    assert any(f.startswith('events.out') for f in events)
+    assert os.listdir(os.path.join(run['log_path'], 'checkpoints')) == ['2']
+    assert len(os.listdir(os.path.join(run['output_path'], 'fake'))) == 4
+    model = inference.load(run['log_path'])
+    assert model.config.seed == 3 + k and model.config.num_seeds == 1
+    assert config_lib.data_seed(model.config) == 3
+    np.testing.assert_array_equal(jax.tree.leaves(model.state.gen_params)[0],
+                                  jax.tree.leaves(step.unstack(result['state'], k).gen_params)[0])
+
+
+def test_a_sweep_resumes_to_the_same_state(sweep, small_design_dir, tmp_path):
+  config, result = sweep
+  straight = trainer.train(tiny_config(small_design_dir, tmp_path / 'straight', num_seeds=2,
+                                       seed=3, **dict(SETTINGS, epochs=3)))
+  resumed_config = tiny_config(small_design_dir, config.log_path, num_seeds=2, seed=3,
+                               **dict(SETTINGS, epochs=3))
+  resumed = trainer.train(resumed_config)
+  assert resumed['start_epoch'] == 2
+  for a, b in zip(jax.tree.leaves(straight['state']), jax.tree.leaves(resumed['state'])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize('num_seeds', [1, 2])
+def test_no_recompilation_after_the_first_epoch(num_seeds, small_design_dir, tmp_path):
+  """3 epochs with a partial last batch: the epoch compiles once (backend compile events)."""
+  config = config_lib.resolve(tiny_config(small_design_dir, tmp_path, num_seeds=num_seeds,
+                                          **SETTINGS))
+  dataset = trainer.load_data(config)
+  assert len(dataset.train) % config.batch_size, 'the data should leave a partial batch'
+  models, state = (step.init_sweep(config, dataset.spec, dataset.mask, [0, 1]) if num_seeds > 1
+                   else step.init(config, dataset.spec, dataset.mask))
+  data = jax.device_put({k: getattr(dataset.train, k)
+                         for k in ('images', 'durability', 'mass', 'fixed')})
+  epoch_fn = step.compile_epoch(config, models, num_seeds)
+  state, metrics = epoch_fn(state, data)
+  assert metrics['critic_loss'].shape == ((num_seeds,) if num_seeds > 1 else ()) + (
+      len(dataset.train) // config.batch_size,)
+  compiles = []
+
+  def listener(event, duration, **_):
+    if event == '/jax/core/compile/backend_compile_duration':
+      compiles.append(duration)
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    for _ in range(2):
+      state, metrics = epoch_fn(state, data)
+      jax.block_until_ready(metrics)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert compiles == []
+  assert epoch_fn._cache_size() == 1
+
+
+def test_num_seeds_must_be_positive(small_design_dir, tmp_path):
+  with pytest.raises(config_lib.ConfigError, match='num_seeds must be a positive integer'):
+    trainer.train(tiny_config(small_design_dir, tmp_path, num_seeds=0))
