@@ -65,6 +65,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.weight_decay = 0.01              # adamw only
   c.batch_size = 256
   c.epochs = 100
+  c.time_budget_min = 0.0            # > 0: stop after the last epoch expected to end within this
+                                     # many minutes of wall-clock (checkpointed and evaluated)
 
   # Outputs.
   c.log_path = 'runs/default'

@@ -31,7 +31,8 @@ POSITIVE_INTS = ('zdim', 'class_embed_dim', 'hidden_dim', 'embed_dim', 'num_head
                  'mlp_ratio', 'critic_iter', 'batch_size', 'epochs', 'log_every', 'sample_every',
                  'checkpoint_every', 'keep_checkpoints', 'eval_per_pair', 'num_seeds')
 POSITIVE_FLOATS = ('learning_rate_gen', 'learning_rate_disc', 'weight_clip')
-NON_NEGATIVE_FLOATS = ('constraint_lambda', 'lambda_gp', 'info_lambda', 'weight_decay')
+NON_NEGATIVE_FLOATS = ('constraint_lambda', 'lambda_gp', 'info_lambda', 'weight_decay',
+                       'time_budget_min')
 # Fields that define the model: a checkpoint can only be resumed with the same values.
 MODEL_FIELDS = ('gan_model', 'loss_mode', 'gen_mode', 'disc_mode', 'zdim', 'class_embed_dim',
                 'gen_hidden_dims', 'gen_norm', 'gen_dropout', 'hidden_dim', 'disc_hidden_dims',

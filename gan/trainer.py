@@ -146,6 +146,7 @@ def train(config) -> dict:
 
   With num_seeds = K > 1, trains K independently seeded models in one vmapped program, each with
   its own run directory (see `seed_configs`)."""
+  started = time.perf_counter()  # the time budget counts data loading and compilation too
   config = config_lib.resolve(config)
   dataset = load_data(config)
   config_lib.check_against_data(config, dataset.layout)
@@ -177,6 +178,8 @@ def train(config) -> dict:
                  config.batch_size, config.critic_iter,
                  f'; {len(runs)} models in one vmapped step' if sweep else '')
   start = time.perf_counter()
+  budget_s = 60 * config.time_budget_min
+  end_epoch = start_epoch
   try:
     for epoch in range(start_epoch + 1, config.epochs + 1):
       t0 = time.perf_counter()
@@ -190,14 +193,25 @@ def train(config) -> dict:
         run.check_finite(run_metrics, epoch, steps_before, progress)
       state = new_state
       samples_per_s = len(runs) * num_batches * config.batch_size / seconds
+      # With a time budget, stop after the last epoch that is expected to end within it.
+      last = epoch == config.epochs or (
+          budget_s > 0 and time.perf_counter() - started + seconds > budget_s)
       for k, (run, run_metrics) in enumerate(zip(runs, per_run)):
         run.end_epoch(epoch, (lambda k=k: step.unstack(state, k)) if sweep else (lambda: state),
-                      run_metrics, samples_per_s, seconds, epoch == start_epoch + 1, progress)
+                      run_metrics, samples_per_s, seconds, epoch == start_epoch + 1, last,
+                      progress)
+      end_epoch = epoch
+      if last:
+        if epoch < config.epochs:
+          for run in runs:
+            run.log.info('time_budget_min=%g reached: stopped after epoch %d of %d',
+                         config.time_budget_min, epoch, config.epochs)
+        break
   finally:  # also on errors and Ctrl-C: pending checkpoint writes complete before we exit
     progress.clear()
     for run in runs:
       run.close()
-  results = [run.finish(config.epochs - start_epoch, time.perf_counter() - start,
+  results = [run.finish(end_epoch, end_epoch - start_epoch, time.perf_counter() - start,
                         step.unstack(state, k) if sweep else state)
              for k, run in enumerate(runs)]
   return dict(results[0], state=state, models=models, runs=results, log_path=os.path.abspath(
@@ -265,23 +279,23 @@ class _Run:
         + 'Try lower learning rates or a smaller constraint_lambda/lambda_gp.')
 
   def end_epoch(self, epoch: int, get_state, metrics: dict, samples_per_s: float,
-                seconds: float, first: bool, progress):
+                seconds: float, first: bool, last: bool, progress):
     """Logs, draws, checkpoints and evaluates as the config says is due after `epoch`."""
     config, layout, spec = self.config, self.shared.dataset.layout, self.shared.dataset.spec
     self.means = {k: float(np.mean(metrics[k])) for k in step.active_metrics(config)}
     progress.show(epoch, self.means, samples_per_s)
     if first:
       self.tb.image('real/designs_by_class', epoch - 1, self.shared.real_grid)
-    if epoch % config.log_every == 0 or epoch == config.epochs or first:
+    if epoch % config.log_every == 0 or last or first:
       progress.clear()
       note = ' (includes compilation)' if first else ''
       self.log.info('epoch %d/%d  %s  samples/s %.0f  time %.2fs%s', epoch, config.epochs,
                     '  '.join(f'{k} {v:.4f}' for k, v in self.means.items()), samples_per_s,
                     seconds, note)
       self.tb.scalars(epoch, dict(self.means, samples_per_s=samples_per_s))
-    due_sample = epoch % config.sample_every == 0 or epoch == config.epochs
-    due_checkpoint = epoch % config.checkpoint_every == 0 or epoch == config.epochs
-    due_eval = self.evaluator.due(epoch)
+    due_sample = epoch % config.sample_every == 0 or last
+    due_checkpoint = epoch % config.checkpoint_every == 0 or last
+    due_eval = self.evaluator.due(epoch, last)
     if not (due_sample or due_checkpoint or due_eval):
       return
     state = get_state()
@@ -304,7 +318,7 @@ class _Run:
     self.mngr.wait_until_finished()
     self.evaluator.close()
 
-  def finish(self, trained: int, seconds: float, state) -> dict:
+  def finish(self, epoch: int, trained: int, seconds: float, state) -> dict:
     self.tb.close()
     self.log.info('Trained %d epoch(s) in %.1f s; checkpoints in %s', max(trained, 0), seconds,
                   self.mngr.directory)
@@ -313,7 +327,7 @@ class _Run:
     self.log.info('Wrote %d generated and %d real designs to %s', len(paths[0]), len(paths[1]),
                   self.output_path)
     return {'log_path': self.log_path, 'output_path': self.output_path,
-            'epochs': self.config.epochs, 'metrics': self.means}
+            'epochs': epoch, 'metrics': self.means}
 
 
 def _resume_epoch(runs) -> int:
@@ -355,8 +369,8 @@ class _Evaluator:
     self.best = checkpoints.manager(os.path.join(log_path, 'best'), keep=1, best_fn=(
         lambda m: m[metric]), best_mode='max' if config_lib.BEST_METRICS[metric] else 'min')
 
-  def due(self, epoch: int) -> bool:
-    return self.enabled and (epoch % self.config.eval_every == 0 or epoch == self.config.epochs)
+  def due(self, epoch: int, last: bool) -> bool:
+    return self.enabled and (epoch % self.config.eval_every == 0 or last)
 
   def __call__(self, epoch: int, state, sample_fn, meta: dict) -> dict:
     dataset, zdim = self.shared.dataset, self.config.zdim

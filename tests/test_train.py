@@ -663,3 +663,15 @@ def test_cli_reports_a_bad_config_in_one_line():
   errors = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
   assert len(errors) == 1, proc.stderr
   assert 'loss_mode' in errors[0] and 'bce, wgan, wgangp' in errors[0]
+
+
+def test_a_time_budget_stops_after_the_epoch_that_reaches_it(small_design_dir, tmp_path):
+  """The run ends early with everything a last epoch gets: checkpoint, log line, outputs."""
+  config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), epochs=50,
+                       checkpoint_every=10, time_budget_min=0.001, **BASE)
+  result = trainer.train(config)
+  assert result['epochs'] == 1
+  assert os.listdir(os.path.join(result['log_path'], 'checkpoints')) == ['1']
+  with open(os.path.join(result['log_path'], 'log_summary')) as f:
+    assert 'time_budget_min=0.001 reached: stopped after epoch 1 of 50' in f.read()
+  assert len(os.listdir(os.path.join(result['output_path'], 'fake'))) == NUM_OUTPUTS
