@@ -1,0 +1,154 @@
+"""All 12 combinations at one wall-clock budget: a metrics table and a figure of their designs.
+
+  python -m gan.compare --out runs/compare --minutes 15 [--combos vanilla_wgangp_mlp,...]
+                        [--set field=value ...]
+
+Each combination is configs/default.py with gan_model, loss_mode and both networks set, trained
+into `<out>/<combination>` with `time_budget_min = --minutes` (so every one gets the same
+wall-clock, compilation included), then its last checkpoint is evaluated by `gan.evaluate` on the
+held-out designs. Results go to `<out>/results.json` (all metrics), `<out>/table.md` (the README
+table) and `<out>/designs.png` (per combination, one design per durability (rows) x mass
+(columns) pair from fixed noise and struts). A combination already in results.json is not
+retrained, so an interrupted comparison continues where it stopped.
+"""
+
+import argparse
+import json
+import os
+import sys
+from typing import Optional, Sequence
+
+import ml_collections
+import numpy as np
+from PIL import Image, ImageDraw
+
+from configs import default
+from gan import evaluate
+from gan import inference
+from gan import summaries
+from gan import trainer
+from gan.errors import ConfigError, DesignGanError
+
+COMBINATIONS = tuple(f'{g}_{l}_{n}' for g in ('vanilla', 'infogan')
+                     for l in ('bce', 'wgan', 'wgangp') for n in ('mlp', 'selfattention'))
+COLUMNS = ('oracle_exact', 'oracle_within1', 'strut_exact', 'fd', 'fd_real_baseline',
+           'diversity', 'diversity_real', 'classifier_accuracy_generated')
+
+
+def combination_config(name: str, minutes: float, out: str,
+                       overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """The default config with the three choices of `name` (`<gan>_<loss>_<network>`)."""
+  if name not in COMBINATIONS:
+    raise ConfigError(f'unknown combination {name!r}; choose from: {", ".join(COMBINATIONS)}')
+  gan_model, loss_mode, network = name.split('_')
+  config = default.variant(gan_model, loss_mode)
+  config.gen_mode = config.disc_mode = network
+  config.log_path = os.path.join(out, name)
+  config.time_budget_min = float(minutes)
+  config.epochs = 100_000  # the budget ends the run
+  for item in overrides:
+    field, _, value = item.partition('=')
+    if field not in config:
+      raise ConfigError(f'--set {item}: no config field {field!r}')
+    config[field] = _coerce(config[field], value, item)
+  return config
+
+
+def _coerce(current, text: str, item: str):
+  """`text` as a value of `current`'s type (bool, int, float, str or a tuple of ints)."""
+  try:
+    if isinstance(current, bool):
+      return {'true': True, 'false': False}[text.lower()]
+    if isinstance(current, tuple):
+      return tuple(int(v) for v in text.strip('()[] ').split(',') if v.strip())
+    return type(current)(text)
+  except (KeyError, ValueError):
+    raise ConfigError(f'--set {item}: {text!r} is not a valid {type(current).__name__}') from None
+
+
+def run(names: Sequence[str], minutes: float, out: str, overrides: Sequence[str] = ()) -> dict:
+  """Trains and evaluates every named combination not yet in `<out>/results.json`."""
+  os.makedirs(out, exist_ok=True)
+  results_path = os.path.join(out, 'results.json')
+  results = {}
+  if os.path.exists(results_path):
+    with open(results_path, encoding='utf-8') as f:
+      results = json.load(f)
+  configs = {name: combination_config(name, minutes, out, overrides) for name in names}
+  for name, config in configs.items():
+    if name in results:
+      continue
+    print(f'=== {name}: training for {minutes:g} minutes', flush=True)
+    summary = trainer.train(config)
+    metrics = evaluate.evaluate_model(config.log_path, seed=0)
+    results[name] = dict(evaluate.scalar_metrics(metrics), epochs=summary['epochs'],
+                         minutes=minutes)
+    evaluate.write_json(results_path, results)
+  with open(os.path.join(out, 'table.md'), 'w', encoding='utf-8') as f:
+    f.write(markdown_table(results, names) + '\n')
+  figure(names, out, os.path.join(out, 'designs.png'))
+  return results
+
+
+def markdown_table(results: dict, names: Sequence[str]) -> str:
+  head = ['combination', 'epochs'] + list(COLUMNS)
+  lines = ['| ' + ' | '.join(head) + ' |', '|' + ' --- |' * len(head)]
+  for name in names:
+    r = results[name]
+    cells = [f'`{name}`', str(r['epochs'])] + [
+        'n/a' if r.get(k) is None else f'{r[k]:.3f}' for k in COLUMNS]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def figure(names: Sequence[str], out: str, path: str, columns: int = 2) -> None:
+  """One panel per combination: its durability x mass grid of designs, captioned."""
+  panels = []
+  for name in names:
+    model = inference.load(os.path.join(out, name))
+    nd, nm = len(model.spec.durability), len(model.spec.mass)
+    d, m = np.meshgrid(np.arange(nd), np.arange(nm), indexing='ij')
+    fixed = np.broadcast_to(inference.fixed_pixels(model, [(255, 0, 0), (0, 0, 255)]),
+                            (nd * nm,) + model.spec.layout.shape)
+    designs = inference.generate(model, d.ravel(), m.ravel(), fixed, seed=1)
+    grid = summaries.design_grid(designs.reshape((nd, nm) + designs.shape[1:]), scale=2)
+    panel = Image.new('RGB', (grid.shape[1], grid.shape[0] + 14), (255, 255, 255))
+    panel.paste(Image.fromarray(grid), (0, 14))
+    ImageDraw.Draw(panel).text((2, 1), name, fill=(0, 0, 0))
+    panels.append(panel)
+  w, h = panels[0].size
+  rows = -(-len(panels) // columns)
+  sheet = Image.new('RGB', (columns * (w + 8), rows * (h + 8)), (255, 255, 255))
+  for i, panel in enumerate(panels):
+    sheet.paste(panel, ((i % columns) * (w + 8), (i // columns) * (h + 8)))
+  sheet.save(path)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(prog='python -m gan.compare', description=__doc__.split(
+      '\n')[0])
+  parser.add_argument('--out', default='runs/compare', help='directory of the runs and results')
+  parser.add_argument('--minutes', type=float, default=15.0,
+                      help='wall-clock budget of each combination (compilation included)')
+  parser.add_argument('--combos', default='all',
+                      help='comma-separated combinations (default all 12): ' + ', '.join(
+                          COMBINATIONS))
+  parser.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
+                      help='config override for every combination (repeatable)')
+  args = parser.parse_args(argv)
+  names = COMBINATIONS if args.combos == 'all' else tuple(
+      n.strip() for n in args.combos.split(',') if n.strip())
+  try:
+    if not args.minutes > 0:
+      raise ConfigError(f'--minutes must be > 0, got {args.minutes}')
+    results = run(names, args.minutes, os.path.abspath(args.out), args.set)
+  except DesignGanError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  print(markdown_table(results, names))
+  print(f'table, results.json and designs.png written to {os.path.abspath(args.out)}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,48 @@
+"""python -m gan.compare: the combination table and figure (tiny budget, two combinations)."""
+
+import json
+import os
+
+import pytest
+from PIL import Image
+
+from gan import compare
+
+pytestmark = pytest.mark.usefixtures('fast_compilation')
+
+TINY = ['data_path={data}', 'epochs=1', 'batch_size=32', 'critic_iter=1', 'gen_hidden_dims=32',
+        'disc_hidden_dims=32', 'zdim=8', 'embed_dim=8', 'num_layers=1', 'eval_every=0',
+        'num_output_images=2']
+
+
+def test_compare_writes_results_table_and_figure(small_design_dir, tmp_path, capsys):
+  names = 'vanilla_bce_mlp,infogan_wgan_mlp'
+  overrides = [s.format(data=small_design_dir) for s in TINY]
+  args = ['--out', str(tmp_path), '--minutes', '5', '--combos', names]
+  for item in overrides:
+    args += ['--set', item]
+  assert compare.main(args) == 0
+  with open(tmp_path / 'results.json') as f:
+    results = json.load(f)
+  assert sorted(results) == sorted(names.split(','))
+  for r in results.values():
+    assert r['epochs'] == 1 and 0 <= r['oracle_exact'] <= 1 and r['fd'] > 0
+  table = (tmp_path / 'table.md').read_text()
+  assert table.count('\n') == 4 and '`infogan_wgan_mlp`' in table
+  with Image.open(tmp_path / 'designs.png') as image:
+    assert image.size[0] > 2 * 14 * 2 * 12  # two panels of 12 mass columns side by side
+  assert os.path.isdir(tmp_path / 'vanilla_bce_mlp' / 'checkpoints')
+  # Already evaluated combinations are not retrained.
+  assert compare.main(args) == 0
+  assert 'training for' not in capsys.readouterr().out.split('table, results.json')[-1]
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--combos', 'vanilla_bce_cnn'], 'unknown combination'),
+    (['--set', 'nonsense=1'], "no config field 'nonsense'"),
+    (['--set', 'batch_size=many'], "'many' is not a valid int"),
+    (['--minutes', '0'], '--minutes must be > 0'),
+])
+def test_compare_rejects_bad_arguments(args, message, tmp_path, capsys):
+  assert compare.main(['--out', str(tmp_path)] + args) == 1
+  assert message in capsys.readouterr().err
