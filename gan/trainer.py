@@ -20,6 +20,7 @@ from gan import config as config_lib
 from gan import data
 from gan import evaluate
 from gan import metrics as metrics_lib
+from gan import parallel
 from gan import step
 from gan import summaries
 from gan.errors import ConfigError, DesignGanError
@@ -48,12 +49,16 @@ def load_data(config) -> data.Dataset:
                            parse_values(config.mass_values), config.val_fraction, config.seed)
 
 
-def _logger(log_path: str) -> logging.Logger:
+def _logger(log_path: str, enabled: bool = True) -> logging.Logger:
+  """log_summary and the console; silent when not `enabled` (processes other than 0)."""
   logger = logging.getLogger(f'designgan.train.{log_path}')
   logger.setLevel(logging.INFO)
   logger.propagate = False
   for handler in list(logger.handlers):
     logger.removeHandler(handler)
+  if not enabled:
+    logger.addHandler(logging.NullHandler())
+    return logger
   file_handler = logging.FileHandler(os.path.join(log_path, 'log_summary'))
   file_handler.setFormatter(logging.Formatter('%(asctime)s %(message)s'))
   console = logging.StreamHandler(sys.stdout)
@@ -66,9 +71,9 @@ def _logger(log_path: str) -> logging.Logger:
 class _Progress:
   """A one-line progress bar on an interactive terminal; silent otherwise."""
 
-  def __init__(self, total: int):
+  def __init__(self, total: int, enabled: bool = True):
     self.total = total
-    self.enabled = sys.stdout.isatty()
+    self.enabled = enabled and sys.stdout.isatty()
 
   def show(self, epoch: int, means: dict, samples_per_s: float):
     if not self.enabled:
@@ -131,10 +136,12 @@ def train(config) -> dict:
   if config.batch_size > len(dataset.train):
     raise ConfigError(f'batch_size={config.batch_size} is larger than the training set '
                       f'({len(dataset.train)} designs); use batch_size <= {len(dataset.train)}')
+  parallel.check_batch_size(config.batch_size)
+  main = parallel.is_main()  # logs, TensorBoard and images come from process 0 only
   log_path = os.path.abspath(config.log_path)
   output_path = os.path.abspath(config.output_path or os.path.join(log_path, 'output'))
   os.makedirs(log_path, exist_ok=True)
-  log = _logger(log_path)
+  log = _logger(log_path, main)
   log.info('=' * 64)
   log.info('designgan training: %s GAN, %s loss, %s generator, %s critic', config.gan_model,
            config.loss_mode, config.gen_mode, config.disc_mode)
@@ -142,7 +149,10 @@ def train(config) -> dict:
                                               for k, v in sorted(config.to_dict().items())))
   log.info('Dataset:\n%s', dataset.summary())
 
+  mesh = parallel.make_mesh()
+  log.info('Training on %s', parallel.describe(mesh))
   models, state = step.init(config, spec, dataset.mask)
+  state = parallel.replicate(mesh, state)  # a restore below keeps this placement
   mngr = checkpoints.manager(os.path.join(log_path, 'checkpoints'), config.keep_checkpoints)
   meta = {'config': config.to_dict(), 'spec': spec.to_dict(),
           'oracle_applies': metrics_lib.is_synthetic(dataset)}
@@ -154,15 +164,15 @@ def train(config) -> dict:
     log.info('Resumed from the checkpoint of epoch %d in %s', start_epoch, mngr.directory)
 
   arrays = {k: getattr(dataset.train, k) for k in ('images', 'durability', 'mass', 'fixed')}
-  device_data = jax.device_put(arrays)
-  epoch_fn = step.compile_epoch(config, models)
+  device_data, num_rows = parallel.shard_rows(mesh, arrays)
+  epoch_fn = step.compile_epoch(config, models, **parallel.epoch_options(mesh, num_rows))
   sample_fn = jax.jit(lambda p, r, *a: step.sample(models, p, r, *a))
   grid_inputs = _class_grid_inputs(config, spec, dataset.train.fixed[0])
-  tb = summaries.TensorBoard(log_path)
+  tb = summaries.TensorBoard(log_path) if main else summaries.NoTensorBoard()
   tb.image('real/designs_by_class', start_epoch, summaries.design_grid(_real_class_grid(dataset)))
   evaluator = _Evaluator(config, dataset, models, log_path, meta['oracle_applies'])
   num_batches = len(dataset.train) // config.batch_size
-  progress = _Progress(config.epochs)
+  progress = _Progress(config.epochs, main)
   log.info('Training epochs %d..%d: %d batches of %d per epoch, %d critic step(s) per '
            'generator step', start_epoch + 1, config.epochs, num_batches, config.batch_size,
            config.critic_iter)
@@ -193,8 +203,8 @@ def train(config) -> dict:
         log.info('epoch %d/%d  %s  samples/s %.0f  time %.2fs%s', epoch, config.epochs,
                  '  '.join(f'{k} {v:.4f}' for k, v in means.items()), samples_per_s, seconds, note)
         tb.scalars(epoch, dict(means, samples_per_s=samples_per_s))
-      if epoch % config.sample_every == 0 or epoch == config.epochs:
-        fake = sample_fn(state.gen_params, state.gen_rest, *grid_inputs)
+      if main and (epoch % config.sample_every == 0 or epoch == config.epochs):
+        fake = sample_fn(*parallel.host_local((state.gen_params, state.gen_rest)), *grid_inputs)
         full = _to_full_uint8(layout, fake).reshape((len(spec.durability), len(spec.mass))
                                                     + (layout.full_height, layout.full_width, 3))
         tb.image('fake/designs_by_class', epoch, summaries.design_grid(full))
@@ -213,9 +223,10 @@ def train(config) -> dict:
   trained = max(config.epochs - start_epoch, 0)
   log.info('Trained %d epoch(s) in %.1f s; checkpoints in %s', trained,
            time.perf_counter() - start, mngr.directory)
-  paths = _write_outputs(config, dataset, models, state, sample_fn, output_path)
-  log.info('Wrote %d generated and %d real designs to %s', len(paths[0]), len(paths[1]),
-           output_path)
+  if main:
+    paths = _write_outputs(config, dataset, models, state, sample_fn, output_path)
+    log.info('Wrote %d generated and %d real designs to %s', len(paths[0]), len(paths[1]),
+             output_path)
   return {'log_path': log_path, 'output_path': output_path, 'epochs': config.epochs,
           'start_epoch': start_epoch, 'metrics': means, 'state': state, 'models': models}
 
@@ -245,17 +256,19 @@ class _Evaluator:
 
   def __call__(self, epoch: int, state, sample_fn, meta: dict) -> dict:
     layout, zdim = self.dataset.layout, self.config.zdim
+    gen_params, gen_rest = parallel.host_local((state.gen_params, state.gen_rest))
 
     def generate_fn(d, m, fixed, seed):
       z = jax.random.normal(jax.random.PRNGKey(seed), (len(d), zdim))
-      images = sample_fn(state.gen_params, state.gen_rest, z, d, m, fixed)
+      images = sample_fn(gen_params, gen_rest, z, d, m, fixed)
       return layout.to_full(data.denormalize(np.asarray(images)))
 
     metrics = evaluate.evaluate_generator(generate_fn, self.dataset, self.classifier,
                                           self.config.eval_per_pair, self.config.seed,
                                           ref=self.reference)
+    # Every process evaluates alike, but the ranking of `best` checkpoints must agree exactly.
     checkpoints.save(self.best, epoch, state, dict(meta, metrics=evaluate.scalar_metrics(metrics)),
-                     metrics={self.metric: metrics[self.metric]})
+                     metrics={self.metric: parallel.broadcast_from_main(metrics[self.metric])})
     return metrics
 
   def close(self):
@@ -283,7 +296,8 @@ def _write_outputs(config, dataset, models, state, sample_fn, output_path):
   # Files are in name (= label) order: a seeded shuffle gives a spread of conditions.
   part = part.take(np.sort(np.random.default_rng(config.seed).permutation(len(part))[:n]))
   z = jax.random.normal(jax.random.PRNGKey(config.seed + 2), (n, config.zdim))
-  fake = sample_fn(state.gen_params, state.gen_rest, z, part.durability, part.mass, part.fixed)
+  fake = sample_fn(*parallel.host_local((state.gen_params, state.gen_rest)), z, part.durability,
+                   part.mass, part.fixed)
   layout = dataset.layout
   fake_paths = summaries.write_designs(os.path.join(output_path, 'fake'), 'fake',
                                        _to_full_uint8(layout, fake))
