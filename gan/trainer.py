@@ -3,6 +3,8 @@ user looks at afterwards (log_summary, TensorBoard, checkpoints, output BMPs).
 
 The host wakes once per epoch: to check that every loss stayed finite, then, when due, to log,
 draw grids and checkpoint. Re-running the same command resumes from the latest checkpoint.
+Training uses every device of every process (gan/parallel.py: state replicated, rows sharded);
+process 0 alone writes the log, TensorBoard and images, all processes write checkpoints.
 """
 
 import logging
