@@ -128,7 +128,13 @@ def check_batch_size(batch_size: int, num_devices: Optional[int] = None) -> None
 
 
 def replicate(mesh: Mesh, tree):
-  """The same arrays, one full copy on every device of the mesh (each process puts its own)."""
+  """The same arrays, one full copy on every device of the mesh (each process puts its own).
+
+  On one device the tree is left as it is: single-device runs place, compile and compute
+  exactly as without a mesh (this holds for shard_rows and epoch_options too).
+  """
+  if mesh.size == 1:
+    return tree
   sharding = NamedSharding(mesh, P())
   return jax.tree.map(lambda a: _from_host(np.asarray(a), sharding), tree)
 
@@ -140,6 +146,8 @@ def shard_rows(mesh: Mesh, arrays: dict) -> tuple[dict, int]:
   the real rows. Each process transfers only the rows of its own devices.
   """
   n = len(next(iter(arrays.values())))
+  if mesh.size == 1:
+    return jax.device_put(arrays), n
   padded = math.ceil(n / mesh.size) * mesh.size
   sharding = NamedSharding(mesh, P(AXIS))
 
@@ -158,7 +166,10 @@ def _from_host(a: np.ndarray, sharding: NamedSharding) -> jax.Array:
 def epoch_options(mesh: Mesh, num_rows: int) -> dict:
   """Keyword arguments of `step.compile_epoch` for a dataset from `shard_rows`: the real row
   count, the batch sharding, and replicated outputs (the state keeps its placement from epoch
-  to epoch, so donation and the single compilation hold; metrics are readable on every host)."""
+  to epoch, so donation and the single compilation hold; metrics are readable on every host).
+  Empty on one device: step.compile_epoch(config, models) as ever."""
+  if mesh.size == 1:
+    return {}
   return dict(num_rows=num_rows, batch_sharding=NamedSharding(mesh, P(AXIS)),
               out_sharding=NamedSharding(mesh, P()))
 
