@@ -239,6 +239,18 @@ def classifier_dir(dataset: data.Dataset, cache_dir: Optional[str] = None) -> st
                       cache_key(dataset))
 
 
+def _checkpointer() -> ocp.StandardCheckpointer:
+  """An orbax checkpointer private to this process: in a multi-process run every process loads
+  or trains its own copy of the (small, cached) classifier, and orbax's default would make each
+  wait at barriers for all the others. (Only process 0 writes the cache: orbax writes no array
+  data from a process other than 0.)"""
+  if jax.process_count() == 1:
+    return ocp.StandardCheckpointer()
+  me = jax.process_index()
+  return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+      primary_host=me, active_processes={me}))
+
+
 def save_classifier(classifier: Classifier, path: str) -> None:
   """Writes params (orbax) and info.json to a temporary sibling, then renames it to `path`.
 
@@ -250,7 +262,7 @@ def save_classifier(classifier: Classifier, path: str) -> None:
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=os.path.basename(path) + '.partial-', dir=parent)
   try:
-    with ocp.StandardCheckpointer() as checkpointer:
+    with _checkpointer() as checkpointer:
       checkpointer.save(os.path.join(tmp, 'params'), classifier.params)
       checkpointer.wait_until_finished()
     with open(os.path.join(tmp, 'info.json'), 'w', encoding='utf-8') as f:
@@ -273,7 +285,7 @@ def restore_classifier(spec: data.DataSpec, path: str) -> Classifier:
     info = json.load(f)
   graphdef, fresh = nnx.split(new_classifier(spec))
   target = jax.tree.map(ocp.utils.to_shape_dtype_struct, fresh)
-  with ocp.StandardCheckpointer() as checkpointer:
+  with _checkpointer() as checkpointer:
     params = checkpointer.restore(os.path.join(path, 'params'), target)
   return Classifier(graphdef, params, info)
 
@@ -294,6 +306,8 @@ def load_or_train_classifier(dataset: data.Dataset,
     except Exception as e:  # pylint: disable=broad-except  (orbax raises many types)
       log.warning('Cached classifier %s is unreadable (%s); training a new one', path, e)
   classifier = train_classifier(dataset)
+  if jax.process_index() != 0:  # orbax writes arrays from process 0 only: one writer suffices
+    return classifier
   try:
     save_classifier(classifier, path)
   except OSError as e:

@@ -250,10 +250,16 @@ def update(config, models: Models, state: TrainState, batch):
   return state, {k: metrics[k] for k in METRICS}
 
 
-def train_epoch(config, models: Models, state: TrainState, data):
+def train_epoch(config, models: Models, state: TrainState, data, num_rows=None,
+                batch_sharding=None):
   """One epoch: a lax.scan over shuffled full batches (the remainder is dropped, a different
-  one each epoch, so shapes never change). Returns (state, per-step metrics (num_batches,))."""
-  n = data['images'].shape[0]
+  one each epoch, so shapes never change). Returns (state, per-step metrics (num_batches,)).
+
+  Data parallel (gan.parallel): `data` is split by rows over a device mesh and padded, `num_rows`
+  is its real length (the shuffle never picks padding, and equals the one-device shuffle) and
+  each batch is constrained to `batch_sharding`, so every device updates on its share.
+  """
+  n = data['images'].shape[0] if num_rows is None else num_rows
   num_batches = n // config.batch_size
   key, k_perm = jax.random.split(state.key)
   state = state._replace(key=key)
@@ -262,22 +268,28 @@ def train_epoch(config, models: Models, state: TrainState, data):
 
   def body(s, idx):
     batch = jax.tree.map(lambda a: a[idx], data)
+    if batch_sharding is not None:
+      batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
     return update(config, models, s, batch)
 
   return jax.lax.scan(body, state, order)
 
 
-def compile_epoch(config, models: Models, num_seeds: int = 1):
+def compile_epoch(config, models: Models, num_seeds: int = 1, num_rows=None,
+                  batch_sharding=None, out_sharding=None):
   """jit of train_epoch with the state donated (updated in place).
 
   num_seeds = K > 1: the state carries K models on a leading axis (see `init_sweep`) and the epoch
   is `jax.vmap`ped over it, with the dataset shared: K independent runs (each its own shuffle,
-  noise and dropout from its own key) in one compiled program, so small models fill the machine.
-  Metrics are then (K, num_batches)."""
-  epoch = functools.partial(train_epoch, config, models)
+  noise and dropout from its own key) in one compiled program. Metrics are then (K, num_batches).
+  The other arguments come from gan.parallel.epoch_options for a data-parallel run."""
+  epoch = functools.partial(train_epoch, config, models, num_rows=num_rows,
+                            batch_sharding=batch_sharding)
   if num_seeds > 1:
     epoch = jax.vmap(epoch, in_axes=(0, None))
-  return jax.jit(epoch, donate_argnums=0)
+  if out_sharding is None:
+    return jax.jit(epoch, donate_argnums=0)
+  return jax.jit(epoch, donate_argnums=0, out_shardings=out_sharding)
 
 
 def sample(models: Models, gen_params, gen_rest, z, durability, mass, fixed):

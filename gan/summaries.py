@@ -53,3 +53,16 @@ class TensorBoard:
   def close(self):
     self.writer.flush()
     self.writer.close()
+
+
+class NoTensorBoard:
+  """Stands in for `TensorBoard` where nothing is written (processes other than 0)."""
+
+  def scalars(self, step: int, values: dict, prefix: str = 'train/'):
+    pass
+
+  def image(self, tag: str, step: int, image: np.ndarray):
+    pass
+
+  def close(self):
+    pass

@@ -3,6 +3,8 @@ user looks at afterwards (log_summary, TensorBoard, checkpoints, output BMPs).
 
 The host wakes once per epoch: to check that every loss stayed finite, then, when due, to log,
 draw grids and checkpoint. Re-running the same command resumes from the latest checkpoint.
+Training uses every device of every process (gan/parallel.py: state replicated, rows sharded);
+process 0 alone writes the log, TensorBoard and images, all processes write checkpoints.
 """
 
 import logging
@@ -21,6 +23,7 @@ from gan import config as config_lib
 from gan import data
 from gan import evaluate
 from gan import metrics as metrics_lib
+from gan import parallel
 from gan import step
 from gan import summaries
 from gan.errors import ConfigError, DesignGanError
@@ -50,12 +53,17 @@ def load_data(config) -> data.Dataset:
                            config_lib.data_seed(config))
 
 
-def _logger(log_path: str, prefix: str = '') -> logging.Logger:
+def _logger(log_path: str, prefix: str = '', enabled: bool = True) -> logging.Logger:
+  """log_summary and the console, lines prefixed by `prefix` on the console; silent when not
+  `enabled` (processes other than 0)."""
   logger = logging.getLogger(f'designgan.train.{log_path}')
   logger.setLevel(logging.INFO)
   logger.propagate = False
   for handler in list(logger.handlers):
     logger.removeHandler(handler)
+  if not enabled:
+    logger.addHandler(logging.NullHandler())
+    return logger
   file_handler = logging.FileHandler(os.path.join(log_path, 'log_summary'))
   file_handler.setFormatter(logging.Formatter('%(asctime)s %(message)s'))
   console = logging.StreamHandler(sys.stdout)
@@ -68,9 +76,9 @@ def _logger(log_path: str, prefix: str = '') -> logging.Logger:
 class _Progress:
   """A one-line progress bar on an interactive terminal; silent otherwise."""
 
-  def __init__(self, total: int):
+  def __init__(self, total: int, enabled: bool = True):
     self.total = total
-    self.enabled = sys.stdout.isatty()
+    self.enabled = enabled and sys.stdout.isatty()
 
   def show(self, epoch: int, means: dict, samples_per_s: float):
     if not self.enabled:
@@ -153,13 +161,18 @@ def train(config) -> dict:
   if config.batch_size > len(dataset.train):
     raise ConfigError(f'batch_size={config.batch_size} is larger than the training set '
                       f'({len(dataset.train)} designs); use batch_size <= {len(dataset.train)}')
+  parallel.check_batch_size(config.batch_size)
   sweep = config.num_seeds > 1
   seeds = [c.seed for c in seed_configs(config)]
   models, state = (step.init_sweep(config, dataset.spec, dataset.mask, seeds) if sweep
                    else step.init(config, dataset.spec, dataset.mask))
+  mesh = parallel.make_mesh()
+  state = parallel.replicate(mesh, state)  # a restore below keeps this placement
   shared = _Shared(config, dataset, models)
   runs = [_Run(c, shared, prefix=f'[seed {c.seed}] ' if sweep else '')
           for c in seed_configs(config)]
+  for run in runs:
+    run.log.info('Training on %s', parallel.describe(mesh))
   start_epoch = _resume_epoch(runs)
   if start_epoch:
     restored = [run.restore(start_epoch, step.unstack(state, k) if sweep else state)
@@ -168,10 +181,11 @@ def train(config) -> dict:
              else restored[0])
 
   arrays = {k: getattr(dataset.train, k) for k in ('images', 'durability', 'mass', 'fixed')}
-  device_data = jax.device_put(arrays)
-  epoch_fn = step.compile_epoch(config, models, config.num_seeds)
+  device_data, num_rows = parallel.shard_rows(mesh, arrays)
+  epoch_fn = step.compile_epoch(config, models, config.num_seeds,
+                                **parallel.epoch_options(mesh, num_rows))
   num_batches = len(dataset.train) // config.batch_size
-  progress = _Progress(config.epochs)
+  progress = _Progress(config.epochs, shared.main)
   for run in runs:
     run.log.info('Training epochs %d..%d: %d batches of %d per epoch, %d critic step(s) per '
                  'generator step%s', start_epoch + 1, config.epochs, num_batches,
@@ -223,6 +237,7 @@ class _Shared:
 
   def __init__(self, config, dataset, models):
     self.dataset, self.models = dataset, models
+    self.main = parallel.is_main()  # logs, TensorBoard and images come from process 0 only
     self.synthetic = metrics_lib.is_synthetic(dataset)
     self.sample_fn = jax.jit(lambda p, r, *a: step.sample(models, p, r, *a))
     self.real_grid = summaries.design_grid(_real_class_grid(dataset))
@@ -243,7 +258,7 @@ class _Run:
     self.output_path = os.path.abspath(config.output_path
                                        or os.path.join(self.log_path, 'output'))
     os.makedirs(self.log_path, exist_ok=True)
-    self.log = _logger(self.log_path, prefix)
+    self.log = _logger(self.log_path, prefix, shared.main)
     self.log.info('=' * 64)
     self.log.info('designgan training: %s GAN, %s loss, %s generator, %s critic',
                   config.gan_model, config.loss_mode, config.gen_mode, config.disc_mode)
@@ -256,7 +271,8 @@ class _Run:
                                     config.keep_checkpoints)
     self.evaluator = _Evaluator(config, shared, self.log_path)
     self.grid_inputs = _class_grid_inputs(config, dataset.spec, dataset.train.fixed[0])
-    self.tb = summaries.TensorBoard(self.log_path)
+    self.tb = (summaries.TensorBoard(self.log_path) if shared.main
+               else summaries.NoTensorBoard())
     self.means = {}
 
   def restore(self, epoch: int, target):
@@ -293,14 +309,15 @@ class _Run:
                     '  '.join(f'{k} {v:.4f}' for k, v in self.means.items()), samples_per_s,
                     seconds, note)
       self.tb.scalars(epoch, dict(self.means, samples_per_s=samples_per_s))
-    due_sample = epoch % config.sample_every == 0 or last
+    due_sample = self.shared.main and (epoch % config.sample_every == 0 or last)
     due_checkpoint = epoch % config.checkpoint_every == 0 or last
     due_eval = self.evaluator.due(epoch, last)
     if not (due_sample or due_checkpoint or due_eval):
       return
     state = get_state()
     if due_sample:
-      fake = self.shared.sample_fn(state.gen_params, state.gen_rest, *self.grid_inputs)
+      fake = self.shared.sample_fn(*parallel.host_local((state.gen_params, state.gen_rest)),
+                                   *self.grid_inputs)
       full = _to_full_uint8(layout, fake).reshape((len(spec.durability), len(spec.mass))
                                                   + (layout.full_height, layout.full_width, 3))
       self.tb.image('fake/designs_by_class', epoch, summaries.design_grid(full))
@@ -322,10 +339,11 @@ class _Run:
     self.tb.close()
     self.log.info('Trained %d epoch(s) in %.1f s; checkpoints in %s', max(trained, 0), seconds,
                   self.mngr.directory)
-    paths = _write_outputs(self.config, self.shared.dataset, state, self.shared.sample_fn,
-                           self.output_path)
-    self.log.info('Wrote %d generated and %d real designs to %s', len(paths[0]), len(paths[1]),
-                  self.output_path)
+    if self.shared.main:
+      paths = _write_outputs(self.config, self.shared.dataset, state, self.shared.sample_fn,
+                             self.output_path)
+      self.log.info('Wrote %d generated and %d real designs to %s', len(paths[0]),
+                    len(paths[1]), self.output_path)
     return {'log_path': self.log_path, 'output_path': self.output_path,
             'epochs': epoch, 'metrics': self.means}
 
@@ -374,17 +392,19 @@ class _Evaluator:
 
   def __call__(self, epoch: int, state, sample_fn, meta: dict) -> dict:
     dataset, zdim = self.shared.dataset, self.config.zdim
+    gen_params, gen_rest = parallel.host_local((state.gen_params, state.gen_rest))
 
     def generate_fn(d, m, fixed, seed):
       z = jax.random.normal(jax.random.PRNGKey(seed), (len(d), zdim))
-      images = sample_fn(state.gen_params, state.gen_rest, z, d, m, fixed)
+      images = sample_fn(gen_params, gen_rest, z, d, m, fixed)
       return dataset.layout.to_full(data.denormalize(np.asarray(images)))
 
     metrics = evaluate.evaluate_generator(generate_fn, dataset, self.shared.classifier,
                                           self.config.eval_per_pair, self.config.seed,
                                           ref=self.shared.reference)
+    # Every process evaluates alike, but the ranking of `best` checkpoints must agree exactly.
     checkpoints.save(self.best, epoch, state, dict(meta, metrics=evaluate.scalar_metrics(metrics)),
-                     metrics={self.metric: metrics[self.metric]})
+                     metrics={self.metric: parallel.broadcast_from_main(metrics[self.metric])})
     return metrics
 
   def close(self):
@@ -417,7 +437,8 @@ def _write_outputs(config, dataset, state, sample_fn, output_path):
   # Files are in name (= label) order: a seeded shuffle gives a spread of conditions.
   part = part.take(np.sort(np.random.default_rng(config.seed).permutation(len(part))[:n]))
   z = jax.random.normal(jax.random.PRNGKey(config.seed + 2), (n, config.zdim))
-  fake = sample_fn(state.gen_params, state.gen_rest, z, part.durability, part.mass, part.fixed)
+  fake = sample_fn(*parallel.host_local((state.gen_params, state.gen_rest)), z, part.durability,
+                   part.mass, part.fixed)
   layout = dataset.layout
   fake_paths = summaries.write_designs(os.path.join(output_path, 'fake'), 'fake',
                                        _to_full_uint8(layout, fake))

@@ -411,8 +411,8 @@ def _assert_resume_matches_straight(settings, two_epoch_log_path, small_design_d
   compiled = []
   real_compile_epoch = step.compile_epoch
 
-  def recording_compile_epoch(config, models, *rest):
-    compiled.append(real_compile_epoch(config, models, *rest))
+  def recording_compile_epoch(config, models, *rest, **options):
+    compiled.append(real_compile_epoch(config, models, *rest, **options))
     return compiled[-1]
 
   with pytest.MonkeyPatch.context() as patch:
@@ -479,8 +479,8 @@ def _train_into_a_nan(base_run, small_design_dir, tmp_path, monkeypatch, bad_epo
   real_compile_epoch = step.compile_epoch
   states = {2: result['state']}
 
-  def compile_epoch_with_a_nan(config, models, *rest):
-    epoch_fn = real_compile_epoch(config, models, *rest)
+  def compile_epoch_with_a_nan(config, models, *rest, **options):
+    epoch_fn = real_compile_epoch(config, models, *rest, **options)
 
     def epoch(state, data):
       new_state, metrics = epoch_fn(state, data)

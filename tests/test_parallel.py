@@ -1,0 +1,271 @@
+"""Data-parallel and multi-process training (gan/parallel.py, train.py's distributed flags).
+
+A process's device count is fixed when JAX starts, so every run here is a subprocess
+(tests/parallel_worker.py, which trains like train.py and saves the final TrainState): CPU
+devices multiplied with XLA_FLAGS=--xla_force_host_platform_device_count, and two processes
+joined over 127.0.0.1 with gloo CPU collectives. Compilation uses
+JAX_DISABLE_MOST_OPTIMIZATIONS and a persistent compilation cache shared by the runs, for speed
+(in every run alike, so results stay comparable).
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gan import parallel
+from gan.errors import ConfigError
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(REPO_ROOT, 'tests', 'parallel_worker.py')
+TIMEOUT_S = 240
+# LayerNorm generator with dropout, WGAN-GP: every parameter gets a real gradient (see the
+# BatchNorm test for why that matters), and dropout/noise keys must not depend on the sharding.
+MATCHING = dict(epochs=3, eval_every=0, gen_dropout=0.1)
+LEARNING_RATE = 2e-4  # configs/default.py, both networks
+
+
+@pytest.fixture(scope='module', autouse=True)
+def compilation_cache(tmp_path_factory):
+  """Runs with the same device layout reuse each other's executables (a resumed run compiles
+  nothing): a private persistent cache, every executable kept."""
+  old = os.environ.get('JAX_COMPILATION_CACHE_DIR')
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = str(tmp_path_factory.mktemp('jax_cache'))
+  yield
+  if old is None:
+    del os.environ['JAX_COMPILATION_CACHE_DIR']
+  else:
+    os.environ['JAX_COMPILATION_CACHE_DIR'] = old
+
+
+def _env(devices: int) -> dict:
+  # The session's private DESIGNGAN_CACHE (conftest) and the compilation cache are inherited
+  # through os.environ.
+  return dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='1',
+              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
+              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+
+
+def _command(devices, overrides, data, log, out, distributed=()):
+  return ([sys.executable, WORKER, f'--devices={devices}', f'--overrides={json.dumps(overrides)}',
+           f'--data={data}', f'--log={log}', f'--out={out}'] + list(distributed))
+
+
+def run_all(commands: list) -> list:
+  """Runs the (command, devices) pairs at once; returns each one's JSON summary line.
+
+  Concurrent because the processes of a distributed run must meet; a failure, or a process that
+  does not finish in TIMEOUT_S, ends them all and fails the test with every stderr.
+  """
+  procs = [subprocess.Popen(cmd, cwd=REPO_ROOT, env=_env(devices), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for cmd, devices in commands]
+  outputs, failed = [], False
+  for proc in procs:
+    try:
+      out, err = proc.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+      for other in procs:
+        other.kill()
+      out, err = proc.communicate()
+      failed = True
+    outputs.append((proc.returncode, out, err))
+    failed |= proc.returncode != 0
+  if failed:
+    report = '\n'.join(f'--- process {i}: rc {rc}\n{err[-4000:]}'
+                       for i, (rc, _, err) in enumerate(outputs))
+    pytest.fail(f'a training subprocess failed or timed out:\n{report}')
+  return [json.loads(out.strip().splitlines()[-1]) for _, out, _ in outputs]
+
+
+def load(path: str) -> dict:
+  with np.load(path) as f:
+    return {k: f[k] for k in f.files}
+
+
+def assert_states_close(a: dict, b: dict, rtol: float = 1e-4):
+  """Same leaves; integers (step, PRNG key) equal; floats equal up to summation order.
+
+  Tight: within rtol of the leaf's largest magnitude. Adam allows rare exceptions: an element
+  whose gradient is about 0 in an early step takes its sign from rounding noise, and Adam turns
+  that into a learning-rate-sized step that never washes out. So at most 0.1% of the elements
+  (at least 1) may be off by at most 5 learning rates. Data parallelism done wrong (per-device
+  gradients or statistics, other batches or noise) moves most elements.
+  """
+  assert a.keys() == b.keys()
+  outliers, total = [], 0
+  for key in a:
+    x, y = a[key], b[key]
+    assert x.dtype == y.dtype and x.shape == y.shape, key
+    if x.dtype.kind != 'f':
+      np.testing.assert_array_equal(x, y, err_msg=key)
+      continue
+    if not x.size:
+      continue
+    scale = float(np.abs(x).max())
+    diff = np.abs(x.astype(np.float64) - y)
+    total += x.size
+    off = int(np.sum(diff > rtol * scale + 1e-9))
+    if off:
+      outliers.append((key, off, float(diff.max()), scale))
+    assert diff.max() <= rtol * scale + 5 * LEARNING_RATE, (key, float(diff.max()), scale)
+  count = sum(o[1] for o in outliers)
+  assert count <= max(1, total // 1000), f'{count} of {total} elements differ: {outliers}'
+
+
+def assert_states_equal(a: dict, b: dict):
+  assert a.keys() == b.keys()
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def one_device_run(small_design_dir, tmp_path_factory):
+  """MATCHING on one CPU device: the reference of the data-parallel runs (final state)."""
+  tmp = tmp_path_factory.mktemp('one_device')
+  out = str(tmp / 'state.npz')
+  run_all([(_command(1, MATCHING, small_design_dir, tmp / 'run', out), 1)])
+  return load(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# One process, four devices
+
+
+def test_four_devices_give_the_one_device_parameters(one_device_run, small_design_dir, tmp_path):
+  """Same global batches, the update split over 4 devices: every parameter, optimiser moment and
+  the PRNG key after 3 epochs equal the one-device run's (to float summation order)."""
+  out = str(tmp_path / 'state.npz')
+  [summary] = run_all([(_command(4, MATCHING, small_design_dir, tmp_path / 'run', out), 4)])
+  assert summary['devices'] == 4
+  assert_states_close(load(out), one_device_run)
+  log = (tmp_path / 'run' / 'log_summary').read_text()
+  assert 'Training on 4 cpu devices, data parallel' in log
+
+
+def test_batchnorm_uses_global_batch_statistics(small_design_dir, tmp_path):
+  """With a BatchNorm generator the 4-device losses equal the one-device ones, which per-device
+  statistics (8 examples each) would not give; so do the critic's parameters.
+
+  The generator's pre-BatchNorm biases are not compared: BatchNorm cancels them, so their exact
+  gradient is 0 and what they get is float rounding noise, which Adam scales up to full
+  learning-rate steps (with any device count; two GPUs would differ alike).
+  """
+  overrides = dict(MATCHING, epochs=1, gen_norm='batch')
+  outs = [str(tmp_path / f'{d}.npz') for d in (1, 4)]
+  one, four = run_all([(_command(d, overrides, small_design_dir, tmp_path / f'run{d}', out), d)
+                       for d, out in zip((1, 4), outs)])
+  for name, value in one['metrics'].items():
+    assert four['metrics'][name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
+  critic = lambda state: {k: v for k, v in state.items() if k.startswith("['critic_")}
+  assert_states_close(critic(load(outs[1])), critic(load(outs[0])))
+
+
+def test_batch_size_the_device_count_does_not_divide_is_refused(small_design_dir, tmp_path):
+  """One `error:` line naming the device count and batch sizes that work; nothing compiled."""
+  proc = subprocess.run(
+      [sys.executable, 'train.py', '--config=configs/default.py',
+       f'--config.data_path={small_design_dir}', f'--config.log_path={tmp_path / "run"}',
+       '--config.batch_size=30'], cwd=REPO_ROOT, env=_env(4), capture_output=True, text=True,
+      timeout=TIMEOUT_S)
+  assert proc.returncode == 1, proc.stderr
+  assert 'Traceback' not in proc.stderr, proc.stderr
+  errors = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
+  assert len(errors) == 1, proc.stderr
+  assert 'batch_size=30' in errors[0] and 'number of devices, 4' in errors[0]
+  assert 'batch_size 28, 32' in errors[0]
+  assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
+
+
+def test_check_batch_size_message():
+  parallel.check_batch_size(32, num_devices=4)
+  with pytest.raises(ConfigError, match=r'batch_size=6 .* 4 .* batch_size 4, 8'):
+    parallel.check_batch_size(6, num_devices=4)
+  with pytest.raises(ConfigError, match=r'batch_size 8$'):
+    parallel.check_batch_size(3, num_devices=8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Two processes
+
+
+def test_two_processes_agree_checkpoint_and_resume(one_device_run, small_design_dir, tmp_path):
+  """2 processes x 2 CPU devices on 127.0.0.1: 2 epochs, then the same command resumes from
+  their checkpoint to epoch 3 (with the evaluation, whose best checkpoint all processes write).
+  Both processes hold the same state, and it is the uninterrupted one-device run's."""
+  run = tmp_path / 'run'
+
+  def train(epochs: int, eval_every: int) -> list:
+    port = free_port()
+    overrides = dict(MATCHING, epochs=epochs, eval_every=eval_every)
+    outs = [str(tmp_path / f'e{epochs}_p{i}.npz') for i in range(2)]
+    summaries = run_all([(_command(2, overrides, small_design_dir, run, outs[i], [
+        f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}']), 2)
+                         for i in range(2)])
+    assert [s['process'] for s in summaries] == [0, 1]
+    assert all(s['devices'] == 4 for s in summaries)
+    states = [load(out) for out in outs]
+    assert_states_equal(states[0], states[1])
+    return summaries, states[0]
+
+  summaries, _ = train(epochs=2, eval_every=0)
+  assert all(s['start_epoch'] == 0 for s in summaries)
+  assert sorted(os.listdir(run / 'checkpoints')) == ['2']
+  summaries, resumed = train(epochs=3, eval_every=3)
+  assert all(s['start_epoch'] == 2 for s in summaries)
+  assert_states_close(resumed, one_device_run)
+  assert sorted(os.listdir(run / 'checkpoints')) == ['2', '3']
+  assert os.listdir(run / 'best') == ['3']
+  log = (run / 'log_summary').read_text()
+  assert log.count('epoch 3/3 ') == 1 and log.count('eval epoch 3 ') == 1  # process 0 only
+  assert 'Resumed from the checkpoint of epoch 2' in log
+  assert len(os.listdir(run / 'output' / 'fake')) == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# Distributed settings from flags and the environment
+
+
+def test_a_plain_run_does_not_initialize_distributed():
+  assert parallel.distributed_settings(environ={}) is None
+  assert parallel.distributed_settings(environ={'SLURM_JOB_ID': '7', 'SLURM_NTASKS': '1'}) is None
+
+
+def test_flags_give_the_distributed_settings_and_win_over_the_environment():
+  env = {'JAX_COORDINATOR_ADDRESS': 'other:1', 'JAX_NUM_PROCESSES': '8', 'JAX_PROCESS_ID': '5'}
+  assert parallel.distributed_settings('10.0.0.1:1234', 4, 2, environ=env) == dict(
+      coordinator_address='10.0.0.1:1234', num_processes=4, process_id=2)
+  assert parallel.distributed_settings(environ=env) == dict(
+      coordinator_address='other:1', num_processes=8, process_id=5)
+
+
+def test_a_multi_task_cluster_job_is_detected_by_jax():
+  assert parallel.distributed_settings(environ={'SLURM_JOB_ID': '7', 'SLURM_NTASKS': '4'}) == {}
+  assert parallel.distributed_settings(environ={'OMPI_COMM_WORLD_SIZE': '2'}) == {}
+
+
+@pytest.mark.parametrize('args,expected', [
+    (('10.0.0.1:1234', 2, -1), 'needs all three'),
+    (('', 2, 0), 'needs all three'),
+    (('10.0.0.1', 2, 0), 'host:port'),
+    (('10.0.0.1:1234', 2, 2), 'process_id=2 must be in 0..1'),
+])
+def test_incomplete_distributed_settings_are_refused(args, expected):
+  with pytest.raises(ConfigError, match=expected):
+    parallel.distributed_settings(*args, environ={})
+
+
+def test_a_non_integer_environment_variable_is_refused():
+  with pytest.raises(ConfigError, match='JAX_NUM_PROCESSES'):
+    parallel.distributed_settings(environ={'JAX_COORDINATOR_ADDRESS': 'h:1',
+                                           'JAX_NUM_PROCESSES': 'two'})
