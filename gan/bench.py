@@ -3,13 +3,17 @@ r"""Training-speed benchmark: how fast is one generator update of each configura
 `python -m gan.bench [--configs NAME_OR_PATH ...] [--iters N] [--json out.json]`
 
 One row per configuration, plus a `matmul` row: the machine's measured float32 matmul rate
-(N x N x N, N = 2048 by default), the roofline the achieved rates are compared with.
+(N x N x N, N = 2048 by default), the roofline the achieved rates are compared with. It is
+timed before every configuration row and after the last (median of all), so on a shared machine
+it sees the same load as the rows.
 
   samples_per_s   batch_size x generator updates per second; each update is the config's
                   critic_iter critic steps and one generator step (gan.step.update)
   iters_per_s     generator updates per second
   gflops_per_s    achieved: XLA's flop count of one compiled update / its median time
-  compile_s       seconds to lower and compile the timed function
+  compile_s       seconds to lower and compile the timed function (wall clock); the JSON also
+                  has compile_cpu_s, the process's CPU seconds meanwhile, which a loaded
+                  machine inflates less
 
 Rows by default: the 12 combinations at their default sizes, named
 <gan_model>_<loss_mode>_<mlp|selfattention> (generator and critic of the same kind), and the
@@ -188,9 +192,9 @@ def benchmark_jitted(fn, state, args: Sequence[Any], *, samples_per_call: int,
   K x batch x updates) and `flops_per_call` flops. Returns the timing columns of a row: medians
   over `iters` timed calls after `warmup` untimed ones.
   """
-  t0 = time.perf_counter()
+  t0, c0 = time.perf_counter(), time.process_time()
   compiled = fn.lower(state, *args).compile()
-  compile_s = time.perf_counter() - t0
+  compile_s, compile_cpu_s = time.perf_counter() - t0, time.process_time() - c0
   for _ in range(warmup):
     state, _ = _block(compiled(state, *args))
   seconds = []
@@ -201,7 +205,7 @@ def benchmark_jitted(fn, state, args: Sequence[Any], *, samples_per_call: int,
   t = statistics.median(seconds)
   return dict(samples_per_s=samples_per_call / t, iters_per_s=updates_per_call / t,
               gflops_per_s=flops_per_call / t / 1e9, compile_s=compile_s,
-              seconds_per_call=seconds)
+              compile_cpu_s=compile_cpu_s, seconds_per_call=seconds)
 
 
 def bench_config(name: str, config, *, iters: int, updates: int, seed: int = 0) -> dict:
@@ -220,17 +224,33 @@ def bench_config(name: str, config, *, iters: int, updates: int, seed: int = 0) 
               batch_size=config.batch_size, gflop_per_update=flops / updates / 1e9, **timing)
 
 
-def bench_matmul(size: int, iters: int) -> dict:
-  """The `matmul` row: float32 (size x size) @ (size x size), 2 size^3 flops a call."""
-  a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
-  b = jax.random.normal(jax.random.PRNGKey(1), (size, size), jnp.float32)
-  fn = jax.jit(lambda s, x: (s, x @ b))  # the (state, aux) shape benchmark_jitted threads
-  timing = benchmark_jitted(fn, jnp.zeros(()), (a,), samples_per_call=0, updates_per_call=0,
-                            flops_per_call=2.0 * size ** 3, iters=iters)
-  return dict(name='matmul', gan_model=None, loss_mode=None, gen_mode=None, disc_mode=None,
-              batch_size=None, samples_per_s=None, iters_per_s=None,
-              gflops_per_s=timing['gflops_per_s'], compile_s=timing['compile_s'],
-              matmul_size=size, seconds_per_call=timing['seconds_per_call'])
+class Roofline:
+  """The `matmul` row: float32 (N x N) @ (N x N), 2 N^3 flops a call, compiled once.
+
+  The machine may be shared, so its rate drifts; `sample` is called between the configuration
+  rows and the row reports the median over every sample, taken under the same conditions as
+  the rows it is compared with.
+  """
+
+  def __init__(self, size: int):
+    self.size = size
+    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
+    b = jax.random.normal(jax.random.PRNGKey(1), (size, size), jnp.float32)
+    self._args = (a,)
+    self._fn = jax.jit(lambda s, x: (s, x @ b))  # the (state, aux) shape benchmark_jitted threads
+    self.seconds, self.compile_s = [], None
+
+  def sample(self, iters: int) -> None:
+    timing = benchmark_jitted(self._fn, jnp.zeros(()), self._args, samples_per_call=0,
+                              updates_per_call=0, flops_per_call=0.0, iters=iters)
+    self.compile_s = self.compile_s or timing['compile_s']
+    self.seconds += timing['seconds_per_call']
+
+  def row(self) -> dict:
+    return dict(name='matmul', gan_model=None, loss_mode=None, gen_mode=None, disc_mode=None,
+                batch_size=None, samples_per_s=None, iters_per_s=None,
+                gflops_per_s=2.0 * self.size ** 3 / statistics.median(self.seconds) / 1e9,
+                compile_s=self.compile_s, matmul_size=self.size, seconds_per_call=self.seconds)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,8 +295,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--configs', nargs='+', default=list(DEFAULT_ROWS),
                       help='row names (e.g. vanilla_wgangp_mlp), configs/ file names or config '
                            'file paths (default: the 12 combinations and the presets)')
-  parser.add_argument('--iters', type=int, default=5, help='timed calls per row (median)')
-  parser.add_argument('--updates', type=int, default=4, help='generator updates per timed call')
+  parser.add_argument('--iters', type=int, default=3, help='timed calls per row (median)')
+  parser.add_argument('--updates', type=int, default=2, help='generator updates per timed call')
   parser.add_argument('--matmul_size', type=int, default=2048, help='N of the roofline matmul')
   parser.add_argument('--no_matmul', action='store_true', help='leave out the matmul row')
   parser.add_argument('--json', default='', help='also write the rows to this JSON file')
@@ -287,10 +307,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.json:  # fail before the work, not after it
       _check_json_target(args.json)
     configs = [row_config(c) for c in args.configs]  # every name checked before any timing
-    rows = [] if args.no_matmul else [bench_matmul(args.matmul_size, args.iters)]
+    roofline = None if args.no_matmul else Roofline(args.matmul_size)
+    rows = []
     for name, config in configs:
+      if roofline:
+        roofline.sample(args.iters)
       rows.append(bench_config(name, config, iters=args.iters, updates=args.updates))
       print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+    if roofline:
+      roofline.sample(args.iters)
+      rows.insert(0, roofline.row())
     if args.json:
       meta = dict(iters=args.iters, updates_per_call=args.updates, backend=jax.default_backend(),
                   devices=[str(d) for d in jax.devices()], cpu_count=os.cpu_count(),
