@@ -44,7 +44,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.disc_dropout = 0.0
   c.disc_conditioning = 'projection'  # projection (+ fixed pixels) | none (unconditional)
   c.mask_input = True                # feed the strut mask as a pixel channel
-  c.embed_dim = 32                   # self-attention token size E
+  c.embed_dim = 16                   # self-attention token size E; 16 (was 32): 1.5x faster
+                                     # per update (gan.bench), still 8 per head
   c.num_heads = 2                    # must divide embed_dim
   c.num_layers = 2                   # transformer blocks
   c.mlp_ratio = 2                    # transformer MLP width = mlp_ratio * embed_dim

@@ -1,0 +1,335 @@
+r"""Training-speed benchmark: how fast is one generator update of each configuration?
+
+`python -m gan.bench [--configs NAME_OR_PATH ...] [--iters N] [--json out.json]`
+
+One row per configuration, plus a `matmul` row: the machine's measured float32 matmul rate
+(N x N x N, N = 2048 by default), the roofline the achieved rates are compared with. It is
+timed before every configuration row and after the last (median of all), so on a shared machine
+it sees the same load as the rows.
+
+  samples_per_s   batch_size x generator updates per second; each update is the config's
+                  critic_iter critic steps and one generator step (gan.step.update)
+  iters_per_s     generator updates per second
+  gflops_per_s    achieved: XLA's flop count of one compiled update / its median time
+  compile_s       seconds to lower and compile the timed function (wall clock); the JSON also
+                  has compile_cpu_s, the process's CPU seconds meanwhile, which a loaded
+                  machine inflates less
+
+Rows by default: the 12 combinations at their default sizes, named
+<gan_model>_<loss_mode>_<mlp|selfattention> (generator and critic of the same kind), and the
+preset `original_vanilla_wgangp`. `--configs` takes row names, names of files in configs/
+(without .py) and paths of config files (anything with `get_config()`).
+
+The data are random but have the training layout's shapes (10 x 14 x 3 for the Hyundai parts with
+datashape=dropempty, 10 durability and 12 mass classes, the config's strut pixels). Each timed
+call is one jitted lax.scan of `update` over `--updates` pre-gathered batches, so per-call
+dispatch does not dominate; after a warm-up call, `--iters` calls are timed and medians reported.
+
+Flops: XLA's cost analysis counts the body of a while loop once, whatever its trip count (a
+lax.scan of 5 matmuls reports the flops of 1). So the flops of one update are assembled from
+loop-free parts: flops(critic_step) x critic_iter + flops(generator_step), each from
+`jax.jit(f).lower(...).compile().cost_analysis()`.
+"""
+
+import argparse
+import functools
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from configs import default
+from gan import config as config_lib
+from gan import data
+from gan import layout as layout_lib
+from gan import step
+from gan.errors import DesignGanError
+
+NUM_DURABILITY = 10
+NUM_MASS = 12
+GAN_MODELS = ('vanilla', 'infogan')
+LOSS_MODES = ('bce', 'wgan', 'wgangp')
+NETWORKS = ('mlp', 'selfattention')
+PRESETS = ('original_vanilla_wgangp',)
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+# Keys of every row, in table order.
+COLUMNS = ('name', 'gan_model', 'loss_mode', 'gen_mode', 'disc_mode', 'batch_size',
+           'samples_per_s', 'iters_per_s', 'gflops_per_s', 'compile_s')
+
+
+class BenchError(DesignGanError):
+  """The benchmark cannot run as asked (unknown configuration, unwritable output)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Configurations
+
+
+def combination_name(gan_model: str, loss_mode: str, network: str) -> str:
+  return f'{gan_model}_{loss_mode}_{network}'
+
+
+def combination_config(gan_model: str, loss_mode: str, network: str):
+  """The default config of one combination, generator and critic of the same kind."""
+  c = default.variant(gan_model, loss_mode)
+  c.gen_mode = c.disc_mode = network
+  return c
+
+
+COMBINATIONS = {combination_name(g, l, n): functools.partial(combination_config, g, l, n)
+                for g in GAN_MODELS for l in LOSS_MODES for n in NETWORKS}
+DEFAULT_ROWS = tuple(COMBINATIONS) + PRESETS
+
+
+def _load_config_file(path: str):
+  """get_config() of a config file given by path (its imports resolve from the repo root)."""
+  name = os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(f'_bench_config_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as e:  # a broken file is the user's to fix: say which and why
+    raise BenchError(f'config file {path} cannot be loaded: {type(e).__name__}: {e}') from None
+  if not hasattr(module, 'get_config'):
+    raise BenchError(f'config file {path} has no get_config()')
+  return module.get_config()
+
+
+def row_config(spec: str):
+  """(row name, unresolved config) for a row name, a configs/ file name or a config path."""
+  if spec in COMBINATIONS:
+    return spec, COMBINATIONS[spec]()
+  if spec.endswith('.py') or os.sep in spec:
+    if not os.path.isfile(spec):
+      raise BenchError(f'--configs {spec}: no such config file')
+    return os.path.splitext(os.path.basename(spec))[0], _load_config_file(spec)
+  path = os.path.join(CONFIG_DIR, spec + '.py')
+  if spec.isidentifier() and os.path.isfile(path):
+    return spec, _load_config_file(path)
+  raise BenchError(f'--configs {spec!r} is not a row name, a file in configs/ or a config file; '
+                   f'row names: {", ".join(DEFAULT_ROWS)}')
+
+
+# ---------------------------------------------------------------------------------------------
+# Models and random data of the training layout
+
+
+def bench_layout(config) -> layout_lib.DesignLayout:
+  """The Hyundai parts' layout under the config's datashape and strut pixels."""
+  return layout_lib.DesignLayout.from_datashape(
+      config.datashape, layout_lib.HYUNDAI_HEIGHT, layout_lib.HYUNDAI_WIDTH,
+      layout_lib.HYUNDAI_ACTIVE_COLUMNS,
+      layout_lib.parse_strut_positions(config.strut_positions))
+
+
+def bench_spec(layout: layout_lib.DesignLayout) -> data.DataSpec:
+  return data.DataSpec(layout, data.ClassVocab(tuple(float(i) for i in range(NUM_DURABILITY))),
+                       data.ClassVocab(tuple(float(i) for i in range(NUM_MASS))))
+
+
+def random_batches(seed: int, layout: layout_lib.DesignLayout, num: int, batch_size: int) -> dict:
+  """`num` batches of random designs with the layout's shapes, stacked: leaves (num, B, ...)."""
+  rng = np.random.default_rng(seed)
+  n = num * batch_size
+  colors = rng.integers(0, 256, (n, len(layout.strut_positions), 3), dtype=np.uint8)
+  arrays = dict(images=rng.uniform(-1, 1, (n,) + layout.shape).astype(np.float32),
+                durability=rng.integers(0, NUM_DURABILITY, n).astype(np.int32),
+                mass=rng.integers(0, NUM_MASS, n).astype(np.int32),
+                fixed=data.fixed_pixel_images(colors, layout))
+  return {k: v.reshape((num, batch_size) + v.shape[1:]) for k, v in arrays.items()}
+
+
+def scanned_updates(config, models: step.Models):
+  """jit of (state, batches) -> (state, last metrics): `update` over each batch in turn."""
+
+  def run(state, batches):
+    state, metrics = jax.lax.scan(lambda s, b: step.update(config, models, s, b), state, batches)
+    return state, jax.tree.map(lambda v: v[-1], metrics)
+
+  return jax.jit(run, donate_argnums=0)
+
+
+def compiled_flops(fn: Callable, *args) -> float:
+  """XLA's flop count of fn(*args) once compiled (loop bodies counted once: see the module doc)."""
+  cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
+    cost = cost[0]
+  return float(cost['flops'])
+
+
+def update_flops(config, models: step.Models, state: step.TrainState, batch) -> float:
+  """Flops of one `update`: critic_iter critic steps and one generator step."""
+  key = jax.random.PRNGKey(0)
+  critic = compiled_flops(lambda s, b, k: step.critic_step(config, models, s, b, k)[0],
+                          state, batch, key)
+  gen = compiled_flops(lambda s, b, k: step.generator_step(config, models, s, b, k)[0],
+                       state, batch, key)
+  return config.critic_iter * critic + gen
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+
+
+def _block(tree):
+  return jax.block_until_ready(tree)
+
+
+def benchmark_jitted(fn, state, args: Sequence[Any], *, samples_per_call: int,
+                     updates_per_call: int, flops_per_call: float, iters: int,
+                     warmup: int = 1) -> dict:
+  """Compiles and times any jitted update `fn(state, *args) -> (state, aux)`.
+
+  The state is threaded from call to call (fn may donate it). One call does `updates_per_call`
+  generator updates on `samples_per_call` training examples in all (for K vmapped models,
+  K x batch x updates) and `flops_per_call` flops. Returns the timing columns of a row: medians
+  over `iters` timed calls after `warmup` untimed ones.
+  """
+  t0, c0 = time.perf_counter(), time.process_time()
+  compiled = fn.lower(state, *args).compile()
+  compile_s, compile_cpu_s = time.perf_counter() - t0, time.process_time() - c0
+  for _ in range(warmup):
+    state, _ = _block(compiled(state, *args))
+  seconds = []
+  for _ in range(iters):
+    t0 = time.perf_counter()
+    state, _ = _block(compiled(state, *args))
+    seconds.append(time.perf_counter() - t0)
+  t = statistics.median(seconds)
+  return dict(samples_per_s=samples_per_call / t, iters_per_s=updates_per_call / t,
+              gflops_per_s=flops_per_call / t / 1e9, compile_s=compile_s,
+              compile_cpu_s=compile_cpu_s, seconds_per_call=seconds)
+
+
+def bench_config(name: str, config, *, iters: int, updates: int, seed: int = 0) -> dict:
+  """One row: builds the config's models on random data and times `updates` updates a call."""
+  config = config_lib.resolve(config)
+  layout = bench_layout(config)
+  models, state = step.init(config, bench_spec(layout), layout.strut_mask())
+  batches = jax.device_put(random_batches(seed, layout, updates, config.batch_size))
+  flops = update_flops(config, models, state,
+                       jax.tree.map(lambda v: v[0], batches)) * updates
+  timing = benchmark_jitted(scanned_updates(config, models), state, (batches,),
+                            samples_per_call=updates * config.batch_size,
+                            updates_per_call=updates, flops_per_call=flops, iters=iters)
+  return dict(name=name, gan_model=config.gan_model, loss_mode=config.loss_mode,
+              gen_mode=config.gen_mode, disc_mode=config.disc_mode,
+              batch_size=config.batch_size, gflop_per_update=flops / updates / 1e9, **timing)
+
+
+class Roofline:
+  """The `matmul` row: float32 (N x N) @ (N x N), 2 N^3 flops a call, compiled once.
+
+  The machine may be shared, so its rate drifts; `sample` is called between the configuration
+  rows and the row reports the median over every sample, taken under the same conditions as
+  the rows it is compared with.
+  """
+
+  def __init__(self, size: int):
+    self.size = size
+    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
+    b = jax.random.normal(jax.random.PRNGKey(1), (size, size), jnp.float32)
+    self._args = (a,)
+    self._fn = jax.jit(lambda s, x: (s, x @ b))  # the (state, aux) shape benchmark_jitted threads
+    self.seconds, self.compile_s = [], None
+
+  def sample(self, iters: int) -> None:
+    timing = benchmark_jitted(self._fn, jnp.zeros(()), self._args, samples_per_call=0,
+                              updates_per_call=0, flops_per_call=0.0, iters=iters)
+    self.compile_s = self.compile_s or timing['compile_s']
+    self.seconds += timing['seconds_per_call']
+
+  def row(self) -> dict:
+    return dict(name='matmul', gan_model=None, loss_mode=None, gen_mode=None, disc_mode=None,
+                batch_size=None, samples_per_s=None, iters_per_s=None,
+                gflops_per_s=2.0 * self.size ** 3 / statistics.median(self.seconds) / 1e9,
+                compile_s=self.compile_s, matmul_size=self.size, seconds_per_call=self.seconds)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+
+def _fmt(value) -> str:
+  if value is None:
+    return '-'
+  if isinstance(value, float):
+    return f'{value:,.1f}' if value >= 10 else f'{value:.2f}'
+  return str(value)
+
+
+def format_table(rows: Sequence[dict]) -> str:
+  """Fixed-width table of COLUMNS, plus each row's share of the matmul roofline."""
+  roof = next((r['gflops_per_s'] for r in rows if r['name'] == 'matmul'), None)
+  header = list(COLUMNS) + (['roofline_%'] if roof else [])
+  cells = []
+  for r in rows:
+    line = [_fmt(r[c]) for c in COLUMNS]
+    if roof:
+      line.append(f'{100 * r["gflops_per_s"] / roof:.0f}')
+    cells.append(line)
+  widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+  fmt = lambda cols: '  '.join(c.rjust(w) if i else c.ljust(w)
+                               for i, (c, w) in enumerate(zip(cols, widths)))
+  return '\n'.join([fmt(header)] + [fmt(c) for c in cells])
+
+
+def _check_json_target(path: str) -> None:
+  path = os.path.abspath(path)
+  if os.path.isdir(path) or not os.path.isdir(os.path.dirname(path)):
+    raise BenchError(f'--json {path}: not a file in an existing directory')
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(
+      prog='python -m gan.bench',
+      description='Training-speed benchmark: samples/s, updates/s, achieved GFLOP/s and '
+                  'compile time of each configuration, against a float32 matmul roofline.')
+  parser.add_argument('--configs', nargs='+', default=list(DEFAULT_ROWS),
+                      help='row names (e.g. vanilla_wgangp_mlp), configs/ file names or config '
+                           'file paths (default: the 12 combinations and the presets)')
+  parser.add_argument('--iters', type=int, default=3, help='timed calls per row (median)')
+  parser.add_argument('--updates', type=int, default=2, help='generator updates per timed call')
+  parser.add_argument('--matmul_size', type=int, default=2048, help='N of the roofline matmul')
+  parser.add_argument('--no_matmul', action='store_true', help='leave out the matmul row')
+  parser.add_argument('--json', default='', help='also write the rows to this JSON file')
+  args = parser.parse_args(argv)
+  try:
+    if args.iters < 1 or args.updates < 1 or args.matmul_size < 1:
+      raise BenchError('--iters, --updates and --matmul_size must be positive')
+    if args.json:  # fail before the work, not after it
+      _check_json_target(args.json)
+    configs = [row_config(c) for c in args.configs]  # every name checked before any timing
+    roofline = None if args.no_matmul else Roofline(args.matmul_size)
+    rows = []
+    for name, config in configs:
+      if roofline:
+        roofline.sample(args.iters)
+      rows.append(bench_config(name, config, iters=args.iters, updates=args.updates))
+      print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+    if roofline:
+      roofline.sample(args.iters)
+      rows.insert(0, roofline.row())
+    if args.json:
+      meta = dict(iters=args.iters, updates_per_call=args.updates, backend=jax.default_backend(),
+                  devices=[str(d) for d in jax.devices()], cpu_count=os.cpu_count(),
+                  load_average=os.getloadavg())
+      with open(args.json, 'w', encoding='utf-8') as f:
+        json.dump(dict(meta=meta, rows=rows), f, indent=1)
+        f.write('\n')
+  except DesignGanError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  print(format_table(rows))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

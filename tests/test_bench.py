@@ -1,0 +1,86 @@
+"""Tests of the training-speed benchmark CLI (gan/bench.py): tiny sizes, one timed call.
+
+Compilation dominates, so it runs with `jax_disable_most_optimizations` (the tests check what
+is reported, not how fast).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from gan import bench
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = '''from configs import default
+
+
+def get_config():
+  c = default.variant('vanilla', 'wgangp')
+  c.update(dict(gen_mode='selfattention', disc_mode='mlp', gen_hidden_dims=(16,),
+                disc_hidden_dims=(16,), zdim=8, class_embed_dim=4, embed_dim=8, num_heads=2,
+                num_layers=1, batch_size=8, critic_iter=2))
+  return c
+'''
+
+
+@pytest.fixture(scope='module', autouse=True)
+def fast_compilation():
+  previous = jax.config.read('jax_disable_most_optimizations')
+  jax.config.update('jax_disable_most_optimizations', True)
+  yield
+  jax.config.update('jax_disable_most_optimizations', previous)
+
+
+def _run(*args):
+  env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='1')
+  return subprocess.run([sys.executable, '-m', 'gan.bench', *args], cwd=REPO_ROOT,
+                        capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_cli_writes_the_documented_json(tmp_path):
+  config = tmp_path / 'tiny.py'
+  config.write_text(TINY)
+  out = tmp_path / 'bench.json'
+  proc = _run('--configs', str(config), '--iters', '1', '--updates', '1', '--matmul_size', '128',
+              '--json', str(out))
+  assert proc.returncode == 0, proc.stderr
+  rows = json.loads(out.read_text())['rows']
+  assert [r['name'] for r in rows] == ['matmul', 'tiny']
+  matmul, tiny = rows
+  assert matmul['gflops_per_s'] > 0 and matmul['compile_s'] > 0
+  assert set(bench.COLUMNS) <= set(tiny)
+  assert (tiny['gan_model'], tiny['loss_mode'], tiny['gen_mode'], tiny['disc_mode'],
+          tiny['batch_size']) == ('vanilla', 'wgangp', 'selfattention', 'mlp', 8)
+  for key in ('samples_per_s', 'iters_per_s', 'gflops_per_s', 'compile_s'):
+    assert tiny[key] > 0, key
+  assert abs(tiny['samples_per_s'] - 8 * tiny['iters_per_s']) < 1e-6 * tiny['samples_per_s']
+  assert 'tiny' in proc.stdout and 'matmul' in proc.stdout  # the table
+
+
+def test_unknown_config_is_one_error_line():
+  proc = _run('--configs', 'vanilla_wgangp_nope', '--iters', '1')
+  assert proc.returncode != 0
+  assert 'Traceback' not in proc.stderr, proc.stderr
+  errors = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
+  assert len(errors) == 1 and 'vanilla_wgangp_nope' in errors[0], proc.stderr
+  assert 'vanilla_wgangp_mlp' in errors[0]  # says what is allowed
+
+
+def test_flops_of_an_update_count_every_critic_step():
+  """XLA counts a loop body once; update_flops must scale with critic_iter."""
+  _, c = bench.row_config('vanilla_wgan_mlp')
+  c.update(dict(gen_hidden_dims=(16,), disc_hidden_dims=(16,), zdim=4, batch_size=4))
+  flops = []
+  for n in (1, 3):
+    c.critic_iter = n
+    resolved = bench.config_lib.resolve(c)
+    layout = bench.bench_layout(resolved)
+    models, state = bench.step.init(resolved, bench.bench_spec(layout), layout.strut_mask())
+    batch = {k: v[0] for k, v in bench.random_batches(0, layout, 1, 4).items()}
+    flops.append(bench.update_flops(resolved, models, state, batch))
+  critic = (flops[1] - flops[0]) / 2
+  assert critic > 0 and flops[0] > critic
