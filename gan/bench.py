@@ -146,14 +146,15 @@ def random_batches(seed: int, layout: layout_lib.DesignLayout, num: int, batch_s
   return {k: v.reshape((num, batch_size) + v.shape[1:]) for k, v in arrays.items()}
 
 
-def scanned_updates(config, models: step.Models):
-  """jit of (state, batches) -> (state, last metrics): `update` over each batch in turn."""
+def scanned_updates(config, models: step.Models, num_seeds: int = 1):
+  """jit of (state, batches) -> (state, last metrics): `update` over each batch in turn; with
+  num_seeds = K > 1 vmapped over K stacked models sharing the batches, as a sweep trains."""
 
   def run(state, batches):
     state, metrics = jax.lax.scan(lambda s, b: step.update(config, models, s, b), state, batches)
     return state, jax.tree.map(lambda v: v[-1], metrics)
 
-  return jax.jit(run, donate_argnums=0)
+  return jax.jit(jax.vmap(run, in_axes=(0, None)) if num_seeds > 1 else run, donate_argnums=0)
 
 
 def compiled_flops(fn: Callable, *args) -> float:
@@ -208,20 +209,27 @@ def benchmark_jitted(fn, state, args: Sequence[Any], *, samples_per_call: int,
               compile_cpu_s=compile_cpu_s, seconds_per_call=seconds)
 
 
-def bench_config(name: str, config, *, iters: int, updates: int, seed: int = 0) -> dict:
-  """One row: builds the config's models on random data and times `updates` updates a call."""
+def bench_config(name: str, config, *, iters: int, updates: int, seed: int = 0,
+                 num_seeds: int = 1) -> dict:
+  """One row: builds the config's models on random data and times `updates` updates a call
+  (of each of num_seeds vmapped models: samples/s counts the samples of all of them)."""
   config = config_lib.resolve(config)
   layout = bench_layout(config)
-  models, state = step.init(config, bench_spec(layout), layout.strut_mask())
+  spec, mask = bench_spec(layout), layout.strut_mask()
+  models, one = step.init(config, spec, mask)
+  state = (step.init_sweep(config, spec, mask, range(num_seeds))[1] if num_seeds > 1 else one)
   batches = jax.device_put(random_batches(seed, layout, updates, config.batch_size))
-  flops = update_flops(config, models, state,
-                       jax.tree.map(lambda v: v[0], batches)) * updates
-  timing = benchmark_jitted(scanned_updates(config, models), state, (batches,),
-                            samples_per_call=updates * config.batch_size,
-                            updates_per_call=updates, flops_per_call=flops, iters=iters)
-  return dict(name=name, gan_model=config.gan_model, loss_mode=config.loss_mode,
-              gen_mode=config.gen_mode, disc_mode=config.disc_mode,
-              batch_size=config.batch_size, gflop_per_update=flops / updates / 1e9, **timing)
+  flops = update_flops(config, models, one,
+                       jax.tree.map(lambda v: v[0], batches)) * updates * num_seeds
+  timing = benchmark_jitted(scanned_updates(config, models, num_seeds), state, (batches,),
+                            samples_per_call=updates * config.batch_size * num_seeds,
+                            updates_per_call=updates * num_seeds, flops_per_call=flops,
+                            iters=iters)
+  return dict(name=name + (f' x{num_seeds} seeds' if num_seeds > 1 else ''),
+              gan_model=config.gan_model, loss_mode=config.loss_mode,
+              gen_mode=config.gen_mode, disc_mode=config.disc_mode, num_seeds=num_seeds,
+              batch_size=config.batch_size,
+              gflop_per_update=flops / updates / num_seeds / 1e9, **timing)
 
 
 class Roofline:
@@ -297,23 +305,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                            'file paths (default: the 12 combinations and the presets)')
   parser.add_argument('--iters', type=int, default=3, help='timed calls per row (median)')
   parser.add_argument('--updates', type=int, default=2, help='generator updates per timed call')
+  parser.add_argument('--batch_size', type=int, default=0,
+                      help='batch size of every row (default: each config\'s own)')
+  parser.add_argument('--num_seeds', type=int, nargs='+', default=[1],
+                      help='rows with K vmapped models (a num_seeds sweep) for each K given')
   parser.add_argument('--matmul_size', type=int, default=2048, help='N of the roofline matmul')
   parser.add_argument('--no_matmul', action='store_true', help='leave out the matmul row')
   parser.add_argument('--json', default='', help='also write the rows to this JSON file')
   args = parser.parse_args(argv)
   try:
-    if args.iters < 1 or args.updates < 1 or args.matmul_size < 1:
-      raise BenchError('--iters, --updates and --matmul_size must be positive')
+    if (args.iters < 1 or args.updates < 1 or args.matmul_size < 1 or args.batch_size < 0
+        or min(args.num_seeds) < 1):
+      raise BenchError('--iters, --updates, --matmul_size and --num_seeds must be positive '
+                       '(--batch_size 0 = the config\'s)')
     if args.json:  # fail before the work, not after it
       _check_json_target(args.json)
     configs = [row_config(c) for c in args.configs]  # every name checked before any timing
     roofline = None if args.no_matmul else Roofline(args.matmul_size)
     rows = []
     for name, config in configs:
-      if roofline:
-        roofline.sample(args.iters)
-      rows.append(bench_config(name, config, iters=args.iters, updates=args.updates))
-      print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+      if args.batch_size:
+        config.batch_size = args.batch_size
+      for num_seeds in args.num_seeds:
+        if roofline:
+          roofline.sample(args.iters)
+        rows.append(bench_config(name, config, iters=args.iters, updates=args.updates,
+                                 num_seeds=num_seeds))
+        print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     if roofline:
       roofline.sample(args.iters)
       rows.insert(0, roofline.row())

@@ -27,12 +27,7 @@ def get_config():
 '''
 
 
-@pytest.fixture(scope='module', autouse=True)
-def fast_compilation():
-  previous = jax.config.read('jax_disable_most_optimizations')
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', previous)
+pytestmark = pytest.mark.usefixtures('fast_compilation')
 
 
 def _run(*args):
@@ -46,11 +41,14 @@ def test_cli_writes_the_documented_json(tmp_path):
   config.write_text(TINY)
   out = tmp_path / 'bench.json'
   proc = _run('--configs', str(config), '--iters', '1', '--updates', '1', '--matmul_size', '128',
-              '--json', str(out))
+              '--num_seeds', '1', '2', '--json', str(out))
   assert proc.returncode == 0, proc.stderr
   rows = json.loads(out.read_text())['rows']
-  assert [r['name'] for r in rows] == ['matmul', 'tiny']
-  matmul, tiny = rows
+  assert [r['name'] for r in rows] == ['matmul', 'tiny', 'tiny x2 seeds']
+  matmul, tiny, sweep = rows
+  # A sweep row counts the samples, updates and flops of all its models.
+  assert sweep['num_seeds'] == 2 and sweep['gflop_per_update'] == tiny['gflop_per_update']
+  assert abs(sweep['samples_per_s'] - 8 * sweep['iters_per_s']) < 1e-6 * sweep['samples_per_s']
   assert matmul['gflops_per_s'] > 0 and matmul['compile_s'] > 0
   assert set(bench.COLUMNS) <= set(tiny)
   assert (tiny['gan_model'], tiny['loss_mode'], tiny['gen_mode'], tiny['disc_mode'],
