@@ -52,6 +52,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.weight_clip = 0.01               # wgan: critic weight matrices clipped to +-weight_clip
   c.critic_iter = 5                  # critic steps per generator step (bce always uses 1)
   c.info_lambda = 1.0                # infogan: weight of the code (mutual-information) loss
+  # Auxiliary classifier (AC-GAN): a head on the critic's features learns (durability, mass) from
+  # real designs in the critic step; the generator is asked to make designs it classifies as
+  # requested. 0 = no head.
+  c.aux_lambda = 1.0                 # weight of CE(A(G(z, c)), c) in the generator loss
+  c.aux_lambda_critic = 1.0          # weight of CE(A(x), labels) in the critic loss
+  c.aux_regression = 0.0             # extra squared error on the class index (0 = CE only)
 
   # Optimisation.
   c.optimizer = 'adam'               # adam | adamw | rmsprop
@@ -60,6 +66,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.opt_beta1 = 0.0
   c.opt_beta2 = 0.9
   c.weight_decay = 0.01              # adamw only
+  c.ema_decay = 0.999                # sampling weights: EMA of the generator (0 = raw weights)
   c.batch_size = 256
   c.epochs = 100
 

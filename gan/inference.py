@@ -94,9 +94,10 @@ def load(model_path: str, step_: Optional[int] = None, device=None) -> TrainedMo
   try:  # closing the manager ends orbax's background reads even when a restore fails
     _, meta = checkpoints.read_meta(mngr, epoch)
     try:
-      # Fields added after a checkpoint was written take their defaults.
+      # Fields added after a checkpoint was written take the values that reproduce the older
+      # code (config_lib.LEGACY_VALUES), others their defaults.
       full = default_config.get_config().to_dict()
-      full.update(meta['config'])
+      full.update(config_lib.with_legacy_values(meta['config']))
       config = config_lib.resolve(ml_collections.ConfigDict(full))
       spec = data.DataSpec.from_dict(meta['spec'])
     except (KeyError, TypeError, ValueError, AttributeError, DesignGanError) as e:
@@ -125,6 +126,6 @@ def generate(model: TrainedModel, durability_idx, mass_idx, fixed, seed: int) ->
   images (N, H, W, 3); strut pixels exactly the requested colours; deterministic in `seed`."""
   durability_idx = np.asarray(durability_idx, np.int32)
   z = jax.random.normal(jax.random.PRNGKey(seed), (len(durability_idx), model.config.zdim))
-  images = model.sample_fn(model.state.gen_params, model.state.gen_rest, z, durability_idx,
+  images = model.sample_fn(*step.sampling_params(model.state), z, durability_idx,
                            np.asarray(mass_idx, np.int32), np.asarray(fixed, np.float32))
   return model.spec.layout.to_full(data.denormalize(np.asarray(images)))

@@ -194,7 +194,7 @@ def train(config) -> dict:
                  '  '.join(f'{k} {v:.4f}' for k, v in means.items()), samples_per_s, seconds, note)
         tb.scalars(epoch, dict(means, samples_per_s=samples_per_s))
       if epoch % config.sample_every == 0 or epoch == config.epochs:
-        fake = sample_fn(state.gen_params, state.gen_rest, *grid_inputs)
+        fake = sample_fn(*step.sampling_params(state), *grid_inputs)
         full = _to_full_uint8(layout, fake).reshape((len(spec.durability), len(spec.mass))
                                                     + (layout.full_height, layout.full_width, 3))
         tb.image('fake/designs_by_class', epoch, summaries.design_grid(full))
@@ -248,7 +248,7 @@ class _Evaluator:
 
     def generate_fn(d, m, fixed, seed):
       z = jax.random.normal(jax.random.PRNGKey(seed), (len(d), zdim))
-      images = sample_fn(state.gen_params, state.gen_rest, z, d, m, fixed)
+      images = sample_fn(*step.sampling_params(state), z, d, m, fixed)
       return layout.to_full(data.denormalize(np.asarray(images)))
 
     metrics = evaluate.evaluate_generator(generate_fn, self.dataset, self.classifier,
@@ -283,7 +283,7 @@ def _write_outputs(config, dataset, models, state, sample_fn, output_path):
   # Files are in name (= label) order: a seeded shuffle gives a spread of conditions.
   part = part.take(np.sort(np.random.default_rng(config.seed).permutation(len(part))[:n]))
   z = jax.random.normal(jax.random.PRNGKey(config.seed + 2), (n, config.zdim))
-  fake = sample_fn(state.gen_params, state.gen_rest, z, part.durability, part.mass, part.fixed)
+  fake = sample_fn(*step.sampling_params(state), z, part.durability, part.mass, part.fixed)
   layout = dataset.layout
   fake_paths = summaries.write_designs(os.path.join(output_path, 'fake'), 'fake',
                                        _to_full_uint8(layout, fake))
