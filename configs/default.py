@@ -66,6 +66,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.opt_beta1 = 0.0
   c.opt_beta2 = 0.9
   c.weight_decay = 0.01              # adamw only
+  c.lr_decay_steps = 0               # generator steps of a linear lr decay (0 = constant lr)
+  c.lr_final_fraction = 0.1          # lr after the decay, as a fraction of the initial lr
   c.ema_decay = 0.999                # sampling weights: EMA of the generator (0 = raw weights)
   c.batch_size = 256
   c.epochs = 100

@@ -42,7 +42,7 @@ MODEL_FIELDS = ('gan_model', 'loss_mode', 'gen_mode', 'disc_mode', 'zdim', 'clas
 # did before them: a saved config without the field takes this value, not today's default (an
 # older run has no auxiliary head; its generator was never averaged).
 LEGACY_VALUES = {'aux_lambda': 0.0, 'aux_lambda_critic': 0.0, 'aux_regression': 0.0,
-                 'ema_decay': 0.0}
+                 'ema_decay': 0.0, 'lr_decay_steps': 0, 'lr_final_fraction': 0.1}
 
 
 def with_legacy_values(saved: dict) -> dict:
@@ -84,6 +84,11 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       raise ConfigError(f'{field} must be a non-empty list of widths (0 = image size), '
                         f'got {dims!r}')
     c[field] = tuple(dims)
+  if not isinstance(c.lr_decay_steps, int) or c.lr_decay_steps < 0:
+    raise ConfigError(f'lr_decay_steps must be 0 (constant lr) or a positive number of generator '
+                      f'steps, got {c.lr_decay_steps!r}')
+  if not 0 < c.lr_final_fraction <= 1:
+    raise ConfigError(f'lr_final_fraction must be in (0, 1], got {c.lr_final_fraction!r}')
   if c.aux_lambda > 0 and not c.aux_lambda_critic > 0:
     raise ConfigError(f'aux_lambda={c.aux_lambda} needs aux_lambda_critic > 0 (the auxiliary '
                       'classifier learns the labels in the critic step); or set aux_lambda=0')
@@ -119,6 +124,7 @@ def model_fields(config) -> dict:
   fields = {f: _plain(config[f]) for f in MODEL_FIELDS}
   fields['aux_head'] = config['aux_lambda'] > 0
   fields['aux_regression_head'] = fields['aux_head'] and config['aux_regression'] > 0
+  fields['lr_decay'] = config['lr_decay_steps'] > 0  # adds a step count to the optimiser states
   return fields
 
 

@@ -82,8 +82,20 @@ class Models(NamedTuple):
   num_mass: int
 
 
-def make_optimizer(name: str, learning_rate: float, b1: float, b2: float,
+def learning_rate_schedule(learning_rate: float, decay_steps: int, final_fraction: float):
+  """lr(k) = learning_rate * (1 - (1 - final_fraction) min(k, decay_steps) / decay_steps) after k
+  updates of this optimiser: a linear decay, then constant. decay_steps 0 gives the constant lr
+  (a plain float, so the optimiser state has no step count and older checkpoints still load).
+  The horizon is in steps, not in epochs, so a run resumed with more epochs follows the same
+  schedule as one trained straight."""
+  if decay_steps <= 0:
+    return learning_rate
+  return optax.linear_schedule(learning_rate, learning_rate * final_fraction, decay_steps)
+
+
+def make_optimizer(name: str, learning_rate, b1: float, b2: float,
                    weight_decay: float) -> optax.GradientTransformation:
+  """Adam / AdamW / RMSprop; learning_rate a float or an optax schedule."""
   if name == 'adam':
     return optax.adam(learning_rate, b1=b1, b2=b2)
   if name == 'adamw':
@@ -123,10 +135,16 @@ def init(config, spec, mask) -> tuple[Models, TrainState]:
   critic = networks.build_critic(config, shape, nd, nm, rngs)
   gen_def, gen_params, gen_rest = nnx.split(gen, nnx.Param, ...)
   critic_def, q_params, critic_params = nnx.split(critic, _Q, nnx.Param)
-  gen_tx = make_optimizer(config.optimizer, config.learning_rate_gen, config.opt_beta1,
-                          config.opt_beta2, config.weight_decay)
-  critic_tx = make_optimizer(config.optimizer, config.learning_rate_disc, config.opt_beta1,
-                             config.opt_beta2, config.weight_decay)
+  # lr_decay_steps counts generator steps; the critic makes critic_iter updates per step.
+  gen_lr = learning_rate_schedule(config.learning_rate_gen, config.lr_decay_steps,
+                                  config.lr_final_fraction)
+  critic_lr = learning_rate_schedule(config.learning_rate_disc,
+                                     config.lr_decay_steps * config.critic_iter,
+                                     config.lr_final_fraction)
+  gen_tx = make_optimizer(config.optimizer, gen_lr, config.opt_beta1, config.opt_beta2,
+                          config.weight_decay)
+  critic_tx = make_optimizer(config.optimizer, critic_lr, config.opt_beta1, config.opt_beta2,
+                             config.weight_decay)
   models = Models(gen_def, critic_def, gen_tx, critic_tx, jnp.asarray(mask), nd, nm)
   state = TrainState(step=jnp.zeros((), jnp.int32), key=key, gen_params=gen_params,
                      gen_ema=jax.tree.map(jnp.copy, gen_params), gen_rest=gen_rest, critic_params=critic_params, q_params=q_params,

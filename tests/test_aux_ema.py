@@ -247,3 +247,36 @@ def test_checkpoint_without_ema_or_aux_head_still_loads(ema_run, tmp_path):
   assert not [k for k in leaves(model.state.critic_params) if 'aux_head' in k]
   assert not changed_leaves(state.gen_params, model.state.gen_params)
   assert not changed_leaves(state.gen_params, model.state.gen_ema)
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning-rate decay
+
+
+def test_learning_rate_schedule_decays_linearly_then_holds():
+  assert step.learning_rate_schedule(2e-4, 0, 0.1) == 2e-4  # constant: a plain float
+  schedule = step.learning_rate_schedule(2e-4, 100, 0.1)
+  for k, expected in ((0, 2e-4), (50, 1.1e-4), (100, 2e-5), (1000, 2e-5)):
+    assert float(schedule(k)) == pytest.approx(expected, rel=1e-5), k
+
+
+def test_lr_decay_changes_the_updates_and_is_checked(small_design_dir, tmp_path):
+  """With a decay the optimiser applies the scheduled lr: at the first update it equals the
+  constant optimiser's, at the end of the decay it is lr_final_fraction of it."""
+  base = dict(data_path=small_design_dir, log_path=str(tmp_path / 'run'))
+  config, dataset, models, state = setup(tiny_config(lr_decay_steps=4, lr_final_fraction=0.25,
+                                                     **base))
+  _, _, const_models, _ = setup(tiny_config(**base))
+  grads = jax.tree.map(jnp.ones_like, (state.gen_params, state.q_params))
+  params = (state.gen_params, state.q_params)
+  opt = models.gen_tx.init(params)
+  const_opt = const_models.gen_tx.init(params)
+  for k in range(6):
+    upd, opt = models.gen_tx.update(grads, opt, params)
+    const_upd, const_opt = const_models.gen_tx.update(grads, const_opt, params)
+    ratio = leaves(upd[0]).popitem()[1] / leaves(const_upd[0]).popitem()[1]
+    expected = 1 - 0.75 * min(k, 4) / 4
+    np.testing.assert_allclose(ratio, expected, rtol=1e-5)
+  with pytest.raises(ConfigError, match='lr_final_fraction'):
+    config_lib.resolve(tiny_config(lr_final_fraction=0.0))
+  assert config_lib.model_fields(tiny_config(lr_decay_steps=4))['lr_decay']
