@@ -147,7 +147,8 @@ def init(config, spec, mask) -> tuple[Models, TrainState]:
                              config.weight_decay)
   models = Models(gen_def, critic_def, gen_tx, critic_tx, jnp.asarray(mask), nd, nm)
   state = TrainState(step=jnp.zeros((), jnp.int32), key=key, gen_params=gen_params,
-                     gen_ema=jax.tree.map(jnp.copy, gen_params), gen_rest=gen_rest, critic_params=critic_params, q_params=q_params,
+                     gen_ema=jax.tree.map(jnp.copy, gen_params), gen_rest=gen_rest,
+                     critic_params=critic_params, q_params=q_params,
                      gen_opt=gen_tx.init((gen_params, q_params)),
                      critic_opt=critic_tx.init(critic_params))
   return models, state
