@@ -27,6 +27,8 @@ def get_config():
   c.mask_input = False
   c.batch_size = 512
   c.critic_iter = 5
+  c.aux_lambda = 0.0  # the original had no auxiliary classifier and sampled its raw generator
+  c.ema_decay = 0.0
   c.optimizer = 'adam'
   c.opt_beta1, c.opt_beta2 = 0.0, 0.9
   c.log_path = 'runs/original_vanilla_wgangp'

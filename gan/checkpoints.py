@@ -49,15 +49,27 @@ def read_meta(mngr: ocp.CheckpointManager, epoch: Optional[int] = None) -> tuple
   return epoch, meta
 
 
+# TrainState fields newer than some checkpoints, with how to rebuild them from the restored
+# fields: an older run sampled with its raw generator, so its average starts as that generator.
+DERIVED_FIELDS = {'gen_ema': lambda restored: jax.tree.map(lambda x: x.copy(),
+                                                          restored['gen_params'])}
+
+
 def restore_state(mngr: ocp.CheckpointManager, epoch: int, abstract_state) -> Any:
   """Restores the TrainState onto the shardings/devices of `abstract_state`.
 
   The stored array shapes are compared with the model's first, so a checkpoint of another model
-  is refused with a short message before any array is read.
+  is refused with a short message before any array is read. A checkpoint written before a field
+  of DERIVED_FIELDS existed restores without it and gets it rebuilt.
   """
   target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state._asdict())
   where = f'checkpoint {epoch} in {mngr.directory}'
-  stored = _stored_shapes(os.path.join(mngr.directory, str(epoch), 'state'), where)
+  stored_tree = _stored_tree(os.path.join(mngr.directory, str(epoch), 'state'), where)
+  missing_fields = [k for k in DERIVED_FIELDS
+                    if isinstance(stored_tree, dict) and k not in stored_tree and k in target]
+  for k in missing_fields:
+    del target[k]
+  stored = sorted((tuple(m.shape), str(m.dtype)) for m in jax.tree.leaves(stored_tree))
   expected = sorted((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(target))
   if not stored:
     raise CheckpointError(f'{where} is damaged: its array metadata is unreadable or empty')
@@ -71,11 +83,13 @@ def restore_state(mngr: ocp.CheckpointManager, epoch: int, abstract_state) -> An
         state=ocp.args.StandardRestore(target)))['state']
   except Exception as e:  # a damaged file
     raise CheckpointError(f'{where} is damaged: {one_line(e)}') from None
+  for k in missing_fields:
+    restored[k] = DERIVED_FIELDS[k](restored)
   return type(abstract_state)(**restored)
 
 
-def _stored_shapes(state_dir: str, where: str) -> list:
-  """Sorted (shape, dtype) of every array a saved state holds, from its metadata alone."""
+def _stored_tree(state_dir: str, where: str):
+  """The metadata tree (shape and dtype of every array) of a saved state, read without arrays."""
   absl_logger = logging.getLogger('absl')
   level = absl_logger.level
   absl_logger.setLevel(logging.ERROR)  # orbax warns that the item dir has no step metadata
@@ -83,8 +97,7 @@ def _stored_shapes(state_dir: str, where: str) -> list:
     with ocp.StandardCheckpointer() as checkpointer:
       metadata = checkpointer.metadata(state_dir)
     tree = getattr(metadata, 'item_metadata', metadata)
-    tree = getattr(tree, 'tree', tree)
-    return sorted((tuple(m.shape), str(m.dtype)) for m in jax.tree.leaves(tree))
+    return getattr(tree, 'tree', tree)
   except Exception as e:  # missing or unreadable metadata
     raise CheckpointError(f'{where} is damaged or incomplete: {one_line(e)}') from None
   finally:

@@ -32,13 +32,23 @@ POSITIVE_INTS = ('zdim', 'class_embed_dim', 'hidden_dim', 'embed_dim', 'num_head
                  'checkpoint_every', 'keep_checkpoints', 'eval_per_pair', 'num_seeds')
 POSITIVE_FLOATS = ('learning_rate_gen', 'learning_rate_disc', 'weight_clip')
 NON_NEGATIVE_FLOATS = ('constraint_lambda', 'lambda_gp', 'info_lambda', 'weight_decay',
-                       'time_budget_min')
+                       'time_budget_min', 'aux_lambda', 'aux_lambda_critic', 'aux_regression')
 # Fields that define the model: a checkpoint can only be resumed with the same values.
 MODEL_FIELDS = ('gan_model', 'loss_mode', 'gen_mode', 'disc_mode', 'zdim', 'class_embed_dim',
                 'gen_hidden_dims', 'gen_norm', 'gen_dropout', 'hidden_dim', 'disc_hidden_dims',
                 'disc_norm', 'disc_dropout', 'disc_conditioning', 'mask_input', 'embed_dim',
                 'num_heads', 'num_layers', 'mlp_ratio', 'optimizer', 'datashape',
                 'strut_positions', 'seed', 'data_seed', 'batch_size')
+# Fields added after checkpoints were first written, with the value that reproduces what the code
+# did before them: a saved config without the field takes this value, not today's default (an
+# older run has no auxiliary head; its generator was never averaged).
+LEGACY_VALUES = {'aux_lambda': 0.0, 'aux_lambda_critic': 0.0, 'aux_regression': 0.0,
+                 'ema_decay': 0.0, 'lr_decay_steps': 0, 'lr_final_fraction': 0.1}
+
+
+def with_legacy_values(saved: dict) -> dict:
+  """A saved config dict with the fields it predates filled in from LEGACY_VALUES."""
+  return {**LEGACY_VALUES, **saved}
 
 
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -60,7 +70,7 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   for field in NON_NEGATIVE_FLOATS:
     if not c[field] >= 0:
       raise ConfigError(f'{field} must be >= 0, got {c[field]!r}')
-  for field in ('gen_dropout', 'disc_dropout', 'opt_beta1', 'opt_beta2'):
+  for field in ('gen_dropout', 'disc_dropout', 'opt_beta1', 'opt_beta2', 'ema_decay'):
     if not 0 <= c[field] < 1:
       raise ConfigError(f'{field} must be in [0, 1), got {c[field]!r}')
   if not 0 <= c.val_fraction < 1:
@@ -78,6 +88,14 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if not isinstance(c.data_seed, int) or c.data_seed < -1:
     raise ConfigError(f'data_seed must be -1 (use seed) or a non-negative integer, '
                       f'got {c.data_seed!r}')
+  if not isinstance(c.lr_decay_steps, int) or c.lr_decay_steps < 0:
+    raise ConfigError(f'lr_decay_steps must be 0 (constant lr) or a positive number of generator '
+                      f'steps, got {c.lr_decay_steps!r}')
+  if not 0 < c.lr_final_fraction <= 1:
+    raise ConfigError(f'lr_final_fraction must be in (0, 1], got {c.lr_final_fraction!r}')
+  if c.aux_lambda > 0 and not c.aux_lambda_critic > 0:
+    raise ConfigError(f'aux_lambda={c.aux_lambda} needs aux_lambda_critic > 0 (the auxiliary '
+                      'classifier learns the labels in the critic step); or set aux_lambda=0')
   if c.loss_mode == 'bce':
     c.critic_iter = 1  # one discriminator step per generator step for the non-saturating GAN
   if not isinstance(c.eval_every, int) or c.eval_every < 0:
@@ -107,7 +125,7 @@ def from_saved(saved: dict) -> ml_collections.ConfigDict:
   """The resolved config of a checkpoint's metadata; fields added since it was written take their
   defaults, so older checkpoints load and resume."""
   full = default_config.get_config().to_dict()
-  full.update(saved)
+  full.update(with_legacy_values(saved))
   return resolve(ml_collections.ConfigDict(full))
 
 
@@ -117,8 +135,14 @@ def data_seed(config) -> int:
 
 
 def model_fields(config) -> dict:
-  """The fields a resumed run must share with its checkpoint."""
-  return {f: _plain(config[f]) for f in MODEL_FIELDS}
+  """The fields a resumed run must share with its checkpoint, plus which optional heads the
+  critic has (their weights may change, their presence may not)."""
+  config = with_legacy_values(dict(config))
+  fields = {f: _plain(config[f]) for f in MODEL_FIELDS}
+  fields['aux_head'] = config['aux_lambda'] > 0
+  fields['aux_regression_head'] = fields['aux_head'] and config['aux_regression'] > 0
+  fields['lr_decay'] = config['lr_decay_steps'] > 0  # adds a step count to the optimiser states
+  return fields
 
 
 def _plain(v):

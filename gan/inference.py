@@ -121,6 +121,6 @@ def generate(model: TrainedModel, durability_idx, mass_idx, fixed, seed: int) ->
   images (N, H, W, 3); strut pixels exactly the requested colours; deterministic in `seed`."""
   durability_idx = np.asarray(durability_idx, np.int32)
   z = jax.random.normal(jax.random.PRNGKey(seed), (len(durability_idx), model.config.zdim))
-  images = model.sample_fn(model.state.gen_params, model.state.gen_rest, z, durability_idx,
+  images = model.sample_fn(*step.sampling_params(model.state), z, durability_idx,
                            np.asarray(mass_idx, np.int32), np.asarray(fixed, np.float32))
   return model.spec.layout.to_full(data.denormalize(np.asarray(images)))

@@ -15,6 +15,7 @@ Terms:
   gradient_penalty                                     WGAN-GP two-sided penalty, per example
   strut_penalty / strut_max_error                      fixed ("strut") pixels must be kept
   info_loss                                            InfoGAN categorical code recovery
+  aux_class_loss                                       AC-GAN auxiliary classifier (+ regression)
   clip_weights / is_weight_matrix                      WGAN weight clipping
 """
 
@@ -221,11 +222,46 @@ def info_loss(durability_logits, mass_logits, durability_codes, mass_codes) -> j
   Returns:
     float32 scalar.
   """
+  return _class_cross_entropy(durability_logits, mass_logits, durability_codes, mass_codes)
+
+
+def _class_cross_entropy(durability_logits, mass_logits, durability, mass) -> jax.Array:
   dur = optax.softmax_cross_entropy_with_integer_labels(_f32(durability_logits),
-                                                        jnp.asarray(durability_codes, jnp.int32))
+                                                        jnp.asarray(durability, jnp.int32))
   mass = optax.softmax_cross_entropy_with_integer_labels(_f32(mass_logits),
-                                                         jnp.asarray(mass_codes, jnp.int32))
+                                                         jnp.asarray(mass, jnp.int32))
   return jnp.mean(dur) + jnp.mean(mass)
+
+
+# --- Auxiliary classifier (AC-GAN) --------------------------------------------------------------
+
+
+def aux_class_loss(head_outputs, durability, mass, regression_weight: float = 0.0) -> jax.Array:
+  """Auxiliary-classifier loss of a batch against its class labels (AC-GAN).
+
+    L_A = mean_b CE(l_dur_b, d_b) + mean_b CE(l_mass_b, m_b)
+          + w_r [ mean_b (r_dur_b - d_b)^2 + mean_b (r_mass_b - m_b)^2 ]
+
+  with (l_dur, l_mass[, r]) = head_outputs: logits and, optionally, (B, 2) continuous predictions
+  of the class *indices* (the regression term is left out when r is absent or w_r = 0). The
+  critic minimises it on real designs with their labels; the generator minimises it on its
+  designs with the classes it was asked for. The squared error is in class-index units, so one
+  class step costs 1 whichever label.
+
+  Args:
+    head_outputs: (durability logits (B, Kd), mass logits (B, Km)[, regression (B, 2)]).
+    durability: (B,) integer durability classes in [0, Kd).
+    mass: (B,) integer mass classes in [0, Km).
+    regression_weight: w_r >= 0.
+
+  Returns:
+    float32 scalar.
+  """
+  loss = _class_cross_entropy(head_outputs[0], head_outputs[1], durability, mass)
+  if len(head_outputs) > 2 and regression_weight:
+    target = jnp.stack([durability, mass], axis=-1).astype(jnp.float32)
+    loss = loss + regression_weight * 2 * jnp.mean(jnp.square(_f32(head_outputs[2]) - target))
+  return loss
 
 
 # --- WGAN weight clipping -----------------------------------------------------------------------

@@ -15,7 +15,8 @@ where k runs over durability and mass. The body also sees the fixed-pixel image 
 (pixel channels), so the critic judges a design *for* its requested struts. With
 `disc_conditioning='none'` (the original's unconditional critic) both are left out. The score is
 linear (a logit for BCE, a critic value for WGAN). An InfoGAN critic adds a Q head on f giving
-durability and mass logits.
+durability and mass logits; with `aux_lambda > 0` an auxiliary classifier head (AC-GAN) does the
+same for the labels of real designs.
 
 The self-attention networks are real pixel-token transformers: each pixel is a token with a
 learned position embedding, in residual pre-LayerNorm blocks of multi-head attention over the S
@@ -255,26 +256,44 @@ class AttentionBody(nnx.Module):
     return self.ln_out(tokens).mean(axis=1)
 
 
-class QHead(nnx.Module):
-  """InfoGAN Q head: features -> Dense -> LN -> LeakyReLU -> (durability logits, mass logits)."""
+class ClassHead(nnx.Module):
+  """Class head on critic features f: Dense -> LN -> LeakyReLU -> h, then
+
+    durability logits W_d h + b_d  (B, Kd),   mass logits W_m h + b_m  (B, Km)
+    [regression r = W_r h + b_r  (B, 2): continuous (durability, mass) class indices]
+
+  Used twice: as the InfoGAN Q head (codes recovered from fakes) and as the auxiliary classifier
+  (AC-GAN: labels learned from real designs, asked of fakes). The regression output exists only
+  when `regression` is set: the class index is ordered, and a squared error in index units pulls
+  a design towards the centre of its class where a saturated cross-entropy no longer pulls.
+  """
 
   def __init__(self, num_features: int, hidden: int, num_durability: int, num_mass: int,
-               rngs: nnx.Rngs):
+               rngs: nnx.Rngs, regression: bool = False):
     self.hidden = nnx.Linear(num_features, hidden, rngs=rngs)
     self.ln = nnx.LayerNorm(hidden, rngs=rngs)
     self.durability = nnx.Linear(hidden, num_durability, rngs=rngs)
     self.mass = nnx.Linear(hidden, num_mass, rngs=rngs)
+    self.regression = nnx.Linear(hidden, 2, rngs=rngs) if regression else None
 
   def __call__(self, features):
+    """(durability logits, mass logits) or, with regression, (..., (B, 2) class indices)."""
     h = _leaky(self.ln(self.hidden(features)))
-    return self.durability(h), self.mass(h)
+    if self.regression is None:
+      return self.durability(h), self.mass(h)
+    return self.durability(h), self.mass(h), self.regression(h)
 
 
 class Critic(nnx.Module):
-  """Body + linear real/fake head + class projection (+ InfoGAN Q head)."""
+  """Body + linear real/fake head + class projection (+ InfoGAN Q head) (+ auxiliary classifier).
+
+  The Q head and the auxiliary head are separate modules because different optimisers train
+  them (Q: the generator's, on fakes; aux: the critic's, on real designs).
+  """
 
   def __init__(self, body, *, num_durability: int, num_mass: int, conditional: bool,
-               infogan: bool, q_hidden: int, rngs: nnx.Rngs):
+               infogan: bool, q_hidden: int, rngs: nnx.Rngs, aux: bool = False,
+               aux_regression: bool = False):
     f = body.num_features
     self.body = body
     self.head = nnx.Linear(f, 1, rngs=rngs)
@@ -282,7 +301,9 @@ class Critic(nnx.Module):
                                        rngs=rngs) if conditional else None)
     self.mass_embed = (nnx.Embed(num_mass, f, embedding_init=nnx.initializers.zeros, rngs=rngs)
                        if conditional else None)
-    self.q_head = QHead(f, q_hidden, num_durability, num_mass, rngs) if infogan else None
+    self.q_head = ClassHead(f, q_hidden, num_durability, num_mass, rngs) if infogan else None
+    self.aux_head = (ClassHead(f, q_hidden, num_durability, num_mass, rngs,
+                               regression=aux_regression) if aux else None)
 
   def features(self, x, fixed, mask, *, train: bool = False, rngs: Optional[nnx.Rngs] = None):
     return self.body(x, fixed, mask, train=train, rngs=rngs)
@@ -312,7 +333,8 @@ def build_generator(config, image_shape, num_durability: int, num_mass: int, rng
 
 
 def build_critic(config, image_shape, num_durability: int, num_mass: int, rngs: nnx.Rngs):
-  """The critic `config.disc_mode` asks for, with an InfoGAN Q head when gan_model=infogan."""
+  """The critic `config.disc_mode` asks for, with an InfoGAN Q head when gan_model=infogan and an
+  auxiliary classifier head when aux_lambda > 0."""
   conditional = config.disc_conditioning == 'projection'
   if config.disc_mode == 'mlp':
     body = MLPBody(image_shape=tuple(image_shape), hidden_dims=config.disc_hidden_dims,
@@ -324,4 +346,5 @@ def build_critic(config, image_shape, num_durability: int, num_mass: int, rngs: 
                          mlp_ratio=config.mlp_ratio, conditional=conditional,
                          mask_input=config.mask_input, rngs=rngs)
   return Critic(body, num_durability=num_durability, num_mass=num_mass, conditional=conditional,
-                infogan=config.gan_model == 'infogan', q_hidden=config.hidden_dim, rngs=rngs)
+                infogan=config.gan_model == 'infogan', q_hidden=config.hidden_dim, rngs=rngs,
+                aux=config.aux_lambda > 0, aux_regression=config.aux_regression > 0)

@@ -11,13 +11,18 @@ pure functions of arrays.
 Per generator update with batch (x, d, m, f) and critic_iter = n:
   repeat n times (fresh z, codes, alpha, dropout each time):
     x_fake = G(z, d', m', f)            d', m' = d, m (vanilla) or uniform codes (infogan)
-    L_D = adv_D(D(x, d, m, f), D(x_fake, d', m', f)) [+ lambda_gp GP]    -> critic optimiser
+    L_D = adv_D(D(x, d, m, f), D(x_fake, d', m', f)) [+ lambda_gp GP]
+          [+ aux_lambda_critic L_A(A(x), d, m)]                          -> critic optimiser
     wgan: clip the critic's weight matrices to +-weight_clip
   x_fake = G(z'', d'', m'', f)           fresh noise and codes
   L_G = adv_G(D(x_fake, d'', m'', f)) + constraint_lambda * strut_penalty(x_fake, f, mask)
-        [+ info_lambda (CE(Q(x_fake), codes) + CE(Q(x), (d, m)))]            -> generator optimiser
+        [+ info_lambda (CE(Q(x_fake), codes) + CE(Q(x), (d, m)))]
+        [+ aux_lambda L_A(A(x_fake), d'', m'')]                            -> generator optimiser
+  G_ema <- beta_t G_ema + (1 - beta_t) G,   beta_t = min(ema_decay, (1 + t) / (10 + t))
 The generator optimiser updates G and the InfoGAN Q head; the critic optimiser the critic body,
-head and class projections (Q is neither clipped nor penalised).
+head, class projections and the auxiliary classifier A (L_A = `losses.aux_class_loss`: A learns
+the labels from real designs only, the generator is asked to make designs A classifies as
+requested). Neither Q nor A is clipped or penalised. G_ema is what samples (`sample`).
 """
 
 import functools
@@ -32,8 +37,8 @@ from gan import losses
 from gan import networks
 
 METRICS = ('critic_loss', 'gen_loss', 'wasserstein', 'gradient_penalty', 'grad_norm',
-           'strut_error', 'strut_max_error', 'info_loss', 'q_real_loss', 'real_score',
-           'fake_score')
+           'strut_error', 'strut_max_error', 'info_loss', 'q_real_loss', 'aux_loss',
+           'aux_real_loss', 'real_score', 'fake_score')
 
 
 def active_metrics(config) -> tuple[str, ...]:
@@ -43,7 +48,14 @@ def active_metrics(config) -> tuple[str, ...]:
     skip |= {'gradient_penalty', 'grad_norm'}
   if config.gan_model != 'infogan':
     skip |= {'info_loss', 'q_real_loss'}
+  if not uses_aux(config):
+    skip |= {'aux_loss', 'aux_real_loss'}
   return tuple(m for m in METRICS if m not in skip)
+
+
+def uses_aux(config) -> bool:
+  """Whether the critic has an auxiliary classifier head (AC-GAN term)."""
+  return config.aux_lambda > 0
 
 
 class TrainState(NamedTuple):
@@ -51,6 +63,7 @@ class TrainState(NamedTuple):
   step: jax.Array          # int32 scalar: generator updates so far
   key: jax.Array           # uint32[2] PRNG key (raw, so checkpoints need no key handling)
   gen_params: Any          # nnx.State of generator Params
+  gen_ema: Any             # exponential moving average of gen_params: the sampling weights
   gen_rest: Any            # nnx.State of generator batch statistics (may be empty)
   critic_params: Any       # nnx.State of critic Params (body, head, projections)
   q_params: Any            # nnx.State of the InfoGAN Q head (empty for vanilla)
@@ -69,8 +82,20 @@ class Models(NamedTuple):
   num_mass: int
 
 
-def make_optimizer(name: str, learning_rate: float, b1: float, b2: float,
+def learning_rate_schedule(learning_rate: float, decay_steps: int, final_fraction: float):
+  """lr(k) = learning_rate * (1 - (1 - final_fraction) min(k, decay_steps) / decay_steps) after k
+  updates of this optimiser: a linear decay, then constant. decay_steps 0 gives the constant lr
+  (a plain float, so the optimiser state has no step count and older checkpoints still load).
+  The horizon is in steps, not in epochs, so a run resumed with more epochs follows the same
+  schedule as one trained straight."""
+  if decay_steps <= 0:
+    return learning_rate
+  return optax.linear_schedule(learning_rate, learning_rate * final_fraction, decay_steps)
+
+
+def make_optimizer(name: str, learning_rate, b1: float, b2: float,
                    weight_decay: float) -> optax.GradientTransformation:
+  """Adam / AdamW / RMSprop; learning_rate a float or an optax schedule."""
   if name == 'adam':
     return optax.adam(learning_rate, b1=b1, b2=b2)
   if name == 'adamw':
@@ -79,6 +104,24 @@ def make_optimizer(name: str, learning_rate: float, b1: float, b2: float,
 
 
 _Q = nnx.All(nnx.Param, nnx.PathContains('q_head'))
+
+
+def ema_decay_at(step, decay: float):
+  """beta_t = min(decay, (1 + t) / (10 + t)) after t generator steps (TF's num_updates rule):
+  the average forgets the random initialisation within the first few hundred steps instead of
+  the 1 / (1 - decay) a constant decay would need."""
+  t = jnp.asarray(step, jnp.float32)
+  return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+
+
+def update_ema(ema_params, params, step, decay: float):
+  """G_ema <- beta_t G_ema + (1 - beta_t) G (`ema_decay_at`); decay 0 keeps G_ema = G."""
+  return optax.incremental_update(params, ema_params, 1.0 - ema_decay_at(step, decay))
+
+
+def _not_aux_head(path, leaf) -> bool:
+  """WGAN clipping predicate: weight matrices outside the auxiliary classifier head."""
+  return losses.is_weight_matrix(path, leaf) and 'aux_head' not in jax.tree_util.keystr(path)
 
 
 def init(config, spec, mask, seed: int | None = None) -> tuple[Models, TrainState]:
@@ -93,13 +136,20 @@ def init(config, spec, mask, seed: int | None = None) -> tuple[Models, TrainStat
   critic = networks.build_critic(config, shape, nd, nm, rngs)
   gen_def, gen_params, gen_rest = nnx.split(gen, nnx.Param, ...)
   critic_def, q_params, critic_params = nnx.split(critic, _Q, nnx.Param)
-  gen_tx = make_optimizer(config.optimizer, config.learning_rate_gen, config.opt_beta1,
-                          config.opt_beta2, config.weight_decay)
-  critic_tx = make_optimizer(config.optimizer, config.learning_rate_disc, config.opt_beta1,
-                             config.opt_beta2, config.weight_decay)
+  # lr_decay_steps counts generator steps; the critic makes critic_iter updates per step.
+  gen_lr = learning_rate_schedule(config.learning_rate_gen, config.lr_decay_steps,
+                                  config.lr_final_fraction)
+  critic_lr = learning_rate_schedule(config.learning_rate_disc,
+                                     config.lr_decay_steps * config.critic_iter,
+                                     config.lr_final_fraction)
+  gen_tx = make_optimizer(config.optimizer, gen_lr, config.opt_beta1, config.opt_beta2,
+                          config.weight_decay)
+  critic_tx = make_optimizer(config.optimizer, critic_lr, config.opt_beta1, config.opt_beta2,
+                             config.weight_decay)
   models = Models(gen_def, critic_def, gen_tx, critic_tx, jnp.asarray(mask), nd, nm)
   state = TrainState(step=jnp.zeros((), jnp.int32), key=key, gen_params=gen_params,
-                     gen_rest=gen_rest, critic_params=critic_params, q_params=q_params,
+                     gen_ema=jax.tree.map(jnp.copy, gen_params), gen_rest=gen_rest,
+                     critic_params=critic_params, q_params=q_params,
                      gen_opt=gen_tx.init((gen_params, q_params)),
                      critic_opt=critic_tx.init(critic_params))
   return models, state
@@ -167,10 +217,16 @@ def critic_step(config, models: Models, state: TrainState, batch, key):
   def loss_fn(critic_params):
     critic = _critic(models, critic_params, state.q_params)
     rngs = nnx.Rngs(dropout=k_ddrop)
-    real_s = critic(batch['images'], batch['durability'], batch['mass'], batch['fixed'],
-                    models.mask, train=True, rngs=rngs)
+    real_f = critic.features(batch['images'], batch['fixed'], models.mask, train=True, rngs=rngs)
+    real_s = critic.score(real_f, batch['durability'], batch['mass'])
     fake_s = critic(fake, d_fake, m_fake, batch['fixed'], models.mask, train=True, rngs=rngs)
     loss = _adversarial(config, real_s, fake_s)
+    aux_real = jnp.zeros(())
+    if uses_aux(config):
+      # Real designs only: fakes carry the labels they were asked for, not the ones they have.
+      aux_real = losses.aux_class_loss(critic.aux_head(real_f), batch['durability'],
+                                       batch['mass'], config.aux_regression)
+      loss = loss + config.aux_lambda_critic * aux_real
     gp, norms = jnp.zeros(()), jnp.zeros((b,))
     if config.loss_mode == 'wgangp':
       def single(x1, d1, m1, f1):
@@ -182,15 +238,14 @@ def critic_step(config, models: Models, state: TrainState, batch, key):
                                           batch['durability'], batch['mass'], batch['fixed'])
       loss = loss + config.lambda_gp * gp
     return loss, dict(real_score=real_s.mean(), fake_score=fake_s.mean(), gradient_penalty=gp,
-                      grad_norm=norms.mean(),
+                      grad_norm=norms.mean(), aux_real_loss=aux_real,
                       wasserstein=losses.wasserstein_estimate(real_s, fake_s))
 
   (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.critic_params)
   updates, critic_opt = models.critic_tx.update(grads, state.critic_opt, state.critic_params)
   critic_params = optax.apply_updates(state.critic_params, updates)
   if config.loss_mode == 'wgan':
-    critic_params = losses.clip_weights(critic_params, config.weight_clip,
-                                        losses.is_weight_matrix)
+    critic_params = losses.clip_weights(critic_params, config.weight_clip, _not_aux_head)
   return state._replace(critic_params=critic_params, critic_opt=critic_opt), dict(
       critic_loss=loss, **aux)
 
@@ -220,9 +275,15 @@ def generator_step(config, models: Models, state: TrainState, batch, key):
           critic.features(batch['images'], batch['fixed'], models.mask, train=False))
       q_real = losses.info_loss(*critic.q_head(real_features), batch['durability'],
                                 batch['mass'])
-    loss = adv + config.constraint_lambda * strut + config.info_lambda * (info + q_real)
+    aux = jnp.zeros(())
+    if uses_aux(config):
+      # The critic (with A) is frozen here: only G learns to be classified as requested.
+      aux = losses.aux_class_loss(critic.aux_head(features), d_fake, m_fake,
+                                  config.aux_regression)
+    loss = (adv + config.constraint_lambda * strut + config.info_lambda * (info + q_real)
+            + config.aux_lambda * aux)
     return loss, (gen_rest, dict(gen_loss=adv, strut_error=strut, info_loss=info,
-                                 q_real_loss=q_real,
+                                 q_real_loss=q_real, aux_loss=aux,
                                  strut_max_error=losses.strut_max_error(fake, batch['fixed'],
                                                                         models.mask)))
 
@@ -230,8 +291,10 @@ def generator_step(config, models: Models, state: TrainState, batch, key):
   (_, (gen_rest, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
   updates, gen_opt = models.gen_tx.update(grads, state.gen_opt, params)
   gen_params, q_params = optax.apply_updates(params, updates)
-  return state._replace(gen_params=gen_params, gen_rest=gen_rest, q_params=q_params,
-                        gen_opt=gen_opt, step=state.step + 1), metrics
+  num_steps = state.step + 1
+  gen_ema = update_ema(state.gen_ema, gen_params, num_steps, config.ema_decay)
+  return state._replace(gen_params=gen_params, gen_ema=gen_ema, gen_rest=gen_rest,
+                        q_params=q_params, gen_opt=gen_opt, step=num_steps), metrics
 
 
 def update(config, models: Models, state: TrainState, batch):
@@ -294,6 +357,14 @@ def compile_epoch(config, models: Models, num_seeds: int = 1, num_rows=None,
 
 def sample(models: Models, gen_params, gen_rest, z, durability, mass, fixed):
   """Designs for requested conditions (eval mode), strut pixels set exactly to the request:
-  x = mask * fixed + (1 - mask) * G(z, durability, mass, fixed)."""
+  x = mask * fixed + (1 - mask) * G(z, durability, mass, fixed).
+
+  Callers pass `state.gen_ema` (`sampling_params`): the averaged generator is what is evaluated,
+  drawn and exported."""
   images, _ = generate(models, gen_params, gen_rest, z, durability, mass, fixed, train=False)
   return models.mask * fixed + (1 - models.mask) * images
+
+
+def sampling_params(state: TrainState):
+  """(generator parameters, generator batch statistics) to sample with: the EMA weights."""
+  return state.gen_ema, state.gen_rest

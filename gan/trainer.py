@@ -316,7 +316,7 @@ class _Run:
       return
     state = get_state()
     if due_sample:
-      fake = self.shared.sample_fn(*parallel.host_local((state.gen_params, state.gen_rest)),
+      fake = self.shared.sample_fn(*parallel.host_local(step.sampling_params(state)),
                                    *self.grid_inputs)
       full = _to_full_uint8(layout, fake).reshape((len(spec.durability), len(spec.mass))
                                                   + (layout.full_height, layout.full_width, 3))
@@ -392,7 +392,7 @@ class _Evaluator:
 
   def __call__(self, epoch: int, state, sample_fn, meta: dict) -> dict:
     dataset, zdim = self.shared.dataset, self.config.zdim
-    gen_params, gen_rest = parallel.host_local((state.gen_params, state.gen_rest))
+    gen_params, gen_rest = parallel.host_local(step.sampling_params(state))
 
     def generate_fn(d, m, fixed, seed):
       z = jax.random.normal(jax.random.PRNGKey(seed), (len(d), zdim))
@@ -437,7 +437,7 @@ def _write_outputs(config, dataset, state, sample_fn, output_path):
   # Files are in name (= label) order: a seeded shuffle gives a spread of conditions.
   part = part.take(np.sort(np.random.default_rng(config.seed).permutation(len(part))[:n]))
   z = jax.random.normal(jax.random.PRNGKey(config.seed + 2), (n, config.zdim))
-  fake = sample_fn(*parallel.host_local((state.gen_params, state.gen_rest)), z, part.durability,
+  fake = sample_fn(*parallel.host_local(step.sampling_params(state)), z, part.durability,
                    part.mass, part.fixed)
   layout = dataset.layout
   fake_paths = summaries.write_designs(os.path.join(output_path, 'fake'), 'fake',

@@ -183,8 +183,12 @@ def test_every_combination_trains_two_epochs(gan_model, loss_mode, network, smal
     assert np.all(metrics['gradient_penalty'] > 0)
   if loss_mode == 'wgan':
     for key, value in leaves(state.critic_params).items():
-      if value.ndim >= 2:
+      if value.ndim >= 2 and 'aux_head' not in key:  # the classifier head is not a critic
         assert np.abs(value).max() <= config.weight_clip, key
+  if config.aux_lambda > 0:
+    assert np.all(metrics['aux_loss'] > 0) and np.all(metrics['aux_real_loss'] > 0)
+    assert any('aux_head' in k for k in changed_leaves(initial.critic_params,
+                                                        state.critic_params))
   has_attention = lambda tree: any('attn' in k for k in leaves(tree))
   assert has_attention(state.gen_params) == (network == 'selfattention')
   assert has_attention(state.critic_params) == (network == 'selfattention')
@@ -277,15 +281,17 @@ def test_run_writes_log_tensorboard_checkpoint_and_designs(base_run):
 def test_wgan_clips_critic_weight_matrices_only(infogan_wgan_run):
   config, result = infogan_wgan_run
   clip = config.weight_clip
-  matrices, vectors = {}, {}
+  matrices, vectors, aux_head = {}, {}, {}
   for key, value in leaves(result['state'].critic_params).items():
-    (matrices if value.ndim >= 2 else vectors)[key] = value
-  assert matrices and vectors
+    (aux_head if 'aux_head' in key else matrices if value.ndim >= 2 else vectors)[key] = value
+  assert matrices and vectors and aux_head
   for key, value in matrices.items():
     assert np.abs(value).max() <= clip, (key, np.abs(value).max())
   # Clipping really happened (fresh dense kernels are far larger than 0.01) ...
   assert any(np.isclose(np.abs(v).max(), clip) for v in matrices.values())
-  # ... but not to LayerNorm scales and biases, nor to the InfoGAN Q head.
+  # ... but not to LayerNorm scales and biases, nor to the InfoGAN Q head or the auxiliary
+  # classifier.
+  assert any(np.abs(v).max() > clip for v in aux_head.values() if v.ndim >= 2)
   assert any(np.abs(v).max() > clip for k, v in vectors.items() if 'scale' in k), vectors.keys()
   assert any(np.abs(v).max() > clip for v in leaves(result['state'].q_params).values()
              if v.ndim >= 2)
