@@ -11,18 +11,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from gan import classifier as classifier_lib  # pylint: disable=wrong-import-position
 from gan import data  # pylint: disable=wrong-import-position
 from gan import designs  # pylint: disable=wrong-import-position
+from tests import helpers  # pylint: disable=wrong-import-position
 
 
 @pytest.fixture(scope='session', autouse=True)
 def private_cache(tmp_path_factory):
   """Tests never read or write the user's cache (default dataset, evaluation classifiers)."""
-  old = os.environ.get('DESIGNGAN_CACHE')
-  os.environ['DESIGNGAN_CACHE'] = str(tmp_path_factory.mktemp('cache'))
-  yield
-  if old is None:
-    del os.environ['DESIGNGAN_CACHE']
-  else:
-    os.environ['DESIGNGAN_CACHE'] = old
+  with helpers.environment_variable('DESIGNGAN_CACHE', str(tmp_path_factory.mktemp('cache'))):
+    yield
 
 
 @pytest.fixture(scope='module')

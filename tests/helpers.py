@@ -1,5 +1,9 @@
 """Helpers shared by the tests."""
 
+import contextlib
+import os
+
+import jax
 import numpy as np
 
 from configs import default
@@ -26,3 +30,31 @@ def tiny_config(data_path, log_path, **overrides):
                      num_output_images=4))
   config.update(overrides)
   return config
+
+
+@contextlib.contextmanager
+def environment_variable(name: str, value: str):
+  """Sets an environment variable for the duration of the block, then restores it."""
+  old = os.environ.get(name)
+  os.environ[name] = value
+  try:
+    yield
+  finally:
+    if old is None:
+      del os.environ[name]
+    else:
+      os.environ[name] = old
+
+
+def record_labels(monkeypatch, module, name: str, positions: tuple[int, int], record):
+  """Wraps `module.name` so that every call passes its positional (durability, mass) arguments at
+  `positions` to `record(name, d, m)` as NumPy arrays. Through jax.debug.callback, so calls are
+  recorded at any trace level (inside jit and value_and_grad too) and on every run."""
+  real = getattr(module, name)
+
+  def wrapped(*args, **kwargs):
+    jax.debug.callback(lambda d, m: record(name, np.asarray(d), np.asarray(m)),
+                       *(args[i] for i in positions), ordered=True)
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(module, name, wrapped)

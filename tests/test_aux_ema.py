@@ -23,6 +23,7 @@ from gan import losses
 from gan import step
 from gan import trainer
 from gan.errors import ConfigError
+from tests.helpers import record_labels
 from tests.test_train import changed_leaves, leaves, setup, tiny_config, train_arrays
 
 
@@ -41,26 +42,12 @@ def _batch(config, dataset, seed=0):
 
 
 def _record_aux_targets(monkeypatch):
-  """Patches losses.aux_class_loss and step.generate to record the labels they are given (through
-  jax.debug.callback, so also inside value_and_grad); returns the record dict."""
-  calls = {'aux': [], 'generate': []}
-
-  def recorder(kind, d, m):
-    jax.debug.callback(lambda d, m: calls[kind].append((np.asarray(d), np.asarray(m))), d, m,
-                       ordered=True)
-
-  real_aux, real_generate = losses.aux_class_loss, step.generate
-
-  def aux(head_outputs, durability, mass, regression_weight=0.0):
-    recorder('aux', durability, mass)
-    return real_aux(head_outputs, durability, mass, regression_weight)
-
-  def generate(models, gen_params, gen_rest, z, durability, mass, fixed, **kwargs):
-    recorder('generate', durability, mass)
-    return real_generate(models, gen_params, gen_rest, z, durability, mass, fixed, **kwargs)
-
-  monkeypatch.setattr(losses, 'aux_class_loss', aux)
-  monkeypatch.setattr(step, 'generate', generate)
+  """Patches losses.aux_class_loss and step.generate to record the labels they are given;
+  returns the record dict {'aux_class_loss': [(d, m), ...], 'generate': [...]}."""
+  calls = {'aux_class_loss': [], 'generate': []}
+  record = lambda kind, d, m: calls[kind].append((d, m))
+  record_labels(monkeypatch, losses, 'aux_class_loss', (1, 2), record)
+  record_labels(monkeypatch, step, 'generate', (4, 5), record)
   return calls
 
 
@@ -105,17 +92,17 @@ def test_aux_terms_target_real_labels_and_requested_classes(gan_model, small_des
   _, metrics = jax.jit(functools.partial(step.critic_step, config, models))(
       state, batch, jax.random.PRNGKey(1))
   jax.effects_barrier()
-  assert len(calls['aux']) == 1
-  np.testing.assert_array_equal(calls['aux'][0][0], labels[0])
-  np.testing.assert_array_equal(calls['aux'][0][1], labels[1])
+  assert len(calls['aux_class_loss']) == 1
+  np.testing.assert_array_equal(calls['aux_class_loss'][0][0], labels[0])
+  np.testing.assert_array_equal(calls['aux_class_loss'][0][1], labels[1])
   assert metrics['aux_real_loss'] > 0
 
-  calls['aux'].clear(), calls['generate'].clear()
+  calls['aux_class_loss'].clear(), calls['generate'].clear()
   _, metrics = jax.jit(functools.partial(step.generator_step, config, models))(
       state, batch, jax.random.PRNGKey(2))
   jax.effects_barrier()
-  assert len(calls['aux']) == 1 and len(calls['generate']) == 1
-  (aux_d, aux_m), (gen_d, gen_m) = calls['aux'][0], calls['generate'][0]
+  assert len(calls['aux_class_loss']) == 1 and len(calls['generate']) == 1
+  (aux_d, aux_m), (gen_d, gen_m) = calls['aux_class_loss'][0], calls['generate'][0]
   np.testing.assert_array_equal(aux_d, gen_d)
   np.testing.assert_array_equal(aux_m, gen_m)
   if gan_model == 'vanilla':

@@ -19,6 +19,7 @@ import pytest
 
 from gan import parallel
 from gan.errors import ConfigError
+from tests.helpers import environment_variable
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO_ROOT, 'tests', 'parallel_worker.py')
@@ -33,13 +34,9 @@ LEARNING_RATE = 2e-4  # configs/default.py, both networks
 def compilation_cache(tmp_path_factory):
   """Runs with the same device layout reuse each other's executables (a resumed run compiles
   nothing): a private persistent cache, every executable kept."""
-  old = os.environ.get('JAX_COMPILATION_CACHE_DIR')
-  os.environ['JAX_COMPILATION_CACHE_DIR'] = str(tmp_path_factory.mktemp('jax_cache'))
-  yield
-  if old is None:
-    del os.environ['JAX_COMPILATION_CACHE_DIR']
-  else:
-    os.environ['JAX_COMPILATION_CACHE_DIR'] = old
+  cache = str(tmp_path_factory.mktemp('jax_cache'))
+  with environment_variable('JAX_COMPILATION_CACHE_DIR', cache):
+    yield
 
 
 def _env(devices: int) -> dict:

@@ -27,6 +27,7 @@ from gan import losses
 from gan import step
 from gan import trainer
 from gan.errors import ConfigError
+from tests.helpers import record_labels
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FULL_STRUTS = ((7, 11), (5, 14))  # the default strut pixels, full-layout (row, col)
@@ -309,23 +310,9 @@ def _generator_step_conditions(config, models, state, batch, seeds, monkeypatch)
   tracing."""
   runs = []
 
-  def recorder(kind, durability, mass):
-    def record(d, m):
-      runs[-1][kind].append((np.asarray(d), np.asarray(m)))
-    jax.debug.callback(record, durability, mass, ordered=True)
-
-  real_info_loss, real_generate = losses.info_loss, step.generate
-
-  def recording_info_loss(durability_logits, mass_logits, durability_codes, mass_codes):
-    recorder('info_loss', durability_codes, mass_codes)
-    return real_info_loss(durability_logits, mass_logits, durability_codes, mass_codes)
-
-  def recording_generate(models, gen_params, gen_rest, z, durability, mass, fixed, **kwargs):
-    recorder('generate', durability, mass)
-    return real_generate(models, gen_params, gen_rest, z, durability, mass, fixed, **kwargs)
-
-  monkeypatch.setattr(losses, 'info_loss', recording_info_loss)
-  monkeypatch.setattr(step, 'generate', recording_generate)
+  record = lambda kind, d, m: runs[-1][kind].append((d, m))
+  record_labels(monkeypatch, losses, 'info_loss', (2, 3), record)
+  record_labels(monkeypatch, step, 'generate', (4, 5), record)
   generator_step = jax.jit(functools.partial(step.generator_step, config, models))
   for seed in seeds:
     runs.append({'info_loss': [], 'generate': []})
