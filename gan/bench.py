@@ -1,6 +1,10 @@
 r"""Training-speed benchmark: how fast is one generator update of each configuration?
 
 `python -m gan.bench [--configs NAME_OR_PATH ...] [--iters N] [--json out.json]`
+`python -m gan.bench --devices 1 4 [--configs default] [--epochs 3] [--repeats 2] [--platform gpu]`
+
+The second form measures data parallelism instead: whole training epochs on the training data,
+on each device count in its own subprocess, and the speed-up over the first (gan/bench_devices.py).
 
 One row per configuration, plus a `matmul` row: the machine's measured float32 matmul rate
 (N x N x N, N = 2048 by default), the roofline the achieved rates are compared with. It is
@@ -47,6 +51,7 @@ import numpy as np
 
 from configs import default
 from gan import config as config_lib
+from gan import bench_devices
 from gan import data
 from gan import layout as layout_lib
 from gan import step
@@ -300,9 +305,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       prog='python -m gan.bench',
       description='Training-speed benchmark: samples/s, updates/s, achieved GFLOP/s and '
                   'compile time of each configuration, against a float32 matmul roofline.')
-  parser.add_argument('--configs', nargs='+', default=list(DEFAULT_ROWS),
+  parser.add_argument('--configs', nargs='+', default=None,
                       help='row names (e.g. vanilla_wgangp_mlp), configs/ file names or config '
-                           'file paths (default: the 12 combinations and the presets)')
+                           'file paths (default: the 12 combinations and the presets; with '
+                           '--devices: default)')
   parser.add_argument('--iters', type=int, default=3, help='timed calls per row (median)')
   parser.add_argument('--updates', type=int, default=2, help='generator updates per timed call')
   parser.add_argument('--batch_size', type=int, default=0,
@@ -312,7 +318,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--matmul_size', type=int, default=2048, help='N of the roofline matmul')
   parser.add_argument('--no_matmul', action='store_true', help='leave out the matmul row')
   parser.add_argument('--json', default='', help='also write the rows to this JSON file')
+  devices = parser.add_argument_group(
+      'data-parallel speed-up', 'with --devices, time whole training epochs on the training data '
+      'for each device count instead (one subprocess each; gan/bench_devices.py)')
+  devices.add_argument('--devices', type=int, nargs='+', default=[],
+                       help='device counts to compare, e.g. 1 4')
+  devices.add_argument('--epochs', type=int, default=3, help='timed epochs per run')
+  devices.add_argument('--repeats', type=int, default=1, help='runs per device count (best kept)')
+  devices.add_argument('--platform', choices=('cpu', 'gpu'), default='cpu',
+                       help='cpu: split the host into N XLA devices; gpu: the first N GPUs')
   args = parser.parse_args(argv)
+  if args.configs is None:
+    args.configs = ['default'] if args.devices else list(DEFAULT_ROWS)
   try:
     if (args.iters < 1 or args.updates < 1 or args.matmul_size < 1 or args.batch_size < 0
         or min(args.num_seeds) < 1):
@@ -321,6 +338,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.json:  # fail before the work, not after it
       _check_json_target(args.json)
     configs = [row_config(c) for c in args.configs]  # every name checked before any timing
+    if args.devices:
+      return _device_main(args, configs)
     roofline = None if args.no_matmul else Roofline(args.matmul_size)
     rows = []
     for name, config in configs:
@@ -346,6 +365,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 1
   print(format_table(rows))
+  return 0
+
+
+def _device_main(args, configs) -> int:
+  if min(args.devices) < 1 or args.epochs < 1 or args.repeats < 1:
+    raise BenchError('--devices, --epochs and --repeats must be positive')
+  rows = []
+  for name, config in configs:
+    if args.batch_size:
+      config.batch_size = args.batch_size
+    rows += bench_devices.device_rows(name, config, args.devices, epochs=args.epochs,
+                                      repeats=args.repeats, platform=args.platform)
+  if args.json:
+    with open(args.json, 'w', encoding='utf-8') as f:
+      json.dump(dict(meta=dict(epochs=args.epochs, repeats=args.repeats, platform=args.platform,
+                               cpu_count=os.cpu_count(), load_average=os.getloadavg()),
+                     rows=rows), f, indent=1)
+      f.write('\n')
+  print(bench_devices.format_table(rows))
   return 0
 
 

@@ -22,6 +22,20 @@ def relabelled(dataset_):
                       dataset_.data_dir)
 
 
+def train_arrays(dataset_):
+  """The training split as the arrays an epoch gathers its batches from."""
+  return {k: getattr(dataset_.train, k) for k in ('images', 'durability', 'mass', 'fixed')}
+
+
+def spread_batch(config, dataset_):
+  """A training batch with several durability and several mass labels (the files are sorted by
+  label, so the first rows would all share one)."""
+  idx = np.random.default_rng(0).permutation(len(dataset_.train))[:config.batch_size]
+  batch = {k: jax.numpy.asarray(v[idx]) for k, v in train_arrays(dataset_).items()}
+  assert len(np.unique(batch['durability'])) > 1 and len(np.unique(batch['mass'])) > 1
+  return batch
+
+
 def tiny_config(data_path, log_path, **overrides):
   """The default config shrunk to train in seconds on a small dataset."""
   config = default.get_config()

@@ -82,3 +82,27 @@ def test_flops_of_an_update_count_every_critic_step():
     flops.append(bench.update_flops(resolved, models, state, batch))
   critic = (flops[1] - flops[0]) / 2
   assert critic > 0 and flops[0] > critic
+
+
+def test_devices_mode_times_epochs_per_device_count(tmp_path):
+  """`--devices 1 2`: one row per device count from its own subprocess, with the speed-up."""
+  config = tmp_path / 'tiny_mlp.py'
+  config.write_text(TINY.replace("gen_mode='selfattention'", "gen_mode='mlp'")
+                    .replace('batch_size=8', 'batch_size=512'))
+  out = tmp_path / 'devices.json'
+  proc = _run('--devices', '1', '2', '--configs', str(config), '--epochs', '1', '--json', str(out))
+  assert proc.returncode == 0, proc.stderr
+  rows = json.loads(out.read_text())['rows']
+  assert [(r['name'], r['devices']) for r in rows] == [('tiny_mlp', 1), ('tiny_mlp', 2)]
+  assert rows[0]['speed_up'] == 1.0
+  assert abs(rows[1]['speed_up'] - rows[1]['samples_per_s'] / rows[0]['samples_per_s']) < 1e-9
+  for row in rows:
+    assert row['samples_per_s'] > 0 and row['seconds_per_epoch'] > 0
+  assert 'speed-up' in proc.stdout
+
+
+def test_devices_mode_reports_a_batch_the_devices_do_not_divide():
+  proc = _run('--devices', '3', '--configs', 'vanilla_wgan_mlp', '--batch_size', '256',
+              '--epochs', '1')
+  assert proc.returncode != 0 and 'Traceback' not in proc.stderr, proc.stderr
+  assert 'batch_size' in proc.stderr and '3 device' in proc.stderr, proc.stderr

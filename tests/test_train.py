@@ -15,7 +15,6 @@ import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -27,7 +26,7 @@ from gan import losses
 from gan import step
 from gan import trainer
 from gan.errors import ConfigError
-from tests.helpers import record_labels
+from tests.helpers import record_labels, spread_batch, train_arrays
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FULL_STRUTS = ((7, 11), (5, 14))  # the default strut pixels, full-layout (row, col)
@@ -63,10 +62,6 @@ def setup(config):
   dataset = trainer.load_data(resolved)
   models, state = step.init(resolved, dataset.spec, dataset.mask)
   return resolved, dataset, models, state
-
-
-def train_arrays(dataset):
-  return {k: getattr(dataset.train, k) for k in ('images', 'durability', 'mass', 'fixed')}
 
 
 def leaves(tree):
@@ -322,22 +317,14 @@ def _generator_step_conditions(config, models, state, batch, seeds, monkeypatch)
   return runs
 
 
-def _spread_batch(config, dataset):
-  """A training batch with many different labels (the files are sorted by label)."""
-  idx = np.random.default_rng(0).permutation(len(dataset.train))[:config.batch_size]
-  batch = {k: jnp.asarray(v[idx]) for k, v in train_arrays(dataset).items()}
-  labels = (np.asarray(batch['durability']), np.asarray(batch['mass']))
-  assert len(np.unique(labels[0])) > 1 and len(np.unique(labels[1])) > 1
-  return batch, labels
-
-
 def test_infogan_q_loss_targets_the_sampled_codes(small_design_dir, tmp_path, monkeypatch):
   """The fake term of the Q loss asks Q for the codes the generator was conditioned on: fresh
   uniform codes, not the batch's labels; the real term asks for the real labels."""
   config, dataset, models, state = setup(tiny_config(
       data_path=small_design_dir, log_path=str(tmp_path / 'run'), gan_model='infogan',
       loss_mode='wgan'))
-  batch, labels = _spread_batch(config, dataset)
+  batch = spread_batch(config, dataset)
+  labels = (np.asarray(batch['durability']), np.asarray(batch['mass']))
   runs = _generator_step_conditions(config, models, state, batch, (1, 2), monkeypatch)
   for run in runs:
     assert np.isfinite(run['metrics']['info_loss']) and run['metrics']['info_loss'] > 0
@@ -365,7 +352,8 @@ def test_vanilla_generator_gets_the_batch_labels(small_design_dir, tmp_path, mon
   no Q loss."""
   config, dataset, models, state = setup(tiny_config(
       data_path=small_design_dir, log_path=str(tmp_path / 'run'), loss_mode='wgan'))
-  batch, labels = _spread_batch(config, dataset)
+  batch = spread_batch(config, dataset)
+  labels = (np.asarray(batch['durability']), np.asarray(batch['mass']))
   (run,) = _generator_step_conditions(config, models, state, batch, (1,), monkeypatch)
   assert len(run['generate']) == 1 and not run['info_loss']
   np.testing.assert_array_equal(run['generate'][0][0], labels[0])

@@ -1,0 +1,116 @@
+"""Data-parallel speed-up: training epochs on 1 vs N devices (`python -m gan.bench --devices 1 4`).
+
+For each device count a fresh subprocess (the device count is fixed when JAX starts; on a CPU,
+XLA_FLAGS=--xla_force_host_platform_device_count=N splits the host into N devices) builds the
+training exactly as gan/trainer.py does (state replicated, rows sharded over a mesh of all
+devices) on the training data, compiles and runs one warm-up epoch, then times `epochs` epochs.
+On GPUs pass `--platform gpu`: CUDA_VISIBLE_DEVICES restricts each run to its first N devices.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Sequence
+
+import jax
+import ml_collections
+
+from gan import config as config_lib
+from gan import parallel
+from gan import step
+from gan import trainer
+from gan.errors import DesignGanError
+
+
+class DeviceBenchError(DesignGanError):
+  """A timed run on some number of devices failed."""
+
+
+def measure(config, epochs: int) -> dict:
+  """Samples/s of `epochs` training epochs on every visible device (after a warm-up epoch)."""
+  config = config_lib.resolve(config)
+  parallel.check_batch_size(config.batch_size)
+  dataset = trainer.load_data(config)
+  mesh = parallel.make_mesh()
+  models, state = step.init(config, dataset.spec, dataset.mask)
+  state = parallel.replicate(mesh, state)
+  arrays = {k: getattr(dataset.train, k) for k in ('images', 'durability', 'mass', 'fixed')}
+  data, num_rows = parallel.shard_rows(mesh, arrays)
+  epoch_fn = step.compile_epoch(config, models, **parallel.epoch_options(mesh, num_rows))
+  t0 = time.perf_counter()
+  state, metrics = jax.block_until_ready(epoch_fn(state, data))
+  warmup = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  for _ in range(epochs):
+    state, metrics = epoch_fn(state, data)
+  jax.block_until_ready((state, metrics))
+  seconds = time.perf_counter() - t0
+  samples = epochs * (num_rows // config.batch_size) * config.batch_size
+  return dict(devices=jax.device_count(), samples_per_s=samples / seconds,
+              seconds_per_epoch=seconds / epochs, warmup_s=warmup)
+
+
+def _child_env(devices: int, platform: str) -> dict:
+  env = dict(os.environ)
+  if platform == 'cpu':
+    env.update(JAX_PLATFORMS='cpu', XLA_FLAGS=(env.get('XLA_FLAGS', '') +
+                                               f' --xla_force_host_platform_device_count={devices}'))
+  else:
+    env['CUDA_VISIBLE_DEVICES'] = ','.join(str(i) for i in range(devices))
+  return env
+
+
+def _measure_in_subprocess(name: str, config, devices: int, *, epochs: int,
+                           platform: str) -> dict:
+  args = json.dumps(dict(config=config.to_dict(), epochs=epochs))
+  proc = subprocess.run([sys.executable, '-m', 'gan.bench_devices', args],
+                        env=_child_env(devices, platform), capture_output=True, text=True,
+                        check=False)
+  if proc.returncode:
+    lines = proc.stderr.strip().splitlines()
+    if lines and lines[-1].startswith('error: '):  # a project error: its one line says it all
+      raise DeviceBenchError(f'{name} on {devices} device(s): {lines[-1][len("error: "):]}')
+    raise DeviceBenchError(f'{name} on {devices} device(s) failed:\n{proc.stderr[-3000:]}')
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def device_rows(name: str, config, devices: Sequence[int], *, epochs: int, repeats: int,
+                platform: str = 'cpu') -> list[dict]:
+  """One row per device count: the best of `repeats` runs, with the speed-up over the first."""
+  rows = []
+  for n in devices:
+    runs = [_measure_in_subprocess(name, config, n, epochs=epochs, platform=platform)
+            for _ in range(repeats)]
+    best = max(runs, key=lambda r: r['samples_per_s'])
+    rows.append(dict(best, name=name, all_samples_per_s=[round(r['samples_per_s'], 1)
+                                                          for r in runs]))
+    rows[-1]['speed_up'] = rows[-1]['samples_per_s'] / rows[0]['samples_per_s']
+    print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+  return rows
+
+
+def format_table(rows: Sequence[dict]) -> str:
+  lines = ['config  devices  samples/s  s/epoch  speed-up  warm-up s  runs (samples/s)']
+  for r in rows:
+    lines.append(f'{r["name"]}  {r["devices"]}  {r["samples_per_s"]:.0f}  '
+                 f'{r["seconds_per_epoch"]:.2f}  {r["speed_up"]:.2f}x  {r["warmup_s"]:.1f}  '
+                 f'{r["all_samples_per_s"]}')
+  return '\n'.join(lines)
+
+
+def _child_main(argv: Sequence[str]) -> int:
+  """`python -m gan.bench_devices '{"config": {...}, "epochs": N}'`: one run on the visible
+  devices, printed as one JSON line (the parent sets the device count in the environment)."""
+  args = json.loads(argv[0])
+  try:
+    print(json.dumps(measure(ml_collections.ConfigDict(args['config']), args['epochs'])))
+  except DesignGanError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(_child_main(sys.argv[1:]))
