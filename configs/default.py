@@ -71,11 +71,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.opt_beta1 = 0.0
   c.opt_beta2 = 0.9
   c.weight_decay = 0.01              # adamw only
-  c.lr_decay_steps = 0               # generator steps of a linear lr decay (0 = constant lr)
+  c.lr_decay_steps = 7000            # generator steps of a linear lr decay (0 = constant lr);
+                                     # 7000 = the 200 epochs x 35 batches of the embedded data
+                                     # (oracle_exact 0.89 -> 0.94 at 200 epochs)
   c.lr_final_fraction = 0.1          # lr after the decay, as a fraction of the initial lr
   c.ema_decay = 0.999                # sampling weights: EMA of the generator (0 = raw weights)
   c.batch_size = 256
-  c.epochs = 200                     # about 15 minutes on a 2-core CPU at critic_iter 2
+  c.epochs = 200                     # about 11 minutes on a 2-core CPU at critic_iter 2
   c.time_budget_min = 0.0            # > 0: stop after the last epoch expected to end within this
                                      # many minutes of wall-clock (checkpointed and evaluated)
 

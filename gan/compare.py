@@ -4,9 +4,9 @@
                         [--set field=value ...]
 
 Each combination is configs/default.py with gan_model, loss_mode and both networks set, trained
-into `<out>/<combination>` with `time_budget_min = --minutes` (so every one gets the same
-wall-clock, compilation included), then its last checkpoint is evaluated by `gan.evaluate` on the
-held-out designs. Results go to `<out>/results.json` (all metrics), `<out>/table.md` (the README
+into `<out>/<combination>` for the default's epochs or until `time_budget_min = --minutes` runs
+out, whichever comes first (so none gets more wall-clock than another, compilation included),
+then its last checkpoint is evaluated by `gan.evaluate` on the held-out designs. Results go to `<out>/results.json` (all metrics), `<out>/table.md` (the README
 table) and `<out>/designs.png` (per combination, one design per durability (rows) x mass
 (columns) pair from fixed noise and struts). A combination already in results.json is not
 retrained, so an interrupted comparison continues where it stopped.
@@ -45,7 +45,6 @@ def combination_config(name: str, minutes: float, out: str,
   config.gen_mode = config.disc_mode = network
   config.log_path = os.path.join(out, name)
   config.time_budget_min = float(minutes)
-  config.epochs = 100_000  # the budget ends the run
   for item in overrides:
     field, _, value = item.partition('=')
     if field not in config:

@@ -246,7 +246,7 @@ def test_lr_decay_changes_the_updates_and_is_checked(small_design_dir, tmp_path)
   base = dict(data_path=small_design_dir, log_path=str(tmp_path / 'run'))
   config, dataset, models, state = setup(tiny_config(lr_decay_steps=4, lr_final_fraction=0.25,
                                                      **base))
-  _, _, const_models, _ = setup(tiny_config(**base))
+  _, _, const_models, _ = setup(tiny_config(lr_decay_steps=0, **base))
   grads = jax.tree.map(jnp.ones_like, (state.gen_params, state.q_params))
   params = (state.gen_params, state.q_params)
   opt = models.gen_tx.init(params)
@@ -260,3 +260,4 @@ def test_lr_decay_changes_the_updates_and_is_checked(small_design_dir, tmp_path)
   with pytest.raises(ConfigError, match='lr_final_fraction'):
     config_lib.resolve(tiny_config(lr_final_fraction=0.0))
   assert config_lib.model_fields(tiny_config(lr_decay_steps=4))['lr_decay']
+  assert not config_lib.model_fields(tiny_config(lr_decay_steps=0))['lr_decay']

@@ -93,7 +93,10 @@ def test_real_designs_score_perfectly(dataset, classifier, ref, pool):
   assert metrics['synthetic'] is True
   assert metrics['oracle_exact'] == 1.0 and metrics['oracle_within1'] == 1.0
   assert metrics['strut_exact'] == 1.0
-  assert metrics['fd'] <= 2 * metrics['fd_real_baseline'] + 0.5
+  # At the baseline's sample size a perfect generator meets issue 7's target, fd <= 1.5 x the
+  # baseline; at 480 designs FD's small-sample bias alone would exceed it.
+  assert metrics['fd_designs'] >= len(dataset.train)
+  assert metrics['fd'] <= 1.5 * metrics['fd_real_baseline']
   # Real designs are as recognisable as the held-out ones (up to sampling noise).
   assert metrics['classifier_accuracy_generated'] > metrics['classifier_accuracy_real'] - 0.15
   assert abs(metrics['diversity'] - metrics['diversity_real']) < 0.2 * metrics['diversity_real']
@@ -102,6 +105,26 @@ def test_real_designs_score_perfectly(dataset, classifier, ref, pool):
   assert len(per_class['pairs']) == 120
   assert all(row['oracle_exact'] == 1.0 and row['count'] == 10 * PER_PAIR
              for row in per_class['mass'])
+
+
+def test_fd_gets_a_set_as_large_as_the_baselines(dataset, classifier, ref):
+  """FD's own set: every pair equally often, at least as many designs as the baseline's training
+  designs, struts drawn independently of the main set's."""
+  calls = []
+  inner = noise_fn(dataset.layout)
+
+  def generate_fn(d_idx, m_idx, fixed, seed):
+    calls.append((np.asarray(d_idx), np.asarray(m_idx), np.asarray(fixed), seed))
+    return inner(d_idx, m_idx, fixed, seed)
+
+  metrics = evaluate.evaluate_generator(generate_fn, dataset, classifier, PER_PAIR, seed=3,
+                                        ref=ref)
+  (d_main, _, fixed_main, seed_main), (d_fd, m_fd, fixed_fd, seed_fd) = calls
+  assert len(d_main) == 120 * PER_PAIR == metrics['num_generated']
+  assert metrics['fd_designs'] == len(d_fd) >= len(dataset.train) > len(d_main)
+  pairs = np.unique(np.stack([d_fd, m_fd]), axis=1, return_counts=True)[1]
+  assert len(pairs) == 120 and pairs.min() == pairs.max()
+  assert seed_fd != seed_main and not np.array_equal(fixed_fd[:len(fixed_main)], fixed_main)
 
 
 def test_noise_fails_every_fidelity_metric(dataset, classifier, ref):
