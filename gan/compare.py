@@ -9,12 +9,14 @@ out, whichever comes first (so none gets more wall-clock than another, compilati
 then its last checkpoint is evaluated by `gan.evaluate` on the held-out designs. Results go to `<out>/results.json` (all metrics), `<out>/table.md` (the README
 table) and `<out>/designs.png` (per combination, one design per durability (rows) x mass
 (columns) pair from fixed noise and struts). A combination already in results.json is not
-retrained, so an interrupted comparison continues where it stopped.
+retrained, so an interrupted comparison continues where it stopped; the combination it was
+training starts again from scratch (resuming it would give it more than the budget).
 """
 
 import argparse
 import json
 import os
+import shutil
 import sys
 from typing import Optional, Sequence
 
@@ -77,6 +79,9 @@ def run(names: Sequence[str], minutes: float, out: str, overrides: Sequence[str]
   for name, config in configs.items():
     if name in results:
       continue
+    if os.path.exists(config.log_path):
+      print(f'=== {name}: discarding the interrupted run in {config.log_path}', flush=True)
+      shutil.rmtree(config.log_path)
     print(f'=== {name}: training for {minutes:g} minutes', flush=True)
     summary = trainer.train(config)
     metrics = evaluate.evaluate_model(config.log_path, seed=0)

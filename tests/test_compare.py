@@ -35,6 +35,17 @@ def test_compare_writes_results_table_and_figure(small_design_dir, tmp_path, cap
   # Already evaluated combinations are not retrained.
   assert compare.main(args) == 0
   assert 'training for' not in capsys.readouterr().out.split('table, results.json')[-1]
+  # An interrupted combination (a run directory but no result) is trained again from scratch.
+  del results['infogan_wgan_mlp']
+  compare.evaluate.write_json(str(tmp_path / 'results.json'), results)
+  (tmp_path / 'infogan_wgan_mlp' / 'stale').write_text('from the interrupted run')
+  assert compare.main(args) == 0
+  out = capsys.readouterr().out
+  assert 'infogan_wgan_mlp: discarding the interrupted run' in out
+  assert 'vanilla_bce_mlp: training for' not in out
+  assert not (tmp_path / 'infogan_wgan_mlp' / 'stale').exists()
+  with open(tmp_path / 'results.json') as f:
+    assert json.load(f)['infogan_wgan_mlp']['epochs'] == 1
 
 
 @pytest.mark.parametrize('args,message', [
