@@ -26,7 +26,11 @@ WORKER = os.path.join(REPO_ROOT, 'tests', 'parallel_worker.py')
 TIMEOUT_S = 240
 # LayerNorm generator with dropout, WGAN-GP: every parameter gets a real gradient (see the
 # BatchNorm test for why that matters), and dropout/noise keys must not depend on the sharding.
-MATCHING = dict(epochs=3, eval_every=0, gen_dropout=0.1)
+# Constant learning rates: with the default's lr decay the scaled Adam steps round differently
+# on 4 devices; the runs still agree to 6e-8 after one epoch, but in the second an element with
+# a near-zero gradient takes the other sign (the exception `assert_states_close` describes), and
+# from then on every gradient, so every Adam moment, differs by a few per cent.
+MATCHING = dict(epochs=3, eval_every=0, gen_dropout=0.1, lr_decay_steps=0)
 LEARNING_RATE = 2e-4  # configs/default.py, both networks
 
 
