@@ -6,9 +6,10 @@
 Each combination is configs/default.py with gan_model, loss_mode and both networks set, trained
 into `<out>/<combination>` for the default's epochs or until `time_budget_min = --minutes` runs
 out, whichever comes first (so none gets more wall-clock than another, compilation included),
-then its last checkpoint is evaluated by `gan.evaluate` on the held-out designs. Results go to `<out>/results.json` (all metrics), `<out>/table.md` (the README
-table) and `<out>/designs.png` (per combination, one design per durability (rows) x mass
-(columns) pair from fixed noise and struts). A combination already in results.json is not
+then its last checkpoint is evaluated by `gan.evaluate` on the held-out designs. Results go to
+`<out>/results.json` (all metrics), `<out>/table.md` (the README table) and `<out>/designs.png`
+(per combination, one design per durability (rows) x mass (columns) pair from fixed noise and
+struts). A combination already in results.json is not
 retrained, so an interrupted comparison continues where it stopped; the combination it was
 training starts again from scratch (resuming it would give it more than the budget).
 """
