@@ -55,8 +55,8 @@ def measure(config, epochs: int) -> dict:
 def _child_env(devices: int, platform: str) -> dict:
   env = dict(os.environ)
   if platform == 'cpu':
-    env.update(JAX_PLATFORMS='cpu', XLA_FLAGS=(env.get('XLA_FLAGS', '') +
-                                               f' --xla_force_host_platform_device_count={devices}'))
+    flag = f'--xla_force_host_platform_device_count={devices}'
+    env.update(JAX_PLATFORMS='cpu', XLA_FLAGS=f'{env.get("XLA_FLAGS", "")} {flag}'.strip())
   else:
     env['CUDA_VISIBLE_DEVICES'] = ','.join(str(i) for i in range(devices))
   return env
