@@ -47,6 +47,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.embed_dim = 16                   # self-attention token size E; 16 (was 32): 1.5x faster
                                      # per update (gan.bench), still 8 per head
   c.num_heads = 2                    # must divide embed_dim
+  c.attention = 'axial'              # axial: half the heads attend along the pixel's row, half
+                                     # along its column | full: every head over all pixels
   c.num_layers = 2                   # transformer blocks
   c.mlp_ratio = 2                    # transformer MLP width = mlp_ratio * embed_dim
 

@@ -16,6 +16,7 @@ CHOICES = {
     'gen_norm': ('batch', 'layer', 'none'),
     'disc_norm': ('layer', 'none'),
     'disc_conditioning': ('projection', 'none'),
+    'attention': ('axial', 'full'),
 }
 # The original's spellings: 'vanila' meant the plain choice of each field.
 ALIASES = {
@@ -37,13 +38,14 @@ NON_NEGATIVE_FLOATS = ('constraint_lambda', 'lambda_gp', 'info_lambda', 'weight_
 MODEL_FIELDS = ('gan_model', 'loss_mode', 'gen_mode', 'disc_mode', 'zdim', 'class_embed_dim',
                 'gen_hidden_dims', 'gen_norm', 'gen_dropout', 'hidden_dim', 'disc_hidden_dims',
                 'disc_norm', 'disc_dropout', 'disc_conditioning', 'mask_input', 'embed_dim',
-                'num_heads', 'num_layers', 'mlp_ratio', 'optimizer', 'datashape',
+                'attention', 'num_heads', 'num_layers', 'mlp_ratio', 'optimizer', 'datashape',
                 'strut_positions', 'seed', 'data_seed', 'batch_size')
 # Fields added after checkpoints were first written, with the value that reproduces what the code
 # did before them: a saved config without the field takes this value, not today's default (an
 # older run has no auxiliary head; its generator was never averaged).
 LEGACY_VALUES = {'aux_lambda': 0.0, 'aux_lambda_critic': 0.0, 'aux_regression': 0.0,
-                 'ema_decay': 0.0, 'lr_decay_steps': 0, 'lr_final_fraction': 0.1}
+                 'ema_decay': 0.0, 'lr_decay_steps': 0, 'lr_final_fraction': 0.1,
+                 'attention': 'full'}
 
 
 def with_legacy_values(saved: dict) -> dict:
@@ -78,6 +80,10 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if c.embed_dim % c.num_heads:
     raise ConfigError(f'embed_dim={c.embed_dim} must be divisible by num_heads={c.num_heads}; '
                       f'allowed num_heads: {_divisors(c.embed_dim)}')
+  if ('selfattention' in (c.gen_mode, c.disc_mode) and c.attention == 'axial'
+      and c.num_heads < 2):
+    raise ConfigError(f'attention=axial needs num_heads >= 2 (half the heads attend along rows, '
+                      f'half along columns), got num_heads={c.num_heads}; or set attention=full')
   for field in ('gen_hidden_dims', 'disc_hidden_dims'):
     dims = c[field]
     if (not isinstance(dims, (tuple, list)) or not dims

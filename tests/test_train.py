@@ -566,7 +566,7 @@ def no_model(monkeypatch):
 
 
 @pytest.mark.parametrize('field', ['gan_model', 'loss_mode', 'gen_mode', 'disc_mode', 'optimizer',
-                                   'datashape', 'gen_norm'])
+                                   'datashape', 'gen_norm', 'attention'])
 def test_unknown_choice_is_refused_with_the_allowed_values(field, small_design_dir, tmp_path,
                                                            no_model):
   config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'))
@@ -591,8 +591,10 @@ def test_unknown_choice_is_refused_with_the_allowed_values(field, small_design_d
     (dict(datashape='original', width=14), ['width=14', '30']),
     (dict(critic_iter=0), ['critic_iter', 'positive integer']),
     (dict(gen_dropout=1.0), ['gen_dropout', '[0, 1)']),
+    (dict(num_heads=1, attention='axial', disc_mode='selfattention'),
+     ['attention=axial', 'num_heads >= 2', 'full']),
 ], ids=['heads', 'lr_gen', 'lr_disc', 'batch', 'width', 'height', 'input_dim', 'original_width',
-        'critic_iter', 'dropout'])
+        'critic_iter', 'dropout', 'axial_heads'])
 def test_invalid_config_is_refused_before_compilation(overrides, expected, small_design_dir,
                                                       tmp_path, no_model):
   config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), **overrides)
