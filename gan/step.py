@@ -167,13 +167,26 @@ def unstack(state: TrainState, k: int) -> TrainState:
   return jax.tree.map(lambda leaf: leaf[k], state)
 
 
+def dropout_rngs(key) -> nnx.Rngs:
+  """The dropout stream of one network call, from a raw (threefry2x32) key.
+
+  Dropout masks are by far the most random bits an update draws (the original preset: 7 masks of
+  512 x 1024 per critic step). They are drawn with JAX's Threefry-4x32 (same Random123 family
+  and round count, 128-bit blocks), which is about 2.4x faster than the default Threefry-2x32 on
+  CPU, where the 2x32 variant is lowered as a rolled loop (`gan.bench`, 512 x 1024 masks:
+  1.15 against 2.72 ms). The state keeps its raw 2x32 key, so checkpoints are unchanged.
+  """
+  return nnx.Rngs(dropout=jax.random.wrap_key_data(
+      jax.random.bits(key, (4,), jnp.uint32), impl='threefry4x32'))
+
+
 def generate(models: Models, gen_params, gen_rest, z, durability, mass, fixed, *, train: bool,
              key=None):
   """G(z, durability, mass, fixed) -> (images (B, H, W, 3), new batch statistics)."""
   # copy=True: fresh Variables in this trace, so BatchNorm may update its statistics inside a
   # jax.grad even though gen_rest was created outside it.
   gen = nnx.merge(models.gen_def, gen_params, gen_rest, copy=True)
-  rngs = nnx.Rngs(dropout=key) if key is not None else None
+  rngs = dropout_rngs(key) if key is not None else None
   images = gen(z, durability, mass, fixed, models.mask, train=train, rngs=rngs)
   return images, nnx.state(gen, nnx.Not(nnx.Param))
 
@@ -216,7 +229,7 @@ def critic_step(config, models: Models, state: TrainState, batch, key):
 
   def loss_fn(critic_params):
     critic = _critic(models, critic_params, state.q_params)
-    rngs = nnx.Rngs(dropout=k_ddrop)
+    rngs = dropout_rngs(k_ddrop)
     real_f = critic.features(batch['images'], batch['fixed'], models.mask, train=True, rngs=rngs)
     real_s = critic.score(real_f, batch['durability'], batch['mass'])
     fake_s = critic(fake, d_fake, m_fake, batch['fixed'], models.mask, train=True, rngs=rngs)
@@ -262,7 +275,7 @@ def generator_step(config, models: Models, state: TrainState, batch, key):
     fake, gen_rest = generate(models, gen_params, state.gen_rest, z, d_fake, m_fake,
                               batch['fixed'], train=True, key=k_gdrop)
     critic = _critic(models, state.critic_params, q_params)
-    rngs = nnx.Rngs(dropout=k_ddrop)
+    rngs = dropout_rngs(k_ddrop)
     features = critic.features(fake, batch['fixed'], models.mask, train=True, rngs=rngs)
     fake_s = critic.score(features, d_fake, m_fake)
     adv = _generator_adversarial(config, fake_s)

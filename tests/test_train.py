@@ -15,8 +15,10 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from configs import default
 from gan import checkpoints
@@ -658,3 +660,17 @@ def test_a_time_budget_stops_after_the_epoch_that_reaches_it(small_design_dir, t
   with open(os.path.join(result['log_path'], 'log_summary')) as f:
     assert 'time_budget_min=0.001 reached: stopped after epoch 1 of 50' in f.read()
   assert len(os.listdir(os.path.join(result['output_path'], 'fake'))) == NUM_OUTPUTS
+
+
+def test_dropout_masks_are_threefry4x32_draws_of_the_step_key():
+  """`step.dropout_rngs`: a typed Threefry-4x32 stream derived from the raw step key, so the same
+  key gives the same masks, another key others, and nnx.Dropout keeps 1 - rate of the units."""
+  key = jax.random.PRNGKey(3)
+  assert str(jax.random.key_impl(step.dropout_rngs(key).dropout())) == 'threefry4x32'
+  dropout = nnx.Dropout(0.3)
+  ones = jnp.ones((512, 1024))
+  masks = [dropout(ones, deterministic=False, rngs=step.dropout_rngs(k)) != 0
+           for k in (key, key, jax.random.PRNGKey(4))]
+  np.testing.assert_array_equal(masks[0], masks[1])
+  assert float(jnp.mean(masks[0] != masks[2])) > 0.3
+  assert abs(float(jnp.mean(masks[0])) - 0.7) < 0.005
