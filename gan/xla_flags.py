@@ -1,0 +1,44 @@
+"""XLA flags this project measured to pay on CPU, added to XLA_FLAGS before JAX starts a backend.
+
+`--xla_cpu_experimental_ynn_fusion_type=-reduce`: jaxlib 0.10's XLA:CPU hands reductions (bias
+gradients, LayerNorm statistics) to YNNPACK fusions, which are slower here than XLA's own
+reduction loops. Without them (`python -m gan.bench --iters 3 --updates 1`, 2-core CPU, one run
+each): original_vanilla_wgangp 1,529 -> 1,845 samples/s, vanilla_wgangp_mlp 5,094 -> 5,447,
+vanilla_wgangp_selfattention 261 -> 308.
+
+The flag is experimental, and an XLA that does not know a flag aborts the process, so it is only
+added for the jaxlib versions it was measured on. A flag of the same name already in XLA_FLAGS
+(the user's choice) is left alone, and so is everything else there.
+"""
+
+import importlib.metadata
+import os
+from typing import MutableMapping, Optional
+
+CPU_FLAGS = ('--xla_cpu_experimental_ynn_fusion_type=-reduce',)
+VERIFIED_JAXLIB = ('0.10.',)  # version prefixes the flags were measured (and parsed) on
+
+
+def _jaxlib_version() -> Optional[str]:
+  try:
+    return importlib.metadata.version('jaxlib')
+  except importlib.metadata.PackageNotFoundError:
+    return None
+
+
+def with_cpu_flags(xla_flags: str, jaxlib_version: Optional[str]) -> str:
+  """`xla_flags` plus each of CPU_FLAGS whose name it does not already set, when the jaxlib
+  version is one the flags were verified on; otherwise `xla_flags` unchanged."""
+  if not jaxlib_version or not jaxlib_version.startswith(VERIFIED_JAXLIB):
+    return xla_flags
+  present = {f.split('=', 1)[0] for f in xla_flags.split()}
+  added = [f for f in CPU_FLAGS if f.split('=', 1)[0] not in present]
+  return ' '.join([xla_flags.strip()] + added).strip()
+
+
+def apply(environ: MutableMapping[str, str] = os.environ) -> None:
+  """Adds CPU_FLAGS to environ['XLA_FLAGS'] (see `with_cpu_flags`). Takes effect only if called
+  before JAX's first computation, which is why `gan/__init__.py` calls it."""
+  flags = with_cpu_flags(environ.get('XLA_FLAGS', ''), _jaxlib_version())
+  if flags:
+    environ['XLA_FLAGS'] = flags
