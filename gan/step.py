@@ -170,11 +170,12 @@ def unstack(state: TrainState, k: int) -> TrainState:
 def dropout_rngs(key) -> nnx.Rngs:
   """The dropout stream of one network call, from a raw (threefry2x32) key.
 
-  Dropout masks are by far the most random bits an update draws (the original preset: 7 masks of
-  512 x 1024 per critic step). They are drawn with JAX's Threefry-4x32 (same Random123 family
-  and round count, 128-bit blocks), which is about 2.4x faster than the default Threefry-2x32 on
-  CPU, where the 2x32 variant is lowered as a rolled loop (`gan.bench`, 512 x 1024 masks:
-  1.15 against 2.72 ms). The state keeps its raw 2x32 key, so checkpoints are unchanged.
+  Dropout masks are by far the most random bits an update draws (the original preset: one mask
+  per hidden unit of both networks, batch 512, in every critic step). They are drawn with JAX's
+  Threefry-4x32 (the same Random123 family, 128-bit blocks), which is about 2.4x faster than the
+  default Threefry-2x32 on CPU, where the 2x32 variant is lowered as a rolled loop (512 x 1024
+  Bernoulli masks, median of 20 jitted calls: 1.15 against 2.72 ms). The state keeps its raw
+  2x32 key, so checkpoints are unchanged.
   """
   return nnx.Rngs(dropout=jax.random.wrap_key_data(
       jax.random.bits(key, (4,), jnp.uint32), impl='threefry4x32'))

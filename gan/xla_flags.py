@@ -2,9 +2,10 @@
 
 `--xla_cpu_experimental_ynn_fusion_type=-reduce`: jaxlib 0.10's XLA:CPU hands reductions (bias
 gradients, LayerNorm statistics) to YNNPACK fusions, which are slower here than XLA's own
-reduction loops. Without them (`python -m gan.bench --iters 3 --updates 1`, 2-core CPU, one run
-each): original_vanilla_wgangp 1,529 -> 1,845 samples/s, vanilla_wgangp_mlp 5,094 -> 5,447,
-vanilla_wgangp_selfattention 261 -> 308.
+reduction loops. Without them (`python -m gan.bench --configs ... --iters 3 --updates 1`,
+2-core CPU, two runs each, samples/s with / without the flag): original_vanilla_wgangp 1,802
+and 1,678 / 1,494 and 1,507; vanilla_wgangp_mlp 5,472 and 5,646 / 4,142 and 4,966;
+vanilla_wgangp_selfattention 295 and 296 / 249 and 254.
 
 The flag is experimental, and an XLA that does not know a flag aborts the process, so it is only
 added for the jaxlib versions it was measured on. A flag of the same name already in XLA_FLAGS
