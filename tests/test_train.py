@@ -674,3 +674,18 @@ def test_dropout_masks_are_threefry4x32_draws_of_the_step_key():
   np.testing.assert_array_equal(masks[0], masks[1])
   assert float(jnp.mean(masks[0] != masks[2])) > 0.3
   assert abs(float(jnp.mean(masks[0])) - 0.7) < 0.005
+
+
+def test_every_network_call_of_an_update_draws_dropout_from_dropout_rngs(small_design_dir, tmp_path,
+                                                                          monkeypatch):
+  """Both networks' dropout in both steps comes from `step.dropout_rngs`: tracing one update (one
+  critic step) makes 4 calls, for G and D in the critic step and in the generator step."""
+  config, dataset, models, state = setup(tiny_config(
+      data_path=small_design_dir, log_path=str(tmp_path), gen_dropout=0.1, disc_dropout=0.1,
+      critic_iter=1))
+  calls = []
+  original = step.dropout_rngs
+  monkeypatch.setattr(step, 'dropout_rngs', lambda key: calls.append(key) or original(key))
+  jax.eval_shape(lambda s, b: step.update(config, models, s, b), state,
+                 spread_batch(config, dataset))
+  assert len(calls) == 4
