@@ -15,6 +15,10 @@ it sees the same load as the rows.
                   critic_iter critic steps and one generator step (gan.step.update)
   iters_per_s     generator updates per second
   gflops_per_s    achieved: XLA's flop count of one compiled update / its median time
+  net_gflops_per_s  the same over the networks' flops only: XLA's count of the same update
+                  without dropout. Drawing and applying dropout masks is integer work that
+                  XLA's count includes (10% of original_vanilla_wgangp's); equal to
+                  gflops_per_s for a config without dropout
   compile_s       seconds to lower and compile the timed function (wall clock); the JSON also
                   has compile_cpu_s, the process's CPU seconds meanwhile, which a loaded
                   machine inflates less
@@ -66,7 +70,7 @@ PRESETS = ('original_vanilla_wgangp',)
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 # Keys of every row, in table order.
 COLUMNS = ('name', 'gan_model', 'loss_mode', 'gen_mode', 'disc_mode', 'batch_size',
-           'samples_per_s', 'iters_per_s', 'gflops_per_s', 'compile_s')
+           'samples_per_s', 'iters_per_s', 'gflops_per_s', 'net_gflops_per_s', 'compile_s')
 
 
 class BenchError(DesignGanError):
@@ -180,6 +184,14 @@ def update_flops(config, models: step.Models, state: step.TrainState, batch) -> 
   return config.critic_iter * critic + gen
 
 
+def network_flops(config, spec: data.DataSpec, mask, batch) -> float:
+  """Flops of one `update` of the same networks without dropout (see net_gflops_per_s)."""
+  config = config.copy_and_resolve_references()
+  config.gen_dropout = config.disc_dropout = 0.0
+  models, state = step.init(config, spec, mask)
+  return update_flops(config, models, state, batch)
+
+
 # ---------------------------------------------------------------------------------------------
 # Timing
 
@@ -224,8 +236,10 @@ def bench_config(name: str, config, *, iters: int, updates: int, seed: int = 0,
   models, one = step.init(config, spec, mask)
   state = (step.init_sweep(config, spec, mask, range(num_seeds))[1] if num_seeds > 1 else one)
   batches = jax.device_put(random_batches(seed, layout, updates, config.batch_size))
-  flops = update_flops(config, models, one,
-                       jax.tree.map(lambda v: v[0], batches)) * updates * num_seeds
+  first = jax.tree.map(lambda v: v[0], batches)
+  flops = update_flops(config, models, one, first) * updates * num_seeds
+  net_flops = network_flops(config, spec, mask, first) * updates * num_seeds if (
+      config.gen_dropout or config.disc_dropout) else flops
   timing = benchmark_jitted(scanned_updates(config, models, num_seeds), state, (batches,),
                             samples_per_call=updates * config.batch_size * num_seeds,
                             updates_per_call=updates * num_seeds, flops_per_call=flops,
@@ -234,7 +248,8 @@ def bench_config(name: str, config, *, iters: int, updates: int, seed: int = 0,
               gan_model=config.gan_model, loss_mode=config.loss_mode,
               gen_mode=config.gen_mode, disc_mode=config.disc_mode, num_seeds=num_seeds,
               batch_size=config.batch_size,
-              gflop_per_update=flops / updates / num_seeds / 1e9, **timing)
+              gflop_per_update=flops / updates / num_seeds / 1e9,
+              net_gflops_per_s=timing['gflops_per_s'] * net_flops / flops, **timing)
 
 
 class Roofline:
@@ -263,6 +278,7 @@ class Roofline:
     return dict(name='matmul', gan_model=None, loss_mode=None, gen_mode=None, disc_mode=None,
                 batch_size=None, samples_per_s=None, iters_per_s=None,
                 gflops_per_s=2.0 * self.size ** 3 / statistics.median(self.seconds) / 1e9,
+                net_gflops_per_s=None,
                 compile_s=self.compile_s, matmul_size=self.size, seconds_per_call=self.seconds)
 
 

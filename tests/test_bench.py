@@ -56,6 +56,7 @@ def test_cli_writes_the_documented_json(tmp_path):
   for key in ('samples_per_s', 'iters_per_s', 'gflops_per_s', 'compile_s'):
     assert tiny[key] > 0, key
   assert abs(tiny['samples_per_s'] - 8 * tiny['iters_per_s']) < 1e-6 * tiny['samples_per_s']
+  assert tiny['net_gflops_per_s'] == tiny['gflops_per_s']  # no dropout: no masks to leave out
   assert 'tiny' in proc.stdout and 'matmul' in proc.stdout  # the table
 
 
@@ -82,6 +83,26 @@ def test_flops_of_an_update_count_every_critic_step():
     flops.append(bench.update_flops(resolved, models, state, batch))
   critic = (flops[1] - flops[0]) / 2
   assert critic > 0 and flops[0] > critic
+
+
+def test_network_flops_leave_out_the_dropout_masks():
+  """net_gflops_per_s's numerator: the update's flops without the masks' integer work, i.e. the
+  count of the same networks built without dropout, and below the count with dropout."""
+  _, c = bench.row_config('vanilla_wgangp_mlp')
+  c.update(dict(gen_hidden_dims=(16,), disc_hidden_dims=(16,), zdim=4, batch_size=4))
+  counts = []
+  for rate in (0.0, 0.3):
+    c.gen_dropout = c.disc_dropout = rate
+    resolved = bench.config_lib.resolve(c)
+    layout = bench.bench_layout(resolved)
+    spec, mask = bench.bench_spec(layout), layout.strut_mask()
+    models, state = bench.step.init(resolved, spec, mask)
+    batch = {k: v[0] for k, v in bench.random_batches(0, layout, 1, 4).items()}
+    counts.append((bench.update_flops(resolved, models, state, batch),
+                   bench.network_flops(resolved, spec, mask, batch)))
+  (plain, plain_net), (dropout, dropout_net) = counts
+  assert plain_net == plain == dropout_net
+  assert dropout > plain
 
 
 def test_devices_mode_times_epochs_per_device_count(tmp_path):
