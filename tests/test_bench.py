@@ -69,18 +69,25 @@ def test_unknown_config_is_one_error_line():
   assert 'vanilla_wgangp_mlp' in errors[0]  # says what is allowed
 
 
+def _tiny_flops(c, network: bool = False):
+  """update_flops (and network_flops) of config c shrunk to tiny networks and batch 4."""
+  c.update(dict(gen_hidden_dims=(16,), disc_hidden_dims=(16,), zdim=4, batch_size=4))
+  resolved = bench.config_lib.resolve(c)
+  layout = bench.bench_layout(resolved)
+  spec, mask = bench.bench_spec(layout), layout.strut_mask()
+  models, state = bench.step.init(resolved, spec, mask)
+  batch = {k: v[0] for k, v in bench.random_batches(0, layout, 1, 4).items()}
+  flops = bench.update_flops(resolved, models, state, batch)
+  return (flops, bench.network_flops(resolved, spec, mask, batch)) if network else flops
+
+
 def test_flops_of_an_update_count_every_critic_step():
   """XLA counts a loop body once; update_flops must scale with critic_iter."""
   _, c = bench.row_config('vanilla_wgan_mlp')
-  c.update(dict(gen_hidden_dims=(16,), disc_hidden_dims=(16,), zdim=4, batch_size=4))
   flops = []
   for n in (1, 3):
     c.critic_iter = n
-    resolved = bench.config_lib.resolve(c)
-    layout = bench.bench_layout(resolved)
-    models, state = bench.step.init(resolved, bench.bench_spec(layout), layout.strut_mask())
-    batch = {k: v[0] for k, v in bench.random_batches(0, layout, 1, 4).items()}
-    flops.append(bench.update_flops(resolved, models, state, batch))
+    flops.append(_tiny_flops(c))
   critic = (flops[1] - flops[0]) / 2
   assert critic > 0 and flops[0] > critic
 
@@ -89,17 +96,10 @@ def test_network_flops_leave_out_the_dropout_masks():
   """net_gflops_per_s's numerator: the update's flops without the masks' integer work, i.e. the
   count of the same networks built without dropout, and below the count with dropout."""
   _, c = bench.row_config('vanilla_wgangp_mlp')
-  c.update(dict(gen_hidden_dims=(16,), disc_hidden_dims=(16,), zdim=4, batch_size=4))
   counts = []
   for rate in (0.0, 0.3):
     c.gen_dropout = c.disc_dropout = rate
-    resolved = bench.config_lib.resolve(c)
-    layout = bench.bench_layout(resolved)
-    spec, mask = bench.bench_spec(layout), layout.strut_mask()
-    models, state = bench.step.init(resolved, spec, mask)
-    batch = {k: v[0] for k, v in bench.random_batches(0, layout, 1, 4).items()}
-    counts.append((bench.update_flops(resolved, models, state, batch),
-                   bench.network_flops(resolved, spec, mask, batch)))
+    counts.append(_tiny_flops(c, network=True))
   (plain, plain_net), (dropout, dropout_net) = counts
   assert plain_net == plain == dropout_net
   assert dropout > plain
