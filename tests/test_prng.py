@@ -1,0 +1,70 @@
+"""gan.prng: JAX's Threefry-2x32 stream, bit for bit, from a hash XLA can fuse."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from gan import prng
+
+shapes = st.lists(st.integers(0, 9), min_size=0, max_size=3).map(tuple)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), shape=shapes, bit_width=st.sampled_from([8, 16, 32]))
+def test_bits_equal_jax_default_threefry_bits(seed, shape, bit_width):
+  key = jax.random.PRNGKey(seed)
+  dtype = {8: jnp.uint8, 16: jnp.uint16, 32: jnp.uint32}[bit_width]
+  np.testing.assert_array_equal(jax.random.bits(prng.fused_key(key), shape, dtype),
+                                jax.random.bits(key, shape, dtype))
+
+
+def test_hash_matches_the_random123_known_answer():
+  """Threefry2x32_20 known-answer vectors of Random123 (kat_vectors: threefry2x32_20)."""
+  u32 = lambda *v: [jnp.uint32(x) for x in v]
+  assert tuple(map(int, prng.threefry2x32(*u32(0, 0, 0, 0)))) == (0x6b200159, 0x99ba4efe)
+  ones = u32(*[0xffffffff] * 4)
+  assert tuple(map(int, prng.threefry2x32(*ones))) == (0x1cb996fc, 0xbb002be7)
+  pi = u32(0x13198a2e, 0x03707344, 0x243f6a88, 0x85a308d3)
+  assert tuple(map(int, prng.threefry2x32(*pi))) == (0xc4923a9c, 0x483df7a0)
+
+
+def test_masks_splits_and_fold_ins_follow_jax_under_jit_and_vmap():
+  """What nnx.Dropout does with the key (fold_in, bernoulli), jitted and vmapped over a sweep's
+  model axis, gives JAX's own masks; so does split."""
+  keys = jax.random.split(jax.random.PRNGKey(0), 3)
+
+  def masks(make_key, key):
+    return jax.random.bernoulli(jax.random.fold_in(make_key(key), 5), 0.7, (64, 33))
+
+  fused = jax.jit(jax.vmap(lambda k: masks(prng.fused_key, k)))(keys)
+  reference = jax.vmap(lambda k: masks(jax.random.wrap_key_data, k))(keys)
+  np.testing.assert_array_equal(fused, reference)
+  assert 0.65 < float(fused.mean()) < 0.75
+  assert not np.array_equal(fused[0], fused[1])
+  split = jax.random.split(prng.fused_key(keys[0]), 4)
+  np.testing.assert_array_equal(jax.random.key_data(split),
+                                jax.random.key_data(jax.random.split(keys[0], 4)))
+
+
+def test_typed_keys_and_keys_of_other_prngs_are_accepted():
+  key = jax.random.PRNGKey(7)
+  typed = jax.random.wrap_key_data(key)
+  np.testing.assert_array_equal(jax.random.bits(prng.fused_key(typed), (5,)),
+                                jax.random.bits(key, (5,)))
+  rbg = jax.random.key(7, impl='rbg')
+  bits = jax.random.bits(prng.fused_key(rbg), (5,))
+  assert bits.shape == (5,) and str(jax.random.key_impl(prng.fused_key(rbg))) == str(
+      jax.random.key_impl(prng.fused_key(key)))
+
+
+def test_one_fused_kernel_on_cpu():
+  """The reason for the module: no while loop in the compiled mask (jax's CPU lowering has one)."""
+  def mask(key):
+    return jax.random.bernoulli(key, 0.7, (256, 128))
+
+  raw = jax.random.PRNGKey(1)
+  fused_hlo = jax.jit(lambda k: mask(prng.fused_key(k))).lower(raw).compile().as_text()
+  jax_hlo = jax.jit(lambda k: mask(jax.random.wrap_key_data(k))).lower(raw).compile().as_text()
+  assert ' while(' not in fused_hlo
+  assert ' while(' in jax_hlo  # if jax ever unrolls on CPU too, this module can go
