@@ -6,10 +6,12 @@ r"""Training-speed benchmark: how fast is one generator update of each configura
 The second form measures data parallelism instead: whole training epochs on the training data,
 on each device count in its own subprocess, and the speed-up over the first (gan/bench_devices.py).
 
-One row per configuration, plus a `matmul` row: the machine's measured float32 matmul rate
-(N x N x N, N = 2048 by default), the roofline the achieved rates are compared with. It is
+One row per configuration, plus two reference rows, the rooflines the achieved rates are
+compared with: `matmul`, the machine's float32 matmul rate (N x N x N, N = 2048 by default), and
+`stream`, the rate at which it streams float32 arrays through `x * a + y` (two arrays of 16 MiB
+in, one out, by default: the sizes of the activations of a batch, so mostly from cache). Both are
 timed before every configuration row and after the last (median of all), so on a shared machine
-it sees the same load as the rows.
+they see the same load as the rows.
 
   samples_per_s   batch_size x generator updates per second; each update is the config's
                   critic_iter critic steps and one generator step (gan.step.update)
@@ -19,6 +21,11 @@ it sees the same load as the rows.
                   without dropout. Drawing and applying dropout masks is integer work that
                   XLA's count includes (10% of original_vanilla_wgangp's); equal to
                   gflops_per_s for a config without dropout
+  gb_per_s        achieved: XLA's count of the bytes one compiled update reads and writes
+                  (operands and results of every operation it runs, `bytes accessed`) / its
+                  median time; the JSON also has gb_per_update. A row far below both
+                  `matmul` in GFLOP/s and `stream` in GB/s is held up by neither roofline
+                  but by per-operation costs (many small operations, strided layouts)
   compile_s       seconds to lower and compile the timed function (wall clock); the JSON also
                   has compile_cpu_s, the process's CPU seconds meanwhile, which a loaded
                   machine inflates less
@@ -33,9 +40,9 @@ datashape=dropempty, 10 durability and 12 mass classes, the config's strut pixel
 call is one jitted lax.scan of `update` over `--updates` pre-gathered batches, so per-call
 dispatch does not dominate; after a warm-up call, `--iters` calls are timed and medians reported.
 
-Flops: XLA's cost analysis counts the body of a while loop once, whatever its trip count (a
-lax.scan of 5 matmuls reports the flops of 1). So the flops of one update are assembled from
-loop-free parts: flops(critic_step) x critic_iter + flops(generator_step), each from
+Flops and bytes: XLA's cost analysis counts the body of a while loop once, whatever its trip
+count (a lax.scan of 5 matmuls reports the flops of 1). So the cost of one update is assembled
+from loop-free parts: cost(critic_step) x critic_iter + cost(generator_step), each from
 `jax.jit(f).lower(...).compile().cost_analysis()`.
 """
 
@@ -70,7 +77,8 @@ PRESETS = ('original_vanilla_wgangp',)
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 # Keys of every row, in table order.
 COLUMNS = ('name', 'gan_model', 'loss_mode', 'gen_mode', 'disc_mode', 'batch_size',
-           'samples_per_s', 'iters_per_s', 'gflops_per_s', 'net_gflops_per_s', 'compile_s')
+           'samples_per_s', 'iters_per_s', 'gflops_per_s', 'net_gflops_per_s', 'gb_per_s',
+           'compile_s')
 
 
 class BenchError(DesignGanError):
@@ -166,21 +174,22 @@ def scanned_updates(config, models: step.Models, num_seeds: int = 1):
   return jax.jit(jax.vmap(run, in_axes=(0, None)) if num_seeds > 1 else run, donate_argnums=0)
 
 
-def compiled_flops(fn: Callable, *args) -> float:
-  """XLA's flop count of fn(*args) once compiled (loop bodies counted once: see the module doc)."""
+def compiled_cost(fn: Callable, *args) -> np.ndarray:
+  """XLA's [flops, bytes accessed] of fn(*args) once compiled (loop bodies counted once: see the
+  module doc)."""
   cost = jax.jit(fn).lower(*args).compile().cost_analysis()
   if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
     cost = cost[0]
-  return float(cost['flops'])
+  return np.array([cost['flops'], cost['bytes accessed']], np.float64)
 
 
-def update_flops(config, models: step.Models, state: step.TrainState, batch) -> float:
-  """Flops of one `update`: critic_iter critic steps and one generator step."""
+def update_cost(config, models: step.Models, state: step.TrainState, batch) -> np.ndarray:
+  """[flops, bytes accessed] of one `update`: critic_iter critic steps and one generator step."""
   key = jax.random.PRNGKey(0)
-  critic = compiled_flops(lambda s, b, k: step.critic_step(config, models, s, b, k)[0],
-                          state, batch, key)
-  gen = compiled_flops(lambda s, b, k: step.generator_step(config, models, s, b, k)[0],
-                       state, batch, key)
+  critic = compiled_cost(lambda s, b, k: step.critic_step(config, models, s, b, k)[0],
+                         state, batch, key)
+  gen = compiled_cost(lambda s, b, k: step.generator_step(config, models, s, b, k)[0],
+                      state, batch, key)
   return config.critic_iter * critic + gen
 
 
@@ -189,7 +198,7 @@ def network_flops(config, spec: data.DataSpec, mask, batch) -> float:
   config = config.copy_and_resolve_references()
   config.gen_dropout = config.disc_dropout = 0.0
   models, state = step.init(config, spec, mask)
-  return update_flops(config, models, state, batch)
+  return float(update_cost(config, models, state, batch)[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,13 +211,13 @@ def _block(tree):
 
 def benchmark_jitted(fn, state, args: Sequence[Any], *, samples_per_call: int,
                      updates_per_call: int, flops_per_call: float, iters: int,
-                     warmup: int = 1) -> dict:
+                     bytes_per_call: float = 0.0, warmup: int = 1) -> dict:
   """Compiles and times any jitted update `fn(state, *args) -> (state, aux)`.
 
   The state is threaded from call to call (fn may donate it). One call does `updates_per_call`
   generator updates on `samples_per_call` training examples in all (for K vmapped models,
-  K x batch x updates) and `flops_per_call` flops. Returns the timing columns of a row: medians
-  over `iters` timed calls after `warmup` untimed ones.
+  K x batch x updates), `flops_per_call` flops and moves `bytes_per_call` bytes. Returns the
+  timing columns of a row: medians over `iters` timed calls after `warmup` untimed ones.
   """
   t0, c0 = time.perf_counter(), time.process_time()
   compiled = fn.lower(state, *args).compile()
@@ -222,8 +231,8 @@ def benchmark_jitted(fn, state, args: Sequence[Any], *, samples_per_call: int,
     seconds.append(time.perf_counter() - t0)
   t = statistics.median(seconds)
   return dict(samples_per_s=samples_per_call / t, iters_per_s=updates_per_call / t,
-              gflops_per_s=flops_per_call / t / 1e9, compile_s=compile_s,
-              compile_cpu_s=compile_cpu_s, seconds_per_call=seconds)
+              gflops_per_s=flops_per_call / t / 1e9, gb_per_s=bytes_per_call / t / 1e9,
+              compile_s=compile_s, compile_cpu_s=compile_cpu_s, seconds_per_call=seconds)
 
 
 def bench_config(name: str, config, *, iters: int, updates: int, seed: int = 0,
@@ -237,35 +246,35 @@ def bench_config(name: str, config, *, iters: int, updates: int, seed: int = 0,
   state = (step.init_sweep(config, spec, mask, range(num_seeds))[1] if num_seeds > 1 else one)
   batches = jax.device_put(random_batches(seed, layout, updates, config.batch_size))
   first = jax.tree.map(lambda v: v[0], batches)
-  flops = update_flops(config, models, one, first) * updates * num_seeds
+  flops, bytes_accessed = update_cost(config, models, one, first) * updates * num_seeds
   net_flops = network_flops(config, spec, mask, first) * updates * num_seeds if (
       config.gen_dropout or config.disc_dropout) else flops
   timing = benchmark_jitted(scanned_updates(config, models, num_seeds), state, (batches,),
                             samples_per_call=updates * config.batch_size * num_seeds,
                             updates_per_call=updates * num_seeds, flops_per_call=flops,
-                            iters=iters)
+                            bytes_per_call=bytes_accessed, iters=iters)
   return dict(name=name + (f' x{num_seeds} seeds' if num_seeds > 1 else ''),
               gan_model=config.gan_model, loss_mode=config.loss_mode,
               gen_mode=config.gen_mode, disc_mode=config.disc_mode, num_seeds=num_seeds,
               batch_size=config.batch_size,
               gflop_per_update=flops / updates / num_seeds / 1e9,
+              gb_per_update=bytes_accessed / updates / num_seeds / 1e9,
               net_gflops_per_s=timing['gflops_per_s'] * net_flops / flops, **timing)
 
 
-class Roofline:
-  """The `matmul` row: float32 (N x N) @ (N x N), 2 N^3 flops a call, compiled once.
+class ReferenceRow:
+  """A roofline row: one jitted kernel of known flops or bytes a call, compiled once.
 
   The machine may be shared, so its rate drifts; `sample` is called between the configuration
   rows and the row reports the median over every sample, taken under the same conditions as
   the rows it is compared with.
   """
 
-  def __init__(self, size: int):
-    self.size = size
-    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
-    b = jax.random.normal(jax.random.PRNGKey(1), (size, size), jnp.float32)
-    self._args = (a,)
-    self._fn = jax.jit(lambda s, x: (s, x @ b))  # the (state, aux) shape benchmark_jitted threads
+  def __init__(self, name: str, fn, args: Sequence[Any], *, flops_per_call: float = 0.0,
+               bytes_per_call: float = 0.0, **extra):
+    self.name, self.extra = name, extra
+    self._fn, self._args = jax.jit(fn), tuple(args)
+    self._flops, self._bytes = flops_per_call, bytes_per_call
     self.seconds, self.compile_s = [], None
 
   def sample(self, iters: int) -> None:
@@ -275,11 +284,32 @@ class Roofline:
     self.seconds += timing['seconds_per_call']
 
   def row(self) -> dict:
-    return dict(name='matmul', gan_model=None, loss_mode=None, gen_mode=None, disc_mode=None,
+    t = statistics.median(self.seconds)
+    return dict(name=self.name, gan_model=None, loss_mode=None, gen_mode=None, disc_mode=None,
                 batch_size=None, samples_per_s=None, iters_per_s=None,
-                gflops_per_s=2.0 * self.size ** 3 / statistics.median(self.seconds) / 1e9,
-                net_gflops_per_s=None,
-                compile_s=self.compile_s, matmul_size=self.size, seconds_per_call=self.seconds)
+                gflops_per_s=self._flops / t / 1e9 if self._flops else None,
+                net_gflops_per_s=None, gb_per_s=self._bytes / t / 1e9 if self._bytes else None,
+                compile_s=self.compile_s, seconds_per_call=self.seconds, **self.extra)
+
+
+def matmul_row(size: int) -> ReferenceRow:
+  """`matmul`: float32 (N x N) @ (N x N), 2 N^3 flops a call."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
+  b = jax.random.normal(jax.random.PRNGKey(1), (size, size), jnp.float32)
+  # (state, aux) is the shape benchmark_jitted threads.
+  return ReferenceRow('matmul', lambda s, a, b: (s, a @ b), (a, b),
+                      flops_per_call=2.0 * size ** 3, matmul_size=size)
+
+
+def stream_row(mib: float, repeats: int = 10) -> ReferenceRow:
+  """`stream`: x <- x * a + y over float32 arrays of `mib` MiB (reads two, writes one), repeated
+  in a loop inside the call so that one call's dispatch does not count."""
+  n = max(1, int(mib * 2**20) // 4)
+  x = jax.random.normal(jax.random.PRNGKey(0), (n,), jnp.float32)
+  y = jax.random.normal(jax.random.PRNGKey(1), (n,), jnp.float32)
+  stream = lambda s, x, y: (s, jax.lax.fori_loop(0, repeats, lambda _, x: x * 0.5 + y, x))
+  return ReferenceRow('stream', stream, (x, y), bytes_per_call=3.0 * 4 * n * repeats,
+                      stream_mib=mib)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,15 +325,15 @@ def _fmt(value) -> str:
 
 
 def format_table(rows: Sequence[dict]) -> str:
-  """Fixed-width table of COLUMNS, plus each row's share of the matmul roofline."""
-  roof = next((r['gflops_per_s'] for r in rows if r['name'] == 'matmul'), None)
-  header = list(COLUMNS) + (['roofline_%'] if roof else [])
+  """Fixed-width table of COLUMNS, plus each row's share of the matmul and stream rooflines."""
+  shares = [(label, key, roof) for label, name, key in (('roofline_%', 'matmul', 'gflops_per_s'),
+                                                         ('stream_%', 'stream', 'gb_per_s'))
+            if (roof := next((r[key] for r in rows if r['name'] == name), None))]
+  header = list(COLUMNS) + [label for label, _, _ in shares]
   cells = []
   for r in rows:
-    line = [_fmt(r[c]) for c in COLUMNS]
-    if roof:
-      line.append(f'{100 * r["gflops_per_s"] / roof:.0f}')
-    cells.append(line)
+    cells.append([_fmt(r[c]) for c in COLUMNS] + [
+        '-' if r[key] is None else f'{100 * r[key] / roof:.0f}' for _, key, roof in shares])
   widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
   fmt = lambda cols: '  '.join(c.rjust(w) if i else c.ljust(w)
                                for i, (c, w) in enumerate(zip(cols, widths)))
@@ -320,7 +350,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(
       prog='python -m gan.bench',
       description='Training-speed benchmark: samples/s, updates/s, achieved GFLOP/s and '
-                  'compile time of each configuration, against a float32 matmul roofline.')
+                  'compile time of each configuration, against a float32 matmul and a memory-stream '
+                  'roofline.')
   parser.add_argument('--configs', nargs='+', default=None,
                       help='row names (e.g. vanilla_wgangp_mlp), configs/ file names or config '
                            'file paths (default: the 12 combinations and the presets; with '
@@ -333,6 +364,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       help='rows with K vmapped models (a num_seeds sweep) for each K given')
   parser.add_argument('--matmul_size', type=int, default=2048, help='N of the roofline matmul')
   parser.add_argument('--no_matmul', action='store_true', help='leave out the matmul row')
+  parser.add_argument('--stream_mib', type=float, default=16.0,
+                      help='MiB of each array of the stream row (x * a + y)')
+  parser.add_argument('--no_stream', action='store_true', help='leave out the stream row')
   parser.add_argument('--json', default='', help='also write the rows to this JSON file')
   devices = parser.add_argument_group(
       'data-parallel speed-up', 'with --devices, time whole training epochs on the training data '
@@ -348,28 +382,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args.configs = ['default'] if args.devices else list(DEFAULT_ROWS)
   try:
     if (args.iters < 1 or args.updates < 1 or args.matmul_size < 1 or args.batch_size < 0
-        or min(args.num_seeds) < 1):
-      raise BenchError('--iters, --updates, --matmul_size and --num_seeds must be positive '
-                       '(--batch_size 0 = the config\'s)')
+        or min(args.num_seeds) < 1 or not args.stream_mib > 0):
+      raise BenchError('--iters, --updates, --matmul_size, --stream_mib and --num_seeds must be '
+                       'positive (--batch_size 0 = the config\'s)')
     if args.json:  # fail before the work, not after it
       _check_json_target(args.json)
     configs = [row_config(c) for c in args.configs]  # every name checked before any timing
     if args.devices:
       return _device_main(args, configs)
-    roofline = None if args.no_matmul else Roofline(args.matmul_size)
+    references = (([] if args.no_matmul else [matmul_row(args.matmul_size)])
+                  + ([] if args.no_stream else [stream_row(args.stream_mib)]))
     rows = []
     for name, config in configs:
       if args.batch_size:
         config.batch_size = args.batch_size
       for num_seeds in args.num_seeds:
-        if roofline:
-          roofline.sample(args.iters)
+        for reference in references:
+          reference.sample(args.iters)
         rows.append(bench_config(name, config, iters=args.iters, updates=args.updates,
                                  num_seeds=num_seeds))
         print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
-    if roofline:
-      roofline.sample(args.iters)
-      rows.insert(0, roofline.row())
+    for reference in references:
+      reference.sample(args.iters)
+    rows[:0] = [reference.row() for reference in references]
     if args.json:
       meta = dict(iters=args.iters, updates_per_call=args.updates, backend=jax.default_backend(),
                   devices=[str(d) for d in jax.devices()], cpu_count=os.cpu_count(),

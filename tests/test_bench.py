@@ -41,23 +41,31 @@ def test_cli_writes_the_documented_json(tmp_path):
   config.write_text(TINY)
   out = tmp_path / 'bench.json'
   proc = _run('--configs', str(config), '--iters', '1', '--updates', '1', '--matmul_size', '128',
-              '--num_seeds', '1', '2', '--json', str(out))
+              '--stream_mib', '1', '--num_seeds', '1', '2', '--json', str(out))
   assert proc.returncode == 0, proc.stderr
   rows = json.loads(out.read_text())['rows']
-  assert [r['name'] for r in rows] == ['matmul', 'tiny', 'tiny x2 seeds']
-  matmul, tiny, sweep = rows
-  # A sweep row counts the samples, updates and flops of all its models.
+  assert [r['name'] for r in rows] == ['matmul', 'stream', 'tiny', 'tiny x2 seeds']
+  matmul, stream, tiny, sweep = rows
+  # A sweep row counts the samples, updates, flops and bytes of all its models.
   assert sweep['num_seeds'] == 2 and sweep['gflop_per_update'] == tiny['gflop_per_update']
+  assert sweep['gb_per_update'] == tiny['gb_per_update'] > 0
+  assert stream['gb_per_s'] > 0 and stream['gflops_per_s'] is None and stream['stream_mib'] == 1
+  assert matmul['gb_per_s'] is None
   assert abs(sweep['samples_per_s'] - 8 * sweep['iters_per_s']) < 1e-6 * sweep['samples_per_s']
   assert matmul['gflops_per_s'] > 0 and matmul['compile_s'] > 0
   assert set(bench.COLUMNS) <= set(tiny)
   assert (tiny['gan_model'], tiny['loss_mode'], tiny['gen_mode'], tiny['disc_mode'],
           tiny['batch_size']) == ('vanilla', 'wgangp', 'selfattention', 'mlp', 8)
-  for key in ('samples_per_s', 'iters_per_s', 'gflops_per_s', 'compile_s'):
+  for key in ('samples_per_s', 'iters_per_s', 'gflops_per_s', 'gb_per_s', 'compile_s'):
     assert tiny[key] > 0, key
+  # gb_per_s is the bytes of an update over the same time as gflops_per_s.
+  ratio = tiny['gb_per_s'] / tiny['gflops_per_s']
+  assert abs(ratio - tiny['gb_per_update'] / tiny['gflop_per_update']) < 1e-9 * ratio
   assert abs(tiny['samples_per_s'] - 8 * tiny['iters_per_s']) < 1e-6 * tiny['samples_per_s']
   assert tiny['net_gflops_per_s'] == tiny['gflops_per_s']  # no dropout: no masks to leave out
-  assert 'tiny' in proc.stdout and 'matmul' in proc.stdout  # the table
+  header = proc.stdout.splitlines()[0].split()
+  assert header[-2:] == ['roofline_%', 'stream_%'] and 'gb_per_s' in header  # the table
+  assert 'tiny' in proc.stdout and 'stream' in proc.stdout
 
 
 def test_unknown_config_is_one_error_line():
@@ -69,27 +77,27 @@ def test_unknown_config_is_one_error_line():
   assert 'vanilla_wgangp_mlp' in errors[0]  # says what is allowed
 
 
-def _tiny_flops(c, network: bool = False):
-  """update_flops (and network_flops) of config c shrunk to tiny networks and batch 4."""
+def _tiny_cost(c, network: bool = False):
+  """update_cost (and network_flops) of config c shrunk to tiny networks and batch 4."""
   c.update(dict(gen_hidden_dims=(16,), disc_hidden_dims=(16,), zdim=4, batch_size=4))
   resolved = bench.config_lib.resolve(c)
   layout = bench.bench_layout(resolved)
   spec, mask = bench.bench_spec(layout), layout.strut_mask()
   models, state = bench.step.init(resolved, spec, mask)
   batch = {k: v[0] for k, v in bench.random_batches(0, layout, 1, 4).items()}
-  flops = bench.update_flops(resolved, models, state, batch)
-  return (flops, bench.network_flops(resolved, spec, mask, batch)) if network else flops
+  cost = bench.update_cost(resolved, models, state, batch)
+  return (cost[0], bench.network_flops(resolved, spec, mask, batch)) if network else cost
 
 
-def test_flops_of_an_update_count_every_critic_step():
-  """XLA counts a loop body once; update_flops must scale with critic_iter."""
+def test_cost_of_an_update_counts_every_critic_step():
+  """XLA counts a loop body once; update_cost's flops and bytes must scale with critic_iter."""
   _, c = bench.row_config('vanilla_wgan_mlp')
-  flops = []
+  costs = []
   for n in (1, 3):
     c.critic_iter = n
-    flops.append(_tiny_flops(c))
-  critic = (flops[1] - flops[0]) / 2
-  assert critic > 0 and flops[0] > critic
+    costs.append(_tiny_cost(c))
+  critic = (costs[1] - costs[0]) / 2
+  assert (critic > 0).all() and (costs[0] > critic).all()
 
 
 def test_network_flops_leave_out_the_dropout_masks():
@@ -99,7 +107,7 @@ def test_network_flops_leave_out_the_dropout_masks():
   counts = []
   for rate in (0.0, 0.3):
     c.gen_dropout = c.disc_dropout = rate
-    counts.append(_tiny_flops(c, network=True))
+    counts.append(_tiny_cost(c, network=True))
   (plain, plain_net), (dropout, dropout_net) = counts
   assert plain_net == plain == dropout_net
   assert dropout > plain
