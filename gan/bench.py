@@ -19,7 +19,7 @@ they see the same load as the rows.
   gflops_per_s    achieved: XLA's flop count of one compiled update / its median time
   net_gflops_per_s  the same over the networks' flops only: XLA's count of the same update
                   without dropout. Drawing and applying dropout masks is integer work that
-                  XLA's count includes (10% of original_vanilla_wgangp's); equal to
+                  XLA's count includes (6% of original_vanilla_wgangp's); equal to
                   gflops_per_s for a config without dropout
   gb_per_s        achieved: XLA's count of the bytes one compiled update reads and writes
                   (operands and results of every operation it runs, `bytes accessed`) / its
