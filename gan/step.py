@@ -96,12 +96,17 @@ def learning_rate_schedule(learning_rate: float, decay_steps: int, final_fractio
 
 def make_optimizer(name: str, learning_rate, b1: float, b2: float,
                    weight_decay: float) -> optax.GradientTransformation:
-  """Adam / AdamW / RMSprop; learning_rate a float or an optax schedule."""
+  """Adam / AdamW / RMSprop; learning_rate a float or an optax schedule.
+
+  RMSprop is PyTorch's default one, as in the original: v <- 0.99 v + 0.01 g^2 and
+  update = -lr g / (sqrt(v) + 1e-8). optax's default puts eps under the square root
+  (g / sqrt(v + eps)), which damps small gradients about 1e4 times more.
+  """
   if name == 'adam':
     return optax.adam(learning_rate, b1=b1, b2=b2)
   if name == 'adamw':
     return optax.adamw(learning_rate, b1=b1, b2=b2, weight_decay=weight_decay)
-  return optax.rmsprop(learning_rate, decay=0.99, eps=1e-8)
+  return optax.rmsprop(learning_rate, decay=0.99, eps=1e-8, eps_in_sqrt=False)
 
 
 _Q = nnx.All(nnx.Param, nnx.PathContains('q_head'))

@@ -634,6 +634,24 @@ def test_resolve_forces_one_critic_step_for_bce():
   assert config_lib.resolve(config).critic_iter == 5
 
 
+def test_rmsprop_is_pytorchs_default_rmsprop():
+  """torch.optim.RMSprop(lr) (alpha 0.99, eps 1e-8 added to sqrt(v)), written out in NumPy, over
+  three steps with gradients from 1e-6 to 1: small gradients must not be damped by eps."""
+  lr = 1e-3
+  tx = step.make_optimizer('rmsprop', lr, 0.5, 0.999, 0.0)
+  params = jnp.zeros(4, jnp.float32)
+  opt = tx.init(params)
+  expected, v = np.zeros(4), np.zeros(4)
+  rng = np.random.default_rng(0)
+  for _ in range(3):
+    g = np.array([1e-6, 1e-4, 1e-2, 1.0]) * rng.uniform(0.5, 1.5, 4)
+    updates, opt = tx.update(jnp.asarray(g, jnp.float32), opt, params)
+    params = params + updates
+    v = 0.99 * v + 0.01 * g ** 2
+    expected = expected - lr * g / (np.sqrt(v) + 1e-8)
+  np.testing.assert_allclose(np.asarray(params), expected, rtol=1e-4)
+
+
 # ---------------------------------------------------------------------------------------------
 # 11. Command line
 
