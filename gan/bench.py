@@ -65,6 +65,7 @@ from gan import config as config_lib
 from gan import bench_devices
 from gan import data
 from gan import layout as layout_lib
+from gan import paths
 from gan import step
 from gan.errors import DesignGanError
 
@@ -340,12 +341,6 @@ def format_table(rows: Sequence[dict]) -> str:
   return '\n'.join([fmt(header)] + [fmt(c) for c in cells])
 
 
-def _check_json_target(path: str) -> None:
-  path = os.path.abspath(path)
-  if os.path.isdir(path) or not os.path.isdir(os.path.dirname(path)):
-    raise BenchError(f'--json {path}: not a file in an existing directory')
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(
       prog='python -m gan.bench',
@@ -385,8 +380,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         or min(args.num_seeds) < 1 or not args.stream_mib > 0):
       raise BenchError('--iters, --updates, --matmul_size, --stream_mib and --num_seeds must be '
                        'positive (--batch_size 0 = the config\'s)')
+    if not args.devices:
+      ignored = [f'--{name}' for name, default in (('platform', 'cpu'), ('epochs', 3),
+                                                  ('repeats', 1))
+                 if getattr(args, name) != default]
+      if ignored:
+        raise BenchError(f'{", ".join(ignored)} only apply with --devices (data-parallel '
+                         'epochs); give --devices 1 N, or leave them out')
     if args.json:  # fail before the work, not after it
-      _check_json_target(args.json)
+      paths.check_output_file(args.json, '--json')
     configs = [row_config(c) for c in args.configs]  # every name checked before any timing
     if args.devices:
       return _device_main(args, configs)

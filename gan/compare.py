@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw
 from configs import default
 from gan import evaluate
 from gan import inference
+from gan import paths
 from gan import summaries
 from gan import trainer
 from gan.errors import ConfigError, DesignGanError
@@ -49,7 +50,9 @@ def combination_config(name: str, minutes: float, out: str,
   config.log_path = os.path.join(out, name)
   config.time_budget_min = float(minutes)
   for item in overrides:
-    field, _, value = item.partition('=')
+    field, equals, value = item.partition('=')
+    if not equals:
+      raise ConfigError(f'--set {item}: expected FIELD=VALUE, e.g. --set batch_size=128')
     if field not in config:
       raise ConfigError(f'--set {item}: no config field {field!r}')
     config[field] = _coerce(config[field], value, item)
@@ -70,13 +73,13 @@ def _coerce(current, text: str, item: str):
 
 def run(names: Sequence[str], minutes: float, out: str, overrides: Sequence[str] = ()) -> dict:
   """Trains and evaluates every named combination not yet in `<out>/results.json`."""
-  os.makedirs(out, exist_ok=True)
+  configs = {name: combination_config(name, minutes, out, overrides) for name in names}
+  os.makedirs(paths.check_output_dir(out, '--out'), exist_ok=True)
   results_path = os.path.join(out, 'results.json')
   results = {}
   if os.path.exists(results_path):
     with open(results_path, encoding='utf-8') as f:
       results = json.load(f)
-  configs = {name: combination_config(name, minutes, out, overrides) for name in names}
   for name, config in configs.items():
     if name in results:
       continue

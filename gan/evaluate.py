@@ -50,6 +50,7 @@ import numpy as np
 from gan import classifier as classifier_lib
 from gan import data
 from gan import metrics as metrics_lib
+from gan import paths
 from gan.errors import DesignGanError
 
 GenerateFn = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
@@ -310,19 +311,9 @@ def format_report(metrics: dict) -> str:
   return '\n'.join(lines)
 
 
-def _check_json_target(path: str) -> None:
-  path = os.path.abspath(path)
-  if os.path.isdir(path):
-    raise EvaluationError(f'--json {path} is a directory; give a file name such as metrics.json')
-  if not os.path.isdir(os.path.dirname(path)):
-    raise EvaluationError(f'--json {path}: directory {os.path.dirname(path)} does not exist; '
-                          'create it first')
-
-
 def write_json(path: str, metrics: dict) -> None:
   """Writes `metrics` as JSON atomically (temporary file beside `path`, then os.replace)."""
-  _check_json_target(path)
-  path = os.path.abspath(path)
+  path = paths.check_output_file(path, '--json')
   directory = os.path.dirname(path)
   try:
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + '.', suffix='.tmp', dir=directory)
@@ -348,7 +339,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--step', type=int, default=None, help='checkpoint step (default: latest)')
   parser.add_argument('--per_pair', type=int, default=10, help='designs per class pair')
   parser.add_argument('--seed', type=int, default=0, help='seed of noise and strut colours')
-  parser.add_argument('--device', default='cpu', help='cpu | gpu')
+  parser.add_argument('--device', default='cpu', help='cpu | gpu | auto (a GPU when present)')
   parser.add_argument('--json', default='', help='also write the metrics to this JSON file')
   parser.add_argument('--cache_dir', default=None,
                       help='cache of evaluation classifiers (default: the designgan cache)')
@@ -356,7 +347,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   logging.basicConfig(level=logging.INFO, format='%(message)s')
   try:
     if args.json:  # fail before the work, not after it
-      _check_json_target(args.json)
+      paths.check_output_file(args.json, '--json')
     metrics = evaluate_model(args.model_path, args.step, args.per_pair, args.seed, args.device,
                              args.cache_dir)
     if args.json:

@@ -24,6 +24,7 @@ from gan import data
 from gan import evaluate
 from gan import metrics as metrics_lib
 from gan import parallel
+from gan import paths
 from gan import step
 from gan import summaries
 from gan.errors import ConfigError, DesignGanError
@@ -156,6 +157,10 @@ def train(config) -> dict:
   its own run directory (see `seed_configs`)."""
   started = time.perf_counter()  # the time budget counts data loading and compilation too
   config = config_lib.resolve(config)
+  # Before minutes of training: where the run writes must be (or become) a writable directory.
+  paths.check_output_dir(config.log_path, 'log_path')
+  paths.check_output_dir(config.output_path or os.path.join(config.log_path, 'output'),
+                         'output_path')
   dataset = load_data(config)
   config_lib.check_against_data(config, dataset.layout)
   if config.batch_size > len(dataset.train):
@@ -187,6 +192,10 @@ def train(config) -> dict:
   num_batches = len(dataset.train) // config.batch_size
   progress = _Progress(config.epochs, shared.main)
   for run in runs:
+    if start_epoch >= config.epochs:
+      run.log.info('Already trained %d epochs (epochs=%d): nothing to train; a larger '
+                   '--config.epochs continues this run', start_epoch, config.epochs)
+      continue
     run.log.info('Training epochs %d..%d: %d batches of %d per epoch, %d critic step(s) per '
                  'generator step%s', start_epoch + 1, config.epochs, num_batches,
                  config.batch_size, config.critic_iter,

@@ -77,6 +77,14 @@ def test_unknown_config_is_one_error_line():
   assert 'vanilla_wgangp_mlp' in errors[0]  # says what is allowed
 
 
+@pytest.mark.parametrize('flag', [['--platform', 'gpu'], ['--epochs', '5'], ['--repeats', '2']])
+def test_data_parallel_flags_without_devices_are_refused(flag, capsys):
+  """They only mean something with --devices; silently benchmarking on the CPU would mislead."""
+  assert bench.main(['--configs', 'vanilla_bce_mlp', *flag]) == 1
+  err = capsys.readouterr().err
+  assert err.startswith('error: ') and flag[0] in err and '--devices' in err
+
+
 def _tiny_cost(c, network: bool = False):
   """update_cost (and network_flops) of config c shrunk to tiny networks and batch 4."""
   c.update(dict(gen_hidden_dims=(16,), disc_hidden_dims=(16,), zdim=4, batch_size=4))

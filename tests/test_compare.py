@@ -53,7 +53,12 @@ def test_compare_writes_results_table_and_figure(small_design_dir, tmp_path, cap
     (['--set', 'nonsense=1'], "no config field 'nonsense'"),
     (['--set', 'batch_size=many'], "'many' is not a valid int"),
     (['--minutes', '0'], '--minutes must be > 0'),
+    (['--set', 'batch_size'], 'expected FIELD=VALUE'),
+    (['--out', '{tmp}/a_file/out'], 'a_file is a file'),
 ])
 def test_compare_rejects_bad_arguments(args, message, tmp_path, capsys):
-  assert compare.main(['--out', str(tmp_path)] + args) == 1
+  (tmp_path / 'a_file').write_text('')
+  args = [a.format(tmp=tmp_path) for a in args]
+  assert compare.main(['--out', str(tmp_path / 'out')] + args) == 1
   assert message in capsys.readouterr().err
+  assert sorted(os.listdir(tmp_path)) == ['a_file']  # refused before anything is written

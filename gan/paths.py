@@ -1,0 +1,52 @@
+"""Output locations, checked before the work that fills them starts.
+
+A training run, a comparison or a report must not fail after minutes of work because the place
+it writes to is a file, sits under a file, or is read-only: the entry points check their output
+paths first and say what is wrong.
+"""
+
+import os
+
+from gan.errors import DesignGanError
+
+
+class OutputPathError(DesignGanError):
+  """An output directory or file cannot be written."""
+
+
+def _nearest_existing(path: str) -> str:
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  return path
+
+
+def check_output_dir(path: str, what: str) -> str:
+  """Absolute `path` if it is a writable directory or can be created as one; else an
+  OutputPathError naming `what` (e.g. 'log_path=runs/x' or '--out')."""
+  path = os.path.abspath(path)
+  existing = _nearest_existing(path)
+  if not os.path.isdir(existing):
+    where = 'is a file' if existing == path else f'cannot be created: {existing} is a file'
+    raise OutputPathError(f'{what} {path} {where}; give a directory (created if missing)')
+  if not os.access(existing, os.W_OK | os.X_OK):
+    where = 'is' if existing == path else f'cannot be created: {existing} is'
+    raise OutputPathError(f'{what} {path} {where} not writable; give a directory you can write')
+  return path
+
+
+def check_output_file(path: str, what: str) -> str:
+  """Absolute `path` if a file can be written there: not a directory, in an existing writable
+  directory; else an OutputPathError naming `what` (e.g. '--json')."""
+  path = os.path.abspath(path)
+  directory = os.path.dirname(path)
+  if os.path.isdir(path):
+    raise OutputPathError(f'{what} {path} is a directory; give a file name such as '
+                          'metrics.json')
+  if not os.path.isdir(directory):
+    existing = _nearest_existing(directory)
+    reason = (f'{existing} is a file' if not os.path.isdir(existing)
+              else f'directory {directory} does not exist; create it first')
+    raise OutputPathError(f'{what} {path}: {reason}')
+  if not os.access(directory, os.W_OK | os.X_OK):
+    raise OutputPathError(f'{what} {path}: directory {directory} is not writable')
+  return path

@@ -1,0 +1,46 @@
+"""gan.paths: output locations are checked without creating anything."""
+
+import os
+
+import pytest
+
+from gan import paths
+
+
+def test_an_existing_or_creatable_directory_is_accepted_and_nothing_is_created(tmp_path):
+  assert paths.check_output_dir(str(tmp_path), 'log_path') == str(tmp_path)
+  nested = tmp_path / 'a' / 'b'
+  assert paths.check_output_dir(str(nested), 'log_path') == str(nested)
+  assert os.listdir(tmp_path) == []
+
+
+def test_a_relative_directory_comes_back_absolute(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert paths.check_output_dir('runs/x', 'log_path') == str(tmp_path / 'runs' / 'x')
+
+
+@pytest.mark.parametrize('target, fragment', [
+    ('f', 'log_path {tmp}/f is a file'),
+    ('f/run', 'log_path {tmp}/f/run cannot be created: {tmp}/f is a file'),
+    ('f/run/deeper', 'cannot be created: {tmp}/f is a file'),
+])
+def test_a_directory_that_is_or_sits_under_a_file_is_refused(tmp_path, target, fragment):
+  (tmp_path / 'f').write_text('')
+  with pytest.raises(paths.OutputPathError) as info:
+    paths.check_output_dir(str(tmp_path / target), 'log_path')
+  assert fragment.format(tmp=tmp_path) in str(info.value)
+
+
+@pytest.mark.parametrize('target, fragment', [
+    ('.', 'is a directory'),
+    ('missing/m.json', 'directory {tmp}/missing does not exist'),
+    ('f/m.json', '{tmp}/f is a file'),
+    ('f/sub/m.json', '{tmp}/f is a file'),
+])
+def test_an_output_file_needs_an_existing_directory(tmp_path, target, fragment):
+  (tmp_path / 'f').write_text('')
+  with pytest.raises(paths.OutputPathError) as info:
+    paths.check_output_file(os.path.join(str(tmp_path), target), '--json')
+  assert str(info.value).startswith('--json ')
+  assert fragment.format(tmp=tmp_path) in str(info.value)
+  assert paths.check_output_file(str(tmp_path / 'm.json'), '--json') == str(tmp_path / 'm.json')
