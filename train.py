@@ -17,10 +17,24 @@ from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from gan import config as config_lib
 from gan.errors import DesignGanError
 
-_CONFIG = config_flags.DEFINE_config_file('config', 'configs/default.py',
-                                          'Training config file (see configs/).')
+
+
+def _config_error(error: Exception):
+  """A config file or field that cannot be used: one line, exit status 1. ml_collections loads
+  the file (and applies the --config.<field> overrides) when the flag is defined if --config is
+  not given, while flags are parsed if it is, and on first access: all three come here."""
+  print(f'error: {config_lib.flag_error_message(sys.argv, error)}', file=sys.stderr)
+  sys.exit(1)
+
+
+try:
+  _CONFIG = config_flags.DEFINE_config_file('config', 'configs/default.py',
+                                            'Training config file (see configs/).')
+except Exception as e:  # pylint: disable=broad-except  (whatever the config file raises)
+  _config_error(e)
 # Multi-process settings describe a launch, not a model: flags, not config fields.
 _COORDINATOR = flags.DEFINE_string(
     'coordinator_address', '', 'host:port of process 0 in a multi-process run '
@@ -33,20 +47,37 @@ _PROCESS_ID = flags.DEFINE_integer(
     'the cluster\'s).')
 
 
+def parse_flags(argv):
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    return _config_error(e)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file it writes at INFO
+  try:
+    config = _CONFIG.value
+    config.to_dict()  # a file that failed to load gives an object that raises on first use
+  except Exception as e:  # pylint: disable=broad-except
+    _config_error(e)
   from gan import parallel  # pylint: disable=import-outside-toplevel  (jax import after flags)
   from gan import trainer  # pylint: disable=import-outside-toplevel
   try:
     # Before anything touches a device: JAX must know every process before it lists devices.
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    trainer.train(_CONFIG.value)
+    trainer.train(config)
   except DesignGanError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
+  except KeyboardInterrupt:
+    # The trainer has already finished its pending checkpoint writes; rerunning resumes.
+    print('interrupted: the checkpoints written so far (every checkpoint_every epochs) are kept; '
+          'the same command resumes from the last one', file=sys.stderr)
+    sys.exit(130)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

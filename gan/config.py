@@ -1,7 +1,12 @@
 """Validation of training configs: every error is one line saying what is allowed, before any
 compilation. `resolve` returns a copy with aliases replaced by canonical names."""
 
+import os
+import re
+from typing import Sequence
+
 import ml_collections
+from absl import flags
 
 from configs import default as default_config
 from gan.errors import ConfigError
@@ -157,3 +162,34 @@ def _plain(v):
 
 def _divisors(n: int) -> str:
   return ', '.join(str(d) for d in range(1, n + 1) if n % d == 0)
+
+
+
+def flag_error_message(argv: Sequence[str], error: Exception) -> str:
+  """One line for a `--config=FILE` / `--config.<field>=VALUE` command line that absl and
+  ml_collections could not apply (their own messages span lines or name no field)."""
+  files = [a.split('=', 1)[1] for a in argv if a.startswith('--config=')]
+  config_file = files[-1] if files else 'configs/default.py'
+  overrides = [m.group(1) for m in (re.match(r'--config\.([\w.]+)', a) for a in argv) if m]
+  raw = str(error).strip()
+  text = ' '.join(raw.split())
+  if 'Traceback (most recent call last)' in raw:  # get_config() itself raised
+    return f'--config={config_file}: get_config() failed: {raw.splitlines()[-1].strip()}'
+  if isinstance(error, AttributeError) and 'get_config' in text:
+    return f'--config={config_file} has no get_config() function returning a ConfigDict'
+  if isinstance(error, (AttributeError, KeyError, TypeError)) and overrides:
+    missing = text.strip('"\'')
+    for field in overrides:
+      if missing in field.split('.'):
+        return (f'--config.{field}: no config field {missing!r}; the fields and their defaults '
+                'are in configs/default.py')
+    return (f'--config.{" / --config.".join(overrides)}: cannot be applied ({text}); the fields '
+            'and their defaults are in configs/default.py')
+  if isinstance(error, OSError) and not os.path.isfile(config_file):
+    return (f'--config={config_file}: no such config file (relative to {os.getcwd()}); the '
+            'configs/ directory of the repository holds the presets')
+  if isinstance(error, SyntaxError):
+    return f'--config={config_file} is not valid Python: {text}'
+  if isinstance(error, flags.Error):  # absl's own messages name the flag
+    return text
+  return f'--config={config_file} cannot be used: {type(error).__name__}: {text}'

@@ -16,6 +16,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
@@ -666,6 +667,62 @@ def test_cli_reports_a_bad_config_in_one_line():
   errors = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
   assert len(errors) == 1, proc.stderr
   assert 'loss_mode' in errors[0] and 'bce, wgan, wgangp' in errors[0]
+
+
+_BAD_CONFIG_FILES = {
+    'syntax.py': 'def get_config(:\n',
+    'no_get_config.py': 'x = 1\n',
+    'raises.py': 'def get_config():\n  raise ValueError("boom")\n',
+}
+
+
+@pytest.mark.parametrize('args, expected', [
+    (['--config=configs/nope.py'], ['--config=configs/nope.py', 'no such config file']),
+    (['--config={dir}/syntax.py'], ['syntax.py', 'not valid Python']),
+    (['--config={dir}/no_get_config.py'], ['no_get_config.py', 'get_config()']),
+    (['--config={dir}/raises.py'], ['get_config() failed', 'ValueError: boom']),
+    # Without --config, ml_collections applies overrides while defining the flag; with it,
+    # while parsing flags: both paths.
+    (['--config.nosuchfield=3'], ["no config field 'nosuchfield'", 'configs/default.py']),
+    (['--config=configs/default.py', '--config.nosuchfield=3'], ["'nosuchfield'"]),
+    (['--config.gen_hidden_dims.x=3'], ['--config.gen_hidden_dims.x', 'cannot be applied']),
+    (['--config.epochs=abc'], ['--config.epochs=abc']),
+    (['--config.log_path={dir}/a_file'], ['log_path', 'a_file is a file']),
+    (['--config.log_path={dir}/a_file/run'], ['a_file is a file']),
+    (['--config.output_path={dir}/a_file'], ['output_path', 'a_file is a file']),
+])
+def test_cli_reports_a_bad_config_file_field_or_path_in_one_line(args, expected, tmp_path):
+  """Each is one `error:` line naming the problem, exit status 1, before any data is loaded
+  (nothing is written)."""
+  for name, text in _BAD_CONFIG_FILES.items():
+    (tmp_path / name).write_text(text)
+  (tmp_path / 'a_file').write_text('')
+  before = sorted(os.listdir(tmp_path))
+  args = [a.format(dir=tmp_path) for a in args]
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  proc = subprocess.run([sys.executable, 'train.py', *args,
+                         f'--config.data_path={tmp_path}/no_data'], cwd=REPO_ROOT,
+                        capture_output=True, text=True, timeout=120, env=env)
+  assert proc.returncode == 1, proc.stderr
+  assert 'Traceback' not in proc.stderr, proc.stderr
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: '), proc.stderr
+  for fragment in expected:
+    assert fragment in lines[0], (fragment, lines[0])
+  assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_a_finished_run_run_again_trains_nothing(base_run, tmp_path):
+  config, _ = base_run
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.log_path = copy_run(config.log_path, tmp_path / 'again')
+  config.output_path = ''
+  result = trainer.train(config)
+  assert result['epochs'] == config.epochs and result['start_epoch'] == config.epochs
+  with open(os.path.join(config.log_path, 'log_summary'), encoding='utf-8') as f:
+    log = f.read()
+  assert f'Already trained {config.epochs} epochs (epochs={config.epochs}): nothing to train' in log
+  assert f'Training epochs {config.epochs + 1}..' not in log
 
 
 def test_a_time_budget_stops_after_the_epoch_that_reaches_it(small_design_dir, tmp_path):
