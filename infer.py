@@ -3,7 +3,7 @@
   python infer.py --model_path=runs/default --durability=1.4 --mass=2.14 \
       --strut1=0,0,0 --strut2=255,255,255 --num_gen_image=50 --grid
 
-Writes <durability>_<mass>_<i>.bmp (10x30 24-bit RGB, full layout, struts exact) and
+Writes <durability>_<mass>_<iii>.bmp (e.g. 1.4_2.14_000.bmp; 10x30 24-bit RGB, full layout, struts exact) and
 manifest.csv into --gen_img_path (default <run>/inference_output). All logic is in
 gan/inference.py and gan/inference_output.py.
 """
@@ -37,7 +37,9 @@ flags.mark_flag_as_required('model_path')
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file it reads at INFO
+  # orbax logs every file it reads at INFO, and warns about a damaged step (from a background
+  # thread) before the one-line error that says the same
+  absl_logging.set_verbosity(absl_logging.ERROR)
   from gan import inference_output  # pylint: disable=import-outside-toplevel
   f = flags.FLAGS
   try:

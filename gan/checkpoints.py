@@ -9,6 +9,7 @@ renames it when complete, so an interrupted save never shadows the last good che
 
 import logging
 import os
+import re
 from typing import Any, Optional
 
 import jax
@@ -107,4 +108,6 @@ def _stored_tree(state_dir: str, where: str):
 def one_line(error: Exception, limit: int = 200) -> str:
   """The first line of an error's message, shortened: orbax errors can run to pages."""
   text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+  # Python object reprs (tensorstore's errors quote bound methods) say nothing to a user.
+  text = re.sub(r'<(bound method|built-in method|function) (?:[^<>]|<[^<>]*>)*>', '...', text)
   return text if len(text) <= limit else text[:limit] + '...'

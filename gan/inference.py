@@ -63,6 +63,13 @@ def find_checkpoints(model_path: str, step_: Optional[int] = None) -> tuple[str,
   steps = sorted(int(n) for n in os.listdir(ckpt_dir)
                  if re.fullmatch(r'\d+', n) and os.path.isdir(os.path.join(ckpt_dir, n)))
   if not steps:
+    seeds = sorted((n for n in os.listdir(path) if re.fullmatch(r'seed_\d+', n)
+                    and os.path.isdir(os.path.join(path, n, 'checkpoints'))),
+                   key=lambda n: int(n[5:]))
+    if seeds:
+      raise checkpoints.CheckpointError(
+          f'--model_path {model_path} is a seed sweep (num_seeds > 1) with one run directory per '
+          f'model; give one of: {", ".join(os.path.join(model_path, s) for s in seeds)}')
     raise checkpoints.CheckpointError(
         f'--model_path {model_path} holds no checkpoint; give a training run directory '
         '(log_path), its checkpoints/ directory or one step directory inside it')
@@ -75,10 +82,15 @@ def find_checkpoints(model_path: str, step_: Optional[int] = None) -> tuple[str,
 
 
 def select_device(name: str):
-  """The first device of `name` (cpu | gpu | cuda); a clear error when there is none."""
+  """The first device of `name` (cpu | gpu | cuda | auto: a GPU when there is one, else the CPU);
+  a clear error when there is none."""
+  if str(name).lower() == 'auto':
+    gpus = [d for d in jax.devices() if d.platform == 'gpu']
+    return gpus[0] if gpus else jax.devices('cpu')[0]
   platform = DEVICES.get(str(name).lower())
   if platform is None:
-    raise DesignGanError(f'--device={name!r} is not allowed; choose one of: cpu, gpu (alias cuda)')
+    raise DesignGanError(f'--device={name!r} is not allowed; choose one of: auto, cpu, '
+                         'gpu (alias cuda)')
   try:
     return jax.devices(platform)[0]
   except RuntimeError:

@@ -2,7 +2,9 @@
 
 Every input is checked (struts, device, checkpoint, vocabulary) before anything is generated,
 and the files are written into a temporary directory that is moved into place at the end, so a
-failed request leaves nothing half-written.
+failed request leaves nothing half-written. A request into a directory that holds an earlier
+request's outputs replaces them: the files its manifest.csv lists and its grid.png go, so the
+directory always matches its manifest; other files are left alone.
 """
 
 import csv
@@ -12,12 +14,12 @@ import shutil
 import tempfile
 from typing import Optional, Sequence
 
-import jax
 import numpy as np
 
 from gan import images as images_lib
 from gan import inference
 from gan import oracle
+from gan import paths
 from gan import summaries
 from gan.errors import DataError, DesignGanError
 
@@ -37,17 +39,13 @@ def parse_rgb(text: str, flag: str) -> tuple[int, int, int]:
   return values
 
 
-def resolve_device(name: str):
-  if str(name).lower() == 'auto':
-    gpus = [d for d in jax.devices() if d.platform == 'gpu']
-    return gpus[0] if gpus else jax.devices('cpu')[0]
-  return inference.select_device(name)
-
-
 def _class_indices(model, durability, mass, sweep: bool):
   """[(durability index, mass index), ...] for the request."""
   spec = model.spec
   if sweep:
+    if durability is not None or mass is not None:
+      raise DesignGanError('--sweep generates every (durability, mass) pair: leave out '
+                           '--durability and --mass, or leave out --sweep')
     return [(d, m) for d in range(len(spec.durability)) for m in range(len(spec.mass))]
   missing = [f for f, v in (('durability', durability), ('mass', mass)) if v is None]
   if missing:
@@ -70,7 +68,9 @@ def run(*, model_path: str, step: Optional[int], durability, mass, struts: Seque
   colors = [parse_rgb(s, f'strut{i + 1}') for i, s in enumerate(struts)]
   if num < 1:
     raise DesignGanError(f'--num_gen_image must be a positive number, got {num}')
-  dev = resolve_device(device)
+  if out_dir:  # before the model loads: a bad output directory is known at once
+    out_dir = paths.check_output_dir(out_dir, '--gen_img_path')
+  dev = inference.select_device(device)
   model = inference.load(model_path, step, dev)
   num_struts = len(model.spec.layout.strut_positions)
   if num_struts != len(colors):
@@ -82,7 +82,8 @@ def run(*, model_path: str, step: Optional[int], durability, mass, struts: Seque
   fixed = inference.fixed_pixels(model, colors)
   designs = inference.generate(model, d_idx, m_idx, np.broadcast_to(fixed, (len(d_idx),)
                                                                     + fixed.shape), seed)
-  out_dir = os.path.abspath(out_dir or os.path.join(model.run_dir, 'inference_output'))
+  out_dir = out_dir or paths.check_output_dir(os.path.join(model.run_dir, 'inference_output'),
+                                              'the default output directory')
   spec = model.spec
   d_val = np.asarray(spec.durability.values)[d_idx]
   m_val = np.asarray(spec.mass.values)[m_idx]
@@ -147,9 +148,37 @@ class _staging:
   def __exit__(self, exc_type, exc, tb):
     try:
       if exc_type is None:
-        os.makedirs(self.out_dir, exist_ok=True)
-        for name in os.listdir(self.tmp):
-          os.replace(os.path.join(self.tmp, name), os.path.join(self.out_dir, name))
+        self._move_in()
     finally:
       shutil.rmtree(self.tmp, ignore_errors=True)
     return False
+
+  def _move_in(self):
+    names = os.listdir(self.tmp)
+    try:
+      os.makedirs(self.out_dir, exist_ok=True)
+      # Checked before the first file moves, so a clash leaves the directory as it was.
+      clashes = [n for n in names if os.path.isdir(os.path.join(self.out_dir, n))]
+      if clashes:
+        raise DesignGanError(f'cannot write {self.out_dir}: {", ".join(sorted(clashes))} '
+                             'already exist there as directories; remove them or choose another '
+                             '--gen_img_path')
+      stale = _earlier_outputs(self.out_dir) - set(names)
+      for name in names:
+        os.replace(os.path.join(self.tmp, name), os.path.join(self.out_dir, name))
+      for name in stale:
+        os.remove(os.path.join(self.out_dir, name))
+    except OSError as e:
+      raise DesignGanError(f'cannot write to {self.out_dir}: {e}') from None
+
+
+def _earlier_outputs(out_dir: str) -> set:
+  """The files an earlier request wrote into `out_dir`: those its manifest.csv lists, grid.png."""
+  names = {'grid.png'}
+  try:
+    with open(os.path.join(out_dir, 'manifest.csv'), newline='') as f:
+      names.update(row['file'] for row in csv.DictReader(f) if row.get('file'))
+  except (OSError, csv.Error, UnicodeDecodeError):
+    pass  # no earlier request (or not a manifest of ours): nothing to replace
+  return {n for n in names if os.path.basename(n) == n and n.endswith(('.bmp', '.png'))
+          and os.path.isfile(os.path.join(out_dir, n))}

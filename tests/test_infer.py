@@ -26,6 +26,7 @@ import jax
 import numpy as np
 import pytest
 
+from gan import checkpoints
 from gan import images as images_lib
 from gan import inference_output
 from gan import oracle
@@ -486,8 +487,10 @@ _CLI_CASES = {
     'meta_vocabulary_changed': ([], lambda m: _edit_meta(
         _step2(m), lambda meta: meta['spec'].update(durability=[1.0, 1.1])), ['checkpoint'],
                                 None),
+    'empty_step_dir': ([], lambda m: os.makedirs(os.path.join(m, 'checkpoints', '7')),
+                       ['checkpoint 7'], None),  # orbax's warning about it stays silent
     'device_gpu': (['--device=gpu'], None, ['GPU'], None),
-    'device_bogus': (['--device=bogus'], None, ['bogus', 'cpu'], None),
+    'device_bogus': (['--device=bogus'], None, ['bogus', 'auto', 'cpu', 'gpu'], None),
 }
 _GPU_CASES = ('device_gpu', 'device_cuda')  # valid where there is a GPU
 
@@ -521,6 +524,11 @@ _LIB_CASES = {
                                                      'metadata'), ['checkpoint'], None),
     'missing_step': ({'step': 7}, None, ['7', '1, 2'], None),
     'device_cuda': ({'device': 'cuda'}, None, ['GPU'], None),
+    'sweep_with_classes': ({'sweep': True}, None, ['--sweep', '--durability'], None),
+    'seed_sweep_directory': ({'model_path': '{model}/sweep'}, lambda m: [shutil.copytree(
+        os.path.join(m, 'checkpoints'), os.path.join(m, 'sweep', f'seed_{k}', 'checkpoints'))
+                                                                      for k in (12, 3)],
+                             ['seed sweep', 'sweep/seed_3, ', 'sweep/seed_12'], None),
 }
 
 
@@ -622,3 +630,47 @@ def test_checkpoint_from_before_newer_config_fields_still_loads(main_run, tmp_pa
   old, _ = _generate(model, str(tmp_path / 'old'))
   new, _ = _generate(main_run, str(tmp_path / 'new'))
   assert _read_bytes(old) == _read_bytes(new)
+
+
+# ---------------------------------------------------------------------------------------------
+# The output directory
+
+
+@pytest.mark.parametrize('target', ['a_file', 'a_file/out'])
+def test_an_output_path_that_is_or_sits_under_a_file_is_refused(main_run, tmp_path, target):
+  (tmp_path / 'a_file').write_text('keep')
+  with pytest.raises(DesignGanError, match='a_file is a file'):
+    _generate(main_run, tmp_path / target)
+  assert sorted(os.listdir(tmp_path)) == ['a_file']
+  assert (tmp_path / 'a_file').read_text() == 'keep'
+
+
+def test_a_clash_with_a_directory_moves_nothing_in(main_run, tmp_path):
+  """An output name taken by a directory is found before the first file moves: the directory is
+  left as it was, and no staging directory stays behind."""
+  out = tmp_path / 'out'
+  (out / 'grid.png').mkdir(parents=True)
+  with pytest.raises(DesignGanError, match='grid.png'):
+    _generate(main_run, out, grid=True, num=10)
+  assert os.listdir(out) == ['grid.png'] and os.listdir(out / 'grid.png') == []
+  assert sorted(os.listdir(tmp_path)) == ['out']
+
+
+def test_a_new_request_replaces_the_earlier_requests_outputs(main_run, tmp_path):
+  """The directory matches its manifest after the second request: the first request's designs
+  and grid are gone, files it did not write stay."""
+  out = tmp_path / 'out'
+  _generate(main_run, out, num=5, grid=True)
+  (out / 'notes.txt').write_text('mine')
+  _, files = _generate(main_run, out, num=2, mass=2.24)
+  with open(out / 'manifest.csv', newline='') as f:
+    listed = [row['file'] for row in csv.DictReader(f)]
+  assert sorted(listed) == sorted(os.path.basename(p) for p in files) and len(listed) == 2
+  assert sorted(os.listdir(out)) == sorted(listed + ['manifest.csv', 'notes.txt'])
+
+
+def test_error_messages_leave_out_python_object_reprs():
+  error = ValueError('read failed in <bound method Reader.read of <Reader object at 0x7f>> '
+                     'for key "d/1"\nsecond line')
+  assert checkpoints.one_line(error) == 'read failed in ... for key "d/1"'
+  assert checkpoints.one_line(ValueError('<function f at 0x1> failed')) == '... failed'
