@@ -690,7 +690,9 @@ _BAD_CONFIG_FILES = {
     (['--config.log_path={dir}/a_file'], ['log_path', 'a_file is a file']),
     (['--config.log_path={dir}/a_file/run'], ['a_file is a file']),
     (['--config.output_path={dir}/a_file'], ['output_path', 'a_file is a file']),
-])
+], ids=['missing_file', 'syntax_error', 'no_get_config', 'get_config_raises', 'unknown_field',
+        'unknown_field_with_file', 'field_of_a_tuple', 'bad_int', 'log_path_file',
+        'log_path_under_file', 'output_path_file'])
 def test_cli_reports_a_bad_config_file_field_or_path_in_one_line(args, expected, tmp_path):
   """Each is one `error:` line naming the problem, exit status 1, before any data is loaded
   (nothing is written)."""
