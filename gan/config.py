@@ -164,7 +164,6 @@ def _divisors(n: int) -> str:
   return ', '.join(str(d) for d in range(1, n + 1) if n % d == 0)
 
 
-
 def flag_error_message(argv: Sequence[str], error: Exception) -> str:
   """One line for a `--config=FILE` / `--config.<field>=VALUE` command line that absl and
   ml_collections could not apply (their own messages span lines or name no field)."""

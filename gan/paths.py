@@ -22,7 +22,7 @@ def _nearest_existing(path: str) -> str:
 
 def check_output_dir(path: str, what: str) -> str:
   """Absolute `path` if it is a writable directory or can be created as one; else an
-  OutputPathError naming `what` (e.g. 'log_path=runs/x' or '--out')."""
+  OutputPathError naming `what` (e.g. 'log_path' or '--out')."""
   path = os.path.abspath(path)
   existing = _nearest_existing(path)
   if not os.path.isdir(existing):
