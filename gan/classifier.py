@@ -15,7 +15,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 from typing import Any, Optional, Sequence
 
@@ -28,6 +27,7 @@ from flax import nnx
 from gan import data
 from gan import designs
 from gan import metrics as metrics_lib
+from gan import paths
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ def save_classifier(classifier: Classifier, path: str) -> None:
   """
   parent = os.path.dirname(path)
   os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=os.path.basename(path) + '.partial-', dir=parent)
+  tmp = paths.staging_dir(path)
   try:
     with _checkpointer() as checkpointer:
       checkpointer.save(os.path.join(tmp, 'params'), classifier.params)

@@ -119,6 +119,8 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if not isinstance(c[field], int) or c[field] < 0:
       raise ConfigError(f'{field} must be 0 (derive from the data) or a positive integer, '
                         f'got {c[field]!r}')
+  if c.data_path:  # absolute, so gan.evaluate and resuming find the data from any directory
+    c.data_path = os.path.abspath(os.path.expanduser(str(c.data_path)))
   return c
 
 

@@ -10,6 +10,7 @@ Geometry comes from the files, not from constants: the image size is whatever th
 `datashape='dropempty'` keeps only the columns that hold material in at least one design.
 """
 
+import collections
 import dataclasses
 import decimal
 import logging
@@ -357,7 +358,8 @@ def _check_fraction(val_fraction: float):
 def _list_images(data_path: str) -> list[str]:
   """Paths of the image files in `data_path`, sorted by name; warns about skipped files."""
   if not os.path.exists(data_path):
-    raise DataError(f'{data_path}: data directory does not exist')
+    relative = '' if os.path.isabs(data_path) else f' (relative to {os.getcwd()})'
+    raise DataError(f'{data_path}: data directory does not exist{relative}')
   if not os.path.isdir(data_path):
     raise DataError(f'{data_path}: is a file, expected a directory of {NAME_PATTERN} images')
   try:
@@ -398,16 +400,13 @@ def _vocab(fixed_values, labels: list[float], what: str, paths: list[str]) -> Cl
 
 
 def _read_images(paths: list[str]) -> np.ndarray:
-  """Reads all images as one (N, H, W, 3) uint8 array; every image must have the first's size."""
-  arrays = []
-  expected = None
-  for path in paths:
-    image = image_io.read_rgb(path)
-    if expected is None:
-      expected = image.shape
-    elif image.shape != expected:
-      raise DataError(
-          f'{path}: image is {image.shape[0]}x{image.shape[1]} (HxW) but {paths[0]} and the '
-          f'others before it are {expected[0]}x{expected[1]}; all designs must have one size')
-    arrays.append(image)
+  """Reads all images as one (N, H, W, 3) uint8 array; every image must have the same size."""
+  arrays = [image_io.read_rgb(path) for path in paths]
+  shapes = collections.Counter(a.shape[:2] for a in arrays)
+  if len(shapes) > 1:
+    (h, w), _ = shapes.most_common(1)[0]
+    odd = [(p, a.shape[:2]) for p, a in zip(paths, arrays) if a.shape[:2] != (h, w)]
+    listed = ', '.join(f'{p} is {s[0]}x{s[1]}' for p, s in odd[:3])
+    raise DataError(f'{len(odd)} of {len(paths)} designs are not {h}x{w} (HxW) like the others: '
+                    f'{listed}{" ..." if len(odd) > 3 else ""}; all designs must have one size')
   return np.stack(arrays)

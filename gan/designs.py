@@ -27,13 +27,13 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 from gan import images as images_lib
 from gan import oracle
+from gan import paths
 from gan.errors import DesignGanError
 
 log = logging.getLogger(__name__)
@@ -167,6 +167,8 @@ def generate(num: int, seed: int = DEFAULT_SEED, max_rounds: int = 200) -> Desig
   """Generates `num` designs, deterministic in (num, seed)."""
   if num < 1:
     raise DesignGanError(f'--num must be a positive number of designs, got {num}')
+  if seed < 0:
+    raise DesignGanError(f'--seed must be a non-negative integer, got {seed}')
   rng = np.random.default_rng(seed)
   nd, nm = len(oracle.DURABILITY_CLASSES), len(oracle.MASS_CLASSES)
   pairs = rng.permutation(np.resize(np.arange(nd * nm), num))
@@ -228,15 +230,18 @@ def write_dataset(out_dir: str, designs: Designs, overwrite: bool = False) -> No
   interrupted run leaves no half-written dataset. An existing non-empty `out_dir` is an error
   unless `overwrite` (then it is replaced, again only once the new one is complete).
   """
-  out_dir = os.path.abspath(out_dir)
-  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-    raise DesignGanError(f'--out {out_dir} is a file; give a directory')
-  if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
+  if not str(out_dir).strip():
+    raise DesignGanError('--out is empty; give the directory to write the designs into')
+  out_dir = paths.check_output_dir(out_dir, '--out')
+  existing = os.listdir(out_dir) if os.path.isdir(out_dir) else []
+  if existing and not overwrite:
     raise DesignGanError(f'--out {out_dir} is not empty; choose a new directory or pass '
                          '--overwrite to replace its contents')
+  if existing:
+    _check_replaceable(out_dir, existing)
   parent = os.path.dirname(out_dir)
   os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=os.path.basename(out_dir) + '.partial-', dir=parent)
+  tmp = paths.staging_dir(out_dir)
   try:
     for name, image in zip(designs.file_names(), designs.images):
       images_lib.write_rgb(os.path.join(tmp, name), image, atomic=False)
@@ -250,6 +255,21 @@ def write_dataset(out_dir: str, designs: Designs, overwrite: bool = False) -> No
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
+
+
+def _check_replaceable(out_dir: str, entries: list[str]) -> None:
+  """--overwrite replaces a dataset, nothing else: not the working directory or one above it
+  (the command would delete itself out from under the shell), not a directory of other files."""
+  cwd = os.getcwd()
+  if os.path.commonpath([out_dir, cwd]) == out_dir:
+    raise DesignGanError(f'--overwrite would replace {out_dir}, which holds the current '
+                         'directory; give the dataset a directory of its own')
+  others = sorted(e for e in entries if not (e.lower().endswith(('.bmp', '.png'))
+                                             and os.path.isfile(os.path.join(out_dir, e))))
+  if others:
+    raise DesignGanError(f'--overwrite replaces a directory of design images, but {out_dir} also '
+                         f'holds {", ".join(others[:3])}{" ..." if len(others) > 3 else ""}; '
+                         'choose a new directory or remove them')
 
 
 def default_cache_dir() -> str:

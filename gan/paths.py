@@ -6,6 +6,7 @@ paths first and say what is wrong.
 """
 
 import os
+import tempfile
 
 from gan.errors import DesignGanError
 
@@ -50,3 +51,15 @@ def check_output_file(path: str, what: str) -> str:
   if not os.access(directory, os.W_OK | os.X_OK):
     raise OutputPathError(f'{what} {path}: directory {directory} is not writable')
   return path
+
+
+def staging_dir(target: str) -> str:
+  """A new temporary sibling directory of `target`, to be renamed to it when complete, with the
+  permissions os.makedirs would give (tempfile.mkdtemp makes it private, mode 0700, and the
+  rename would keep that: a dataset or cache nobody else could read)."""
+  tmp = tempfile.mkdtemp(prefix=os.path.basename(target) + '.partial-',
+                         dir=os.path.dirname(target))
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(tmp, 0o777 & ~umask)
+  return tmp

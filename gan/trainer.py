@@ -40,9 +40,10 @@ def parse_values(value):
     return None
   if isinstance(value, str):
     try:
-      return [float(v) for v in value.split(',') if v.strip()]
+      return [float(v) for v in value.split(',')]
     except ValueError:
-      raise ConfigError(f'class values must be comma-separated numbers, got {value!r}') from None
+      raise ConfigError(f'class values must be comma-separated numbers such as 1.0,1.1,1.2 '
+                        f'(none empty), got {value!r}') from None
   return [float(v) for v in value]
 
 
@@ -349,10 +350,10 @@ class _Run:
     self.log.info('Trained %d epoch(s) in %.1f s; checkpoints in %s', max(trained, 0), seconds,
                   self.mngr.directory)
     if self.shared.main:
-      paths = _write_outputs(self.config, self.shared.dataset, state, self.shared.sample_fn,
-                             self.output_path)
-      self.log.info('Wrote %d generated and %d real designs to %s', len(paths[0]),
-                    len(paths[1]), self.output_path)
+      written = _write_outputs(self.config, self.shared.dataset, state, self.shared.sample_fn,
+                               self.output_path)
+      self.log.info('Wrote %d generated and %d real designs to %s', len(written[0]),
+                    len(written[1]), self.output_path)
     return {'log_path': self.log_path, 'output_path': self.output_path,
             'epochs': epoch, 'metrics': self.means}
 

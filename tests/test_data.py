@@ -313,6 +313,23 @@ def test_images_of_different_sizes(tmp_path):
   assert '1_c_2_x.bmp' in message and '10x31' in message and '10x30' in message
 
 
+def test_the_odd_size_is_named_even_when_it_comes_first(tmp_path):
+  """The message names the files that differ from the majority, not the first file read."""
+  write_rgb(str(tmp_path / '1_a_2_x.bmp'), np.zeros((12, 30, 3), np.uint8))
+  write_designs(tmp_path, ['1_b_2_x.bmp', '1_c_2_x.bmp', '1_d_2_x.bmp'])
+  with pytest.raises(DataError) as e:
+    data.load_dataset(str(tmp_path))
+  message = str(e.value)
+  assert message.startswith('1 of 4 designs are not 10x30 (HxW) like the others: ')
+  assert '1_a_2_x.bmp is 12x30' in message and '1_b_2_x' not in message
+
+
+def test_a_missing_relative_data_path_says_where_it_was_looked_for(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(DataError, match=f'relative to {tmp_path}'):
+    data.load_dataset('no/such/dir')
+
+
 def test_unparsable_name(tmp_path):
   write_designs(tmp_path, ['1_a_2_x.bmp', 'heavy_b_2_x.bmp'])
   with pytest.raises(DataError, match="heavy_b_2_x.bmp: durability 'heavy'"):

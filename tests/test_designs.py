@@ -148,6 +148,46 @@ def test_cli_overwrite_replaces(tmp_path):
   assert sorted(os.listdir(tmp_path)) == ['data']
 
 
+def test_cli_overwrite_replaces_only_a_directory_of_designs(tmp_path, monkeypatch, capsys):
+  """Not the working directory (or one above it), not one with other files; nothing deleted."""
+  out = tmp_path / 'data'
+  assert designs.main(['--out', str(out), '--num', '4']) == 0
+  (out / 'notes.txt').write_text('mine')
+  before = sorted(os.listdir(out))
+  assert designs.main(['--out', str(out), '--num', '4', '--overwrite']) == 1
+  assert 'notes.txt' in capsys.readouterr().err
+  (out / 'notes.txt').unlink()
+  monkeypatch.chdir(out)
+  for target in ('.', str(tmp_path)):
+    assert designs.main(['--out', target, '--num', '4', '--overwrite']) == 1
+    assert 'holds the current directory' in capsys.readouterr().err
+  assert sorted(os.listdir(out)) == [n for n in before if n != 'notes.txt']
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--out', ''], '--out is empty'),
+    (['--out', '{tmp}/a_file/data'], 'a_file is a file'),
+    (['--out', '{tmp}/data', '--seed', '-1'], '--seed must be a non-negative integer'),
+])
+def test_cli_bad_arguments_are_one_error_line(tmp_path, capsys, args, message):
+  (tmp_path / 'a_file').write_text('')
+  args = [a.format(tmp=tmp_path) for a in args]
+  assert designs.main(args + ['--num', '4']) == 1
+  err = capsys.readouterr().err
+  assert err.startswith('error: ') and err.count('\n') == 1 and message in err, err
+  assert sorted(os.listdir(tmp_path)) == ['a_file']
+
+
+def test_the_dataset_directory_follows_the_umask(tmp_path):
+  """tempfile.mkdtemp makes 0700 directories; renamed into place, nobody else could read it."""
+  old = os.umask(0o022)
+  try:
+    designs.write_dataset(str(tmp_path / 'data'), designs.generate(4, 0))
+  finally:
+    os.umask(old)
+  assert (tmp_path / 'data').stat().st_mode & 0o777 == 0o755
+
+
 def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
   calls = []
 

@@ -44,3 +44,14 @@ def test_an_output_file_needs_an_existing_directory(tmp_path, target, fragment):
   assert str(info.value).startswith('--json ')
   assert fragment.format(tmp=tmp_path) in str(info.value)
   assert paths.check_output_file(str(tmp_path / 'm.json'), '--json') == str(tmp_path / 'm.json')
+
+
+def test_a_staging_directory_has_the_permissions_makedirs_would_give(tmp_path):
+  old = os.umask(0o027)
+  try:
+    staged = paths.staging_dir(str(tmp_path / 'target'))
+  finally:
+    os.umask(old)
+  assert os.path.dirname(staged) == str(tmp_path)
+  assert os.path.basename(staged).startswith('target.partial-')
+  assert os.stat(staged).st_mode & 0o777 == 0o750

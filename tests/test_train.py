@@ -635,6 +635,23 @@ def test_resolve_forces_one_critic_step_for_bce():
   assert config_lib.resolve(config).critic_iter == 5
 
 
+def test_resolve_makes_the_data_path_absolute(tmp_path, monkeypatch):
+  """The run's saved config then finds its data from any working directory (gan.evaluate)."""
+  monkeypatch.chdir(tmp_path)
+  config = default.get_config()
+  config.data_path = 'my/designs'
+  assert config_lib.resolve(config).data_path == str(tmp_path / 'my' / 'designs')
+  config.data_path = ''  # the embedded designs
+  assert config_lib.resolve(config).data_path == ''
+
+
+@pytest.mark.parametrize('text', ['1.0,,1.1', '1.0,1.1,', 'a,b'])
+def test_class_values_must_be_numbers_none_empty(text):
+  with pytest.raises(ConfigError, match='comma-separated numbers'):
+    trainer.parse_values(text)
+  assert trainer.parse_values(' 1.0, 1.1 ') == [1.0, 1.1]
+
+
 def test_rmsprop_is_pytorchs_default_rmsprop():
   """torch.optim.RMSprop(lr) (alpha 0.99, eps 1e-8 added to sqrt(v)), written out in NumPy, over
   three steps with gradients from 1e-6 to 1: small gradients must not be damped by eps."""
