@@ -79,7 +79,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.lr_final_fraction = 0.1          # lr after the decay, as a fraction of the initial lr
   c.ema_decay = 0.999                # sampling weights: EMA of the generator (0 = raw weights)
   c.batch_size = 256
-  c.epochs = 200                     # about 11 minutes on a 2-core CPU at critic_iter 2
+  c.epochs = 200                     # about 6 minutes on a 2-core CPU (README, Quick start)
   c.time_budget_min = 0.0            # > 0: stop after the last epoch expected to end within this
                                      # many minutes of wall-clock (checkpointed and evaluated)
 

@@ -233,6 +233,10 @@ def write_dataset(out_dir: str, designs: Designs, overwrite: bool = False) -> No
   if not str(out_dir).strip():
     raise DesignGanError('--out is empty; give the directory to write the designs into')
   out_dir = paths.check_output_dir(out_dir, '--out')
+  if os.path.commonpath([out_dir, os.getcwd()]) == out_dir:
+    # The finished dataset is renamed into place: the shell's directory would be replaced.
+    raise DesignGanError(f'--out {out_dir} holds the current directory; give the dataset a '
+                         'directory of its own, e.g. --out data/designs')
   existing = os.listdir(out_dir) if os.path.isdir(out_dir) else []
   if existing and not overwrite:
     raise DesignGanError(f'--out {out_dir} is not empty; choose a new directory or pass '
@@ -258,12 +262,7 @@ def write_dataset(out_dir: str, designs: Designs, overwrite: bool = False) -> No
 
 
 def _check_replaceable(out_dir: str, entries: list[str]) -> None:
-  """--overwrite replaces a dataset, nothing else: not the working directory or one above it
-  (the command would delete itself out from under the shell), not a directory of other files."""
-  cwd = os.getcwd()
-  if os.path.commonpath([out_dir, cwd]) == out_dir:
-    raise DesignGanError(f'--overwrite would replace {out_dir}, which holds the current '
-                         'directory; give the dataset a directory of its own')
+  """--overwrite replaces a dataset, nothing else: not a directory of other files."""
   others = sorted(e for e in entries if not (e.lower().endswith(('.bmp', '.png'))
                                              and os.path.isfile(os.path.join(out_dir, e))))
   if others:

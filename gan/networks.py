@@ -22,7 +22,8 @@ The self-attention networks are real pixel-token transformers: each pixel is a t
 learned position embedding, in residual pre-LayerNorm blocks of multi-head attention and an MLP.
 The attention is axial by default (`attention='axial'`: half the heads attend along the pixel's
 row, half along its column) or over all S tokens (`'full'`). In the generator the condition vector c = [z, embed(durability), embed(mass)]
-is added to every token and modulates every LayerNorm (FiLM: (1 + scale(c)) * LN(x) + shift(c)).
+is added to every token and modulates the two LayerNorms of every block (FiLM: (1 + scale(c)) *
+LN(x) + shift(c)).
 """
 
 from typing import Optional, Sequence

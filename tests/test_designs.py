@@ -149,7 +149,7 @@ def test_cli_overwrite_replaces(tmp_path):
 
 
 def test_cli_overwrite_replaces_only_a_directory_of_designs(tmp_path, monkeypatch, capsys):
-  """Not the working directory (or one above it), not one with other files; nothing deleted."""
+  """Not one with other files; never the working directory or one above it; nothing deleted."""
   out = tmp_path / 'data'
   assert designs.main(['--out', str(out), '--num', '4']) == 0
   (out / 'notes.txt').write_text('mine')
@@ -162,6 +162,13 @@ def test_cli_overwrite_replaces_only_a_directory_of_designs(tmp_path, monkeypatc
     assert designs.main(['--out', target, '--num', '4', '--overwrite']) == 1
     assert 'holds the current directory' in capsys.readouterr().err
   assert sorted(os.listdir(out)) == [n for n in before if n != 'notes.txt']
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  monkeypatch.chdir(empty)  # renaming the dataset over it would pull it from under the shell
+  inode = empty.stat().st_ino
+  assert designs.main(['--out', '.', '--num', '4']) == 1
+  assert 'holds the current directory' in capsys.readouterr().err
+  assert empty.stat().st_ino == inode and os.listdir(empty) == []
 
 
 @pytest.mark.parametrize('args, message', [
