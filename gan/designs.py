@@ -223,23 +223,25 @@ def statistics(designs: Designs) -> dict:
   }
 
 
-def write_dataset(out_dir: str, designs: Designs, overwrite: bool = False) -> None:
+def write_dataset(out_dir: str, designs: Designs, overwrite: bool = False,
+                  what: str = '--out') -> None:
   """Writes the designs as BMPs into `out_dir`, all or nothing.
 
   The files go to a temporary sibling directory that is renamed to `out_dir` at the end, so an
   interrupted run leaves no half-written dataset. An existing non-empty `out_dir` is an error
-  unless `overwrite` (then it is replaced, again only once the new one is complete).
+  unless `overwrite` (then it is replaced, again only once the new one is complete). Errors
+  name the directory as `what`.
   """
   if not str(out_dir).strip():
-    raise DesignGanError('--out is empty; give the directory to write the designs into')
-  out_dir = paths.check_output_dir(out_dir, '--out')
+    raise DesignGanError(f'{what} is empty; give the directory to write the designs into')
+  out_dir = paths.check_output_dir(out_dir, what)
   if os.path.commonpath([out_dir, os.getcwd()]) == out_dir:
     # The finished dataset is renamed into place: the shell's directory would be replaced.
-    raise DesignGanError(f'--out {out_dir} holds the current directory; give the dataset a '
+    raise DesignGanError(f'{what} {out_dir} holds the current directory; give the dataset a '
                          'directory of its own, e.g. --out data/designs')
   existing = os.listdir(out_dir) if os.path.isdir(out_dir) else []
   if existing and not overwrite:
-    raise DesignGanError(f'--out {out_dir} is not empty; choose a new directory or pass '
+    raise DesignGanError(f'{what} {out_dir} is not empty; choose a new directory or pass '
                          '--overwrite to replace its contents')
   if existing:
     _check_replaceable(out_dir, existing)
@@ -293,7 +295,7 @@ def ensure_default_dataset(cache_dir: str | None = None, num: int = DEFAULT_NUM_
   log.warning('Generating the default design dataset (%d designs, seed %d) once into %s',
               num, seed, path)
   try:
-    write_dataset(path, generate(num, seed))
+    write_dataset(path, generate(num, seed), what='the default dataset directory')
   except OSError as e:
     if os.path.isdir(path):  # another process finished first: use its copy
       return path
