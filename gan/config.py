@@ -158,6 +158,14 @@ def model_fields(config) -> dict:
   return fields
 
 
+def changed_settings(old, new) -> list[str]:
+  """'field: old -> new' for every field other than the model's and `epochs` that differs
+  between two resolved configs (what a resumed run now does differently)."""
+  skip = set(MODEL_FIELDS) | {'epochs'}
+  return [f'{k}: {old[k]!r} -> {new[k]!r}' for k in sorted(new.keys())
+          if k not in skip and k in old and _plain(old[k]) != _plain(new[k])]
+
+
 def _plain(v):
   return list(v) if isinstance(v, (tuple, list)) else v
 

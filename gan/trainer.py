@@ -231,6 +231,12 @@ def train(config) -> dict:
             run.log.info('time_budget_min=%g reached: stopped after epoch %d of %d',
                          config.time_budget_min, epoch, config.epochs)
         break
+  except KeyboardInterrupt:
+    progress.clear()
+    for run in runs:
+      run.log.info('Interrupted during epoch %d; the last checkpoint is of epoch %s', end_epoch + 1,
+                   run.mngr.latest_step() or 'none')
+    raise
   finally:  # also on errors and Ctrl-C: pending checkpoint writes complete before we exit
     progress.clear()
     for run in runs:
@@ -288,8 +294,19 @@ class _Run:
   def restore(self, epoch: int, target):
     _, saved = checkpoints.read_meta(self.mngr, epoch)
     _check_resumable(saved, self.config, self.shared.dataset.spec, self.log_path)
-    state = checkpoints.restore_state(self.mngr, epoch, target)
+    try:
+      state = checkpoints.restore_state(self.mngr, epoch, target)
+    except checkpoints.CheckpointError as e:
+      earlier = [s for s in self.mngr.all_steps() if s < epoch]
+      if not earlier:
+        raise
+      raise checkpoints.CheckpointError(
+          f'{e}; an earlier checkpoint (epoch {earlier[-1]}) is kept: remove '
+          f'{os.path.join(self.mngr.directory, str(epoch))} to resume from it') from None
     self.log.info('Resumed from the checkpoint of epoch %d in %s', epoch, self.mngr.directory)
+    changed = config_lib.changed_settings(config_lib.from_saved(saved['config']), self.config)
+    if changed:
+      self.log.info('Settings changed since that checkpoint: %s', '; '.join(changed))
     return state
 
   def check_finite(self, metrics: dict, epoch: int, steps_before: int, progress):
@@ -298,6 +315,7 @@ class _Run:
       return
     progress.clear()
     last = self.mngr.latest_step()
+    self.log.info('Stopped: %s became non-finite in epoch %d', bad[1], epoch)
     raise TrainingError(
         f'{bad[1]} became non-finite at generator step {steps_before + bad[0] + 1} (epoch '
         f'{epoch}){self.seed_note}; training stopped. ' + (f'The last good checkpoint (epoch {last}) is '
@@ -364,6 +382,12 @@ def _resume_epoch(runs) -> int:
   runs that got further are removed (training is deterministic, so they are recomputed)."""
   latest = [run.mngr.latest_step() or 0 for run in runs]
   epoch = min(latest)
+  if epoch == 0 and max(latest) > 0:
+    # Resuming together from 0 would delete the others' training: refuse instead.
+    new = [run.log_path for run, last in zip(runs, latest) if last == 0]
+    raise ConfigError(f'{", ".join(new)}: no checkpoint, while the sweep\'s other runs have '
+                      'some (num_seeds or seed changed?); resume with the original num_seeds and '
+                      'seed, or train the new seeds under a new --config.log_path')
   for run, last in zip(runs, latest):
     if last == epoch:
       continue
@@ -436,6 +460,11 @@ def _check_resumable(saved: dict, config, spec, log_path: str):
   if saved['spec'] != spec.to_dict():
     raise ConfigError(f'{log_path} was trained on data with other vocabularies or layout; use a '
                       'new --config.log_path')
+  old_best = saved['config'].get('best_metric', 'auto')
+  if old_best != config.best_metric and os.path.isdir(os.path.join(log_path, 'best')):
+    raise ConfigError(f'{log_path}/best ranks checkpoints by best_metric={old_best!r}, not '
+                      f'{config.best_metric!r}; resume with --config.best_metric={old_best} or '
+                      'use a new --config.log_path')
 
 
 def _write_outputs(config, dataset, state, sample_fn, output_path):

@@ -4,8 +4,10 @@
 """
 
 import os
+import shutil
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -81,6 +83,21 @@ def test_a_sweep_resumes_to_the_same_state(sweep, small_design_dir, tmp_path):
   assert resumed['start_epoch'] == 2
   for a, b in zip(jax.tree.leaves(straight['state']), jax.tree.leaves(resumed['state'])):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_more_seeds_on_a_sweep_are_refused_and_nothing_is_deleted(sweep, tmp_path):
+  """Resuming all runs from epoch 0 would delete the existing runs' training."""
+  config, _ = sweep
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.log_path = str(tmp_path / 'run')
+  shutil.copytree(sweep[0].log_path, config.log_path)
+  before = {s: sorted(os.listdir(os.path.join(config.log_path, s, 'checkpoints')))
+            for s in ('seed_3', 'seed_4')}
+  config.num_seeds = 3
+  with pytest.raises(config_lib.ConfigError, match='seed_5: no checkpoint'):
+    trainer.train(config)
+  assert before == {s: sorted(os.listdir(os.path.join(config.log_path, s, 'checkpoints')))
+                    for s in ('seed_3', 'seed_4')} and before['seed_3']
 
 
 @pytest.mark.parametrize('num_seeds', [1, 2])

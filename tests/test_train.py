@@ -508,6 +508,47 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(
   assert epoch == 2 and meta['epoch'] == 2
   _, _, _, abstract = setup(config)
   assert_state_equal(checkpoints.restore_state(mngr, 2, abstract), states[2])
+  with open(os.path.join(config.log_path, 'log_summary'), encoding='utf-8') as f:
+    assert 'Stopped: critic_loss became non-finite in epoch 3' in f.read()
+
+
+def test_a_damaged_latest_checkpoint_names_the_earlier_one(base_run, small_design_dir, tmp_path,
+                                                           monkeypatch):
+  _, directory, _, config = _train_into_a_nan(base_run, small_design_dir, tmp_path, monkeypatch,
+                                              bad_epoch=4)
+  assert sorted(os.listdir(directory)) == ['2', '3']
+  for name in os.listdir(os.path.join(directory, '3', 'state')):
+    if name != '_METADATA':
+      path = os.path.join(directory, '3', 'state', name)
+      shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+  monkeypatch.undo()
+  with pytest.raises(checkpoints.CheckpointError) as info:
+    trainer.train(config)
+  message = str(info.value)
+  assert 'checkpoint 3' in message and 'earlier checkpoint (epoch 2)' in message, message
+  assert os.path.join(directory, '3') in message
+
+
+def test_resuming_logs_the_settings_that_changed(base_run, tmp_path):
+  config, _ = base_run
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.log_path = copy_run(config.log_path, tmp_path / 'run')
+  config.update(epochs=3, learning_rate_disc=3e-4, eval_every=0)
+  trainer.train(config)
+  with open(os.path.join(config.log_path, 'log_summary'), encoding='utf-8') as f:
+    log = f.read()
+  assert ('Settings changed since that checkpoint: eval_every: 10 -> 0; learning_rate_disc: '
+          '0.0002 -> 0.0003') in log
+
+
+def test_a_changed_best_metric_is_refused_where_best_checkpoints_exist(base_run, tmp_path):
+  config, _ = base_run
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.log_path = copy_run(config.log_path, tmp_path / 'run')
+  assert os.path.isdir(os.path.join(config.log_path, 'best'))
+  config.update(epochs=3, best_metric='fd')
+  with pytest.raises(ConfigError, match="best_metric='auto', not 'fd'"):
+    trainer.train(config)
 
 
 def test_checkpoint_of_the_same_run_is_complete_when_training_stops(
