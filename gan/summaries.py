@@ -1,6 +1,7 @@
 """What a person looks at: upscaled design grids, BMP dumps, TensorBoard scalars and images."""
 
 import os
+from typing import Optional
 
 import numpy as np
 
@@ -38,10 +39,12 @@ def write_designs(directory: str, prefix: str, designs: np.ndarray) -> list[str]
 class TensorBoard:
   """tensorboardX writer under `<log_path>/tensorboard_records`."""
 
-  def __init__(self, log_path: str):
+  def __init__(self, log_path: str, purge_step: Optional[int] = None):
+    """`purge_step`: TensorBoard hides the earlier files' events from this step on (a resumed
+    run replays the epochs after its checkpoint, which would otherwise show twice)."""
     from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
     self.directory = os.path.join(log_path, 'tensorboard_records')
-    self.writer = SummaryWriter(self.directory)
+    self.writer = SummaryWriter(self.directory, purge_step=purge_step)
 
   def scalars(self, step: int, values: dict, prefix: str = 'train/'):
     for name, value in values.items():

@@ -304,6 +304,9 @@ class _Run:
           f'{e}; an earlier checkpoint (epoch {earlier[-1]}) is kept: remove '
           f'{os.path.join(self.mngr.directory, str(epoch))} to resume from it') from None
     self.log.info('Resumed from the checkpoint of epoch %d in %s', epoch, self.mngr.directory)
+    if self.shared.main:  # scalars and grids are stepped by epoch: the replayed ones replace
+      self.tb.close()
+      self.tb = summaries.TensorBoard(self.log_path, purge_step=epoch + 1)
     changed = config_lib.changed_settings(config_lib.from_saved(saved['config']), self.config)
     if changed:
       self.log.info('Settings changed since that checkpoint: %s', '; '.join(changed))

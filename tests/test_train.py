@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
+from tensorboard.backend.event_processing import event_accumulator
 
 from configs import default
 from gan import checkpoints
@@ -529,16 +530,24 @@ def test_a_damaged_latest_checkpoint_names_the_earlier_one(base_run, small_desig
   assert os.path.join(directory, '3') in message
 
 
-def test_resuming_logs_the_settings_that_changed(base_run, tmp_path):
+def test_resuming_logs_changed_settings_and_replayed_epochs_show_once(base_run, tmp_path):
+  """Resumed from epoch 2 with other settings, twice: the second time epoch 3 is replayed (its
+  checkpoint removed, as if killed before it), and TensorBoard shows it once."""
   config, _ = base_run
   config = ml_collections.ConfigDict(config.to_dict())
   config.log_path = copy_run(config.log_path, tmp_path / 'run')
   config.update(epochs=3, learning_rate_disc=3e-4, eval_every=0)
   trainer.train(config)
+  shutil.rmtree(os.path.join(config.log_path, 'checkpoints', '3'))
+  assert trainer.train(config)['start_epoch'] == 2
   with open(os.path.join(config.log_path, 'log_summary'), encoding='utf-8') as f:
     log = f.read()
-  assert ('Settings changed since that checkpoint: eval_every: 10 -> 0; learning_rate_disc: '
-          '0.0002 -> 0.0003') in log
+  assert log.count('Settings changed since that checkpoint: eval_every: 10 -> 0; '
+                   'learning_rate_disc: 0.0002 -> 0.0003') == 2
+  events = event_accumulator.EventAccumulator(
+      os.path.join(config.log_path, 'tensorboard_records'), purge_orphaned_data=True)
+  events.Reload()
+  assert [e.step for e in events.Scalars('train/critic_loss')] == [1, 2, 3]
 
 
 def test_a_changed_best_metric_is_refused_where_best_checkpoints_exist(base_run, tmp_path):
