@@ -352,14 +352,17 @@ class _Run:
       full = _to_full_uint8(layout, fake).reshape((len(spec.durability), len(spec.mass))
                                                   + (layout.full_height, layout.full_width, 3))
       self.tb.image('fake/designs_by_class', epoch, summaries.design_grid(full))
-    if due_checkpoint:
-      checkpoints.save(self.mngr, epoch, state, dict(self.meta, epoch=epoch))
+    # Evaluation (and its best/ save, committed) before the checkpoint: a run killed in between
+    # resumes from an earlier checkpoint and evaluates this epoch again, instead of resuming
+    # after an epoch whose best/ save was lost.
     if due_eval:
       progress.clear()
       metrics_now = self.evaluator(epoch, state, self.shared.sample_fn,
                                    dict(self.meta, epoch=epoch))
       self.log.info('eval epoch %d  %s', epoch, evaluate.format_summary(metrics_now))
       self.tb.scalars(epoch, evaluate.scalar_metrics(metrics_now), prefix='eval/')
+    if due_checkpoint:
+      checkpoints.save(self.mngr, epoch, state, dict(self.meta, epoch=epoch))
 
   def close(self):
     """Waits for pending checkpoint writes (also after an error)."""
@@ -442,6 +445,7 @@ class _Evaluator:
     # Every process evaluates alike, but the ranking of `best` checkpoints must agree exactly.
     checkpoints.save(self.best, epoch, state, dict(meta, metrics=evaluate.scalar_metrics(metrics)),
                      metrics={self.metric: parallel.broadcast_from_main(metrics[self.metric])})
+    self.best.wait_until_finished()  # committed before the epoch's regular checkpoint
     return metrics
 
   def close(self):

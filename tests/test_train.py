@@ -550,6 +550,25 @@ def test_resuming_logs_changed_settings_and_replayed_epochs_show_once(base_run, 
   assert [e.step for e in events.Scalars('train/critic_loss')] == [1, 2, 3]
 
 
+def test_an_epochs_best_save_commits_before_its_checkpoint(small_design_dir, tmp_path,
+                                                           monkeypatch):
+  """Otherwise a run killed between the two resumes after an epoch whose best/ save was lost,
+  and best/ may miss the best epoch for good."""
+  events = []
+  real_save = checkpoints.save
+
+  def recording_save(mngr, epoch, *args, **kwargs):
+    real_save(mngr, epoch, *args, **kwargs)
+    mngr.wait_until_finished()
+    events.append((os.path.basename(str(mngr.directory)), epoch))
+
+  monkeypatch.setattr(checkpoints, 'save', recording_save)
+  config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), epochs=2,
+                       eval_every=1, checkpoint_every=1, eval_per_pair=2)
+  trainer.train(config)
+  assert events == [('best', 1), ('checkpoints', 1), ('best', 2), ('checkpoints', 2)]
+
+
 def test_a_changed_best_metric_is_refused_where_best_checkpoints_exist(base_run, tmp_path):
   config, _ = base_run
   config = ml_collections.ConfigDict(config.to_dict())
