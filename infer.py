@@ -8,14 +8,13 @@ manifest.csv into --gen_img_path (default <run>/inference_output). All logic is 
 gan/inference.py and gan/inference_output.py.
 """
 
-import os
 import sys
 
 from absl import app
 from absl import flags
 from absl import logging as absl_logging
 
-from gan.checkpoints import CheckpointError
+from gan import checkpoints
 from gan.errors import DesignGanError
 
 flags.DEFINE_string('model_path', None, 'Training run directory (log_path), its checkpoints/ '
@@ -49,13 +48,8 @@ def main(argv):
         device=f.device, seed=f.seed, grid=f.grid, sweep=f.sweep)
   except DesignGanError as e:
     print(f'error: {e}', file=sys.stderr)
-    if isinstance(e, CheckpointError):
-      # Reading a damaged checkpoint leaves orbax/tensorstore reads pending; at interpreter
-      # shutdown they print 'Event loop is closed' tracebacks. Nothing is left to clean up (outputs
-      # are only staged after a successful load), so leave without running the shutdown.
-      sys.stdout.flush()
-      sys.stderr.flush()
-      os._exit(1)  # pylint: disable=protected-access
+    if isinstance(e, checkpoints.CheckpointError):
+      checkpoints.exit_after_error()  # outputs are only staged after a successful load
     sys.exit(1)
   print(f'wrote {len(files)} designs and manifest.csv to {out_dir}')
 

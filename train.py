@@ -10,7 +10,6 @@ MPI job, detected by itself); see README "Scaling out".
 All logic lives in gan/trainer.py; this script only parses flags and reports errors.
 """
 
-import os
 import sys
 
 from absl import app
@@ -20,7 +19,6 @@ from ml_collections import config_flags
 
 from gan import config as config_lib
 from gan.errors import DesignGanError
-
 
 
 def _config_error(error: Exception):
@@ -66,20 +64,15 @@ def main(argv):
     _config_error(e)
   from gan import parallel  # pylint: disable=import-outside-toplevel  (jax import after flags)
   from gan import trainer  # pylint: disable=import-outside-toplevel
-  from gan.checkpoints import CheckpointError  # pylint: disable=import-outside-toplevel
+  from gan import checkpoints  # pylint: disable=import-outside-toplevel
   try:
     # Before anything touches a device: JAX must know every process before it lists devices.
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     trainer.train(config)
   except DesignGanError as e:
     print(f'error: {e}', file=sys.stderr)
-    if isinstance(e, CheckpointError):
-      # Reading a damaged checkpoint leaves orbax/tensorstore reads pending; at interpreter
-      # shutdown they print 'Event loop is closed' tracebacks. Pending checkpoint writes were
-      # completed by the trainer, so leave without running the shutdown (as infer.py does).
-      sys.stdout.flush()
-      sys.stderr.flush()
-      os._exit(1)  # pylint: disable=protected-access
+    if isinstance(e, checkpoints.CheckpointError):
+      checkpoints.exit_after_error()  # the trainer completed its pending writes
     sys.exit(1)
   except KeyboardInterrupt:
     # The trainer has already finished its pending checkpoint writes; rerunning resumes.

@@ -10,6 +10,7 @@ renames it when complete, so an interrupted save never shadows the last good che
 import logging
 import os
 import re
+import sys
 from typing import Any, Optional
 
 import jax
@@ -20,6 +21,15 @@ from gan.errors import DesignGanError
 
 class CheckpointError(DesignGanError):
   """A checkpoint is missing, corrupt or incompatible."""
+
+
+def exit_after_error(status: int = 1):
+  """Exits the CLI at once after a CheckpointError was reported. Reading a damaged checkpoint
+  leaves orbax/tensorstore reads pending, and at interpreter shutdown they print 'Event loop is
+  closed' tracebacks after the one-line error; the caller has nothing left to write."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(status)  # pylint: disable=protected-access
 
 
 def manager(directory: str, keep: int, create: bool = True, best_fn=None,
