@@ -260,7 +260,7 @@ def bench_config(name: str, config, *, iters: int, updates: int, seed: int = 0,
               batch_size=config.batch_size,
               gflop_per_update=flops / updates / num_seeds / 1e9,
               gb_per_update=bytes_accessed / updates / num_seeds / 1e9,
-              net_gflops_per_s=timing['gflops_per_s'] * net_flops / flops, **timing)
+              net_gflops_per_s=timing['gflops_per_s'] * (net_flops / flops), **timing)
 
 
 class ReferenceRow:
