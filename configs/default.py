@@ -80,8 +80,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.ema_decay = 0.999                # sampling weights: EMA of the generator (0 = raw weights)
   c.batch_size = 256
   c.epochs = 200                     # about 6 minutes on a 2-core CPU (README, Quick start)
-  c.time_budget_min = 0.0            # > 0: stop after the last epoch expected to end within this
-                                     # many minutes of wall-clock (checkpointed and evaluated)
+  c.time_budget_min = 0.0            # > 0: stop after the last epoch expected to end, with its
+                                     # evaluation and checkpoint, within this many minutes of
+                                     # wall-clock (from the start, data loading included)
 
   # Outputs.
   c.log_path = 'runs/default'

@@ -203,6 +203,7 @@ def train(config) -> dict:
                  f'; {len(runs)} models in one vmapped step' if sweep else '')
   start = time.perf_counter()
   budget_s = 60 * config.time_budget_min
+  closing_s = 0.0  # the longest closing work of an epoch so far (evaluation, checkpoint, samples)
   end_epoch = start_epoch
   try:
     for epoch in range(start_epoch + 1, config.epochs + 1):
@@ -217,13 +218,17 @@ def train(config) -> dict:
         run.check_finite(run_metrics, epoch, steps_before, progress)
       state = new_state
       samples_per_s = len(runs) * num_batches * config.batch_size / seconds
-      # With a time budget, stop after the last epoch that is expected to end within it.
-      last = epoch == config.epochs or (
-          budget_s > 0 and time.perf_counter() - started + seconds > budget_s)
+      # With a time budget, stop after the last epoch that is expected to end within it. Process
+      # 0's clock decides for all: processes stopping at different epochs would wait forever.
+      last = epoch == config.epochs or (budget_s > 0 and bool(parallel.broadcast_from_main(
+          _next_epoch_past_budget(time.perf_counter() - started, seconds, closing_s,
+                                  any(runs[0].work_due(epoch, last=False)), budget_s))))
+      closing_started = time.perf_counter()
       for k, (run, run_metrics) in enumerate(zip(runs, per_run)):
         run.end_epoch(epoch, (lambda k=k: step.unstack(state, k)) if sweep else (lambda: state),
                       run_metrics, samples_per_s, seconds, epoch == start_epoch + 1, last,
                       progress)
+      closing_s = max(closing_s, time.perf_counter() - closing_started)
       end_epoch = epoch
       if last:
         if epoch < config.epochs:
@@ -325,6 +330,12 @@ class _Run:
                                                  f'kept in {self.mngr.directory}. ' if last else '')
         + 'Try lower learning rates or a smaller constraint_lambda/lambda_gp.')
 
+  def work_due(self, epoch: int, last: bool) -> tuple[bool, bool, bool]:
+    """Whether an image grid, a checkpoint and an evaluation are due after `epoch`."""
+    config = self.config
+    return (self.shared.main and (epoch % config.sample_every == 0 or last),
+            epoch % config.checkpoint_every == 0 or last, self.evaluator.due(epoch, last))
+
   def end_epoch(self, epoch: int, get_state, metrics: dict, samples_per_s: float,
                 seconds: float, first: bool, last: bool, progress):
     """Logs, draws, checkpoints and evaluates as the config says is due after `epoch`."""
@@ -340,9 +351,7 @@ class _Run:
                     '  '.join(f'{k} {v:.4f}' for k, v in self.means.items()), samples_per_s,
                     seconds, note)
       self.tb.scalars(epoch, dict(self.means, samples_per_s=samples_per_s))
-    due_sample = self.shared.main and (epoch % config.sample_every == 0 or last)
-    due_checkpoint = epoch % config.checkpoint_every == 0 or last
-    due_eval = self.evaluator.due(epoch, last)
+    due_sample, due_checkpoint, due_eval = self.work_due(epoch, last)
     if not (due_sample or due_checkpoint or due_eval):
       return
     state = get_state()
@@ -380,6 +389,17 @@ class _Run:
                     len(written[1]), self.output_path)
     return {'log_path': self.log_path, 'output_path': self.output_path,
             'epochs': epoch, 'metrics': self.means}
+
+
+def _next_epoch_past_budget(elapsed_s: float, epoch_s: float, closing_s: float,
+                            closing_due: bool, budget_s: float) -> bool:
+  """Whether one more epoch would end after the time budget:
+
+    elapsed + [closing work of this epoch, if due] + one epoch + closing work of that epoch > budget
+
+  A last epoch always closes with an evaluation and a checkpoint; closing work is estimated by the
+  longest seen so far (0 before the first), an epoch by the one just trained."""
+  return elapsed_s + (closing_s if closing_due else 0.0) + epoch_s + closing_s > budget_s
 
 
 def _resume_epoch(runs) -> int:

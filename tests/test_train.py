@@ -825,6 +825,19 @@ def test_a_time_budget_stops_after_the_epoch_that_reaches_it(small_design_dir, t
   assert len(os.listdir(os.path.join(result['output_path'], 'fake'))) == NUM_OUTPUTS
 
 
+@pytest.mark.parametrize('elapsed, closing_due, past', [
+    (50, False, False),  # 50 + 10 epoch + 20 closing = 80 <= 100
+    (51, True, True),    # + this epoch's own evaluation: 51 + 20 + 10 + 20 > 100
+    (30, True, False),   # 30 + 20 + 10 + 20 = 80
+    (71, False, True),   # 71 + 10 + 20 = 101: the next epoch's closing evaluation counts too
+])
+def test_the_time_budget_counts_the_closing_evaluations(elapsed, closing_due, past):
+  """An epoch whose evaluation takes 20 s: both that evaluation (when due after this epoch) and the
+  one the next epoch would close with are part of when the next epoch ends."""
+  assert trainer._next_epoch_past_budget(elapsed, epoch_s=10, closing_s=20,
+                                         closing_due=closing_due, budget_s=100) == past
+
+
 def test_dropout_masks_are_the_step_keys_threefry_draws():
   """`step.dropout_rngs`: JAX's Threefry-2x32 stream of the raw step key (drawn by gan.prng's
   fused kernel, the same bits), so the same key gives the same masks, another key others, and
