@@ -34,9 +34,12 @@ def exit_after_error(status: int = 1):
 
 def manager(directory: str, keep: int, create: bool = True, best_fn=None,
             best_mode: str = 'max') -> ocp.CheckpointManager:
-  """Keeps the last `keep` checkpoints, or with `best_fn(metrics)` the `keep` best ones."""
+  """Keeps the last `keep` checkpoints, or with `best_fn(metrics)` the `keep` best ones.
+
+  A writing manager (`create`) first removes the temporary directories of saves that a killed run
+  left unfinished; a reading one leaves them, since a training run may be writing them now."""
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create, best_fn=best_fn,
-                                         best_mode=best_mode)
+                                         best_mode=best_mode, cleanup_tmp_directories=create)
   return ocp.CheckpointManager(os.path.abspath(directory), options=options,
                                item_names=('state', 'meta'))
 

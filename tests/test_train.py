@@ -801,11 +801,17 @@ def test_cli_reports_a_bad_config_file_field_or_path_in_one_line(args, expected,
 
 
 def test_a_finished_run_run_again_trains_nothing(base_run, tmp_path):
+  """... and removes the temporary directories of saves a killed run left unfinished."""
   config, _ = base_run
   config = ml_collections.ConfigDict(config.to_dict())
   config.log_path = copy_run(config.log_path, tmp_path / 'again')
   config.output_path = ''
+  leftovers = [os.path.join(config.log_path, d, '3.orbax-checkpoint-tmp-1764000000')
+               for d in ('checkpoints', 'best')]
+  for leftover in leftovers:
+    os.makedirs(os.path.join(leftover, 'state'))
   result = trainer.train(config)
+  assert [p for p in leftovers if os.path.exists(p)] == []
   assert result['epochs'] == config.epochs and result['start_epoch'] == config.epochs
   with open(os.path.join(config.log_path, 'log_summary'), encoding='utf-8') as f:
     log = f.read()
