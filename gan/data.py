@@ -276,8 +276,25 @@ class Dataset:
       indices = np.concatenate([getattr(self.train, label), getattr(self.val, label)])
       counts = np.bincount(indices, minlength=len(vocab))
       classes = ', '.join(f'{_format_value(v)} ({n})' for v, n in zip(vocab.values, counts))
-      lines.append(f'{label}: {len(vocab)} classes: {classes}')
+      lines.append(f'{label}: {len(vocab)} class{"es" * (len(vocab) != 1)}: {classes}')
     return '\n'.join(lines)
+
+  def warnings(self) -> list[str]:
+    """What limits a conditional model of these designs, for the training log: a label with one
+    class (the generator cannot learn to vary it) and classes no training design has (designs
+    asked for them are extrapolations)."""
+    found = []
+    for label in ('durability', 'mass'):
+      vocab = getattr(self.spec, label)
+      if len(vocab) == 1:
+        found.append(f'every design has {label} {vocab.describe()}: the model cannot learn to '
+                     f'vary {label}')
+      counts = np.bincount(getattr(self.train, label), minlength=len(vocab))
+      empty = [_format_value(v) for v, n in zip(vocab.values, counts) if n == 0]
+      if empty:
+        found.append(f'no training design has {label} {", ".join(empty)}: designs asked for it '
+                     'are extrapolations')
+    return found
 
 
 def resolve_data_path(data_path: Optional[str]) -> str:

@@ -286,6 +286,8 @@ class _Run:
     self.log.info('Resolved config:\n%s', '\n'.join(
         f'  {k} = {v!r}' for k, v in sorted(config.to_dict().items())))
     self.log.info('Dataset:\n%s', dataset.summary())
+    for warning in dataset.warnings():
+      self.log.warning('Warning: %s', warning)
     self.meta = {'config': config.to_dict(), 'spec': dataset.spec.to_dict(),
                  'oracle_applies': shared.synthetic}
     self.mngr = checkpoints.manager(os.path.join(self.log_path, 'checkpoints'),
