@@ -48,6 +48,7 @@ STRUT_PALETTE = (
 )
 GENERATOR_VERSION = 1  # bump when the generator or the oracle changes: invalidates caches
 DEFAULT_NUM_DESIGNS = 10_000
+MAX_NUM_DESIGNS = 200_000  # generating 100,000 peaked at 3.3 GB of memory (about 40 s)
 DEFAULT_SEED = 0
 TARGET_TOLERANCE = 0.25  # of a class step, around the class centre
 
@@ -165,8 +166,10 @@ def _attempt(rng, d_target, m_target, strut_colors):
 
 def generate(num: int, seed: int = DEFAULT_SEED, max_rounds: int = 200) -> Designs:
   """Generates `num` designs, deterministic in (num, seed)."""
-  if num < 1:
-    raise DesignGanError(f'--num must be a positive number of designs, got {num}')
+  if not 1 <= num <= MAX_NUM_DESIGNS:
+    raise DesignGanError(f'--num must be a number of designs from 1 to {MAX_NUM_DESIGNS:,}, got '
+                         f'{num} (generating takes about 33 KB of memory per design; for more, '
+                         'write several directories with different --seed)')
   if seed < 0:
     raise DesignGanError(f'--seed must be a non-negative integer, got {seed}')
   rng = np.random.default_rng(seed)
