@@ -32,6 +32,21 @@ def exit_after_error(status: int = 1):
   os._exit(status)  # pylint: disable=protected-access
 
 
+def ignore_closed_event_loop_callbacks() -> None:
+  """For the CLIs: drops the 'Event loop is closed' RuntimeErrors that tensorstore's completion
+  callbacks raise, as unraisable exceptions printed with a traceback, when orbax has given up on a
+  damaged checkpoint and closed its event loop while other reads were still pending. Every other
+  unraisable exception goes to the previous hook."""
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    error = unraisable.exc_value
+    if not (isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'):
+      previous(unraisable)
+
+  sys.unraisablehook = hook
+
+
 def manager(directory: str, keep: int, create: bool = True, best_fn=None,
             best_mode: str = 'max') -> ocp.CheckpointManager:
   """Keeps the last `keep` checkpoints, or with `best_fn(metrics)` the `keep` best ones.

@@ -47,6 +47,7 @@ from typing import Callable, Optional, Sequence
 import jax
 import numpy as np
 
+from gan import checkpoints
 from gan import classifier as classifier_lib
 from gan import data
 from gan import metrics as metrics_lib
@@ -345,6 +346,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       help='cache of evaluation classifiers (default: the designgan cache)')
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format='%(message)s')
+  checkpoints.ignore_closed_event_loop_callbacks()
   try:
     if args.json:  # fail before the work, not after it
       paths.check_output_file(args.json, '--json')

@@ -453,89 +453,73 @@ def _step2(model_dir):
   return os.path.join(model_dir, 'checkpoints', '2')
 
 
-# Known and racy (passes most runs): reading a damaged tensorstore data file or manifest, its own
-# threads may print 'Event loop is closed' tracebacks to stderr before our one error line. The
-# command still fails cleanly (exit 1, nothing written); only the extra stderr lines vary.
-_TENSORSTORE_NOISE = pytest.mark.xfail(strict=False, reason=(
-    'tensorstore threads may print tracebacks while reading a damaged checkpoint (racy)'))
-
 # Through infer.py. name -> (flags replacing the example's, setup(model dir) or None, fragments
-# the error line must contain, xfail marker or None). {model} is the model copy's directory.
+# the error line must contain). {model} is the model copy's directory.
 _CLI_CASES = {
     'durability_not_in_vocabulary': (['--durability=2.5'], None,
-                                     ['durability', '2.5'] + [f'{d:g}' for d in DURABILITIES],
-                                     None),
+                                     ['durability', '2.5'] + [f'{d:g}' for d in DURABILITIES]),
     'mass_not_in_vocabulary': (['--mass=3.14'], None,
-                               ['mass', '3.14'] + [f'{m:g}' for m in MASSES], None),
-    'strut_two_values': (['--strut1=0,0'], None, ['strut1'], None),
-    'strut_above_255': (['--strut2=0,0,256'], None, ['strut2', '256'], None),
-    'missing_path': (['--model_path={model}/does_not_exist'], None, ['does_not_exist'], None),
+                               ['mass', '3.14'] + [f'{m:g}' for m in MASSES]),
+    'strut_two_values': (['--strut1=0,0'], None, ['strut1']),
+    'strut_above_255': (['--strut2=0,0,256'], None, ['strut2', '256']),
+    'missing_path': (['--model_path={model}/does_not_exist'], None, ['does_not_exist']),
     'no_checkpoint': (['--model_path={model}/empty'],
-                      lambda m: os.makedirs(os.path.join(m, 'empty')), ['checkpoint'], None),
+                      lambda m: os.makedirs(os.path.join(m, 'empty')), ['checkpoint']),
     'state_files_emptied': ([], lambda m: _truncate_files(os.path.join(_step2(m), 'state')),
-                            ['checkpoint'], None),
+                            ['checkpoint']),
     'state_data_truncated': ([], lambda m: _truncate_files(os.path.join(_step2(m), 'state'), 100,
                                                            'd' + os.sep),
-                             ['checkpoint'], _TENSORSTORE_NOISE),
+                             ['checkpoint']),
     'state_manifest_overwritten': ([], lambda m: _overwrite_files(
-        os.path.join(_step2(m), 'state'), 'manifest.ocdbt'), ['checkpoint'], _TENSORSTORE_NOISE),
+        os.path.join(_step2(m), 'state'), 'manifest.ocdbt'), ['checkpoint']),
     'meta_zdim_changed': ([], lambda m: _edit_meta(_step2(m), _set_config('zdim', 16)),
-                          ['checkpoint'], None),
+                          ['checkpoint']),
     'meta_gen_mode_changed': ([], lambda m: _edit_meta(_step2(m), _set_config(
-        'gen_mode', 'selfattention')), ['checkpoint'],
-                              None),
+        'gen_mode', 'selfattention')), ['checkpoint']),
     'meta_vocabulary_changed': ([], lambda m: _edit_meta(
-        _step2(m), lambda meta: meta['spec'].update(durability=[1.0, 1.1])), ['checkpoint'],
-                                None),
+        _step2(m), lambda meta: meta['spec'].update(durability=[1.0, 1.1])), ['checkpoint']),
     'empty_step_dir': ([], lambda m: os.makedirs(os.path.join(m, 'checkpoints', '7')),
-                       ['checkpoint 7'], None),  # orbax's warning about it stays silent
-    'device_gpu': (['--device=gpu'], None, ['GPU'], None),
-    'device_bogus': (['--device=bogus'], None, ['bogus', 'auto', 'cpu', 'gpu'], None),
+                       ['checkpoint 7']),  # orbax's warning about it stays silent
+    'device_gpu': (['--device=gpu'], None, ['GPU']),
+    'device_bogus': (['--device=bogus'], None, ['bogus', 'auto', 'cpu', 'gpu']),
 }
 _GPU_CASES = ('device_gpu', 'device_cuda')  # valid where there is a GPU
 
 # In-process (gan.inference_output.run): further variants, cheaper than a process each. (A
 # restore that fails part-way through reading arrays is only tested through infer.py: it leaves
 # orbax coroutines behind in the process.)
-# name -> (keyword arguments replacing the example's, setup(model dir) or None, fragments, mark).
+# name -> (keyword arguments replacing the example's, setup(model dir) or None, fragments).
 _LIB_CASES = {
-    'durability_between_classes': ({'durability': 1.45}, None, ['1.45', '1.9'], None),
-    'durability_missing': ({'durability': None}, None, ['durability', '1.9'], None),
-    'mass_missing': ({'mass': None}, None, ['mass', '2.24'], None),
-    'strut_four_values': ({'struts': ('0,0,0', '1,2,3,4')}, None, ['strut2'], None),
-    'strut_negative': ({'struts': ('-1,0,0', '0,0,0')}, None, ['strut1'], None),
-    'strut_words': ({'struts': ('0,0,0', 'red')}, None, ['strut2'], None),
-    'strut_empty': ({'struts': ('', '0,0,0')}, None, ['strut1'], None),
-    'strut_not_integer': ({'struts': ('0.5,0,0', '0,0,0')}, None, ['strut1'], None),
-    'num_zero': ({'num': 0}, None, ['num_gen_image'], None),
-    'device_empty': ({'device': ''}, None, ['cpu'], None),
+    'durability_between_classes': ({'durability': 1.45}, None, ['1.45', '1.9']),
+    'durability_missing': ({'durability': None}, None, ['durability', '1.9']),
+    'mass_missing': ({'mass': None}, None, ['mass', '2.24']),
+    'strut_four_values': ({'struts': ('0,0,0', '1,2,3,4')}, None, ['strut2']),
+    'strut_negative': ({'struts': ('-1,0,0', '0,0,0')}, None, ['strut1']),
+    'strut_words': ({'struts': ('0,0,0', 'red')}, None, ['strut2']),
+    'strut_empty': ({'struts': ('', '0,0,0')}, None, ['strut1']),
+    'strut_not_integer': ({'struts': ('0.5,0,0', '0,0,0')}, None, ['strut1']),
+    'num_zero': ({'num': 0}, None, ['num_gen_image']),
+    'device_empty': ({'device': ''}, None, ['cpu']),
     'empty_checkpoints_dir': ({'model_path': '{model}/checkpoints'},
                               lambda m: [shutil.rmtree(os.path.join(m, 'checkpoints', s))
-                                         for s in ('1', '2')], ['checkpoint'], None),
+                                         for s in ('1', '2')], ['checkpoint']),
     'file_not_dir': ({'model_path': '{model}/file'},
-                     lambda m: open(os.path.join(m, 'file'), 'w').close(), ['file'],
-                     None),
+                     lambda m: open(os.path.join(m, 'file'), 'w').close(), ['file']),
     'state_metadata_deleted': ({}, lambda m: os.remove(os.path.join(_step2(m), 'state',
                                                                     '_METADATA')),
-                               ['checkpoint'], None),
+                               ['checkpoint']),
     'meta_without_spec': ({}, lambda m: _edit_meta(_step2(m), lambda meta: meta.pop('spec')),
-                          ['checkpoint'], None),
+                          ['checkpoint']),
     'meta_not_json': ({}, lambda m: _overwrite_files(os.path.join(_step2(m), 'meta'),
-                                                     'metadata'), ['checkpoint'], None),
-    'missing_step': ({'step': 7}, None, ['7', '1, 2'], None),
-    'device_cuda': ({'device': 'cuda'}, None, ['GPU'], None),
-    'sweep_with_classes': ({'sweep': True}, None, ['--sweep', '--durability'], None),
+                                                     'metadata'), ['checkpoint']),
+    'missing_step': ({'step': 7}, None, ['7', '1, 2']),
+    'device_cuda': ({'device': 'cuda'}, None, ['GPU']),
+    'sweep_with_classes': ({'sweep': True}, None, ['--sweep', '--durability']),
     'seed_sweep_directory': ({'model_path': '{model}/sweep'}, lambda m: [shutil.copytree(
         os.path.join(m, 'checkpoints'), os.path.join(m, 'sweep', f'seed_{k}', 'checkpoints'))
                                                                       for k in (12, 3)],
-                             ['seed sweep', 'sweep/seed_3, ', 'sweep/seed_12'], None),
+                             ['seed sweep', 'sweep/seed_3, ', 'sweep/seed_12']),
 }
-
-
-def _case_param(cases, name):
-  """A pytest param of a bad-input case, with its xfail marker when it has one."""
-  marks = [cases[name][3]] if cases[name][3] is not None else []
-  return pytest.param(name, id=name, marks=marks)
 
 
 def _cli_case_args(name, model, out):
@@ -554,7 +538,7 @@ def cli_bad_input_results(main_run, tmp_path_factory):
   """{case: (CompletedProcess, model dir, output parent)}; three subprocesses at a time."""
   root = tmp_path_factory.mktemp('bad_input_cli')
   jobs = {}
-  for name, (_, setup, _, _) in _CLI_CASES.items():
+  for name, (_, setup, _) in _CLI_CASES.items():
     if name in _GPU_CASES and _has_gpu():
       continue
     model = _copy_model(main_run, root / name / 'model')
@@ -579,7 +563,7 @@ def _assert_names_problem(message, fragments, allowed=None):
 
 
 # With a GPU, --device=gpu|cuda is valid input, not a bad-input case.
-@pytest.mark.parametrize('case', [_case_param(_CLI_CASES, n) for n in _CLI_CASES
+@pytest.mark.parametrize('case', [n for n in _CLI_CASES
                                   if not (n in _GPU_CASES and _has_gpu())])
 def test_cli_bad_input_is_one_error_line_and_writes_nothing(cli_bad_input_results, case):
   """Non-zero exit, exactly one stderr line (`error: ...`) naming the problem, no traceback, and
@@ -597,11 +581,11 @@ def test_cli_bad_input_is_one_error_line_and_writes_nothing(cli_bad_input_result
   assert not os.path.exists(os.path.join(model, 'inference_output'))
 
 
-@pytest.mark.parametrize('case', [_case_param(_LIB_CASES, n) for n in _LIB_CASES
+@pytest.mark.parametrize('case', [n for n in _LIB_CASES
                                   if not (n in _GPU_CASES and _has_gpu())])
 def test_library_bad_input_raises_one_line_and_writes_nothing(main_run, tmp_path, case):
   """inference_output.run raises a DesignGanError with a one-line message and writes nothing."""
-  kwargs, setup, fragments, _ = _LIB_CASES[case]
+  kwargs, setup, fragments = _LIB_CASES[case]
   model = _copy_model(main_run, tmp_path / 'model')
   if setup is not None:
     setup(model)
