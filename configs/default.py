@@ -82,7 +82,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.epochs = 200                     # about 6 minutes on a 2-core CPU (README, Quick start)
   c.time_budget_min = 0.0            # > 0: stop after the last epoch expected to end, with its
                                      # evaluation and checkpoint, within this many minutes of
-                                     # wall-clock (from the start, data loading included)
+                                     # wall-clock (from the start, data loading included); the
+                                     # first epoch then also evaluates and checkpoints, to measure
+                                     # what that costs
 
   # Outputs.
   c.log_path = 'runs/default'

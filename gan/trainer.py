@@ -218,17 +218,20 @@ def train(config) -> dict:
         run.check_finite(run_metrics, epoch, steps_before, progress)
       state = new_state
       samples_per_s = len(runs) * num_batches * config.batch_size / seconds
-      # With a time budget, stop after the last epoch that is expected to end within it. Process
-      # 0's clock decides for all: processes stopping at different epochs would wait forever.
-      last = epoch == config.epochs or (budget_s > 0 and bool(parallel.broadcast_from_main(
-          _next_epoch_past_budget(time.perf_counter() - started, seconds, closing_s,
-                                  any(runs[0].work_due(epoch, last=False)), budget_s))))
+      # With a time budget, stop after the last epoch that is expected to end within it. The
+      # first epoch closes with everything a last one does (evaluation, checkpoint, grid), so the
+      # budget knows what that costs before it decides anything.
+      measure = budget_s > 0 and epoch == start_epoch + 1
+      last = epoch == config.epochs or (budget_s > 0 and not measure and _over_budget(
+          started, seconds, closing_s, any(runs[0].work_due(epoch, full=False)), budget_s))
       closing_started = time.perf_counter()
       for k, (run, run_metrics) in enumerate(zip(runs, per_run)):
         run.end_epoch(epoch, (lambda k=k: step.unstack(state, k)) if sweep else (lambda: state),
-                      run_metrics, samples_per_s, seconds, epoch == start_epoch + 1, last,
-                      progress)
+                      run_metrics, samples_per_s, seconds, epoch == start_epoch + 1,
+                      last or measure, progress)
       closing_s = max(closing_s, time.perf_counter() - closing_started)
+      if measure and not last:
+        last = _over_budget(started, seconds, closing_s, False, budget_s)
       end_epoch = epoch
       if last:
         if epoch < config.epochs:
@@ -332,28 +335,30 @@ class _Run:
                                                  f'kept in {self.mngr.directory}. ' if last else '')
         + 'Try lower learning rates or a smaller constraint_lambda/lambda_gp.')
 
-  def work_due(self, epoch: int, last: bool) -> tuple[bool, bool, bool]:
-    """Whether an image grid, a checkpoint and an evaluation are due after `epoch`."""
+  def work_due(self, epoch: int, full: bool) -> tuple[bool, bool, bool]:
+    """Whether an image grid, a checkpoint and an evaluation are due after `epoch` (all three
+    when `full`)."""
     config = self.config
-    return (self.shared.main and (epoch % config.sample_every == 0 or last),
-            epoch % config.checkpoint_every == 0 or last, self.evaluator.due(epoch, last))
+    return (self.shared.main and (epoch % config.sample_every == 0 or full),
+            epoch % config.checkpoint_every == 0 or full, self.evaluator.due(epoch, full))
 
   def end_epoch(self, epoch: int, get_state, metrics: dict, samples_per_s: float,
-                seconds: float, first: bool, last: bool, progress):
-    """Logs, draws, checkpoints and evaluates as the config says is due after `epoch`."""
+                seconds: float, first: bool, full: bool, progress):
+    """Logs, draws, checkpoints and evaluates as the config says is due after `epoch`; all of it
+    when `full` (a last epoch)."""
     config, layout, spec = self.config, self.shared.dataset.layout, self.shared.dataset.spec
     self.means = {k: float(np.mean(metrics[k])) for k in step.active_metrics(config)}
     progress.show(epoch, self.means, samples_per_s)
     if first:
       self.tb.image('real/designs_by_class', epoch - 1, self.shared.real_grid)
-    if epoch % config.log_every == 0 or last or first:
+    if epoch % config.log_every == 0 or full or first:
       progress.clear()
       note = ' (includes compilation)' if first else ''
       self.log.info('epoch %d/%d  %s  samples/s %.0f  time %.2fs%s', epoch, config.epochs,
                     '  '.join(f'{k} {v:.4f}' for k, v in self.means.items()), samples_per_s,
                     seconds, note)
       self.tb.scalars(epoch, dict(self.means, samples_per_s=samples_per_s))
-    due_sample, due_checkpoint, due_eval = self.work_due(epoch, last)
+    due_sample, due_checkpoint, due_eval = self.work_due(epoch, full)
     if not (due_sample or due_checkpoint or due_eval):
       return
     state = get_state()
@@ -400,8 +405,17 @@ def _next_epoch_past_budget(elapsed_s: float, epoch_s: float, closing_s: float,
     elapsed + [closing work of this epoch, if due] + one epoch + closing work of that epoch > budget
 
   A last epoch always closes with an evaluation and a checkpoint; closing work is estimated by the
-  longest seen so far (0 before the first), an epoch by the one just trained."""
+  longest seen so far (the trainer closes its first epoch fully to see one), an epoch by the one
+  just trained."""
   return elapsed_s + (closing_s if closing_due else 0.0) + epoch_s + closing_s > budget_s
+
+
+def _over_budget(started: float, epoch_s: float, closing_s: float, closing_due: bool,
+                 budget_s: float) -> bool:
+  """_next_epoch_past_budget by process 0's clock, on every process (processes stopping at
+  different epochs would wait for each other forever)."""
+  return bool(parallel.broadcast_from_main(_next_epoch_past_budget(
+      time.perf_counter() - started, epoch_s, closing_s, closing_due, budget_s)))
 
 
 def _resume_epoch(runs) -> int:

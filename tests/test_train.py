@@ -831,6 +831,30 @@ def test_a_time_budget_stops_after_the_epoch_that_reaches_it(small_design_dir, t
   assert len(os.listdir(os.path.join(result['output_path'], 'fake'))) == NUM_OUTPUTS
 
 
+def test_a_time_budget_knows_the_cost_of_a_closing_evaluation_from_the_first_epoch(
+    small_design_dir, tmp_path, monkeypatch):
+  """With evaluations, checkpoints and grids due only at the end, the budget still knows their
+  cost from the start: the first epoch closes with all three, and every budget decision sees it."""
+  seen = []
+  decide = trainer._next_epoch_past_budget
+
+  def recording(elapsed_s, epoch_s, closing_s, closing_due, budget_s):
+    seen.append(closing_s)
+    return decide(elapsed_s, epoch_s, closing_s, closing_due, budget_s)
+
+  monkeypatch.setattr(trainer, '_next_epoch_past_budget', recording)
+  config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), epochs=3,
+                       checkpoint_every=100, sample_every=100, eval_every=100, eval_per_pair=2,
+                       time_budget_min=60, **BASE)
+  result = trainer.train(config)
+  assert result['epochs'] == 3
+  assert sorted(os.listdir(os.path.join(result['log_path'], 'checkpoints'))) == ['1', '3']
+  with open(os.path.join(result['log_path'], 'log_summary'), encoding='utf-8') as f:
+    log = f.read()
+  assert 'eval epoch 1 ' in log and 'eval epoch 3 ' in log and 'eval epoch 2 ' not in log
+  assert len(seen) == 2 and min(seen) > 0.01, seen  # after epochs 1 and 2; 3 is the last
+
+
 @pytest.mark.parametrize('elapsed, closing_due, past', [
     (50, False, False),  # 50 + 10 epoch + 20 closing = 80 <= 100
     (51, True, True),    # + this epoch's own evaluation: 51 + 20 + 10 + 20 > 100
