@@ -280,16 +280,17 @@ class Dataset:
     return '\n'.join(lines)
 
   def warnings(self) -> list[str]:
-    """What limits a conditional model of these designs, for the training log: a label with one
-    class (the generator cannot learn to vary it) and classes no training design has (designs
-    asked for them are extrapolations)."""
+    """What limits a conditional model of these designs, for the training log: training designs
+    of one class of a label (the generator cannot learn to vary it) and classes no training design
+    has (designs asked for them are extrapolations)."""
     found = []
     for label in ('durability', 'mass'):
       vocab = getattr(self.spec, label)
-      if len(vocab) == 1:
-        found.append(f'every design has {label} {vocab.describe()}: the model cannot learn to '
-                     f'vary {label}')
       counts = np.bincount(getattr(self.train, label), minlength=len(vocab))
+      present = [_format_value(v) for v, n in zip(vocab.values, counts) if n > 0]
+      if len(present) == 1:
+        found.append(f'every training design has {label} {present[0]}: the model cannot learn '
+                     f'to vary {label}')
       empty = [_format_value(v) for v, n in zip(vocab.values, counts) if n == 0]
       if empty:
         found.append(f'no training design has {label} {", ".join(empty)}: designs asked for it '

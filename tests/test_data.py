@@ -242,12 +242,15 @@ def test_summary(tmp_path):
 
 def test_warnings_name_a_single_class_and_classes_without_training_designs(tmp_path):
   write_designs(tmp_path, labelled_names(6, masses=(10.0,)))
-  assert data.load_dataset(str(tmp_path), val_fraction=0).warnings() == [
-      'every design has mass 10: the model cannot learn to vary mass']
+  one_mass = data.load_dataset(str(tmp_path), val_fraction=0)
+  assert one_mass.warnings() == [
+      'every training design has mass 10: the model cannot learn to vary mass']
+  assert 'mass: 1 class: 10 (6)' in one_mass.summary()
   ds = data.load_dataset(str(tmp_path), durability_values=[1.4, 2.2, 3.0, 9.9],
                          mass_values=[10, 20], val_fraction=0)
   assert ds.warnings() == [
       'no training design has durability 9.9: designs asked for it are extrapolations',
+      'every training design has mass 10: the model cannot learn to vary mass',
       'no training design has mass 20: designs asked for it are extrapolations']
   os.makedirs(tmp_path / 'both')
   write_designs(tmp_path / 'both', labelled_names(6))
