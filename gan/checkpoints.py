@@ -36,14 +36,17 @@ def ignore_closed_event_loop_callbacks() -> None:
   """For the CLIs: drops the 'Event loop is closed' RuntimeErrors that tensorstore's completion
   callbacks raise, as unraisable exceptions printed with a traceback, when orbax has given up on a
   damaged checkpoint and closed its event loop while other reads were still pending. Every other
-  unraisable exception goes to the previous hook."""
+  unraisable exception goes to the previous hook. Installed once however often it is called."""
   previous = sys.unraisablehook
+  if getattr(previous, 'drops_closed_event_loop_errors', False):
+    return
 
   def hook(unraisable):
     error = unraisable.exc_value
     if not (isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'):
       previous(unraisable)
 
+  hook.drops_closed_event_loop_errors = True
   sys.unraisablehook = hook
 
 

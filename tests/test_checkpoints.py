@@ -12,6 +12,9 @@ def test_only_closed_event_loop_errors_are_dropped(monkeypatch):
   reached = []
   monkeypatch.setattr(sys, 'unraisablehook', reached.append)
   checkpoints.ignore_closed_event_loop_callbacks()
+  installed = sys.unraisablehook
+  checkpoints.ignore_closed_event_loop_callbacks()  # e.g. gan.evaluate.main called again
+  assert sys.unraisablehook is installed
   late = types.SimpleNamespace(exc_value=RuntimeError('Event loop is closed'))
   other_runtime = types.SimpleNamespace(exc_value=RuntimeError('something else'))
   other_type = types.SimpleNamespace(exc_value=ValueError('Event loop is closed'))
