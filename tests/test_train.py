@@ -13,6 +13,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -811,6 +812,10 @@ def test_a_finished_run_run_again_trains_nothing(base_run, tmp_path):
   for leftover in leftovers:
     os.makedirs(os.path.join(leftover, 'state'))
   result = trainer.train(config)
+  # orbax removes them in a background thread that only a save waits for
+  deadline = time.monotonic() + 30
+  while any(os.path.exists(p) for p in leftovers) and time.monotonic() < deadline:
+    time.sleep(0.1)
   assert [p for p in leftovers if os.path.exists(p)] == []
   assert result['epochs'] == config.epochs and result['start_epoch'] == config.epochs
   with open(os.path.join(config.log_path, 'log_summary'), encoding='utf-8') as f:
