@@ -35,7 +35,8 @@ BEST_METRICS = {'auto': True, 'oracle_exact': True, 'oracle_within1': True,
                 'classifier_accuracy_generated': True, 'fd': False}
 POSITIVE_INTS = ('zdim', 'class_embed_dim', 'hidden_dim', 'embed_dim', 'num_heads', 'num_layers',
                  'mlp_ratio', 'critic_iter', 'batch_size', 'epochs', 'log_every', 'sample_every',
-                 'checkpoint_every', 'keep_checkpoints', 'eval_per_pair', 'num_seeds')
+                 'checkpoint_every', 'keep_checkpoints', 'eval_per_pair', 'num_seeds',
+                 'num_output_images')
 POSITIVE_FLOATS = ('learning_rate_gen', 'learning_rate_disc', 'weight_clip')
 NON_NEGATIVE_FLOATS = ('constraint_lambda', 'lambda_gp', 'info_lambda', 'weight_decay',
                        'time_budget_min', 'aux_lambda', 'aux_lambda_critic', 'aux_regression')
@@ -61,6 +62,12 @@ def with_legacy_values(saved: dict) -> dict:
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Checks every field and returns a copy with canonical choice names."""
   c = ml_collections.ConfigDict(config.to_dict())
+  missing = [k for k in default_config.get_config().keys() if k not in c]
+  if missing:
+    more = f' and {len(missing) - 4} more' if len(missing) > 5 else ''
+    raise ConfigError(f'the config has no field {", ".join(missing[:4 if more else 5])}{more}; '
+                      'start a config file from configs/default.py (c = default.get_config(), '
+                      'then change fields)')
   for field, allowed in CHOICES.items():
     value = str(c[field]).strip().lower()
     value = ALIASES.get(field, {}).get(value, value)
@@ -96,6 +103,11 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       raise ConfigError(f'{field} must be a non-empty list of widths (0 = image size), '
                         f'got {dims!r}')
     c[field] = tuple(dims)
+  if not isinstance(c.seed, int) or isinstance(c.seed, bool) or c.seed < 0:
+    raise ConfigError(f'seed must be a non-negative integer, got {c.seed!r}')
+  if not str(c.log_path).strip():
+    raise ConfigError('log_path is empty; name the directory a run writes to, e.g. '
+                      '--config.log_path=runs/my_run')
   if not isinstance(c.data_seed, int) or c.data_seed < -1:
     raise ConfigError(f'data_seed must be -1 (use seed) or a non-negative integer, '
                       f'got {c.data_seed!r}')

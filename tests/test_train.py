@@ -666,8 +666,10 @@ def test_unknown_choice_is_refused_with_the_allowed_values(field, small_design_d
     (dict(gen_dropout=1.0), ['gen_dropout', '[0, 1)']),
     (dict(num_heads=1, attention='axial', disc_mode='selfattention'),
      ['attention=axial', 'num_heads >= 2', 'full']),
+    (dict(seed=-1), ['seed must be a non-negative integer, got -1']),
+    (dict(num_output_images=-1), ['num_output_images must be a positive integer, got -1']),
 ], ids=['heads', 'lr_gen', 'lr_disc', 'batch', 'width', 'height', 'input_dim', 'original_width',
-        'critic_iter', 'dropout', 'axial_heads'])
+        'critic_iter', 'dropout', 'axial_heads', 'seed', 'num_output_images'])
 def test_invalid_config_is_refused_before_compilation(overrides, expected, small_design_dir,
                                                       tmp_path, no_model):
   config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), **overrides)
@@ -675,6 +677,17 @@ def test_invalid_config_is_refused_before_compilation(overrides, expected, small
     trainer.train(config)
   for text in expected:
     assert text in str(excinfo.value)
+
+
+def test_an_empty_log_path_or_a_config_missing_fields_is_refused():
+  config = default.get_config()
+  config.log_path = ' '
+  with pytest.raises(ConfigError, match='log_path is empty'):
+    config_lib.resolve(config)
+  partial = ml_collections.ConfigDict({'epochs': 3, 'log_path': 'runs/x'})
+  with pytest.raises(ConfigError, match=r'no field attention, aux_lambda, aux_lambda_critic, '
+                     r'aux_regression and \d+ more; start a config file from configs/default.py'):
+    config_lib.resolve(partial)
 
 
 def test_matching_geometry_is_accepted(small_design_dir, tmp_path):
