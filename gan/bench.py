@@ -58,6 +58,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from configs import default
@@ -117,7 +118,18 @@ def _load_config_file(path: str):
     raise BenchError(f'config file {path} cannot be loaded: {type(e).__name__}: {e}') from None
   if not hasattr(module, 'get_config'):
     raise BenchError(f'config file {path} has no get_config()')
-  return module.get_config()
+  try:
+    config = module.get_config()
+  except Exception as e:  # pylint: disable=broad-except
+    raise BenchError(f'config file {path}: get_config() failed: {type(e).__name__}: {e}') from None
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise BenchError(f'config file {path}: get_config() returned a {type(config).__name__}, not '
+                     'an ml_collections.ConfigDict')
+  try:
+    config_lib.resolve(config)  # every field checked before any timing
+  except DesignGanError as e:
+    raise BenchError(f'config file {path}: {e}') from None
+  return config
 
 
 def row_config(spec: str):
@@ -125,6 +137,10 @@ def row_config(spec: str):
   if spec in COMBINATIONS:
     return spec, COMBINATIONS[spec]()
   if spec.endswith('.py') or os.sep in spec:
+    if not spec.endswith('.py'):
+      raise BenchError(f'--configs {spec}: a config file is a Python file ending in .py')
+    if not os.path.isfile(spec) and os.path.isfile(os.path.join(CONFIG_DIR, spec)):
+      spec = os.path.join(CONFIG_DIR, spec)  # a file name of configs/, as --help says
     if not os.path.isfile(spec):
       raise BenchError(f'--configs {spec}: no such config file')
     return os.path.splitext(os.path.basename(spec))[0], _load_config_file(spec)

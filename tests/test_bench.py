@@ -77,6 +77,27 @@ def test_unknown_config_is_one_error_line():
   assert 'vanilla_wgangp_mlp' in errors[0]  # says what is allowed
 
 
+@pytest.mark.parametrize('content, message', [
+    (None, 'a Python file ending in .py'),
+    ('def get_config():\n  return 5\n', 'returned a int, not an ml_collections.ConfigDict'),
+    ('def get_config():\n  raise ValueError("boom")\n', 'get_config() failed: ValueError: boom'),
+    ('import ml_collections\n'
+     'def get_config():\n  return ml_collections.ConfigDict({"epochs": 1})\n',
+     'the config has no field'),
+])
+def test_bad_config_files_are_one_error_line_before_timing(tmp_path, capsys, content, message):
+  path = tmp_path / ('bad.py' if content else 'not_python.txt')
+  path.write_text(content or 'x')
+  assert bench.main(['--configs', str(path), '--iters', '1']) == 1
+  err = capsys.readouterr().err
+  assert err.startswith('error: ') and err.count('\n') == 1 and message in err, err
+
+
+def test_a_configs_file_name_is_found_in_configs():
+  name, config = bench.row_config('original_vanilla_wgangp.py')
+  assert name == 'original_vanilla_wgangp' and config.batch_size == 512
+
+
 @pytest.mark.parametrize('flag', [['--platform', 'gpu'], ['--epochs', '5'], ['--repeats', '2']])
 def test_data_parallel_flags_without_devices_are_refused(flag, capsys):
   """They only mean something with --devices; silently benchmarking on the CPU would mislead."""
