@@ -11,7 +11,8 @@ then its last checkpoint is evaluated by `gan.evaluate` on the held-out designs.
 (per combination, one design per durability (rows) x mass (columns) pair from fixed noise and
 struts). A combination already in results.json is not
 retrained, so an interrupted comparison continues where it stopped; the combination it was
-training starts again from scratch (resuming it would give it more than the budget).
+training starts again from scratch (resuming it would give it more than the budget). Continuing
+with other --minutes or --set is refused (the table would mix settings); use another --out.
 """
 
 import argparse
@@ -35,6 +36,15 @@ from gan.errors import ConfigError, DesignGanError
 
 COMBINATIONS = tuple(f'{g}_{l}_{n}' for g in ('vanilla', 'infogan')
                      for l in ('bce', 'wgan', 'wgangp') for n in ('mlp', 'selfattention'))
+# Fields every comparison sets itself, and why they cannot be --set.
+COMPARE_SETS = {
+    'log_path': 'each combination trains into <out>/<combination>',
+    'output_path': 'each combination writes into <out>/<combination>/output',
+    'time_budget_min': 'use --minutes',
+    'num_seeds': 'one model per combination',
+    'gan_model': 'use --combos', 'loss_mode': 'use --combos',
+    'gen_mode': 'use --combos', 'disc_mode': 'use --combos',
+}
 COLUMNS = ('oracle_exact', 'oracle_within1', 'strut_exact', 'fd', 'fd_real_baseline',
            'diversity', 'diversity_real', 'classifier_accuracy_generated')
 
@@ -55,6 +65,8 @@ def combination_config(name: str, minutes: float, out: str,
       raise ConfigError(f'--set {item}: expected FIELD=VALUE, e.g. --set batch_size=128')
     if field not in config:
       raise ConfigError(f'--set {item}: no config field {field!r}')
+    if field in COMPARE_SETS:
+      raise ConfigError(f'--set {item}: gan.compare sets {field} itself ({COMPARE_SETS[field]})')
     config[field] = _coerce(config[field], value, item)
   return config
 
@@ -76,12 +88,15 @@ def run(names: Sequence[str], minutes: float, out: str, overrides: Sequence[str]
   configs = {name: combination_config(name, minutes, out, overrides) for name in names}
   os.makedirs(paths.check_output_dir(out, '--out'), exist_ok=True)
   results_path = os.path.join(out, 'results.json')
-  results = {}
-  if os.path.exists(results_path):
-    with open(results_path, encoding='utf-8') as f:
-      results = json.load(f)
+  results = _read_results(results_path)
   for name, config in configs.items():
     if name in results:
+      earlier = (results[name].get('minutes'), results[name].get('set', []))
+      if earlier != (minutes, list(overrides)):
+        raise ConfigError(f'{results_path} holds {name} trained with --minutes {earlier[0]:g} '
+                          f'and --set {earlier[1]}, not --minutes {minutes:g} and --set '
+                          f'{list(overrides)}; use those settings to continue it, or another --out')
+      print(f'=== {name}: already in {results_path}, kept', flush=True)
       continue
     if os.path.exists(config.log_path):
       print(f'=== {name}: discarding the interrupted run in {config.log_path}', flush=True)
@@ -90,11 +105,26 @@ def run(names: Sequence[str], minutes: float, out: str, overrides: Sequence[str]
     summary = trainer.train(config)
     metrics = evaluate.evaluate_model(config.log_path, seed=0)
     results[name] = dict(evaluate.scalar_metrics(metrics), epochs=summary['epochs'],
-                         minutes=minutes)
+                         minutes=minutes, set=list(overrides))
     evaluate.write_json(results_path, results)
   with open(os.path.join(out, 'table.md'), 'w', encoding='utf-8') as f:
     f.write(markdown_table(results, names) + '\n')
   figure(names, out, os.path.join(out, 'designs.png'))
+  return results
+
+
+def _read_results(path: str) -> dict:
+  """{combination: metrics} of an earlier comparison in the same --out ({} if none)."""
+  if not os.path.exists(path):
+    return {}
+  try:
+    with open(path, encoding='utf-8') as f:
+      results = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ConfigError(f'{path} is unreadable ({e}); remove it to compare from scratch') from None
+  if not isinstance(results, dict) or not all(isinstance(r, dict) for r in results.values()):
+    raise ConfigError(f'{path} is not a results file of gan.compare; remove it to compare from '
+                      'scratch')
   return results
 
 
@@ -149,6 +179,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   try:
     if not args.minutes > 0:
       raise ConfigError(f'--minutes must be > 0, got {args.minutes}')
+    if not names:
+      raise ConfigError(f'--combos {args.combos!r} names no combination; choose from: '
+                        f'{", ".join(COMBINATIONS)}')
     results = run(names, args.minutes, os.path.abspath(args.out), args.set)
   except DesignGanError as e:
     print(f'error: {e}', file=sys.stderr)

@@ -32,9 +32,15 @@ def test_compare_writes_results_table_and_figure(small_design_dir, tmp_path, cap
   with Image.open(tmp_path / 'designs.png') as image:
     assert image.size[0] > 2 * 14 * 2 * 12  # two panels of 12 mass columns side by side
   assert os.path.isdir(tmp_path / 'vanilla_bce_mlp' / 'checkpoints')
-  # Already evaluated combinations are not retrained.
+  # Already evaluated combinations are not retrained, and say so.
+  capsys.readouterr()
   assert compare.main(args) == 0
-  assert 'training for' not in capsys.readouterr().out.split('table, results.json')[-1]
+  out = capsys.readouterr().out
+  assert 'training for' not in out and 'vanilla_bce_mlp: already in' in out, out
+  # ... but not continued with other settings: the table would mix them.
+  assert compare.main(args + ['--set', 'gen_norm=none']) == 1
+  err = capsys.readouterr().err
+  assert 'trained with --minutes 5' in err and 'another --out' in err, err
   # An interrupted combination (a run directory but no result) is trained again from scratch.
   del results['infogan_wgan_mlp']
   compare.evaluate.write_json(str(tmp_path / 'results.json'), results)
@@ -55,6 +61,9 @@ def test_compare_writes_results_table_and_figure(small_design_dir, tmp_path, cap
     (['--minutes', '0'], '--minutes must be > 0'),
     (['--set', 'batch_size'], 'expected FIELD=VALUE'),
     (['--out', '{tmp}/a_file/out'], 'a_file is a file'),
+    (['--set', 'log_path={tmp}/precious'], 'gan.compare sets log_path itself'),
+    (['--set', 'num_seeds=2'], 'gan.compare sets num_seeds itself'),
+    (['--combos', ','], 'names no combination'),
 ])
 def test_compare_rejects_bad_arguments(args, message, tmp_path, capsys):
   (tmp_path / 'a_file').write_text('')
@@ -62,3 +71,12 @@ def test_compare_rejects_bad_arguments(args, message, tmp_path, capsys):
   assert compare.main(['--out', str(tmp_path / 'out')] + args) == 1
   assert message in capsys.readouterr().err
   assert sorted(os.listdir(tmp_path)) == ['a_file']  # refused before anything is written
+
+
+@pytest.mark.parametrize('content', ['{bad', '[1, 2]'])
+def test_an_unreadable_results_file_is_one_error_line(content, tmp_path, capsys):
+  (tmp_path / 'results.json').write_text(content)
+  assert compare.main(['--out', str(tmp_path), '--combos', 'vanilla_bce_mlp']) == 1
+  err = capsys.readouterr().err
+  assert err.startswith('error: ') and 'remove it to compare from scratch' in err, err
+  assert os.listdir(tmp_path) == ['results.json']
