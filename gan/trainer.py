@@ -168,6 +168,7 @@ def train(config) -> dict:
     raise ConfigError(f'batch_size={config.batch_size} is larger than the training set '
                       f'({len(dataset.train)} designs); use batch_size <= {len(dataset.train)}')
   parallel.check_batch_size(config.batch_size)
+  _check_run_layout(config)
   sweep = config.num_seeds > 1
   seeds = [c.seed for c in seed_configs(config)]
   models, state = (step.init_sweep(config, dataset.spec, dataset.mask, seeds) if sweep
@@ -242,8 +243,10 @@ def train(config) -> dict:
   except KeyboardInterrupt:
     progress.clear()
     for run in runs:
-      run.log.info('Interrupted during epoch %d; the last checkpoint is of epoch %s', end_epoch + 1,
-                   run.mngr.latest_step() or 'none')
+      last_saved = run.mngr.latest_step()
+      run.log.info('Interrupted during epoch %d; %s', end_epoch + 1,
+                   f'the last checkpoint is of epoch {last_saved}' if last_saved
+                   else 'no checkpoint was written yet')
     raise
   finally:  # also on errors and Ctrl-C: pending checkpoint writes complete before we exit
     progress.clear()
@@ -418,6 +421,41 @@ def _over_budget(started: float, epoch_s: float, closing_s: float, closing_due: 
       time.perf_counter() - started, epoch_s, closing_s, closing_due, budget_s)))
 
 
+def _saved_epochs(log_path: str) -> list[int]:
+  """The epochs of the checkpoint directories under <log_path>/checkpoints (none opened)."""
+  directory = os.path.join(log_path, 'checkpoints')
+  return (sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+          if os.path.isdir(directory) else [])
+
+
+def _check_run_layout(config) -> None:
+  """Refuses, before anything is written, a log_path whose checkpoints another num_seeds or seed
+  wrote: a single run where a sweep is asked for, a sweep where a single run is, or a sweep some
+  of whose runs have checkpoints while the others have none."""
+  root = config.log_path
+  if config.num_seeds == 1:
+    sweep = sorted(n for n in (os.listdir(root) if os.path.isdir(root) else ())
+                   if n.startswith('seed_') and _saved_epochs(os.path.join(root, n)))
+    if sweep:
+      raise ConfigError(f'{root} holds a seed sweep ({", ".join(sweep)}); resume it with its '
+                        'num_seeds and seed, or train a single model under a new '
+                        '--config.log_path')
+    return
+  if _saved_epochs(root):
+    raise ConfigError(f'{root} holds a single run (num_seeds=1); train the sweep under a new '
+                      '--config.log_path')
+  paths_ = [c.log_path for c in seed_configs(config)]
+  fresh = [p for p in paths_ if not _saved_epochs(p)]
+  if fresh and len(fresh) < len(paths_):
+    raise _sweep_mismatch(fresh)
+
+
+def _sweep_mismatch(fresh) -> ConfigError:
+  return ConfigError(f'{", ".join(fresh)}: no checkpoint, while the sweep\'s other runs have some '
+                     '(num_seeds or seed changed?); resume with the original num_seeds and seed, '
+                     'or train the new seeds under a new --config.log_path')
+
+
 def _resume_epoch(runs) -> int:
   """The epoch every run resumes from: the latest checkpoint (0: none). A sweep interrupted between
   its runs' saves resumes all runs from the last epoch they all saved; later checkpoints of the
@@ -426,10 +464,7 @@ def _resume_epoch(runs) -> int:
   epoch = min(latest)
   if epoch == 0 and max(latest) > 0:
     # Resuming together from 0 would delete the others' training: refuse instead.
-    new = [run.log_path for run, last in zip(runs, latest) if last == 0]
-    raise ConfigError(f'{", ".join(new)}: no checkpoint, while the sweep\'s other runs have '
-                      'some (num_seeds or seed changed?); resume with the original num_seeds and '
-                      'seed, or train the new seeds under a new --config.log_path')
+    raise _sweep_mismatch([run.log_path for run, last in zip(runs, latest) if last == 0])
   for run, last in zip(runs, latest):
     if last == epoch:
       continue

@@ -98,6 +98,27 @@ def test_more_seeds_on_a_sweep_are_refused_and_nothing_is_deleted(sweep, tmp_pat
     trainer.train(config)
   assert before == {s: sorted(os.listdir(os.path.join(config.log_path, s, 'checkpoints')))
                     for s in ('seed_3', 'seed_4')} and before['seed_3']
+  assert not os.path.exists(os.path.join(config.log_path, 'seed_5'))  # refused before writing
+
+
+def test_a_single_run_and_a_sweep_do_not_share_a_log_path(sweep, tmp_path):
+  """num_seeds 2 -> 1 would train a stray model into the sweep's root (which infer.py would then
+  read); 1 -> 2 a new sweep beside the single run. Both are refused before anything is written."""
+  config, _ = sweep
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.log_path = str(tmp_path / 'sweep')
+  shutil.copytree(sweep[0].log_path, config.log_path)
+  config.num_seeds = 1
+  with pytest.raises(config_lib.ConfigError, match=r'holds a seed sweep \(seed_3, seed_4\)'):
+    trainer.train(config)
+  assert sorted(os.listdir(config.log_path)) == ['seed_3', 'seed_4']
+  single = str(tmp_path / 'single')
+  shutil.copytree(os.path.join(sweep[0].log_path, 'seed_3'), single)  # a complete single run
+  config.log_path, config.num_seeds = single, 2
+  before = sorted(os.listdir(single))
+  with pytest.raises(config_lib.ConfigError, match='holds a single run'):
+    trainer.train(config)
+  assert sorted(os.listdir(single)) == before
 
 
 @pytest.mark.parametrize('num_seeds', [1, 2])
