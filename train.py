@@ -10,7 +10,9 @@ MPI job, detected by itself); see README "Scaling out".
 All logic lives in gan/trainer.py; this script only parses flags and reports errors.
 """
 
+import signal
 import sys
+import threading
 
 from absl import app
 from absl import flags
@@ -53,6 +55,24 @@ def parse_flags(argv):
     return _config_error(e)
 
 
+def _stop_at_first_ctrl_c() -> threading.Event:
+  """The first Ctrl-C asks the trainer to stop after the epoch in progress (checkpointed); a
+  KeyboardInterrupt raised wherever the main thread happens to be could be swallowed (by a
+  callback) or leave a TensorBoard writer's thread behind that the exit then waits for. A second
+  Ctrl-C interrupts at once."""
+  stop = threading.Event()
+
+  def on_sigint(signum, frame):
+    if stop.is_set():
+      signal.default_int_handler(signum, frame)
+    stop.set()
+    print('\nCtrl-C: stopping after the epoch in progress (Ctrl-C again to stop at once)',
+          file=sys.stderr, flush=True)
+
+  signal.signal(signal.SIGINT, on_sigint)
+  return stop
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
@@ -69,7 +89,11 @@ def main(argv):
   try:
     # Before anything touches a device: JAX must know every process before it lists devices.
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    trainer.train(config)
+    stop = _stop_at_first_ctrl_c()
+    if trainer.train(config, stop_requested=stop.is_set)['interrupted']:
+      print('interrupted: stopped after the epoch in progress, checkpointed; the same command '
+            'resumes', file=sys.stderr)
+      sys.exit(130)
   except DesignGanError as e:
     print(f'error: {e}', file=sys.stderr)
     if isinstance(e, checkpoints.CheckpointError):

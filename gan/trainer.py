@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -151,11 +152,13 @@ def seed_configs(config) -> list:
   return runs
 
 
-def train(config) -> dict:
+def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
   """Trains (or resumes) the run `config.log_path` describes; returns a summary dict.
 
   With num_seeds = K > 1, trains K independently seeded models in one vmapped program, each with
-  its own run directory (see `seed_configs`)."""
+  its own run directory (see `seed_configs`). When `stop_requested()` turns true (train.py: at
+  Ctrl-C), the epoch in progress is the last: checkpointed and evaluated, and the summary's
+  `interrupted` is set."""
   started = time.perf_counter()  # the time budget counts data loading and compilation too
   config = config_lib.resolve(config)
   # Before minutes of training: where the run writes must be (or become) a writable directory.
@@ -205,6 +208,7 @@ def train(config) -> dict:
   start = time.perf_counter()
   budget_s = 60 * config.time_budget_min
   closing_s = 0.0  # the longest closing work of an epoch so far (evaluation, checkpoint, samples)
+  interrupted = False
   end_epoch = start_epoch
   try:
     for epoch in range(start_epoch + 1, config.epochs + 1):
@@ -223,8 +227,11 @@ def train(config) -> dict:
       # first epoch closes with everything a last one does (evaluation, checkpoint, grid), so the
       # budget knows what that costs before it decides anything.
       measure = budget_s > 0 and epoch == start_epoch + 1
-      last = epoch == config.epochs or (budget_s > 0 and not measure and _over_budget(
-          started, seconds, closing_s, any(runs[0].work_due(epoch, full=False)), budget_s))
+      interrupted = interrupted or stop_requested()
+      last = epoch == config.epochs or _stop_here(interrupted or (
+          budget_s > 0 and not measure and _next_epoch_past_budget(
+              time.perf_counter() - started, seconds, closing_s,
+              any(runs[0].work_due(epoch, full=False)), budget_s)))
       closing_started = time.perf_counter()
       for k, (run, run_metrics) in enumerate(zip(runs, per_run)):
         run.end_epoch(epoch, (lambda k=k: step.unstack(state, k)) if sweep else (lambda: state),
@@ -232,13 +239,16 @@ def train(config) -> dict:
                       last or measure, progress)
       closing_s = max(closing_s, time.perf_counter() - closing_started)
       if measure and not last:
-        last = _over_budget(started, seconds, closing_s, False, budget_s)
+        last = _stop_here(_next_epoch_past_budget(time.perf_counter() - started, seconds,
+                                                  closing_s, False, budget_s))
       end_epoch = epoch
       if last:
         if epoch < config.epochs:
           for run in runs:
-            run.log.info('time_budget_min=%g reached: stopped after epoch %d of %d',
-                         config.time_budget_min, epoch, config.epochs)
+            run.log.info('%s: stopped after epoch %d of %d (checkpointed)',
+                         'Interrupted' if interrupted else
+                         f'time_budget_min={config.time_budget_min:g} reached', epoch,
+                         config.epochs)
         break
   except KeyboardInterrupt:
     progress.clear()
@@ -256,7 +266,7 @@ def train(config) -> dict:
                         step.unstack(state, k) if sweep else state)
              for k, run in enumerate(runs)]
   return dict(results[0], state=state, models=models, runs=results, log_path=os.path.abspath(
-      config.log_path), start_epoch=start_epoch)
+      config.log_path), start_epoch=start_epoch, interrupted=interrupted)
 
 
 class _Shared:
@@ -413,12 +423,10 @@ def _next_epoch_past_budget(elapsed_s: float, epoch_s: float, closing_s: float,
   return elapsed_s + (closing_s if closing_due else 0.0) + epoch_s + closing_s > budget_s
 
 
-def _over_budget(started: float, epoch_s: float, closing_s: float, closing_due: bool,
-                 budget_s: float) -> bool:
-  """_next_epoch_past_budget by process 0's clock, on every process (processes stopping at
-  different epochs would wait for each other forever)."""
-  return bool(parallel.broadcast_from_main(_next_epoch_past_budget(
-      time.perf_counter() - started, epoch_s, closing_s, closing_due, budget_s)))
+def _stop_here(stop: bool) -> bool:
+  """Process 0's decision to stop after this epoch, on every process (by its clock and its
+  Ctrl-C: processes stopping at different epochs would wait for each other forever)."""
+  return bool(parallel.broadcast_from_main(stop))
 
 
 def _saved_epochs(log_path: str) -> list[int]:

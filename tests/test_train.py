@@ -10,6 +10,7 @@ import functools
 import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -767,6 +768,42 @@ def test_cli_reports_a_bad_config_in_one_line():
   errors = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
   assert len(errors) == 1, proc.stderr
   assert 'loss_mode' in errors[0] and 'bce, wgan, wgangp' in errors[0]
+
+
+def test_a_requested_stop_ends_with_the_epoch_in_progress_checkpointed(small_design_dir,
+                                                                     tmp_path):
+  requests = iter([False, True])
+  config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), epochs=5,
+                       checkpoint_every=10, **BASE)
+  result = trainer.train(config, stop_requested=lambda: next(requests))
+  assert result['interrupted'] and result['epochs'] == 2
+  assert os.listdir(os.path.join(result['log_path'], 'checkpoints')) == ['2']
+  with open(os.path.join(result['log_path'], 'log_summary'), encoding='utf-8') as f:
+    assert 'Interrupted: stopped after epoch 2 of 5 (checkpointed)' in f.read()
+
+
+def test_cli_ctrl_c_stops_after_the_epoch_in_progress(small_design_dir, tmp_path):
+  """SIGINT (Ctrl-C) once: the run ends with that epoch checkpointed, one line, exit status 130;
+  the same command resumes."""
+  log_path = tmp_path / 'run'
+  args = [sys.executable, 'train.py', '--config=configs/default.py',
+          f'--config.data_path={small_design_dir}', f'--config.log_path={log_path}',
+          '--config.epochs=100000', '--config.checkpoint_every=100000',
+          '--config.batch_size=32', '--config.eval_every=0',
+          '--config.gen_hidden_dims=(32,)', '--config.disc_hidden_dims=(32,)']
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  with subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        text=True, env=env) as proc:
+    for line in proc.stdout:  # the first epoch's line: compiled and training
+      if line.startswith('epoch 1/'):
+        break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, err
+  assert 'Traceback' not in err, err
+  assert err.strip().splitlines()[-1].startswith('interrupted: stopped after the epoch'), err
+  saved = os.listdir(log_path / 'checkpoints')
+  assert len(saved) == 1 and 'Interrupted: stopped after epoch ' + saved[0] in out, (saved, out)
 
 
 _BAD_CONFIG_FILES = {
