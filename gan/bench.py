@@ -403,6 +403,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       if ignored:
         raise BenchError(f'{", ".join(ignored)} only apply with --devices (data-parallel '
                          'epochs); give --devices 1 N, or leave them out')
+    else:
+      ignored = [f'--{name}' for name, default in (
+          ('iters', 3), ('updates', 2), ('num_seeds', [1]), ('matmul_size', 2048),
+          ('no_matmul', False), ('stream_mib', 16.0), ('no_stream', False))
+                 if getattr(args, name) != default]
+      if ignored:
+        raise BenchError(f'{", ".join(ignored)} do not apply with --devices, which times whole '
+                         'epochs (--epochs, --repeats); leave them out')
     if args.json:  # fail before the work, not after it
       paths.check_output_file(args.json, '--json')
     configs = [row_config(c) for c in args.configs]  # every name checked before any timing

@@ -48,8 +48,9 @@ def measure(config, epochs: int) -> dict:
   jax.block_until_ready((state, metrics))
   seconds = time.perf_counter() - t0
   samples = epochs * (num_rows // config.batch_size) * config.batch_size
-  return dict(devices=jax.device_count(), samples_per_s=samples / seconds,
-              seconds_per_epoch=seconds / epochs, warmup_s=warmup)
+  return dict(devices=jax.device_count(), platform=jax.default_backend(),
+              samples_per_s=samples / seconds, seconds_per_epoch=seconds / epochs,
+              warmup_s=warmup)
 
 
 def _child_env(devices: int, platform: str) -> dict:
@@ -73,7 +74,12 @@ def _measure_in_subprocess(name: str, config, devices: int, *, epochs: int,
     if lines and lines[-1].startswith('error: '):  # a project error: its one line says it all
       raise DeviceBenchError(f'{name} on {devices} device(s): {lines[-1][len("error: "):]}')
     raise DeviceBenchError(f'{name} on {devices} device(s) failed:\n{proc.stderr[-3000:]}')
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  if (result['platform'], result['devices']) != (platform, devices):
+    # e.g. --platform gpu without a GPU: JAX falls back to the CPU and would time that instead
+    raise DeviceBenchError(f'{name}: asked for {devices} {platform} device(s), the run had '
+                           f'{result["devices"]} {result["platform"]} device(s)')
+  return result
 
 
 def device_rows(name: str, config, devices: Sequence[int], *, epochs: int, repeats: int,

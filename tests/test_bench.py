@@ -13,6 +13,7 @@ import jax
 import pytest
 
 from gan import bench
+from gan import bench_devices
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = '''from configs import default
@@ -157,6 +158,26 @@ def test_devices_mode_times_epochs_per_device_count(tmp_path):
   for row in rows:
     assert row['samples_per_s'] > 0 and row['seconds_per_epoch'] > 0
   assert 'speed-up' in proc.stdout
+
+
+def test_devices_mode_refuses_a_run_on_other_devices_than_asked(monkeypatch):
+  """--platform gpu without a GPU: JAX falls back to the CPU; timing that as GPUs would mislead."""
+  ran_on_cpu = json.dumps(dict(devices=1, platform='cpu', samples_per_s=1.0,
+                               seconds_per_epoch=1.0, warmup_s=1.0))
+  monkeypatch.setattr(bench_devices.subprocess, 'run', lambda *a, **k: subprocess.CompletedProcess(
+      a, 0, stdout=ran_on_cpu + '\n', stderr=''))
+  _, config = bench.row_config('vanilla_bce_mlp')
+  with pytest.raises(bench_devices.DeviceBenchError,
+                     match='asked for 1 gpu device.*the run had 1 cpu device'):
+    bench_devices.device_rows('vanilla_bce_mlp', config, [1], epochs=1, repeats=1,
+                              platform='gpu')
+
+
+@pytest.mark.parametrize('flag', [['--num_seeds', '1', '4'], ['--iters', '5'], ['--no_matmul']])
+def test_benchmark_flags_with_devices_are_refused(flag, capsys):
+  assert bench.main(['--devices', '1', '--configs', 'vanilla_bce_mlp', *flag]) == 1
+  err = capsys.readouterr().err
+  assert err.startswith('error: ') and flag[0] in err and 'do not apply with --devices' in err
 
 
 def test_devices_mode_reports_a_batch_the_devices_do_not_divide():
