@@ -241,13 +241,15 @@ def evaluate_model(model_path: str, step: Optional[int] = None, per_pair: int = 
 
   Raises:
     DesignGanError: no such checkpoint, the data cannot be loaded or no longer fit the model,
-      per_pair < 1, or the device is unavailable.
+      per_pair < 1, seed < 0, or the device is unavailable.
   """
   # Imported here: the trainer imports this module to evaluate during training.
   from gan import inference  # pylint: disable=import-outside-toplevel
   from gan import trainer  # pylint: disable=import-outside-toplevel
   if int(per_pair) < 1:
     raise EvaluationError(f'--per_pair must be at least 1 design per class pair, got {per_pair}')
+  if int(seed) < 0:
+    raise EvaluationError(f'--seed must be a non-negative integer, got {seed}')
   dev = inference.select_device(device)
   with jax.default_device(dev):
     model = inference.load(model_path, step, dev)

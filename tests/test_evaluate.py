@@ -221,6 +221,12 @@ def test_evaluate_model_reports_a_missing_step(trained_run, tmp_path):
     evaluate.evaluate_model(trained_run, step=7, cache_dir=str(tmp_path))
 
 
+def test_cli_refuses_a_negative_seed_in_one_line(trained_run, capsys):
+  assert evaluate.main([f'--model_path={trained_run}', '--seed=-1']) == 1
+  err = capsys.readouterr().err
+  assert err == 'error: --seed must be a non-negative integer, got -1\n', err
+
+
 def test_cli_checks_the_json_target_before_evaluating(trained_run, tmp_path, capsys,
                                                      monkeypatch):
   def no_evaluation(*args, **kwargs):
