@@ -82,6 +82,11 @@ def main(argv):
     config.to_dict()  # a file that failed to load gives an object that raises on first use
   except Exception as e:  # pylint: disable=broad-except
     _config_error(e)
+  try:
+    config_lib.check_repeated_tuple_overrides(sys.argv, config)
+  except DesignGanError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
   from gan import parallel  # pylint: disable=import-outside-toplevel  (jax import after flags)
   from gan import trainer  # pylint: disable=import-outside-toplevel
   from gan import checkpoints  # pylint: disable=import-outside-toplevel

@@ -186,6 +186,20 @@ def _divisors(n: int) -> str:
   return ', '.join(str(d) for d in range(1, n + 1) if n % d == 0)
 
 
+def check_repeated_tuple_overrides(argv: Sequence[str], config) -> None:
+  """ml_collections appends a repeated --config.<field> of a tuple field to the earlier value
+  ((64,) then (32,) gives (64, 32)) instead of replacing it: refused, with the field named."""
+  seen = set()
+  for arg in argv:
+    match = re.match(r'--config\.(\w+)=', arg)
+    if not match or not isinstance(config.get(match.group(1)), tuple):
+      continue
+    if match.group(1) in seen:
+      raise ConfigError(f'--config.{match.group(1)} is given more than once; a tuple field is '
+                        'set by one --config.<field>=(a,b,...)')
+    seen.add(match.group(1))
+
+
 def flag_error_message(argv: Sequence[str], error: Exception) -> str:
   """One line for a `--config=FILE` / `--config.<field>=VALUE` command line that absl and
   ml_collections could not apply (their own messages span lines or name no field)."""

@@ -691,6 +691,17 @@ def test_an_empty_log_path_or_a_config_missing_fields_is_refused():
     config_lib.resolve(partial)
 
 
+def test_a_repeated_tuple_override_is_refused():
+  """ml_collections would append the second (32,) to (64,); a repeated scalar keeps the last."""
+  config = default.get_config()
+  with pytest.raises(ConfigError, match='--config.gen_hidden_dims is given more than once'):
+    config_lib.check_repeated_tuple_overrides(
+        ['train.py', '--config.gen_hidden_dims=(64,)', '--config.gen_hidden_dims=(32,)'], config)
+  config_lib.check_repeated_tuple_overrides(
+      ['train.py', '--config.gen_hidden_dims=(64,)', '--config.disc_hidden_dims=(32,)',
+       '--config.epochs=3', '--config.epochs=4'], config)
+
+
 def test_matching_geometry_is_accepted(small_design_dir, tmp_path):
   """height / width / input_dim equal to what the data gives pass the check."""
   config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), height=10,
