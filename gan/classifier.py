@@ -311,6 +311,6 @@ def load_or_train_classifier(dataset: data.Dataset,
   try:
     save_classifier(classifier, path)
   except OSError as e:
-    log.warning('Cannot cache the evaluation classifier in %s (%s); set DESIGNGAN_CACHE to a '
-                'writable directory to reuse it', path, e)
+    log.warning('Cannot cache the evaluation classifier in %s (%s); give a writable %s to '
+                'reuse it', path, e, '--cache_dir' if cache_dir else 'DESIGNGAN_CACHE')
   return classifier

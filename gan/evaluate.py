@@ -298,7 +298,9 @@ def format_report(metrics: dict) -> str:
       f'{_fmt(metrics["oracle_within1"])}' + ('' if metrics['synthetic'] else
                                               '   (not the synthetic designs)'),
       f'classifier accuracy   generated {_fmt(metrics["classifier_accuracy_generated"])}   '
-      f'held-out real {_fmt(metrics["classifier_accuracy_real"])}',
+      + ('held-out real' if metrics['classifier']['held_out_set'] == 'val' else
+         'real (training designs: no validation split)')
+      + f' {_fmt(metrics["classifier_accuracy_real"])}',
       f'Frechet distance      generated {_fmt(metrics["fd"], 4)} ({metrics["fd_designs"]} '
       f'designs)   real baseline {_fmt(metrics["fd_real_baseline"], 4)}',
       f'strut exact           {_fmt(metrics["strut_exact"])}',

@@ -170,6 +170,9 @@ def test_non_synthetic_data_have_no_oracle_metrics(dataset, classifier):
   assert metrics['oracle_exact'] is None and metrics['oracle_within1'] is None
   assert all(row['oracle_exact'] is None for row in metrics['per_class']['durability'])
   assert 'not the synthetic designs' in evaluate.format_report(metrics)
+  assert 'held-out real' in evaluate.format_report(metrics)
+  no_val = dict(metrics, classifier=dict(metrics['classifier'], held_out_set='train'))
+  assert 'real (training designs: no validation split)' in evaluate.format_report(no_val)
 
 
 def test_bad_arguments_and_outputs_are_rejected(dataset, classifier, ref):
