@@ -78,6 +78,9 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   for field in POSITIVE_INTS:
     if not isinstance(c[field], int) or isinstance(c[field], bool) or c[field] < 1:
       raise ConfigError(f'{field} must be a positive integer, got {c[field]!r}')
+  if c.critic_iter > 1000:  # optimiser step counts (critic_iter x generator steps) are int32
+    raise ConfigError(f'critic_iter must be at most 1000 critic steps per generator step, got '
+                      f'{c.critic_iter}')
   for field in POSITIVE_FLOATS:
     if not c[field] > 0:
       raise ConfigError(f'{field} must be > 0, got {c[field]!r}')

@@ -664,13 +664,15 @@ def test_unknown_choice_is_refused_with_the_allowed_values(field, small_design_d
     (dict(input_dim=900), ['input_dim=900', '420']),
     (dict(datashape='original', width=14), ['width=14', '30']),
     (dict(critic_iter=0), ['critic_iter', 'positive integer']),
+    (dict(critic_iter=10 ** 6), ['critic_iter must be at most 1000']),
     (dict(gen_dropout=1.0), ['gen_dropout', '[0, 1)']),
     (dict(num_heads=1, attention='axial', disc_mode='selfattention'),
      ['attention=axial', 'num_heads >= 2', 'full']),
     (dict(seed=-1), ['seed must be a non-negative integer, got -1']),
     (dict(num_output_images=-1), ['num_output_images must be a positive integer, got -1']),
 ], ids=['heads', 'lr_gen', 'lr_disc', 'batch', 'width', 'height', 'input_dim', 'original_width',
-        'critic_iter', 'dropout', 'axial_heads', 'seed', 'num_output_images'])
+        'critic_iter', 'critic_iter_huge', 'dropout', 'axial_heads', 'seed',
+        'num_output_images'])
 def test_invalid_config_is_refused_before_compilation(overrides, expected, small_design_dir,
                                                       tmp_path, no_model):
   config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), **overrides)
