@@ -452,9 +452,9 @@ def _check_run_layout(config) -> None:
   if _saved_epochs(root):
     raise ConfigError(f'{root} holds a single run (num_seeds=1); train the sweep under a new '
                       '--config.log_path')
-  paths_ = [c.log_path for c in seed_configs(config)]
-  fresh = [p for p in paths_ if not _saved_epochs(p)]
-  if fresh and len(fresh) < len(paths_):
+  run_dirs = [c.log_path for c in seed_configs(config)]
+  fresh = [d for d in run_dirs if not _saved_epochs(d)]
+  if fresh and len(fresh) < len(run_dirs):
     raise _sweep_mismatch(fresh)
 
 
