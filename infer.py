@@ -39,7 +39,7 @@ def main(argv):
   # orbax logs every file it reads at INFO, and warns about a damaged step (from a background
   # thread) before the one-line error that says the same
   absl_logging.set_verbosity(absl_logging.ERROR)
-  checkpoints.ignore_closed_event_loop_callbacks()
+  checkpoints.silence_abandoned_checkpoint_reads()
   from gan import inference_output  # pylint: disable=import-outside-toplevel
   f = flags.FLAGS
   try:

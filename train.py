@@ -90,7 +90,7 @@ def main(argv):
   from gan import parallel  # pylint: disable=import-outside-toplevel  (jax import after flags)
   from gan import trainer  # pylint: disable=import-outside-toplevel
   from gan import checkpoints  # pylint: disable=import-outside-toplevel
-  checkpoints.ignore_closed_event_loop_callbacks()
+  checkpoints.silence_abandoned_checkpoint_reads()
   try:
     # Before anything touches a device: JAX must know every process before it lists devices.
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)

@@ -32,11 +32,13 @@ def exit_after_error(status: int = 1):
   os._exit(status)  # pylint: disable=protected-access
 
 
-def ignore_closed_event_loop_callbacks() -> None:
-  """For the CLIs: drops the 'Event loop is closed' RuntimeErrors that tensorstore's completion
-  callbacks raise, as unraisable exceptions printed with a traceback, when orbax has given up on a
-  damaged checkpoint and closed its event loop while other reads were still pending. Every other
-  unraisable exception goes to the previous hook. Installed once however often it is called."""
+def silence_abandoned_checkpoint_reads() -> None:
+  """For the CLIs: when orbax gives up on a damaged checkpoint, its other pending tensorstore
+  reads are abandoned, and their failures can print tracebacks around the one error line, at
+  random: as 'Event loop is closed' RuntimeErrors that their completion callbacks raise
+  (unraisable exceptions) and as asyncio's 'Task exception was never retrieved' log records.
+  Drops exactly those two; every other unraisable exception and asyncio record passes. Installed
+  once however often it is called."""
   previous = sys.unraisablehook
   if getattr(previous, 'drops_closed_event_loop_errors', False):
     return
@@ -48,6 +50,8 @@ def ignore_closed_event_loop_callbacks() -> None:
 
   hook.drops_closed_event_loop_errors = True
   sys.unraisablehook = hook
+  logging.getLogger('asyncio').addFilter(
+      lambda record: not str(record.msg).startswith('Task exception was never retrieved'))
 
 
 def manager(directory: str, keep: int, create: bool = True, best_fn=None,

@@ -350,7 +350,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       help='cache of evaluation classifiers (default: the designgan cache)')
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format='%(message)s')
-  checkpoints.ignore_closed_event_loop_callbacks()
+  checkpoints.silence_abandoned_checkpoint_reads()
   try:
     if args.json:  # fail before the work, not after it
       paths.check_output_file(args.json, '--json')
