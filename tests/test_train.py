@@ -795,6 +795,17 @@ def test_a_requested_stop_ends_with_the_epoch_in_progress_checkpointed(small_des
     assert 'Interrupted: stopped after epoch 2 of 5 (checkpointed)' in f.read()
 
 
+def test_the_training_log_warns_about_a_class_without_training_designs(small_design_dir,
+                                                                      tmp_path):
+  masses = ','.join(f'{m:g}' for m in trainer.load_data(tiny_config(
+      data_path=small_design_dir, log_path='unused')).spec.mass.values)
+  config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), epochs=1,
+                       eval_every=0, mass_values=masses + ',9.99', **BASE)
+  result = trainer.train(config)
+  with open(os.path.join(result['log_path'], 'log_summary'), encoding='utf-8') as f:
+    assert 'Warning: no training design has mass 9.99' in f.read()
+
+
 def test_cli_ctrl_c_stops_after_the_epoch_in_progress(small_design_dir, tmp_path):
   """SIGINT (Ctrl-C) once: the run ends with that epoch checkpointed, one line, exit status 130;
   the same command resumes."""
