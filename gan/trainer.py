@@ -227,11 +227,12 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
       # first epoch closes with everything a last one does (evaluation, checkpoint, grid), so the
       # budget knows what that costs before it decides anything.
       measure = budget_s > 0 and epoch == start_epoch + 1
-      interrupted = interrupted or stop_requested()
-      last = epoch == config.epochs or _stop_here(interrupted or (
-          budget_s > 0 and not measure and _next_epoch_past_budget(
+      stop = 0 if epoch == config.epochs else _stop_reason(
+          stop_requested(), budget_s > 0 and not measure and _next_epoch_past_budget(
               time.perf_counter() - started, seconds, closing_s,
-              any(runs[0].work_due(epoch, full=False)), budget_s)))
+              any(runs[0].work_due(epoch, full=False)), budget_s))
+      interrupted = stop == _INTERRUPTED
+      last = epoch == config.epochs or stop > 0
       closing_started = time.perf_counter()
       for k, (run, run_metrics) in enumerate(zip(runs, per_run)):
         run.end_epoch(epoch, (lambda k=k: step.unstack(state, k)) if sweep else (lambda: state),
@@ -239,8 +240,8 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
                       last or measure, progress)
       closing_s = max(closing_s, time.perf_counter() - closing_started)
       if measure and not last:
-        last = _stop_here(_next_epoch_past_budget(time.perf_counter() - started, seconds,
-                                                  closing_s, False, budget_s))
+        last = _stop_reason(False, _next_epoch_past_budget(
+            time.perf_counter() - started, seconds, closing_s, False, budget_s)) > 0
       end_epoch = epoch
       if last:
         if epoch < config.epochs:
@@ -423,10 +424,15 @@ def _next_epoch_past_budget(elapsed_s: float, epoch_s: float, closing_s: float,
   return elapsed_s + (closing_s if closing_due else 0.0) + epoch_s + closing_s > budget_s
 
 
-def _stop_here(stop: bool) -> bool:
-  """Process 0's decision to stop after this epoch, on every process (by its clock and its
-  Ctrl-C: processes stopping at different epochs would wait for each other forever)."""
-  return bool(parallel.broadcast_from_main(stop))
+_INTERRUPTED, _OVER_BUDGET = 2, 1
+
+
+def _stop_reason(interrupted: bool, over_budget: bool) -> int:
+  """Process 0's reason to stop after this epoch (_INTERRUPTED, _OVER_BUDGET or 0: go on), on
+  every process: by its clock and its Ctrl-C, since processes stopping at different epochs would
+  wait for each other forever, and all report the same reason."""
+  local = _INTERRUPTED if interrupted else _OVER_BUDGET if over_budget else 0
+  return int(parallel.broadcast_from_main(local))
 
 
 def _saved_epochs(log_path: str) -> list[int]:
