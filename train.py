@@ -82,16 +82,12 @@ def main(argv):
     config.to_dict()  # a file that failed to load gives an object that raises on first use
   except Exception as e:  # pylint: disable=broad-except
     _config_error(e)
-  try:
-    config_lib.check_repeated_tuple_overrides(sys.argv, config)
-  except DesignGanError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
   from gan import parallel  # pylint: disable=import-outside-toplevel  (jax import after flags)
   from gan import trainer  # pylint: disable=import-outside-toplevel
   from gan import checkpoints  # pylint: disable=import-outside-toplevel
   checkpoints.silence_abandoned_checkpoint_reads()
   try:
+    config_lib.check_repeated_tuple_overrides(sys.argv, config)
     # Before anything touches a device: JAX must know every process before it lists devices.
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     stop = _stop_at_first_ctrl_c()

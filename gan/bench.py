@@ -396,18 +396,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         or min(args.num_seeds) < 1 or not args.stream_mib > 0):
       raise BenchError('--iters, --updates, --matmul_size, --stream_mib and --num_seeds must be '
                        'positive (--batch_size 0 = the config\'s)')
+    def changed(names):  # the options given other values than their defaults
+      return [f'--{n}' for n in names if getattr(args, n) != parser.get_default(n)]
+
     if not args.devices:
-      ignored = [f'--{name}' for name, default in (('platform', 'cpu'), ('epochs', 3),
-                                                  ('repeats', 1))
-                 if getattr(args, name) != default]
+      ignored = changed(('platform', 'epochs', 'repeats'))
       if ignored:
         raise BenchError(f'{", ".join(ignored)} only apply with --devices (data-parallel '
                          'epochs); give --devices 1 N, or leave them out')
     else:
-      ignored = [f'--{name}' for name, default in (
-          ('iters', 3), ('updates', 2), ('num_seeds', [1]), ('matmul_size', 2048),
-          ('no_matmul', False), ('stream_mib', 16.0), ('no_stream', False))
-                 if getattr(args, name) != default]
+      ignored = changed(('iters', 'updates', 'num_seeds', 'matmul_size', 'no_matmul',
+                         'stream_mib', 'no_stream'))
       if ignored:
         raise BenchError(f'{", ".join(ignored)} do not apply with --devices, which times whole '
                          'epochs (--epochs, --repeats); leave them out')
