@@ -1,8 +1,6 @@
 """What a person looks at: upscaled design grids, BMP dumps, TensorBoard scalars and images."""
 
 import os
-from typing import Optional
-
 import numpy as np
 
 from gan import images as images_lib
@@ -37,29 +35,44 @@ def write_designs(directory: str, prefix: str, designs: np.ndarray) -> list[str]
 
 
 class TensorBoard:
-  """tensorboardX writer under `<log_path>/tensorboard_records`."""
+  """tensorboardX writer under `<log_path>/tensorboard_records`, opened at the first write (a
+  writer makes its event file when opened: a resumed run would otherwise leave an empty one)."""
 
-  def __init__(self, log_path: str, purge_step: Optional[int] = None):
-    """`purge_step`: TensorBoard hides the earlier files' events from this step on (a resumed
-    run replays the epochs after its checkpoint, which would otherwise show twice)."""
-    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+  def __init__(self, log_path: str):
     self.directory = os.path.join(log_path, 'tensorboard_records')
-    self.writer = SummaryWriter(self.directory, purge_step=purge_step)
+    self.purge_step = None
+    self.writer = None
+
+  def purge_from(self, step: int):
+    """TensorBoard hides the earlier files' events from `step` on: a resumed run replays the
+    epochs after its checkpoint, which would otherwise show twice. Call before the first write."""
+    assert self.writer is None, 'purge_from after a write'
+    self.purge_step = step
+
+  def _writer(self):
+    if self.writer is None:
+      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      self.writer = SummaryWriter(self.directory, purge_step=self.purge_step)
+    return self.writer
 
   def scalars(self, step: int, values: dict, prefix: str = 'train/'):
     for name, value in values.items():
-      self.writer.add_scalar(prefix + name, float(value), step)
+      self._writer().add_scalar(prefix + name, float(value), step)
 
   def image(self, tag: str, step: int, image: np.ndarray):
-    self.writer.add_image(tag, image, step, dataformats='HWC')
+    self._writer().add_image(tag, image, step, dataformats='HWC')
 
   def close(self):
-    self.writer.flush()
-    self.writer.close()
+    if self.writer is not None:
+      self.writer.flush()
+      self.writer.close()
 
 
 class NoTensorBoard:
   """Stands in for `TensorBoard` where nothing is written (processes other than 0)."""
+
+  def purge_from(self, step: int):
+    pass
 
   def scalars(self, step: int, values: dict, prefix: str = 'train/'):
     pass

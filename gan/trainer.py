@@ -317,7 +317,7 @@ class _Run:
 
   def restore(self, epoch: int, target):
     _, saved = checkpoints.read_meta(self.mngr, epoch)
-    _check_resumable(saved, self.config, self.shared.dataset.spec, self.log_path)
+    saved_config = _check_resumable(saved, self.config, self.shared.dataset.spec, self.log_path)
     try:
       state = checkpoints.restore_state(self.mngr, epoch, target)
     except checkpoints.CheckpointError as e:
@@ -328,10 +328,8 @@ class _Run:
           f'{e}; an earlier checkpoint (epoch {earlier[-1]}) is kept: remove '
           f'{os.path.join(self.mngr.directory, str(epoch))} to resume from it') from None
     self.log.info('Resumed from the checkpoint of epoch %d in %s', epoch, self.mngr.directory)
-    if self.shared.main:  # scalars and grids are stepped by epoch: the replayed ones replace
-      self.tb.close()
-      self.tb = summaries.TensorBoard(self.log_path, purge_step=epoch + 1)
-    changed = config_lib.changed_settings(config_lib.from_saved(saved['config']), self.config)
+    self.tb.purge_from(epoch + 1)  # scalars and grids are stepped by epoch: replayed ones replace
+    changed = config_lib.changed_settings(saved_config, self.config)
     if changed:
       self.log.info('Settings changed since that checkpoint: %s', '; '.join(changed))
     return state
@@ -539,8 +537,10 @@ class _Evaluator:
 
 
 def _check_resumable(saved: dict, config, spec, log_path: str):
+  """Refuses a checkpoint `config` cannot resume; returns the config it was saved with."""
   try:
-    old = config_lib.model_fields(config_lib.from_saved(saved['config']))
+    saved_config = config_lib.from_saved(saved['config'])
+    old = config_lib.model_fields(saved_config)
   except (KeyError, TypeError, DesignGanError):
     raise ConfigError(f'{log_path} holds a checkpoint whose config is unreadable; use a new '
                       '--config.log_path') from None
@@ -557,6 +557,7 @@ def _check_resumable(saved: dict, config, spec, log_path: str):
     raise ConfigError(f'{log_path}/best ranks checkpoints by best_metric={old_best!r}, not '
                       f'{config.best_metric!r}; resume with --config.best_metric={old_best} or '
                       'use a new --config.log_path')
+  return saved_config
 
 
 def _write_outputs(config, dataset, state, sample_fn, output_path):

@@ -532,9 +532,25 @@ def test_a_damaged_latest_checkpoint_names_the_earlier_one(base_run, small_desig
   assert os.path.join(directory, '3') in message
 
 
-def test_resuming_logs_changed_settings_and_replayed_epochs_show_once(base_run, tmp_path):
+def test_resuming_logs_changed_settings_and_replayed_epochs_show_once(base_run, tmp_path,
+                                                                     monkeypatch):
   """Resumed from epoch 2 with other settings, twice: the second time epoch 3 is replayed (its
-  checkpoint removed, as if killed before it), and TensorBoard shows it once."""
+  checkpoint removed, as if killed before it), and TensorBoard shows it once; every event writer
+  opened is written to (an opened writer makes an event file, empty if unused)."""
+  import tensorboardX  # pylint: disable=import-outside-toplevel
+  writes = []
+
+  class CountingWriter(tensorboardX.SummaryWriter):
+    def __init__(self, *args, **kwargs):
+      super().__init__(*args, **kwargs)
+      self.index = len(writes)
+      writes.append(0)
+
+    def add_scalar(self, *args, **kwargs):
+      writes[self.index] += 1
+      return super().add_scalar(*args, **kwargs)
+
+  monkeypatch.setattr(tensorboardX, 'SummaryWriter', CountingWriter)
   config, _ = base_run
   config = ml_collections.ConfigDict(config.to_dict())
   config.log_path = copy_run(config.log_path, tmp_path / 'run')
@@ -550,6 +566,7 @@ def test_resuming_logs_changed_settings_and_replayed_epochs_show_once(base_run, 
       os.path.join(config.log_path, 'tensorboard_records'), purge_orphaned_data=True)
   events.Reload()
   assert [e.step for e in events.Scalars('train/critic_loss')] == [1, 2, 3]
+  assert len(writes) == 2 and all(writes), writes
 
 
 def test_an_epochs_best_save_commits_before_its_checkpoint(small_design_dir, tmp_path,
