@@ -36,12 +36,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.zdim = 100
   c.class_embed_dim = 32             # durability / mass embedding size in the generator
   c.gen_hidden_dims = (512, 512)     # MLP generator trunk; 0 stands for the image size D
-  c.gen_norm = 'layer'               # batch | layer | none
-  c.gen_dropout = 0.0
+  c.gen_norm = 'layer'               # batch | layer | none (MLP; self-attention: layer only)
+  c.gen_dropout = 0.0                # MLP generator only
   c.hidden_dim = 256                 # InfoGAN Q-head width
   c.disc_hidden_dims = (256, 256, 256)  # MLP critic body; 0 stands for the image size D
   c.disc_norm = 'layer'              # layer | none (no BatchNorm in a critic: it couples examples)
-  c.disc_dropout = 0.0
+  c.disc_dropout = 0.0               # MLP critic only
   c.disc_conditioning = 'projection'  # projection (+ fixed pixels) | none (unconditional)
   c.mask_input = True                # feed the strut mask as a pixel channel
   c.embed_dim = 16                   # self-attention token size E; 16 (was 32): 1.5x faster

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from configs import default
+from gan import config as config_lib
 from gan import evaluate
 from gan import inference
 from gan import paths
@@ -85,7 +86,9 @@ def _coerce(current, text: str, item: str):
 
 def run(names: Sequence[str], minutes: float, out: str, overrides: Sequence[str] = ()) -> dict:
   """Trains and evaluates every named combination not yet in `<out>/results.json`."""
-  configs = {name: combination_config(name, minutes, out, overrides) for name in names}
+  # Resolved here, so a --set that some combination refuses fails before any training.
+  configs = {name: config_lib.resolve(combination_config(name, minutes, out, overrides))
+             for name in names}
   os.makedirs(paths.check_output_dir(out, '--out'), exist_ok=True)
   results_path = os.path.join(out, 'results.json')
   results = _read_results(results_path)

@@ -55,8 +55,14 @@ LEGACY_VALUES = {'aux_lambda': 0.0, 'aux_lambda_critic': 0.0, 'aux_regression': 
 
 
 def with_legacy_values(saved: dict) -> dict:
-  """A saved config dict with the fields it predates filled in from LEGACY_VALUES."""
-  return {**LEGACY_VALUES, **saved}
+  """A saved config dict with the fields it predates filled in from LEGACY_VALUES, and the norm
+  and dropout of an attention network (which never had either, and `resolve` now refuses
+  instead of ignoring) set to the values that say so."""
+  saved = {**LEGACY_VALUES, **saved}
+  for network in ('gen', 'disc'):
+    if saved.get(f'{network}_mode') == 'selfattention':
+      saved.update({f'{network}_dropout': 0.0, f'{network}_norm': 'layer'})
+  return saved
 
 
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -99,6 +105,15 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       and c.num_heads < 2):
     raise ConfigError(f'attention=axial needs num_heads >= 2 (half the heads attend along rows, '
                       f'half along columns), got num_heads={c.num_heads}; or set attention=full')
+  for network, mode in (('gen', c.gen_mode), ('disc', c.disc_mode)):
+    # The attention networks have no dropout and always use LayerNorm: refused, not ignored.
+    dropout, norm = f'{network}_dropout', f'{network}_norm'
+    ignored = ([f'{dropout}={c[dropout]!r}'] if c[dropout] else []) + (
+        [f'{norm}={c[norm]!r}'] if c[norm] != 'layer' else [])
+    if mode == 'selfattention' and ignored:
+      raise ConfigError(f'{" and ".join(ignored)} would be ignored: {network}_mode=selfattention '
+                        f'has no dropout and always uses LayerNorm; set {dropout}=0 and '
+                        f'{norm}=layer, or {network}_mode=mlp')
   for field in ('gen_hidden_dims', 'disc_hidden_dims'):
     dims = c[field]
     if (not isinstance(dims, (tuple, list)) or not dims

@@ -64,6 +64,8 @@ def test_compare_writes_results_table_and_figure(small_design_dir, tmp_path, cap
     (['--set', 'log_path={tmp}/precious'], 'gan.compare sets log_path itself'),
     (['--set', 'num_seeds=2'], 'gan.compare sets num_seeds itself'),
     (['--combos', ','], 'names no combination'),
+    (['--set', 'batch_size=-5'], 'batch_size must be a positive integer, got -5'),
+    (['--set', 'gen_dropout=0.1'], 'gen_dropout=0.1 would be ignored: gen_mode=selfattention'),
 ])
 def test_compare_rejects_bad_arguments(args, message, tmp_path, capsys):
   (tmp_path / 'a_file').write_text('')

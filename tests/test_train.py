@@ -687,9 +687,13 @@ def test_unknown_choice_is_refused_with_the_allowed_values(field, small_design_d
      ['attention=axial', 'num_heads >= 2', 'full']),
     (dict(seed=-1), ['seed must be a non-negative integer, got -1']),
     (dict(num_output_images=-1), ['num_output_images must be a positive integer, got -1']),
+    (dict(gen_mode='selfattention', gen_dropout=0.3, gen_norm='batch'),
+     ["gen_dropout=0.3 and gen_norm='batch' would be ignored", 'gen_mode=mlp']),
+    (dict(disc_mode='selfattention', disc_norm='none'),
+     ["disc_norm='none' would be ignored", 'disc_norm=layer']),
 ], ids=['heads', 'lr_gen', 'lr_disc', 'batch', 'width', 'height', 'input_dim', 'original_width',
         'critic_iter', 'critic_iter_huge', 'dropout', 'axial_heads', 'seed',
-        'num_output_images'])
+        'num_output_images', 'attention_gen_dropout', 'attention_disc_norm'])
 def test_invalid_config_is_refused_before_compilation(overrides, expected, small_design_dir,
                                                       tmp_path, no_model):
   config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), **overrides)
@@ -708,6 +712,20 @@ def test_an_empty_log_path_or_a_config_missing_fields_is_refused():
   with pytest.raises(ConfigError, match=r'no field attention, aux_lambda, aux_lambda_critic, '
                      r'aux_regression and \d+ more; start a config file from configs/default.py'):
     config_lib.resolve(partial)
+
+
+def test_a_saved_attention_config_with_the_ignored_norm_or_dropout_still_loads():
+  """Checkpoints written before those settings were refused for attention networks load, and
+  resume with the settings that say what the networks always did."""
+  saved = config_lib.resolve(default.get_config()).to_dict()
+  saved.update(gen_mode='selfattention', gen_dropout=0.3, gen_norm='batch', disc_dropout=0.3,
+               disc_norm='none')
+  loaded = config_lib.from_saved(saved)
+  assert (loaded.gen_dropout, loaded.gen_norm) == (0.0, 'layer')
+  assert (loaded.disc_dropout, loaded.disc_norm) == (0.3, 'none')  # the MLP critic uses them
+  new = config_lib.resolve(ml_collections.ConfigDict(dict(saved, gen_dropout=0.0,
+                                                          gen_norm='layer')))
+  assert config_lib.model_fields(saved) == config_lib.model_fields(new)
 
 
 def test_a_repeated_tuple_override_is_refused():
