@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import time
+import types
 
 import jax
 import jax.numpy as jnp
@@ -967,6 +968,45 @@ def test_a_time_budget_knows_the_cost_of_a_closing_evaluation_from_the_first_epo
     log = f.read()
   assert 'eval epoch 1 ' in log and 'eval epoch 3 ' in log and 'eval epoch 2 ' not in log
   assert len(seen) == 2 and min(seen) > 0.01, seen  # after epochs 1 and 2; 3 is the last
+
+
+def test_no_epoch_the_time_budget_measures_includes_compilation(small_design_dir, tmp_path,
+                                                               monkeypatch):
+  """The budget estimates an epoch by the one just trained, so the first one must not include
+  compiling it (a short budget used to stop after epoch 1, taking its compilation for training):
+  no XLA compilation happens while the trainer runs an epoch."""
+  compiles, during_epochs = [], []
+
+  def listener(event, duration, **_):
+    if event == '/jax/core/compile/backend_compile_duration':
+      compiles.append(duration)
+
+  class Timed:
+    """Wraps the epoch function, and whatever its lower().compile() gives, to count the
+    compilations that happen inside an epoch call."""
+
+    def __init__(self, fn):
+      self.fn = fn
+
+    def __call__(self, *args):
+      before = len(compiles)
+      out = jax.block_until_ready(self.fn(*args))
+      during_epochs.append(len(compiles) - before)
+      return out
+
+    def lower(self, *args):
+      lowered = self.fn.lower(*args)
+      return types.SimpleNamespace(compile=lambda: Timed(lowered.compile()))
+
+  compile_epoch = step.compile_epoch
+  monkeypatch.setattr(step, 'compile_epoch', lambda *a, **k: Timed(compile_epoch(*a, **k)))
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    trainer.train(tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'),
+                              epochs=2, eval_every=0, **BASE))
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert compiles and during_epochs == [0, 0], (compiles, during_epochs)
 
 
 @pytest.mark.parametrize('elapsed, closing_due, past', [
