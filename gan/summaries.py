@@ -1,9 +1,13 @@
 """What a person looks at: upscaled design grids, BMP dumps, TensorBoard scalars and images."""
 
 import os
+import re
+import shutil
+
 import numpy as np
 
 from gan import images as images_lib
+from gan import paths
 
 GRID_SCALE = 4   # pixels per design cell in grids
 GRID_PAD = 2     # grey border between designs, in grid pixels
@@ -24,14 +28,32 @@ def design_grid(designs: np.ndarray, scale: int = GRID_SCALE, pad: int = GRID_PA
 
 
 def write_designs(directory: str, prefix: str, designs: np.ndarray) -> list[str]:
-  """Writes (N, H, W, 3) uint8 designs as `<prefix>_<i>.bmp`; returns the paths."""
-  os.makedirs(directory, exist_ok=True)
-  paths = []
-  for i, image in enumerate(designs):
-    path = os.path.join(directory, f'{prefix}_{i}.bmp')
-    images_lib.write_rgb(path, image)
-    paths.append(path)
-  return paths
+  """Writes (N, H, W, 3) uint8 designs as `<directory>/<prefix>_<i>.bmp`; returns the paths.
+
+  The designs of an earlier call are replaced, not added to: the new files are written into a
+  staging directory first, and only when all are there do `<prefix>_<k>.bmp` files already in
+  `directory` go (other files stay) and the new ones move in."""
+  parent = os.path.dirname(os.path.abspath(directory))
+  os.makedirs(parent, exist_ok=True)
+  names = [f'{prefix}_{i}.bmp' for i in range(len(designs))]
+  tmp = paths.staging_dir(directory)
+  try:
+    for name, image in zip(names, designs):
+      images_lib.write_rgb(os.path.join(tmp, name), image, atomic=False)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  if not os.path.isdir(directory):
+    os.rename(tmp, directory)
+  else:
+    ours = re.compile(rf'{re.escape(prefix)}_\d+\.bmp')
+    for name in os.listdir(directory):
+      if ours.fullmatch(name):
+        os.unlink(os.path.join(directory, name))
+    for name in names:
+      os.replace(os.path.join(tmp, name), os.path.join(directory, name))
+    os.rmdir(tmp)
+  return [os.path.join(directory, name) for name in names]
 
 
 class TensorBoard:

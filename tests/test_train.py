@@ -31,6 +31,7 @@ from gan import config as config_lib
 from gan import images
 from gan import losses
 from gan import step
+from gan import summaries
 from gan import trainer
 from gan.errors import ConfigError
 from tests.helpers import record_labels, spread_batch, train_arrays
@@ -279,6 +280,35 @@ def test_run_writes_log_tensorboard_checkpoint_and_designs(base_run):
 
 # ---------------------------------------------------------------------------------------------
 # 3. WGAN weight clipping
+
+
+def test_written_designs_replace_the_earlier_ones_and_only_them(tmp_path, monkeypatch):
+  """A run that now writes fewer designs leaves none of the earlier ones behind, files of other
+  names stay, and a write that fails leaves the earlier designs as they were."""
+  designs = np.random.default_rng(0).integers(0, 256, (5, 10, 30, 3), dtype=np.uint8)
+  directory = str(tmp_path / 'output' / 'fake')
+  summaries.write_designs(directory, 'fake', designs)
+  (tmp_path / 'output' / 'fake' / 'notes.txt').write_text('mine')
+  summaries.write_designs(directory, 'fake', designs[3:])
+  assert sorted(os.listdir(directory)) == ['fake_0.bmp', 'fake_1.bmp', 'notes.txt']
+  np.testing.assert_array_equal(images.read_rgb(os.path.join(directory, 'fake_0.bmp')),
+                                designs[3])
+  write_rgb = images.write_rgb
+  calls = []
+
+  def failing(path, image, **kwargs):
+    calls.append(path)
+    if len(calls) == 2:
+      raise OSError('disk full')
+    write_rgb(path, image, **kwargs)
+
+  monkeypatch.setattr(images, 'write_rgb', failing)
+  with pytest.raises(OSError, match='disk full'):
+    summaries.write_designs(directory, 'fake', designs)
+  assert sorted(os.listdir(tmp_path / 'output')) == ['fake']
+  assert sorted(os.listdir(directory)) == ['fake_0.bmp', 'fake_1.bmp', 'notes.txt']
+  np.testing.assert_array_equal(images.read_rgb(os.path.join(directory, 'fake_1.bmp')),
+                                designs[4])
 
 
 def test_wgan_clips_critic_weight_matrices_only(infogan_wgan_run):
