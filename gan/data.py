@@ -13,7 +13,6 @@ Geometry comes from the files, not from constants: the image size is whatever th
 import collections
 import dataclasses
 import decimal
-import logging
 import os
 import re
 from typing import Optional, Sequence
@@ -24,7 +23,6 @@ from gan import images as image_io
 from gan.errors import DataError
 from gan.layout import DEFAULT_STRUT_POSITIONS, DesignLayout, column_ranges, parse_strut_positions
 
-logger = logging.getLogger(__name__)
 
 NAME_PATTERN = '<durability>_<...>_<mass>_<anything>.bmp|.png'
 # ASCII digits only: `\d` would also accept other scripts' digits, which no one means as a label.
@@ -252,6 +250,7 @@ class Dataset:
   val: DesignArrays
   mask: np.ndarray
   data_dir: str = ''
+  skipped: tuple[str, ...] = ()  # names of the files in data_dir that are not designs
 
   @property
   def layout(self) -> DesignLayout:
@@ -282,8 +281,15 @@ class Dataset:
   def warnings(self) -> list[str]:
     """What limits a conditional model of these designs, for the training log: training designs
     of one class of a label (the generator cannot learn to vary it) and classes no training design
-    has (designs asked for them are extrapolations)."""
+    has (designs asked for them are extrapolations); and the files of the data directory that were
+    skipped as not designs."""
     found = []
+    if self.skipped:
+      listed = ', '.join(self.skipped[:_MAX_LISTED])
+      more = (f' and {len(self.skipped) - _MAX_LISTED} more' if len(self.skipped) > _MAX_LISTED
+              else '')
+      found.append(f'{self.data_dir}: skipped {len(self.skipped)} file(s) that are not .bmp/.png '
+                   f'images or are hidden: {listed}{more}')
     for label in ('durability', 'mass'):
       vocab = getattr(self.spec, label)
       counts = np.bincount(getattr(self.train, label), minlength=len(vocab))
@@ -329,7 +335,7 @@ def load_dataset(data_path: str, datashape: str = 'dropempty',
   """
   _check_fraction(val_fraction)
   struts = parse_strut_positions(strut_positions)
-  paths = _list_images(data_path)
+  paths, skipped = _list_images(data_path)
   labels = [parse_labels(p) for p in paths]  # cheap checks first: fail before reading pixels
   durability = _vocab(durability_values, [d for d, _ in labels], 'durability', paths)
   mass = _vocab(mass_values, [m for _, m in labels], 'mass', paths)
@@ -349,7 +355,7 @@ def load_dataset(data_path: str, datashape: str = 'dropempty',
       names=tuple(os.path.basename(p) for p in paths))
   train_idx, val_idx = split_indices(len(paths), val_fraction, seed)
   return Dataset(DataSpec(layout, durability, mass), arrays.take(train_idx), arrays.take(val_idx),
-                 layout.strut_mask(), data_dir=data_path)
+                 layout.strut_mask(), data_dir=data_path, skipped=skipped)
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -373,8 +379,8 @@ def _check_fraction(val_fraction: float):
     raise DataError(f'validation fraction must be in [0, 1), got {val_fraction!r}')
 
 
-def _list_images(data_path: str) -> list[str]:
-  """Paths of the image files in `data_path`, sorted by name; warns about skipped files."""
+def _list_images(data_path: str) -> tuple[list[str], tuple[str, ...]]:
+  """(paths of the image files in `data_path`, names of the other files), sorted by name."""
   if not os.path.exists(data_path):
     relative = '' if os.path.isabs(data_path) else f' (relative to {os.getcwd()})'
     raise DataError(f'{data_path}: data directory does not exist{relative}')
@@ -393,15 +399,10 @@ def _list_images(data_path: str) -> list[str]:
       skipped.append(entry.name)
     else:
       paths.append(entry.path)
-  if skipped:
-    listed = ', '.join(skipped[:_MAX_LISTED])
-    more = f' and {len(skipped) - _MAX_LISTED} more' if len(skipped) > _MAX_LISTED else ''
-    logger.warning('%s: skipped %d file(s) that are not .bmp/.png images or are hidden: %s%s',
-                   data_path, len(skipped), listed, more)
   if not paths:
     raise DataError(f'{data_path}: no .bmp or .png images found; expected files named '
                     f'{NAME_PATTERN}')
-  return paths
+  return paths, tuple(skipped)
 
 
 def _vocab(fixed_values, labels: list[float], what: str, paths: list[str]) -> ClassVocab:

@@ -2,7 +2,6 @@
 
 import decimal
 import json
-import logging
 import os
 
 import hypothesis
@@ -282,17 +281,18 @@ def test_opaque_rgba_accepted_translucent_refused(tmp_path):
     data.load_dataset(str(tmp_path), 'original')
 
 
-def test_non_image_files_skipped_with_warning(tmp_path, caplog):
+def test_non_image_files_skipped_with_warning(tmp_path):
+  """Named in the dataset's warnings, which the training log carries."""
   write_designs(tmp_path, labelled_names(2))
   (tmp_path / 'notes.txt').write_text('hello')
   (tmp_path / '.DS_Store').write_bytes(b'\0')
   (tmp_path / 'subdir').mkdir()
   write_rgb(str(tmp_path / 'subdir' / 'bad_name.bmp'), np.zeros((3, 3, 3), np.uint8))
-  with caplog.at_level(logging.WARNING, logger='gan.data'):
-    ds = data.load_dataset(str(tmp_path), val_fraction=0)
+  ds = data.load_dataset(str(tmp_path), val_fraction=0)
   assert len(ds.train) == 2
-  warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+  warnings = [w for w in ds.warnings() if 'skipped' in w]
   assert len(warnings) == 1
+  assert warnings[0].startswith(f'{tmp_path}: skipped 2 file(s)')
   assert 'notes.txt' in warnings[0] and '.DS_Store' in warnings[0]
   assert 'subdir' not in warnings[0]
 
