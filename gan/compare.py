@@ -46,6 +46,8 @@ COMPARE_SETS = {
     'gan_model': 'use --combos', 'loss_mode': 'use --combos',
     'gen_mode': 'use --combos', 'disc_mode': 'use --combos',
 }
+# The figure's strut colours, in strut order (cycled for models with more struts).
+STRUT_COLOURS = ((255, 0, 0), (0, 0, 255), (0, 255, 0), (255, 255, 0))
 COLUMNS = ('oracle_exact', 'oracle_within1', 'strut_exact', 'fd', 'fd_real_baseline',
            'diversity', 'diversity_real', 'classifier_accuracy_generated')
 
@@ -149,7 +151,9 @@ def figure(names: Sequence[str], out: str, path: str, columns: int = 2) -> None:
     model = inference.load(os.path.join(out, name))
     nd, nm = len(model.spec.durability), len(model.spec.mass)
     d, m = np.meshgrid(np.arange(nd), np.arange(nm), indexing='ij')
-    fixed = np.broadcast_to(inference.fixed_pixels(model, [(255, 0, 0), (0, 0, 255)]),
+    num_struts = len(model.spec.layout.strut_positions)
+    colours = [STRUT_COLOURS[i % len(STRUT_COLOURS)] for i in range(num_struts)]
+    fixed = np.broadcast_to(inference.fixed_pixels(model, colours),
                             (nd * nm,) + model.spec.layout.shape)
     designs = inference.generate(model, d.ravel(), m.ravel(), fixed, seed=1)
     grid = summaries.design_grid(designs.reshape((nd, nm) + designs.shape[1:]), scale=2)

@@ -54,6 +54,17 @@ def test_compare_writes_results_table_and_figure(small_design_dir, tmp_path, cap
     assert json.load(f)['infogan_wgan_mlp']['epochs'] == 1
 
 
+def test_compare_draws_a_model_with_one_strut(small_design_dir, tmp_path):
+  """The figure gives each model as many strut colours as it has struts (it used to give two)."""
+  args = ['--out', str(tmp_path), '--minutes', '5', '--combos', 'vanilla_bce_mlp',
+          '--set', 'strut_positions=7,11']
+  for item in TINY:
+    args += ['--set', item.format(data=small_design_dir)]
+  assert compare.main(args) == 0
+  with Image.open(tmp_path / 'designs.png') as image:
+    assert (255, 0, 0) in set(image.convert('RGB').getdata())  # the one strut, drawn red
+
+
 @pytest.mark.parametrize('args,message', [
     (['--combos', 'vanilla_bce_cnn'], 'unknown combination'),
     (['--set', 'nonsense=1'], "no config field 'nonsense'"),
