@@ -66,6 +66,7 @@ from gan import config as config_lib
 from gan import bench_devices
 from gan import data
 from gan import layout as layout_lib
+from gan import parallel
 from gan import paths
 from gan import step
 from gan.errors import DesignGanError
@@ -402,14 +403,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.devices:
       ignored = changed(('platform', 'epochs', 'repeats'))
       if ignored:
-        raise BenchError(f'{", ".join(ignored)} only apply with --devices (data-parallel '
-                         'epochs); give --devices 1 N, or leave them out')
+        raise BenchError(f'{", ".join(ignored)} only appl{"ies" if len(ignored) == 1 else "y"} '
+                         'with --devices (data-parallel epochs); give --devices 1 N, or leave '
+                         f'{"it" if len(ignored) == 1 else "them"} out')
     else:
       ignored = changed(('iters', 'updates', 'num_seeds', 'matmul_size', 'no_matmul',
                          'stream_mib', 'no_stream'))
       if ignored:
-        raise BenchError(f'{", ".join(ignored)} do not apply with --devices, which times whole '
-                         'epochs (--epochs, --repeats); leave them out')
+        raise BenchError(f'{", ".join(ignored)} '
+                         f'{"does" if len(ignored) == 1 else "do"} not apply with --devices, which '
+                         'times whole epochs (--epochs, --repeats); leave '
+                         f'{"it" if len(ignored) == 1 else "them"} out')
     if args.json:  # fail before the work, not after it
       paths.check_output_file(args.json, '--json')
     configs = [row_config(c) for c in args.configs]  # every name checked before any timing
@@ -447,10 +451,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _device_main(args, configs) -> int:
   if min(args.devices) < 1 or args.epochs < 1 or args.repeats < 1:
     raise BenchError('--devices, --epochs and --repeats must be positive')
-  rows = []
-  for name, config in configs:
+  for _, config in configs:  # every device count checked before any timing
     if args.batch_size:
       config.batch_size = args.batch_size
+    for num_devices in args.devices:
+      parallel.check_batch_size(config.batch_size, num_devices)
+  rows = []
+  for name, config in configs:
     rows += bench_devices.device_rows(name, config, args.devices, epochs=args.epochs,
                                       repeats=args.repeats, platform=args.platform)
   if args.json:
