@@ -206,10 +206,11 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
                  config.batch_size, config.critic_iter,
                  f'; {len(runs)} models in one vmapped step' if sweep else '')
   if start_epoch < config.epochs:
-    # Compiled ahead of the first epoch, so its time (and the time budget's estimate of an epoch,
-    # which is taken from it) is training alone.
+    # Compiled ahead of the first epoch (the jitted function then finds the executable in its
+    # cache), so that epoch's time, which the time budget takes as its estimate of an epoch, is
+    # training alone.
     compile_started = time.perf_counter()
-    epoch_fn = epoch_fn.lower(state, device_data).compile()
+    epoch_fn.lower(state, device_data).compile()
     for run in runs:
       run.log.info('Compiled the training epoch in %.1f s', time.perf_counter() - compile_started)
   start = time.perf_counter()
