@@ -351,8 +351,9 @@ class _Run:
     self.log.info('Stopped: %s became non-finite in epoch %d', bad[1], epoch)
     raise TrainingError(
         f'{bad[1]} became non-finite at generator step {steps_before + bad[0] + 1} (epoch '
-        f'{epoch}){self.seed_note}; training stopped. ' + (f'The last good checkpoint (epoch {last}) is '
-                                                 f'kept in {self.mngr.directory}. ' if last else '')
+        f'{epoch}){self.seed_note}; training stopped. '
+        + (f'The last good checkpoint (epoch {last}) is kept in {self.mngr.directory}. '
+           if last else '')
         + 'Try lower learning rates or a smaller constraint_lambda/lambda_gp.')
 
   def work_due(self, epoch: int, full: bool) -> tuple[bool, bool, bool]:
@@ -559,6 +560,12 @@ def _check_resumable(saved: dict, config, spec, log_path: str):
   if saved['spec'] != spec.to_dict():
     raise ConfigError(f'{log_path} was trained on data with other vocabularies or layout; use a '
                       'new --config.log_path')
+  if config.lr_decay_steps and saved_config.critic_iter != config.critic_iter:
+    raise ConfigError(f'{log_path} was trained with critic_iter={saved_config.critic_iter}, not '
+                      f'{config.critic_iter}: the critic\'s learning rate decays over '
+                      'lr_decay_steps x critic_iter of its own steps, so it would jump; resume '
+                      f'with --config.critic_iter={saved_config.critic_iter} or use a new '
+                      '--config.log_path')
   old_best = saved['config'].get('best_metric', 'auto')
   if old_best != config.best_metric and os.path.isdir(os.path.join(log_path, 'best')):
     raise ConfigError(f'{log_path}/best ranks checkpoints by best_metric={old_best!r}, not '

@@ -485,6 +485,11 @@ def test_resuming_with_a_different_model_is_refused(base_run, small_design_dir, 
   with pytest.raises(ConfigError, match=r'zdim: 16 -> 8'):
     trainer.train(config)
   assert sorted(os.listdir(os.path.join(log_path, 'checkpoints'))) == ['2']
+  config.zdim = 16
+  config.critic_iter = 3  # the critic's lr schedule counts critic steps: it would jump
+  with pytest.raises(ConfigError,
+                     match=r'trained with critic_iter=2, not 3.*--config.critic_iter=2'):
+    trainer.train(config)
 
 
 def _train_into_a_nan(base_run, small_design_dir, tmp_path, monkeypatch, bad_epoch):
