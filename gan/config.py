@@ -230,14 +230,27 @@ def flag_error_message(argv: Sequence[str], error: Exception) -> str:
     return f'--config={config_file}: get_config() failed: {raw.splitlines()[-1].strip()}'
   if isinstance(error, AttributeError) and 'get_config' in text:
     return f'--config={config_file} has no get_config() function returning a ConfigDict'
+  not_a_config = _not_a_config_dict(error)
+  if not_a_config:
+    article = 'an' if not_a_config[0] in 'aeiou' else 'a'
+    returned = 'None' if not_a_config == 'NoneType' else f'{article} {not_a_config}'
+    return (f'--config={config_file}: get_config() returned {returned}; it must return an '
+            'ml_collections.ConfigDict (start from configs/default.py: c = '
+            'default.get_config(), then change fields)')
   if isinstance(error, (AttributeError, KeyError, TypeError)) and overrides:
-    missing = text.strip('"\'')
+    lookup = _lookup_error_text(error)
+    missing = lookup.splitlines()[0].strip().strip('"\'') if lookup.strip() else ''
+    suggestion = re.search(r'Did you mean "([^"]+)"', lookup)
+    hint = f' (did you mean {suggestion.group(1)}?)' if suggestion else ''
     for field in overrides:
       if missing in field.split('.'):
-        return (f'--config.{field}: no config field {missing!r}; the fields and their defaults '
-                'are in configs/default.py')
-    return (f'--config.{" / --config.".join(overrides)}: cannot be applied ({text}); the fields '
-            'and their defaults are in configs/default.py')
+        return (f'--config.{field}: no config field {missing!r}{hint}; the fields and their '
+                'defaults are in configs/default.py')
+    path = re.search(r'Attempting to lookup: ([\w.]+)', lookup)
+    named = [path.group(1)] if path and path.group(1) in overrides else overrides
+    return (f'--config.{" / --config.".join(named)}: cannot be applied '
+            f'({" ".join(lookup.split())}); the fields and their defaults are in '
+            'configs/default.py')
   if isinstance(error, OSError) and not os.path.isfile(config_file):
     return (f'--config={config_file}: no such config file (relative to {os.getcwd()}); the '
             'configs/ directory of the repository holds the presets')
@@ -246,3 +259,28 @@ def flag_error_message(argv: Sequence[str], error: Exception) -> str:
   if isinstance(error, flags.Error):  # absl's own messages name the flag
     return text
   return f'--config={config_file} cannot be used: {type(error).__name__}: {text}'
+
+
+def _lookup_error_text(error: Exception) -> str:
+  """The text of a failed field lookup: ConfigDict wraps its KeyError in an AttributeError, and
+  str() of a KeyError is the repr of its message (quotes and newlines escaped)."""
+  if isinstance(error, AttributeError) and error.args and isinstance(error.args[0], KeyError):
+    error = error.args[0]
+  if isinstance(error, KeyError) and error.args:
+    return str(error.args[0])
+  return str(error)
+
+
+def _not_a_config_dict(error: Exception) -> str:
+  """The type get_config() returned when the error says the config itself is no ConfigDict (an
+  override looked up on it, or its first use), else ''."""
+  text = _lookup_error_text(error)
+  match = re.match(r"Attribute <class '([\w.]+)'>\.(\w+) does not exist .*Attempting to lookup: "
+                   r'([\w.]+)', text)
+  if match and match.group(3).split('.')[0] == match.group(2):
+    if match.group(3).split('.').count(match.group(2)) == 1:  # else a field's value may have failed
+      return match.group(1)
+  match = re.match(r"'(\w+)' object has no attribute 'to_dict'$", text)
+  if isinstance(error, AttributeError) and match:
+    return match.group(1)
+  return 'NoneType' if text == 'Unexpected None value for flag config' else ''

@@ -905,6 +905,7 @@ _BAD_CONFIG_FILES = {
     'syntax.py': 'def get_config(:\n',
     'no_get_config.py': 'x = 1\n',
     'raises.py': 'def get_config():\n  raise ValueError("boom")\n',
+    'returns_int.py': 'def get_config():\n  return 5\n',
 }
 
 
@@ -917,13 +918,20 @@ _BAD_CONFIG_FILES = {
     # while parsing flags: both paths.
     (['--config.nosuchfield=3'], ["no config field 'nosuchfield'", 'configs/default.py']),
     (['--config=configs/default.py', '--config.nosuchfield=3'], ["'nosuchfield'"]),
+    # ml_collections adds a 'Did you mean' line to a near miss: still that field alone, no other
+    (['--config=configs/default.py', '--config.epoch=2', '--config.log_path={dir}/run'],
+     ["error: --config.epoch: no config field 'epoch' (did you mean epochs?)"]),
+    (['--config={dir}/returns_int.py', '--config.log_path={dir}/run'],
+     ['returns_int.py: get_config() returned an int', 'must return an ml_collections.ConfigDict']),
+    (['--config={dir}/returns_int.py'], ['returns_int.py: get_config() returned an int']),
     (['--config.gen_hidden_dims.x=3'], ['--config.gen_hidden_dims.x', 'cannot be applied']),
     (['--config.epochs=abc'], ['--config.epochs=abc']),
     (['--config.log_path={dir}/a_file'], ['log_path', 'a_file is a file']),
     (['--config.log_path={dir}/a_file/run'], ['a_file is a file']),
     (['--config.output_path={dir}/a_file'], ['output_path', 'a_file is a file']),
 ], ids=['missing_file', 'syntax_error', 'no_get_config', 'get_config_raises', 'unknown_field',
-        'unknown_field_with_file', 'field_of_a_tuple', 'bad_int', 'log_path_file',
+        'unknown_field_with_file', 'near_miss_field', 'config_not_a_configdict_with_field',
+        'config_not_a_configdict', 'field_of_a_tuple', 'bad_int', 'log_path_file',
         'log_path_under_file', 'output_path_file'])
 def test_cli_reports_a_bad_config_file_field_or_path_in_one_line(args, expected, tmp_path):
   """Each is one `error:` line naming the problem, exit status 1, before any data is loaded
@@ -941,6 +949,7 @@ def test_cli_reports_a_bad_config_file_field_or_path_in_one_line(args, expected,
   assert 'Traceback' not in proc.stderr, proc.stderr
   lines = proc.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith('error: '), proc.stderr
+  assert '\\' not in lines[0], lines[0]  # no escaped quotes or newlines of a repr
   for fragment in expected:
     assert fragment in lines[0], (fragment, lines[0])
   assert sorted(os.listdir(tmp_path)) == before
