@@ -91,16 +91,23 @@ DERIVED_FIELDS = {'gen_ema': lambda restored: jax.tree.map(lambda x: x.copy(),
                                                           restored['gen_params'])}
 
 
-def restore_state(mngr: ocp.CheckpointManager, epoch: int, abstract_state) -> Any:
+def restore_state(mngr: ocp.CheckpointManager, epoch: int, abstract_state,
+                  suggest_step_flag: bool = True) -> Any:
   """Restores the TrainState onto the shardings/devices of `abstract_state`.
 
   The stored array shapes are compared with the model's first, so a checkpoint of another model
   is refused with a short message before any array is read. A checkpoint written before a field
-  of DERIVED_FIELDS existed restores without it and gets it rebuilt.
+  of DERIVED_FIELDS existed restores without it and gets it rebuilt. The message of a damaged
+  checkpoint names the earlier checkpoints and, with `suggest_step_flag`, how the CLIs that read
+  one (infer.py, gan.evaluate) pick one of them.
   """
   target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state._asdict())
   where = f'checkpoint {epoch} in {mngr.directory}'
-  stored_tree = _stored_tree(os.path.join(mngr.directory, str(epoch), 'state'), where)
+  earlier = _earlier_checkpoints(mngr, epoch, suggest_step_flag)
+  try:
+    stored_tree = _stored_tree(os.path.join(mngr.directory, str(epoch), 'state'), where)
+  except CheckpointError as e:
+    raise CheckpointError(f'{e}{earlier}') from None
   missing_fields = [k for k in DERIVED_FIELDS
                     if isinstance(stored_tree, dict) and k not in stored_tree and k in target]
   for k in missing_fields:
@@ -108,7 +115,8 @@ def restore_state(mngr: ocp.CheckpointManager, epoch: int, abstract_state) -> An
   stored = sorted((tuple(m.shape), str(m.dtype)) for m in jax.tree.leaves(stored_tree))
   expected = sorted((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(target))
   if not stored:
-    raise CheckpointError(f'{where} is damaged: its array metadata is unreadable or empty')
+    raise CheckpointError(f'{where} is damaged: its array metadata is unreadable or '
+                          f'empty{earlier}')
   if stored != expected:
     missing = sorted(set(expected) - set(stored)) or sorted(set(stored) - set(expected))
     raise CheckpointError(f'{where} was written by a different model ({len(stored)} arrays, this '
@@ -118,10 +126,30 @@ def restore_state(mngr: ocp.CheckpointManager, epoch: int, abstract_state) -> An
     restored = mngr.restore(epoch, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target)))['state']
   except Exception as e:  # a damaged file
-    raise CheckpointError(f'{where} is damaged: {one_line(e)}') from None
+    raise CheckpointError(f'{where} is damaged, its arrays cannot be read '
+                          f'({one_line(e)}){earlier}') from None
   for k in missing_fields:
     restored[k] = DERIVED_FIELDS[k](restored)
   return type(abstract_state)(**restored)
+
+
+def _earlier_checkpoints(mngr: ocp.CheckpointManager, epoch: int, suggest_step_flag: bool) -> str:
+  """'; earlier checkpoints ... are kept ...' for the message of a damaged checkpoint, or ''."""
+  try:
+    earlier = sorted(s for s in mngr.all_steps() if s < epoch)
+  except Exception:  # pylint: disable=broad-except  (an unreadable directory: say nothing)
+    return ''
+  if not earlier:
+    return ''
+  listed = ', '.join(map(str, earlier[-5:]))
+  if len(earlier) > 5:
+    listed = f'{earlier[0]}, ..., {listed}'
+  note = (f'; the earlier checkpoint {listed} is kept' if len(earlier) == 1
+          else f'; the earlier checkpoints {listed} are kept')
+  if suggest_step_flag:
+    note += (f' (infer.py and python -m gan.evaluate read one with --step=N, e.g. '
+             f'--step={earlier[-1]})')
+  return note
 
 
 def _stored_tree(state_dir: str, where: str):
@@ -141,8 +169,19 @@ def _stored_tree(state_dir: str, where: str):
 
 
 def one_line(error: Exception, limit: int = 200) -> str:
-  """The first line of an error's message, shortened: orbax errors can run to pages."""
+  """The first line of an error's message, shortened: orbax errors can run to pages. TensorStore
+  wraps a failed read in an error that names only the array index and then dumps its whole spec:
+  the first line of the underlying cause (what is wrong with which file) replaces it."""
+  if 'See full TensorStore details' in str(error):
+    cause = error
+    while cause.__cause__ is not None or (cause.__context__ is not None
+                                          and not cause.__suppress_context__):
+      cause = cause.__cause__ or cause.__context__
+    if cause is not error:
+      error = cause
   text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+  text = text.split(' See full TensorStore details')[0]
+  text = re.sub(r' in OCDBT database at local file "[^"]*"', '', text)  # the checkpoint's path
   # Python object reprs (tensorstore's errors quote bound methods) say nothing to a user.
   text = re.sub(r'<(bound method|built-in method|function) (?:[^<>]|<[^<>]*>)*>', '...', text)
   return text if len(text) <= limit else text[:limit] + '...'

@@ -1,8 +1,13 @@
 """gan.checkpoints helpers that the trainer and CLI tests do not reach directly."""
 
+import collections
 import logging
 import sys
 import types
+
+import jax
+import jax.numpy as jnp
+import pytest
 
 from gan import checkpoints
 
@@ -31,3 +36,58 @@ def test_only_the_abandoned_reads_noise_is_dropped(monkeypatch):
 
   assert not asyncio_log.filter(record('Task exception was never retrieved'))
   assert asyncio_log.filter(record('Executing <Task> took 2.0 seconds'))
+
+
+def _tensorstore_read_error():
+  """What orbax raises for an array whose data file is cut short: TensorStore's wrapper, which
+  names only the array index and dumps its spec, caused by the read error that says what failed."""
+  cause = ValueError('OUT_OF_RANGE: Error reading "gen_params.out.bias.value/0" in OCDBT database '
+                     'at local file "/runs/r/checkpoints/6/state/": Requested byte range [0, 9) is '
+                     'not valid for value of size 4')
+  error = Exception('Encountered error while reading array index: (slice(0, 32, 1),). See full '
+                    'TensorStore details: <bound method pybind11_detail_function_record_v1_system_'
+                    'libstdcpp_gxx_abi_1xxx_use_cxx11_abi_1.spec of TensorStore({\n'
+                    "  'base': {'driver': 'zarr'},\n})>.")
+  error.__cause__ = cause
+  return error
+
+
+def test_a_tensorstore_read_error_is_told_by_its_cause():
+  text = checkpoints.one_line(_tensorstore_read_error())
+  assert text == ('OUT_OF_RANGE: Error reading "gen_params.out.bias.value/0": Requested byte range '
+                  '[0, 9) is not valid for value of size 4'), text
+
+
+class _Manager:
+  """The part of a CheckpointManager that restore_state uses, with a damaged latest step."""
+
+  directory = '/runs/r/checkpoints'
+
+  def __init__(self, steps):
+    self.steps = steps
+
+  def all_steps(self):
+    return self.steps
+
+  def restore(self, *args, **kwargs):
+    raise _tensorstore_read_error()
+
+
+@pytest.mark.parametrize('steps, suggest, expected', [
+    ([2, 4, 6], True, '; the earlier checkpoints 2, 4 are kept (infer.py and python -m '
+                      'gan.evaluate read one with --step=N, e.g. --step=4)'),
+    ([4, 6], False, '; the earlier checkpoint 4 is kept'),
+    ([6], True, ''),
+])
+def test_a_damaged_checkpoint_names_the_earlier_ones(monkeypatch, steps, suggest, expected):
+  """One line a user can act on: which checkpoint, that it is damaged, the cause's first line
+  without TensorStore's spec dump, and the earlier checkpoints kept (with the CLIs' --step)."""
+  state = collections.namedtuple('State', 'params')(jnp.zeros((3,)))
+  monkeypatch.setattr(checkpoints, '_stored_tree',
+                      lambda *_: {'params': jax.ShapeDtypeStruct((3,), jnp.float32)})
+  with pytest.raises(checkpoints.CheckpointError) as info:
+    checkpoints.restore_state(_Manager(steps), 6, state, suggest_step_flag=suggest)
+  message = str(info.value)
+  assert message == ('checkpoint 6 in /runs/r/checkpoints is damaged, its arrays cannot be read '
+                     '(OUT_OF_RANGE: Error reading "gen_params.out.bias.value/0": Requested byte '
+                     f'range [0, 9) is not valid for value of size 4){expected}'), message

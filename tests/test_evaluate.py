@@ -3,6 +3,7 @@ line on a tiny trained run."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -241,6 +242,27 @@ def test_cli_checks_the_json_target_before_evaluating(trained_run, tmp_path, cap
   assert capsys.readouterr().err.startswith('error: --json')
   assert evaluate.main([f'--model_path={trained_run}', f'--json={tmp_path}']) == 1
   assert 'is a directory' in capsys.readouterr().err
+
+
+def test_cli_names_a_damaged_checkpoint_and_the_earlier_one_in_one_line(trained_run, tmp_path):
+  """Data files of the latest checkpoint cut short: one line naming it and how to read the
+  earlier one, without TensorStore's spec dump."""
+  checkpoint_dir = tmp_path / 'checkpoints'
+  shutil.copytree(os.path.join(trained_run, 'checkpoints', '1'), checkpoint_dir / '1')
+  shutil.copytree(checkpoint_dir / '1', checkpoint_dir / '2')
+  data_dir = checkpoint_dir / '2' / 'state' / 'ocdbt.process_0' / 'd'
+  for name in os.listdir(data_dir):
+    os.truncate(data_dir / name, 100)
+  result = subprocess.run(
+      [sys.executable, '-m', 'gan.evaluate', f'--model_path={checkpoint_dir}'],
+      cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert result.returncode == 1
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: checkpoint 2 in '), result.stderr
+  assert 'is damaged' in lines[0] and 'the earlier checkpoint 1 is kept' in lines[0], lines[0]
+  assert '--step=1' in lines[0], lines[0]
+  assert 'TensorStore' not in lines[0] and 'bound method' not in lines[0], lines[0]
 
 
 def test_cli_reports_a_bad_path_without_traceback(tmp_path):
