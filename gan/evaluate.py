@@ -41,7 +41,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from typing import Callable, Optional, Sequence
 
 import jax
@@ -319,9 +318,8 @@ def format_report(metrics: dict) -> str:
 def write_json(path: str, metrics: dict) -> None:
   """Writes `metrics` as JSON atomically (temporary file beside `path`, then os.replace)."""
   path = paths.check_output_file(path, '--json')
-  directory = os.path.dirname(path)
   try:
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + '.', suffix='.tmp', dir=directory)
+    fd, tmp = paths.staging_file(path)
     try:
       with os.fdopen(fd, 'w', encoding='utf-8') as f:
         json.dump(metrics, f, indent=1)

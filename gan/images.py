@@ -5,11 +5,11 @@ interrupted run never leaves a half-written file behind.
 """
 
 import os
-import tempfile
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from gan import paths
 from gan.errors import DataError
 
 IMAGE_EXTENSIONS = ('.bmp', '.png')
@@ -70,9 +70,7 @@ def write_rgb(path: str, image: np.ndarray, atomic: bool = True) -> None:
   if not atomic:
     Image.fromarray(image).save(path, format=_format_of(path))
     return
-  directory = os.path.dirname(os.path.abspath(path))
-  suffix = os.path.splitext(path)[1]
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix=suffix + '.tmp')
+  fd, tmp = paths.staging_file(path, suffix=os.path.splitext(path)[1] + '.tmp')
   try:
     with os.fdopen(fd, 'wb') as f:
       Image.fromarray(image).save(f, format=_format_of(path))

@@ -59,7 +59,35 @@ def staging_dir(target: str) -> str:
   rename would keep that: a dataset or cache nobody else could read)."""
   tmp = tempfile.mkdtemp(prefix=os.path.basename(target) + '.partial-',
                          dir=os.path.dirname(target))
+  os.chmod(tmp, 0o777 & ~_umask())
+  return tmp
+
+
+def staging_file(target: str, suffix: str = '.tmp') -> tuple[int, str]:
+  """(fd, path) of a new temporary file beside `target`, to be renamed to it when written, with
+  the permissions open() would give (tempfile.mkstemp makes it private, mode 0600, and the rename
+  would keep that: images and metrics nobody else could read)."""
+  fd, tmp = tempfile.mkstemp(prefix=os.path.basename(target) + '.', suffix=suffix,
+                             dir=os.path.dirname(os.path.abspath(target)))
+  try:
+    os.fchmod(fd, 0o666 & ~_umask())
+  except BaseException:
+    os.close(fd)
+    os.unlink(tmp)
+    raise
+  return fd, tmp
+
+
+def _umask() -> int:
+  """The process's umask, read without changing it where Linux tells it (setting it to read it
+  would briefly give files other threads create meanwhile the wrong mode)."""
+  try:
+    with open('/proc/self/status', encoding='ascii') as f:
+      for line in f:
+        if line.startswith('Umask:'):
+          return int(line.split()[1], 8)
+  except (OSError, ValueError):
+    pass
   umask = os.umask(0)
   os.umask(umask)
-  os.chmod(tmp, 0o777 & ~umask)
-  return tmp
+  return umask

@@ -2,6 +2,7 @@
 
 import os
 
+import numpy as np
 import pytest
 
 from gan import paths
@@ -55,3 +56,23 @@ def test_a_staging_directory_has_the_permissions_makedirs_would_give(tmp_path):
   assert os.path.dirname(staged) == str(tmp_path)
   assert os.path.basename(staged).startswith('target.partial-')
   assert os.stat(staged).st_mode & 0o777 == 0o750
+
+
+@pytest.mark.parametrize('umask, mode', [(0o022, 0o644), (0o027, 0o640)])
+def test_files_written_through_a_temporary_file_follow_the_umask(tmp_path, umask, mode):
+  """tempfile.mkstemp makes 0600 files; images (output/fake, output/real, inference designs) and
+  metrics JSON (gan.evaluate --json, gan.compare's results.json) renamed into place would keep
+  that."""
+  from gan import evaluate, images  # pylint: disable=import-outside-toplevel
+  old = os.umask(umask)
+  try:
+    images.write_rgb(str(tmp_path / 'design.bmp'), np.zeros((10, 30, 3), np.uint8))
+    evaluate.write_json(str(tmp_path / 'metrics.json'), {'fd': 1.0})
+    fd, staged = paths.staging_file(str(tmp_path / 'other.json'))
+    os.close(fd)
+  finally:
+    os.umask(old)
+  for name in ('design.bmp', 'metrics.json', os.path.basename(staged)):
+    assert os.stat(tmp_path / name).st_mode & 0o777 == mode, name
+  assert sorted(os.listdir(tmp_path)) == sorted(['design.bmp', 'metrics.json',
+                                                 os.path.basename(staged)])
