@@ -40,6 +40,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -349,21 +350,58 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format='%(message)s')
   checkpoints.silence_abandoned_checkpoint_reads()
+  written = False
+  interrupted = []
+
+  def on_sigint(signum, frame):
+    interrupted.append(signum)
+    signal.default_int_handler(signum, frame)
+
+  def on_unraisable(unraisable):  # Python prints it as 'Exception ignored in' with a traceback
+    if not (interrupted and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+      previous_hook(unraisable)
+
+  # A KeyboardInterrupt raised inside a callback (JAX's gc callback) is swallowed and the work
+  # goes on: the flag still stops it before anything is written.
+  previous, previous_hook = signal.signal(signal.SIGINT, on_sigint), sys.unraisablehook
+  sys.unraisablehook = on_unraisable
   try:
     if args.json:  # fail before the work, not after it
       paths.check_output_file(args.json, '--json')
     metrics = evaluate_model(args.model_path, args.step, args.per_pair, args.seed, args.device,
                              args.cache_dir)
+    if interrupted:
+      raise KeyboardInterrupt
     if args.json:
       write_json(args.json, metrics)
+      written = True
+    print(format_report(metrics))
+    if args.json:
+      print(f'metrics written to {os.path.abspath(args.json)}')
   except DesignGanError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 1
-  print(format_report(metrics))
-  if args.json:
-    print(f'metrics written to {os.path.abspath(args.json)}')
+    if not interrupted:
+      print(f'error: {e}', file=sys.stderr)
+      return 1
+    print('\ninterrupted: no metrics written', file=sys.stderr)  # e.g. a restore cut short
+    return 130
+  except KeyboardInterrupt:  # Ctrl-C: one line, the shell's status for SIGINT, as train.py
+    print(f'\ninterrupted: metrics written to {os.path.abspath(args.json)}' if written else
+          '\ninterrupted: no metrics written', file=sys.stderr)
+    return 130
+  finally:
+    signal.signal(signal.SIGINT, previous)
+    sys.unraisablehook = previous_hook
   return 0
 
 
+def cli() -> None:
+  """`python -m gan.evaluate`: main's status; after Ctrl-C at once, without the interpreter's
+  teardown, which can crash while XLA threads are still busy with the interrupted work."""
+  status = main()
+  if status == 130:
+    checkpoints.exit_after_error(status)
+  sys.exit(status)
+
+
 if __name__ == '__main__':
-  sys.exit(main())
+  cli()

@@ -4,8 +4,10 @@ line on a tiny trained run."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -263,6 +265,33 @@ def test_cli_names_a_damaged_checkpoint_and_the_earlier_one_in_one_line(trained_
   assert 'is damaged' in lines[0] and 'the earlier checkpoint 1 is kept' in lines[0], lines[0]
   assert '--step=1' in lines[0], lines[0]
   assert 'TensorStore' not in lines[0] and 'bound method' not in lines[0], lines[0]
+
+
+# `python -m gan.evaluate` once its imports are done, which it says on stderr first: a Ctrl-C
+# during the imports is Python's own. (runpy warns that the module it runs was imported.)
+_EVALUATE_AFTER_IMPORTS = ('import runpy, sys, warnings; import gan.evaluate; '
+                           'warnings.filterwarnings("ignore", "\'gan.evaluate\' found in"); '
+                           'print("imported", file=sys.stderr, flush=True); '
+                           'sys.argv[0] = "gan.evaluate"; '
+                           'runpy.run_module("gan.evaluate", run_name="__main__")')
+
+
+@pytest.mark.parametrize('delay_s', [0.5, 3.0])
+def test_cli_ctrl_c_says_so_in_one_line_and_writes_nothing(trained_run, tmp_path, delay_s):
+  """SIGINT while loading or evaluating: one line, exit status 130, no --json file (also when the
+  KeyboardInterrupt lands in a callback that swallows it, or inside a checkpoint read)."""
+  out = tmp_path / 'metrics.json'
+  args = [sys.executable, '-c', _EVALUATE_AFTER_IMPORTS, f'--model_path={trained_run}',
+          '--per_pair=2', f'--cache_dir={tmp_path / "cache"}', f'--json={out}']
+  with subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                        env=dict(os.environ, JAX_PLATFORMS='cpu')) as proc:
+    assert proc.stderr.readline() == 'imported\n'
+    time.sleep(delay_s)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, err
+  assert err.strip().splitlines() == ['interrupted: no metrics written'], err
+  assert not out.exists()
 
 
 def test_cli_reports_a_bad_path_without_traceback(tmp_path):
