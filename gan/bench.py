@@ -362,8 +362,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(
       prog='python -m gan.bench',
       description='Training-speed benchmark: samples/s, updates/s, achieved GFLOP/s and '
-                  'compile time of each configuration, against a float32 matmul and a memory-stream '
-                  'roofline.')
+                  'compile time of each configuration, against a float32 matmul and a '
+                  'memory-stream roofline.')
   parser.add_argument('--configs', nargs='+', default=None,
                       help='row names (e.g. vanilla_wgangp_mlp), configs/ file names or config '
                            'file paths (default: the 12 combinations and the presets; with '

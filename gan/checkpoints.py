@@ -91,19 +91,23 @@ DERIVED_FIELDS = {'gen_ema': lambda restored: jax.tree.map(lambda x: x.copy(),
                                                           restored['gen_params'])}
 
 
+# How a user reads an earlier checkpoint, in the message of a damaged one ({step}: the newest).
+CLI_EARLIER_HINT = ('infer.py and python -m gan.evaluate read one with --step=N, e.g. '
+                    '--step={step}')
+
+
 def restore_state(mngr: ocp.CheckpointManager, epoch: int, abstract_state,
-                  suggest_step_flag: bool = True) -> Any:
+                  earlier_hint: str = CLI_EARLIER_HINT) -> Any:
   """Restores the TrainState onto the shardings/devices of `abstract_state`.
 
   The stored array shapes are compared with the model's first, so a checkpoint of another model
   is refused with a short message before any array is read. A checkpoint written before a field
   of DERIVED_FIELDS existed restores without it and gets it rebuilt. The message of a damaged
-  checkpoint names the earlier checkpoints and, with `suggest_step_flag`, how the CLIs that read
-  one (infer.py, gan.evaluate) pick one of them.
+  checkpoint names the earlier checkpoints and `earlier_hint`: how to use one of them.
   """
   target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state._asdict())
   where = f'checkpoint {epoch} in {mngr.directory}'
-  earlier = _earlier_checkpoints(mngr, epoch, suggest_step_flag)
+  earlier = _earlier_checkpoints(mngr, epoch, earlier_hint)
   try:
     stored_tree = _stored_tree(os.path.join(mngr.directory, str(epoch), 'state'), where)
   except CheckpointError as e:
@@ -133,7 +137,7 @@ def restore_state(mngr: ocp.CheckpointManager, epoch: int, abstract_state,
   return type(abstract_state)(**restored)
 
 
-def _earlier_checkpoints(mngr: ocp.CheckpointManager, epoch: int, suggest_step_flag: bool) -> str:
+def _earlier_checkpoints(mngr: ocp.CheckpointManager, epoch: int, hint: str) -> str:
   """'; earlier checkpoints ... are kept ...' for the message of a damaged checkpoint, or ''."""
   try:
     earlier = sorted(s for s in mngr.all_steps() if s < epoch)
@@ -146,10 +150,7 @@ def _earlier_checkpoints(mngr: ocp.CheckpointManager, epoch: int, suggest_step_f
     listed = f'{earlier[0]}, ..., {listed}'
   note = (f'; the earlier checkpoint {listed} is kept' if len(earlier) == 1
           else f'; the earlier checkpoints {listed} are kept')
-  if suggest_step_flag:
-    note += (f' (infer.py and python -m gan.evaluate read one with --step=N, e.g. '
-             f'--step={earlier[-1]})')
-  return note
+  return f'{note} ({hint.format(step=earlier[-1])})'
 
 
 def _stored_tree(state_dir: str, where: str):

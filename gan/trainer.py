@@ -326,15 +326,9 @@ class _Run:
   def restore(self, epoch: int, target):
     _, saved = checkpoints.read_meta(self.mngr, epoch)
     saved_config = _check_resumable(saved, self.config, self.shared.dataset.spec, self.log_path)
-    try:
-      state = checkpoints.restore_state(self.mngr, epoch, target)
-    except checkpoints.CheckpointError as e:
-      earlier = [s for s in self.mngr.all_steps() if s < epoch]
-      if not earlier:
-        raise
-      raise checkpoints.CheckpointError(
-          f'{e}; an earlier checkpoint (epoch {earlier[-1]}) is kept: remove '
-          f'{os.path.join(self.mngr.directory, str(epoch))} to resume from it') from None
+    damaged = os.path.join(self.mngr.directory, str(epoch))
+    state = checkpoints.restore_state(self.mngr, epoch, target, earlier_hint=(
+        f'remove {damaged} to resume from checkpoint {{step}}'))
     self.log.info('Resumed from the checkpoint of epoch %d in %s', epoch, self.mngr.directory)
     self.tb.purge_from(epoch + 1)  # scalars and grids are stepped by epoch: replayed ones replace
     changed = config_lib.changed_settings(saved_config, self.config)

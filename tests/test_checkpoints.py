@@ -73,20 +73,21 @@ class _Manager:
     raise _tensorstore_read_error()
 
 
-@pytest.mark.parametrize('steps, suggest, expected', [
-    ([2, 4, 6], True, '; the earlier checkpoints 2, 4 are kept (infer.py and python -m '
-                      'gan.evaluate read one with --step=N, e.g. --step=4)'),
-    ([4, 6], False, '; the earlier checkpoint 4 is kept'),
-    ([6], True, ''),
+@pytest.mark.parametrize('steps, hint, expected', [
+    ([2, 4, 6], {}, '; the earlier checkpoints 2, 4 are kept (infer.py and python -m '
+                    'gan.evaluate read one with --step=N, e.g. --step=4)'),
+    ([4, 6], dict(earlier_hint='remove 6 to resume from {step}'),
+     '; the earlier checkpoint 4 is kept (remove 6 to resume from 4)'),
+    ([6], {}, ''),
 ])
-def test_a_damaged_checkpoint_names_the_earlier_ones(monkeypatch, steps, suggest, expected):
+def test_a_damaged_checkpoint_names_the_earlier_ones(monkeypatch, steps, hint, expected):
   """One line a user can act on: which checkpoint, that it is damaged, the cause's first line
   without TensorStore's spec dump, and the earlier checkpoints kept (with the CLIs' --step)."""
   state = collections.namedtuple('State', 'params')(jnp.zeros((3,)))
   monkeypatch.setattr(checkpoints, '_stored_tree',
                       lambda *_: {'params': jax.ShapeDtypeStruct((3,), jnp.float32)})
   with pytest.raises(checkpoints.CheckpointError) as info:
-    checkpoints.restore_state(_Manager(steps), 6, state, suggest_step_flag=suggest)
+    checkpoints.restore_state(_Manager(steps), 6, state, **hint)
   message = str(info.value)
   assert message == ('checkpoint 6 in /runs/r/checkpoints is damaged, its arrays cannot be read '
                      '(OUT_OF_RANGE: Error reading "gen_params.out.bias.value/0": Requested byte '

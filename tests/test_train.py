@@ -564,8 +564,9 @@ def test_a_damaged_latest_checkpoint_names_the_earlier_one(base_run, small_desig
   with pytest.raises(checkpoints.CheckpointError) as info:
     trainer.train(config)
   message = str(info.value)
-  assert 'checkpoint 3' in message and 'earlier checkpoint (epoch 2)' in message, message
-  assert os.path.join(directory, '3') in message
+  assert message.startswith(f'checkpoint 3 in {directory} is damaged'), message
+  assert message.endswith(f'; the earlier checkpoint 2 is kept (remove '
+                          f'{os.path.join(directory, "3")} to resume from checkpoint 2)'), message
 
 
 def test_resuming_logs_changed_settings_and_replayed_epochs_show_once(base_run, tmp_path,
