@@ -395,10 +395,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def cli() -> None:
-  """`python -m gan.evaluate`: main's status; after Ctrl-C at once, without the interpreter's
-  teardown, which can crash while XLA threads are still busy with the interrupted work."""
+  """`python -m gan.evaluate`: main's status; after an error or Ctrl-C at once, without the
+  interpreter's teardown, which can crash while XLA threads are still busy with the interrupted
+  work, or print the tracebacks of a damaged checkpoint's abandoned reads (nothing is left to
+  write: --json is written whole or not at all)."""
   status = main()
-  if status == 130:
+  if status != 0:
     checkpoints.exit_after_error(status)
   sys.exit(status)
 
