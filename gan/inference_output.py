@@ -4,7 +4,10 @@ Every input is checked (struts, device, checkpoint, vocabulary) before anything 
 and the files are written into a temporary directory that is moved into place at the end, so a
 failed request leaves nothing half-written. A request into a directory that holds an earlier
 request's outputs replaces them: the files its manifest.csv lists and its grid.png go, so the
-directory always matches its manifest; other files are left alone.
+directory always matches its manifest; other files are left alone. Only a manifest.csv with the
+exact columns this module writes counts as an earlier request's: a directory whose manifest.csv or
+grid.png is someone else's, or that holds a file of the name of an output, is refused before
+anything is generated, so no file this module did not write is ever replaced or removed.
 """
 
 import csv
@@ -24,6 +27,12 @@ from gan import summaries
 from gan.errors import DataError, DesignGanError
 
 GRID_COLUMNS = 10
+MANIFEST = 'manifest.csv'
+GRID = 'grid.png'
+# The columns of a manifest this module writes: file, durability, mass, strut1..strutN, seed,
+# measured_durability, measured_mass; and the design file names it lists.
+_HEAD, _TAIL = ['file', 'durability', 'mass'], ['seed', 'measured_durability', 'measured_mass']
+_DESIGN_NAME = re.compile(r'[^_/\\]+_[^_/\\]+_\d{3,}\.bmp')
 
 
 def parse_rgb(text: str, flag: str) -> tuple[int, int, int]:
@@ -79,9 +88,6 @@ def run(*, model_path: str, step: Optional[int], durability, mass, struts: Seque
   pairs = _class_indices(model, durability, mass, sweep)
   d_idx = np.repeat([p[0] for p in pairs], num).astype(np.int32)
   m_idx = np.repeat([p[1] for p in pairs], num).astype(np.int32)
-  fixed = inference.fixed_pixels(model, colors)
-  designs = inference.generate(model, d_idx, m_idx, np.broadcast_to(fixed, (len(d_idx),)
-                                                                    + fixed.shape), seed)
   out_dir = out_dir or paths.check_output_dir(os.path.join(model.run_dir, 'inference_output'),
                                               'the default output directory')
   spec = model.spec
@@ -89,6 +95,10 @@ def run(*, model_path: str, step: Optional[int], durability, mass, struts: Seque
   m_val = np.asarray(spec.mass.values)[m_idx]
   names = [f'{spec.durability.format(d)}_{spec.mass.format(m)}_{i % num:03d}.bmp'
            for i, (d, m) in enumerate(zip(d_val, m_val))]
+  _replaced_outputs(out_dir, names + [MANIFEST] + ([GRID] if grid else []))  # refused early
+  fixed = inference.fixed_pixels(model, colors)
+  designs = inference.generate(model, d_idx, m_idx, np.broadcast_to(fixed, (len(d_idx),)
+                                                                    + fixed.shape), seed)
   measured = oracle.measure(designs) if model.oracle_applies else None
   grid_image = None
   if grid:
@@ -100,10 +110,10 @@ def run(*, model_path: str, step: Optional[int], durability, mass, struts: Seque
   with _staging(out_dir) as tmp:
     for name, image in zip(names, designs):
       images_lib.write_rgb(os.path.join(tmp, name), image, atomic=False)
-    _write_manifest(os.path.join(tmp, 'manifest.csv'), names, d_val, m_val, colors, seed,
+    _write_manifest(os.path.join(tmp, MANIFEST), names, d_val, m_val, colors, seed,
                     measured, spec)
     if grid_image is not None:
-      images_lib.write_rgb(os.path.join(tmp, 'grid.png'), grid_image, atomic=False)
+      images_lib.write_rgb(os.path.join(tmp, GRID), grid_image, atomic=False)
   return out_dir, [os.path.join(out_dir, n) for n in names]
 
 
@@ -120,8 +130,7 @@ def _rows(designs: np.ndarray, columns: int) -> np.ndarray:
 def _write_manifest(path, names, d_val, m_val, colors, seed, measured, spec):
   with open(path, 'w', newline='') as f:
     w = csv.writer(f)
-    w.writerow(['file', 'durability', 'mass'] + [f'strut{i + 1}' for i in range(len(colors))]
-               + ['seed', 'measured_durability', 'measured_mass'])
+    w.writerow(_HEAD + [f'strut{i + 1}' for i in range(len(colors))] + _TAIL)
     for i, name in enumerate(names):
       row = [name, spec.durability.format(d_val[i]), spec.mass.format(m_val[i])]
       row += [','.join(map(str, c)) for c in colors] + [seed]
@@ -157,13 +166,8 @@ class _staging:
     names = os.listdir(self.tmp)
     try:
       os.makedirs(self.out_dir, exist_ok=True)
-      # Checked before the first file moves, so a clash leaves the directory as it was.
-      clashes = [n for n in names if os.path.isdir(os.path.join(self.out_dir, n))]
-      if clashes:
-        raise DesignGanError(f'cannot write {self.out_dir}: {", ".join(sorted(clashes))} '
-                             'already exist there as directories; remove them or choose another '
-                             '--gen_img_path')
-      stale = _earlier_outputs(self.out_dir) - set(names)
+      # Checked before the first file moves, so a refusal leaves the directory as it was.
+      stale = _replaced_outputs(self.out_dir, names) - set(names)
       for name in names:
         os.replace(os.path.join(self.tmp, name), os.path.join(self.out_dir, name))
       for name in stale:
@@ -172,13 +176,47 @@ class _staging:
       raise DesignGanError(f'cannot write to {self.out_dir}: {e}') from None
 
 
-def _earlier_outputs(out_dir: str) -> set:
-  """The files an earlier request wrote into `out_dir`: those its manifest.csv lists, grid.png."""
-  names = {'grid.png'}
+def _replaced_outputs(out_dir: str, names: Sequence[str]) -> set:
+  """The files of an earlier request in `out_dir` that writing `names` replaces (the files its
+  manifest.csv lists, its manifest.csv and grid.png); a DesignGanError when `out_dir` holds a
+  directory of one of those names, or a file that is not an earlier request's output and would
+  be overwritten, or a manifest.csv or grid.png that is not an earlier request's."""
   try:
-    with open(os.path.join(out_dir, 'manifest.csv'), newline='') as f:
-      names.update(row['file'] for row in csv.DictReader(f) if row.get('file'))
+    present = set(os.listdir(out_dir))
+  except FileNotFoundError:
+    return set()
+  except OSError as e:
+    raise DesignGanError(f'cannot read --gen_img_path {out_dir}: {e}') from None
+  kept = {n for n in set(names) | {MANIFEST, GRID} if n in present}
+  dirs = {n for n in kept if os.path.isdir(os.path.join(out_dir, n))}
+  clashes = dirs & set(names)
+  if clashes:
+    raise DesignGanError(f'cannot write {out_dir}: {", ".join(sorted(clashes))} already exist '
+                         'there as directories; remove them or choose another --gen_img_path')
+  earlier = _earlier_outputs(out_dir)
+  foreign = sorted(kept - dirs - earlier)
+  if foreign:
+    shown = ', '.join(foreign[:5]) + (f' and {len(foreign) - 5} more' if len(foreign) > 5 else '')
+    raise DesignGanError(
+        f'--gen_img_path {out_dir} holds {shown}, which infer.py did not write (it replaces only '
+        'the files an earlier request listed in its own manifest.csv, and that grid.png); '
+        'choose another --gen_img_path or move them away')
+  return earlier
+
+
+def _earlier_outputs(out_dir: str) -> set:
+  """The files an earlier request wrote into `out_dir`: manifest.csv, the designs it lists and
+  grid.png; empty unless manifest.csv has exactly the columns `_write_manifest` writes."""
+  try:
+    with open(os.path.join(out_dir, MANIFEST), newline='') as f:
+      reader = csv.reader(f)
+      header = next(reader, [])
+      struts = header[len(_HEAD):len(header) - len(_TAIL)]
+      if (header[:len(_HEAD)] != _HEAD or header[len(_HEAD) + len(struts):] != _TAIL
+          or not struts or struts != [f'strut{i + 1}' for i in range(len(struts))]):
+        return set()  # someone else's manifest.csv
+      names = {row[0] for row in reader if row}
   except (OSError, csv.Error, UnicodeDecodeError):
-    pass  # no earlier request (or not a manifest of ours): nothing to replace
-  return {n for n in names if os.path.basename(n) == n and n.endswith(('.bmp', '.png'))
-          and os.path.isfile(os.path.join(out_dir, n))}
+    return set()  # no earlier request (or not a manifest of ours): nothing to replace
+  names = {n for n in names if _DESIGN_NAME.fullmatch(n)} | {MANIFEST, GRID}
+  return {n for n in names if os.path.isfile(os.path.join(out_dir, n))}

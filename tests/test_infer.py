@@ -130,6 +130,28 @@ def main_run(runs):
   return runs[MAIN]
 
 
+@pytest.fixture(scope='module')
+def strut_runs(small_design_dir, tmp_path_factory):
+  """{number of strut pixels: log_path} of two tiny default-family runs with 1 and 3 strut
+  pixels, trained by one worker process (about 25 s); cheaper than `runs` for tests that need
+  any model."""
+  base = tmp_path_factory.mktemp('strut_runs')
+  positions = {1: '7,11', 3: '7,11;5,14;2,3'}
+  overrides = [dict(TINY, data_path=small_design_dir, strut_positions=p,
+                    log_path=str(base / f'struts{k}')) for k, p in positions.items()]
+  result = subprocess.run([sys.executable, '-c', _TRAIN_WORKER, json.dumps(overrides)], cwd=REPO,
+                          env=TRAIN_ENV, capture_output=True, text=True, timeout=TRAIN_TIMEOUT_S,
+                          check=False)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+  return {k: o['log_path'] for k, o in zip(positions, overrides)}
+
+
+@pytest.fixture(scope='module')
+def one_strut_run(strut_runs):
+  """A tiny run whose layout has a single strut pixel, (7, 11)."""
+  return strut_runs[1]
+
+
 # ---------------------------------------------------------------------------------------------
 # Helpers
 
@@ -658,3 +680,63 @@ def test_error_messages_leave_out_python_object_reprs():
                      'for key "d/1"\nsecond line')
   assert checkpoints.one_line(error) == 'read failed in ... for key "d/1"'
   assert checkpoints.one_line(ValueError('<function f at 0x1> failed')) == '... failed'
+
+
+def _snapshot(directory) -> dict:
+  """{name: bytes} of every file in `directory`."""
+  return {n: (directory / n).read_bytes() for n in sorted(os.listdir(directory))}
+
+
+def test_someone_elses_manifest_and_designs_are_never_replaced(one_strut_run, tmp_path):
+  """A directory with a user's BMPs and a manifest.csv that infer.py did not write (other
+  columns) is refused before anything is generated, naming the manifest: nothing is deleted."""
+  out = tmp_path / 'mine'
+  out.mkdir()
+  names = [f'design_{i}.bmp' for i in range(5)]
+  for name in names:
+    images_lib.write_rgb(str(out / name), np.full(FULL_SHAPE, 7, np.uint8))
+  (out / 'manifest.csv').write_text('file,note\n' + ''.join(f'{n},kept\n' for n in names))
+  before = _snapshot(out)
+  with pytest.raises(DesignGanError, match=r'holds manifest.csv, which infer.py did not write'
+                     r'.*--gen_img_path') as info:
+    _generate(one_strut_run, out, struts=('0,0,0',), num=2, mass=2.14)
+  assert '\n' not in str(info.value)
+  assert _snapshot(out) == before
+  assert sorted(os.listdir(tmp_path)) == ['mine']  # no staging directory left behind
+
+
+@pytest.mark.parametrize('grid', [False, True])
+def test_someone_elses_grid_png_is_never_replaced(one_strut_run, tmp_path, grid):
+  """grid.png in a directory without a manifest of infer.py's is the user's: refused whether or
+  not --grid asks for one (a run without --grid used to delete it)."""
+  out = tmp_path / 'out'
+  out.mkdir()
+  (out / 'grid.png').write_bytes(b'my grid')
+  with pytest.raises(DesignGanError, match='holds grid.png'):
+    _generate(one_strut_run, out, struts=('0,0,0',), num=2, grid=grid)
+  assert _snapshot(out) == {'grid.png': b'my grid'}
+
+
+def test_a_file_named_like_a_new_design_is_not_overwritten(one_strut_run, tmp_path):
+  """Files an earlier request's manifest does not list are not replaced, even beside one."""
+  out = tmp_path / 'out'
+  _generate(one_strut_run, out, struts=('0,0,0',), num=2)
+  (out / '1.4_2.14_002.bmp').write_bytes(b'mine')
+  before = _snapshot(out)
+  with pytest.raises(DesignGanError, match=r'holds 1\.4_2\.14_002\.bmp,'):
+    _generate(one_strut_run, out, struts=('0,0,0',), num=3)
+  assert _snapshot(out) == before
+
+
+def test_files_infer_does_not_write_stay(one_strut_run, tmp_path):
+  """Other files (no manifest, no clash) stay through a first and a second request; the second
+  replaces only the first one's outputs."""
+  out = tmp_path / 'out'
+  out.mkdir()
+  (out / 'design_0.bmp').write_bytes(b'mine')
+  (out / 'notes.txt').write_text('mine')
+  _generate(one_strut_run, out, struts=('0,0,0',), num=3, grid=True)
+  _, files = _generate(one_strut_run, out, struts=('0,0,0',), num=1, mass=2.24)
+  assert sorted(os.listdir(out)) == sorted([os.path.basename(files[0]), 'manifest.csv',
+                                            'design_0.bmp', 'notes.txt'])
+  assert (out / 'design_0.bmp').read_bytes() == b'mine'
