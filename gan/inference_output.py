@@ -77,8 +77,7 @@ def run(*, model_path: str, step: Optional[int], durability, mass, struts: Seque
   colors = [parse_rgb(s, f'strut{i + 1}') for i, s in enumerate(struts)]
   if num < 1:
     raise DesignGanError(f'--num_gen_image must be a positive number, got {num}')
-  if out_dir:  # before the model loads: a bad output directory is known at once
-    out_dir = paths.check_output_dir(out_dir, '--gen_img_path')
+  out_dir = _output_dir(out_dir, model_path, step)  # before the model loads: known at once
   dev = inference.select_device(device)
   model = inference.load(model_path, step, dev)
   num_struts = len(model.spec.layout.strut_positions)
@@ -88,8 +87,6 @@ def run(*, model_path: str, step: Optional[int], durability, mass, struts: Seque
   pairs = _class_indices(model, durability, mass, sweep)
   d_idx = np.repeat([p[0] for p in pairs], num).astype(np.int32)
   m_idx = np.repeat([p[1] for p in pairs], num).astype(np.int32)
-  out_dir = out_dir or paths.check_output_dir(os.path.join(model.run_dir, 'inference_output'),
-                                              'the default output directory')
   spec = model.spec
   d_val = np.asarray(spec.durability.values)[d_idx]
   m_val = np.asarray(spec.mass.values)[m_idx]
@@ -115,6 +112,25 @@ def run(*, model_path: str, step: Optional[int], durability, mass, struts: Seque
     if grid_image is not None:
       images_lib.write_rgb(os.path.join(tmp, GRID), grid_image, atomic=False)
   return out_dir, [os.path.join(out_dir, n) for n in names]
+
+
+def _output_dir(out_dir: Optional[str], model_path: str, step: Optional[int]) -> str:
+  """The absolute output directory (`out_dir` or <run>/inference_output), checked writable and
+  in a writable directory (the outputs are staged beside it); an OutputPathError otherwise."""
+  what, hint = '--gen_img_path', ''
+  if not out_dir:
+    out_dir = os.path.join(inference.find_checkpoints(model_path, step)[2], 'inference_output')
+    what, hint = 'the default output directory', ' with --gen_img_path'
+  try:
+    out_dir = paths.check_output_dir(out_dir, what)
+    parent = os.path.dirname(out_dir)
+    if os.path.isdir(parent) and not os.access(parent, os.W_OK | os.X_OK):
+      raise paths.OutputPathError(f'{what} {out_dir} cannot be written: its directory {parent} is '
+                                  'not writable (the outputs are staged there); give a directory '
+                                  'you can write')
+  except paths.OutputPathError as e:
+    raise paths.OutputPathError(f'{e}{hint}') from None
+  return out_dir
 
 
 def _rows(designs: np.ndarray, columns: int) -> np.ndarray:

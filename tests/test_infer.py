@@ -740,3 +740,42 @@ def test_files_infer_does_not_write_stay(one_strut_run, tmp_path):
   assert sorted(os.listdir(out)) == sorted([os.path.basename(files[0]), 'manifest.csv',
                                             'design_0.bmp', 'notes.txt'])
   assert (out / 'design_0.bmp').read_bytes() == b'mine'
+
+
+def _not_writable(monkeypatch, directory):
+  """os.access says `directory` cannot be written (as for a non-root user after chmod a-w)."""
+  access = os.access
+  monkeypatch.setattr(os, 'access', lambda path, mode, **kw: (
+      False if os.path.abspath(path) == str(directory) and mode & os.W_OK
+      else access(path, mode, **kw)))
+
+
+def _never_load(monkeypatch):
+  def load(*args, **kwargs):
+    raise AssertionError('the model was loaded before the output directory was checked')
+  monkeypatch.setattr(inference_output.inference, 'load', load)
+
+
+def test_a_read_only_run_directory_fails_before_loading(one_strut_run, tmp_path, monkeypatch):
+  """The default output directory under a run directory that cannot be written: one error naming
+  --gen_img_path, before the model loads."""
+  model = shutil.copytree(one_strut_run, tmp_path / 'model')
+  _not_writable(monkeypatch, model)
+  _never_load(monkeypatch)
+  with pytest.raises(DesignGanError, match=r'default output directory .*inference_output cannot '
+                     r'be created: .* not writable; .* with --gen_img_path$'):
+    _generate(model, None, struts=('0,0,0',))
+  assert not os.path.exists(os.path.join(model, 'inference_output'))
+
+
+def test_an_output_directory_in_a_read_only_directory_fails_before_loading(one_strut_run,
+                                                                          tmp_path, monkeypatch):
+  """The outputs are staged beside the output directory: a writable one in a directory that
+  cannot be written fails at once too."""
+  out = tmp_path / 'parent' / 'out'
+  out.mkdir(parents=True)
+  _not_writable(monkeypatch, tmp_path / 'parent')
+  _never_load(monkeypatch)
+  with pytest.raises(DesignGanError, match=r'--gen_img_path .*out cannot be written: its directory'
+                     r' .*parent is not writable'):
+    _generate(one_strut_run, out, struts=('0,0,0',))
