@@ -2,10 +2,13 @@
 
   python infer.py --model_path=runs/default --durability=1.4 --mass=2.14 \
       --strut1=0,0,0 --strut2=255,255,255 --num_gen_image=50 --grid
+  python infer.py --model_path=runs/three_struts --durability=1.4 --mass=2.14 \
+      --struts='0,0,0;255,255,255;255,0,0'
 
-Writes <durability>_<mass>_<iii>.bmp (e.g. 1.4_2.14_000.bmp; 10x30 24-bit RGB, full layout, struts exact) and
-manifest.csv into --gen_img_path (default <run>/inference_output). All logic is in
-gan/inference.py and gan/inference_output.py.
+Writes <durability>_<mass>_<iii>.bmp (e.g. 1.4_2.14_000.bmp; 10x30 24-bit RGB, full layout,
+struts exact) and manifest.csv into --gen_img_path (default <run>/inference_output). A model has
+as many strut colours as strut pixels: --strut1/--strut2, or --struts for any number. All logic is
+in gan/inference.py and gan/inference_output.py.
 """
 
 import sys
@@ -23,7 +26,12 @@ flags.DEFINE_integer('step', None, 'Checkpoint step (epoch) to use; default the 
 flags.DEFINE_float('durability', None, 'Requested durability class (from the model vocabulary).')
 flags.DEFINE_float('mass', None, 'Requested mass class (from the model vocabulary).')
 flags.DEFINE_string('strut1', '255,255,255', 'RGB of the first strut pixel, three integers 0..255.')
-flags.DEFINE_string('strut2', '255,255,255', 'RGB of the second strut pixel, three integers 0..255.')
+flags.DEFINE_string('strut2', '255,255,255', 'RGB of the second strut pixel, three integers 0..255 '
+                    '(only for a model with two or more struts).')
+flags.DEFINE_string('struts', None, "RGB of every strut pixel in order, 'r,g,b;r,g,b;...', for a "
+                    'model with any number of struts (instead of --strut1/--strut2). A strut '
+                    'whose colour is not given is 255,255,255; a colour beyond the model\'s '
+                    'strut count is an error.')
 flags.DEFINE_integer('num_gen_image', 10, 'Designs to generate (per condition with --sweep).')
 flags.DEFINE_string('gen_img_path', None, 'Output directory; default <run>/inference_output.')
 flags.DEFINE_string('device', 'auto', 'cpu | gpu (alias cuda) | auto (a GPU when present).')
@@ -45,7 +53,8 @@ def main(argv):
   try:
     out_dir, files = inference_output.run(
         model_path=f.model_path, step=f.step, durability=f.durability, mass=f.mass,
-        struts=(f.strut1, f.strut2), num=f.num_gen_image, out_dir=f.gen_img_path,
+        struts=[f[n].value if f[n].present else None for n in ('strut1', 'strut2')],
+        strut_list=f.struts, num=f.num_gen_image, out_dir=f.gen_img_path,
         device=f.device, seed=f.seed, grid=f.grid, sweep=f.sweep)
   except DesignGanError as e:
     print(f'error: {e}', file=sys.stderr)

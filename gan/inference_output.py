@@ -27,6 +27,7 @@ from gan import summaries
 from gan.errors import DataError, DesignGanError
 
 GRID_COLUMNS = 10
+STRUT_DEFAULT = (255, 255, 255)  # the colour of a strut pixel whose colour is not given
 MANIFEST = 'manifest.csv'
 GRID = 'grid.png'
 # The columns of a manifest this module writes: file, durability, mass, strut1..strutN, seed,
@@ -35,17 +36,53 @@ _HEAD, _TAIL = ['file', 'durability', 'mass'], ['seed', 'measured_durability', '
 _DESIGN_NAME = re.compile(r'[^_/\\]+_[^_/\\]+_\d{3,}\.bmp')
 
 
-def parse_rgb(text: str, flag: str) -> tuple[int, int, int]:
-  """'0,0,0' or '0 0 0' -> (0, 0, 0); anything but three integers in 0..255 is an error."""
+def parse_rgb(text: str, flag: str, label: Optional[str] = None) -> tuple[int, int, int]:
+  """'0,0,0' or '0 0 0' -> (0, 0, 0); anything but three integers in 0..255 is an error naming
+  --`flag` (or `label`)."""
   parts = [p for p in re.split(r'[,\s]+', str(text).strip()) if p]
   try:
     values = tuple(int(p) for p in parts)
   except ValueError:
     values = ()
   if len(values) != 3 or not all(0 <= v <= 255 for v in values):
-    raise DesignGanError(f'--{flag}={text!r} must be three integers in 0..255 such as 0,0,0 '
-                         'or 255,255,255')
+    raise DesignGanError(f'{label or f"--{flag}={text!r}"} must be three integers in 0..255 '
+                         'such as 0,0,0 or 255,255,255')
   return values
+
+
+def _given_struts(struts: Sequence[Optional[str]], strut_list: Optional[str]) -> dict:
+  """{strut index: (flag, RGB)} of the strut colours given: struts[i] for strut i + 1 (None: not
+  given), or strut_list, 'r,g,b;r,g,b;...' for struts 1, 2, ... (not both)."""
+  if strut_list is None:
+    return {i: (f'--strut{i + 1}', parse_rgb(s, f'strut{i + 1}'))
+            for i, s in enumerate(struts) if s is not None}
+  if any(s is not None for s in struts):
+    raise DesignGanError('give the strut colours with --struts or with --strut1/--strut2, '
+                         'not both')
+  parts = str(strut_list).split(';')
+  if len(parts) > 1 and not parts[-1].strip():
+    parts.pop()  # a trailing ';'
+  return {i: ('--struts', parse_rgb(p, 'struts', f'--struts={strut_list!r}: colour {i + 1} '
+                                                 f'({p.strip()!r})'))
+          for i, p in enumerate(parts)}
+
+
+def _strut_colors(num_struts: int, given: dict) -> list:
+  """The colour of each of the model's strut pixels: the one given, else STRUT_DEFAULT; a colour
+  given for a strut beyond the model's is an error."""
+  extra = sorted({given[i][0] for i in given if i >= num_struts})
+  if extra:
+    if extra == ['--struts']:
+      what = f'--struts gives {len(given)} colours'
+    else:
+      what = ' and '.join(extra) + (' was' if len(extra) == 1 else ' were') + ' given'
+    plural = 's' if num_struts != 1 else ''
+    flags = ' and '.join(f'--strut{i + 1}' for i in range(min(num_struts, 2)))
+    raise DesignGanError(
+        f'{what} but this model has {num_struts} strut pixel{plural}; give at most {num_struts} '
+        f'colour{plural} ({flags}, or --struts=\'r,g,b;...\'); a strut not given is '
+        f'{",".join(map(str, STRUT_DEFAULT))}')
+  return [given[i][1] if i in given else STRUT_DEFAULT for i in range(num_struts)]
 
 
 def _class_indices(model, durability, mass, sweep: bool):
@@ -71,19 +108,20 @@ def _class_indices(model, durability, mass, sweep: bool):
   return [tuple(indices)]
 
 
-def run(*, model_path: str, step: Optional[int], durability, mass, struts: Sequence[str],
-        num: int, out_dir: Optional[str], device: str, seed: int, grid: bool, sweep: bool):
-  """Generates and writes the designs; returns (output directory, written design paths)."""
-  colors = [parse_rgb(s, f'strut{i + 1}') for i, s in enumerate(struts)]
+def run(*, model_path: str, step: Optional[int], durability, mass,
+        struts: Sequence[Optional[str]] = (), strut_list: Optional[str] = None, num: int,
+        out_dir: Optional[str], device: str, seed: int, grid: bool, sweep: bool):
+  """Generates and writes the designs; returns (output directory, written design paths).
+
+  struts[i] is the colour of strut pixel i + 1 ('r,g,b'; None or left out: STRUT_DEFAULT), or
+  strut_list gives them all, 'r,g,b;r,g,b;...'; the model's strut count decides how many."""
+  given = _given_struts(struts, strut_list)
   if num < 1:
     raise DesignGanError(f'--num_gen_image must be a positive number, got {num}')
   out_dir = _output_dir(out_dir, model_path, step)  # before the model loads: known at once
   dev = inference.select_device(device)
   model = inference.load(model_path, step, dev)
-  num_struts = len(model.spec.layout.strut_positions)
-  if num_struts != len(colors):
-    raise DesignGanError(f'this model has {num_struts} strut pixel(s) but {len(colors)} strut '
-                         'colours were given')
+  colors = _strut_colors(len(model.spec.layout.strut_positions), given)
   pairs = _class_indices(model, durability, mass, sweep)
   d_idx = np.repeat([p[0] for p in pairs], num).astype(np.int32)
   m_idx = np.repeat([p[1] for p in pairs], num).astype(np.int32)

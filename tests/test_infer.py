@@ -779,3 +779,85 @@ def test_an_output_directory_in_a_read_only_directory_fails_before_loading(one_s
   with pytest.raises(DesignGanError, match=r'--gen_img_path .*out cannot be written: its directory'
                      r' .*parent is not writable'):
     _generate(one_strut_run, out, struts=('0,0,0',))
+def test_cli_someone_elses_manifest_is_one_error_line(one_strut_run, tmp_path):
+  out = tmp_path / 'mine'
+  out.mkdir()
+  (out / 'a.bmp').write_bytes(b'mine')
+  (out / 'manifest.csv').write_text('file,note\na.bmp,x\n')
+  before = _snapshot(out)
+  result = _infer_cli(f'--model_path={one_strut_run}', '--durability=1.4', '--mass=2.14',
+                      '--strut1=0,0,0', '--num_gen_image=2', '--device=cpu',
+                      f'--gen_img_path={out}')
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 1 and len(lines) == 1, result.stderr
+  assert lines[0].startswith('error: ') and 'manifest.csv' in lines[0], result.stderr
+  assert _snapshot(out) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Models with other than two struts
+
+
+def _strut_pixels(files, positions):
+  """[[RGB of each strut pixel] for each design file]."""
+  return [[tuple(images_lib.read_rgb(p)[r, c]) for r, c in positions] for p in files]
+
+
+def test_cli_one_strut_model_takes_strut1_alone(one_strut_run, tmp_path):
+  """--strut1 alone on a one-strut model (--strut2's default does not count as given)."""
+  out = tmp_path / 'out'
+  result = _infer_cli(f'--model_path={one_strut_run}', '--durability=1.4', '--mass=2.14',
+                      '--strut1=1,2,3', '--num_gen_image=2', '--device=cpu',
+                      f'--gen_img_path={out}')
+  assert result.returncode == 0, result.stderr
+  rows = _read_manifest(out)
+  assert list(rows[0]) == ['file', 'durability', 'mass', 'strut1', 'seed',
+                           'measured_durability', 'measured_mass']
+  assert _strut_pixels([out / r['file'] for r in rows], [(7, 11)]) == [[(1, 2, 3)]] * 2
+
+
+def test_cli_a_strut_beyond_the_models_is_one_error_line(one_strut_run, tmp_path):
+  result = _infer_cli(f'--model_path={one_strut_run}', '--durability=1.4', '--mass=2.14',
+                      '--strut2=255,255,255', '--device=cpu', f'--gen_img_path={tmp_path / "o"}')
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 1 and len(lines) == 1, result.stderr
+  assert lines[0].startswith('error: --strut2 was given but this model has 1 strut pixel;')
+  assert '--strut1' in lines[0] and '--struts' in lines[0], lines[0]
+  assert os.listdir(tmp_path) == []
+
+
+def test_cli_three_strut_model_takes_struts(strut_runs, tmp_path):
+  out = tmp_path / 'out'
+  result = _infer_cli(f'--model_path={strut_runs[3]}', '--durability=1.4', '--mass=2.14',
+                      '--struts=1,2,3; 4,5,6;7,8,9', '--num_gen_image=2', '--device=cpu',
+                      f'--gen_img_path={out}')
+  assert result.returncode == 0, result.stderr
+  rows = _read_manifest(out)
+  assert [(_rgb(r['strut1']), _rgb(r['strut2']), _rgb(r['strut3'])) for r in rows] == \
+      [((1, 2, 3), (4, 5, 6), (7, 8, 9))] * 2
+  assert _strut_pixels([out / r['file'] for r in rows], [(7, 11), (5, 14), (2, 3)]) == \
+      [[(1, 2, 3), (4, 5, 6), (7, 8, 9)]] * 2
+
+
+@pytest.mark.parametrize('kwargs, pixels', [
+    ({}, [(255, 255, 255)] * 3),
+    ({'struts': ('1,2,3',)}, [(1, 2, 3), (255, 255, 255), (255, 255, 255)]),
+    ({'struts': (None, '1,2,3')}, [(255, 255, 255), (1, 2, 3), (255, 255, 255)]),
+    ({'strut_list': '1,2,3;4,5,6;'}, [(1, 2, 3), (4, 5, 6), (255, 255, 255)]),
+], ids=['none_given', 'strut1', 'strut2', 'two_of_three'])
+def test_struts_not_given_are_white(strut_runs, tmp_path, kwargs, pixels):
+  _, files = _generate(strut_runs[3], tmp_path / 'out', num=1, **{'struts': (), **kwargs})
+  assert _strut_pixels(files, [(7, 11), (5, 14), (2, 3)]) == [pixels]
+
+
+@pytest.mark.parametrize('kwargs, fragments', [
+    ({'strut_list': '0,0,0;1,1,1;2,2,2;3,3,3'}, ['--struts gives 4 colours', '3 strut pixels']),
+    ({'strut_list': '0,0,0;1,1;2,2,2'}, ['--struts=', 'colour 2', "'1,1'", 'three integers']),
+    ({'strut_list': ''}, ['--struts', 'colour 1', 'three integers']),
+    ({'strut_list': '0,0,0', 'struts': ('1,1,1',)}, ['--struts', '--strut1', 'not both']),
+], ids=['too_many', 'bad_colour', 'empty', 'both'])
+def test_bad_struts_are_refused(strut_runs, tmp_path, kwargs, fragments):
+  with pytest.raises(DesignGanError) as info:
+    _generate(strut_runs[3], tmp_path / 'out', **{'struts': (), **kwargs})
+  _assert_names_problem(str(info.value), fragments)
+  assert os.listdir(tmp_path) == []
