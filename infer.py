@@ -32,7 +32,8 @@ flags.DEFINE_string('struts', None, "RGB of every strut pixel in order, 'r,g,b;r
                     'model with any number of struts (instead of --strut1/--strut2). A strut '
                     'whose colour is not given is 255,255,255; a colour beyond the model\'s '
                     'strut count is an error.')
-flags.DEFINE_integer('num_gen_image', 10, 'Designs to generate (per condition with --sweep).')
+flags.DEFINE_integer('num_gen_image', 10, 'Designs to generate (per condition with --sweep); at '
+                     'most 100,000 in all. Progress goes to stderr above 10,000.')
 flags.DEFINE_string('gen_img_path', None, 'Output directory; default <run>/inference_output.')
 flags.DEFINE_string('device', 'auto', 'cpu | gpu (alias cuda) | auto (a GPU when present).')
 flags.DEFINE_integer('seed', 0, 'Noise seed: the same seed gives the same designs.')
@@ -55,7 +56,8 @@ def main(argv):
         model_path=f.model_path, step=f.step, durability=f.durability, mass=f.mass,
         struts=[f[n].value if f[n].present else None for n in ('strut1', 'strut2')],
         strut_list=f.struts, num=f.num_gen_image, out_dir=f.gen_img_path,
-        device=f.device, seed=f.seed, grid=f.grid, sweep=f.sweep)
+        device=f.device, seed=f.seed, grid=f.grid, sweep=f.sweep,
+        progress=lambda line: print(line, file=sys.stderr, flush=True))
   except DesignGanError as e:
     print(f'error: {e}', file=sys.stderr)
     if isinstance(e, checkpoints.CheckpointError):

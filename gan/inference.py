@@ -128,11 +128,29 @@ def fixed_pixels(model: TrainedModel, strut_colors: Sequence[Sequence[int]]) -> 
   return data.fixed_pixel_images(colors, model.spec.layout)[0]
 
 
-def generate(model: TrainedModel, durability_idx, mass_idx, fixed, seed: int) -> np.ndarray:
+def generate(model: TrainedModel, durability_idx, mass_idx, fixed, seed: int,
+             chunk_size: Optional[int] = None,
+             progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
   """uint8 designs (N, full_H, full_W, 3) for per-design class indices (N,) and fixed-pixel
-  images (N, H, W, 3); strut pixels exactly the requested colours; deterministic in `seed`."""
+  images (N, H, W, 3); strut pixels exactly the requested colours; deterministic in `seed`.
+
+  With `chunk_size`, generates that many at a time (the float intermediates of only one chunk
+  are held) and calls progress(done, N) after each chunk; the noise is drawn for all N at once,
+  so the designs are those of one batch."""
   durability_idx = np.asarray(durability_idx, np.int32)
-  z = jax.random.normal(jax.random.PRNGKey(seed), (len(durability_idx), model.config.zdim))
-  images = model.sample_fn(*step.sampling_params(model.state), z, durability_idx,
-                           np.asarray(mass_idx, np.int32), np.asarray(fixed, np.float32))
-  return model.spec.layout.to_full(data.denormalize(np.asarray(images)))
+  mass_idx = np.asarray(mass_idx, np.int32)
+  n = len(durability_idx)
+  z = jax.random.normal(jax.random.PRNGKey(seed), (n, model.config.zdim))
+  chunk_size = chunk_size or max(n, 1)
+  designs = None
+  for start in range(0, n, chunk_size):
+    part = slice(start, start + chunk_size)
+    images = model.sample_fn(*step.sampling_params(model.state), z[part], durability_idx[part],
+                             mass_idx[part], np.asarray(fixed[part], np.float32))
+    chunk = model.spec.layout.to_full(data.denormalize(np.asarray(images)))
+    if designs is None:
+      designs = np.empty((n,) + chunk.shape[1:], chunk.dtype)
+    designs[part] = chunk
+    if progress is not None:
+      progress(min(n, start + chunk_size), n)
+  return designs

@@ -15,7 +15,7 @@ import os
 import re
 import shutil
 import tempfile
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -27,6 +27,10 @@ from gan import summaries
 from gan.errors import DataError, DesignGanError
 
 GRID_COLUMNS = 10
+# One request writes at most this many designs, each a file in one directory; generating
+# 120,000 at once peaked at 2.3 GB of memory; in chunks of CHUNK_SIZE, 96,000 peak at 0.7 GB.
+MAX_DESIGNS = 100_000
+CHUNK_SIZE = 10_000  # designs generated (and written) between progress reports
 STRUT_DEFAULT = (255, 255, 255)  # the colour of a strut pixel whose colour is not given
 MANIFEST = 'manifest.csv'
 GRID = 'grid.png'
@@ -110,19 +114,29 @@ def _class_indices(model, durability, mass, sweep: bool):
 
 def run(*, model_path: str, step: Optional[int], durability, mass,
         struts: Sequence[Optional[str]] = (), strut_list: Optional[str] = None, num: int,
-        out_dir: Optional[str], device: str, seed: int, grid: bool, sweep: bool):
+        out_dir: Optional[str], device: str, seed: int, grid: bool, sweep: bool,
+        progress: Optional[Callable[[str], None]] = None):
   """Generates and writes the designs; returns (output directory, written design paths).
 
   struts[i] is the colour of strut pixel i + 1 ('r,g,b'; None or left out: STRUT_DEFAULT), or
-  strut_list gives them all, 'r,g,b;r,g,b;...'; the model's strut count decides how many."""
+  strut_list gives them all, 'r,g,b;r,g,b;...'; the model's strut count decides how many.
+  A request of more than CHUNK_SIZE designs reports its progress in lines to `progress`."""
   given = _given_struts(struts, strut_list)
-  if num < 1:
-    raise DesignGanError(f'--num_gen_image must be a positive number, got {num}')
+  if not 1 <= num <= MAX_DESIGNS:
+    raise DesignGanError(f'--num_gen_image must be a number of designs from 1 to '
+                         f'{MAX_DESIGNS:,}, got {num}')
   out_dir = _output_dir(out_dir, model_path, step)  # before the model loads: known at once
   dev = inference.select_device(device)
   model = inference.load(model_path, step, dev)
   colors = _strut_colors(len(model.spec.layout.strut_positions), given)
   pairs = _class_indices(model, durability, mass, sweep)
+  if len(pairs) * num > MAX_DESIGNS:
+    raise DesignGanError(
+        f'--sweep --num_gen_image={num} asks for {len(pairs) * num:,} designs ({num} for each of '
+        f'the {len(pairs)} class pairs); one request writes at most {MAX_DESIGNS:,} files (memory '
+        f'and one directory), so give --num_gen_image={MAX_DESIGNS // len(pairs)} or less, or '
+        'request pairs one at a time with --durability and --mass')
+  report = _progress_reporter(progress, len(pairs) * num)
   d_idx = np.repeat([p[0] for p in pairs], num).astype(np.int32)
   m_idx = np.repeat([p[1] for p in pairs], num).astype(np.int32)
   spec = model.spec
@@ -133,8 +147,13 @@ def run(*, model_path: str, step: Optional[int], durability, mass,
   _replaced_outputs(out_dir, names + [MANIFEST] + ([GRID] if grid else []))  # refused early
   fixed = inference.fixed_pixels(model, colors)
   designs = inference.generate(model, d_idx, m_idx, np.broadcast_to(fixed, (len(d_idx),)
-                                                                    + fixed.shape), seed)
-  measured = oracle.measure(designs) if model.oracle_applies else None
+                                                                    + fixed.shape), seed,
+                               CHUNK_SIZE, report and (lambda k, n: report('generated', k)))
+  measured = None
+  if model.oracle_applies:  # in chunks: it holds several float64 copies of what it measures
+    parts = [oracle.measure(designs[i:i + CHUNK_SIZE]) for i in range(0, len(designs),
+                                                                       CHUNK_SIZE)]
+    measured = tuple(np.concatenate(p) for p in zip(*parts))
   grid_image = None
   if grid:
     if sweep:
@@ -143,13 +162,23 @@ def run(*, model_path: str, step: Optional[int], durability, mass,
     else:
       grid_image = summaries.design_grid(_rows(designs, GRID_COLUMNS))
   with _staging(out_dir) as tmp:
-    for name, image in zip(names, designs):
+    for i, (name, image) in enumerate(zip(names, designs)):
       images_lib.write_rgb(os.path.join(tmp, name), image, atomic=False)
+      if report and ((i + 1) % CHUNK_SIZE == 0 or i + 1 == len(names)):
+        report('wrote', i + 1)
     _write_manifest(os.path.join(tmp, MANIFEST), names, d_val, m_val, colors, seed,
                     measured, spec)
     if grid_image is not None:
       images_lib.write_rgb(os.path.join(tmp, GRID), grid_image, atomic=False)
   return out_dir, [os.path.join(out_dir, n) for n in names]
+
+
+def _progress_reporter(progress, total: int):
+  """report(verb, done) writing 'generated 10,000 of 120,000 designs' lines to `progress`;
+  None for a request of at most CHUNK_SIZE designs (quick) or without `progress`."""
+  if progress is None or total <= CHUNK_SIZE:
+    return None
+  return lambda verb, done: progress(f'{verb} {done:,} of {total:,} designs')
 
 
 def _output_dir(out_dir: Optional[str], model_path: str, step: Optional[int]) -> str:

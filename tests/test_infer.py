@@ -861,3 +861,44 @@ def test_bad_struts_are_refused(strut_runs, tmp_path, kwargs, fragments):
     _generate(strut_runs[3], tmp_path / 'out', **{'struts': (), **kwargs})
   _assert_names_problem(str(info.value), fragments)
   assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Large requests
+
+
+def test_too_many_designs_are_refused_before_loading(one_strut_run, tmp_path, monkeypatch):
+  _never_load(monkeypatch)
+  with pytest.raises(DesignGanError, match=r'--num_gen_image .* from 1 to 100,000, got 100001'):
+    _generate(one_strut_run, tmp_path / 'out', struts=(), num=100_001)
+  assert os.listdir(tmp_path) == []
+
+
+def test_a_sweep_of_too_many_designs_is_refused_before_generating(one_strut_run, tmp_path):
+  """834 for each of the 120 pairs is 100,080 designs: the message says how many fit."""
+  with pytest.raises(DesignGanError) as info:
+    _generate(one_strut_run, tmp_path / 'out', struts=(), num=834, durability=None, mass=None,
+              sweep=True)
+  _assert_names_problem(str(info.value), ['100,080 designs', '120 class pairs', '100,000',
+                                          '--num_gen_image=833'])
+  assert os.listdir(tmp_path) == []
+
+
+def test_a_large_request_is_generated_in_chunks_and_reports_progress(one_strut_run, tmp_path,
+                                                                      monkeypatch):
+  """Above CHUNK_SIZE designs, a line per chunk generated and written; the designs are those of
+  one batch (the noise does not depend on the chunk size)."""
+  _generate(one_strut_run, tmp_path / 'whole', struts=(), num=10)
+  monkeypatch.setattr(inference_output, 'CHUNK_SIZE', 4)
+  lines = []
+  _generate(one_strut_run, tmp_path / 'chunked', struts=(), num=10, progress=lines.append)
+  assert lines == [f'{verb} {k} of 10 designs' for verb in ('generated', 'wrote')
+                   for k in (4, 8, 10)]
+  whole, chunked = _read_bytes(tmp_path / 'whole'), _read_bytes(tmp_path / 'chunked')
+  assert whole.keys() == chunked.keys()
+  for name in _bmp_names(tmp_path / 'whole'):
+    np.testing.assert_allclose(images_lib.read_rgb(str(tmp_path / 'chunked' / name)),
+                               images_lib.read_rgb(str(tmp_path / 'whole' / name)), atol=1)
+  lines.clear()
+  _generate(one_strut_run, tmp_path / 'small', struts=(), num=4, progress=lines.append)
+  assert lines == []  # a request of at most CHUNK_SIZE designs is quick: no progress
