@@ -11,13 +11,13 @@ as many strut colours as strut pixels: --strut1/--strut2, or --struts for any nu
 in gan/inference.py and gan/inference_output.py.
 """
 
+import os
 import sys
 
 from absl import app
 from absl import flags
 from absl import logging as absl_logging
 
-from gan import checkpoints
 from gan.errors import DesignGanError
 
 flags.DEFINE_string('model_path', None, 'Training run directory (log_path), its checkpoints/ '
@@ -45,9 +45,31 @@ flags.mark_flag_as_required('model_path')
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  try:
+    out_dir, files = _infer()
+  except KeyboardInterrupt as e:
+    # The outputs are staged and moved in at the end (a Ctrl-C during the move waits for it):
+    # an interrupted request has written nothing unless the exception says otherwise.
+    _exit_interrupted(str(e) or 'nothing written')
+  try:
+    print(f'wrote {len(files)} designs and manifest.csv to {out_dir}')
+  except KeyboardInterrupt:
+    _exit_interrupted(f'the designs had already been written to {out_dir}')
+
+
+def _exit_interrupted(outcome: str):
+  """Ctrl-C: one line saying what was written, exit status 130 (as train.py)."""
+  print(f'interrupted: {outcome}', file=sys.stderr)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(130)  # pylint: disable=protected-access  (orbax reads may be pending: no shutdown)
+
+
+def _infer():
   # orbax logs every file it reads at INFO, and warns about a damaged step (from a background
   # thread) before the one-line error that says the same
   absl_logging.set_verbosity(absl_logging.ERROR)
+  from gan import checkpoints  # pylint: disable=import-outside-toplevel  (jax: seconds)
   checkpoints.silence_abandoned_checkpoint_reads()
   from gan import inference_output  # pylint: disable=import-outside-toplevel
   f = flags.FLAGS
@@ -63,7 +85,7 @@ def main(argv):
     if isinstance(e, checkpoints.CheckpointError):
       checkpoints.exit_after_error()  # outputs are only staged after a successful load
     sys.exit(1)
-  print(f'wrote {len(files)} designs and manifest.csv to {out_dir}')
+  return out_dir, files
 
 
 if __name__ == '__main__':

@@ -10,11 +10,14 @@ grid.png is someone else's, or that holds a file of the name of an output, is re
 anything is generated, so no file this module did not write is ever replaced or removed.
 """
 
+import contextlib
 import csv
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -223,13 +226,21 @@ def _write_manifest(path, names, d_val, m_val, colors, seed, measured, spec):
 
 
 class _staging:
-  """Context manager: a temporary directory whose files move into `out_dir` on success."""
+  """Context manager: a temporary directory whose files move into `out_dir` on success. On
+  failure or Ctrl-C, the temporary directory and the directories made for it are removed: the
+  request leaves nothing. A Ctrl-C while the files move in and the temporary directory goes waits
+  for them; after a completed move it raises KeyboardInterrupt saying the designs were written."""
 
   def __init__(self, out_dir: str):
     self.out_dir = out_dir
 
   def __enter__(self):
     parent = os.path.dirname(self.out_dir)
+    self.made = []  # the directories that did not exist, deepest first
+    d = self.out_dir
+    while not os.path.exists(d):
+      self.made.append(d)
+      d = os.path.dirname(d)
     try:
       os.makedirs(parent, exist_ok=True)
       self.tmp = tempfile.mkdtemp(prefix='.inference-', dir=parent)
@@ -238,11 +249,23 @@ class _staging:
     return self.tmp
 
   def __exit__(self, exc_type, exc, tb):
-    try:
-      if exc_type is None:
-        self._move_in()
-    finally:
-      shutil.rmtree(self.tmp, ignore_errors=True)
+    moved = False
+    with _sigint_deferred() as interrupted:
+      try:
+        if exc_type is None:
+          self._move_in()
+          moved = True
+      finally:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        if not moved:
+          for d in self.made:  # empty unless the move failed part-way
+            try:
+              if os.path.isdir(d):
+                os.rmdir(d)
+            except OSError:
+              break
+    if interrupted:
+      raise KeyboardInterrupt(f'the designs had already been written to {self.out_dir}')
     return False
 
   def _move_in(self):
@@ -257,6 +280,21 @@ class _staging:
         os.remove(os.path.join(self.out_dir, name))
     except OSError as e:
       raise DesignGanError(f'cannot write to {self.out_dir}: {e}') from None
+
+
+@contextlib.contextmanager
+def _sigint_deferred():
+  """Within the block, Ctrl-C (SIGINT) is held back; yields a list that is non-empty after the
+  block when one came. Only in the main thread (elsewhere signals go to the main thread)."""
+  received = []
+  if threading.current_thread() is not threading.main_thread():
+    yield received
+    return
+  previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+  try:
+    yield received
+  finally:
+    signal.signal(signal.SIGINT, previous)
 
 
 def _replaced_outputs(out_dir: str, names: Sequence[str]) -> set:

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -902,3 +903,65 @@ def test_a_large_request_is_generated_in_chunks_and_reports_progress(one_strut_r
   lines.clear()
   _generate(one_strut_run, tmp_path / 'small', struts=(), num=4, progress=lines.append)
   assert lines == []  # a request of at most CHUNK_SIZE designs is quick: no progress
+
+
+# ---------------------------------------------------------------------------------------------
+# Ctrl-C
+
+
+def test_cli_ctrl_c_is_one_line_and_leaves_nothing(one_strut_run, tmp_path):
+  """SIGINT while a large request generates: `interrupted: nothing written`, exit status 130, no
+  traceback, and neither the output directory nor a staging directory is left."""
+  out = tmp_path / 'parent' / 'out'
+  args = [sys.executable, 'infer.py', f'--model_path={one_strut_run}', '--sweep',
+          '--num_gen_image=150', '--device=cpu', f'--gen_img_path={out}']
+  with subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        text=True) as proc:
+    seen = []
+    for line in proc.stderr:  # the first chunk's progress line: loaded and generating
+      seen.append(line)
+      if line.startswith('generated 10,000 of 18,000'):
+        break
+    proc.send_signal(signal.SIGINT)
+    out_text, err = proc.communicate(timeout=CLI_TIMEOUT_S)
+  err = ''.join(seen) + err
+  assert proc.returncode == 130, err
+  assert 'Traceback' not in err and 'KeyboardInterrupt' not in err, err
+  assert err.strip().splitlines()[-1] == 'interrupted: nothing written', err
+  assert 'wrote' not in out_text
+  assert not os.path.exists(tmp_path / 'parent'), os.listdir(tmp_path / 'parent')
+
+
+def test_ctrl_c_while_writing_leaves_nothing(one_strut_run, tmp_path, monkeypatch):
+  """A KeyboardInterrupt while the designs are staged removes the staging directory and the
+  directories made for it."""
+  write = images_lib.write_rgb
+  count = []
+
+  def interrupting_write(path, image, **kwargs):
+    count.append(path)
+    if len(count) == 3:
+      raise KeyboardInterrupt
+    write(path, image, **kwargs)
+
+  monkeypatch.setattr(inference_output.images_lib, 'write_rgb', interrupting_write)
+  with pytest.raises(KeyboardInterrupt):
+    _generate(one_strut_run, tmp_path / 'a' / 'b' / 'out', struts=(), num=5)
+  assert os.listdir(tmp_path) == []
+
+
+def test_ctrl_c_while_moving_in_waits_and_says_so(one_strut_run, tmp_path, monkeypatch):
+  """A SIGINT while the staged files move in waits for the move, then says they were written."""
+  replace = os.replace
+
+  def replace_then_sigint(src, dst):
+    replace(src, dst)
+    os.kill(os.getpid(), signal.SIGINT)
+
+  monkeypatch.setattr(inference_output.os, 'replace', replace_then_sigint)
+  out = tmp_path / 'out'
+  with pytest.raises(KeyboardInterrupt, match=f'already been written to {out}'):
+    _generate(one_strut_run, out, struts=(), num=3)
+  monkeypatch.undo()
+  assert len(_bmp_names(out)) == 3 and len(_read_manifest(out)) == 3
+  assert os.listdir(tmp_path) == ['out']
