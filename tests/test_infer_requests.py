@@ -1,0 +1,328 @@
+"""Tests of what one infer.py request may write, and for which models (gan/inference_output.py):
+models with other than two strut pixels, output directories holding files infer.py did not
+write, read-only directories, requests too large for memory, and Ctrl-C. They use two tiny runs
+(1 and 3 strut pixels) trained by one worker process, cheaper than tests/test_infer.py's twelve.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gan import images as images_lib
+from gan import inference_output
+from gan.errors import DesignGanError
+from tests.infer_helpers import (CLI_TIMEOUT_S, ENV, FULL_SHAPE, REPO, TINY, TRAIN_ENV,
+                                 TRAIN_TIMEOUT_S, TRAIN_WORKER, assert_names_problem, bmp_names,
+                                 generate, infer_cli, read_bytes, read_manifest, rgb)
+
+
+@pytest.fixture(scope='module')
+def strut_runs(small_design_dir, tmp_path_factory):
+  """{number of strut pixels: log_path} of two tiny default-family runs with 1 and 3 strut
+  pixels, trained by one worker process (about 25 s); cheaper than `runs` for tests that need
+  any model."""
+  base = tmp_path_factory.mktemp('strut_runs')
+  positions = {1: '7,11', 3: '7,11;5,14;2,3'}
+  overrides = [dict(TINY, data_path=small_design_dir, strut_positions=p,
+                    log_path=str(base / f'struts{k}')) for k, p in positions.items()]
+  result = subprocess.run([sys.executable, '-c', TRAIN_WORKER, json.dumps(overrides)], cwd=REPO,
+                          env=TRAIN_ENV, capture_output=True, text=True, timeout=TRAIN_TIMEOUT_S,
+                          check=False)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+  return {k: o['log_path'] for k, o in zip(positions, overrides)}
+
+
+@pytest.fixture(scope='module')
+def one_strut_run(strut_runs):
+  """A tiny run whose layout has a single strut pixel, (7, 11)."""
+  return strut_runs[1]
+
+
+def _snapshot(directory) -> dict:
+  """{name: bytes} of every file in `directory`."""
+  return {n: (directory / n).read_bytes() for n in sorted(os.listdir(directory))}
+
+
+def test_someone_elses_manifest_and_designs_are_never_replaced(one_strut_run, tmp_path):
+  """A directory with a user's BMPs and a manifest.csv that infer.py did not write (other
+  columns) is refused before anything is generated, naming the manifest: nothing is deleted."""
+  out = tmp_path / 'mine'
+  out.mkdir()
+  names = [f'design_{i}.bmp' for i in range(5)]
+  for name in names:
+    images_lib.write_rgb(str(out / name), np.full(FULL_SHAPE, 7, np.uint8))
+  (out / 'manifest.csv').write_text('file,note\n' + ''.join(f'{n},kept\n' for n in names))
+  before = _snapshot(out)
+  with pytest.raises(DesignGanError, match=r'holds manifest.csv, which infer.py did not write'
+                     r'.*--gen_img_path') as info:
+    generate(one_strut_run, out, struts=('0,0,0',), num=2, mass=2.14)
+  assert '\n' not in str(info.value)
+  assert _snapshot(out) == before
+  assert sorted(os.listdir(tmp_path)) == ['mine']  # no staging directory left behind
+
+
+@pytest.mark.parametrize('grid', [False, True])
+def test_someone_elses_grid_png_is_never_replaced(one_strut_run, tmp_path, grid):
+  """grid.png in a directory without a manifest of infer.py's is the user's: refused whether or
+  not --grid asks for one (a run without --grid used to delete it)."""
+  out = tmp_path / 'out'
+  out.mkdir()
+  (out / 'grid.png').write_bytes(b'my grid')
+  with pytest.raises(DesignGanError, match='holds grid.png'):
+    generate(one_strut_run, out, struts=('0,0,0',), num=2, grid=grid)
+  assert _snapshot(out) == {'grid.png': b'my grid'}
+
+
+def test_a_file_named_like_a_new_design_is_not_overwritten(one_strut_run, tmp_path):
+  """Files an earlier request's manifest does not list are not replaced, even beside one."""
+  out = tmp_path / 'out'
+  generate(one_strut_run, out, struts=('0,0,0',), num=2)
+  (out / '1.4_2.14_002.bmp').write_bytes(b'mine')
+  before = _snapshot(out)
+  with pytest.raises(DesignGanError, match=r'holds 1\.4_2\.14_002\.bmp,'):
+    generate(one_strut_run, out, struts=('0,0,0',), num=3)
+  assert _snapshot(out) == before
+
+
+def test_files_infer_does_not_write_stay(one_strut_run, tmp_path):
+  """Other files (no manifest, no clash) stay through a first and a second request; the second
+  replaces only the first one's outputs."""
+  out = tmp_path / 'out'
+  out.mkdir()
+  (out / 'design_0.bmp').write_bytes(b'mine')
+  (out / 'notes.txt').write_text('mine')
+  generate(one_strut_run, out, struts=('0,0,0',), num=3, grid=True)
+  _, files = generate(one_strut_run, out, struts=('0,0,0',), num=1, mass=2.24)
+  assert sorted(os.listdir(out)) == sorted([os.path.basename(files[0]), 'manifest.csv',
+                                            'design_0.bmp', 'notes.txt'])
+  assert (out / 'design_0.bmp').read_bytes() == b'mine'
+
+
+def _not_writable(monkeypatch, directory):
+  """os.access says `directory` cannot be written (as for a non-root user after chmod a-w)."""
+  access = os.access
+  monkeypatch.setattr(os, 'access', lambda path, mode, **kw: (
+      False if os.path.abspath(path) == str(directory) and mode & os.W_OK
+      else access(path, mode, **kw)))
+
+
+def _never_load(monkeypatch):
+  def load(*args, **kwargs):
+    raise AssertionError('the model was loaded before the output directory was checked')
+  monkeypatch.setattr(inference_output.inference, 'load', load)
+
+
+def test_a_read_only_run_directory_fails_before_loading(one_strut_run, tmp_path, monkeypatch):
+  """The default output directory under a run directory that cannot be written: one error naming
+  --gen_img_path, before the model loads."""
+  model = shutil.copytree(one_strut_run, tmp_path / 'model')
+  _not_writable(monkeypatch, model)
+  _never_load(monkeypatch)
+  with pytest.raises(DesignGanError, match=r'default output directory .*inference_output cannot '
+                     r'be created: .* not writable; .* with --gen_img_path$'):
+    generate(model, None, struts=('0,0,0',))
+  assert not os.path.exists(os.path.join(model, 'inference_output'))
+
+
+def test_an_output_directory_in_a_read_only_directory_fails_before_loading(one_strut_run,
+                                                                          tmp_path, monkeypatch):
+  """The outputs are staged beside the output directory: a writable one in a directory that
+  cannot be written fails at once too."""
+  out = tmp_path / 'parent' / 'out'
+  out.mkdir(parents=True)
+  _not_writable(monkeypatch, tmp_path / 'parent')
+  _never_load(monkeypatch)
+  with pytest.raises(DesignGanError, match=r'--gen_img_path .*out cannot be written: its directory'
+                     r' .*parent is not writable'):
+    generate(one_strut_run, out, struts=('0,0,0',))
+def test_cli_someone_elses_manifest_is_one_error_line(one_strut_run, tmp_path):
+  out = tmp_path / 'mine'
+  out.mkdir()
+  (out / 'a.bmp').write_bytes(b'mine')
+  (out / 'manifest.csv').write_text('file,note\na.bmp,x\n')
+  before = _snapshot(out)
+  result = infer_cli(f'--model_path={one_strut_run}', '--durability=1.4', '--mass=2.14',
+                      '--strut1=0,0,0', '--num_gen_image=2', '--device=cpu',
+                      f'--gen_img_path={out}')
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 1 and len(lines) == 1, result.stderr
+  assert lines[0].startswith('error: ') and 'manifest.csv' in lines[0], result.stderr
+  assert _snapshot(out) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Models with other than two struts
+
+
+def _strut_pixels(files, positions):
+  """[[RGB of each strut pixel] for each design file]."""
+  return [[tuple(images_lib.read_rgb(p)[r, c]) for r, c in positions] for p in files]
+
+
+def test_cli_one_strut_model_takes_strut1_alone(one_strut_run, tmp_path):
+  """--strut1 alone on a one-strut model (--strut2's default does not count as given)."""
+  out = tmp_path / 'out'
+  result = infer_cli(f'--model_path={one_strut_run}', '--durability=1.4', '--mass=2.14',
+                      '--strut1=1,2,3', '--num_gen_image=2', '--device=cpu',
+                      f'--gen_img_path={out}')
+  assert result.returncode == 0, result.stderr
+  rows = read_manifest(out)
+  assert list(rows[0]) == ['file', 'durability', 'mass', 'strut1', 'seed',
+                           'measured_durability', 'measured_mass']
+  assert _strut_pixels([out / r['file'] for r in rows], [(7, 11)]) == [[(1, 2, 3)]] * 2
+
+
+def test_cli_a_strut_beyond_the_models_is_one_error_line(one_strut_run, tmp_path):
+  result = infer_cli(f'--model_path={one_strut_run}', '--durability=1.4', '--mass=2.14',
+                      '--strut2=255,255,255', '--device=cpu', f'--gen_img_path={tmp_path / "o"}')
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 1 and len(lines) == 1, result.stderr
+  assert lines[0].startswith('error: --strut2 was given but this model has 1 strut pixel;')
+  assert '--strut1' in lines[0] and '--struts' in lines[0], lines[0]
+  assert os.listdir(tmp_path) == []
+
+
+def test_cli_three_strut_model_takes_struts(strut_runs, tmp_path):
+  out = tmp_path / 'out'
+  result = infer_cli(f'--model_path={strut_runs[3]}', '--durability=1.4', '--mass=2.14',
+                      '--struts=1,2,3; 4,5,6;7,8,9', '--num_gen_image=2', '--device=cpu',
+                      f'--gen_img_path={out}')
+  assert result.returncode == 0, result.stderr
+  rows = read_manifest(out)
+  assert [(rgb(r['strut1']), rgb(r['strut2']), rgb(r['strut3'])) for r in rows] == \
+      [((1, 2, 3), (4, 5, 6), (7, 8, 9))] * 2
+  assert _strut_pixels([out / r['file'] for r in rows], [(7, 11), (5, 14), (2, 3)]) == \
+      [[(1, 2, 3), (4, 5, 6), (7, 8, 9)]] * 2
+
+
+@pytest.mark.parametrize('kwargs, pixels', [
+    ({}, [(255, 255, 255)] * 3),
+    ({'struts': ('1,2,3',)}, [(1, 2, 3), (255, 255, 255), (255, 255, 255)]),
+    ({'struts': (None, '1,2,3')}, [(255, 255, 255), (1, 2, 3), (255, 255, 255)]),
+    ({'strut_list': '1,2,3;4,5,6;'}, [(1, 2, 3), (4, 5, 6), (255, 255, 255)]),
+], ids=['none_given', 'strut1', 'strut2', 'two_of_three'])
+def test_struts_not_given_are_white(strut_runs, tmp_path, kwargs, pixels):
+  _, files = generate(strut_runs[3], tmp_path / 'out', num=1, **{'struts': (), **kwargs})
+  assert _strut_pixels(files, [(7, 11), (5, 14), (2, 3)]) == [pixels]
+
+
+@pytest.mark.parametrize('kwargs, fragments', [
+    ({'strut_list': '0,0,0;1,1,1;2,2,2;3,3,3'}, ['--struts gives 4 colours', '3 strut pixels']),
+    ({'strut_list': '0,0,0;1,1;2,2,2'}, ['--struts=', 'colour 2', "'1,1'", 'three integers']),
+    ({'strut_list': ''}, ['--struts', 'colour 1', 'three integers']),
+    ({'strut_list': '0,0,0', 'struts': ('1,1,1',)}, ['--struts', '--strut1', 'not both']),
+], ids=['too_many', 'bad_colour', 'empty', 'both'])
+def test_bad_struts_are_refused(strut_runs, tmp_path, kwargs, fragments):
+  with pytest.raises(DesignGanError) as info:
+    generate(strut_runs[3], tmp_path / 'out', **{'struts': (), **kwargs})
+  assert_names_problem(str(info.value), fragments)
+  assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Large requests
+
+
+def test_too_many_designs_are_refused_before_loading(one_strut_run, tmp_path, monkeypatch):
+  _never_load(monkeypatch)
+  with pytest.raises(DesignGanError, match=r'--num_gen_image .* from 1 to 100,000, got 100001'):
+    generate(one_strut_run, tmp_path / 'out', struts=(), num=100_001)
+  assert os.listdir(tmp_path) == []
+
+
+def test_a_sweep_of_too_many_designs_is_refused_before_generating(one_strut_run, tmp_path):
+  """834 for each of the 120 pairs is 100,080 designs: the message says how many fit."""
+  with pytest.raises(DesignGanError) as info:
+    generate(one_strut_run, tmp_path / 'out', struts=(), num=834, durability=None, mass=None,
+              sweep=True)
+  assert_names_problem(str(info.value), ['100,080 designs', '120 class pairs', '100,000',
+                                          '--num_gen_image=833'])
+  assert os.listdir(tmp_path) == []
+
+
+def test_a_large_request_is_generated_in_chunks_and_reports_progress(one_strut_run, tmp_path,
+                                                                      monkeypatch):
+  """Above CHUNK_SIZE designs, a line per chunk generated and written; the designs are those of
+  one batch (the noise does not depend on the chunk size)."""
+  generate(one_strut_run, tmp_path / 'whole', struts=(), num=10)
+  monkeypatch.setattr(inference_output, 'CHUNK_SIZE', 4)
+  lines = []
+  generate(one_strut_run, tmp_path / 'chunked', struts=(), num=10, progress=lines.append)
+  assert lines == [f'{verb} {k} of 10 designs' for verb in ('generated', 'wrote')
+                   for k in (4, 8, 10)]
+  whole, chunked = read_bytes(tmp_path / 'whole'), read_bytes(tmp_path / 'chunked')
+  assert whole.keys() == chunked.keys()
+  for name in bmp_names(tmp_path / 'whole'):
+    np.testing.assert_allclose(images_lib.read_rgb(str(tmp_path / 'chunked' / name)),
+                               images_lib.read_rgb(str(tmp_path / 'whole' / name)), atol=1)
+  lines.clear()
+  generate(one_strut_run, tmp_path / 'small', struts=(), num=4, progress=lines.append)
+  assert lines == []  # a request of at most CHUNK_SIZE designs is quick: no progress
+
+
+# ---------------------------------------------------------------------------------------------
+# Ctrl-C
+
+
+def test_cli_ctrl_c_is_one_line_and_leaves_nothing(one_strut_run, tmp_path):
+  """SIGINT while a large request generates: `interrupted: nothing written`, exit status 130, no
+  traceback, and neither the output directory nor a staging directory is left."""
+  out = tmp_path / 'parent' / 'out'
+  args = [sys.executable, 'infer.py', f'--model_path={one_strut_run}', '--sweep',
+          '--num_gen_image=150', '--device=cpu', f'--gen_img_path={out}']
+  with subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        text=True) as proc:
+    seen = []
+    for line in proc.stderr:  # the first chunk's progress line: loaded and generating
+      seen.append(line)
+      if line.startswith('generated 10,000 of 18,000'):
+        break
+    proc.send_signal(signal.SIGINT)
+    out_text, err = proc.communicate(timeout=CLI_TIMEOUT_S)
+  err = ''.join(seen) + err
+  assert proc.returncode == 130, err
+  assert 'Traceback' not in err and 'KeyboardInterrupt' not in err, err
+  assert err.strip().splitlines()[-1] == 'interrupted: nothing written', err
+  assert 'wrote' not in out_text
+  assert not os.path.exists(tmp_path / 'parent'), os.listdir(tmp_path / 'parent')
+
+
+def test_ctrl_c_while_writing_leaves_nothing(one_strut_run, tmp_path, monkeypatch):
+  """A KeyboardInterrupt while the designs are staged removes the staging directory and the
+  directories made for it."""
+  write = images_lib.write_rgb
+  count = []
+
+  def interrupting_write(path, image, **kwargs):
+    count.append(path)
+    if len(count) == 3:
+      raise KeyboardInterrupt
+    write(path, image, **kwargs)
+
+  monkeypatch.setattr(inference_output.images_lib, 'write_rgb', interrupting_write)
+  with pytest.raises(KeyboardInterrupt):
+    generate(one_strut_run, tmp_path / 'a' / 'b' / 'out', struts=(), num=5)
+  assert os.listdir(tmp_path) == []
+
+
+def test_ctrl_c_while_moving_in_waits_and_says_so(one_strut_run, tmp_path, monkeypatch):
+  """A SIGINT while the staged files move in waits for the move, then says they were written."""
+  replace = os.replace
+
+  def replace_then_sigint(src, dst):
+    replace(src, dst)
+    os.kill(os.getpid(), signal.SIGINT)
+
+  monkeypatch.setattr(inference_output.os, 'replace', replace_then_sigint)
+  out = tmp_path / 'out'
+  with pytest.raises(KeyboardInterrupt, match=f'already been written to {out}'):
+    generate(one_strut_run, out, struts=(), num=3)
+  monkeypatch.undo()
+  assert len(bmp_names(out)) == 3 and len(read_manifest(out)) == 3
+  assert os.listdir(tmp_path) == ['out']
