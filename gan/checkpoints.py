@@ -150,7 +150,7 @@ def _earlier_checkpoints(mngr: ocp.CheckpointManager, epoch: int, hint: str) -> 
     listed = f'{earlier[0]}, ..., {listed}'
   note = (f'; the earlier checkpoint {listed} is kept' if len(earlier) == 1
           else f'; the earlier checkpoints {listed} are kept')
-  return f'{note} ({hint.format(step=earlier[-1])})'
+  return f'{note} ({hint.replace("{step}", str(earlier[-1]))})'  # not format: paths may hold {}
 
 
 def _stored_tree(state_dir: str, where: str):

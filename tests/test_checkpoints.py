@@ -79,6 +79,8 @@ class _Manager:
     ([4, 6], dict(earlier_hint='remove 6 to resume from {step}'),
      '; the earlier checkpoint 4 is kept (remove 6 to resume from 4)'),
     ([6], {}, ''),
+    ([5, 6], dict(earlier_hint='remove /r{x}/6 to resume from {step}'),
+     '; the earlier checkpoint 5 is kept (remove /r{x}/6 to resume from 5)'),  # braces in a path
 ])
 def test_a_damaged_checkpoint_names_the_earlier_ones(monkeypatch, steps, hint, expected):
   """One line a user can act on: which checkpoint, that it is damaged, the cause's first line
