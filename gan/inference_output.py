@@ -264,7 +264,7 @@ class _staging:
                 os.rmdir(d)
             except OSError:
               break
-    if interrupted:
+    if interrupted and moved:  # else the exception in flight (a first Ctrl-C, an error) stands
       raise KeyboardInterrupt(f'the designs had already been written to {self.out_dir}')
     return False
 

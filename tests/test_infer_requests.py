@@ -326,3 +326,27 @@ def test_ctrl_c_while_moving_in_waits_and_says_so(one_strut_run, tmp_path, monke
   monkeypatch.undo()
   assert len(bmp_names(out)) == 3 and len(read_manifest(out)) == 3
   assert os.listdir(tmp_path) == ['out']
+
+
+def test_a_second_ctrl_c_while_cleaning_up_does_not_claim_the_designs_were_written(
+    one_strut_run, tmp_path, monkeypatch):
+  """Ctrl-C while writing, and again while the staged files are removed: still nothing written,
+  and the interrupt says nothing of written designs."""
+  write_rgb = images_lib.write_rgb
+  rmtree = shutil.rmtree
+
+  def interrupted_write(path, image, **kwargs):
+    write_rgb(path, image, **kwargs)
+    raise KeyboardInterrupt
+
+  def rmtree_then_sigint(path, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)
+    rmtree(path, **kwargs)
+
+  monkeypatch.setattr(images_lib, 'write_rgb', interrupted_write)
+  monkeypatch.setattr(inference_output.shutil, 'rmtree', rmtree_then_sigint)
+  with pytest.raises(KeyboardInterrupt) as info:
+    generate(one_strut_run, tmp_path / 'out', struts=(), num=3)
+  monkeypatch.undo()
+  assert 'written' not in str(info.value)
+  assert os.listdir(tmp_path) == []
