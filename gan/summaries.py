@@ -36,6 +36,10 @@ def write_designs(directory: str, prefix: str, designs: np.ndarray) -> list[str]
   parent = os.path.dirname(os.path.abspath(directory))
   os.makedirs(parent, exist_ok=True)
   names = [f'{prefix}_{i}.bmp' for i in range(len(designs))]
+  in_the_way = [n for n in names if os.path.isdir(os.path.join(directory, n))]
+  if in_the_way:
+    raise paths.OutputPathError(f'{directory} holds directories named like the designs it gets '
+                                f'({", ".join(in_the_way[:3])}); remove them')
   tmp = paths.staging_dir(directory)
   try:
     for name, image in zip(names, designs):
@@ -43,16 +47,18 @@ def write_designs(directory: str, prefix: str, designs: np.ndarray) -> list[str]
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
-  if not os.path.isdir(directory):
-    os.rename(tmp, directory)
-  else:
-    ours = re.compile(rf'{re.escape(prefix)}_\d+\.bmp')
-    for name in os.listdir(directory):
-      if ours.fullmatch(name):
-        os.unlink(os.path.join(directory, name))
-    for name in names:
-      os.replace(os.path.join(tmp, name), os.path.join(directory, name))
-    os.rmdir(tmp)
+  try:
+    if not os.path.isdir(directory):
+      os.rename(tmp, directory)
+    else:
+      ours = re.compile(rf'{re.escape(prefix)}_\d+\.bmp')
+      for name in os.listdir(directory):
+        if ours.fullmatch(name) and os.path.isfile(os.path.join(directory, name)):
+          os.unlink(os.path.join(directory, name))
+      for name in names:
+        os.replace(os.path.join(tmp, name), os.path.join(directory, name))
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)  # gone already after the rename
   return [os.path.join(directory, name) for name in names]
 
 

@@ -29,6 +29,7 @@ from gan import checkpoints
 from gan import config as config_lib
 from gan import images
 from gan import losses
+from gan import paths
 from gan import step
 from gan import summaries
 from gan import trainer
@@ -308,6 +309,14 @@ def test_written_designs_replace_the_earlier_ones_and_only_them(tmp_path, monkey
   assert sorted(os.listdir(directory)) == ['fake_0.bmp', 'fake_1.bmp', 'notes.txt']
   np.testing.assert_array_equal(images.read_rgb(os.path.join(directory, 'fake_1.bmp')),
                                 designs[4])
+  os.mkdir(os.path.join(directory, 'fake_9.bmp'))  # in the way of nothing: left alone
+  summaries.write_designs(directory, 'fake', designs[:1])
+  assert sorted(os.listdir(directory)) == ['fake_0.bmp', 'fake_9.bmp', 'notes.txt']
+  os.mkdir(os.path.join(directory, 'fake_2.bmp'))  # in the way of a new design: refused first
+  with pytest.raises(paths.OutputPathError, match='named like the designs it gets .fake_2.bmp'):
+    summaries.write_designs(directory, 'fake', designs[:3])
+  assert sorted(os.listdir(tmp_path / 'output')) == ['fake']
+  assert sorted(os.listdir(directory)) == ['fake_0.bmp', 'fake_2.bmp', 'fake_9.bmp', 'notes.txt']
 
 
 def test_wgan_clips_critic_weight_matrices_only(infogan_wgan_run):
