@@ -42,6 +42,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from typing import Callable, Optional, Sequence
 
 import jax
@@ -363,7 +364,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
   # A KeyboardInterrupt raised inside a callback (JAX's gc callback) is swallowed and the work
   # goes on: the flag still stops it before anything is written.
-  previous, previous_hook = signal.signal(signal.SIGINT, on_sigint), sys.unraisablehook
+  # Signal handlers can only be set from the main thread (main() called from another one: as is).
+  main_thread = threading.current_thread() is threading.main_thread()
+  previous = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
+  previous_hook = sys.unraisablehook
   sys.unraisablehook = on_unraisable
   try:
     if args.json:  # fail before the work, not after it
@@ -389,7 +393,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           '\ninterrupted: no metrics written', file=sys.stderr)
     return 130
   finally:
-    signal.signal(signal.SIGINT, previous)
+    if main_thread:
+      signal.signal(signal.SIGINT, previous)
     sys.unraisablehook = previous_hook
   return 0
 

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -231,6 +232,17 @@ def test_cli_refuses_a_negative_seed_in_one_line(trained_run, capsys):
   assert evaluate.main([f'--model_path={trained_run}', '--seed=-1']) == 1
   err = capsys.readouterr().err
   assert err == 'error: --seed must be a non-negative integer, got -1\n', err
+
+
+def test_main_runs_outside_the_main_thread(tmp_path, capsys):
+  """main() installs its Ctrl-C handler only where Python allows one: in the main thread."""
+  status = []
+  worker = threading.Thread(target=lambda: status.append(
+      evaluate.main([f'--model_path={tmp_path / "missing"}'])))
+  worker.start()
+  worker.join()
+  assert status == [1]
+  assert capsys.readouterr().err.startswith('error: --model_path ')
 
 
 def test_cli_checks_the_json_target_before_evaluating(trained_run, tmp_path, capsys,
