@@ -48,7 +48,6 @@ from loop-free parts: cost(critic_step) x critic_iter + cost(generator_step), ea
 
 import argparse
 import functools
-import importlib.util
 import json
 import os
 import statistics
@@ -58,7 +57,6 @@ from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from configs import default
@@ -109,25 +107,10 @@ DEFAULT_ROWS = tuple(COMBINATIONS) + PRESETS
 
 
 def _load_config_file(path: str):
-  """get_config() of a config file given by path (its imports resolve from the repo root)."""
-  name = os.path.splitext(os.path.basename(path))[0]
-  spec = importlib.util.spec_from_file_location(f'_bench_config_{name}', path)
-  module = importlib.util.module_from_spec(spec)
+  """get_config() of a config file given by path, every field checked before any timing."""
+  config = config_lib.load_config_file(path)
   try:
-    spec.loader.exec_module(module)
-  except Exception as e:  # a broken file is the user's to fix: say which and why
-    raise BenchError(f'config file {path} cannot be loaded: {type(e).__name__}: {e}') from None
-  if not hasattr(module, 'get_config'):
-    raise BenchError(f'config file {path} has no get_config()')
-  try:
-    config = module.get_config()
-  except Exception as e:  # pylint: disable=broad-except
-    raise BenchError(f'config file {path}: get_config() failed: {type(e).__name__}: {e}') from None
-  if not isinstance(config, ml_collections.ConfigDict):
-    raise BenchError(f'config file {path}: get_config() returned a {type(config).__name__}, not '
-                     'an ml_collections.ConfigDict')
-  try:
-    config_lib.resolve(config)  # every field checked before any timing
+    config_lib.resolve(config)
   except DesignGanError as e:
     raise BenchError(f'config file {path}: {e}') from None
   return config

@@ -1,6 +1,7 @@
 """Validation of training configs: every error is one line saying what is allowed, before any
 compilation. `resolve` returns a copy with aliases replaced by canonical names."""
 
+import importlib.util
 import os
 import re
 from typing import Sequence
@@ -154,6 +155,39 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+  """get_config() of a config file given by path (its imports resolve from the repo root, as for
+  --config); a ConfigError saying what is wrong with the file otherwise."""
+  name = os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(f'_designgan_config_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as e:  # pylint: disable=broad-except  (a broken file: say which and why)
+    raise ConfigError(f'config file {path} cannot be loaded: {type(e).__name__}: {e}') from None
+  if not hasattr(module, 'get_config'):
+    raise ConfigError(f'config file {path} has no get_config()')
+  try:
+    config = module.get_config()
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConfigError(f'config file {path}: get_config() failed: {type(e).__name__}: '
+                      f'{e}') from None
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise NotAConfigDictError(path, config)
+  return config
+
+
+class NotAConfigDictError(ConfigError):
+  """A config file's get_config() returned something other than a ConfigDict."""
+
+  def __init__(self, path: str, returned):
+    name = type(returned).__name__
+    what = 'None' if returned is None else f'{"an" if name[0] in "aeiou" else "a"} {name}'
+    self.reason = (f'get_config() returned {what}, not an ml_collections.ConfigDict (start from '
+                   'configs/default.py: c = default.get_config(), then change fields)')
+    super().__init__(f'config file {path}: {self.reason}')
+
+
 def check_against_data(config: ml_collections.ConfigDict, layout) -> None:
   """height / width / input_dim, when given, must agree with the data's training layout."""
   derived = {'height': layout.height, 'width': layout.width,
@@ -230,13 +264,13 @@ def flag_error_message(argv: Sequence[str], error: Exception) -> str:
     return f'--config={config_file}: get_config() failed: {raw.splitlines()[-1].strip()}'
   if isinstance(error, AttributeError) and 'get_config' in text:
     return f'--config={config_file} has no get_config() function returning a ConfigDict'
-  not_a_config = _not_a_config_dict(error)
-  if not_a_config:
-    article = 'an' if not_a_config[0] in 'aeiou' else 'a'
-    returned = 'None' if not_a_config == 'NoneType' else f'{article} {not_a_config}'
-    return (f'--config={config_file}: get_config() returned {returned}; it must return an '
-            'ml_collections.ConfigDict (start from configs/default.py: c = '
-            'default.get_config(), then change fields)')
+  if os.path.isfile(config_file):  # a get_config() that returns no ConfigDict fails anywhere
+    try:
+      load_config_file(config_file)
+    except NotAConfigDictError as e:
+      return f'--config={config_file}: {e.reason}'
+    except ConfigError:
+      pass  # what else is wrong with the file, the checks below name
   if isinstance(error, (AttributeError, KeyError, TypeError)) and overrides:
     lookup = _lookup_error_text(error)
     missing = lookup.splitlines()[0].strip().strip('"\'') if lookup.strip() else ''
@@ -269,18 +303,3 @@ def _lookup_error_text(error: Exception) -> str:
   if isinstance(error, KeyError) and error.args:
     return str(error.args[0])
   return str(error)
-
-
-def _not_a_config_dict(error: Exception) -> str:
-  """The type get_config() returned when the error says the config itself is no ConfigDict (an
-  override looked up on it, or its first use), else ''."""
-  text = _lookup_error_text(error)
-  match = re.match(r"Attribute <class '([\w.]+)'>\.(\w+) does not exist .*Attempting to lookup: "
-                   r'([\w.]+)', text)
-  if match and match.group(3).split('.')[0] == match.group(2):
-    if match.group(3).split('.').count(match.group(2)) == 1:  # else a field's value may have failed
-      return match.group(1)
-  match = re.match(r"'(\w+)' object has no attribute 'to_dict'$", text)
-  if isinstance(error, AttributeError) and match:
-    return match.group(1)
-  return 'NoneType' if text == 'Unexpected None value for flag config' else ''

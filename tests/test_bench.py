@@ -80,7 +80,7 @@ def test_unknown_config_is_one_error_line():
 
 @pytest.mark.parametrize('content, message', [
     (None, 'a Python file ending in .py'),
-    ('def get_config():\n  return 5\n', 'returned a int, not an ml_collections.ConfigDict'),
+    ('def get_config():\n  return 5\n', 'returned an int, not an ml_collections.ConfigDict'),
     ('def get_config():\n  raise ValueError("boom")\n', 'get_config() failed: ValueError: boom'),
     ('import ml_collections\n'
      'def get_config():\n  return ml_collections.ConfigDict({"epochs": 1})\n',

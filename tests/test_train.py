@@ -932,7 +932,7 @@ _BAD_CONFIG_FILES = {
     (['--config=configs/default.py', '--config.epoch=2', '--config.log_path={dir}/run'],
      ["error: --config.epoch: no config field 'epoch' (did you mean epochs?)"]),
     (['--config={dir}/returns_int.py', '--config.log_path={dir}/run'],
-     ['returns_int.py: get_config() returned an int', 'must return an ml_collections.ConfigDict']),
+     ['returns_int.py: get_config() returned an int', 'not an ml_collections.ConfigDict']),
     (['--config={dir}/returns_int.py'], ['returns_int.py: get_config() returned an int']),
     (['--config.gen_hidden_dims.x=3'], ['--config.gen_hidden_dims.x', 'cannot be applied']),
     (['--config.epochs=abc'], ['--config.epochs=abc']),
