@@ -111,9 +111,12 @@ def load(model_path: str, step_: Optional[int] = None, device=None) -> TrainedMo
       raise checkpoints.CheckpointError(f'checkpoint {epoch} in {ckpt_dir} has invalid metadata:'
                                         f' {checkpoints.one_line(e)}') from None
     device = device or jax.devices()[0]
-    with jax.default_device(device):
-      # A freshly initialised state on `device` is the restore target: same tree and device.
-      models, target = step.init(config, spec, spec.layout.strut_mask())
+    with jax.default_device(device):  # the models' constants (the strut mask) too
+      # The restore target: the state's tree, shapes and dtypes, placed on `device`.
+      models, target = step.abstract_init(config, spec, spec.layout.strut_mask())
+      on_device = jax.sharding.SingleDeviceSharding(device)
+      target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=on_device),
+                            target)
       state = checkpoints.restore_state(mngr, epoch, target)
   finally:
     mngr.close()

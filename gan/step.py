@@ -130,18 +130,30 @@ def _not_aux_head(path, leaf) -> bool:
   return losses.is_weight_matrix(path, leaf) and 'aux_head' not in jax.tree_util.keystr(path)
 
 
-def init(config, spec, mask, seed: int | None = None) -> tuple[Models, TrainState]:
-  """Builds the models from a resolved config and the data spec; splits them once. The state is
-  seeded by `seed` (default `config.seed`)."""
-  key = jax.random.PRNGKey(config.seed if seed is None else seed)
-  key, init_key = jax.random.split(key)
-  rngs = nnx.Rngs(params=init_key)
-  shape = spec.layout.shape
-  nd, nm = len(spec.durability), len(spec.mass)
-  gen = networks.build_generator(config, shape, nd, nm, rngs)
-  critic = networks.build_critic(config, shape, nd, nm, rngs)
+def _networks(config, spec, key) -> tuple[nnx.Module, nnx.Module]:
+  """The generator and the critic (with its Q and auxiliary heads), initialised from `key`."""
+  rngs = nnx.Rngs(params=key)
+  shape, nd, nm = spec.layout.shape, len(spec.durability), len(spec.mass)
+  return (networks.build_generator(config, shape, nd, nm, rngs),
+          networks.build_critic(config, shape, nd, nm, rngs))
+
+
+def _split(gen, critic):
+  """((gen_def, critic_def), (gen_params, gen_rest, q_params, critic_params))."""
   gen_def, gen_params, gen_rest = nnx.split(gen, nnx.Param, ...)
   critic_def, q_params, critic_params = nnx.split(critic, _Q, nnx.Param)
+  return (gen_def, critic_def), (gen_params, gen_rest, q_params, critic_params)
+
+
+def _initializer(config, spec, mask):
+  """(Models, state_of): `state_of(key) -> TrainState` is a pure function of the seed's key.
+
+  The graph definitions come from an abstract build (nnx.eval_shape: shapes only, no arrays), so
+  a restore target needs no arrays (`abstract_init`). `init` runs `state_of` eagerly: jitted,
+  XLA fuses the initialisers' arithmetic and rounds some values differently, which would change
+  every earlier run's numbers (and compiling it costs as much as the eager operations do)."""
+  abstract = nnx.eval_shape(lambda: _networks(config, spec, jax.random.PRNGKey(0)))
+  gen_def, critic_def = _split(*abstract)[0]
   # lr_decay_steps counts generator steps; the critic makes critic_iter updates per step.
   gen_lr = learning_rate_schedule(config.learning_rate_gen, config.lr_decay_steps,
                                   config.lr_final_fraction)
@@ -152,20 +164,46 @@ def init(config, spec, mask, seed: int | None = None) -> tuple[Models, TrainStat
                           config.weight_decay)
   critic_tx = make_optimizer(config.optimizer, critic_lr, config.opt_beta1, config.opt_beta2,
                              config.weight_decay)
-  models = Models(gen_def, critic_def, gen_tx, critic_tx, jnp.asarray(mask), nd, nm)
-  state = TrainState(step=jnp.zeros((), jnp.int32), key=key, gen_params=gen_params,
-                     gen_ema=jax.tree.map(jnp.copy, gen_params), gen_rest=gen_rest,
-                     critic_params=critic_params, q_params=q_params,
-                     gen_opt=gen_tx.init((gen_params, q_params)),
-                     critic_opt=critic_tx.init(critic_params))
-  return models, state
+  models = Models(gen_def, critic_def, gen_tx, critic_tx, jnp.asarray(mask),
+                  len(spec.durability), len(spec.mass))
+
+  def state_of(key) -> TrainState:
+    key, init_key = jax.random.split(key)
+    gen_params, gen_rest, q_params, critic_params = _split(*_networks(config, spec, init_key))[1]
+    return TrainState(step=jnp.zeros((), jnp.int32), key=key, gen_params=gen_params,
+                      gen_ema=jax.tree.map(jnp.copy, gen_params), gen_rest=gen_rest,
+                      critic_params=critic_params, q_params=q_params,
+                      gen_opt=gen_tx.init((gen_params, q_params)),
+                      critic_opt=critic_tx.init(critic_params))
+
+  return models, state_of
+
+
+def init(config, spec, mask, seed: int | None = None) -> tuple[Models, TrainState]:
+  """Builds the models from a resolved config and the data spec; splits them once. The state is
+  seeded by `seed` (default `config.seed`)."""
+  models, state_of = _initializer(config, spec, mask)
+  return models, state_of(_seed_key(config, seed))
+
+
+def abstract_init(config, spec, mask) -> tuple[Models, TrainState]:
+  """`init`'s models and the shapes and dtypes of its state (jax.ShapeDtypeStruct leaves), without
+  computing it: the target a checkpoint is restored into. Initialising the arrays would cost a
+  fresh process seconds of compiling the initialisers' operations (8 s of infer.py's 10 s)."""
+  models, state_of = _initializer(config, spec, mask)
+  return models, jax.eval_shape(state_of, _seed_key(config, None))
 
 
 def init_sweep(config, spec, mask, seeds) -> tuple[Models, TrainState]:
   """K = len(seeds) independent models: every leaf of the state gets a leading model axis (K, ...)
   and model k starts exactly as `init(..., seed=seeds[k])`. The graph definitions are shared."""
-  inits = [init(config, spec, mask, seed) for seed in seeds]
-  return inits[0][0], jax.tree.map(lambda *leaves: jnp.stack(leaves), *[s for _, s in inits])
+  models, state_of = _initializer(config, spec, mask)
+  states = [state_of(_seed_key(config, seed)) for seed in seeds]
+  return models, jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+
+
+def _seed_key(config, seed: int | None) -> jax.Array:
+  return jax.random.PRNGKey(config.seed if seed is None else seed)
 
 
 def unstack(state: TrainState, k: int) -> TrainState:

@@ -28,6 +28,7 @@ import pytest
 
 from gan import checkpoints
 from gan import images as images_lib
+from gan import inference
 from gan import oracle
 from gan import summaries
 from gan.errors import DesignGanError
@@ -240,6 +241,34 @@ def test_model_path_forms_give_identical_images(main_run, tmp_path, monkeypatch)
   monkeypatch.chdir(os.path.dirname(main_run))
   generate(os.path.basename(main_run), tmp_path / 'relative', num=4)
   assert read_bytes(tmp_path / 'relative') == reference
+
+
+def test_loading_restores_the_checkpoint_without_initialising_a_model(main_run, monkeypatch):
+  """inference.load restores into a target of shapes only: no network is initialised (eagerly,
+  that compiles about 70 small XLA programs: 8 s of infer.py's 10 s), and every restored array
+  is the one restored into an initialised model, on the requested device."""
+  ckpts = os.path.join(main_run, 'checkpoints')
+  reference = inference.load(main_run)
+  mngr = checkpoints.manager(ckpts, keep=10, create=False)
+  try:
+    _, initialised = inference.step.init(reference.config, reference.spec,
+                                         reference.spec.layout.strut_mask())
+    expected = checkpoints.restore_state(mngr, 2, initialised)
+  finally:
+    mngr.close()
+
+  def no_init(*args, **kwargs):
+    raise AssertionError('inference.load initialised a model')
+
+  monkeypatch.setattr(inference.step, 'init', no_init)
+  cpu = jax.devices('cpu')[0]
+  model = inference.load(main_run, device=cpu)
+  flat, tree = jax.tree.flatten(model.state)
+  expected_flat, expected_tree = jax.tree.flatten(expected)
+  assert tree == expected_tree
+  for leaf, want in zip(flat, expected_flat):
+    assert leaf.devices() == {cpu}
+    np.testing.assert_array_equal(np.asarray(leaf), np.asarray(want))
 
 
 def test_step_selects_checkpoint(main_run, tmp_path):

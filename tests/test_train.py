@@ -198,6 +198,25 @@ def test_every_combination_trains_two_epochs(gan_model, loss_mode, network, smal
   assert has_attention(state.critic_params) == (network == 'selfattention')
 
 
+@pytest.mark.parametrize('network', ['mlp', 'selfattention'])
+def test_the_abstract_state_has_the_initial_states_tree_shapes_and_dtypes(network,
+                                                                         small_design_dir,
+                                                                         tmp_path):
+  """step.abstract_init (a checkpoint's restore target) describes step.init's state exactly and
+  its models are interchangeable with init's."""
+  config, dataset, models, state = setup(tiny_config(
+      data_path=small_design_dir, log_path=str(tmp_path / 'run'), gan_model='infogan',
+      gen_mode=network, disc_mode=network))
+  abstract_models, abstract = step.abstract_init(config, dataset.spec, dataset.mask)
+  flat, tree = jax.tree.flatten(state)
+  abstract_flat, abstract_tree = jax.tree.flatten(abstract)
+  assert tree == abstract_tree
+  assert [(x.shape, x.dtype) for x in flat] == [(x.shape, x.dtype) for x in abstract_flat]
+  assert all(isinstance(x, jax.ShapeDtypeStruct) for x in abstract_flat)
+  assert abstract_models.gen_def == models.gen_def
+  assert abstract_models.critic_def == models.critic_def
+
+
 def test_mixed_networks_mlp_generator_attention_critic(small_design_dir, tmp_path):
   """gen_mode and disc_mode are independent: an MLP generator against an attention critic."""
   config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'),
