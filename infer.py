@@ -18,6 +18,7 @@ from absl import app
 from absl import flags
 from absl import logging as absl_logging
 
+from gan import interrupts
 from gan.errors import DesignGanError
 
 flags.DEFINE_string('model_path', None, 'Training run directory (log_path), its checkpoints/ '
@@ -46,7 +47,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   try:
-    out_dir, files = _infer()
+    with interrupts.watched():  # also a Ctrl-C that a callback swallowed stops the request
+      out_dir, files = _infer()
   except KeyboardInterrupt as e:
     # The outputs are staged and moved in at the end (a Ctrl-C during the move waits for it):
     # an interrupted request has written nothing unless the exception says otherwise.
@@ -81,6 +83,8 @@ def _infer():
         device=f.device, seed=f.seed, grid=f.grid, sweep=f.sweep,
         progress=lambda line: print(line, file=sys.stderr, flush=True))
   except DesignGanError as e:
+    if interrupts.interrupted():  # e.g. a restore cut short by the Ctrl-C
+      raise KeyboardInterrupt from None
     print(f'error: {e}', file=sys.stderr)
     if isinstance(e, checkpoints.CheckpointError):
       checkpoints.exit_after_error()  # outputs are only staged after a successful load

@@ -40,9 +40,7 @@ import dataclasses
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 from typing import Callable, Optional, Sequence
 
 import jax
@@ -51,6 +49,7 @@ import numpy as np
 from gan import checkpoints
 from gan import classifier as classifier_lib
 from gan import data
+from gan import interrupts
 from gan import metrics as metrics_lib
 from gan import paths
 from gan.errors import DesignGanError
@@ -352,36 +351,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   logging.basicConfig(level=logging.INFO, format='%(message)s')
   checkpoints.silence_abandoned_checkpoint_reads()
   written = False
-  interrupted = []
-
-  def on_sigint(signum, frame):
-    interrupted.append(signum)
-    signal.default_int_handler(signum, frame)
-
-  def on_unraisable(unraisable):  # Python prints it as 'Exception ignored in' with a traceback
-    if not (interrupted and isinstance(unraisable.exc_value, KeyboardInterrupt)):
-      previous_hook(unraisable)
-
-  # A KeyboardInterrupt raised inside a callback (JAX's gc callback) is swallowed and the work
-  # goes on: the flag still stops it before anything is written.
-  # Signal handlers can only be set from the main thread (main() called from another one: as is).
-  main_thread = threading.current_thread() is threading.main_thread()
-  previous = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
-  previous_hook = sys.unraisablehook
-  sys.unraisablehook = on_unraisable
   try:
-    if args.json:  # fail before the work, not after it
-      paths.check_output_file(args.json, '--json')
-    metrics = evaluate_model(args.model_path, args.step, args.per_pair, args.seed, args.device,
-                             args.cache_dir)
-    if interrupted:
-      raise KeyboardInterrupt
-    if args.json:
-      write_json(args.json, metrics)
-      written = True
-    print(format_report(metrics))
-    if args.json:
-      print(f'metrics written to {os.path.abspath(args.json)}')
+    with interrupts.watched() as interrupted:  # also a Ctrl-C a callback swallowed stops the run
+      if args.json:  # fail before the work, not after it
+        paths.check_output_file(args.json, '--json')
+      metrics = evaluate_model(args.model_path, args.step, args.per_pair, args.seed, args.device,
+                               args.cache_dir)
+      interrupts.raise_if_interrupted()
+      if args.json:
+        write_json(args.json, metrics)
+        written = True
+      print(format_report(metrics))
+      if args.json:
+        print(f'metrics written to {os.path.abspath(args.json)}')
   except DesignGanError as e:
     if not interrupted:
       print(f'error: {e}', file=sys.stderr)
@@ -392,10 +374,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f'\ninterrupted: metrics written to {os.path.abspath(args.json)}' if written else
           '\ninterrupted: no metrics written', file=sys.stderr)
     return 130
-  finally:
-    if main_thread:
-      signal.signal(signal.SIGINT, previous)
-    sys.unraisablehook = previous_hook
   return 0
 
 

@@ -10,20 +10,18 @@ grid.png is someone else's, or that holds a file of the name of an output, is re
 anything is generated, so no file this module did not write is ever replaced or removed.
 """
 
-import contextlib
 import csv
 import os
 import re
 import shutil
-import signal
 import tempfile
-import threading
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from gan import images as images_lib
 from gan import inference
+from gan import interrupts
 from gan import oracle
 from gan import paths
 from gan import summaries
@@ -173,6 +171,7 @@ def run(*, model_path: str, step: Optional[int], durability, mass,
                     measured, spec)
     if grid_image is not None:
       images_lib.write_rgb(os.path.join(tmp, GRID), grid_image, atomic=False)
+    interrupts.raise_if_interrupted()  # under infer.py: a Ctrl-C a callback swallowed moves nothing
   return out_dir, [os.path.join(out_dir, n) for n in names]
 
 
@@ -250,7 +249,7 @@ class _staging:
 
   def __exit__(self, exc_type, exc, tb):
     moved = False
-    with _sigint_deferred() as interrupted:
+    with interrupts.held_back() as interrupted:
       try:
         if exc_type is None:
           self._move_in()
@@ -280,21 +279,6 @@ class _staging:
         os.remove(os.path.join(self.out_dir, name))
     except OSError as e:
       raise DesignGanError(f'cannot write to {self.out_dir}: {e}') from None
-
-
-@contextlib.contextmanager
-def _sigint_deferred():
-  """Within the block, Ctrl-C (SIGINT) is held back; yields a list that is non-empty after the
-  block when one came. Only in the main thread (elsewhere signals go to the main thread)."""
-  received = []
-  if threading.current_thread() is not threading.main_thread():
-    yield received
-    return
-  previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-  try:
-    yield received
-  finally:
-    signal.signal(signal.SIGINT, previous)
 
 
 def _replaced_outputs(out_dir: str, names: Sequence[str]) -> set:

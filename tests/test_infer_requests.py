@@ -16,6 +16,7 @@ import pytest
 
 from gan import images as images_lib
 from gan import inference_output
+from gan import interrupts
 from gan.errors import DesignGanError
 from tests.infer_helpers import (CLI_TIMEOUT_S, ENV, FULL_SHAPE, REPO, TINY, TRAIN_ENV,
                                  TRAIN_TIMEOUT_S, TRAIN_WORKER, assert_names_problem, bmp_names,
@@ -308,6 +309,27 @@ def test_ctrl_c_while_writing_leaves_nothing(one_strut_run, tmp_path, monkeypatc
   monkeypatch.setattr(inference_output.images_lib, 'write_rgb', interrupting_write)
   with pytest.raises(KeyboardInterrupt):
     generate(one_strut_run, tmp_path / 'a' / 'b' / 'out', struts=(), num=5)
+  assert os.listdir(tmp_path) == []
+
+
+def test_a_ctrl_c_that_a_callback_swallowed_still_writes_nothing(one_strut_run, tmp_path,
+                                                                 monkeypatch):
+  """As under infer.py (interrupts.watched): a Ctrl-C swallowed while the designs are generated
+  (JAX's gc callback runs Python where a KeyboardInterrupt cannot propagate) stops the request
+  before anything moves in."""
+  generate_designs = inference_output.inference.generate
+
+  def generate_then_swallowed_sigint(*args, **kwargs):
+    designs = generate_designs(*args, **kwargs)
+    try:
+      os.kill(os.getpid(), signal.SIGINT)
+    except KeyboardInterrupt:
+      pass  # swallowed
+    return designs
+
+  monkeypatch.setattr(inference_output.inference, 'generate', generate_then_swallowed_sigint)
+  with pytest.raises(KeyboardInterrupt), interrupts.watched():
+    generate(one_strut_run, tmp_path / 'a' / 'out', struts=(), num=3)
   assert os.listdir(tmp_path) == []
 
 

@@ -1,0 +1,80 @@
+"""Ctrl-C (SIGINT) in the command-line tools that write their outputs at the end (infer.py,
+gan.evaluate): noticed even when a callback swallowed it, and held back while files move in.
+
+Python raises KeyboardInterrupt wherever the main thread is when the signal arrives. Inside a
+callback that Python calls and cannot propagate from (JAX's gc callback, a weakref finaliser),
+the exception is reported as "Exception ignored in ..." and the work goes on. `watched()` records
+every SIGINT, so `raise_if_interrupted()` still stops the run before it writes anything; train.py
+instead stops at the end of the epoch in progress (gan.trainer's stop_requested).
+"""
+
+import contextlib
+import signal
+import sys
+import threading
+
+_watches: list[list] = []  # the SIGINTs each active watched() block has seen, innermost last
+
+
+def _in_main_thread() -> bool:
+  return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def watched():
+  """Within the block, Ctrl-C raises KeyboardInterrupt as usual and is also recorded for
+  `interrupted` and `raise_if_interrupted`; a swallowed one is not reported as "Exception
+  ignored". Yields a list that is non-empty, also after the block, once a Ctrl-C came. Signal
+  handlers belong to the main thread: elsewhere the block changes nothing."""
+  received = []
+  if not _in_main_thread():
+    yield received
+    return
+
+  def on_sigint(signum, frame):
+    received.append(signum)
+    signal.default_int_handler(signum, frame)
+
+  def on_unraisable(unraisable):
+    if not (received and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+      previous_hook(unraisable)
+
+  previous = signal.signal(signal.SIGINT, on_sigint)
+  previous_hook = sys.unraisablehook
+  sys.unraisablehook = on_unraisable
+  _watches.append(received)
+  try:
+    yield received
+  finally:
+    _watches.pop()
+    sys.unraisablehook = previous_hook
+    signal.signal(signal.SIGINT, previous)
+
+
+def interrupted() -> bool:
+  """Whether a Ctrl-C came inside the innermost active `watched()` block."""
+  return bool(_watches and _watches[-1])
+
+
+def raise_if_interrupted() -> None:
+  """KeyboardInterrupt if a Ctrl-C came inside the active `watched()` block, also when a callback
+  swallowed it: call it before writing outputs."""
+  if interrupted():
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def held_back():
+  """Within the block, Ctrl-C is held back (for a move into place that must not stop half-way);
+  yields a list that is non-empty after the block when one came. Main thread only, as above."""
+  received = []
+  if not _in_main_thread():
+    yield received
+    return
+  previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+  try:
+    yield received
+  finally:
+    signal.signal(signal.SIGINT, previous)
+    if _watches:
+      _watches[-1].extend(received)

@@ -1,0 +1,85 @@
+"""gan/interrupts.py: a Ctrl-C (SIGINT) that a callback swallows still stops the command-line
+tools before they write, and one that comes while files move in waits for the move."""
+
+import os
+import signal
+import threading
+
+import pytest
+
+from gan import interrupts
+
+
+def _sigint():
+  os.kill(os.getpid(), signal.SIGINT)  # delivered to the main thread before kill returns
+
+
+class _SwallowsInDel:
+  """Gets a Ctrl-C while Python finalises it: the KeyboardInterrupt is unraisable (as in JAX's
+  gc callback), reported through sys.unraisablehook and otherwise lost."""
+
+  def __del__(self):
+    _sigint()
+
+
+@pytest.fixture
+def reported(monkeypatch):
+  """What reaches sys.unraisablehook (Python's default prints 'Exception ignored in ...')."""
+  seen = []
+  monkeypatch.setattr(interrupts.sys, 'unraisablehook', seen.append)
+  return seen
+
+
+def test_a_swallowed_ctrl_c_is_still_seen_and_not_reported(reported):
+  previous = signal.getsignal(signal.SIGINT)
+  with interrupts.watched() as received:
+    assert not interrupts.interrupted()
+    interrupts.raise_if_interrupted()  # nothing came yet
+    _SwallowsInDel()  # finalised at once; its KeyboardInterrupt goes nowhere
+    assert interrupts.interrupted() and received
+    with pytest.raises(KeyboardInterrupt):
+      interrupts.raise_if_interrupted()
+  assert received  # also after the block
+  assert signal.getsignal(signal.SIGINT) is previous
+  assert not interrupts.interrupted()  # outside any block
+  assert reported == []
+  _SwallowsInDel()  # outside a block: the default handler's interrupt is reported as before
+  assert [type(u.exc_value) for u in reported] == [KeyboardInterrupt]
+
+
+def test_a_ctrl_c_inside_the_block_raises_as_usual():
+  with pytest.raises(KeyboardInterrupt):
+    with interrupts.watched():
+      _sigint()
+
+
+def test_other_unraisable_errors_are_still_reported(reported):
+  with interrupts.watched():
+    _SwallowsInDel()
+    interrupts.sys.unraisablehook(type('Unraisable', (), {'exc_value': ValueError('x')})())
+  assert [type(u.exc_value) for u in reported] == [ValueError]
+
+
+def test_a_held_back_ctrl_c_waits_for_the_block_and_counts_for_the_watch():
+  with interrupts.watched() as received:
+    with interrupts.held_back() as held:
+      _sigint()  # no KeyboardInterrupt here
+      done = True
+    assert done and held and received
+    with pytest.raises(KeyboardInterrupt):
+      interrupts.raise_if_interrupted()
+
+
+def test_outside_the_main_thread_nothing_changes():
+  results = {}
+
+  def work():
+    with interrupts.watched() as received, interrupts.held_back() as held:
+      results['handler'] = signal.getsignal(signal.SIGINT)
+      results['lists'] = (received, held)
+
+  previous = signal.getsignal(signal.SIGINT)
+  thread = threading.Thread(target=work)
+  thread.start()
+  thread.join()
+  assert results['handler'] is previous and results['lists'] == ([], [])
