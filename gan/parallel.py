@@ -189,6 +189,13 @@ def broadcast_from_main(value: float) -> float:
   return float(multihost_utils.broadcast_one_to_all(np.float64(value)))
 
 
+def max_over_processes(value: int) -> int:
+  """The largest of every process's `value`, on every process (a no-op with one process)."""
+  if jax.process_count() == 1:
+    return value
+  return int(np.max(multihost_utils.process_allgather(np.int32(value))))
+
+
 def describe(mesh: Mesh) -> str:
   """One line for the log: how training is spread."""
   if mesh.size == 1:

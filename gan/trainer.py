@@ -428,11 +428,12 @@ _INTERRUPTED, _OVER_BUDGET = 2, 1
 
 
 def _stop_reason(interrupted: bool, over_budget: bool) -> int:
-  """Process 0's reason to stop after this epoch (_INTERRUPTED, _OVER_BUDGET or 0: go on), on
-  every process: by its clock and its Ctrl-C, since processes stopping at different epochs would
-  wait for each other forever, and all report the same reason."""
+  """The reason to stop after this epoch (_INTERRUPTED, _OVER_BUDGET or 0: go on), the same on
+  every process, since processes stopping at different epochs would wait for each other forever:
+  the largest of the processes' own (a Ctrl-C that reaches any one process, as a cluster's job
+  manager may send it, stops them all; so does any process's clock passing the budget)."""
   local = _INTERRUPTED if interrupted else _OVER_BUDGET if over_budget else 0
-  return int(parallel.broadcast_from_main(local))
+  return parallel.max_over_processes(local)
 
 
 def _saved_epochs(log_path: str) -> list[int]:

@@ -201,29 +201,30 @@ def test_check_batch_size_message():
 
 
 def test_two_processes_agree_checkpoint_and_resume(one_device_run, small_design_dir, tmp_path):
-  """2 processes x 2 CPU devices on 127.0.0.1: 2 epochs, then the same command resumes from
-  their checkpoint to epoch 3 (with the evaluation, whose best checkpoint all processes write).
+  """2 processes x 2 CPU devices on 127.0.0.1: a run of 3 epochs that process 1 alone asks to
+  stop after epoch 2 (as on a Ctrl-C) stops on both, checkpointed; the same command resumes from
+  that checkpoint to epoch 3 (with the evaluation, whose best checkpoint all processes write).
   Both processes hold the same state, and it is the uninterrupted one-device run's."""
   run = tmp_path / 'run'
 
-  def train(epochs: int, eval_every: int) -> list:
+  def train(eval_every: int, stop_process_1_at: int = 0) -> list:
     port = free_port()
-    overrides = dict(MATCHING, epochs=epochs, eval_every=eval_every)
-    outs = [str(tmp_path / f'e{epochs}_p{i}.npz') for i in range(2)]
+    overrides = dict(MATCHING, epochs=3, eval_every=eval_every)
+    outs = [str(tmp_path / f'stop{stop_process_1_at}_p{i}.npz') for i in range(2)]
     summaries = run_all([(_command(2, overrides, small_design_dir, run, outs[i], [
-        f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}']), 2)
-                         for i in range(2)])
+        f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}',
+        f'--stop_at_epoch={stop_process_1_at if i == 1 else 0}']), 2) for i in range(2)])
     assert [s['process'] for s in summaries] == [0, 1]
     assert all(s['devices'] == 4 for s in summaries)
     states = [load(out) for out in outs]
     assert_states_equal(states[0], states[1])
     return summaries, states[0]
 
-  summaries, _ = train(epochs=2, eval_every=0)
-  assert all(s['start_epoch'] == 0 for s in summaries)
+  summaries, _ = train(eval_every=0, stop_process_1_at=2)
+  assert all(s['start_epoch'] == 0 and s['epochs'] == 2 and s['interrupted'] for s in summaries)
   assert sorted(os.listdir(run / 'checkpoints')) == ['2']
-  summaries, resumed = train(epochs=3, eval_every=3)
-  assert all(s['start_epoch'] == 2 for s in summaries)
+  summaries, resumed = train(eval_every=3)
+  assert all(s['start_epoch'] == 2 and not s['interrupted'] for s in summaries)
   assert_states_close(resumed, one_device_run)
   assert sorted(os.listdir(run / 'checkpoints')) == ['2', '3']
   assert os.listdir(run / 'best') == ['3']
