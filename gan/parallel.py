@@ -139,6 +139,15 @@ def replicate(mesh: Mesh, tree):
   return jax.tree.map(lambda a: _from_host(np.asarray(a), sharding), tree)
 
 
+def replicated_like(mesh: Mesh, abstract):
+  """ShapeDtypeStructs placed as `replicate(mesh, ...)` places the arrays they describe: a
+  restore target (on one device, the default device, as arrays made without a mesh)."""
+  sharding = (NamedSharding(mesh, P()) if mesh.size > 1
+              else jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
+                      abstract)
+
+
 def shard_rows(mesh: Mesh, arrays: dict) -> tuple[dict, int]:
   """(arrays split by rows over the mesh, the real number of rows).
 

@@ -174,21 +174,23 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
   _check_run_layout(config)
   sweep = config.num_seeds > 1
   seeds = [c.seed for c in seed_configs(config)]
-  models, state = (step.init_sweep(config, dataset.spec, dataset.mask, seeds) if sweep
-                   else step.init(config, dataset.spec, dataset.mask))
+  models, abstract = step.abstract_init(config, dataset.spec, dataset.mask)
   mesh = parallel.make_mesh()
-  state = parallel.replicate(mesh, state)  # a restore below keeps this placement
   shared = _Shared(config, dataset, models)
   runs = [_Run(c, shared, prefix=f'[seed {c.seed}] ' if sweep else '')
           for c in seed_configs(config)]
   for run in runs:
     run.log.info('Training on %s', parallel.describe(mesh))
   start_epoch = _resume_epoch(runs)
-  if start_epoch:
-    restored = [run.restore(start_epoch, step.unstack(state, k) if sweep else state)
-                for k, run in enumerate(runs)]
+  if start_epoch:  # restored into shapes only: initialising a state first costs seconds
+    target = parallel.replicated_like(mesh, abstract)
+    restored = [run.restore(start_epoch, target) for run in runs]
     state = (jax.tree.map(lambda *leaves: jnp.stack(leaves), *restored) if sweep
              else restored[0])
+  else:
+    state = (step.init_sweep(config, dataset.spec, dataset.mask, seeds)[1] if sweep
+             else step.init(config, dataset.spec, dataset.mask)[1])
+    state = parallel.replicate(mesh, state)
 
   arrays = {k: getattr(dataset.train, k) for k in ('images', 'durability', 'mass', 'fixed')}
   device_data, num_rows = parallel.shard_rows(mesh, arrays)
