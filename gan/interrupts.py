@@ -47,7 +47,10 @@ def watched():
     yield received
   finally:
     _watches.pop()
-    sys.unraisablehook = previous_hook
+    # A hook installed within the block (infer.py: checkpoints.silence_abandoned_checkpoint_reads,
+    # on top of this one) stays: putting the previous one back would drop it.
+    if sys.unraisablehook is on_unraisable:
+      sys.unraisablehook = previous_hook
     signal.signal(signal.SIGINT, previous)
 
 

@@ -83,3 +83,19 @@ def test_outside_the_main_thread_nothing_changes():
   thread.start()
   thread.join()
   assert results['handler'] is previous and results['lists'] == ([], [])
+
+
+def test_a_hook_installed_within_the_block_stays_installed(reported):
+  """infer.py installs checkpoints.silence_abandoned_checkpoint_reads (a Ctrl-C during a restore
+  abandons orbax's reads, whose 'Event loop is closed' errors it drops) inside its watched()
+  block: the block's end must not remove it, or those errors print as tracebacks."""
+  with interrupts.watched():
+    inner = interrupts.sys.unraisablehook
+
+    def installed_within(unraisable):
+      inner(unraisable)
+
+    interrupts.sys.unraisablehook = installed_within
+  assert interrupts.sys.unraisablehook is installed_within
+  interrupts.sys.unraisablehook(type('Unraisable', (), {'exc_value': ValueError('x')})())
+  assert [type(u.exc_value) for u in reported] == [ValueError]  # the chain still reaches it
