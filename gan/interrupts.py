@@ -69,15 +69,19 @@ def raise_if_interrupted() -> None:
 @contextlib.contextmanager
 def held_back():
   """Within the block, Ctrl-C is held back (for a move into place that must not stop half-way);
-  yields a list that is non-empty after the block when one came. Main thread only, as above."""
+  yields a list that is non-empty after the block when one came. It counts for the active
+  `watched()` block when this block ends without an exception; an exception stands (a move
+  that failed half-way: its error, not 'nothing written'). Main thread only, as above."""
   received = []
   if not _in_main_thread():
     yield received
     return
   previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+  completed = False
   try:
     yield received
+    completed = True
   finally:
     signal.signal(signal.SIGINT, previous)
-    if _watches:
+    if completed and _watches:
       _watches[-1].extend(received)

@@ -4,6 +4,7 @@ write, read-only directories, requests too large for memory, and Ctrl-C. They us
 (1 and 3 strut pixels) trained by one worker process, cheaper than tests/test_infer.py's twelve.
 """
 
+import errno
 import json
 import os
 import shutil
@@ -348,6 +349,31 @@ def test_ctrl_c_while_moving_in_waits_and_says_so(one_strut_run, tmp_path, monke
   monkeypatch.undo()
   assert len(bmp_names(out)) == 3 and len(read_manifest(out)) == 3
   assert os.listdir(tmp_path) == ['out']
+
+
+def test_a_ctrl_c_while_a_failing_move_runs_leaves_its_error_standing(one_strut_run, tmp_path,
+                                                                       monkeypatch):
+  """A SIGINT while the files move in, then a move that fails half-way: the error ('cannot
+  write', exit 1 under infer.py) stands, not a Ctrl-C that infer.py reports as 'interrupted:
+  nothing written' while a design did move in."""
+  replace = os.replace
+  moved = []
+
+  def replace_sigint_then_fail(src, dst):
+    if moved:
+      raise OSError(errno.ENOSPC, 'No space left on device')
+    replace(src, dst)
+    moved.append(dst)
+    os.kill(os.getpid(), signal.SIGINT)
+
+  monkeypatch.setattr(inference_output.os, 'replace', replace_sigint_then_fail)
+  out = tmp_path / 'out'
+  with interrupts.watched():
+    with pytest.raises(DesignGanError, match='cannot write to .*No space left'):
+      generate(one_strut_run, out, struts=(), num=3)
+    assert not interrupts.interrupted()
+  monkeypatch.undo()
+  assert len(os.listdir(out)) == 1
 
 
 def test_a_second_ctrl_c_while_cleaning_up_does_not_claim_the_designs_were_written(

@@ -70,6 +70,16 @@ def test_a_held_back_ctrl_c_waits_for_the_block_and_counts_for_the_watch():
       interrupts.raise_if_interrupted()
 
 
+def test_a_ctrl_c_held_back_while_the_block_fails_leaves_the_error_standing():
+  """_staging's move fails half-way: its error ('cannot write ...') stands and infer.py must not
+  turn it into 'interrupted: nothing written' (files did move in)."""
+  with interrupts.watched() as received:
+    with pytest.raises(OSError), interrupts.held_back() as held:
+      _sigint()
+      raise OSError('no space left')
+    assert held and not received and not interrupts.interrupted()
+
+
 def test_outside_the_main_thread_nothing_changes():
   results = {}
 
