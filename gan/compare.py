@@ -193,6 +193,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except DesignGanError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
+  except KeyboardInterrupt:
+    # The trainer has completed its pending checkpoint writes; results.json holds only finished
+    # combinations, so the same command continues (the one in progress starts again).
+    print('interrupted: the combinations in results.json are kept; the same command continues '
+          'with the others (the one in progress starts again)', file=sys.stderr)
+    return 130
   print(markdown_table(results, names))
   print(f'table, results.json and designs.png written to {os.path.abspath(args.out)}')
   return 0

@@ -95,3 +95,14 @@ def test_an_unreadable_results_file_is_one_error_line(content, tmp_path, capsys)
   err = capsys.readouterr().err
   assert err.startswith('error: ') and 'remove it to compare from scratch' in err, err
   assert os.listdir(tmp_path) == ['results.json']
+
+
+def test_ctrl_c_is_one_line_and_exit_status_130(tmp_path, monkeypatch, capsys):
+  """A Ctrl-C during a combination's training used to end in a traceback."""
+  def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(compare.trainer, 'train', interrupted)
+  assert compare.main(['--out', str(tmp_path), '--combos', 'vanilla_bce_mlp']) == 130
+  err = capsys.readouterr().err
+  assert err.startswith('interrupted: ') and err.count('\n') == 1, err
+  assert 'same command continues' in err and not (tmp_path / 'results.json').exists()
