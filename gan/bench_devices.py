@@ -33,6 +33,7 @@ def measure(config, epochs: int) -> dict:
   config = config_lib.resolve(config)
   parallel.check_batch_size(config.batch_size)
   dataset = trainer.load_data(config)
+  trainer.check_batch_fits(config, dataset)  # else no batch is timed (0 samples/s)
   mesh = parallel.make_mesh()
   models, state = step.init(config, dataset.spec, dataset.mask)
   state = parallel.replicate(mesh, state)

@@ -152,6 +152,13 @@ def seed_configs(config) -> list:
   return runs
 
 
+def check_batch_fits(config, dataset) -> None:
+  """An epoch needs at least one whole batch of training designs."""
+  if config.batch_size > len(dataset.train):
+    raise ConfigError(f'batch_size={config.batch_size} is larger than the training set '
+                      f'({len(dataset.train)} designs); use batch_size <= {len(dataset.train)}')
+
+
 def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
   """Trains (or resumes) the run `config.log_path` describes; returns a summary dict.
 
@@ -167,9 +174,7 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
                          'output_path')
   dataset = load_data(config)
   config_lib.check_against_data(config, dataset.layout)
-  if config.batch_size > len(dataset.train):
-    raise ConfigError(f'batch_size={config.batch_size} is larger than the training set '
-                      f'({len(dataset.train)} designs); use batch_size <= {len(dataset.train)}')
+  check_batch_fits(config, dataset)
   parallel.check_batch_size(config.batch_size)
   _check_run_layout(config)
   sweep = config.num_seeds > 1

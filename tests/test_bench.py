@@ -188,3 +188,12 @@ def test_devices_mode_reports_a_batch_the_devices_do_not_divide_before_timing(mo
                      '256', '--epochs', '1']) == 1
   err = capsys.readouterr().err
   assert err.startswith('error: batch_size=256 must be a multiple of the number of devices, 3'), err
+
+
+def test_devices_mode_refuses_a_batch_larger_than_the_training_set(small_design_dir):
+  """It used to time epochs of no batch and end in a ZeroDivisionError traceback."""
+  _, config = bench.row_config('vanilla_bce_mlp')
+  config.data_path, config.batch_size = small_design_dir, 512  # 216 training designs
+  with pytest.raises(bench.DesignGanError, match=r'batch_size=512 is larger than the training '
+                     r'set \(216 designs\)'):
+    bench_devices.measure(config, epochs=1)
