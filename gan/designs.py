@@ -235,19 +235,7 @@ def write_dataset(out_dir: str, designs: Designs, overwrite: bool = False,
   unless `overwrite` (then it is replaced, again only once the new one is complete). Errors
   name the directory as `what`.
   """
-  if not str(out_dir).strip():
-    raise DesignGanError(f'{what} is empty; give the directory to write the designs into')
-  out_dir = paths.check_output_dir(out_dir, what)
-  if os.path.commonpath([out_dir, os.getcwd()]) == out_dir:
-    # The finished dataset is renamed into place: the shell's directory would be replaced.
-    raise DesignGanError(f'{what} {out_dir} holds the current directory; give the dataset a '
-                         'directory of its own, e.g. --out data/designs')
-  existing = os.listdir(out_dir) if os.path.isdir(out_dir) else []
-  if existing and not overwrite:
-    raise DesignGanError(f'{what} {out_dir} is not empty; choose a new directory or pass '
-                         '--overwrite to replace its contents')
-  if existing:
-    _check_replaceable(out_dir, existing)
+  out_dir = check_out_dir(out_dir, overwrite, what)
   parent = os.path.dirname(out_dir)
   os.makedirs(parent, exist_ok=True)
   tmp = paths.staging_dir(out_dir)
@@ -264,6 +252,24 @@ def write_dataset(out_dir: str, designs: Designs, overwrite: bool = False,
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
+
+
+def check_out_dir(out_dir: str, overwrite: bool = False, what: str = '--out') -> str:
+  """The absolute `out_dir` if `write_dataset` may write there, else a DesignGanError."""
+  if not str(out_dir).strip():
+    raise DesignGanError(f'{what} is empty; give the directory to write the designs into')
+  out_dir = paths.check_output_dir(out_dir, what)
+  if os.path.commonpath([out_dir, os.getcwd()]) == out_dir:
+    # The finished dataset is renamed into place: the shell's directory would be replaced.
+    raise DesignGanError(f'{what} {out_dir} holds the current directory; give the dataset a '
+                         'directory of its own, e.g. --out data/designs')
+  existing = os.listdir(out_dir) if os.path.isdir(out_dir) else []
+  if existing and not overwrite:
+    raise DesignGanError(f'{what} {out_dir} is not empty; choose a new directory or pass '
+                         '--overwrite to replace its contents')
+  if existing:
+    _check_replaceable(out_dir, existing)
+  return out_dir
 
 
 def _check_replaceable(out_dir: str, entries: list[str]) -> None:
@@ -325,6 +331,7 @@ def main(argv=None) -> int:
   parser.add_argument('--stats', action='store_true', help='print the dataset statistics')
   args = parser.parse_args(argv)
   try:
+    check_out_dir(args.out, args.overwrite)  # before generating, which can take a minute
     start = time.perf_counter()
     designs = generate(args.num, args.seed)
     generated = time.perf_counter() - start

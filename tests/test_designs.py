@@ -186,6 +186,24 @@ def test_cli_bad_arguments_are_one_error_line(tmp_path, capsys, args, message):
   assert sorted(os.listdir(tmp_path)) == ['a_file']
 
 
+@pytest.mark.parametrize('setup, message', [
+    ('file', 'is a file'), ('dataset', 'is not empty'), ('other', 'also holds notes.txt')])
+def test_cli_refuses_the_out_directory_before_generating(tmp_path, monkeypatch, capsys, setup,
+                                                         message):
+  """Generating 100,000 designs takes most of a minute; a bad --out used to be found after it."""
+  out = tmp_path / 'out'
+  if setup == 'file':
+    out.write_text('')
+  else:
+    out.mkdir()
+    (out / ('notes.txt' if setup == 'other' else '1.0_1_2_3_2.13_0.bmp')).write_text('')
+  monkeypatch.setattr(designs, 'generate', lambda *a, **k: pytest.fail('generated first'))
+  args = ['--out', str(out), '--num', '100000'] + (['--overwrite'] if setup == 'other' else [])
+  assert designs.main(args) == 1
+  err = capsys.readouterr().err
+  assert err.startswith('error: ') and message in err, err
+
+
 def test_the_dataset_directory_follows_the_umask(tmp_path):
   """tempfile.mkdtemp makes 0700 directories; renamed into place, nobody else could read it."""
   old = os.umask(0o022)
