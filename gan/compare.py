@@ -97,7 +97,7 @@ def run(names: Sequence[str], minutes: float, out: str, overrides: Sequence[str]
   for name, config in configs.items():
     if name in results:
       earlier = (results[name].get('minutes'), results[name].get('set', []))
-      if earlier != (minutes, list(overrides)):
+      if not _same_settings(name, out, earlier, (minutes, overrides)):
         raise ConfigError(f'{results_path} holds {name} trained with --minutes {earlier[0]:g} '
                           f'and --set {earlier[1]}, not --minutes {minutes:g} and --set '
                           f'{list(overrides)}; use those settings to continue it, or another --out')
@@ -116,6 +116,18 @@ def run(names: Sequence[str], minutes: float, out: str, overrides: Sequence[str]
     f.write(markdown_table(results, names) + '\n')
   figure(names, out, os.path.join(out, 'designs.png'))
   return results
+
+
+def _same_settings(name: str, out: str, earlier: tuple, now: tuple) -> bool:
+  """Whether (minutes, --set items) `earlier` and `now` configure `name` alike: `epochs=02` is
+  `epochs=2`, the order of the items does not matter, and a default given is no change."""
+  if earlier[0] != now[0]:
+    return False
+  try:
+    before = combination_config(name, now[0], out, earlier[1])
+  except ConfigError:
+    return False
+  return before.to_dict() == combination_config(name, now[0], out, now[1]).to_dict()
 
 
 def _read_results(path: str) -> dict:

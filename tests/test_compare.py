@@ -106,3 +106,22 @@ def test_ctrl_c_is_one_line_and_exit_status_130(tmp_path, monkeypatch, capsys):
   err = capsys.readouterr().err
   assert err.startswith('interrupted: ') and err.count('\n') == 1, err
   assert 'same command continues' in err and not (tmp_path / 'results.json').exists()
+
+
+def test_the_same_settings_spelled_otherwise_continue_a_comparison(tmp_path, monkeypatch,
+                                                                   capsys):
+  """results.json's --set items used to be compared as text: reordered or spelled otherwise
+  (epochs=02, a default given explicitly), the same settings were refused."""
+  done = dict(epochs=2, minutes=5.0, set=['epochs=2', 'batch_size=32'])
+  (tmp_path / 'results.json').write_text(json.dumps({'vanilla_bce_mlp': done}))
+  monkeypatch.setattr(compare.trainer, 'train', lambda *a, **k: pytest.fail('trained again'))
+  monkeypatch.setattr(compare, 'figure', lambda *a, **k: None)
+  base = ['--out', str(tmp_path), '--minutes', '5', '--combos', 'vanilla_bce_mlp']
+  for items in (['batch_size=32', 'epochs=2'], ['epochs=02', 'batch_size=032'],
+                ['epochs=2', 'batch_size=32', 'zdim=100']):
+    args = base + [a for item in items for a in ('--set', item)]
+    assert compare.main(args) == 0, capsys.readouterr().err
+    assert 'vanilla_bce_mlp: already in' in capsys.readouterr().out
+  # Other values are still refused.
+  assert compare.main(base + ['--set', 'epochs=3', '--set', 'batch_size=32']) == 1
+  assert 'trained with --minutes 5' in capsys.readouterr().err
