@@ -557,8 +557,10 @@ def _check_resumable(saved: dict, config, spec, log_path: str):
   new = config_lib.model_fields(config)
   diff = [f'{k}: {old.get(k)!r} -> {new[k]!r}' for k in new if old.get(k) != new[k]]
   if diff:
-    raise ConfigError(f'{log_path} holds a run with a different model ({"; ".join(diff)}); '
-                      'use a new --config.log_path or the original settings')
+    raise ConfigError(f'{log_path} holds a run started with other settings that cannot change '
+                      f'on resume ({"; ".join(diff)}): the model, optimizer, seeds and '
+                      'batch_size stay those it started with; use a new --config.log_path or the '
+                      'original settings')
   if saved['spec'] != spec.to_dict():
     raise ConfigError(f'{log_path} was trained on data with other vocabularies or layout; use a '
                       'new --config.log_path')

@@ -517,6 +517,12 @@ def test_resuming_with_a_different_model_is_refused(base_run, small_design_dir, 
   config.zdim = 8
   with pytest.raises(ConfigError, match=r'zdim: 16 -> 8'):
     trainer.train(config)
+  config.zdim = 16
+  config.batch_size = 16  # not the model, but fixed too: the error must not call it the model
+  with pytest.raises(ConfigError, match=r'cannot change on resume \(batch_size: 32 -> 16\).*'
+                                        r'batch_size stay'):
+    trainer.train(config)
+  config.batch_size = 32
   assert sorted(os.listdir(os.path.join(log_path, 'checkpoints'))) == ['2']
   config.zdim = 16
   config.critic_iter = 3  # the critic's lr schedule counts critic steps: it would jump
