@@ -48,7 +48,6 @@ from loop-free parts: cost(critic_step) x critic_iter + cost(generator_step), ea
 
 import argparse
 import functools
-import json
 import os
 import statistics
 import sys
@@ -60,6 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import default
+from gan import checkpoints
 from gan import config as config_lib
 from gan import bench_devices
 from gan import data
@@ -421,12 +421,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       meta = dict(iters=args.iters, updates_per_call=args.updates, backend=jax.default_backend(),
                   devices=[str(d) for d in jax.devices()], cpu_count=os.cpu_count(),
                   load_average=os.getloadavg())
-      with open(args.json, 'w', encoding='utf-8') as f:
-        json.dump(dict(meta=meta, rows=rows), f, indent=1)
-        f.write('\n')
+      paths.write_json(args.json, dict(meta=meta, rows=rows))
   except DesignGanError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
+  except KeyboardInterrupt:  # Ctrl-C: one line and the shell's status for SIGINT, as train.py
+    print('\ninterrupted: the rows timed so far are above; a --json file is written only once '
+          'every row is timed', file=sys.stderr)
+    return 130
   print(format_table(rows))
   return 0
 
@@ -444,14 +446,15 @@ def _device_main(args, configs) -> int:
     rows += bench_devices.device_rows(name, config, args.devices, epochs=args.epochs,
                                       repeats=args.repeats, platform=args.platform)
   if args.json:
-    with open(args.json, 'w', encoding='utf-8') as f:
-      json.dump(dict(meta=dict(epochs=args.epochs, repeats=args.repeats, platform=args.platform,
-                               cpu_count=os.cpu_count(), load_average=os.getloadavg()),
-                     rows=rows), f, indent=1)
-      f.write('\n')
+    paths.write_json(args.json, dict(meta=dict(
+        epochs=args.epochs, repeats=args.repeats, platform=args.platform,
+        cpu_count=os.cpu_count(), load_average=os.getloadavg()), rows=rows))
   print(bench_devices.format_table(rows))
   return 0
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  _status = main()
+  if _status == 130:  # interrupted XLA work may still run: no interpreter teardown
+    checkpoints.exit_after_error(_status)
+  sys.exit(_status)

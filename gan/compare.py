@@ -111,7 +111,7 @@ def run(names: Sequence[str], minutes: float, out: str, overrides: Sequence[str]
     metrics = evaluate.evaluate_model(config.log_path, seed=0)
     results[name] = dict(evaluate.scalar_metrics(metrics), epochs=summary['epochs'],
                          minutes=minutes, set=list(overrides))
-    evaluate.write_json(results_path, results)
+    paths.write_json(results_path, results, 'results.json')
   with open(os.path.join(out, 'table.md'), 'w', encoding='utf-8') as f:
     f.write(markdown_table(results, names) + '\n')
   figure(names, out, os.path.join(out, 'designs.png'))

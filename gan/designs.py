@@ -330,16 +330,23 @@ def main(argv=None) -> int:
   parser.add_argument('--overwrite', action='store_true', help='replace a non-empty --out')
   parser.add_argument('--stats', action='store_true', help='print the dataset statistics')
   args = parser.parse_args(argv)
+  written = False
   try:
     check_out_dir(args.out, args.overwrite)  # before generating, which can take a minute
     start = time.perf_counter()
     designs = generate(args.num, args.seed)
     generated = time.perf_counter() - start
     write_dataset(args.out, designs, overwrite=args.overwrite)
+    written = True
     total = time.perf_counter() - start
   except DesignGanError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
+  except KeyboardInterrupt:  # Ctrl-C: one line and the shell's status for SIGINT, as train.py
+    print(f'\ninterrupted: the designs had already been written to {os.path.abspath(args.out)}'
+          if written else '\ninterrupted: nothing written (a dataset is written whole or not at '
+          'all)', file=sys.stderr)
+    return 130
   print(f'wrote {len(designs)} designs to {os.path.abspath(args.out)} '
         f'(generated in {generated:.2f} s, {total:.2f} s with writing; seed {args.seed})')
   if args.stats:

@@ -37,7 +37,6 @@ designs (then `fd_real_baseline` is null: there is nothing independent to compar
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -316,23 +315,6 @@ def format_report(metrics: dict) -> str:
   return '\n'.join(lines)
 
 
-def write_json(path: str, metrics: dict) -> None:
-  """Writes `metrics` as JSON atomically (temporary file beside `path`, then os.replace)."""
-  path = paths.check_output_file(path, '--json')
-  try:
-    fd, tmp = paths.staging_file(path)
-    try:
-      with os.fdopen(fd, 'w', encoding='utf-8') as f:
-        json.dump(metrics, f, indent=1)
-        f.write('\n')
-      os.replace(tmp, path)
-    except BaseException:
-      os.unlink(tmp)
-      raise
-  except OSError as e:
-    raise EvaluationError(f'--json {path}: cannot write ({e.strerror})') from None
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(
       prog='python -m gan.evaluate',
@@ -359,7 +341,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                args.cache_dir)
       interrupts.raise_if_interrupted()
       if args.json:
-        write_json(args.json, metrics)
+        paths.write_json(args.json, metrics)
         written = True
       print(format_report(metrics))
       if args.json:

@@ -5,6 +5,7 @@ it writes to is a file, sits under a file, or is read-only: the entry points che
 paths first and say what is wrong.
 """
 
+import json
 import os
 import tempfile
 
@@ -76,6 +77,25 @@ def staging_file(target: str, suffix: str = '.tmp') -> tuple[int, str]:
     os.unlink(tmp)
     raise
   return fd, tmp
+
+
+def write_json(path: str, obj, what: str = '--json') -> None:
+  """Writes `obj` as indented JSON atomically (a temporary file beside `path`, then os.replace):
+  an interrupted or failed write leaves the earlier file, or none. An OutputPathError naming
+  `what` when it cannot be written."""
+  path = check_output_file(path, what)
+  try:
+    fd, tmp = staging_file(path)
+    try:
+      with os.fdopen(fd, 'w', encoding='utf-8') as f:
+        json.dump(obj, f, indent=1)
+        f.write('\n')
+      os.replace(tmp, path)
+    except BaseException:
+      os.unlink(tmp)
+      raise
+  except OSError as e:
+    raise OutputPathError(f'{what} {path}: cannot write ({e.strerror})') from None
 
 
 def _umask() -> int:

@@ -37,6 +37,22 @@ def _run(*args):
                         capture_output=True, text=True, timeout=600, env=env)
 
 
+def test_cli_ctrl_c_is_one_line_and_writes_no_json(tmp_path, monkeypatch, capsys):
+  """Ctrl-C while a row is timed: one 'interrupted:' line, status 130, no traceback, no --json."""
+  def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(bench, 'bench_config', interrupted)
+  out = tmp_path / 'rows.json'
+  assert bench.main(['--configs', 'vanilla_bce_mlp', '--no_matmul', '--no_stream',
+                     '--json', str(out)]) == 130
+  err = capsys.readouterr().err
+  assert [line for line in err.splitlines() if line.strip()] == [
+      'interrupted: the rows timed so far are above; a --json file is written only once every '
+      'row is timed'], err
+  assert os.listdir(tmp_path) == []
+
+
 def test_cli_writes_the_documented_json(tmp_path):
   config = tmp_path / 'tiny.py'
   config.write_text(TINY)

@@ -44,7 +44,7 @@ def test_compare_writes_results_table_and_figure(small_design_dir, tmp_path, cap
   assert 'trained with --minutes 5' in err and 'another --out' in err, err
   # An interrupted combination (a run directory but no result) is trained again from scratch.
   del results['infogan_wgan_mlp']
-  compare.evaluate.write_json(str(tmp_path / 'results.json'), results)
+  compare.paths.write_json(str(tmp_path / 'results.json'), results)
   (tmp_path / 'infogan_wgan_mlp' / 'stale').write_text('from the interrupted run')
   assert compare.main(args) == 0
   out = capsys.readouterr().out

@@ -258,3 +258,35 @@ def test_loader_reads_the_generated_dataset_back(small_design_dir):
   original = data.load_dataset(small_design_dir, datashape='original')
   assert original.spec.layout.shape == (10, 30, 3)
   assert original.spec.layout.train_strut_positions == ((7, 11), (5, 14))
+
+
+@pytest.mark.parametrize('where', ['generate', 'write_dataset'])
+def test_cli_ctrl_c_is_one_line_and_writes_nothing(where, tmp_path, monkeypatch, capsys):
+  """Ctrl-C while generating or writing: one 'interrupted:' line, status 130, no traceback and no
+  dataset or staging directory left."""
+  real = getattr(designs, where)
+
+  def interrupted(*args, **kwargs):
+    if where == 'write_dataset':  # part-way: the staged files exist when the interrupt comes
+      monkeypatch.setattr(designs.images_lib, 'write_rgb', _interrupt_after(3))
+      return real(*args, **kwargs)
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(designs, where, interrupted)
+  assert designs.main(['--out', str(tmp_path / 'data'), '--num', '20']) == 130
+  err = capsys.readouterr().err
+  assert err.strip().splitlines() == ['interrupted: nothing written (a dataset is written whole '
+                                      'or not at all)'], err
+  assert os.listdir(tmp_path) == []
+
+
+def _interrupt_after(n):
+  write = images_lib.write_rgb
+  count = []
+
+  def write_rgb(*args, **kwargs):
+    count.append(1)
+    if len(count) > n:
+      raise KeyboardInterrupt
+    return write(*args, **kwargs)
+  return write_rgb

@@ -63,11 +63,11 @@ def test_files_written_through_a_temporary_file_follow_the_umask(tmp_path, umask
   """tempfile.mkstemp makes 0600 files; images (output/fake, output/real, inference designs) and
   metrics JSON (gan.evaluate --json, gan.compare's results.json) renamed into place would keep
   that."""
-  from gan import evaluate, images  # pylint: disable=import-outside-toplevel
+  from gan import images  # pylint: disable=import-outside-toplevel
   old = os.umask(umask)
   try:
     images.write_rgb(str(tmp_path / 'design.bmp'), np.zeros((10, 30, 3), np.uint8))
-    evaluate.write_json(str(tmp_path / 'metrics.json'), {'fd': 1.0})
+    paths.write_json(str(tmp_path / 'metrics.json'), {'fd': 1.0})
     fd, staged = paths.staging_file(str(tmp_path / 'other.json'))
     os.close(fd)
   finally:
