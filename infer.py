@@ -40,7 +40,24 @@ flags.DEFINE_string('device', 'auto', 'cpu | gpu (alias cuda) | auto (a GPU when
 flags.DEFINE_integer('seed', 0, 'Noise seed: the same seed gives the same designs.')
 flags.DEFINE_bool('grid', False, 'Also write grid.png, an upscaled contact sheet.')
 flags.DEFINE_bool('sweep', False, 'Generate for every (durability, mass) pair of the vocabulary.')
-flags.mark_flag_as_required('model_path')
+
+
+def parse_flags(argv):
+  """absl's flag parsing, its errors as one `error:` line (exit status 1) like every other
+  input error, instead of absl's FATAL line and hint."""
+  try:
+    argv = flags.FLAGS(argv)
+  except flags.Error as e:
+    _flag_error(f'{e}')
+  if flags.FLAGS.model_path is None:
+    _flag_error('give --model_path: a training run directory (log_path), its checkpoints/ '
+                'directory or one step directory')
+  return argv
+
+
+def _flag_error(message: str):
+  print(f'error: {message} (python infer.py --helpshort lists the flags)', file=sys.stderr)
+  sys.exit(1)
 
 
 def main(argv):
@@ -93,4 +110,4 @@ def _infer():
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

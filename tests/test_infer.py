@@ -444,6 +444,8 @@ _CLI_CASES = {
         _step2(m), lambda meta: meta['spec'].update(durability=[1.0, 1.1])), ['checkpoint']),
     'empty_step_dir': ([], lambda m: os.makedirs(os.path.join(m, 'checkpoints', '7')),
                        ['checkpoint 7']),  # orbax's warning about it stays silent
+    'flag_misspelt': (['--durabilty=1.4'], None, ['durabilty', 'durability', '--helpshort']),
+    'flag_not_an_integer': (['--seed=abc'], None, ['--seed', 'abc']),
     'device_gpu': (['--device=gpu'], None, ['GPU']),
     'device_bogus': (['--device=bogus'], None, ['bogus', 'auto', 'cpu', 'gpu']),
 }
@@ -534,6 +536,15 @@ def test_cli_bad_input_is_one_error_line_and_writes_nothing(cli_bad_input_result
   assert_names_problem(lines[0], _CLI_CASES[case][2], allowed)
   assert os.listdir(out_parent) == [], os.listdir(out_parent)
   assert not os.path.exists(os.path.join(model, 'inference_output'))
+
+
+def test_cli_without_model_path_is_one_error_line(tmp_path):
+  result = infer_cli('--durability=1.4', '--mass=2.14', f'--gen_img_path={tmp_path / "out"}')
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines() == [
+      'error: give --model_path: a training run directory (log_path), its checkpoints/ directory '
+      'or one step directory (python infer.py --helpshort lists the flags)'], result.stderr
+  assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.parametrize('case', [n for n in _LIB_CASES
