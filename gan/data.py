@@ -400,8 +400,11 @@ def _list_images(data_path: str) -> tuple[list[str], tuple[str, ...]]:
     else:
       paths.append(entry.path)
   if not paths:
+    subdirs = [e.name for e in entries if e.is_dir() and not e.name.startswith('.')]
+    hint = (f' (subdirectories such as {subdirs[0]}/ are not searched: give the directory that '
+            'holds the images)' if subdirs else '')
     raise DataError(f'{data_path}: no .bmp or .png images found; expected files named '
-                    f'{NAME_PATTERN}')
+                    f'{NAME_PATTERN}{hint}')
   return paths, tuple(skipped)
 
 

@@ -297,6 +297,13 @@ def test_non_image_files_skipped_with_warning(tmp_path):
   assert 'subdir' not in warnings[0]
 
 
+def test_images_only_in_subdirectories_is_an_error_that_says_so(tmp_path):
+  (tmp_path / 'train').mkdir()
+  write_designs(tmp_path / 'train', labelled_names(2))
+  with pytest.raises(DataError, match=r'no .bmp or .png images found.*train/ are not searched'):
+    data.load_dataset(str(tmp_path))
+
+
 def test_extension_case_is_ignored(tmp_path):
   write_designs(tmp_path, ['1_a_2_x.BMP', '1_b_2_x.Png'])
   assert len(data.load_dataset(str(tmp_path), val_fraction=0).train) == 2
