@@ -217,7 +217,9 @@ def statistics(designs: Designs) -> dict:
       'pair_count_min': int(counts.min()),
       'pair_count_max': int(counts.max()),
       'pair_imbalance': float((counts.max() - counts.min()) / counts.mean()),
-      'class_index_correlation': float(np.corrcoef(d_idx, m_idx)[0, 1]),
+      # Undefined (NaN) when either label has one value, e.g. a dataset of one design: None.
+      'class_index_correlation': (float(np.corrcoef(d_idx, m_idx)[0, 1])
+                                  if np.ptp(d_idx) and np.ptp(m_idx) else None),
       'strut_type_counts': {name: int(np.sum(designs.strut_types == i))
                             for i, (name, _) in enumerate(STRUT_PALETTE)},
       'strut_changes_durability_share': float(np.mean(~np.isclose(d_measured, d_plain))),

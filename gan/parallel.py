@@ -118,8 +118,9 @@ def check_batch_size(batch_size: int, num_devices: Optional[int] = None) -> None
   """Each device computes an equal share of every batch: the device count must divide it."""
   devices = jax.device_count() if num_devices is None else num_devices
   if batch_size % devices:
-    where = (f'{jax.process_count()} processes x {jax.local_device_count()} devices'
-             if num_devices is None and jax.process_count() > 1 else 'all local devices')
+    where = ('the device count asked for' if num_devices is not None
+             else f'{jax.process_count()} processes x {jax.local_device_count()} devices'
+             if jax.process_count() > 1 else 'all local devices')
     lower = batch_size // devices * devices
     options = ', '.join(str(b) for b in (lower, lower + devices) if b > 0)
     raise ConfigError(f'batch_size={batch_size} must be a multiple of the number of devices, '

@@ -203,7 +203,8 @@ def test_devices_mode_reports_a_batch_the_devices_do_not_divide_before_timing(mo
   assert bench.main(['--devices', '1', '3', '--configs', 'vanilla_wgan_mlp', '--batch_size',
                      '256', '--epochs', '1']) == 1
   err = capsys.readouterr().err
-  assert err.startswith('error: batch_size=256 must be a multiple of the number of devices, 3'), err
+  assert err.startswith('error: batch_size=256 must be a multiple of the number of devices, 3 '
+                        '(the device count asked for)'), err
 
 
 def test_devices_mode_refuses_a_batch_larger_than_the_training_set(small_design_dir):

@@ -290,3 +290,10 @@ def _interrupt_after(n):
       raise KeyboardInterrupt
     return write(*args, **kwargs)
   return write_rgb
+
+
+def test_statistics_of_a_single_design_have_no_nan():
+  """A correlation of labels that take one value is undefined: None, not NaN."""
+  stats = designs.statistics(designs.generate(1, 0))
+  assert stats['class_index_correlation'] is None
+  assert not any(isinstance(v, float) and v != v for v in stats.values())
