@@ -3,12 +3,10 @@
 import os
 
 import numpy as np
-import pytest
 from helpers import relabelled
 
 from gan import classifier as classifier_lib
 from gan import data
-from gan import designs
 
 
 # ---------------------------------------------------------------------------------------------

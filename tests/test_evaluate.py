@@ -15,7 +15,6 @@ import pytest
 from helpers import relabelled
 from helpers import tiny_config
 
-from gan import classifier as classifier_lib
 from gan import data
 from gan import designs
 from gan import evaluate
