@@ -23,8 +23,8 @@ def is_image_file(name: str) -> bool:
 def read_rgb(path: str) -> np.ndarray:
   """Reads an image as an (H, W, 3) uint8 RGB array.
 
-  Grayscale ('L', 'I;16', ...) and palette ('P') images are converted to RGB: a grey level v
-  becomes the colour (v, v, v). Images with an alpha channel are accepted only when every pixel
+  8-bit grayscale ('L') and palette ('P') images are converted to RGB: a grey level v becomes the
+  colour (v, v, v); 16/32-bit images ('I;16', 'I', 'F') are refused. Images with an alpha channel are accepted only when every pixel
   is fully opaque (the alpha is then dropped); transparency has no meaning in a design, so any
   other alpha value is refused rather than silently composited.
 
