@@ -58,7 +58,10 @@ def _probe_create(path: str, existing: str, what: str) -> None:
                           'directory that can be') from None
   finally:
     for directory in reversed(created):
-      os.rmdir(directory)
+      try:
+        os.rmdir(directory)
+      except OSError:  # something else wrote into it meanwhile: leave it
+        break
 
 
 def check_output_file(path: str, what: str) -> str:
