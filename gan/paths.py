@@ -58,10 +58,7 @@ def _probe_create(path: str, existing: str, what: str) -> None:
                           'directory that can be') from None
   finally:
     for directory in reversed(created):
-      try:
-        os.rmdir(directory)
-      except OSError:  # something else wrote into it meanwhile: leave it
-        break
+      os.rmdir(directory)
 
 
 def check_output_file(path: str, what: str) -> str:
