@@ -33,32 +33,7 @@ def check_output_dir(path: str, what: str) -> str:
   if not os.access(existing, os.W_OK | os.X_OK):
     where = 'is' if existing == path else f'cannot be created: {existing} is'
     raise OutputPathError(f'{what} {path} {where} not writable; give a directory you can write')
-  if existing != path:
-    _probe_create(path, existing, what)
   return path
-
-
-def _probe_create(path: str, existing: str, what: str) -> None:
-  """Creates the missing directories of `path` below `existing` and removes them again: a name
-  too long, or a filesystem that refuses directories despite os.access (/proc), fails here, not
-  after the work has started. An OutputPathError naming `what` when they cannot be created."""
-  missing = []
-  while path != existing:
-    missing.append(path)
-    path = os.path.dirname(path)
-  created = []
-  try:
-    for directory in reversed(missing):
-      os.mkdir(directory)
-      created.append(directory)
-  except FileExistsError:
-    pass  # made meanwhile by someone else: theirs, not ours to remove
-  except OSError as e:
-    raise OutputPathError(f'{what} {missing[0]} cannot be created ({e.strerror}); give a '
-                          'directory that can be') from None
-  finally:
-    for directory in reversed(created):
-      os.rmdir(directory)
 
 
 def check_output_file(path: str, what: str) -> str:
