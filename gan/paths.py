@@ -33,7 +33,23 @@ def check_output_dir(path: str, what: str) -> str:
   if not os.access(existing, os.W_OK | os.X_OK):
     where = 'is' if existing == path else f'cannot be created: {existing} is'
     raise OutputPathError(f'{what} {path} {where} not writable; give a directory you can write')
+  _check_name_lengths(path, existing, what)
   return path
+
+
+def _check_name_lengths(path: str, existing: str, what: str) -> None:
+  """A directory name longer than the filesystem allows (os.access cannot tell) is refused now,
+  not by os.makedirs once the work has started. Checked, not tried: the processes of one run
+  check the same log_path at once, and one's trial directory would race the others."""
+  try:
+    name_max = os.pathconf(existing, 'PC_NAME_MAX')
+  except (OSError, ValueError):
+    return
+  for name in os.path.relpath(path, existing).split(os.sep):
+    if name_max and len(os.fsencode(name)) > name_max:
+      raise OutputPathError(f'{what} {path} cannot be created: the name {name[:16]}... is '
+                            f'{len(os.fsencode(name))} bytes long, and this filesystem allows '
+                            f'{name_max}; give a shorter one')
 
 
 def check_output_file(path: str, what: str) -> str:

@@ -15,6 +15,14 @@ def test_an_existing_or_creatable_directory_is_accepted_and_nothing_is_created(t
   assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize('name', ['x' * 300, 'ok/' + 'y' * 300])
+def test_a_name_too_long_for_the_filesystem_is_refused_and_nothing_is_created(tmp_path, name):
+  """It used to pass the check and end in os.makedirs' traceback after the data had loaded."""
+  with pytest.raises(paths.OutputPathError, match='cannot be created: the name .* 300 bytes'):
+    paths.check_output_dir(str(tmp_path / name), 'log_path')
+  assert os.listdir(tmp_path) == []
+
+
 def test_a_relative_directory_comes_back_absolute(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   assert paths.check_output_dir('runs/x', 'log_path') == str(tmp_path / 'runs' / 'x')
