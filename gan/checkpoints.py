@@ -24,9 +24,10 @@ class CheckpointError(DesignGanError):
 
 
 def exit_after_error(status: int = 1):
-  """Exits the CLI at once after a CheckpointError was reported. Reading a damaged checkpoint
-  leaves orbax/tensorstore reads pending, and at interpreter shutdown they print 'Event loop is
-  closed' tracebacks after the one-line error; the caller has nothing left to write."""
+  """Exits a CLI at once, without the interpreter's teardown, once it has reported an error or an
+  interrupt and has nothing left to write. Reading a damaged checkpoint leaves orbax/tensorstore
+  reads pending, which at shutdown print 'Event loop is closed' tracebacks after the one-line
+  error; interrupted XLA work may still run (gan.evaluate, gan.bench after Ctrl-C)."""
   sys.stdout.flush()
   sys.stderr.flush()
   os._exit(status)  # pylint: disable=protected-access

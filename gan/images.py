@@ -24,9 +24,10 @@ def read_rgb(path: str) -> np.ndarray:
   """Reads an image as an (H, W, 3) uint8 RGB array.
 
   8-bit grayscale ('L') and palette ('P') images are converted to RGB: a grey level v becomes the
-  colour (v, v, v); 16/32-bit images ('I;16', 'I', 'F') are refused. Images with an alpha channel are accepted only when every pixel
-  is fully opaque (the alpha is then dropped); transparency has no meaning in a design, so any
-  other alpha value is refused rather than silently composited.
+  colour (v, v, v); 16/32-bit images ('I;16', 'I', 'F') are refused. Images with an alpha
+  channel are accepted only when every pixel is fully opaque (the alpha is then dropped);
+  transparency has no meaning in a design, so any other alpha value is refused rather than
+  silently composited.
 
   Raises:
     DataError: the file is missing, unreadable, not an image, or has a non-opaque alpha channel.

@@ -1,4 +1,5 @@
-"""The self-attention layer against jax.nn.dot_product_attention, and which pixels axial heads see."""
+"""The self-attention layer against jax.nn.dot_product_attention, and which pixels axial heads
+see."""
 
 import itertools
 
