@@ -70,10 +70,8 @@ def main(argv):
     # The outputs are staged and moved in at the end (a Ctrl-C during the move waits for it):
     # an interrupted request has written nothing unless the exception says otherwise.
     _exit_interrupted(str(e) or 'nothing written')
-  try:
-    print(f'wrote {len(files)} designs and manifest.csv to {out_dir}')
-  except KeyboardInterrupt:
-    _exit_interrupted(f'the designs had already been written to {out_dir}')
+  interrupts.finished()
+  print(f'wrote {len(files)} designs and manifest.csv to {out_dir}')
 
 
 def _exit_interrupted(outcome: str):
@@ -105,6 +103,7 @@ def _infer():
     print(f'error: {e}', file=sys.stderr)
     if isinstance(e, checkpoints.CheckpointError):
       checkpoints.exit_after_error()  # outputs are only staged after a successful load
+    interrupts.finished()
     sys.exit(1)
   return out_dir, files
 

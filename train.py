@@ -20,6 +20,7 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from gan import config as config_lib
+from gan import interrupts
 from gan.errors import DesignGanError
 
 
@@ -91,7 +92,9 @@ def main(argv):
     # Before anything touches a device: JAX must know every process before it lists devices.
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     stop = _stop_at_first_ctrl_c()
-    if trainer.train(config, stop_requested=stop.is_set)['interrupted']:
+    result = trainer.train(config, stop_requested=stop.is_set)
+    interrupts.finished()  # else a Ctrl-C now would say it stops after the epoch in progress
+    if result['interrupted']:
       print('interrupted: stopped after the epoch in progress, checkpointed; the same command '
             'resumes', file=sys.stderr)
       sys.exit(130)
@@ -99,8 +102,10 @@ def main(argv):
     print(f'error: {e}', file=sys.stderr)
     if isinstance(e, checkpoints.CheckpointError):
       checkpoints.exit_after_error()  # the trainer completed its pending writes
+    interrupts.finished()
     sys.exit(1)
   except KeyboardInterrupt:
+    interrupts.finished()
     # The trainer has already finished its pending checkpoint writes; rerunning resumes.
     print('interrupted: the checkpoints written so far (every checkpoint_every epochs) are kept; '
           'the same command resumes from the last one', file=sys.stderr)

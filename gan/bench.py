@@ -63,6 +63,7 @@ from gan import checkpoints
 from gan import config as config_lib
 from gan import bench_devices
 from gan import data
+from gan import interrupts
 from gan import layout as layout_lib
 from gan import parallel
 from gan import paths
@@ -457,4 +458,5 @@ if __name__ == '__main__':
   _status = main()
   if _status == 130:  # interrupted XLA work may still run: no interpreter teardown
     checkpoints.exit_after_error(_status)
+  interrupts.finished()
   sys.exit(_status)

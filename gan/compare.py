@@ -30,6 +30,7 @@ from configs import default
 from gan import config as config_lib
 from gan import evaluate
 from gan import inference
+from gan import interrupts
 from gan import paths
 from gan import summaries
 from gan import trainer
@@ -217,4 +218,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  _status = main()
+  interrupts.finished()
+  sys.exit(_status)

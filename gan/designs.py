@@ -32,6 +32,7 @@ import time
 import numpy as np
 
 from gan import images as images_lib
+from gan import interrupts
 from gan import oracle
 from gan import paths
 from gan.errors import DesignGanError
@@ -358,4 +359,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  _status = main()
+  interrupts.finished()
+  sys.exit(_status)

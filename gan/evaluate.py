@@ -367,6 +367,7 @@ def cli() -> None:
   status = main()
   if status != 0:
     checkpoints.exit_after_error(status)
+  interrupts.finished()
   sys.exit(status)
 
 

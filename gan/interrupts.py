@@ -85,3 +85,12 @@ def held_back():
     signal.signal(signal.SIGINT, previous)
     if completed and _watches:
       _watches[-1].extend(received)
+
+
+def finished() -> None:
+  """The tool has done its work and reported it: from here on Ctrl-C is ignored. It could only
+  land in the interpreter's teardown (JAX's and orbax's atexit handlers), printing "Exception
+  ignored in atexit callback" and a traceback, or end a finished command with SIGINT's status.
+  Main thread only, as above."""
+  if _in_main_thread():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -295,6 +295,23 @@ def test_cli_ctrl_c_is_one_line_and_leaves_nothing(one_strut_run, tmp_path):
   assert not os.path.exists(tmp_path / 'parent'), os.listdir(tmp_path / 'parent')
 
 
+def test_cli_ctrl_c_after_it_wrote_is_ignored(one_strut_run, tmp_path):
+  """SIGINT once the designs are written and reported: no traceback from the interpreter's
+  teardown ("Exception ignored in atexit callback"), exit status 0, the designs kept."""
+  out = tmp_path / 'out'
+  args = [sys.executable, 'infer.py', f'--model_path={one_strut_run}', '--durability=1.4',
+          '--mass=2.14', '--num_gen_image=2', '--device=cpu', f'--gen_img_path={out}']
+  with subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        text=True) as proc:
+    wrote = proc.stdout.readline()
+    proc.send_signal(signal.SIGINT)  # during JAX's and orbax's atexit handlers
+    _, err = proc.communicate(timeout=CLI_TIMEOUT_S)
+  assert wrote.startswith('wrote 2 designs'), (wrote, err)
+  assert proc.returncode == 0, err
+  assert 'Traceback' not in err and 'KeyboardInterrupt' not in err, err
+  assert len(bmp_names(out)) == 2
+
+
 def test_ctrl_c_while_writing_leaves_nothing(one_strut_run, tmp_path, monkeypatch):
   """A KeyboardInterrupt while the designs are staged removes the staging directory and the
   directories made for it."""

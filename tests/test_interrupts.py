@@ -109,3 +109,12 @@ def test_a_hook_installed_within_the_block_stays_installed(reported):
   assert interrupts.sys.unraisablehook is installed_within
   interrupts.sys.unraisablehook(type('Unraisable', (), {'exc_value': ValueError('x')})())
   assert [type(u.exc_value) for u in reported] == [ValueError]  # the chain still reaches it
+
+
+def test_after_finished_ctrl_c_is_ignored():
+  previous = signal.getsignal(signal.SIGINT)
+  try:
+    interrupts.finished()
+    _sigint()  # would raise KeyboardInterrupt here
+  finally:
+    signal.signal(signal.SIGINT, previous)
