@@ -92,7 +92,7 @@ def run(names: Sequence[str], minutes: float, out: str, overrides: Sequence[str]
   # Resolved here, so a --set that some combination refuses fails before any training.
   configs = {name: config_lib.resolve(combination_config(name, minutes, out, overrides))
              for name in names}
-  os.makedirs(paths.check_output_dir(out, '--out'), exist_ok=True)
+  paths.make_output_dir(paths.check_output_dir(out, '--out'), '--out')
   results_path = os.path.join(out, 'results.json')
   results = _read_results(results_path)
   for name, config in configs.items():

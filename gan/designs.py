@@ -239,9 +239,12 @@ def write_dataset(out_dir: str, designs: Designs, overwrite: bool = False,
   name the directory as `what`.
   """
   out_dir = check_out_dir(out_dir, overwrite, what)
-  parent = os.path.dirname(out_dir)
-  os.makedirs(parent, exist_ok=True)
-  tmp = paths.staging_dir(out_dir)
+  try:
+    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
+    tmp = paths.staging_dir(out_dir)
+  except OSError as e:  # e.g. under /proc, which os.access calls writable
+    raise paths.OutputPathError(f'{what} {out_dir} cannot be created ({e.strerror}); give a '
+                                'directory you can write') from None
   try:
     for name, image in zip(designs.file_names(), designs.images):
       images_lib.write_rgb(os.path.join(tmp, name), image, atomic=False)

@@ -37,6 +37,20 @@ def check_output_dir(path: str, what: str) -> str:
   return path
 
 
+def make_output_dir(path: str, what: str) -> str:
+  """Creates the directory `path` (with its parents) if missing and returns it, absolute; an
+  OutputPathError naming `what` where that fails. `check_output_dir` cannot tell every case in
+  advance: a pseudo-filesystem such as /proc or /sys refuses new directories that os.access
+  calls writable. A file in the way is an error too (FileExistsError)."""
+  path = os.path.abspath(path)
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise OutputPathError(f'{what} {path} cannot be created ({e.strerror}); give a directory '
+                          'you can write') from None
+  return path
+
+
 def _check_name_lengths(path: str, existing: str, what: str) -> None:
   """A directory name longer than the filesystem allows (os.access cannot tell) is refused now,
   not by os.makedirs once the work has started. Checked, not tried: the processes of one run
@@ -53,8 +67,8 @@ def _check_name_lengths(path: str, existing: str, what: str) -> None:
 
 
 def check_output_file(path: str, what: str) -> str:
-  """Absolute `path` if a file can be written there: not a directory, in an existing writable
-  directory; else an OutputPathError naming `what` (e.g. '--json')."""
+  """Absolute `path` if a file can be written there (tried: a temporary file made and removed):
+  not a directory, in an existing writable directory; else an OutputPathError naming `what` (e.g. '--json')."""
   path = os.path.abspath(path)
   directory = os.path.dirname(path)
   if os.path.isdir(path):
@@ -67,6 +81,12 @@ def check_output_file(path: str, what: str) -> str:
     raise OutputPathError(f'{what} {path}: {reason}')
   if not os.access(directory, os.W_OK | os.X_OK):
     raise OutputPathError(f'{what} {path}: directory {directory} is not writable')
+  try:  # a file of its own, so no other writer can race it; /proc passes os.access
+    fd, tmp = staging_file(path)
+    os.close(fd)
+    os.unlink(tmp)
+  except OSError as e:
+    raise OutputPathError(f'{what} {path}: cannot write ({e.strerror})') from None
   return path
 
 

@@ -177,6 +177,9 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
   check_batch_fits(config, dataset)
   parallel.check_batch_size(config.batch_size)
   _check_run_layout(config)
+  for c in seed_configs(config):  # now, not at the end: see paths.make_output_dir
+    paths.make_output_dir(c.log_path, 'log_path')
+    paths.make_output_dir(c.output_path or os.path.join(c.log_path, 'output'), 'output_path')
   sweep = config.num_seeds > 1
   seeds = [c.seed for c in seed_configs(config)]
   models, abstract = step.abstract_init(config, dataset.spec, dataset.mask)
@@ -310,7 +313,6 @@ class _Run:
     self.log_path = os.path.abspath(config.log_path)
     self.output_path = os.path.abspath(config.output_path
                                        or os.path.join(self.log_path, 'output'))
-    os.makedirs(self.log_path, exist_ok=True)
     self.log = _logger(self.log_path, prefix, shared.main)
     self.log.info('=' * 64)
     self.log.info('designgan training: %s GAN, %s loss, %s generator, %s critic',

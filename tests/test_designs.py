@@ -8,6 +8,7 @@ import pytest
 from gan import designs
 from gan import images as images_lib
 from gan import oracle
+from gan.errors import DesignGanError
 
 
 def test_oracle_reproduces_every_label(default_designs):
@@ -202,6 +203,12 @@ def test_cli_refuses_the_out_directory_before_generating(tmp_path, monkeypatch, 
   assert designs.main(args) == 1
   err = capsys.readouterr().err
   assert err.startswith('error: ') and message in err, err
+
+
+def test_a_directory_a_pseudo_filesystem_refuses_is_one_error():
+  """/proc passes os.access for root: it used to end in mkdtemp's traceback."""
+  with pytest.raises(DesignGanError, match='^--out /proc/designgan-test/data '):
+    designs.write_dataset('/proc/designgan-test/data', designs.generate(4, 0))
 
 
 def test_the_dataset_directory_follows_the_umask(tmp_path):

@@ -1,4 +1,5 @@
-"""gan.paths: output locations are checked without creating anything."""
+"""gan.paths: output locations are checked without creating anything (or only a temporary file,
+removed), and created with errors that say which one failed."""
 
 import os
 
@@ -84,3 +85,33 @@ def test_files_written_through_a_temporary_file_follow_the_umask(tmp_path, umask
     assert os.stat(tmp_path / name).st_mode & 0o777 == mode, name
   assert sorted(os.listdir(tmp_path)) == sorted(['design.bmp', 'metrics.json',
                                                  os.path.basename(staged)])
+
+
+# /proc refuses new entries even to root, whom os.access calls able to write there.
+PSEUDO = '/proc/designgan-test'
+
+
+def test_an_output_directory_is_created_with_its_parents(tmp_path):
+  nested = tmp_path / 'a' / 'b'
+  assert paths.make_output_dir(str(nested), 'log_path') == str(nested)
+  assert paths.make_output_dir(str(nested), 'log_path') == str(nested)  # exists: fine
+  assert nested.is_dir()
+
+
+@pytest.mark.parametrize('target', [f'{PSEUDO}/run', 'FILE', 'FILE/run'])
+def test_an_output_directory_that_cannot_be_created_names_the_field(tmp_path, target):
+  (tmp_path / 'f').write_text('')
+  target = target.replace('FILE', str(tmp_path / 'f'))
+  with pytest.raises(paths.OutputPathError, match=f'^output_path {target} cannot be created .*'
+                     'give a directory you can write'):
+    paths.make_output_dir(target, 'output_path')
+
+
+def test_an_output_file_is_tried_and_nothing_is_left(tmp_path):
+  assert paths.check_output_file(str(tmp_path / 'm.json'), '--json') == str(tmp_path / 'm.json')
+  assert os.listdir(tmp_path) == []
+
+
+def test_an_output_file_a_pseudo_filesystem_refuses_is_refused_before_the_work():
+  with pytest.raises(paths.OutputPathError, match=f'^--json {PSEUDO}.json: '):
+    paths.check_output_file(PSEUDO + '.json', '--json')

@@ -995,6 +995,17 @@ def test_cli_reports_a_bad_config_file_field_or_path_in_one_line(args, expected,
   assert sorted(os.listdir(tmp_path)) == before
 
 
+def test_an_output_path_a_pseudo_filesystem_refuses_fails_before_training(small_design_dir,
+                                                                           tmp_path):
+  """/proc passes os.access for root: the run used to train, then end in a traceback when it
+  wrote its designs."""
+  config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'),
+                       output_path='/proc/designgan-test/out')
+  with pytest.raises(paths.OutputPathError, match='^output_path /proc/designgan-test/out '):
+    trainer.train(config)
+  assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
+
+
 def test_a_finished_run_run_again_trains_nothing(base_run, tmp_path):
   """... and removes the temporary directories of saves a killed run left unfinished."""
   config, _ = base_run
