@@ -1,6 +1,7 @@
 """Validation of training configs: every error is one line saying what is allowed, before any
 compilation. `resolve` returns a copy with aliases replaced by canonical names."""
 
+import importlib.machinery
 import importlib.util
 import os
 import re
@@ -159,7 +160,10 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
   """get_config() of a config file given by path (its imports resolve from the repo root, as for
   --config); a ConfigError saying what is wrong with the file otherwise."""
   name = os.path.splitext(os.path.basename(path))[0]
-  spec = importlib.util.spec_from_file_location(f'_designgan_config_{name}', path)
+  # A source loader whatever the file's extension, as ml_collections loads --config: from the
+  # extension alone, importlib finds no loader for README.md and gives no spec.
+  loader = importlib.machinery.SourceFileLoader(f'_designgan_config_{name}', path)
+  spec = importlib.util.spec_from_loader(loader.name, loader)
   module = importlib.util.module_from_spec(spec)
   try:
     spec.loader.exec_module(module)

@@ -946,12 +946,14 @@ _BAD_CONFIG_FILES = {
     'no_get_config.py': 'x = 1\n',
     'raises.py': 'def get_config():\n  raise ValueError("boom")\n',
     'returns_int.py': 'def get_config():\n  return 5\n',
+    'notes.md': '# Notes\n\nTrained 1.5x faster.\n',
 }
 
 
 @pytest.mark.parametrize('args, expected', [
     (['--config=configs/nope.py'], ['--config=configs/nope.py', 'no such config file']),
     (['--config={dir}/syntax.py'], ['syntax.py', 'not valid Python']),
+    (['--config={dir}/notes.md'], ['notes.md is not valid Python']),
     (['--config={dir}/no_get_config.py'], ['no_get_config.py', 'get_config()']),
     (['--config={dir}/raises.py'], ['get_config() failed', 'ValueError: boom']),
     # Without --config, ml_collections applies overrides while defining the flag; with it,
@@ -969,7 +971,7 @@ _BAD_CONFIG_FILES = {
     (['--config.log_path={dir}/a_file'], ['log_path', 'a_file is a file']),
     (['--config.log_path={dir}/a_file/run'], ['a_file is a file']),
     (['--config.output_path={dir}/a_file'], ['output_path', 'a_file is a file']),
-], ids=['missing_file', 'syntax_error', 'no_get_config', 'get_config_raises', 'unknown_field',
+], ids=['missing_file', 'syntax_error', 'not_python', 'no_get_config', 'get_config_raises', 'unknown_field',
         'unknown_field_with_file', 'near_miss_field', 'config_not_a_configdict_with_field',
         'config_not_a_configdict', 'field_of_a_tuple', 'bad_int', 'log_path_file',
         'log_path_under_file', 'output_path_file'])
