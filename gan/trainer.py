@@ -177,6 +177,7 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
   check_batch_fits(config, dataset)
   parallel.check_batch_size(config.batch_size)
   _check_run_layout(config)
+  _check_resumable_early(config, dataset.spec)
   for c in seed_configs(config):  # now, not at the end: see paths.make_output_dir
     paths.make_output_dir(c.log_path, 'log_path')
     paths.make_output_dir(c.output_path or os.path.join(c.log_path, 'output'), 'output_path')
@@ -546,6 +547,22 @@ class _Evaluator:
   def close(self):
     if self.enabled:
       self.best.wait_until_finished()
+
+
+def _check_resumable_early(config, spec) -> None:
+  """`_check_resumable` against each run's latest checkpoint, before the run directory gets a
+  log line or an empty best/: a refused resume leaves the run as it was. A checkpoint whose
+  metadata cannot be read is left to the restore, which says what to do about it."""
+  for c in seed_configs(config):
+    if not _saved_epochs(c.log_path):
+      continue
+    mngr = checkpoints.manager(os.path.join(c.log_path, 'checkpoints'), c.keep_checkpoints,
+                               create=False)
+    try:
+      _, saved = checkpoints.read_meta(mngr)
+    except checkpoints.CheckpointError:
+      continue
+    _check_resumable(saved, c, spec, c.log_path)
 
 
 def _check_resumable(saved: dict, config, spec, log_path: str):

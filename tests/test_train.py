@@ -512,11 +512,14 @@ def test_resuming_with_a_different_model_is_refused(base_run, small_design_dir, 
                                                     monkeypatch):
   _, result = base_run
   log_path = copy_run(result['log_path'], tmp_path / 'run')
+  before = _files(log_path)
   monkeypatch.setattr(step, 'compile_epoch', lambda *a: pytest.fail('compiled before refusing'))
   config = tiny_config(data_path=small_design_dir, log_path=log_path, epochs=4, **BASE)
   config.zdim = 8
   with pytest.raises(ConfigError, match=r'zdim: 16 -> 8'):
     trainer.train(config)
+  # Refused before the run directory gets a log line, an event file or a directory.
+  assert _files(log_path) == before
   config.zdim = 16
   config.batch_size = 16  # not the model, but fixed too: the error must not call it the model
   with pytest.raises(ConfigError, match=r'cannot change on resume \(batch_size: 32 -> 16\).*'
@@ -529,6 +532,18 @@ def test_resuming_with_a_different_model_is_refused(base_run, small_design_dir, 
   with pytest.raises(ConfigError,
                      match=r'trained with critic_iter=2, not 3.*--config.critic_iter=2'):
     trainer.train(config)
+
+
+def _files(directory) -> dict:
+  """Every file and directory under `directory`, with the contents of the files."""
+  found = {}
+  for root, dirs, files in os.walk(directory):
+    for name in dirs:
+      found[os.path.relpath(os.path.join(root, name), directory)] = None
+    for name in files:
+      with open(os.path.join(root, name), 'rb') as f:
+        found[os.path.relpath(os.path.join(root, name), directory)] = f.read()
+  return found
 
 
 def _train_into_a_nan(base_run, small_design_dir, tmp_path, monkeypatch, bad_epoch):
