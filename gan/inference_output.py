@@ -243,8 +243,9 @@ class _staging:
     try:
       os.makedirs(parent, exist_ok=True)
       self.tmp = tempfile.mkdtemp(prefix='.inference-', dir=parent)
-    except OSError as e:
-      raise DesignGanError(f'cannot write to {self.out_dir}: {e}') from None
+    except OSError as e:  # e.g. under /proc, which os.access calls writable
+      raise paths.OutputPathError(f'{self.out_dir} cannot be created ({e.strerror}); give a '
+                                  'directory you can write') from None
     return self.tmp
 
   def __exit__(self, exc_type, exc, tb):

@@ -51,14 +51,23 @@ def make_output_dir(path: str, what: str) -> str:
   return path
 
 
+_ROOM_INSIDE = 200  # bytes kept for the paths under an output directory (checkpoints/<step>/...)
+
+
 def _check_name_lengths(path: str, existing: str, what: str) -> None:
-  """A directory name longer than the filesystem allows (os.access cannot tell) is refused now,
+  """A directory name or path longer than the system allows (os.access cannot tell) is refused now,
   not by os.makedirs once the work has started. Checked, not tried: the processes of one run
   check the same log_path at once, and one's trial directory would race the others."""
   try:
     name_max = os.pathconf(existing, 'PC_NAME_MAX')
+    path_max = os.pathconf(existing, 'PC_PATH_MAX')
   except (OSError, ValueError):
     return
+  if path_max and len(os.fsencode(path)) + _ROOM_INSIDE >= path_max:  # path_max counts the NUL
+    raise OutputPathError(f'{what} {path[:40]}... cannot be used: it is '
+                          f'{len(os.fsencode(path))} bytes long, this system allows paths of '
+                          f'{path_max - 1} bytes, and the files inside it need up to '
+                          f'{_ROOM_INSIDE} more; give a shorter one')
   for name in os.path.relpath(path, existing).split(os.sep):
     if name_max and len(os.fsencode(name)) > name_max:
       raise OutputPathError(f'{what} {path} cannot be created: the name {name[:16]}... is '
@@ -68,7 +77,8 @@ def _check_name_lengths(path: str, existing: str, what: str) -> None:
 
 def check_output_file(path: str, what: str) -> str:
   """Absolute `path` if a file can be written there (tried: a temporary file made and removed):
-  not a directory, in an existing writable directory; else an OutputPathError naming `what` (e.g. '--json')."""
+  not a directory, in an existing writable directory; else an OutputPathError naming `what`
+  (e.g. '--json')."""
   path = os.path.abspath(path)
   directory = os.path.dirname(path)
   if os.path.isdir(path):

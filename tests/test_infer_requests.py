@@ -268,6 +268,13 @@ def test_a_large_request_is_generated_in_chunks_and_reports_progress(one_strut_r
   assert lines == []  # a request of at most CHUNK_SIZE designs is quick: no progress
 
 
+def test_an_output_directory_a_pseudo_filesystem_refuses_is_one_error(one_strut_run):
+  """/proc passes os.access for root; the staging directory's mkdtemp named its own name."""
+  with pytest.raises(DesignGanError, match='/proc/designgan-test/out cannot be created.*give a '
+                                           'directory you can write'):
+    generate(one_strut_run, '/proc/designgan-test/out', struts=(), num=3)
+
+
 # ---------------------------------------------------------------------------------------------
 # Ctrl-C
 

@@ -24,6 +24,16 @@ def test_a_name_too_long_for_the_filesystem_is_refused_and_nothing_is_created(tm
   assert os.listdir(tmp_path) == []
 
 
+def test_a_path_too_long_for_the_system_is_refused_and_nothing_is_created(tmp_path):
+  """Each name within the limit, the whole over PATH_MAX less the room the run's files need: it
+  used to end in os.makedirs' 'File name too long' with part of the tree made."""
+  path = os.path.join(str(tmp_path), *['d' * 200] * 20)
+  with pytest.raises(paths.OutputPathError, match='cannot be used: it is .* bytes long, this '
+                                                  'system allows paths of'):
+    paths.check_output_dir(path, 'log_path')
+  assert os.listdir(tmp_path) == []
+
+
 def test_a_relative_directory_comes_back_absolute(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   assert paths.check_output_dir('runs/x', 'log_path') == str(tmp_path / 'runs' / 'x')
