@@ -51,7 +51,7 @@ from gan import data
 from gan import interrupts
 from gan import metrics as metrics_lib
 from gan import paths
-from gan.errors import DesignGanError
+from gan.errors import DataError, DesignGanError
 
 GenerateFn = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
 
@@ -235,8 +235,11 @@ def _check_designs(images, n: int, layout) -> np.ndarray:
 
 
 def evaluate_model(model_path: str, step: Optional[int] = None, per_pair: int = 10, seed: int = 0,
-                   device: str = 'cpu', cache_dir: Optional[str] = None) -> dict:
+                   device: str = 'cpu', cache_dir: Optional[str] = None,
+                   data_path: Optional[str] = None) -> dict:
   """Loads a run's checkpoint, its dataset and the (cached) classifier; evaluates the generator.
+
+  The dataset is the one the run's config names, or `data_path` (the same designs, moved).
 
   Raises:
     DesignGanError: no such checkpoint, the data cannot be loaded or no longer fit the model,
@@ -252,7 +255,7 @@ def evaluate_model(model_path: str, step: Optional[int] = None, per_pair: int = 
   dev = inference.select_device(device)
   with jax.default_device(dev):
     model = inference.load(model_path, step, dev)
-    dataset = trainer.load_data(model.config)
+    dataset = _load_data(model, data_path, trainer.load_data)
     if dataset.spec.to_dict() != model.spec.to_dict():
       raise EvaluationError(
           f'the data at {dataset.data_dir} no longer match the model in {model.run_dir} (other '
@@ -263,6 +266,20 @@ def evaluate_model(model_path: str, step: Optional[int] = None, per_pair: int = 
   result['model'] = {'run_dir': model.run_dir, 'checkpoint_dir': model.checkpoint_dir,
                      'step': model.epoch, 'data': dataset.data_dir}
   return result
+
+
+def _load_data(model, data_path: Optional[str], load_data) -> data.Dataset:
+  """The run's dataset, from `data_path` when given; a DataError that says where the path came
+  from when the run's own data_path fails (the designs moved since training)."""
+  config = model.config.copy_and_resolve_references()
+  if data_path is not None:
+    config.data_path = os.path.abspath(os.path.expanduser(data_path)) if data_path else ''
+    return load_data(config)
+  try:
+    return load_data(config)
+  except DataError as e:
+    raise DataError(f'{e} (the data_path the run in {model.run_dir} was trained with); if '
+                         'the designs moved, give their directory with --data_path') from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,8 +342,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--step', type=int, default=None, help='checkpoint step (default: latest)')
   parser.add_argument('--per_pair', type=int, default=10, help='designs per class pair')
   parser.add_argument('--seed', type=int, default=0, help='seed of noise and strut colours')
-  parser.add_argument('--device', default='cpu', help='cpu | gpu | auto (a GPU when present)')
+  parser.add_argument('--device', default='cpu',
+                      help='cpu (default) | gpu | auto (a GPU when present)')
   parser.add_argument('--json', default='', help='also write the metrics to this JSON file')
+  parser.add_argument('--data_path', default=None,
+                      help='the designs the model was trained on, if they moved since (default: '
+                           'the data_path of the run\'s config; "" for the embedded designs)')
   parser.add_argument('--cache_dir', default=None,
                       help='cache of evaluation classifiers (default: the designgan cache)')
   args = parser.parse_args(argv)
@@ -338,7 +359,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       if args.json:  # fail before the work, not after it
         paths.check_output_file(args.json, '--json')
       metrics = evaluate_model(args.model_path, args.step, args.per_pair, args.seed, args.device,
-                               args.cache_dir)
+                               args.cache_dir, args.data_path)
       interrupts.raise_if_interrupted()
       if args.json:
         paths.write_json(args.json, metrics)

@@ -222,6 +222,30 @@ def test_evaluate_model_end_to_end(trained_run, tmp_path, capsys):
   assert again == metrics
 
 
+def test_designs_moved_since_training_are_found_with_data_path(small_design_dir, tmp_path,
+                                                               capsys):
+  """The run's config names the data it was trained on; once they moved, the error says where
+  that path came from and --data_path evaluates with the designs where they are now."""
+  data_dir = tmp_path / 'data'
+  shutil.copytree(small_design_dir, data_dir)
+  log_path = str(tmp_path / 'run')
+  trainer.train(tiny_config(data_dir, log_path, eval_every=0))
+  args = [f'--model_path={log_path}', '--per_pair=1', f'--cache_dir={tmp_path / "cache"}']
+  assert evaluate.main(args + [f'--json={tmp_path / "before.json"}']) == 0
+  data_dir.rename(tmp_path / 'moved')
+  capsys.readouterr()
+  assert evaluate.main(args) == 1
+  err = capsys.readouterr().err
+  assert err.startswith(f'error: {data_dir}: data directory does not exist'), err
+  assert f'the data_path the run in {log_path} was trained with' in err and '--data_path' in err
+  assert evaluate.main(args + [f'--data_path={tmp_path / "moved"}',
+                               f'--json={tmp_path / "after.json"}']) == 0
+  before, after = (json.loads((tmp_path / n).read_text()) for n in ('before.json', 'after.json'))
+  assert after['model'].pop('data') == str(tmp_path / 'moved')
+  assert before['model'].pop('data') == str(data_dir)
+  assert after == before
+
+
 def test_evaluate_model_reports_a_missing_step(trained_run, tmp_path):
   with pytest.raises(evaluate.DesignGanError, match='step 7'):
     evaluate.evaluate_model(trained_run, step=7, cache_dir=str(tmp_path))
