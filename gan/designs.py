@@ -307,15 +307,20 @@ def ensure_default_dataset(cache_dir: str | None = None, num: int = DEFAULT_NUM_
   path = os.path.join(cache_dir, f'designs-v{GENERATOR_VERSION}-n{num}-seed{seed}')
   if os.path.isdir(path):
     return path
-  log.warning('Generating the default design dataset (%d designs, seed %d) once into %s',
-              num, seed, path)
+  what = 'the default dataset directory'
   try:
-    write_dataset(path, generate(num, seed), what='the default dataset directory')
-  except OSError as e:
+    # Before generating (a minute on a small CPU): /proc even passes check_out_dir for root.
+    check_out_dir(path, what=what)
+    paths.make_output_dir(cache_dir, 'the cache directory')
+    log.warning('Generating the default design dataset (%d designs, seed %d) once into %s',
+                num, seed, path)
+    write_dataset(path, generate(num, seed), what=what)
+  except (OSError, paths.OutputPathError) as e:
     if os.path.isdir(path):  # another process finished first: use its copy
       return path
-    raise DesignGanError(f'cannot write the default dataset to {path}: {e}; set DESIGNGAN_CACHE '
-                         'to a writable directory') from None
+    reason = e if isinstance(e, paths.OutputPathError) else f'cannot write {path}: {e}'
+    raise DesignGanError(f'{reason} (the cache of the embedded designs: DESIGNGAN_CACHE sets '
+                         'it; or train on your own designs with --config.data_path)') from None
   return path
 
 

@@ -245,6 +245,16 @@ def test_default_dataset_is_generated_once(tmp_path):
   assert os.listdir(tmp_path) == [os.path.basename(path)]
 
 
+@pytest.mark.parametrize('cache', ['FILE/cache', '/proc/designgan-test/cache'])
+def test_a_cache_that_cannot_be_written_says_how_to_choose_another_before_generating(
+    tmp_path, monkeypatch, cache):
+  (tmp_path / 'f').write_text('')
+  monkeypatch.setattr(designs, 'generate', lambda *a: pytest.fail('generated first'))
+  with pytest.raises(DesignGanError, match='^the (default dataset|cache) directory .* '
+                                           'DESIGNGAN_CACHE sets it; or .* --config.data_path'):
+    designs.ensure_default_dataset(cache.replace('FILE', str(tmp_path / 'f')), num=30, seed=0)
+
+
 def test_loader_reads_the_generated_dataset_back(small_design_dir):
   from gan import data  # pylint: disable=import-outside-toplevel
   dataset = data.load_dataset(small_design_dir, datashape='dropempty', val_fraction=0.1, seed=0)
