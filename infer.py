@@ -49,6 +49,9 @@ def parse_flags(argv):
     argv = flags.FLAGS(argv)
   except flags.Error as e:
     _flag_error(f'{e}')
+  if len(argv) > 1:
+    _flag_error(f'unexpected arguments: {" ".join(argv[1:])}; every value is given as '
+                '--flag=value')
   if flags.FLAGS.model_path is None:
     _flag_error('give --model_path: a training run directory (log_path), its checkpoints/ '
                 'directory or one step directory')
@@ -61,8 +64,7 @@ def _flag_error(message: str):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # parse_flags refused any argument that is not a flag
   try:
     with interrupts.watched():  # also a Ctrl-C that a callback swallowed stops the request
       out_dir, files = _infer()

@@ -51,9 +51,14 @@ _PROCESS_ID = flags.DEFINE_integer(
 
 def parse_flags(argv):
   try:
-    return flags.FLAGS(argv)
+    argv = flags.FLAGS(argv)
   except Exception as e:  # pylint: disable=broad-except
     return _config_error(e)
+  if len(argv) > 1:
+    print(f'error: unexpected arguments: {" ".join(argv[1:])}; give the config as --config=FILE '
+          'and fields as --config.<field>=value', file=sys.stderr)
+    sys.exit(1)
+  return argv
 
 
 def _stop_at_first_ctrl_c() -> threading.Event:
@@ -75,8 +80,7 @@ def _stop_at_first_ctrl_c() -> threading.Event:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # parse_flags refused any argument that is not a flag
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file it writes at INFO
   try:
     config = _CONFIG.value

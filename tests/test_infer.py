@@ -547,6 +547,17 @@ def test_cli_without_model_path_is_one_error_line(tmp_path):
   assert os.listdir(tmp_path) == []
 
 
+def test_cli_with_an_argument_that_is_no_flag_is_one_error_line(tmp_path):
+  """absl's UsageError printed the whole help (46 lines) before the message."""
+  result = infer_cli('--model_path=run', '--durability=1.4', '--mass=2.14', '1.5',
+                     f'--gen_img_path={tmp_path / "out"}')
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines() == [
+      'error: unexpected arguments: 1.5; every value is given as --flag=value (python infer.py '
+      '--helpshort lists the flags)'], result.stderr
+  assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize('case', [n for n in _LIB_CASES
                                   if not (n in _GPU_CASES and _has_gpu())])
 def test_library_bad_input_raises_one_line_and_writes_nothing(main_run, tmp_path, case):
