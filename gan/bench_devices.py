@@ -78,8 +78,13 @@ def _measure_in_subprocess(name: str, config, devices: int, *, epochs: int,
   result = json.loads(proc.stdout.strip().splitlines()[-1])
   if (result['platform'], result['devices']) != (platform, devices):
     # e.g. --platform gpu without a GPU: JAX falls back to the CPU and would time that instead
-    raise DeviceBenchError(f'{name}: asked for {devices} {platform} device(s), the run had '
-                           f'{result["devices"]} {result["platform"]} device(s)')
+    found = f'{result["devices"]} {result["platform"]} device(s)'
+    hint = ('no GPU is available on this machine; use --platform cpu'
+            if platform == 'gpu' and result['platform'] != 'gpu' else
+            f'ask for at most {result["devices"]}' if result['platform'] == platform else
+            'JAX picked another platform')
+    raise DeviceBenchError(f'{name}: asked for {devices} {platform} device(s), but the run had '
+                           f'{found}: {hint}')
   return result
 
 
