@@ -194,8 +194,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
                       help='config override for every combination (repeatable)')
   args = parser.parse_args(argv)
-  names = COMBINATIONS if args.combos == 'all' else tuple(
-      n.strip() for n in args.combos.split(',') if n.strip())
+  names = COMBINATIONS if args.combos == 'all' else tuple(dict.fromkeys(  # each once, in order
+      n.strip() for n in args.combos.split(',') if n.strip()))
   try:
     if not args.minutes > 0:
       raise ConfigError(f'--minutes must be > 0, got {args.minutes}')

@@ -33,11 +33,12 @@ def test_compare_writes_results_table_and_figure(small_design_dir, tmp_path, cap
   with Image.open(tmp_path / 'designs.png') as image:
     assert image.size[0] > 2 * 14 * 2 * 12  # two panels of 12 mass columns side by side
   assert os.path.isdir(tmp_path / 'vanilla_bce_mlp' / 'checkpoints')
-  # Already evaluated combinations are not retrained, and say so.
+  # Already evaluated combinations are not retrained, and say so; one named twice is one row.
   capsys.readouterr()
-  assert compare.main(args) == 0
+  assert compare.main([a.replace(names, names + ',vanilla_bce_mlp') for a in args]) == 0
   out = capsys.readouterr().out
   assert 'training for' not in out and 'vanilla_bce_mlp: already in' in out, out
+  assert out.count('| `vanilla_bce_mlp` |') == 1, out
   # ... but not continued with other settings: the table would mix them.
   assert compare.main(args + ['--set', 'gen_norm=none']) == 1
   err = capsys.readouterr().err
