@@ -1,4 +1,4 @@
-"""Generates designs for requested conditions from a trained model.
+r"""Generates designs for requested conditions from a trained model.
 
   python infer.py --model_path=runs/default --durability=1.4 --mass=2.14 \
       --strut1=0,0,0 --strut2=255,255,255 --num_gen_image=50 --grid

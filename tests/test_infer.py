@@ -547,6 +547,13 @@ def test_cli_without_model_path_is_one_error_line(tmp_path):
   assert os.listdir(tmp_path) == []
 
 
+def test_cli_help_shows_the_example_commands_as_written():
+  """The usage text is the module docstring: its line continuations must stay backslashes."""
+  result = infer_cli('--helpshort')
+  assert ('python infer.py --model_path=runs/default --durability=1.4 --mass=2.14 \\\n'
+          '      --strut1=0,0,0' in result.stdout), result.stdout
+
+
 def test_cli_with_an_argument_that_is_no_flag_is_one_error_line(tmp_path):
   """absl's UsageError printed the whole help (46 lines) before the message."""
   result = infer_cli('--model_path=run', '--durability=1.4', '--mass=2.14', '1.5',
