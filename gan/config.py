@@ -295,6 +295,8 @@ def flag_error_message(argv: Sequence[str], error: Exception) -> str:
   if isinstance(error, SyntaxError):
     return f'--config={config_file} is not valid Python: {text}'
   if isinstance(error, flags.Error):  # absl's own messages name the flag
+    if 'before a value for --config was specified' in text:
+      return f'{text}; give --config=FILE before the --config.<field> overrides'
     return text
   return f'--config={config_file} cannot be used: {type(error).__name__}: {text}'
 

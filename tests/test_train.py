@@ -984,13 +984,16 @@ _BAD_CONFIG_FILES = {
     (['--config.gen_hidden_dims.x=3'], ['--config.gen_hidden_dims.x', 'cannot be applied']),
     (['--config.epochs=abc'], ['--config.epochs=abc']),
     (['--config.epochs=1', 'extra'], ['unexpected arguments: extra', '--config=FILE']),
+    (['--config.epochs=1', '--config=configs/default.py'],
+     ['--config.epochs', 'give --config=FILE before the --config.<field> overrides']),
     (['--config.log_path={dir}/a_file'], ['log_path', 'a_file is a file']),
     (['--config.log_path={dir}/a_file/run'], ['a_file is a file']),
     (['--config.output_path={dir}/a_file'], ['output_path', 'a_file is a file']),
-], ids=['missing_file', 'syntax_error', 'not_python', 'no_get_config', 'get_config_raises', 'unknown_field',
-        'unknown_field_with_file', 'near_miss_field', 'config_not_a_configdict_with_field',
-        'config_not_a_configdict', 'field_of_a_tuple', 'bad_int', 'extra_argument', 'log_path_file',
-        'log_path_under_file', 'output_path_file'])
+], ids=['missing_file', 'syntax_error', 'not_python', 'no_get_config', 'get_config_raises',
+        'unknown_field', 'unknown_field_with_file', 'near_miss_field',
+        'config_not_a_configdict_with_field', 'config_not_a_configdict', 'field_of_a_tuple',
+        'bad_int', 'extra_argument', 'override_first', 'log_path_file', 'log_path_under_file',
+        'output_path_file'])
 def test_cli_reports_a_bad_config_file_field_or_path_in_one_line(args, expected, tmp_path):
   """Each is one `error:` line naming the problem, exit status 1, before any data is loaded
   (nothing is written)."""
