@@ -73,7 +73,8 @@ def main(argv):
     # an interrupted request has written nothing unless the exception says otherwise.
     _exit_interrupted(str(e) or 'nothing written')
   interrupts.finished()
-  print(f'wrote {len(files)} designs and manifest.csv to {out_dir}')
+  extra = ', manifest.csv and grid.png' if flags.FLAGS.grid else ' and manifest.csv'
+  print(f'wrote {len(files):,} designs{extra} to {out_dir}')
 
 
 def _exit_interrupted(outcome: str):
