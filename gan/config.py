@@ -289,6 +289,9 @@ def flag_error_message(argv: Sequence[str], error: Exception) -> str:
     return (f'--config.{" / --config.".join(named)}: cannot be applied '
             f'({" ".join(lookup.split())}); the fields and their defaults are in '
             'configs/default.py')
+  if os.path.isdir(config_file):
+    return (f'--config={config_file} is a directory; give one config file in it, e.g. '
+            'configs/default.py')
   if isinstance(error, OSError) and not os.path.isfile(config_file):
     return (f'--config={config_file}: no such config file (relative to {os.getcwd()}); the '
             'configs/ directory of the repository holds the presets')
