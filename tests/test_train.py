@@ -991,8 +991,7 @@ _BAD_CONFIG_FILES = {
     (['--config.log_path={dir}/a_file/run'], ['a_file is a file']),
     (['--config.output_path={dir}/a_file'], ['output_path', 'a_file is a file']),
 ], ids=['missing_file', 'syntax_error', 'not_python', 'a_directory', 'no_get_config',
-        'get_config_raises',
-        'unknown_field', 'unknown_field_with_file', 'near_miss_field',
+        'get_config_raises', 'unknown_field', 'unknown_field_with_file', 'near_miss_field',
         'config_not_a_configdict_with_field', 'config_not_a_configdict', 'field_of_a_tuple',
         'bad_int', 'extra_argument', 'override_first', 'log_path_file', 'log_path_under_file',
         'output_path_file'])
