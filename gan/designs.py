@@ -22,6 +22,7 @@ How a design is made (vectorised over all designs, deterministic by seed):
 
 import argparse
 import dataclasses
+import errno
 import hashlib
 import logging
 import os
@@ -248,13 +249,22 @@ def write_dataset(out_dir: str, designs: Designs, overwrite: bool = False,
   try:
     for name, image in zip(designs.file_names(), designs.images):
       images_lib.write_rgb(os.path.join(tmp, name), image, atomic=False)
-    if os.path.isdir(out_dir):
+    if overwrite and os.path.isdir(out_dir):
       old = tmp + '.old'
       os.rename(out_dir, old)
       os.rename(tmp, out_dir)
       shutil.rmtree(old)
     else:
-      os.rename(tmp, out_dir)
+      # Replaces an empty out_dir; one that another process filled meanwhile (the processes of
+      # one training run generate the default dataset at once) stays: rename refuses it.
+      try:
+        os.rename(tmp, out_dir)
+      except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+          raise
+        raise DesignGanError(f'{what} {out_dir} is not empty (written meanwhile by another '
+                             'process); choose a new directory or pass --overwrite to replace '
+                             'its contents') from None
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
@@ -315,10 +325,11 @@ def ensure_default_dataset(cache_dir: str | None = None, num: int = DEFAULT_NUM_
     log.warning('Generating the default design dataset (%d designs, seed %d) once into %s',
                 num, seed, path)
     write_dataset(path, generate(num, seed), what=what)
-  except (OSError, paths.OutputPathError) as e:
-    if os.path.isdir(path):  # another process finished first: use its copy
+  except (OSError, DesignGanError) as e:
+    # Another process finished first (check_out_dir or the rename found its copy): use that.
+    if os.path.isdir(path):
       return path
-    reason = e if isinstance(e, paths.OutputPathError) else f'cannot write {path}: {e}'
+    reason = e if isinstance(e, DesignGanError) else f'cannot write {path}: {e}'
     raise DesignGanError(f'{reason} (the cache of the embedded designs: DESIGNGAN_CACHE sets '
                          'it; or train on your own designs with --config.data_path)') from None
   return path

@@ -245,6 +245,45 @@ def test_default_dataset_is_generated_once(tmp_path):
   assert os.listdir(tmp_path) == [os.path.basename(path)]
 
 
+def test_default_dataset_another_process_wrote_while_this_one_generated_is_used(tmp_path,
+                                                                                 monkeypatch):
+  """The processes of one training run generate the default dataset at once: the one that
+  finishes last used to fail ('... is not empty; ... --overwrite')."""
+  generate = designs.generate
+
+  def other_process_first(num, seed):
+    monkeypatch.setattr(designs, 'generate', generate)
+    designs.ensure_default_dataset(str(tmp_path), num=num, seed=seed)
+    return generate(num, seed)
+
+  monkeypatch.setattr(designs, 'generate', other_process_first)
+  path = designs.ensure_default_dataset(str(tmp_path), num=30, seed=0)
+  assert os.listdir(tmp_path) == [os.path.basename(path)]  # no staging directory left
+  assert len(os.listdir(path)) == 30
+
+
+def test_default_dataset_another_process_wrote_just_before_the_rename_stays(tmp_path,
+                                                                            monkeypatch):
+  """A copy another process moved in after this one's checks is not replaced (renamed away and
+  deleted while that process may be reading it): rename refuses a non-empty directory."""
+  check_out_dir = designs.check_out_dir
+  calls, others = [], []
+
+  def other_process_after_the_check(*args, **kwargs):
+    checked = check_out_dir(*args, **kwargs)
+    calls.append(checked)
+    if len(calls) == 2:  # write_dataset's check: the other process finishes now
+      designs.write_dataset(checked, designs.generate(30, 0), what='other')
+      others.append(os.stat(checked).st_ino)
+    return checked
+
+  monkeypatch.setattr(designs, 'check_out_dir', other_process_after_the_check)
+  path = designs.ensure_default_dataset(str(tmp_path), num=30, seed=0)
+  assert others == [os.stat(path).st_ino]  # the other process's copy, in place
+  assert os.listdir(tmp_path) == [os.path.basename(path)]  # no staging directory left
+  assert len(os.listdir(path)) == 30
+
+
 @pytest.mark.parametrize('cache', ['FILE/cache', '/proc/designgan-test/cache'])
 def test_a_cache_that_cannot_be_written_says_how_to_choose_another_before_generating(
     tmp_path, monkeypatch, cache):
