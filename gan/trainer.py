@@ -446,9 +446,9 @@ def _stop_reason(interrupted: bool, over_budget: bool) -> int:
   return parallel.max_over_processes(local)
 
 
-def _saved_epochs(log_path: str) -> list[int]:
-  """The epochs of the checkpoint directories under <log_path>/checkpoints (none opened)."""
-  directory = os.path.join(log_path, 'checkpoints')
+def _saved_epochs(log_path: str, name: str = 'checkpoints') -> list[int]:
+  """The epochs of the checkpoint directories under <log_path>/<name> (none opened)."""
+  directory = os.path.join(log_path, name)
   return (sorted(int(n) for n in os.listdir(directory) if n.isdigit())
           if os.path.isdir(directory) else [])
 
@@ -590,7 +590,8 @@ def _check_resumable(saved: dict, config, spec, log_path: str):
                       f'with --config.critic_iter={saved_config.critic_iter} or use a new '
                       '--config.log_path')
   old_best = saved['config'].get('best_metric', 'auto')
-  if old_best != config.best_metric and os.path.isdir(os.path.join(log_path, 'best')):
+  # An empty best/ ranks nothing: _Evaluator creates it before the restore checks this again.
+  if old_best != config.best_metric and _saved_epochs(log_path, 'best'):
     raise ConfigError(f'{log_path}/best ranks checkpoints by best_metric={old_best!r}, not '
                       f'{config.best_metric!r}; resume with --config.best_metric={old_best} or '
                       'use a new --config.log_path')

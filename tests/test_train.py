@@ -689,6 +689,20 @@ def test_a_changed_best_metric_is_refused_where_best_checkpoints_exist(base_run,
     trainer.train(config)
 
 
+def test_a_changed_best_metric_is_accepted_where_best_holds_no_checkpoint(small_design_dir,
+                                                                         tmp_path):
+  """A run trained without evaluation has no best/: the early check let a new best_metric pass,
+  then the run logged its header, _Evaluator created an empty best/ and the restore refused the
+  resume ('best ranks checkpoints by ...'), and every later attempt too."""
+  log_path = str(tmp_path / 'run')
+  trainer.train(tiny_config(data_path=small_design_dir, log_path=log_path, epochs=1,
+                            eval_every=0))
+  assert not os.path.exists(os.path.join(log_path, 'best'))
+  trainer.train(tiny_config(data_path=small_design_dir, log_path=log_path, epochs=2,
+                            eval_every=1, eval_per_pair=2, best_metric='fd'))
+  assert os.listdir(os.path.join(log_path, 'best')) == ['2']
+
+
 def test_checkpoint_of_the_same_run_is_complete_when_training_stops(
     base_run, small_design_dir, tmp_path, monkeypatch):
   """NaN in epoch 4, after epoch 3 was checkpointed in the same run: when train() raises, the
