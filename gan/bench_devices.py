@@ -81,8 +81,9 @@ def _measure_in_subprocess(name: str, config, devices: int, *, epochs: int,
     found = f'{result["devices"]} {result["platform"]} device(s)'
     hint = ('no GPU is available on this machine; use --platform cpu'
             if platform == 'gpu' and result['platform'] != 'gpu' else
-            f'ask for at most {result["devices"]}' if result['platform'] == platform else
-            'JAX picked another platform')
+            f'ask for at most {result["devices"]}'
+            if result['platform'] == platform and result['devices'] < devices else
+            'JAX did not use the devices asked for')
     raise DeviceBenchError(f'{name}: asked for {devices} {platform} device(s), but the run had '
                            f'{found}: {hint}')
   return result

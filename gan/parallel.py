@@ -52,8 +52,8 @@ def distributed_settings(coordinator_address: str = '', num_processes: int = 0,
   count = num_processes or _int_env(env, 'JAX_NUM_PROCESSES', 0)
   index = process_id if process_id >= 0 else _int_env(env, 'JAX_PROCESS_ID', -1)
   if count < 0:
-    raise ConfigError(f'num_processes={count} must be the number of processes of the run, at '
-                      'least 1 (0: a single-process run)')
+    raise ConfigError(f'num_processes={count} (--num_processes or JAX_NUM_PROCESSES) must be '
+                      'the number of processes of the run, at least 1 (0: a single-process run)')
   if address or count > 1 or index >= 0:
     if not address or count < 1 or index < 0:
       raise ConfigError(
