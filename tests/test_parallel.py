@@ -261,7 +261,8 @@ def test_a_multi_task_cluster_job_is_detected_by_jax():
     (('', 2, 0), 'needs all three'),
     (('10.0.0.1', 2, 0), 'host:port'),
     (('10.0.0.1:1234', 2, 2), 'process_id=2 must be in 0..1'),
-    (('10.0.0.1:1234', -2, 0), r'num_processes=-2 \(--num_processes or JAX_NUM_PROCESSES\) must be the number'),
+    (('10.0.0.1:1234', -2, 0),
+     r'num_processes=-2 \(--num_processes or JAX_NUM_PROCESSES\) must be the number'),
 ])
 def test_incomplete_distributed_settings_are_refused(args, expected):
   with pytest.raises(ConfigError, match=expected):
