@@ -175,29 +175,22 @@ def test_devices_mode_times_epochs_per_device_count(tmp_path):
   assert 'speed-up' in proc.stdout
 
 
-def test_devices_mode_refuses_a_run_on_other_devices_than_asked(monkeypatch):
-  """--platform gpu without a GPU: JAX falls back to the CPU; timing that as GPUs would mislead."""
-  ran_on_cpu = json.dumps(dict(devices=1, platform='cpu', samples_per_s=1.0,
-                               seconds_per_epoch=1.0, warmup_s=1.0))
+@pytest.mark.parametrize('asked, ran, expected', [
+    (1, dict(devices=1, platform='cpu'), 'asked for 1 gpu device.*the run had 1 cpu device.*: no '
+                                         'GPU is available on this machine; use --platform cpu'),
+    (4, dict(devices=2, platform='gpu'), 'asked for 4 gpu device.*the run had 2 gpu device.*: '
+                                         'ask for at most 2'),
+])
+def test_devices_mode_refuses_a_run_on_other_devices_than_asked(monkeypatch, asked, ran,
+                                                                 expected):
+  """--platform gpu without a GPU: JAX falls back to the CPU; timing that as GPUs would mislead.
+  The error says what to ask for instead."""
+  result = json.dumps(dict(ran, samples_per_s=1.0, seconds_per_epoch=1.0, warmup_s=1.0))
   monkeypatch.setattr(bench_devices.subprocess, 'run', lambda *a, **k: subprocess.CompletedProcess(
-      a, 0, stdout=ran_on_cpu + '\n', stderr=''))
+      a, 0, stdout=result + '\n', stderr=''))
   _, config = bench.row_config('vanilla_bce_mlp')
-  with pytest.raises(bench_devices.DeviceBenchError,
-                     match='asked for 1 gpu device.*the run had 1 cpu device.*: no GPU is '
-                           'available on this machine; use --platform cpu'):
-    bench_devices.device_rows('vanilla_bce_mlp', config, [1], epochs=1, repeats=1,
-                              platform='gpu')
-
-
-def test_devices_mode_says_how_many_devices_there_are_when_asked_for_more(monkeypatch):
-  ran_on_two = json.dumps(dict(devices=2, platform='gpu', samples_per_s=1.0,
-                               seconds_per_epoch=1.0, warmup_s=1.0))
-  monkeypatch.setattr(bench_devices.subprocess, 'run', lambda *a, **k: subprocess.CompletedProcess(
-      a, 0, stdout=ran_on_two + '\n', stderr=''))
-  _, config = bench.row_config('vanilla_bce_mlp')
-  with pytest.raises(bench_devices.DeviceBenchError, match='asked for 4 gpu device.*the run had 2 '
-                                                           'gpu device.*: ask for at most 2'):
-    bench_devices.device_rows('vanilla_bce_mlp', config, [4], epochs=1, repeats=1,
+  with pytest.raises(bench_devices.DeviceBenchError, match=expected):
+    bench_devices.device_rows('vanilla_bce_mlp', config, [asked], epochs=1, repeats=1,
                               platform='gpu')
 
 
