@@ -279,7 +279,7 @@ def _load_data(model, data_path: Optional[str], load_data) -> data.Dataset:
     return load_data(config)
   except DataError as e:
     raise DataError(f'{e} (the data_path the run in {model.run_dir} was trained with); if '
-                         'the designs moved, give their directory with --data_path') from None
+                    'the designs moved, give their directory with --data_path') from None
 
 
 # ---------------------------------------------------------------------------------------------
