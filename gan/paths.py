@@ -93,8 +93,10 @@ def check_output_file(path: str, what: str) -> str:
     raise OutputPathError(f'{what} {path}: directory {directory} is not writable')
   try:  # a file of its own, so no other writer can race it; /proc passes os.access
     fd, tmp = staging_file(path)
-    os.close(fd)
-    os.unlink(tmp)
+    try:
+      os.close(fd)
+    finally:  # also at a Ctrl-C
+      os.unlink(tmp)
   except OSError as e:
     raise OutputPathError(f'{what} {path}: cannot write ({e.strerror})') from None
   return path
