@@ -251,6 +251,8 @@ class Dataset:
   mask: np.ndarray
   data_dir: str = ''
   skipped: tuple[str, ...] = ()  # names of the files in data_dir that are not designs
+  subdirs: tuple[str, ...] = ()  # names of its (not hidden) subdirectories, not searched
+  merged: tuple[str, ...] = ()  # labels written differently that rounding made one class
 
   @property
   def layout(self) -> DesignLayout:
@@ -285,11 +287,29 @@ class Dataset:
     skipped as not designs."""
     found = []
     if self.skipped:
-      listed = ', '.join(self.skipped[:_MAX_LISTED])
-      more = (f' and {len(self.skipped) - _MAX_LISTED} more' if len(self.skipped) > _MAX_LISTED
-              else '')
       found.append(f'{self.data_dir}: skipped {len(self.skipped)} file(s) that are not .bmp/.png '
-                   f'images or are hidden: {listed}{more}')
+                   f'images or are hidden: {_listed(self.skipped)}')
+    if self.subdirs:
+      found.append(f'{self.data_dir}: {len(self.subdirs)} subdirector'
+                   f'{"ies" if len(self.subdirs) > 1 else "y"} not searched (designs are read '
+                   f'from the directory itself): {_listed([d + "/" for d in self.subdirs])}')
+    found += [f'{m} (labels are rounded to 2 decimals)' for m in self.merged]
+    designs = len(self.train) + len(self.val)
+    for label in ('durability', 'mass'):
+      vocab = getattr(self.spec, label)
+      if len(vocab) > max(20, designs // 2):
+        part = 'first' if label == 'durability' else 'second-to-last'
+        found.append(f'{label} has {len(vocab)} classes among {designs} designs: is it read from '
+                     f'the right part of the names? {label} is the {part} "_"-separated part of '
+                     f'{NAME_PATTERN} (e.g. {self.train.names[0]} -> {label} '
+                     f'{_format_value(vocab.values[getattr(self.train, label)[0]])})')
+    if len(self.val):
+      seen = {_design_key(self.train, i) for i in range(len(self.train))}
+      copies = sum(_design_key(self.val, i) in seen for i in range(len(self.val)))
+      if copies:
+        found.append(f'{copies} of {len(self.val)} validation designs are copies (same pixels '
+                     'and labels) of training designs: held-out metrics overstate how well the '
+                     'model generalises')
     for label in ('durability', 'mass'):
       vocab = getattr(self.spec, label)
       counts = np.bincount(getattr(self.train, label), minlength=len(vocab))
@@ -302,6 +322,38 @@ class Dataset:
         found.append(f'no training design has {label} {", ".join(empty)}: designs asked for it '
                      'are extrapolations')
     return found
+
+
+def _listed(names: Sequence[str]) -> str:
+  """The first few names, then how many more; non-UTF-8 bytes of a name escaped (\\xff), so
+  that a log line can be written at all."""
+  shown = [os.fsencode(n).decode('utf-8', 'backslashreplace') for n in names[:_MAX_LISTED]]
+  more = f' and {len(names) - _MAX_LISTED} more' if len(names) > _MAX_LISTED else ''
+  return ', '.join(shown) + more
+
+
+def _design_key(arrays: DesignArrays, i: int) -> tuple:
+  return (arrays.images[i].tobytes(), arrays.fixed[i].tobytes(), int(arrays.durability[i]),
+          int(arrays.mass[i]))
+
+
+def _merged_labels(paths: Sequence[str]) -> tuple[str, ...]:
+  """Per label, the classes that values written differently in the names were rounded into
+  (2.131 and 2.134 -> 2.13): one line each, at most a few."""
+  found = []
+  for what, part in (('durability', 0), ('mass', -2)):
+    written = collections.defaultdict(set)
+    for path in paths:
+      token = os.path.splitext(os.path.basename(path))[0].split('_')[part]
+      written[_round2(token)].add(decimal.Decimal(token).normalize())
+    merged = [(c, sorted(v)) for c, v in sorted(written.items()) if len(v) > 1]
+    for value, spellings in merged[:3]:
+      found.append(f'{what} values {", ".join(f"{v:f}" for v in spellings[:4])}'
+                   f'{" ..." if len(spellings) > 4 else ""} in the file names were all read as '
+                   f'class {_format_value(value)}')
+    if len(merged) > 3:
+      found.append(f'... and {len(merged) - 3} more {what} classes like these')
+  return tuple(found)
 
 
 def resolve_data_path(data_path: Optional[str]) -> str:
@@ -335,7 +387,7 @@ def load_dataset(data_path: str, datashape: str = 'dropempty',
   """
   _check_fraction(val_fraction)
   struts = parse_strut_positions(strut_positions)
-  paths, skipped = _list_images(data_path)
+  paths, skipped, subdirs = _list_images(data_path)
   labels = [parse_labels(p) for p in paths]  # cheap checks first: fail before reading pixels
   durability = _vocab(durability_values, [d for d, _ in labels], 'durability', paths)
   mass = _vocab(mass_values, [m for _, m in labels], 'mass', paths)
@@ -355,7 +407,8 @@ def load_dataset(data_path: str, datashape: str = 'dropempty',
       names=tuple(os.path.basename(p) for p in paths))
   train_idx, val_idx = split_indices(len(paths), val_fraction, seed)
   return Dataset(DataSpec(layout, durability, mass), arrays.take(train_idx), arrays.take(val_idx),
-                 layout.strut_mask(), data_dir=data_path, skipped=skipped)
+                 layout.strut_mask(), data_dir=data_path, skipped=skipped, subdirs=subdirs,
+                 merged=_merged_labels(paths))
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -379,8 +432,9 @@ def _check_fraction(val_fraction: float):
     raise DataError(f'validation fraction must be in [0, 1), got {val_fraction!r}')
 
 
-def _list_images(data_path: str) -> tuple[list[str], tuple[str, ...]]:
-  """(paths of the image files in `data_path`, names of the other files), sorted by name."""
+def _list_images(data_path: str) -> tuple[list[str], tuple[str, ...], tuple[str, ...]]:
+  """(paths of the image files in `data_path`, names of the other files, names of the
+  subdirectories that are not hidden), sorted by name."""
   if not os.path.exists(data_path):
     relative = '' if os.path.isabs(data_path) else f' (relative to {os.getcwd()})'
     raise DataError(f'{data_path}: data directory does not exist{relative}')
@@ -399,13 +453,13 @@ def _list_images(data_path: str) -> tuple[list[str], tuple[str, ...]]:
       skipped.append(entry.name)
     else:
       paths.append(entry.path)
+  subdirs = [e.name for e in entries if e.is_dir() and not e.name.startswith('.')]
   if not paths:
-    subdirs = [e.name for e in entries if e.is_dir() and not e.name.startswith('.')]
     hint = (f' (subdirectories such as {subdirs[0]}/ are not searched: give the directory that '
             'holds the images)' if subdirs else '')
     raise DataError(f'{data_path}: no .bmp or .png images found; expected files named '
                     f'{NAME_PATTERN}{hint}')
-  return paths, tuple(skipped)
+  return paths, tuple(skipped), tuple(subdirs)
 
 
 def _vocab(fixed_values, labels: list[float], what: str, paths: list[str]) -> ClassVocab:

@@ -67,7 +67,9 @@ def _logger(log_path: str, prefix: str = '', enabled: bool = True) -> logging.Lo
   if not enabled:
     logger.addHandler(logging.NullHandler())
     return logger
-  file_handler = logging.FileHandler(os.path.join(log_path, 'log_summary'))
+  # A non-UTF-8 file name in a message must not cost the line (logging would print a traceback).
+  file_handler = logging.FileHandler(os.path.join(log_path, 'log_summary'),
+                                     errors='backslashreplace')
   file_handler.setFormatter(logging.Formatter('%(asctime)s %(message)s'))
   console = logging.StreamHandler(sys.stdout)
   console.setFormatter(logging.Formatter(prefix.replace('%', '%%') + '%(message)s'))

@@ -290,11 +290,56 @@ def test_non_image_files_skipped_with_warning(tmp_path):
   write_rgb(str(tmp_path / 'subdir' / 'bad_name.bmp'), np.zeros((3, 3, 3), np.uint8))
   ds = data.load_dataset(str(tmp_path), val_fraction=0)
   assert len(ds.train) == 2
-  warnings = [w for w in ds.warnings() if 'skipped' in w]
+  warnings = [w for w in ds.warnings() if ': skipped ' in w]
   assert len(warnings) == 1
   assert warnings[0].startswith(f'{tmp_path}: skipped 2 file(s)')
   assert 'notes.txt' in warnings[0] and '.DS_Store' in warnings[0]
   assert 'subdir' not in warnings[0]
+  assert [w for w in ds.warnings() if 'not searched' in w] == [
+      f'{tmp_path}: 1 subdirectory not searched (designs are read from the directory itself): '
+      'subdir/']
+
+
+def test_a_skipped_name_that_is_not_utf8_is_listed_escaped(tmp_path):
+  """It made the training log's handlers fail (a 'Logging error' traceback, the warning lost)."""
+  write_designs(tmp_path, labelled_names(2))
+  with open(os.path.join(os.fsencode(tmp_path), b'notes\xff.txt'), 'wb') as f:
+    f.write(b'x')
+  (warning,) = data.load_dataset(str(tmp_path), val_fraction=0).warnings()
+  assert warning.endswith('are hidden: notes\\xff.txt'), warning
+  warning.encode('utf-8')  # strict: no lone surrogate left
+
+
+def test_labels_written_differently_that_round_to_one_class_are_named(tmp_path):
+  write_designs(tmp_path, ['1.4_a_2.131_x.bmp', '1.4_b_2.134_x.bmp', '1.40_c_2.13_x.bmp',
+                           '1.5_d_10_x.bmp', '1.5_e_10.0_x.bmp'])
+  warnings = data.load_dataset(str(tmp_path), val_fraction=0).warnings()
+  assert warnings == ['mass values 2.13, 2.131, 2.134 in the file names were all read as class '
+                      '2.13 (labels are rounded to 2 decimals)'], warnings
+
+
+def test_a_label_that_gives_nearly_every_design_its_own_class_is_questioned(tmp_path):
+  """A suffix after the id (x_00007_v2.bmp) makes the id the mass: 30 designs, 30 classes."""
+  write_designs(tmp_path, [f'1.4_a_2.13_{i:05d}_v2.bmp' for i in range(30)])
+  warnings = [w for w in data.load_dataset(str(tmp_path), val_fraction=0).warnings()
+              if 'classes among' in w]
+  assert warnings == ['mass has 30 classes among 30 designs: is it read from the right part of '
+                      'the names? mass is the second-to-last "_"-separated part of '
+                      f'{data.NAME_PATTERN} (e.g. 1.4_a_2.13_00000_v2.bmp -> mass 0)'], warnings
+
+
+def test_validation_designs_that_copy_training_designs_are_counted(tmp_path):
+  images = write_designs(tmp_path, labelled_names(10))
+  for name, image in images.items():  # every design twice, under another name
+    write_rgb(str(tmp_path / name.replace('_x.bmp', '_copy.bmp')), image)
+  ds = data.load_dataset(str(tmp_path), val_fraction=0.2, seed=0)
+  (warning,) = [w for w in ds.warnings() if 'copies' in w]
+  assert warning.startswith(f'{len(ds.val)} of {len(ds.val)} validation designs are copies')
+  distinct = tmp_path / 'distinct'
+  distinct.mkdir()
+  write_designs(distinct, labelled_names(10))
+  assert not [w for w in data.load_dataset(str(distinct), val_fraction=0.2).warnings()
+              if 'copies' in w]
 
 
 def test_images_only_in_subdirectories_is_an_error_that_says_so(tmp_path):
