@@ -20,20 +20,28 @@ def is_image_file(name: str) -> bool:
   return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+_DESIGN_FORMATS = ('BMP', 'DIB', 'PNG')  # what Pillow calls the formats it reads designs from
+
+
 def read_rgb(path: str) -> np.ndarray:
   """Reads an image as an (H, W, 3) uint8 RGB array.
 
   8-bit grayscale ('L') and palette ('P') images are converted to RGB: a grey level v becomes the
-  colour (v, v, v); 16/32-bit images ('I;16', 'I', 'F') are refused. Images with an alpha
-  channel are accepted only when every pixel is fully opaque (the alpha is then dropped);
-  transparency has no meaning in a design, so any other alpha value is refused rather than
-  silently composited.
+  colour (v, v, v); 16/32-bit single-channel images ('I;16', 'I', 'F') are refused (Pillow reads
+  16-bit-per-channel RGB PNGs as 8-bit RGB). Images with an alpha channel are accepted only when
+  every pixel is fully opaque (the alpha is then dropped); transparency has no meaning in a
+  design, so any other alpha value is refused rather than silently composited (Pillow reads a
+  32-bit BMP's fourth byte as padding, not alpha). The content must be BMP or PNG whatever the
+  name says: a JPEG's lossy colours are refused.
 
   Raises:
     DataError: the file is missing, unreadable, not an image, or has a non-opaque alpha channel.
   """
   try:
     with Image.open(path) as img:
+      if img.format not in _DESIGN_FORMATS:  # e.g. a JPEG named .bmp: lossy, colours shifted
+        raise DataError(f'{path}: the file is a {img.format} image, not BMP or PNG, whatever its '
+                        'name says; designs must be lossless BMP or PNG files')
       img.load()
       if img.mode == 'P':
         img = img.convert('RGBA' if 'transparency' in img.info else 'RGB')

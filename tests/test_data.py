@@ -349,6 +349,15 @@ def test_images_only_in_subdirectories_is_an_error_that_says_so(tmp_path):
     data.load_dataset(str(tmp_path))
 
 
+def test_a_jpeg_named_bmp_is_refused_a_png_named_bmp_is_read(tmp_path):
+  image = write_designs(tmp_path, ['1_a_2_x.bmp'])['1_a_2_x.bmp']
+  Image.fromarray(image).save(tmp_path / '1_b_2_x.bmp', format='PNG')
+  assert len(data.load_dataset(str(tmp_path), val_fraction=0).train) == 2
+  Image.fromarray(image).save(tmp_path / '1_c_2_x.bmp', format='JPEG')
+  with pytest.raises(DataError, match='1_c_2_x.bmp: the file is a JPEG image, not BMP or PNG'):
+    data.load_dataset(str(tmp_path), val_fraction=0)
+
+
 def test_extension_case_is_ignored(tmp_path):
   write_designs(tmp_path, ['1_a_2_x.BMP', '1_b_2_x.Png'])
   assert len(data.load_dataset(str(tmp_path), val_fraction=0).train) == 2
