@@ -106,10 +106,15 @@ def _class_indices(model, durability, mass, sweep: bool):
   for flag, vocab, value in (('durability', spec.durability, durability),
                              ('mass', spec.mass, mass)):
     try:
-      indices.append(vocab.index(value))
-    except DataError:
-      raise DesignGanError(f'--{flag}={value:g} is not a class of this model; allowed: '
+      index = vocab.index(value)  # the class of `value` rounded to 2 decimals
+      # ... but 3.004 is not class 3: a request names a class exactly.
+      exact = abs(float(value) - vocab.values[index]) <= 1e-9 * max(1.0, abs(vocab.values[index]))
+    except (DataError, TypeError, ValueError):
+      exact = False
+    if not exact:
+      raise DesignGanError(f'--{flag}={value} is not a class of this model; allowed: '
                            f'{vocab.describe()}') from None
+    indices.append(index)
   return [tuple(indices)]
 
 

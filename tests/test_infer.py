@@ -478,6 +478,10 @@ _LIB_CASES = {
     'meta_not_json': ({}, lambda m: _overwrite_files(os.path.join(_step2(m), 'meta'),
                                                      'metadata'), ['checkpoint']),
     'missing_step': ({'step': 7}, None, ['7', '1, 2']),
+    # Rounded to 2 decimals, 1.404 would be class 1.4: a request names a class exactly.
+    'durability_between_classes': ({'durability': 1.404}, None,
+                                   ['--durability=1.404 is not a class', '1.4']),
+    'mass_large': ({'mass': 1234567.891}, None, ['--mass=1234567.891 is not a class']),
     'device_cuda': ({'device': 'cuda'}, None, ['GPU']),
     'sweep_with_classes': ({'sweep': True}, None, ['--sweep', '--durability']),
     'seed_sweep_directory': ({'model_path': '{model}/sweep'}, lambda m: [shutil.copytree(
