@@ -108,7 +108,7 @@ def _class_indices(model, durability, mass, sweep: bool):
     try:
       index = vocab.index(value)  # the class of `value` rounded to 2 decimals
       # ... but 3.004 is not class 3: a request names a class exactly.
-      exact = abs(float(value) - vocab.values[index]) <= 1e-9 * max(1.0, abs(vocab.values[index]))
+      exact = abs(float(value) - vocab.values[index]) <= 1e-6 * max(1.0, abs(vocab.values[index]))
     except (DataError, TypeError, ValueError):
       exact = False
     if not exact:
