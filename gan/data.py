@@ -324,6 +324,22 @@ class Dataset:
     return found
 
 
+def spec_changes(old: dict, new: dict) -> str:
+  """What differs between two `DataSpec.to_dict()`s, for messages: 'durability 1, 1.1 -> 1, 1.1,
+  1.2; layout kept_columns'. The values of a layout field are left out (long lists)."""
+  changes = []
+  for label in ('durability', 'mass'):
+    if old.get(label) != new.get(label):
+      before, after = ([_format_value(v) for v in d.get(label) or ()] for d in (old, new))
+      changes.append(f'{label} {", ".join(before) or "none"} -> {", ".join(after) or "none"}')
+  old_layout, new_layout = old.get('layout') or {}, new.get('layout') or {}
+  fields = [k for k in sorted(set(old_layout) | set(new_layout))
+            if old_layout.get(k) != new_layout.get(k)]
+  if fields:
+    changes.append(f'layout {", ".join(fields)}')
+  return '; '.join(changes)
+
+
 def _listed(names: Sequence[str]) -> str:
   """The first few names, then how many more; non-UTF-8 bytes of a name escaped (\\xff), so
   that a log line can be written at all."""
@@ -466,7 +482,10 @@ def _vocab(fixed_values, labels: list[float], what: str, paths: list[str]) -> Cl
   """The caller's vocabulary (checked against every label) or the one inferred from `labels`."""
   if fixed_values is None:
     return ClassVocab(tuple(labels))
-  vocab = ClassVocab(tuple(fixed_values))
+  try:
+    vocab = ClassVocab(tuple(fixed_values))
+  except DataError as e:
+    raise DataError(f'{what}_values: {e}') from None
   allowed = set(vocab.values)
   for path, label in zip(paths, labels):
     if label not in allowed:

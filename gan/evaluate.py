@@ -258,8 +258,9 @@ def evaluate_model(model_path: str, step: Optional[int] = None, per_pair: int = 
     dataset = _load_data(model, data_path, trainer.load_data)
     if dataset.spec.to_dict() != model.spec.to_dict():
       raise EvaluationError(
-          f'the data at {dataset.data_dir} no longer match the model in {model.run_dir} (other '
-          'class values or layout); evaluate with the data the model was trained on')
+          f'the data at {dataset.data_dir} no longer match the model in {model.run_dir} (model '
+          f'-> data: {data.spec_changes(model.spec.to_dict(), dataset.spec.to_dict())}); '
+          'evaluate with the data the model was trained on')
     classifier = classifier_lib.load_or_train_classifier(dataset, cache_dir)
     result = evaluate_generator(lambda d, m, f, s: inference.generate(model, d, m, f, s),
                                 dataset, classifier, per_pair, seed)

@@ -35,24 +35,24 @@ class TrainingError(DesignGanError):
   """Training cannot go on (a non-finite loss)."""
 
 
-def parse_values(value):
-  """'' -> None (infer from the data); '1.0,1.1' or a list -> list of floats."""
+def parse_values(value, field: str = 'class values'):
+  """'' -> None (infer from the data); '1.0,1.1' or a list -> list of floats; `field` names the
+  config field in errors."""
   if value in ('', None):
     return None
-  if isinstance(value, str):
-    try:
-      return [float(v) for v in value.split(',')]
-    except ValueError:
-      raise ConfigError(f'class values must be comma-separated numbers such as 1.0,1.1,1.2 '
-                        f'(none empty), got {value!r}') from None
-  return [float(v) for v in value]
+  try:
+    return [float(v) for v in (value.split(',') if isinstance(value, str) else value)]
+  except (TypeError, ValueError):
+    raise ConfigError(f'{field} must be comma-separated numbers such as 1.0,1.1,1.2 (none '
+                      f'empty), got {value!r}') from None
 
 
 def load_data(config) -> data.Dataset:
   """The dataset a resolved config names (the embedded designs when data_path is empty)."""
   return data.load_dataset(data.resolve_data_path(config.data_path), config.datashape,
-                           config.strut_positions, parse_values(config.durability_values),
-                           parse_values(config.mass_values), config.val_fraction,
+                           config.strut_positions,
+                           parse_values(config.durability_values, 'durability_values'),
+                           parse_values(config.mass_values, 'mass_values'), config.val_fraction,
                            config_lib.data_seed(config))
 
 
@@ -583,8 +583,9 @@ def _check_resumable(saved: dict, config, spec, log_path: str):
                       'batch_size stay those it started with; use a new --config.log_path or the '
                       'original settings')
   if saved['spec'] != spec.to_dict():
-    raise ConfigError(f'{log_path} was trained on data with other vocabularies or layout; use a '
-                      'new --config.log_path')
+    raise ConfigError(f'{log_path} was trained on data with other vocabularies or layout '
+                      f'({data.spec_changes(saved["spec"], spec.to_dict())}); use a new '
+                      '--config.log_path')
   if config.lr_decay_steps and saved_config.critic_iter != config.critic_iter:
     raise ConfigError(f'{log_path} was trained with critic_iter={saved_config.critic_iter}, not '
                       f'{config.critic_iter}: the critic\'s learning rate decays over '

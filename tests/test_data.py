@@ -349,6 +349,20 @@ def test_images_only_in_subdirectories_is_an_error_that_says_so(tmp_path):
     data.load_dataset(str(tmp_path))
 
 
+def test_spec_changes_name_what_differs():
+  layout = {'full_height': 10, 'full_width': 30, 'kept_columns': [0, 1], 'strut_positions': []}
+  old = {'layout': layout, 'durability': [1.0, 1.1], 'mass': [2.13]}
+  assert data.spec_changes(old, old) == ''
+  new = dict(old, durability=[1.0, 1.1, 1.2], layout=dict(layout, kept_columns=[0]))
+  assert data.spec_changes(old, new) == 'durability 1, 1.1 -> 1, 1.1, 1.2; layout kept_columns'
+
+
+def test_a_fixed_vocabulary_that_is_not_one_names_its_field(tmp_path):
+  write_designs(tmp_path, labelled_names(2))
+  with pytest.raises(DataError, match=r'^durability_values: invalid class values \(-1'):
+    data.load_dataset(str(tmp_path), durability_values=[-1, 1])
+
+
 def test_a_jpeg_named_bmp_is_refused_a_png_named_bmp_is_read(tmp_path):
   image = write_designs(tmp_path, ['1_a_2_x.bmp'])['1_a_2_x.bmp']
   Image.fromarray(image).save(tmp_path / '1_b_2_x.bmp', format='PNG')

@@ -527,6 +527,11 @@ def test_resuming_with_a_different_model_is_refused(base_run, small_design_dir, 
     trainer.train(config)
   config.batch_size = 32
   assert sorted(os.listdir(os.path.join(log_path, 'checkpoints'))) == ['2']
+  config.durability_values = '1.0,1.1,1.2,1.3,1.4,1.5,1.6,1.7,1.8,1.9,2.5'  # one class more
+  with pytest.raises(ConfigError, match=r'other vocabularies or layout \(durability 1, 1.1, .*, '
+                                        r'1.9 -> 1, 1.1, .*, 1.9, 2.5\)'):
+    trainer.train(config)
+  config.durability_values = ''
   config.zdim = 16
   config.critic_iter = 3  # the critic's lr schedule counts critic steps: it would jump
   with pytest.raises(ConfigError,
@@ -884,8 +889,8 @@ def test_resolve_makes_the_data_path_absolute(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize('text', ['1.0,,1.1', '1.0,1.1,', 'a,b'])
 def test_class_values_must_be_numbers_none_empty(text):
-  with pytest.raises(ConfigError, match='comma-separated numbers'):
-    trainer.parse_values(text)
+  with pytest.raises(ConfigError, match='^mass_values must be comma-separated numbers'):
+    trainer.parse_values(text, 'mass_values')
   assert trainer.parse_values(' 1.0, 1.1 ') == [1.0, 1.1]
 
 
