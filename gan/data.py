@@ -13,6 +13,7 @@ Geometry comes from the files, not from constants: the image size is whatever th
 import collections
 import dataclasses
 import decimal
+import hashlib
 import os
 import re
 from typing import Optional, Sequence
@@ -280,6 +281,14 @@ class Dataset:
       lines.append(f'{label}: {len(vocab)} class{"es" * (len(vocab) != 1)}: {classes}')
     return '\n'.join(lines)
 
+  def fingerprint(self) -> dict:
+    """Which designs these are, for checkpoint metadata: their count and a hash of their file
+    names (which carry the labels). Other designs under the same data_path draw another
+    train/validation split."""
+    names = sorted(self.train.names + self.val.names)
+    digest = hashlib.sha256('\n'.join(names).encode('utf-8', 'surrogateescape')).hexdigest()
+    return {'designs': len(names), 'names_sha256': digest[:16]}
+
   def warnings(self) -> list[str]:
     """What limits a conditional model of these designs, for the training log: training designs
     of one class of a label (the generator cannot learn to vary it) and classes no training design
@@ -322,6 +331,19 @@ class Dataset:
         found.append(f'no training design has {label} {", ".join(empty)}: designs asked for it '
                      'are extrapolations')
     return found
+
+
+def fingerprint_change(saved: Optional[dict], dataset: 'Dataset') -> str:
+  """'' when `dataset` holds the designs a checkpoint's metadata fingerprinted (or the metadata
+  predates fingerprints), else what changed and what it means."""
+  now = dataset.fingerprint()
+  if not saved or saved == now:
+    return ''
+  count = (f'{saved.get("designs")} then, {now["designs"]} now'
+           if saved.get('designs') != now['designs'] else 'as many, other file names')
+  return (f'the designs in {dataset.data_dir} are not those the model was trained on ({count}): '
+          'the train/validation split is drawn anew, so validation designs may be ones it was '
+          'trained on')
 
 
 def spec_changes(old: dict, new: dict) -> str:

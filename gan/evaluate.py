@@ -261,6 +261,9 @@ def evaluate_model(model_path: str, step: Optional[int] = None, per_pair: int = 
           f'the data at {dataset.data_dir} no longer match the model in {model.run_dir} (model '
           f'-> data: {data.spec_changes(model.spec.to_dict(), dataset.spec.to_dict())}); '
           'evaluate with the data the model was trained on')
+    data_change = data.fingerprint_change(model.data_fingerprint, dataset)
+    if data_change:
+      logging.warning('warning: %s', data_change)
     classifier = classifier_lib.load_or_train_classifier(dataset, cache_dir)
     result = evaluate_generator(lambda d, m, f, s: inference.generate(model, d, m, f, s),
                                 dataset, classifier, per_pair, seed)

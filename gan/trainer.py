@@ -326,7 +326,7 @@ class _Run:
     for warning in dataset.warnings():
       self.log.warning('Warning: %s', warning)
     self.meta = {'config': config.to_dict(), 'spec': dataset.spec.to_dict(),
-                 'oracle_applies': shared.synthetic}
+                 'oracle_applies': shared.synthetic, 'data': dataset.fingerprint()}
     self.mngr = checkpoints.manager(os.path.join(self.log_path, 'checkpoints'),
                                     config.keep_checkpoints)
     self.evaluator = _Evaluator(config, shared, self.log_path)
@@ -346,6 +346,9 @@ class _Run:
     changed = config_lib.changed_settings(saved_config, self.config)
     if changed:
       self.log.info('Settings changed since that checkpoint: %s', '; '.join(changed))
+    data_change = data.fingerprint_change(saved.get('data'), self.shared.dataset)
+    if data_change:
+      self.log.warning('Warning: %s', data_change)
     return state
 
   def check_finite(self, metrics: dict, epoch: int, steps_before: int, progress):

@@ -349,6 +349,24 @@ def test_images_only_in_subdirectories_is_an_error_that_says_so(tmp_path):
     data.load_dataset(str(tmp_path))
 
 
+def test_the_fingerprint_tells_other_designs_and_says_what_that_means(tmp_path):
+  write_designs(tmp_path, labelled_names(4))
+  before = data.load_dataset(str(tmp_path), val_fraction=0.25)
+  assert data.load_dataset(str(tmp_path), val_fraction=0.5).fingerprint() == before.fingerprint()
+  assert data.fingerprint_change(before.fingerprint(), before) == ''
+  assert data.fingerprint_change(None, before) == ''  # a checkpoint from before fingerprints
+  write_designs(tmp_path, ['9_extra_9_x.bmp'])
+  after = data.load_dataset(str(tmp_path), val_fraction=0.25)
+  assert after.fingerprint()['designs'] == 5
+  assert data.fingerprint_change(before.fingerprint(), after) == (
+      f'the designs in {tmp_path} are not those the model was trained on (4 then, 5 now): the '
+      'train/validation split is drawn anew, so validation designs may be ones it was trained on')
+  os.rename(tmp_path / '9_extra_9_x.bmp', tmp_path / '1.4_part0_10.0_y.bmp')
+  (tmp_path / '1.4_part0_10.0_x.bmp').unlink()
+  renamed = data.load_dataset(str(tmp_path), val_fraction=0.25)
+  assert 'as many, other file names' in data.fingerprint_change(before.fingerprint(), renamed)
+
+
 def test_spec_changes_name_what_differs():
   layout = {'full_height': 10, 'full_width': 30, 'kept_columns': [0, 1], 'strut_positions': []}
   old = {'layout': layout, 'durability': [1.0, 1.1], 'mass': [2.13]}

@@ -223,7 +223,7 @@ def test_evaluate_model_end_to_end(trained_run, tmp_path, capsys):
 
 
 def test_designs_moved_since_training_are_found_with_data_path(small_design_dir, tmp_path,
-                                                               capsys):
+                                                               capsys, caplog):
   """The run's config names the data it was trained on; once they moved, the error says where
   that path came from and --data_path evaluates with the designs where they are now."""
   data_dir = tmp_path / 'data'
@@ -244,6 +244,12 @@ def test_designs_moved_since_training_are_found_with_data_path(small_design_dir,
   assert after['model'].pop('data') == str(tmp_path / 'moved')
   assert before['model'].pop('data') == str(data_dir)
   assert after == before
+  assert 'not those the model was trained on' not in caplog.text
+  # Designs added since: another split, whose validation part may hold training designs.
+  shutil.copy(next((tmp_path / 'moved').iterdir()), tmp_path / 'moved' / '1.0_a_2.13_extra.bmp')
+  assert evaluate.main(args + [f'--data_path={tmp_path / "moved"}']) == 0
+  assert ('not those the model was trained on (240 then, 241 now): the train/validation split is '
+          'drawn anew' in caplog.text), caplog.text
 
 
 def test_evaluate_model_reports_a_missing_step(trained_run, tmp_path):

@@ -508,6 +508,25 @@ def test_resuming_a_batchnorm_dropout_generator_is_exact(small_design_dir, tmp_p
   assert changed_leaves(first['state'].gen_rest, resumed['state'].gen_rest)
 
 
+def test_resuming_on_other_designs_warns_that_the_split_is_drawn_anew(base_run, small_design_dir,
+                                                                      tmp_path):
+  """The checkpoint records which designs it was trained on; the same classes with one design
+  more resume (more data may be meant), with a warning in the log."""
+  config, result = base_run
+  mngr = checkpoints.manager(os.path.join(result['log_path'], 'checkpoints'), 3, create=False)
+  assert checkpoints.read_meta(mngr)[1]['data'] == trainer.load_data(config).fingerprint()
+  more = shutil.copytree(small_design_dir, tmp_path / 'more')
+  shutil.copy(next(more.iterdir()), more / '1.0_a_2.13_extra.bmp')
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.update(log_path=copy_run(result['log_path'], tmp_path / 'run'), data_path=str(more),
+                epochs=3)
+  trainer.train(config)
+  with open(os.path.join(config.log_path, 'log_summary')) as f:
+    log = f.read()
+  assert (f'Warning: the designs in {more} are not those the model was trained on (240 then, '
+          '241 now)') in log
+
+
 def test_resuming_with_a_different_model_is_refused(base_run, small_design_dir, tmp_path,
                                                     monkeypatch):
   _, result = base_run
