@@ -479,8 +479,8 @@ _LIB_CASES = {
                                                      'metadata'), ['checkpoint']),
     'missing_step': ({'step': 7}, None, ['7', '1, 2']),
     # Rounded to 2 decimals, 1.404 would be class 1.4: a request names a class exactly.
-    'durability_between_classes': ({'durability': 1.404}, None,
-                                   ['--durability=1.404 is not a class', '1.4']),
+    'durability_near_a_class': ({'durability': 1.404}, None,
+                                ['--durability=1.404 is not a class', '1.4']),
     'mass_large': ({'mass': 1234567.891}, None, ['--mass=1234567.891 is not a class']),
     'device_cuda': ({'device': 'cuda'}, None, ['GPU']),
     'sweep_with_classes': ({'sweep': True}, None, ['--sweep', '--durability']),
