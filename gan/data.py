@@ -290,10 +290,13 @@ class Dataset:
     return {'designs': len(names), 'names_sha256': digest[:16]}
 
   def warnings(self) -> list[str]:
-    """What limits a conditional model of these designs, for the training log: training designs
-    of one class of a label (the generator cannot learn to vary it) and classes no training design
-    has (designs asked for them are extrapolations); and the files of the data directory that were
-    skipped as not designs."""
+    """What is legal but probably a mistake, for the training log: the files of the data
+    directory skipped as not designs and its subdirectories, not searched; label values written
+    differently that rounding made one class; a label with nearly as many classes as designs (read
+    from the wrong part of the names?); validation designs that copy training designs; and what
+    limits a conditional model of these designs: training designs of one class of a label (the
+    generator cannot learn to vary it), classes no training design has (designs asked for them
+    are extrapolations)."""
     found = []
     if self.skipped:
       found.append(f'{self.data_dir}: skipped {len(self.skipped)} file(s) that are not .bmp/.png '
