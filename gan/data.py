@@ -309,11 +309,13 @@ class Dataset:
     designs = len(self.train) + len(self.val)
     for label in ('durability', 'mass'):
       vocab = getattr(self.spec, label)
-      if len(vocab) > max(20, designs // 2):
+      # The classes the names give, not a fixed vocabulary's (durability_values may list more).
+      used = len(np.unique(np.concatenate([getattr(self.train, label), getattr(self.val, label)])))
+      if used > max(20, designs // 2):
         part = 'first' if label == 'durability' else 'second-to-last'
-        found.append(f'{label} has {len(vocab)} classes among {designs} designs: is it read from '
+        found.append(f'{label} has {used} classes among {designs} designs: is it read from '
                      f'the right part of the names? {label} is the {part} "_"-separated part of '
-                     f'{NAME_PATTERN} (e.g. {self.train.names[0]} -> {label} '
+                     f'{NAME_PATTERN} (e.g. {_listed(self.train.names[:1])} -> {label} '
                      f'{_format_value(vocab.values[getattr(self.train, label)[0]])})')
     if len(self.val):
       seen = {_design_key(self.train, i) for i in range(len(self.train))}

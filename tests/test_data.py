@@ -328,6 +328,27 @@ def test_a_label_that_gives_nearly_every_design_its_own_class_is_questioned(tmp_
                       f'{data.NAME_PATTERN} (e.g. 1.4_a_2.13_00000_v2.bmp -> mass 0)'], warnings
 
 
+def test_a_fixed_vocabulary_with_many_values_is_not_questioned(tmp_path):
+  """The question is about the names: 30 durability_values of which the names use 3 are fine."""
+  write_designs(tmp_path, labelled_names(40))
+  vocab = [1.4, 2.2, 3.0] + [5 + i for i in range(27)]
+  ds = data.load_dataset(str(tmp_path), durability_values=vocab, val_fraction=0)
+  assert len(ds.spec.durability) == 30
+  assert not [w for w in ds.warnings() if 'classes among' in w], ds.warnings()
+
+
+def test_the_many_classes_example_name_is_escaped_when_not_utf8(tmp_path):
+  """Like a skipped name: a lone surrogate would make a strict-UTF-8 console's handler fail."""
+  names = [f'1.4_a_2.13_{i:05d}_v2.bmp' for i in range(30)]
+  write_designs(tmp_path, names)
+  os.rename(tmp_path / names[0],
+            os.path.join(os.fsencode(tmp_path), b'1.3_\xff_2.13_00000_v2.bmp'))
+  (warning,) = [w for w in data.load_dataset(str(tmp_path), val_fraction=0).warnings()
+                if 'classes among' in w]
+  assert '(e.g. 1.3_\\xff_2.13_00000_v2.bmp -> mass 0)' in warning, warning
+  warning.encode('utf-8')  # strict: no lone surrogate left
+
+
 def test_validation_designs_that_copy_training_designs_are_counted(tmp_path):
   images = write_designs(tmp_path, labelled_names(10))
   for name, image in images.items():  # every design twice, under another name
