@@ -376,8 +376,11 @@ def _listed(names: Sequence[str]) -> str:
 
 
 def _design_key(arrays: DesignArrays, i: int) -> tuple:
-  return (arrays.images[i].tobytes(), arrays.fixed[i].tobytes(), int(arrays.durability[i]),
-          int(arrays.mass[i]))
+  # A digest, not the pixels' bytes: a set of those would copy the whole training set (GBs).
+  digest = hashlib.blake2b(digest_size=16)
+  digest.update(np.ascontiguousarray(arrays.images[i]))
+  digest.update(np.ascontiguousarray(arrays.fixed[i]))
+  return digest.digest(), int(arrays.durability[i]), int(arrays.mass[i])
 
 
 def _merged_labels(paths: Sequence[str]) -> tuple[str, ...]:
