@@ -107,8 +107,9 @@ def _class_indices(model, durability, mass, sweep: bool):
                              ('mass', spec.mass, mass)):
     try:
       index = vocab.index(value)  # the class of `value` rounded to 2 decimals
-      # ... but 3.004 is not class 3: a request names a class exactly.
-      exact = abs(float(value) - vocab.values[index]) <= 1e-6 * max(1.0, abs(vocab.values[index]))
+      # ... but 3.004 is not class 3: a request names a class exactly, up to float32 rounding
+      # (a caller's np.float32(2.2) is class 2.2; 10000.004 is not class 10000).
+      exact = np.float32(value) == np.float32(vocab.values[index])
     except (DataError, TypeError, ValueError):
       exact = False
     if not exact:

@@ -225,6 +225,13 @@ def test_default_output_path_in_library(runs, tmp_path):
   assert all(os.path.dirname(p) == out_dir for p in files)
 
 
+def test_a_class_given_as_float32_or_with_a_trailing_zero_is_that_class(main_run, tmp_path):
+  """A request names a class exactly, up to float32 rounding: a caller's np.float32(1.4)."""
+  expected = read_bytes(generate(main_run, tmp_path / 'a', num=2)[0])
+  assert read_bytes(generate(main_run, tmp_path / 'b', num=2, durability=np.float32(1.4),
+                             mass=2.140)[0]) == expected
+
+
 def test_model_path_forms_give_identical_images(main_run, tmp_path, monkeypatch):
   """The run dir, its checkpoints dir and the latest step dir (absolute, relative, with a
   trailing slash) all load the same checkpoint."""
@@ -482,6 +489,7 @@ _LIB_CASES = {
     'durability_near_a_class': ({'durability': 1.404}, None,
                                 ['--durability=1.404 is not a class', '1.4']),
     'mass_large': ({'mass': 1234567.891}, None, ['--mass=1234567.891 is not a class']),
+    'mass_near_a_class': ({'mass': 2.140001}, None, ['--mass=2.140001 is not a class']),
     'device_cuda': ({'device': 'cuda'}, None, ['GPU']),
     'sweep_with_classes': ({'sweep': True}, None, ['--sweep', '--durability']),
     'seed_sweep_directory': ({'model_path': '{model}/sweep'}, lambda m: [shutil.copytree(
