@@ -244,8 +244,7 @@ def write_dataset(out_dir: str, designs: Designs, overwrite: bool = False,
     os.makedirs(os.path.dirname(out_dir), exist_ok=True)
     tmp = paths.staging_dir(out_dir)
   except OSError as e:  # e.g. under /proc, which os.access calls writable
-    raise paths.OutputPathError(f'{what} {out_dir} cannot be created ({e.strerror}); give a '
-                                'directory you can write') from None
+    raise paths.cannot_create(out_dir, e, what) from None
   try:
     for name, image in zip(designs.file_names(), designs.images):
       images_lib.write_rgb(os.path.join(tmp, name), image, atomic=False)

@@ -250,8 +250,7 @@ class _staging:
       os.makedirs(parent, exist_ok=True)
       self.tmp = tempfile.mkdtemp(prefix='.inference-', dir=parent)
     except OSError as e:  # e.g. under /proc, which os.access calls writable
-      raise paths.OutputPathError(f'{self.out_dir} cannot be created ({e.strerror}); give a '
-                                  'directory you can write') from None
+      raise paths.cannot_create(self.out_dir, e) from None
     return self.tmp
 
   def __exit__(self, exc_type, exc, tb):

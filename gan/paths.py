@@ -46,9 +46,15 @@ def make_output_dir(path: str, what: str) -> str:
   try:
     os.makedirs(path, exist_ok=True)
   except OSError as e:
-    raise OutputPathError(f'{what} {path} cannot be created ({e.strerror}); give a directory '
-                          'you can write') from None
+    raise cannot_create(path, e, what) from None
   return path
+
+
+def cannot_create(path: str, error: OSError, what: str = '') -> OutputPathError:
+  """The error for an output directory `path` (named as `what`) the system refused to create."""
+  name = f'{what} {path}' if what else path
+  return OutputPathError(f'{name} cannot be created ({error.strerror}); give a directory you can '
+                         'write')
 
 
 _ROOM_INSIDE = 200  # bytes kept for the paths under an output directory (checkpoints/<step>/...)
