@@ -1,7 +1,10 @@
-"""Shared fixtures: small generated datasets, built once per test session."""
+"""Shared fixtures: small generated datasets, built once per test session; one persistent XLA
+compilation cache shared by every test and worker of the session."""
 
 import os
+import shutil
 import sys
+import tempfile
 
 import jax
 import pytest
@@ -12,6 +15,37 @@ from gan import classifier as classifier_lib  # pylint: disable=wrong-import-pos
 from gan import data  # pylint: disable=wrong-import-position
 from gan import designs  # pylint: disable=wrong-import-position
 from tests import helpers  # pylint: disable=wrong-import-position
+
+
+_JAX_CACHE = 'designgan_jax_cache'  # the key of the cache directory in a worker's workerinput
+
+
+def pytest_configure(config):
+  """Most of a tiny run's time is compilation, and many tests (and the CLIs they start) compile
+  the same programs: they share one persistent compilation cache, every executable kept, made by
+  the controlling process and removed when the session ends. Through the environment, so the
+  subprocesses inherit it; a test that counts compilations counts cache hits too
+  (`helpers.compilations`)."""
+  if hasattr(config, 'workerinput'):  # a pytest-xdist worker: the controller's directory
+    cache = config.workerinput[_JAX_CACHE]
+  else:
+    cache = config.designgan_jax_cache = tempfile.mkdtemp(prefix='designgan-jax-cache-')
+  for name, value in (('jax_compilation_cache_dir', cache),
+                      ('jax_persistent_cache_min_compile_time_secs', 0.0),
+                      ('jax_persistent_cache_min_entry_size_bytes', 0)):
+    os.environ[name.upper()] = str(value)  # for the subprocesses
+    jax.config.update(name, value)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+  """pytest-xdist: every worker uses the controller's cache."""
+  node.workerinput[_JAX_CACHE] = node.config.designgan_jax_cache
+
+
+def pytest_unconfigure(config):
+  if not hasattr(config, 'workerinput'):
+    shutil.rmtree(config.designgan_jax_cache, ignore_errors=True)
 
 
 @pytest.fixture(scope='session', autouse=True)

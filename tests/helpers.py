@@ -72,3 +72,23 @@ def record_labels(monkeypatch, module, name: str, positions: tuple[int, int], re
     return real(*args, **kwargs)
 
   monkeypatch.setattr(module, name, wrapped)
+
+
+@contextlib.contextmanager
+def compilations():
+  """Yields a list that gets one entry (its duration) per XLA compilation in the block, counting
+  an executable taken from the persistent compilation cache as one (the tests share a cache:
+  conftest), so a test sees the same count whether a program was compiled before or not."""
+  events = ('/jax/core/compile/backend_compile_duration',
+            '/jax/compilation_cache/cache_retrieval_time_sec')
+  found = []
+
+  def listener(event, duration, **_):
+    if event in events:
+      found.append(duration)
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield found
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)

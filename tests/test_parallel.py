@@ -19,7 +19,6 @@ import pytest
 
 from gan import parallel
 from gan.errors import ConfigError
-from tests.helpers import environment_variable
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO_ROOT, 'tests', 'parallel_worker.py')
@@ -34,21 +33,10 @@ MATCHING = dict(epochs=3, eval_every=0, gen_dropout=0.1, lr_decay_steps=0)
 LEARNING_RATE = 2e-4  # configs/default.py, both networks
 
 
-@pytest.fixture(scope='module', autouse=True)
-def compilation_cache(tmp_path_factory):
-  """Runs with the same device layout reuse each other's executables (a resumed run compiles
-  nothing): a private persistent cache, every executable kept."""
-  cache = str(tmp_path_factory.mktemp('jax_cache'))
-  with environment_variable('JAX_COMPILATION_CACHE_DIR', cache):
-    yield
-
-
 def _env(devices: int) -> dict:
-  # The session's private DESIGNGAN_CACHE (conftest) and the compilation cache are inherited
-  # through os.environ.
+  # The session's private DESIGNGAN_CACHE and its compilation cache (conftest: runs with the same
+  # device layout reuse each other's executables) are inherited through os.environ.
   return dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='1',
-              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
               XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
 
 

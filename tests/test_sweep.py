@@ -15,7 +15,7 @@ from gan import config as config_lib
 from gan import inference
 from gan import step
 from gan import trainer
-from tests.helpers import tiny_config
+from tests.helpers import compilations, tiny_config
 
 pytestmark = pytest.mark.usefixtures('fast_compilation')
 
@@ -125,7 +125,7 @@ def test_a_single_run_and_a_sweep_do_not_share_a_log_path(sweep, tmp_path):
 
 @pytest.mark.parametrize('num_seeds', [1, 2])
 def test_no_recompilation_after_the_first_epoch(num_seeds, small_design_dir, tmp_path):
-  """3 epochs with a partial last batch: the epoch compiles once (backend compile events)."""
+  """3 epochs with a partial last batch: the epoch compiles once (compile events)."""
   config = config_lib.resolve(tiny_config(small_design_dir, tmp_path, num_seeds=num_seeds,
                                           **SETTINGS))
   dataset = trainer.load_data(config)
@@ -138,19 +138,10 @@ def test_no_recompilation_after_the_first_epoch(num_seeds, small_design_dir, tmp
   state, metrics = epoch_fn(state, data)
   assert metrics['critic_loss'].shape == ((num_seeds,) if num_seeds > 1 else ()) + (
       len(dataset.train) // config.batch_size,)
-  compiles = []
-
-  def listener(event, duration, **_):
-    if event == '/jax/core/compile/backend_compile_duration':
-      compiles.append(duration)
-
-  jax.monitoring.register_event_duration_secs_listener(listener)
-  try:
+  with compilations() as compiles:
     for _ in range(2):
       state, metrics = epoch_fn(state, data)
       jax.block_until_ready(metrics)
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listener)
   assert compiles == []
   assert epoch_fn._cache_size() == 1
 

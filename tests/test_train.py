@@ -34,7 +34,7 @@ from gan import step
 from gan import summaries
 from gan import trainer
 from gan.errors import ConfigError
-from tests.helpers import record_labels, spread_batch, train_arrays
+from tests.helpers import compilations, record_labels, spread_batch, train_arrays
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FULL_STRUTS = ((7, 11), (5, 14))  # the default strut pixels, full-layout (row, col)
@@ -1130,11 +1130,7 @@ def test_no_epoch_the_time_budget_measures_includes_compilation(small_design_dir
   """The budget estimates an epoch by the one just trained, so the first one must not include
   compiling it (a short budget used to stop after epoch 1, taking its compilation for training):
   no XLA compilation happens while the trainer runs an epoch."""
-  compiles, during_epochs = [], []
-
-  def listener(event, duration, **_):
-    if event == '/jax/core/compile/backend_compile_duration':
-      compiles.append(duration)
+  during_epochs = []
 
   class Timed:
     """Wraps the epoch function to count the compilations that happen inside an epoch call."""
@@ -1153,12 +1149,9 @@ def test_no_epoch_the_time_budget_measures_includes_compilation(small_design_dir
 
   compile_epoch = step.compile_epoch
   monkeypatch.setattr(step, 'compile_epoch', lambda *a, **k: Timed(compile_epoch(*a, **k)))
-  jax.monitoring.register_event_duration_secs_listener(listener)
-  try:
+  with compilations() as compiles:
     trainer.train(tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'),
                               epochs=2, eval_every=0, **BASE))
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listener)
   assert compiles and during_epochs == [0, 0], (compiles, during_epochs)
 
 
