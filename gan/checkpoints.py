@@ -34,25 +34,31 @@ def exit_after_error(status: int = 1):
 
 
 def silence_abandoned_checkpoint_reads() -> None:
-  """For the CLIs: when orbax gives up on a damaged checkpoint, its other pending tensorstore
+  """For the CLIs and `restore_state`: when orbax gives up on a damaged checkpoint, its other pending tensorstore
   reads are abandoned, and their failures can print tracebacks around the one error line, at
   random: as 'Event loop is closed' RuntimeErrors that their completion callbacks raise
   (unraisable exceptions) and as asyncio's 'Task exception was never retrieved' log records.
   Drops exactly those two; every other unraisable exception and asyncio record passes. Installed
   once however often it is called."""
-  previous = sys.unraisablehook
-  if getattr(previous, 'drops_closed_event_loop_errors', False):
+  if getattr(sys.unraisablehook, 'drops_closed_event_loop_errors', False):
     return
+  sys.unraisablehook = _dropping_closed_loop_errors(sys.unraisablehook)
+  logging.getLogger('asyncio').addFilter(_not_unretrieved_task)
 
+
+def _dropping_closed_loop_errors(previous):
+  """An unraisable-exception hook that drops 'Event loop is closed' and passes the rest on."""
   def hook(unraisable):
     error = unraisable.exc_value
     if not (isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'):
       previous(unraisable)
 
   hook.drops_closed_event_loop_errors = True
-  sys.unraisablehook = hook
-  logging.getLogger('asyncio').addFilter(
-      lambda record: not str(record.msg).startswith('Task exception was never retrieved'))
+  return hook
+
+
+def _not_unretrieved_task(record) -> bool:
+  return not str(record.msg).startswith('Task exception was never retrieved')
 
 
 def manager(directory: str, keep: int, create: bool = True, best_fn=None,
@@ -106,6 +112,10 @@ def restore_state(mngr: ocp.CheckpointManager, epoch: int, abstract_state,
   of DERIVED_FIELDS existed restores without it and gets it rebuilt. The message of a damaged
   checkpoint names the earlier checkpoints and `earlier_hint`: how to use one of them.
   """
+  # Before reading: the reads orbax abandons on a damaged checkpoint fail in the background,
+  # whenever they do, also while this still runs, and in a notebook or anything that goes on after
+  # `gan.trainer.train` refused the checkpoint, no CLI has silenced them.
+  silence_abandoned_checkpoint_reads()
   target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state._asdict())
   where = f'checkpoint {epoch} in {mngr.directory}'
   earlier = _earlier_checkpoints(mngr, epoch, earlier_hint)

@@ -2,6 +2,8 @@
 
 import collections
 import logging
+import os
+import subprocess
 import sys
 import types
 
@@ -10,6 +12,8 @@ import jax.numpy as jnp
 import pytest
 
 from gan import checkpoints
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_only_the_abandoned_reads_noise_is_dropped(monkeypatch):
@@ -94,3 +98,42 @@ def test_a_damaged_checkpoint_names_the_earlier_ones(monkeypatch, steps, hint, e
   assert message == ('checkpoint 6 in /runs/r/checkpoints is damaged, its arrays cannot be read '
                      '(OUT_OF_RANGE: Error reading "gen_params.out.bias.value/0": Requested byte '
                      f'range [0, 9) is not valid for value of size 4){expected}'), message
+
+
+_RESTORE_A_DAMAGED_CHECKPOINT = '''
+import collections, gc, os, shutil, sys, time
+import jax.numpy as jnp
+from gan import checkpoints
+State = collections.namedtuple('State', 'params')
+directory = sys.argv[1]
+mngr = checkpoints.manager(directory, keep=2)
+checkpoints.save(mngr, 1, State({f'w{i}': jnp.ones((64,)) for i in range(40)}), {'epoch': 1})
+mngr.wait_until_finished()
+state_dir = os.path.join(directory, '1', 'state')
+for name in os.listdir(state_dir):  # as a killed copy leaves it: the arrays gone
+  if name != '_METADATA':
+    path = os.path.join(state_dir, name)
+    shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+try:
+  checkpoints.restore_state(mngr, 1, State({f'w{i}': jnp.zeros((64,)) for i in range(40)}))
+except checkpoints.CheckpointError as e:
+  print('refused:', e)
+mngr.close()
+gc.collect()
+time.sleep(1)  # the abandoned reads fail in the background
+print('went on')
+'''
+
+
+def test_a_refused_damaged_checkpoint_prints_nothing_later(tmp_path):
+  """A library caller (a notebook, anything that goes on after trainer.train refused a damaged
+  checkpoint) sees the one error, not the tracebacks of the reads orbax abandoned ('Event loop is
+  closed', printed whenever they fail: during the restore, at garbage collection, later)."""
+  result = subprocess.run([sys.executable, '-c', _RESTORE_A_DAMAGED_CHECKPOINT,
+                           str(tmp_path / 'checkpoints')], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, check=False)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.startswith('refused: checkpoint 1 in ') and 'damaged' in result.stdout
+  assert result.stdout.endswith('went on\n'), result.stdout
+  assert 'Event loop is closed' not in result.stderr and 'Traceback' not in result.stderr, (
+      result.stderr)
