@@ -94,6 +94,7 @@ class TensorBoard:
     if self.writer is not None:
       self.writer.flush()
       self.writer.close()
+      self.writer = None
 
 
 class NoTensorBoard:

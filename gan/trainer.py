@@ -7,6 +7,7 @@ Training uses every device of every process (gan/parallel.py: state replicated, 
 process 0 alone writes the log, TensorBoard and images, all processes write checkpoints.
 """
 
+import contextlib
 import logging
 import os
 import sys
@@ -183,13 +184,22 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
   for c in seed_configs(config):  # now, not at the end: see paths.make_output_dir
     paths.make_output_dir(c.log_path, 'log_path')
     paths.make_output_dir(c.output_path or os.path.join(c.log_path, 'output'), 'output_path')
+  models, abstract = step.abstract_init(config, dataset.spec, dataset.mask)
+  shared = _Shared(config, dataset, models)
+  with contextlib.ExitStack() as release:  # also after an error: see _Run.release
+    runs = []
+    for c in seed_configs(config):
+      runs.append(_Run(c, shared, prefix=f'[seed {c.seed}] ' if config.num_seeds > 1 else ''))
+      release.callback(runs[-1].release)
+    return _train_runs(config, runs, shared, abstract, started, stop_requested)
+
+
+def _train_runs(config, runs, shared, abstract, started: float, stop_requested) -> dict:
+  """`train` once its runs are open: restore or initialise, compile, then the epochs."""
+  dataset, models = shared.dataset, shared.models
   sweep = config.num_seeds > 1
   seeds = [c.seed for c in seed_configs(config)]
-  models, abstract = step.abstract_init(config, dataset.spec, dataset.mask)
   mesh = parallel.make_mesh()
-  shared = _Shared(config, dataset, models)
-  runs = [_Run(c, shared, prefix=f'[seed {c.seed}] ' if sweep else '')
-          for c in seed_configs(config)]
   for run in runs:
     run.log.info('Training on %s', parallel.describe(mesh))
   start_epoch = _resume_epoch(runs)
@@ -414,6 +424,14 @@ class _Run:
     self.mngr.wait_until_finished()
     self.evaluator.close()
 
+  def release(self):
+    """Closes the checkpoint managers and the event file, also when training failed: a manager
+    left open after a failed restore keeps orbax's reads pending, which print 'Event loop is
+    closed' tracebacks into a notebook or any process that calls `train` again."""
+    self.mngr.close()
+    self.evaluator.release()
+    self.tb.close()
+
   def finish(self, epoch: int, trained: int, seconds: float, state) -> dict:
     self.tb.close()
     self.log.info('Trained %d epoch(s) in %.1f s; checkpoints in %s', max(trained, 0), seconds,
@@ -553,6 +571,10 @@ class _Evaluator:
     if self.enabled:
       self.best.wait_until_finished()
 
+  def release(self):
+    if self.enabled:
+      self.best.close()
+
 
 def _check_resumable_early(config, spec) -> None:
   """`_check_resumable` against each run's latest checkpoint, before the run directory gets a
@@ -567,6 +589,8 @@ def _check_resumable_early(config, spec) -> None:
       _, saved = checkpoints.read_meta(mngr)
     except checkpoints.CheckpointError:
       continue
+    finally:
+      mngr.close()
     _check_resumable(saved, c, spec, c.log_path)
 
 
