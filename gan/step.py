@@ -1,7 +1,7 @@
 """The training state and the pure, jit-compiled update: critic steps then one generator step.
 
 All 12 combinations come from one `update`: the model family decides which conditions the fake
-gets (vanilla: the real batch's labels; InfoGAN: uniformly sampled codes, plus the Q losses), the
+gets (vanilla: the real batch's labels; InfoGAN: codes drawn from them, plus the Q losses), the
 loss mode decides the adversarial terms (BCE / Wasserstein, + gradient penalty or weight
 clipping), and the networks are whatever `gan.networks` built. The models are split once into
 graph definitions and states; `TrainState` holds every array (parameters, optimiser states,
@@ -10,7 +10,7 @@ pure functions of arrays.
 
 Per generator update with batch (x, d, m, f) and critic_iter = n:
   repeat n times (fresh z, codes, alpha, dropout each time):
-    x_fake = G(z, d', m', f)            d', m' = d, m (vanilla) or uniform codes (infogan)
+    x_fake = G(z, d', m', f)            d', m' = d, m (vanilla) or (d, m)[perm] (infogan)
     L_D = adv_D(D(x, d, m, f), D(x_fake, d', m', f)) [+ lambda_gp GP]
           [+ aux_lambda_critic L_A(A(x), d, m)]                          -> critic optimiser
     wgan: clip the critic's weight matrices to +-weight_clip
@@ -79,8 +79,6 @@ class Models(NamedTuple):
   gen_tx: optax.GradientTransformation
   critic_tx: optax.GradientTransformation
   mask: jax.Array          # (H, W, 3) strut mask
-  num_durability: int
-  num_mass: int
 
 
 def learning_rate_schedule(learning_rate: float, decay_steps: int, final_fraction: float):
@@ -164,8 +162,7 @@ def _initializer(config, spec, mask):
                           config.weight_decay)
   critic_tx = make_optimizer(config.optimizer, critic_lr, config.opt_beta1, config.opt_beta2,
                              config.weight_decay)
-  models = Models(gen_def, critic_def, gen_tx, critic_tx, jnp.asarray(mask),
-                  len(spec.durability), len(spec.mass))
+  models = Models(gen_def, critic_def, gen_tx, critic_tx, jnp.asarray(mask))
 
   def state_of(key) -> TrainState:
     key, init_key = jax.random.split(key)
@@ -245,14 +242,20 @@ def _generator_adversarial(config, fake_scores):
   return losses.generator_loss_wasserstein(fake_scores)
 
 
-def _fake_conditions(config, models: Models, batch, key):
-  """Conditions of a fake batch: the real labels (vanilla) or uniform codes (InfoGAN)."""
+def _fake_conditions(config, batch, key):
+  """Conditions of a fake batch: the real labels (vanilla), or InfoGAN's codes: the real batch's
+  (durability, mass) pairs in a random order, perm = a random permutation of 0..B-1.
+
+  So the codes follow the data's joint label distribution, with exactly the real batch's label
+  frequencies, and do not depend on the real designs. The original drew uniform codes: then a
+  critic that sees the labels can score a design by how common its label is in the data, and on
+  imbalanced data (one durability class 43% of the designs) its Wasserstein estimate grew
+  without bound (9.6 -> 58 over 60 epochs, while a vanilla model's stayed at 2.4).
+  """
   if config.gan_model == 'vanilla':
     return batch['durability'], batch['mass']
-  kd, km = jax.random.split(key)
-  b = batch['durability'].shape[0]
-  return (jax.random.randint(kd, (b,), 0, models.num_durability),
-          jax.random.randint(km, (b,), 0, models.num_mass))
+  perm = jax.random.permutation(key, batch['durability'].shape[0])
+  return batch['durability'][perm], batch['mass'][perm]
 
 
 def critic_step(config, models: Models, state: TrainState, batch, key):
@@ -260,7 +263,7 @@ def critic_step(config, models: Models, state: TrainState, batch, key):
   k_noise, k_codes, k_alpha, k_gdrop, k_ddrop = jax.random.split(key, 5)
   b = batch['images'].shape[0]
   z = jax.random.normal(k_noise, (b, config.zdim))
-  d_fake, m_fake = _fake_conditions(config, models, batch, k_codes)
+  d_fake, m_fake = _fake_conditions(config, batch, k_codes)
   fake, _ = generate(models, state.gen_params, state.gen_rest, z, d_fake, m_fake, batch['fixed'],
                      train=True, key=k_gdrop)
   fake = jax.lax.stop_gradient(fake)
@@ -306,7 +309,7 @@ def generator_step(config, models: Models, state: TrainState, batch, key):
   k_noise, k_codes, k_gdrop, k_ddrop = jax.random.split(key, 4)
   b = batch['images'].shape[0]
   z = jax.random.normal(k_noise, (b, config.zdim))
-  d_fake, m_fake = _fake_conditions(config, models, batch, k_codes)
+  d_fake, m_fake = _fake_conditions(config, batch, k_codes)
 
   def loss_fn(params):
     gen_params, q_params = params
