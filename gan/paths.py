@@ -50,6 +50,25 @@ def make_output_dir(path: str, what: str) -> str:
   return path
 
 
+def missing_dirs(path: str) -> list[str]:
+  """The directories that creating `path` makes: it and its missing parents, deepest first."""
+  path, missing = os.path.abspath(path), []
+  while not os.path.exists(path):
+    missing.append(path)
+    path = os.path.dirname(path)
+  return missing
+
+
+def remove_if_empty(dirs) -> None:
+  """Removes those of `dirs` (taken deepest first) that are empty: the directories a failed run
+  made and never filled. Anything in one, or a directory gone already, is left alone."""
+  for directory in dirs:
+    try:
+      os.rmdir(directory)
+    except OSError:
+      pass
+
+
 def cannot_create(path: str, error: OSError, what: str = '') -> OutputPathError:
   """The error for an output directory `path` (named as `what`) the system refused to create."""
   name = f'{what} {path}' if what else path

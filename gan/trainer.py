@@ -181,17 +181,24 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
   parallel.check_batch_size(config.batch_size)
   _check_run_layout(config)
   _check_resumable_early(config, dataset.spec)
-  for c in seed_configs(config):  # now, not at the end: see paths.make_output_dir
-    paths.make_output_dir(c.log_path, 'log_path')
-    paths.make_output_dir(c.output_path or os.path.join(c.log_path, 'output'), 'output_path')
-  models, abstract = step.abstract_init(config, dataset.spec, dataset.mask)
-  shared = _Shared(config, dataset, models)
-  with contextlib.ExitStack() as release:  # also after an error: see _Run.release
-    runs = []
-    for c in seed_configs(config):
-      runs.append(_Run(c, shared, prefix=f'[seed {c.seed}] ' if config.num_seeds > 1 else ''))
-      release.callback(runs[-1].release)
-    return _train_runs(config, runs, shared, abstract, started, stop_requested)
+  made = []  # the directories this run creates, deepest first
+  try:
+    for c in seed_configs(config):  # now, not at the end: see paths.make_output_dir
+      for path, what in ((c.output_path or os.path.join(c.log_path, 'output'), 'output_path'),
+                         (c.log_path, 'log_path')):
+        made = paths.missing_dirs(path) + made
+        paths.make_output_dir(path, what)
+    models, abstract = step.abstract_init(config, dataset.spec, dataset.mask)
+    shared = _Shared(config, dataset, models)
+    with contextlib.ExitStack() as release:  # also after an error: see _Run.release
+      runs = []
+      for c in seed_configs(config):
+        runs.append(_Run(c, shared, prefix=f'[seed {c.seed}] ' if config.num_seeds > 1 else ''))
+        release.callback(runs[-1].release)
+      return _train_runs(config, runs, shared, abstract, started, stop_requested)
+  except BaseException:  # an error or Ctrl-C: no empty output directory left behind
+    paths.remove_if_empty(made)
+    raise
 
 
 def _train_runs(config, runs, shared, abstract, started: float, stop_requested) -> dict:

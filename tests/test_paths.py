@@ -125,3 +125,16 @@ def test_an_output_file_is_tried_and_nothing_is_left(tmp_path):
 def test_an_output_file_a_pseudo_filesystem_refuses_is_refused_before_the_work():
   with pytest.raises(paths.OutputPathError, match=f'^--json {PSEUDO}.json: '):
     paths.check_output_file(PSEUDO + '.json', '--json')
+
+
+def test_the_directories_a_failed_run_made_and_left_empty_are_removed(tmp_path):
+  (tmp_path / 'kept').mkdir()
+  made = paths.missing_dirs(tmp_path / 'kept' / 'a' / 'b') + paths.missing_dirs(tmp_path / 'c')
+  assert made == [str(tmp_path / 'kept' / 'a' / 'b'), str(tmp_path / 'kept' / 'a'),
+                  str(tmp_path / 'c')]
+  for directory in made:
+    paths.make_output_dir(directory, 'log_path')
+  (tmp_path / 'c' / 'log_summary').write_text('what went wrong')
+  paths.remove_if_empty(made + [str(tmp_path / 'gone')])
+  assert sorted(os.listdir(tmp_path)) == ['c', 'kept']  # a directory with a file stays
+  assert os.listdir(tmp_path / 'kept') == []  # it existed before

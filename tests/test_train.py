@@ -969,6 +969,28 @@ def test_the_training_log_warns_about_a_class_without_training_designs(small_des
     assert 'Warning: no training design has mass 9.99' in f.read()
 
 
+@pytest.mark.parametrize('fails_in', ['abstract_init', 'compile_epoch'])
+def test_a_failed_run_leaves_no_empty_directory_it_made(small_design_dir, tmp_path, monkeypatch,
+                                                         fails_in):
+  """The run's directories are made before training (so a path the system refuses is found
+  first); a run that fails removes those it made and left empty, and keeps its log."""
+  (tmp_path / 'existing').mkdir()
+  log_path, output_path = tmp_path / 'new' / 'run', tmp_path / 'existing' / 'out' / 'designs'
+
+  def fail(*_, **__):
+    raise RuntimeError('failed')
+
+  monkeypatch.setattr(step, fails_in, fail)
+  with pytest.raises(RuntimeError, match='failed'):
+    trainer.train(tiny_config(data_path=small_design_dir, log_path=str(log_path),
+                              output_path=str(output_path), **BASE))
+  assert os.listdir(tmp_path / 'existing') == []
+  if fails_in == 'abstract_init':  # before the log is opened
+    assert os.listdir(tmp_path) == ['existing']
+  else:
+    assert 'Resolved config' in (log_path / 'log_summary').read_text()
+
+
 def test_cli_ctrl_c_stops_after_the_epoch_in_progress(small_design_dir, tmp_path):
   """SIGINT (Ctrl-C) once: the run ends with that epoch checkpointed, one line, exit status 130;
   the same command resumes."""
