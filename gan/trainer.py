@@ -346,7 +346,11 @@ class _Run:
                  'oracle_applies': shared.synthetic, 'data': dataset.fingerprint()}
     self.mngr = checkpoints.manager(os.path.join(self.log_path, 'checkpoints'),
                                     config.keep_checkpoints)
-    self.evaluator = _Evaluator(config, shared, self.log_path)
+    try:  # train() releases only a run it finished opening: this one closes its own manager
+      self.evaluator = _Evaluator(config, shared, self.log_path)
+    except BaseException:
+      self.mngr.close()
+      raise
     self.grid_inputs = _class_grid_inputs(config, dataset.spec, dataset.train.fixed[0])
     self.tb = (summaries.TensorBoard(self.log_path) if shared.main
                else summaries.NoTensorBoard())

@@ -991,6 +991,30 @@ def test_a_failed_run_leaves_no_empty_directory_it_made(small_design_dir, tmp_pa
     assert 'Resolved config' in (log_path / 'log_summary').read_text()
 
 
+def test_a_run_that_fails_to_open_closes_the_managers_it_opened(small_design_dir, tmp_path,
+                                                                monkeypatch):
+  """A run refused while it opens (an oracle best_metric on designs the oracle does not label)
+  leaves no checkpoint manager open: train() releases only the runs it finished opening."""
+  monkeypatch.setattr(trainer.metrics_lib, 'is_synthetic', lambda _: False)
+  monkeypatch.setattr(trainer.classifier_lib, 'load_or_train_classifier', lambda _: None)
+  monkeypatch.setattr(trainer.evaluate, 'reference', lambda *_: None)
+  opened, closed = [], []
+  manager = checkpoints.manager
+
+  def recorded(*args, **kwargs):
+    mngr = manager(*args, **kwargs)
+    opened.append(mngr.directory)
+    close = mngr.close
+    mngr.close = lambda: (closed.append(mngr.directory), close())[-1]
+    return mngr
+
+  monkeypatch.setattr(checkpoints, 'manager', recorded)
+  with pytest.raises(ConfigError, match='best_metric=oracle_exact needs the synthetic designs'):
+    trainer.train(tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'),
+                              eval_every=1, best_metric='oracle_exact', **BASE))
+  assert sorted(map(str, closed)) == sorted(map(str, opened)), (opened, closed)
+
+
 def test_cli_ctrl_c_stops_after_the_epoch_in_progress(small_design_dir, tmp_path):
   """SIGINT (Ctrl-C) once: the run ends with that epoch checkpointed, one line, exit status 130;
   the same command resumes."""
