@@ -34,10 +34,10 @@ def exit_after_error(status: int = 1):
 
 
 def silence_abandoned_checkpoint_reads() -> None:
-  """For the CLIs and `restore_state`: when orbax gives up on a damaged checkpoint, its other pending tensorstore
-  reads are abandoned, and their failures can print tracebacks around the one error line, at
-  random: as 'Event loop is closed' RuntimeErrors that their completion callbacks raise
-  (unraisable exceptions) and as asyncio's 'Task exception was never retrieved' log records.
+  """For the CLIs and `restore_state`: when orbax gives up on a damaged checkpoint, its other
+  pending tensorstore reads are abandoned, and their failures can print tracebacks around the one
+  error line, at random: as 'Event loop is closed' RuntimeErrors that their completion callbacks
+  raise (unraisable exceptions) and as asyncio's 'Task exception was never retrieved' log records.
   Drops exactly those two; every other unraisable exception and asyncio record passes. Installed
   once however often it is called."""
   if getattr(sys.unraisablehook, 'drops_closed_event_loop_errors', False):
