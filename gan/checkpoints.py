@@ -34,16 +34,22 @@ def exit_after_error(status: int = 1):
 
 
 def silence_abandoned_checkpoint_reads() -> None:
-  """For the CLIs and `restore_state`: when orbax gives up on a damaged checkpoint, its other
-  pending tensorstore reads are abandoned, and their failures can print tracebacks around the one
-  error line, at random: as 'Event loop is closed' RuntimeErrors that their completion callbacks
-  raise (unraisable exceptions) and as asyncio's 'Task exception was never retrieved' log records.
+  """For the CLIs: when orbax gives up on a damaged checkpoint, its other pending tensorstore
+  reads are abandoned, and their failures can print tracebacks around the one error line, at
+  random: as 'Event loop is closed' RuntimeErrors that their completion callbacks raise
+  (unraisable exceptions) and as asyncio's 'Task exception was never retrieved' log records.
   Drops exactly those two; every other unraisable exception and asyncio record passes. Installed
   once however often it is called."""
-  if getattr(sys.unraisablehook, 'drops_closed_event_loop_errors', False):
-    return
-  sys.unraisablehook = _dropping_closed_loop_errors(sys.unraisablehook)
-  logging.getLogger('asyncio').addFilter(_not_unretrieved_task)
+  _drop_closed_event_loop_errors()
+  logging.getLogger('asyncio').addFilter(_not_unretrieved_task)  # a no-op the second time
+
+
+def _drop_closed_event_loop_errors() -> None:
+  """The part of `silence_abandoned_checkpoint_reads` that a library call (`restore_state`)
+  installs: asyncio's records are left alone there, since in a notebook (Jupyter runs on
+  asyncio) an unretrieved task may be the caller's own."""
+  if not getattr(sys.unraisablehook, 'drops_closed_event_loop_errors', False):
+    sys.unraisablehook = _dropping_closed_loop_errors(sys.unraisablehook)
 
 
 def _dropping_closed_loop_errors(previous):
@@ -115,7 +121,7 @@ def restore_state(mngr: ocp.CheckpointManager, epoch: int, abstract_state,
   # Before reading: the reads orbax abandons on a damaged checkpoint fail in the background,
   # whenever they do, also while this still runs, and in a notebook or anything that goes on after
   # `gan.trainer.train` refused the checkpoint, no CLI has silenced them.
-  silence_abandoned_checkpoint_reads()
+  _drop_closed_event_loop_errors()
   target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state._asdict())
   where = f'checkpoint {epoch} in {mngr.directory}'
   earlier = _earlier_checkpoints(mngr, epoch, earlier_hint)

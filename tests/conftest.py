@@ -18,6 +18,9 @@ from tests import helpers  # pylint: disable=wrong-import-position
 
 
 _JAX_CACHE = 'designgan_jax_cache'  # the key of the cache directory in a worker's workerinput
+# JAX writes a cache entry in place (no lock, no rename): a process that reads it while another
+# writes it warns with this and compiles instead. Not a failure, so not on a test's stderr.
+_CACHE_READ_RACE = 'Error reading persistent compilation cache entry'
 
 
 def pytest_configure(config):
@@ -25,16 +28,24 @@ def pytest_configure(config):
   the same programs: they share one persistent compilation cache, every executable kept, made by
   the controlling process and removed when the session ends. Through the environment, so the
   subprocesses inherit it; a test that counts compilations counts cache hits too
-  (`helpers.compilations`)."""
+  (`helpers.compilations`). What it changes is restored at the end (pytest.main in a notebook)."""
   if hasattr(config, 'workerinput'):  # a pytest-xdist worker: the controller's directory
     cache = config.workerinput[_JAX_CACHE]
   else:
     cache = config.designgan_jax_cache = tempfile.mkdtemp(prefix='designgan-jax-cache-')
+  config.designgan_restore = []
+  warnings = os.environ.get('PYTHONWARNINGS')
   for name, value in (('jax_compilation_cache_dir', cache),
                       ('jax_persistent_cache_min_compile_time_secs', 0.0),
-                      ('jax_persistent_cache_min_entry_size_bytes', 0)):
+                      ('jax_persistent_cache_min_entry_size_bytes', 0),
+                      ('PYTHONWARNINGS', ','.join(filter(None, (
+                          warnings, f'ignore:{_CACHE_READ_RACE}:UserWarning'))))):
+    config.designgan_restore.append((name, os.environ.get(name.upper()),
+                                     getattr(jax.config, name, None)))
     os.environ[name.upper()] = str(value)  # for the subprocesses
-    jax.config.update(name, value)
+    if name.startswith('jax_'):
+      jax.config.update(name, value)
+  config.addinivalue_line('filterwarnings', f'ignore:{_CACHE_READ_RACE}:UserWarning')
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -44,6 +55,13 @@ def pytest_configure_node(node):
 
 
 def pytest_unconfigure(config):
+  for name, environment, value in config.designgan_restore:
+    if environment is None:
+      os.environ.pop(name.upper(), None)
+    else:
+      os.environ[name.upper()] = environment
+    if name.startswith('jax_'):
+      jax.config.update(name, value)
   if not hasattr(config, 'workerinput'):
     shutil.rmtree(config.designgan_jax_cache, ignore_errors=True)
 
