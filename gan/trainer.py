@@ -436,9 +436,9 @@ class _Run:
     self.evaluator.close()
 
   def release(self):
-    """Closes the checkpoint managers and the event file, also when training failed: a manager
-    left open after a failed restore keeps orbax's reads pending, which print 'Event loop is
-    closed' tracebacks into a notebook or any process that calls `train` again."""
+    """Closes the checkpoint managers and the event file, also when training failed, as orbax
+    asks of a manager: a notebook, or any process that calls `train` again, would otherwise keep
+    every run's managers open."""
     self.mngr.close()
     self.evaluator.release()
     self.tb.close()
