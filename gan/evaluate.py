@@ -55,6 +55,11 @@ from gan.errors import DataError, DesignGanError
 
 GenerateFn = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
 
+# The evaluation seed (noise and strut draws) of `python -m gan.evaluate` and of the evaluations
+# during training, whatever the training seed: a run logs what gan.evaluate reports for it, and a
+# sweep's models are compared on the same designs asked for.
+DEFAULT_SEED = 0
+
 
 class EvaluationError(DesignGanError):
   """An evaluation cannot be done as asked (bad arguments, data that do not fit the model)."""
@@ -109,8 +114,8 @@ def condition_grid(spec: data.DataSpec, per_pair: int) -> tuple[np.ndarray, np.n
 
 
 def evaluate_generator(generate_fn: GenerateFn, dataset: data.Dataset,
-                       classifier: classifier_lib.Classifier, per_pair: int = 10, seed: int = 0,
-                       ref: Optional[Reference] = None) -> dict:
+                       classifier: classifier_lib.Classifier, per_pair: int = 10,
+                       seed: int = DEFAULT_SEED, ref: Optional[Reference] = None) -> dict:
   """Generates `per_pair` designs for every class pair and measures them (module docstring).
 
   Args:
@@ -234,8 +239,8 @@ def _check_designs(images, n: int, layout) -> np.ndarray:
 # A trained run
 
 
-def evaluate_model(model_path: str, step: Optional[int] = None, per_pair: int = 10, seed: int = 0,
-                   device: str = 'cpu', cache_dir: Optional[str] = None,
+def evaluate_model(model_path: str, step: Optional[int] = None, per_pair: int = 10,
+                   seed: int = DEFAULT_SEED, device: str = 'cpu', cache_dir: Optional[str] = None,
                    data_path: Optional[str] = None) -> dict:
   """Loads a run's checkpoint, its dataset and the (cached) classifier; evaluates the generator.
 
@@ -345,7 +350,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       help='training run directory (log_path), its checkpoints/ or one step dir')
   parser.add_argument('--step', type=int, default=None, help='checkpoint step (default: latest)')
   parser.add_argument('--per_pair', type=int, default=10, help='designs per class pair')
-  parser.add_argument('--seed', type=int, default=0, help='seed of noise and strut colours')
+  parser.add_argument('--seed', type=int, default=DEFAULT_SEED,
+                      help='seed of noise and strut colours')
   parser.add_argument('--device', default='cpu',
                       help='cpu (default) | gpu | auto (a GPU when present)')
   parser.add_argument('--json', default='', help='also write the metrics to this JSON file')

@@ -570,7 +570,7 @@ class _Evaluator:
       return dataset.layout.to_full(data.denormalize(np.asarray(images)))
 
     metrics = evaluate.evaluate_generator(generate_fn, dataset, self.shared.classifier,
-                                          self.config.eval_per_pair, self.config.seed,
+                                          self.config.eval_per_pair, evaluate.DEFAULT_SEED,
                                           ref=self.shared.reference)
     # Every process evaluates alike, but the ranking of `best` checkpoints must agree exactly.
     checkpoints.save(self.best, epoch, state, dict(meta, metrics=evaluate.scalar_metrics(metrics)),

@@ -15,6 +15,7 @@ import pytest
 from helpers import relabelled
 from helpers import tiny_config
 
+from gan import checkpoints
 from gan import data
 from gan import designs
 from gan import evaluate
@@ -250,6 +251,22 @@ def test_designs_moved_since_training_are_found_with_data_path(small_design_dir,
   assert evaluate.main(args + [f'--data_path={tmp_path / "moved"}']) == 0
   assert ('not those the model was trained on (240 then, 241 now): the train/validation split is '
           'drawn anew' in caplog.text), caplog.text
+
+
+def test_training_evaluates_as_gan_evaluate_does_whatever_the_seed(small_design_dir, tmp_path):
+  """A run's logged metrics and its best/ ranking are what `python -m gan.evaluate` reports for it:
+  the evaluation seed is gan.evaluate's, not the training seed. Otherwise a sweep's seed_1 (or
+  any run with --config.seed=1) logged other numbers than gan.evaluate gave for its checkpoint,
+  and the models of one sweep were compared on different noise and struts."""
+  log_path = str(tmp_path / 'log')
+  trainer.train(tiny_config(small_design_dir, log_path, seed=1, eval_every=1, eval_per_pair=2))
+  mngr = checkpoints.manager(os.path.join(log_path, 'best'), keep=1, create=False)
+  try:
+    logged = checkpoints.read_meta(mngr)[1]['metrics']
+  finally:
+    mngr.close()
+  measured = evaluate.scalar_metrics(evaluate.evaluate_model(log_path, per_pair=2))
+  assert measured == pytest.approx(logged, rel=1e-4)
 
 
 def test_evaluate_model_reports_a_missing_step(trained_run, tmp_path):
