@@ -1,7 +1,7 @@
 """The training state and the pure, jit-compiled update: critic steps then one generator step.
 
-All 12 combinations come from one `update`: the model family decides which conditions the fake
-gets (vanilla: the real batch's labels; InfoGAN: codes drawn from them, plus the Q losses), the
+All 12 combinations come from one `update`: the model family decides whether the InfoGAN Q losses
+are added (a fake is conditioned on a real example's labels and struts in both), the
 loss mode decides the adversarial terms (BCE / Wasserstein, + gradient penalty or weight
 clipping), and the networks are whatever `gan.networks` built. The models are split once into
 graph definitions and states; `TrainState` holds every array (parameters, optimiser states,
@@ -9,15 +9,20 @@ batch statistics, step, PRNG key), so `update(state, batch)` and `train_epoch(st
 pure functions of arrays.
 
 Per generator update with batch (x, d, m, f) and critic_iter = n:
-  repeat n times (fresh z, codes, alpha, dropout each time):
-    x_fake = G(z, d', m', f)            d', m' = d, m (vanilla) or (d, m)[perm] (infogan)
-    L_D = adv_D(D(x, d, m, f), D(x_fake, d', m', f)) [+ lambda_gp GP]
+  repeat n times (fresh z, alpha, dropout each time):
+    x_fake = G(z, d, m, f)
+    L_D = adv_D(D(x, d, m, f), D(x_fake, d, m, f)) [+ lambda_gp GP]
           [+ aux_lambda_critic L_A(A(x), d, m)]                          -> critic optimiser
     wgan: clip the critic's weight matrices to +-weight_clip
-  x_fake = G(z'', d'', m'', f)           fresh noise and codes
-  L_G = adv_G(D(x_fake, d'', m'', f)) + constraint_lambda * strut_penalty(x_fake, f, mask)
-        [+ info_lambda (CE(Q(x_fake), codes) + CE(Q(x), (d, m)))]
-        [+ aux_lambda L_A(A(x_fake), d'', m'')]                            -> generator optimiser
+  x_fake = G(z'', d, m, f)               fresh noise
+  L_G = adv_G(D(x_fake, d, m, f)) + constraint_lambda * strut_penalty(x_fake, f, mask)
+        [+ info_lambda (CE(Q(x_fake), (d, m)) + CE(Q(x), (d, m)))]          (infogan)
+        [+ aux_lambda L_A(A(x_fake), d, m)]                                -> generator optimiser
+InfoGAN's codes are the real batch's labels, as vanilla's conditions: the original drew uniform
+codes, and a critic that sees the labels then scores a design by how common its label is (on data
+where one durability class is 43% of the designs, InfoGAN-WGAN-GP's Wasserstein estimate grew
+from 9.6 to 58 in 60 epochs, vanilla's stayed at 2.4); codes drawn from the labels apart from
+their struts would let it compare the struts with the label instead.
   G_ema <- beta_t G_ema + (1 - beta_t) G,   beta_t = min(ema_decay, (1 + t) / (10 + t))
 The generator optimiser updates G and the InfoGAN Q head; the critic optimiser the critic body,
 head, class projections and the auxiliary classifier A (L_A = `losses.aux_class_loss`: A learns
@@ -242,28 +247,14 @@ def _generator_adversarial(config, fake_scores):
   return losses.generator_loss_wasserstein(fake_scores)
 
 
-def _fake_conditions(config, batch, key):
-  """Conditions of a fake batch: the real labels (vanilla), or InfoGAN's codes: the real batch's
-  (durability, mass) pairs in a random order, perm = a random permutation of 0..B-1.
-
-  So the codes follow the data's joint label distribution, with exactly the real batch's label
-  frequencies, and do not depend on the real designs. The original drew uniform codes: then a
-  critic that sees the labels can score a design by how common its label is in the data, and on
-  imbalanced data (one durability class 43% of the designs) its Wasserstein estimate grew
-  without bound (9.6 -> 58 over 60 epochs, while a vanilla model's stayed at 2.4).
-  """
-  if config.gan_model == 'vanilla':
-    return batch['durability'], batch['mass']
-  perm = jax.random.permutation(key, batch['durability'].shape[0])
-  return batch['durability'][perm], batch['mass'][perm]
-
-
 def critic_step(config, models: Models, state: TrainState, batch, key):
   """One critic update; returns (state, metrics)."""
-  k_noise, k_codes, k_alpha, k_gdrop, k_ddrop = jax.random.split(key, 5)
+  # The second key drew InfoGAN's uniform codes; it is still split off so that every other key,
+  # and so every result, stays as it was.
+  k_noise, _, k_alpha, k_gdrop, k_ddrop = jax.random.split(key, 5)
   b = batch['images'].shape[0]
   z = jax.random.normal(k_noise, (b, config.zdim))
-  d_fake, m_fake = _fake_conditions(config, batch, k_codes)
+  d_fake, m_fake = batch['durability'], batch['mass']  # the fake's conditions: a real example's
   fake, _ = generate(models, state.gen_params, state.gen_rest, z, d_fake, m_fake, batch['fixed'],
                      train=True, key=k_gdrop)
   fake = jax.lax.stop_gradient(fake)
@@ -306,10 +297,10 @@ def critic_step(config, models: Models, state: TrainState, batch, key):
 
 def generator_step(config, models: Models, state: TrainState, batch, key):
   """One generator (+ Q head) update; returns (state, metrics)."""
-  k_noise, k_codes, k_gdrop, k_ddrop = jax.random.split(key, 4)
+  k_noise, _, k_gdrop, k_ddrop = jax.random.split(key, 4)  # the second: see critic_step
   b = batch['images'].shape[0]
   z = jax.random.normal(k_noise, (b, config.zdim))
-  d_fake, m_fake = _fake_conditions(config, batch, k_codes)
+  d_fake, m_fake = batch['durability'], batch['mass']
 
   def loss_fn(params):
     gen_params, q_params = params

@@ -381,10 +381,10 @@ def _generator_step_conditions(config, models, state, batch, seeds, monkeypatch)
   return runs
 
 
-def test_infogan_q_loss_targets_the_sampled_codes(small_design_dir, tmp_path, monkeypatch):
-  """The fake term of the Q loss asks Q for the codes the generator was conditioned on: fresh
-  codes, the batch's (durability, mass) pairs in another order (the data's label frequencies: see
-  step._fake_conditions); the real term asks for the real labels."""
+def test_infogan_q_loss_targets_the_batch_labels(small_design_dir, tmp_path, monkeypatch):
+  """InfoGAN's codes are the real batch's labels (step's docstring: uniform codes let a critic
+  that sees the labels score a design by how common its label is): the generator is conditioned
+  on them, and both terms of the Q loss ask Q for them."""
   config, dataset, models, state = setup(tiny_config(
       data_path=small_design_dir, log_path=str(tmp_path / 'run'), gan_model='infogan',
       loss_mode='wgan'))
@@ -394,25 +394,13 @@ def test_infogan_q_loss_targets_the_sampled_codes(small_design_dir, tmp_path, mo
   for run in runs:
     assert np.isfinite(run['metrics']['info_loss']) and run['metrics']['info_loss'] > 0
     assert len(run['generate']) == 1 and len(run['info_loss']) == 2, run
-    (fake_d, fake_m), (real_d, real_m) = run['info_loss']
-    # The fake term's targets are the codes the generator was conditioned on ...
-    np.testing.assert_array_equal(fake_d, run['generate'][0][0])
-    np.testing.assert_array_equal(fake_m, run['generate'][0][1])
-    # ... the real batch's label pairs, each pair as often as there, in another order ...
-    assert fake_d.shape == fake_m.shape == (config.batch_size,)
-    assert sorted(zip(fake_d, fake_m)) == sorted(zip(*labels))
-    assert np.mean((fake_d == labels[0]) & (fake_m == labels[1])) < 0.5
-    # ... and the real term's targets are the real labels.
-    np.testing.assert_array_equal(real_d, labels[0])
-    np.testing.assert_array_equal(real_m, labels[1])
-  # Fresh codes for every step.
-  (d1, m1), (d2, m2) = runs[0]['info_loss'][0], runs[1]['info_loss'][0]
-  assert not (np.array_equal(d1, d2) and np.array_equal(m1, m2))
+    for conditions in (run['generate'][0], *run['info_loss']):  # G, Q's fake and real terms
+      np.testing.assert_array_equal(conditions[0], labels[0])
+      np.testing.assert_array_equal(conditions[1], labels[1])
 
 
 def test_vanilla_generator_gets_the_batch_labels(small_design_dir, tmp_path, monkeypatch):
-  """The contrast case: a vanilla GAN conditions its fakes on the real batch's labels and has
-  no Q loss."""
+  """The same conditions without a Q loss."""
   config, dataset, models, state = setup(tiny_config(
       data_path=small_design_dir, log_path=str(tmp_path / 'run'), loss_mode='wgan'))
   batch = spread_batch(config, dataset)
