@@ -324,6 +324,7 @@ class Dataset:
         found.append(f'{copies} of {len(self.val)} validation designs are copies (same pixels '
                      'and labels) of training designs: held-out metrics overstate how well the '
                      'model generalises')
+    untrained = self.untrained_classes()
     for label in ('durability', 'mass'):
       vocab = getattr(self.spec, label)
       counts = np.bincount(getattr(self.train, label), minlength=len(vocab))
@@ -331,10 +332,21 @@ class Dataset:
       if len(present) == 1:
         found.append(f'every training design has {label} {present[0]}: the model cannot learn '
                      f'to vary {label}')
-      empty = [_format_value(v) for v, n in zip(vocab.values, counts) if n == 0]
-      if empty:
-        found.append(f'no training design has {label} {", ".join(empty)}: designs asked for it '
-                     'are extrapolations')
+      if untrained.get(label):
+        found.append(f'no training design has {label} {", ".join(untrained[label])}: the '
+                     'generator is never trained on it, so designs asked for it are '
+                     'extrapolations, and the evaluations count them')
+    return found
+
+  def untrained_classes(self) -> dict:
+    """{label: [its classes (as written) that no training design has]} for the labels with any:
+    the classes a fixed vocabulary (durability_values, mass_values) adds to the data's."""
+    found = {}
+    for label in ('durability', 'mass'):
+      vocab = getattr(self.spec, label)
+      counts = np.bincount(getattr(self.train, label), minlength=len(vocab))
+      if (counts == 0).any():
+        found[label] = [_format_value(v) for v, n in zip(vocab.values, counts) if n == 0]
     return found
 
 

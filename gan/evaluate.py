@@ -269,12 +269,30 @@ def evaluate_model(model_path: str, step: Optional[int] = None, per_pair: int = 
     data_change = data.fingerprint_change(model.data_fingerprint, dataset)
     if data_change:
       logging.warning('warning: %s', data_change)
+    untrained = untrained_pairs_note(dataset)
+    if untrained:
+      logging.warning('warning: %s', untrained)
     classifier = classifier_lib.load_or_train_classifier(dataset, cache_dir)
     result = evaluate_generator(lambda d, m, f, s: inference.generate(model, d, m, f, s),
                                 dataset, classifier, per_pair, seed)
   result['model'] = {'run_dir': model.run_dir, 'checkpoint_dir': model.checkpoint_dir,
                      'step': model.epoch, 'data': dataset.data_dir}
   return result
+
+
+def untrained_pairs_note(dataset: data.Dataset) -> str:
+  """'' when every class has training designs, else which do not and what that does to the
+  numbers: their pairs are asked for and counted like the others, though neither the generator
+  nor the classifier (trained on the training split) saw a design of them."""
+  untrained = dataset.untrained_classes()
+  if not untrained:
+    return ''
+  nd, nm = len(dataset.spec.durability), len(dataset.spec.mass)
+  trained = (nd - len(untrained.get('durability', ()))) * (nm - len(untrained.get('mass', ())))
+  names = '; '.join(f'{label} {", ".join(values)}' for label, values in untrained.items())
+  return (f'no training design has {names}: {nd * nm - trained} of the {nd * nm} class pairs '
+          'count in every number below, although neither the generator nor the classifier was '
+          'trained on any design of them')
 
 
 def _load_data(model, data_path: Optional[str], load_data) -> data.Dataset:

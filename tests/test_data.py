@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from gan import data
+from gan import evaluate
 from gan.errors import DataError, LayoutError
 from gan.images import write_rgb
 from gan.layout import DEFAULT_STRUT_POSITIONS, HYUNDAI_ACTIVE_COLUMNS
@@ -247,13 +248,23 @@ def test_warnings_name_a_single_class_and_classes_without_training_designs(tmp_p
   assert 'mass: 1 class: 10 (6)' in one_mass.summary()
   ds = data.load_dataset(str(tmp_path), durability_values=[1.4, 2.2, 3.0, 9.9],
                          mass_values=[10, 20], val_fraction=0)
+  never = ('the generator is never trained on it, so designs asked for it are extrapolations, '
+           'and the evaluations count them')
   assert ds.warnings() == [
-      'no training design has durability 9.9: designs asked for it are extrapolations',
+      f'no training design has durability 9.9: {never}',
       'every training design has mass 10: the model cannot learn to vary mass',
-      'no training design has mass 20: designs asked for it are extrapolations']
+      f'no training design has mass 20: {never}']
+  assert ds.untrained_classes() == {'durability': ['9.9'], 'mass': ['20']}
+  # 4 x 2 pairs, of which 3 x 1 have training designs.
+  assert evaluate.untrained_pairs_note(ds) == (
+      'no training design has durability 9.9; mass 20: 5 of the 8 class pairs count in every '
+      'number below, although neither the generator nor the classifier was trained on any '
+      'design of them')
   os.makedirs(tmp_path / 'both')
   write_designs(tmp_path / 'both', labelled_names(6))
-  assert data.load_dataset(str(tmp_path / 'both'), val_fraction=0).warnings() == []
+  both = data.load_dataset(str(tmp_path / 'both'), val_fraction=0)
+  assert both.warnings() == [] and both.untrained_classes() == {}
+  assert evaluate.untrained_pairs_note(both) == ''
 
 
 # ---------------------------------------------------------------------------------------------
