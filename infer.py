@@ -99,7 +99,8 @@ def _infer():
         struts=[f[n].value if f[n].present else None for n in ('strut1', 'strut2')],
         strut_list=f.struts, num=f.num_gen_image, out_dir=f.gen_img_path,
         device=f.device, seed=f.seed, grid=f.grid, sweep=f.sweep,
-        progress=lambda line: print(line, file=sys.stderr, flush=True))
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+        warn=lambda line: print(line, file=sys.stderr, flush=True))
   except DesignGanError as e:
     if interrupts.interrupted():  # e.g. a restore cut short by the Ctrl-C
       raise KeyboardInterrupt from None

@@ -36,6 +36,8 @@ class TrainedModel:
   sample_fn: Callable  # jit of step.sample for these models
   oracle_applies: bool  # trained on the synthetic designs: oracle numbers are meaningful
   data_fingerprint: Optional[dict] = None  # data.Dataset.fingerprint() of its training data
+  # data.Dataset.untrained_classes() of its training data ({} in checkpoints from before it)
+  untrained_classes: Optional[dict] = None
 
   def class_index(self, durability: float, mass: float) -> tuple[int, int]:
     """Vocabulary indices; a DataError listing the allowed values for anything else."""
@@ -123,7 +125,8 @@ def load(model_path: str, step_: Optional[int] = None, device=None) -> TrainedMo
     mngr.close()
   sample_fn = jax.jit(lambda p, r, *a: step.sample(models, p, r, *a))
   return TrainedModel(config, spec, models, state, epoch, ckpt_dir, run_dir, sample_fn,
-                      bool(meta.get('oracle_applies', False)), meta.get('data'))
+                      bool(meta.get('oracle_applies', False)), meta.get('data'),
+                      meta.get('untrained_classes') or {})
 
 
 def fixed_pixels(model: TrainedModel, strut_colors: Sequence[Sequence[int]]) -> np.ndarray:

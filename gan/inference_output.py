@@ -11,6 +11,7 @@ anything is generated, so no file this module did not write is ever replaced or 
 """
 
 import csv
+import logging
 import os
 import re
 import shutil
@@ -119,15 +120,29 @@ def _class_indices(model, durability, mass, sweep: bool):
   return [tuple(indices)]
 
 
+def _untrained_requested(model, pairs) -> str:
+  """'durability 2.5; mass 2.3': the requested classes that no training design had, or ''."""
+  found = []
+  for label, vocab, indices in (('durability', model.spec.durability, {p[0] for p in pairs}),
+                                ('mass', model.spec.mass, {p[1] for p in pairs})):
+    names = set(model.untrained_classes.get(label, ()))
+    asked = [vocab.format(vocab.values[i]) for i in sorted(indices)]
+    if names.intersection(asked):
+      found.append(f'{label} {", ".join(a for a in asked if a in names)}')
+  return '; '.join(found)
+
+
 def run(*, model_path: str, step: Optional[int], durability, mass,
         struts: Sequence[Optional[str]] = (), strut_list: Optional[str] = None, num: int,
         out_dir: Optional[str], device: str, seed: int, grid: bool, sweep: bool,
-        progress: Optional[Callable[[str], None]] = None):
+        progress: Optional[Callable[[str], None]] = None,
+        warn: Callable[[str], None] = logging.warning):
   """Generates and writes the designs; returns (output directory, written design paths).
 
   struts[i] is the colour of strut pixel i + 1 ('r,g,b'; None or left out: STRUT_DEFAULT), or
   strut_list gives them all, 'r,g,b;r,g,b;...'; the model's strut count decides how many.
-  A request of more than CHUNK_SIZE designs reports its progress in lines to `progress`."""
+  A request of more than CHUNK_SIZE designs reports its progress in lines to `progress`; one for
+  classes no training design had, a 'warning: ' line to `warn`."""
   given = _given_struts(struts, strut_list)
   if not 1 <= num <= MAX_DESIGNS:
     raise DesignGanError(f'--num_gen_image must be a number of designs from 1 to '
@@ -137,6 +152,10 @@ def run(*, model_path: str, step: Optional[int], durability, mass,
   model = inference.load(model_path, step, dev)
   colors = _strut_colors(len(model.spec.layout.strut_positions), given)
   pairs = _class_indices(model, durability, mass, sweep)
+  untrained = _untrained_requested(model, pairs)
+  if untrained:
+    warn(f'warning: no training design had {untrained}: the generator was never trained on it, '
+         'so these designs are extrapolations')
   if len(pairs) * num > MAX_DESIGNS:
     raise DesignGanError(
         f'--sweep --num_gen_image={num} asks for {len(pairs) * num:,} designs ({num} for each of '

@@ -343,7 +343,8 @@ class _Run:
     for warning in dataset.warnings():
       self.log.warning('Warning: %s', warning)
     self.meta = {'config': config.to_dict(), 'spec': dataset.spec.to_dict(),
-                 'oracle_applies': shared.synthetic, 'data': dataset.fingerprint()}
+                 'oracle_applies': shared.synthetic, 'data': dataset.fingerprint(),
+                 'untrained_classes': dataset.untrained_classes()}
     self.mngr = checkpoints.manager(os.path.join(self.log_path, 'checkpoints'),
                                     config.keep_checkpoints)
     try:  # train() releases only a run it finished opening: this one closes its own manager

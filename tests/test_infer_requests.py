@@ -46,6 +46,36 @@ def one_strut_run(strut_runs):
   return strut_runs[1]
 
 
+@pytest.fixture(scope='module')
+def untrained_class_run(small_design_dir, tmp_path_factory):
+  """A tiny run whose fixed durability vocabulary adds 2.5, which no design has."""
+  overrides = [dict(TINY, data_path=small_design_dir, log_path=str(
+      tmp_path_factory.mktemp('untrained') / 'run'), durability_values=', '.join(
+          f'{1 + k / 10:.1f}' for k in range(10)) + ', 2.5')]
+  result = subprocess.run([sys.executable, '-c', TRAIN_WORKER, json.dumps(overrides)], cwd=REPO,
+                          env=TRAIN_ENV, capture_output=True, text=True, timeout=TRAIN_TIMEOUT_S,
+                          check=False)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+  return overrides[0]['log_path']
+
+
+@pytest.mark.parametrize('request_, warned', [
+    (dict(durability=2.5), 'durability 2.5'),
+    (dict(durability=None, mass=None, sweep=True, num=1), 'durability 2.5'),
+    (dict(durability=1.4), None)])
+def test_a_class_no_training_design_had_is_generated_with_a_warning(untrained_class_run, tmp_path,
+                                                                     request_, warned):
+  warnings = []
+  out, paths = generate(untrained_class_run, tmp_path / 'out', struts=(), warn=warnings.append,
+                        **request_)
+  assert paths and all(os.path.exists(p) for p in paths)
+  if warned is None:
+    assert warnings == []
+  else:
+    assert warnings == [f'warning: no training design had {warned}: the generator was never '
+                        'trained on it, so these designs are extrapolations']
+
+
 def _snapshot(directory) -> dict:
   """{name: bytes} of every file in `directory`."""
   return {n: (directory / n).read_bytes() for n in sorted(os.listdir(directory))}
