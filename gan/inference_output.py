@@ -152,10 +152,6 @@ def run(*, model_path: str, step: Optional[int], durability, mass,
   model = inference.load(model_path, step, dev)
   colors = _strut_colors(len(model.spec.layout.strut_positions), given)
   pairs = _class_indices(model, durability, mass, sweep)
-  untrained = _untrained_requested(model, pairs)
-  if untrained:
-    warn(f'warning: no training design had {untrained}: the generator was never trained on it, '
-         'so these designs are extrapolations')
   if len(pairs) * num > MAX_DESIGNS:
     raise DesignGanError(
         f'--sweep --num_gen_image={num} asks for {len(pairs) * num:,} designs ({num} for each of '
@@ -171,6 +167,10 @@ def run(*, model_path: str, step: Optional[int], durability, mass,
   names = [f'{spec.durability.format(d)}_{spec.mass.format(m)}_{i % num:03d}.bmp'
            for i, (d, m) in enumerate(zip(d_val, m_val))]
   _replaced_outputs(out_dir, names + [MANIFEST] + ([GRID] if grid else []))  # refused early
+  untrained = _untrained_requested(model, pairs)
+  if untrained:
+    warn(f'warning: no training design had {untrained}: the generator was never trained on it, '
+         'so these designs are extrapolations')
   fixed = inference.fixed_pixels(model, colors)
   designs = inference.generate(model, d_idx, m_idx, np.broadcast_to(fixed, (len(d_idx),)
                                                                     + fixed.shape), seed,
