@@ -340,7 +340,8 @@ class Dataset:
 
   def untrained_classes(self) -> dict:
     """{label: [its classes (as written) that no training design has]} for the labels with any:
-    the classes a fixed vocabulary (durability_values, mass_values) adds to the data's."""
+    the classes a fixed vocabulary (durability_values, mass_values) adds to the data's, and a rare
+    class whose designs all fell in the validation split (the vocabulary is the whole data's)."""
     found = {}
     for label in ('durability', 'mass'):
       vocab = getattr(self.spec, label)

@@ -37,7 +37,7 @@ class TrainedModel:
   oracle_applies: bool  # trained on the synthetic designs: oracle numbers are meaningful
   data_fingerprint: Optional[dict] = None  # data.Dataset.fingerprint() of its training data
   # data.Dataset.untrained_classes() of its training data ({} in checkpoints from before it)
-  untrained_classes: Optional[dict] = None
+  untrained_classes: dict = dataclasses.field(default_factory=dict)
 
   def class_index(self, durability: float, mass: float) -> tuple[int, int]:
     """Vocabulary indices; a DataError listing the allowed values for anything else."""

@@ -249,8 +249,8 @@ def _generator_adversarial(config, fake_scores):
 
 def critic_step(config, models: Models, state: TrainState, batch, key):
   """One critic update; returns (state, metrics)."""
-  # The second key drew InfoGAN's uniform codes; it is still split off so that every other key,
-  # and so every result, stays as it was.
+  # The second key drew InfoGAN's codes (uniform, then a permutation of the batch's labels); it is
+  # still split off so that every other key stays as it was (and so every vanilla result).
   k_noise, _, k_alpha, k_gdrop, k_ddrop = jax.random.split(key, 5)
   b = batch['images'].shape[0]
   z = jax.random.normal(k_noise, (b, config.zdim))

@@ -262,6 +262,13 @@ def test_warnings_name_a_single_class_and_classes_without_training_designs(tmp_p
       'design of them')
   os.makedirs(tmp_path / 'both')
   write_designs(tmp_path / 'both', labelled_names(6))
+  # Without a fixed vocabulary too: a rare class whose only design fell in the validation split.
+  os.makedirs(tmp_path / 'rare')
+  write_designs(tmp_path / 'rare',
+                labelled_names(9, durabilities=(1.4, 2.2)) + ['3.0_r_10.0_x.bmp'])
+  rare = data.load_dataset(str(tmp_path / 'rare'), val_fraction=0.1, seed=3)
+  assert rare.val.names == ('3.0_r_10.0_x.bmp',)
+  assert rare.untrained_classes() == {'durability': ['3']}
   both = data.load_dataset(str(tmp_path / 'both'), val_fraction=0)
   assert both.warnings() == [] and both.untrained_classes() == {}
   assert evaluate.untrained_pairs_note(both) == ''

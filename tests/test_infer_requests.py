@@ -4,6 +4,7 @@ write, read-only directories, requests too large for memory, and Ctrl-C. They us
 (1 and 3 strut pixels) trained by one worker process, cheaper than tests/test_infer.py's twelve.
 """
 
+import dataclasses
 import errno
 import json
 import os
@@ -15,7 +16,9 @@ import sys
 import numpy as np
 import pytest
 
+from gan import data
 from gan import images as images_lib
+from gan import inference
 from gan import inference_output
 from gan import interrupts
 from gan.errors import DesignGanError
@@ -74,6 +77,20 @@ def test_a_class_no_training_design_had_is_generated_with_a_warning(untrained_cl
   else:
     assert warnings == [f'warning: no training design had {warned}: the generator was never '
                         'trained on it, so these designs are extrapolations']
+
+
+def test_a_model_built_without_untrained_classes_has_none():
+  """TrainedModel's untrained_classes defaults to {} (a caller that builds one, or a checkpoint
+  from before the field), not None, which the untrained-class check cannot read."""
+  spec = data.DataSpec(None, data.ClassVocab((1.4, 2.5)), data.ClassVocab((2.14,)))
+  model = inference.TrainedModel(spec=spec, **dict.fromkeys(
+      ('config', 'models', 'state', 'epoch', 'checkpoint_dir', 'run_dir', 'sample_fn',
+       'oracle_applies')))
+  assert model.untrained_classes == {}
+  assert inference_output._untrained_requested(model, [(1, 0)]) == ''
+  model = dataclasses.replace(model, untrained_classes={'durability': ['2.5']})
+  requested = inference_output._untrained_requested(model, [(0, 0), (1, 0)])
+  assert requested == 'durability 2.5'
 
 
 def _snapshot(directory) -> dict:

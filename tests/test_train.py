@@ -474,7 +474,7 @@ def test_resuming_gives_the_same_parameters_as_training_straight(run, small_desi
                                                                  request):
   """4 epochs in one go == 2 epochs, then the same command with epochs=4 (resumed from the
   checkpoint of epoch 2): parameters, optimiser states, step and PRNG key (which drives the
-  shuffles, noise, codes and dropout masks)."""
+  shuffles, noise and dropout masks)."""
   config, two_epochs = request.getfixturevalue(run)
   assert config.checkpoint_every == 2 and config.epochs == 2
   settings = BASE if run == 'base_run' else INFOGAN_WGAN
