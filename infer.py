@@ -100,7 +100,7 @@ def _infer():
         strut_list=f.struts, num=f.num_gen_image, out_dir=f.gen_img_path,
         device=f.device, seed=f.seed, grid=f.grid, sweep=f.sweep,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
-        warn=lambda line: print(line, file=sys.stderr, flush=True))
+        warn=lambda line: print(f'warning: {line}', file=sys.stderr, flush=True))
   except DesignGanError as e:
     if interrupts.interrupted():  # e.g. a restore cut short by the Ctrl-C
       raise KeyboardInterrupt from None

@@ -136,13 +136,13 @@ def run(*, model_path: str, step: Optional[int], durability, mass,
         struts: Sequence[Optional[str]] = (), strut_list: Optional[str] = None, num: int,
         out_dir: Optional[str], device: str, seed: int, grid: bool, sweep: bool,
         progress: Optional[Callable[[str], None]] = None,
-        warn: Callable[[str], None] = logging.warning):
+        warn: Callable[[str], None] = logging.getLogger(__name__).warning):
   """Generates and writes the designs; returns (output directory, written design paths).
 
   struts[i] is the colour of strut pixel i + 1 ('r,g,b'; None or left out: STRUT_DEFAULT), or
   strut_list gives them all, 'r,g,b;r,g,b;...'; the model's strut count decides how many.
   A request of more than CHUNK_SIZE designs reports its progress in lines to `progress`; one for
-  classes no training design had, a 'warning: ' line to `warn`."""
+  classes no training design had, a line to `warn` (this module's logger by default)."""
   given = _given_struts(struts, strut_list)
   if not 1 <= num <= MAX_DESIGNS:
     raise DesignGanError(f'--num_gen_image must be a number of designs from 1 to '
@@ -169,8 +169,8 @@ def run(*, model_path: str, step: Optional[int], durability, mass,
   _replaced_outputs(out_dir, names + [MANIFEST] + ([GRID] if grid else []))  # refused early
   untrained = _untrained_requested(model, pairs)
   if untrained:
-    warn(f'warning: no training design had {untrained}: the generator was never trained on it, '
-         'so these designs are extrapolations')
+    warn(f'no training design had {untrained}: the generator was never trained on it, so these '
+         'designs are extrapolations')
   fixed = inference.fixed_pixels(model, colors)
   designs = inference.generate(model, d_idx, m_idx, np.broadcast_to(fixed, (len(d_idx),)
                                                                     + fixed.shape), seed,

@@ -75,8 +75,8 @@ def test_a_class_no_training_design_had_is_generated_with_a_warning(untrained_cl
   if warned is None:
     assert warnings == []
   else:
-    assert warnings == [f'warning: no training design had {warned}: the generator was never '
-                        'trained on it, so these designs are extrapolations']
+    assert warnings == [f'no training design had {warned}: the generator was never trained on '
+                        'it, so these designs are extrapolations']
 
 
 def test_a_model_built_without_untrained_classes_has_none():
@@ -91,6 +91,16 @@ def test_a_model_built_without_untrained_classes_has_none():
   model = dataclasses.replace(model, untrained_classes={'durability': ['2.5']})
   requested = inference_output._untrained_requested(model, [(0, 0), (1, 0)])
   assert requested == 'durability 2.5'
+
+
+def test_the_cli_prints_the_untrained_class_warning_on_stderr(untrained_class_run, tmp_path):
+  result = infer_cli(f'--model_path={untrained_class_run}', '--durability=2.5', '--mass=2.14',
+                     '--num_gen_image=1', '--device=cpu', f'--gen_img_path={tmp_path / "out"}')
+  assert result.returncode == 0, result.stderr
+  assert result.stderr.splitlines() == [
+      'warning: no training design had durability 2.5: the generator was never trained on it, '
+      'so these designs are extrapolations'], result.stderr
+  assert bmp_names(tmp_path / 'out') == ['2.5_2.14_000.bmp']
 
 
 def _snapshot(directory) -> dict:
