@@ -18,16 +18,17 @@ Per generator update with batch (x, d, m, f) and critic_iter = n:
   L_G = adv_G(D(x_fake, d, m, f)) + constraint_lambda * strut_penalty(x_fake, f, mask)
         [+ info_lambda (CE(Q(x_fake), (d, m)) + CE(Q(x), (d, m)))]          (infogan)
         [+ aux_lambda L_A(A(x_fake), d, m)]                                -> generator optimiser
-InfoGAN's codes are the real batch's labels, as vanilla's conditions: the original drew uniform
-codes, and a critic that sees the labels then scores a design by how common its label is (on data
-where one durability class is 43% of the designs, InfoGAN-WGAN-GP's Wasserstein estimate grew
-from 9.6 to 58 in 60 epochs, vanilla's stayed at 2.4); codes drawn from the labels apart from
-their struts would let it compare the struts with the label instead.
   G_ema <- beta_t G_ema + (1 - beta_t) G,   beta_t = min(ema_decay, (1 + t) / (10 + t))
 The generator optimiser updates G and the InfoGAN Q head; the critic optimiser the critic body,
 head, class projections and the auxiliary classifier A (L_A = `losses.aux_class_loss`: A learns
 the labels from real designs only, the generator is asked to make designs A classifies as
 requested). Neither Q nor A is clipped or penalised. G_ema is what samples (`sample`).
+
+InfoGAN's codes are the real batch's labels, as vanilla's conditions: the original drew uniform
+codes, and a critic that sees the labels then scores a design by how common its label is (on data
+where one durability class is 43% of the designs, InfoGAN-WGAN-GP's Wasserstein estimate grew
+from 9.6 to 58 in 60 epochs, vanilla's stayed at 2.4); codes drawn from the labels apart from
+their struts would let it compare the struts with the label instead.
 """
 
 import functools
