@@ -324,31 +324,31 @@ class Dataset:
         found.append(f'{copies} of {len(self.val)} validation designs are copies (same pixels '
                      'and labels) of training designs: held-out metrics overstate how well the '
                      'model generalises')
-    untrained = self.untrained_classes()
     for label in ('durability', 'mass'):
-      vocab = getattr(self.spec, label)
-      counts = np.bincount(getattr(self.train, label), minlength=len(vocab))
-      present = [_format_value(v) for v, n in zip(vocab.values, counts) if n > 0]
+      present = self._training_classes(label, present=True)
       if len(present) == 1:
         found.append(f'every training design has {label} {present[0]}: the model cannot learn '
                      f'to vary {label}')
-      if untrained.get(label):
-        found.append(f'no training design has {label} {", ".join(untrained[label])}: the '
-                     'generator is never trained on it, so designs asked for it are '
-                     'extrapolations, and the evaluations count them')
+      untrained = self._training_classes(label, present=False)
+      if untrained:
+        found.append(f'no training design has {label} {", ".join(untrained)}: the generator is '
+                     'never trained on it, so designs asked for it are extrapolations, and the '
+                     'evaluations count them')
     return found
 
   def untrained_classes(self) -> dict:
     """{label: [its classes (as written) that no training design has]} for the labels with any:
     the classes a fixed vocabulary (durability_values, mass_values) adds to the data's, and a rare
     class whose designs all fell in the validation split (the vocabulary is the whole data's)."""
-    found = {}
-    for label in ('durability', 'mass'):
-      vocab = getattr(self.spec, label)
-      counts = np.bincount(getattr(self.train, label), minlength=len(vocab))
-      if (counts == 0).any():
-        found[label] = [_format_value(v) for v, n in zip(vocab.values, counts) if n == 0]
-    return found
+    return {label: untrained for label in ('durability', 'mass')
+            if (untrained := self._training_classes(label, present=False))}
+
+  def _training_classes(self, label: str, present: bool) -> list[str]:
+    """The classes of `label` (as written) that training designs have, or (not `present`) that
+    none has."""
+    vocab = getattr(self.spec, label)
+    counts = np.bincount(getattr(self.train, label), minlength=len(vocab))
+    return [_format_value(v) for v, n in zip(vocab.values, counts) if (n > 0) == present]
 
 
 def fingerprint_change(saved: Optional[dict], dataset: 'Dataset') -> str:
