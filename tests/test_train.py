@@ -1134,10 +1134,8 @@ def test_a_time_budget_stops_after_the_epoch_that_reaches_it(small_design_dir, t
   assert len(os.listdir(os.path.join(result['output_path'], 'fake'))) == NUM_OUTPUTS
 
 
-def test_a_time_budget_knows_the_cost_of_a_closing_evaluation_from_the_first_epoch(
-    small_design_dir, tmp_path, monkeypatch):
-  """With evaluations, checkpoints and grids due only at the end, the budget still knows their
-  cost from the start: the first epoch closes with all three, and every budget decision sees it."""
+def _record_budget_decisions(monkeypatch) -> list:
+  """The closing estimate of every time-budget decision the trainer makes, in order."""
   seen = []
   decide = trainer._next_epoch_past_budget
 
@@ -1146,6 +1144,14 @@ def test_a_time_budget_knows_the_cost_of_a_closing_evaluation_from_the_first_epo
     return decide(elapsed_s, epoch_s, closing_s, closing_due, budget_s)
 
   monkeypatch.setattr(trainer, '_next_epoch_past_budget', recording)
+  return seen
+
+
+def test_a_time_budget_knows_the_cost_of_a_closing_evaluation_from_the_first_epoch(
+    small_design_dir, tmp_path, monkeypatch):
+  """With evaluations, checkpoints and grids due only at the end, the budget still knows their
+  cost from the start: the first epoch closes with all three, and every budget decision sees it."""
+  seen = _record_budget_decisions(monkeypatch)
   config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), epochs=3,
                        checkpoint_every=100, sample_every=100, eval_every=100, eval_per_pair=2,
                        time_budget_min=60, **BASE)
@@ -1156,6 +1162,46 @@ def test_a_time_budget_knows_the_cost_of_a_closing_evaluation_from_the_first_epo
     log = f.read()
   assert 'eval epoch 1 ' in log and 'eval epoch 3 ' in log and 'eval epoch 2 ' not in log
   assert len(seen) == 2 and min(seen) > 0.01, seen  # after epochs 1 and 2; 3 is the last
+
+
+def test_the_time_budget_forgets_the_first_closings_compilation():
+  """The first closing also compiles the evaluation and the sampler; once a later epoch has closed
+  with all of a last epoch's work, that is the estimate, and only longer closings raise it."""
+  closing = trainer._ClosingTime()
+  closing.add(10.0, first=True, complete=True)
+  closing.add(0.1, first=False, complete=False)  # e.g. a checkpoint alone
+  assert closing.estimate_s == 10.0
+  closing.add(1.0, first=False, complete=True)
+  assert closing.estimate_s == 1.0
+  closing.add(0.5, first=False, complete=True)
+  closing.add(0.2, first=False, complete=False)
+  assert closing.estimate_s == 1.0
+  closing.add(2.0, first=False, complete=False)
+  assert closing.estimate_s == 2.0
+
+
+def test_a_time_budget_tells_its_closing_estimate_which_closings_were_complete(
+    small_design_dir, tmp_path, monkeypatch):
+  """The trainer reports each closing as first or not, and complete (all of a last epoch's work:
+  evaluation, checkpoint, grid) or not; the budget decides with the resulting estimate."""
+  added, seen = [], []
+
+  class Recording(trainer._ClosingTime):
+    def add(self, seconds, first, complete):
+      added.append((first, complete))
+      super().add(seconds, first, complete)
+      seen.append(self.estimate_s)
+
+  monkeypatch.setattr(trainer, '_ClosingTime', Recording)
+  decided = _record_budget_decisions(monkeypatch)
+  config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), epochs=4,
+                       checkpoint_every=2, sample_every=2, eval_every=2, eval_per_pair=2,
+                       time_budget_min=60, **BASE)
+  assert trainer.train(config)['epochs'] == 4
+  # Epoch 1 closes fully to measure; 2 is due all three; 3 none; 4 is the last.
+  assert added == [(True, True), (False, True), (False, False), (False, True)]
+  # Decisions after epoch 1's closing, then before the closings of epochs 2 and 3.
+  assert decided == [seen[0], seen[0], seen[1]], (decided, seen)
 
 
 def test_no_epoch_the_time_budget_measures_includes_compilation(small_design_dir, tmp_path,
