@@ -186,7 +186,8 @@ def compiled_cost(fn: Callable, *args) -> np.ndarray:
 
 
 def update_cost(config, models: step.Models, state: step.TrainState, batch) -> np.ndarray:
-  """[flops, bytes accessed] of one `update`: critic_iter critic steps and one generator step."""
+  """[flops, bytes accessed] of one `update`: critic_iter critic steps and one generator step.
+  `state` may be abstract (`step.abstract_init`): only its shapes are compiled."""
   key = jax.random.PRNGKey(0)
   critic = compiled_cost(lambda s, b, k: step.critic_step(config, models, s, b, k)[0],
                          state, batch, key)
@@ -199,8 +200,8 @@ def network_flops(config, spec: data.DataSpec, mask, batch) -> float:
   """Flops of one `update` of the same networks without dropout (see net_gflops_per_s)."""
   config = config.copy_and_resolve_references()
   config.gen_dropout = config.disc_dropout = 0.0
-  models, state = step.init(config, spec, mask)
-  return float(update_cost(config, models, state, batch)[0])
+  models, abstract = step.abstract_init(config, spec, mask)
+  return float(update_cost(config, models, abstract, batch)[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,11 +245,12 @@ def bench_config(name: str, config, *, iters: int, updates: int, seed: int = 0,
   config = config_lib.resolve(config)
   layout = bench_layout(config)
   spec, mask = bench_spec(layout), layout.strut_mask()
-  models, one = step.init(config, spec, mask)
-  state = (step.init_sweep(config, spec, mask, range(num_seeds))[1] if num_seeds > 1 else one)
+  models, state = (step.init_sweep(config, spec, mask, range(num_seeds)) if num_seeds > 1
+                   else step.init(config, spec, mask))
+  abstract = step.abstract_init(config, spec, mask)[1]  # the costs compile from shapes alone
   batches = jax.device_put(random_batches(seed, layout, updates, config.batch_size))
   first = jax.tree.map(lambda v: v[0], batches)
-  flops, bytes_accessed = update_cost(config, models, one, first) * updates * num_seeds
+  flops, bytes_accessed = update_cost(config, models, abstract, first) * updates * num_seeds
   net_flops = network_flops(config, spec, mask, first) * updates * num_seeds if (
       config.gen_dropout or config.disc_dropout) else flops
   timing = benchmark_jitted(scanned_updates(config, models, num_seeds), state, (batches,),

@@ -27,8 +27,8 @@ requested). Neither Q nor A is clipped or penalised. G_ema is what samples (`sam
 InfoGAN's codes are the real batch's labels, as vanilla's conditions: the original drew uniform
 codes, and a critic that sees the labels then scores a design by how common its label is (on data
 where one durability class is 43% of the designs, InfoGAN-WGAN-GP's Wasserstein estimate grew
-from 9.6 at epoch 6 to 58 at epoch 60, vanilla's settled at 2.1-3.1); codes drawn from the labels apart from
-their struts would let it compare the struts with the label instead.
+from 9.6 at epoch 6 to 58 at epoch 60, vanilla's settled at 2.1-3.1); codes drawn from the labels
+apart from their struts would let it compare the struts with the label instead.
 """
 
 import functools

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from gan import bench
@@ -122,13 +123,15 @@ def test_data_parallel_flags_without_devices_are_refused(flag, capsys):
   assert err.startswith('error: ') and flag[0] in err and '--devices' in err
 
 
-def _tiny_cost(c, network: bool = False):
-  """update_cost (and network_flops) of config c shrunk to tiny networks and batch 4."""
+def _tiny_cost(c, network: bool = False, state: str = 'abstract'):
+  """update_cost (and network_flops) of config c shrunk to tiny networks and batch 4, from the
+  state's shapes (as bench_config counts) or, with state='arrays', an initialised state."""
   c.update(dict(gen_hidden_dims=(16,), disc_hidden_dims=(16,), zdim=4, batch_size=4))
   resolved = bench.config_lib.resolve(c)
   layout = bench.bench_layout(resolved)
   spec, mask = bench.bench_spec(layout), layout.strut_mask()
-  models, state = bench.step.init(resolved, spec, mask)
+  init = bench.step.init if state == 'arrays' else bench.step.abstract_init
+  models, state = init(resolved, spec, mask)
   batch = {k: v[0] for k, v in bench.random_batches(0, layout, 1, 4).items()}
   cost = bench.update_cost(resolved, models, state, batch)
   return (cost[0], bench.network_flops(resolved, spec, mask, batch)) if network else cost
@@ -143,6 +146,13 @@ def test_cost_of_an_update_counts_every_critic_step():
     costs.append(_tiny_cost(c))
   critic = (costs[1] - costs[0]) / 2
   assert (critic > 0).all() and (costs[0] > critic).all()
+
+
+def test_the_cost_of_an_update_needs_only_the_states_shapes():
+  """bench_config counts flops and bytes from step.abstract_init's shapes, not arrays: the
+  same counts as from an initialised state."""
+  _, c = bench.row_config('vanilla_wgangp_mlp')
+  np.testing.assert_array_equal(_tiny_cost(c), _tiny_cost(c, state='arrays'))
 
 
 def test_network_flops_leave_out_the_dropout_masks():
