@@ -3,6 +3,7 @@
 import os
 import re
 import shutil
+import sys
 
 import numpy as np
 
@@ -62,6 +63,27 @@ def write_designs(directory: str, prefix: str, designs: np.ndarray) -> list[str]
   return [os.path.join(directory, name) for name in names]
 
 
+def _summary_writer_class():
+  """tensorboardX.SummaryWriter, imported without PyTorch.
+
+  tensorboardX's writer module imports torch wherever it is installed, only to accept torch
+  tensors, which this project never passes; GPU machines often have it (the lent H100's image
+  does). With torch 2.14 installed here that import made tensorboardX's 1.6-2.0 s instead of
+  0.1 s, and it loads PyTorch's CUDA libraries into the process beside JAX's. A None in
+  sys.modules makes that `import torch` fail as if it were not installed (tensorboardX catches
+  the ImportError); a torch the process has already imported is left alone."""
+  if 'torch' in sys.modules:
+    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+    return SummaryWriter
+  sys.modules['torch'] = None
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+  finally:
+    if 'torch' in sys.modules and sys.modules['torch'] is None:
+      del sys.modules['torch']
+  return SummaryWriter
+
+
 class TensorBoard:
   """tensorboardX writer under `<log_path>/tensorboard_records`, opened at the first write (a
   writer makes its event file when opened: a resumed run would otherwise leave an empty one)."""
@@ -79,8 +101,7 @@ class TensorBoard:
 
   def _writer(self):
     if self.writer is None:
-      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self.writer = SummaryWriter(self.directory, purge_step=self.purge_step)
+      self.writer = _summary_writer_class()(self.directory, purge_step=self.purge_step)
     return self.writer
 
   def scalars(self, step: int, values: dict, prefix: str = 'train/'):

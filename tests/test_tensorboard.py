@@ -165,3 +165,30 @@ def test_tensorboard_serves_training_scalars_and_grids(trained_run, tensorboard_
   expected = summaries.design_grid(np.zeros((10, 12, 10, 30, 3), np.uint8)).shape
   assert (height, width) == expected[:2], (image.size, expected)
   assert image.mode == 'RGB'
+
+
+def test_the_writer_does_not_import_torch_and_leaves_it_importable(tmp_path):
+  """tensorboardX's writer imports torch wherever it is installed (seconds, and PyTorch's CUDA
+  libraries beside JAX's on a GPU machine). With a stand-in torch on the path that only records
+  its import: writing TensorBoard events does not import it, and the program can still do so."""
+  fake = tmp_path / 'site' / 'torch'
+  fake.mkdir(parents=True)
+  (fake / '__init__.py').write_text('import builtins\nbuiltins.torch_imported = True\n')
+  code = '\n'.join([
+      'import builtins, sys',
+      'from gan import summaries',
+      f'tb = summaries.TensorBoard({str(tmp_path / "run")!r})',
+      'tb.scalars(0, {"x": 1.0})',
+      'tb.image("grid", 0, __import__("numpy").zeros((4, 4, 3), "uint8"))',
+      'tb.close()',
+      'assert "tensorboardX" in sys.modules',
+      'assert not hasattr(builtins, "torch_imported"), "the writer imported torch"',
+      'import torch',
+      'assert builtins.torch_imported',
+      'print("ok")'])
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=str(tmp_path / 'site'))
+  result = subprocess.run([sys.executable, '-c', code], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=120)
+  assert result.returncode == 0 and result.stdout.strip() == 'ok', result.stderr
+  assert os.listdir(tmp_path / 'run' / 'tensorboard_records')
