@@ -478,14 +478,15 @@ class _ClosingTime:
 
   def __init__(self):
     self.estimate_s = 0.0
+    self._later_s = 0.0  # the longest closing after the first, complete or not
     self._settled = False  # a complete closing after the first one has been timed
 
   def add(self, seconds: float, first: bool, complete: bool) -> None:
     """One epoch's closing took `seconds`; `complete`: it did everything a last epoch does."""
-    if complete and not first and not self._settled:
-      self.estimate_s, self._settled = seconds, True
-    else:
-      self.estimate_s = max(self.estimate_s, seconds)
+    if not first:
+      self._later_s = max(self._later_s, seconds)
+      self._settled = self._settled or complete
+    self.estimate_s = self._later_s if self._settled else max(self.estimate_s, seconds)
 
 
 _INTERRUPTED, _OVER_BUDGET = 2, 1

@@ -1180,6 +1180,16 @@ def test_the_time_budget_forgets_the_first_closings_compilation():
   assert closing.estimate_s == 2.0
 
 
+def test_the_time_budget_keeps_the_longest_later_closing_when_it_forgets_the_first():
+  """Forgetting the first closing forgets only it: a later closing that was not complete (e.g. an
+  evaluation alone) but took longer than the first complete one still bounds the estimate."""
+  closing = trainer._ClosingTime()
+  closing.add(10.0, first=True, complete=True)
+  closing.add(1.5, first=False, complete=False)
+  closing.add(1.0, first=False, complete=True)
+  assert closing.estimate_s == 1.5
+
+
 def test_a_time_budget_tells_its_closing_estimate_which_closings_were_complete(
     small_design_dir, tmp_path, monkeypatch):
   """The trainer reports each closing as first or not, and complete (all of a last epoch's work:
