@@ -473,8 +473,9 @@ def _next_epoch_past_budget(elapsed_s: float, epoch_s: float, closing_s: float,
 class _ClosingTime:
   """The time budget's estimate of a last epoch's closing work (evaluation, checkpoint, grid): the
   longest closing seen so far, except that the first epoch's, which also compiles the evaluation and
-  the sampler (10.7 s against 0.7-0.8 s for each later evaluation on a GPU, where an epoch took
-  0.04 s), is forgotten once a later epoch has closed with all of a last epoch's work."""
+  the sampler and opens the TensorBoard writer (about 15.8 s on an H100, where each later evaluation
+  took 0.7-0.8 s and an epoch 0.04 s), is forgotten once a later epoch has closed with all of a
+  last epoch's work."""
 
   def __init__(self):
     self.estimate_s = 0.0
