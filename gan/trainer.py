@@ -284,11 +284,16 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
       end_epoch = epoch
       if last:
         if epoch < config.epochs:
+          # The budget's clock started before the log's first line (data loading, the evaluation
+          # classifier), so the log alone cannot tell how much of it was used: say so.
+          used = ('' if interrupted else f'; {time.perf_counter() - started:.1f} s of its '
+                  f'{budget_s:g} s used since the run started, data loading and compilation '
+                  'included')
           for run in runs:
-            run.log.info('%s: stopped after epoch %d of %d (checkpointed)',
+            run.log.info('%s: stopped after epoch %d of %d (checkpointed%s)',
                          'Interrupted' if interrupted else
                          f'time_budget_min={config.time_budget_min:g} reached', epoch,
-                         config.epochs)
+                         config.epochs, used)
         break
   except KeyboardInterrupt:
     progress.clear()

@@ -6,6 +6,7 @@ for this module and runs shared by several tests are module fixtures, copied bef
 changes them.
 """
 
+import datetime
 import functools
 import os
 import re
@@ -1130,7 +1131,16 @@ def test_a_time_budget_stops_after_the_epoch_that_reaches_it(small_design_dir, t
   assert result['epochs'] == 1
   assert os.listdir(os.path.join(result['log_path'], 'checkpoints')) == ['1']
   with open(os.path.join(result['log_path'], 'log_summary')) as f:
-    assert 'time_budget_min=0.001 reached: stopped after epoch 1 of 50' in f.read()
+    log = f.read()
+  # The budget's clock starts before the log's first line (data loading), so the line says how
+  # much of the budget was used, at least the time the log spans until then.
+  stop = re.search(r'^(\S+ \S+) time_budget_min=0.001 reached: stopped after epoch 1 of 50 '
+                   r'\(checkpointed; ([0-9.]+) s of its 0.06 s used since the run started, data '
+                   r'loading and compilation included\)$', log, re.MULTILINE)
+  assert stop, log[-600:]
+  stamp = lambda line: datetime.datetime.strptime(line[:23], '%Y-%m-%d %H:%M:%S,%f')
+  spanned = (stamp(stop.group(1)) - stamp(log)).total_seconds()
+  assert float(stop.group(2)) >= spanned - 0.05, (stop.group(0), spanned)
   assert len(os.listdir(os.path.join(result['output_path'], 'fake'))) == NUM_OUTPUTS
 
 
