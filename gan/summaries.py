@@ -69,11 +69,13 @@ def _summary_writer_class():
   tensorboardX's writer module imports torch wherever it is installed, only to accept torch
   tensors, which this project never passes; GPU machines often have it (the lent H100's image
   does, and a 5 s pause came there just where the trainer first opens the writer, before the
-  first epoch's log line). With torch 2.14 installed here that import made tensorboardX's 1.6-2.0
-  s instead of 0.1 s, and it loads PyTorch's CUDA libraries into the process beside JAX's. A None in
-  sys.modules makes that `import torch` fail as if it were not installed (tensorboardX catches
-  the ImportError); a torch the process has already imported is left alone."""
-  if 'torch' in sys.modules:
+  first epoch's log line). With torch 2.14 installed for a measurement on this project's 2-core CPU
+  (it is not a requirement), that import made tensorboardX's 1.6-2.0 s instead of 0.1 s, and it
+  loads PyTorch's CUDA libraries into the process beside JAX's. A None in sys.modules makes that
+  `import torch` fail as if it were not installed (tensorboardX catches the ImportError), for as
+  long as tensorboardX's first import takes; a torch or tensorboardX the process has already
+  imported is left alone."""
+  if 'torch' in sys.modules or 'tensorboardX' in sys.modules:
     from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
     return SummaryWriter
   sys.modules['torch'] = None

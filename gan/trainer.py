@@ -27,6 +27,7 @@ from gan import evaluate
 from gan import metrics as metrics_lib
 from gan import parallel
 from gan import paths
+from gan import run_lock
 from gan import step
 from gan import summaries
 from gan.errors import ConfigError, DesignGanError
@@ -180,7 +181,6 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
   check_batch_fits(config, dataset)
   parallel.check_batch_size(config.batch_size)
   _check_run_layout(config)
-  _check_resumable_early(config, dataset.spec)
   made = []  # the directories this run creates, deepest first
   try:
     for c in seed_configs(config):  # now, not at the end: see paths.make_output_dir
@@ -188,9 +188,13 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
                          (c.log_path, 'log_path')):
         made = paths.missing_dirs(path) + made
         paths.make_output_dir(path, what)
-    models, abstract = step.abstract_init(config, dataset.spec, dataset.mask)
-    shared = _Shared(config, dataset, models)
     with contextlib.ExitStack() as release:  # also after an error: see _Run.release
+      if parallel.is_main():  # process 0 claims the directories for every process of the run
+        for c in seed_configs(config):  # released last: after every pending write
+          release.enter_context(run_lock.RunLock(c.log_path))
+      _check_resumable_early(config, dataset.spec)  # after the lock: no other run writes it now
+      models, abstract = step.abstract_init(config, dataset.spec, dataset.mask)
+      shared = _Shared(config, dataset, models)
       runs = []
       for c in seed_configs(config):
         runs.append(_Run(c, shared, prefix=f'[seed {c.seed}] ' if config.num_seeds > 1 else ''))

@@ -8,10 +8,12 @@ changes them.
 
 import datetime
 import functools
+import json
 import os
 import re
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -31,6 +33,7 @@ from gan import config as config_lib
 from gan import images
 from gan import losses
 from gan import paths
+from gan import run_lock
 from gan import step
 from gan import summaries
 from gan import trainer
@@ -956,6 +959,41 @@ def test_the_training_log_warns_about_a_class_without_training_designs(small_des
   result = trainer.train(config)
   with open(os.path.join(result['log_path'], 'log_summary'), encoding='utf-8') as f:
     assert 'Warning: no training design has mass 9.99' in f.read()
+
+
+def _tree_snapshot(directory: str) -> list:
+  """(relative path, size, mtime) of every file under `directory`."""
+  found = []
+  for root, _, files in os.walk(directory):
+    for name in files:
+      st = os.stat(os.path.join(root, name))
+      found.append((os.path.relpath(os.path.join(root, name), directory), st.st_size,
+                    st.st_mtime_ns))
+  return sorted(found)
+
+
+def test_a_second_training_process_on_a_run_is_refused_before_it_writes(base_run, tmp_path):
+  """Two processes on one log_path would both write, and prune, its checkpoints: while a live
+  process holds the run's lock, training stops with one error and the run is as it was; once
+  the lock is gone it resumes, and leaves no lock behind."""
+  config, _ = base_run
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.log_path, config.epochs = str(tmp_path / 'run'), 3
+  shutil.copytree(base_run[0].log_path, config.log_path)
+  before = _tree_snapshot(config.log_path)
+  lock = os.path.join(config.log_path, run_lock.LOCK_NAME)
+  with subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']) as other:
+    try:
+      with open(lock, 'w', encoding='utf-8') as f:
+        json.dump(dict(pid=other.pid, host=socket.gethostname(), started='now'), f)
+      with pytest.raises(paths.OutputPathError, match=f'training process {other.pid} on '):
+        trainer.train(config)
+      os.unlink(lock)
+    finally:
+      other.kill()
+  assert _tree_snapshot(config.log_path) == before
+  assert trainer.train(config)['epochs'] == 3
+  assert not os.path.exists(lock)
 
 
 @pytest.mark.parametrize('fails_in', ['abstract_init', 'compile_epoch'])

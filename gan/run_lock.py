@@ -1,0 +1,110 @@
+"""One training process per run directory.
+
+Two `train.py` processes on one log_path (a run started twice, a notebook beside the command
+line) would both write its checkpoints, best/ model and event files, and the second would resume
+from, and prune, checkpoints the first is still writing. A run therefore claims its directory
+with `<log_path>/.designgan.lock`, created exclusively (O_EXCL) and holding the owner's process
+id, host and start time, and removes it when it ends, also after an error or Ctrl-C.
+
+A lock whose process is gone (killed with SIGKILL, a machine that went down) is stale: on the
+same host that is certain when no process has its id, and the lock is taken over with a warning;
+a lock of another host cannot be checked, and the error says how to remove it by hand.
+"""
+
+import json
+import os
+import socket
+import time
+
+from absl import logging
+
+from gan.paths import OutputPathError
+
+LOCK_NAME = '.designgan.lock'
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # another user's process
+    return True
+  return True
+
+
+def _holder(path: str):
+  """The lock's owner record, or None when it cannot be read (or is being written)."""
+  try:
+    with open(path, encoding='utf-8') as f:
+      holder = json.load(f)
+    return holder if isinstance(holder, dict) and isinstance(holder.get('pid'), int) else None
+  except (OSError, ValueError):
+    return None
+
+
+class RunLock:
+  """Context manager: holds `<directory>/.designgan.lock` from enter to exit."""
+
+  def __init__(self, directory: str):
+    self.path = os.path.join(os.path.abspath(directory), LOCK_NAME)
+    self._held = False
+
+  def __enter__(self) -> 'RunLock':
+    self.acquire()
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.release()
+
+  def acquire(self) -> None:
+    """Claims the directory; an OutputPathError when a live process (or one that cannot be
+    checked) holds it."""
+    for _ in range(2):  # a second try after removing a stale lock
+      try:
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      except FileExistsError:
+        holder = _holder(self.path)
+        if not self._stale(holder):
+          raise self._held_error(holder) from None
+        logging.warning('removing the stale lock %s of process %d on %s (started %s), which is '
+                        'no longer running', self.path, holder['pid'], holder.get('host'),
+                        holder.get('started'))
+        try:
+          os.unlink(self.path)
+        except FileNotFoundError:
+          pass
+        continue
+      except OSError as e:
+        raise OutputPathError(f'cannot create the run lock {self.path}: {e.strerror}') from None
+      with os.fdopen(fd, 'w', encoding='utf-8') as f:
+        json.dump(dict(pid=os.getpid(), host=socket.gethostname(),
+                       started=time.strftime('%Y-%m-%d %H:%M:%S')), f)
+      self._held = True
+      return
+    raise self._held_error(_holder(self.path))  # another process took it over in between
+
+  def release(self) -> None:
+    if self._held:
+      self._held = False
+      try:
+        os.unlink(self.path)
+      except FileNotFoundError:
+        pass
+
+  @staticmethod
+  def _stale(holder) -> bool:
+    return (holder is not None and holder.get('host') == socket.gethostname()
+            and holder['pid'] != os.getpid() and not _alive(holder['pid']))
+
+  def _held_error(self, holder) -> OutputPathError:
+    directory = os.path.dirname(self.path)
+    if holder is None:
+      who = 'another training process'
+    else:
+      who = (f'training process {holder["pid"]} on {holder.get("host")} (started '
+             f'{holder.get("started")})')
+    return OutputPathError(
+        f'{who} is writing to {directory}: wait for it to finish, stop it, or train with another '
+        f'--config.log_path. If no training runs there any more (a machine that went down), '
+        f'delete {self.path}')

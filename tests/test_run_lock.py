@@ -1,0 +1,83 @@
+"""gan.run_lock: one training process per run directory; stale locks of this host are taken over,
+the others refused with how to remove them."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from gan import paths
+from gan import run_lock
+
+
+def _write_lock(directory, **holder) -> str:
+  path = os.path.join(directory, run_lock.LOCK_NAME)
+  with open(path, 'w', encoding='utf-8') as f:
+    json.dump(holder, f)
+  return path
+
+
+def _finished_pid() -> int:
+  """The id of a process that has exited (and been reaped): no process has it now."""
+  proc = subprocess.Popen([sys.executable, '-c', 'pass'])
+  proc.wait()
+  return proc.pid
+
+
+def test_a_held_directory_is_refused_and_freed_on_exit(tmp_path):
+  with run_lock.RunLock(str(tmp_path)) as lock:
+    with open(lock.path, encoding='utf-8') as f:
+      holder = json.load(f)
+    assert holder['pid'] == os.getpid() and holder['host'] == socket.gethostname()
+    with pytest.raises(paths.OutputPathError) as e:
+      run_lock.RunLock(str(tmp_path)).acquire()
+    message = str(e.value)
+    assert f'training process {os.getpid()} on {socket.gethostname()}' in message
+    assert '--config.log_path' in message and lock.path in message
+  assert os.listdir(tmp_path) == []
+
+
+def test_the_lock_is_freed_after_an_error(tmp_path):
+  with pytest.raises(RuntimeError):
+    with run_lock.RunLock(str(tmp_path)):
+      raise RuntimeError('training failed')
+  assert os.listdir(tmp_path) == []
+  run_lock.RunLock(str(tmp_path)).acquire()  # free again
+
+
+def test_a_stale_lock_of_this_host_is_taken_over(tmp_path):
+  """A run killed with SIGKILL leaves its lock; its process id no longer exists."""
+  path = _write_lock(str(tmp_path), pid=_finished_pid(), host=socket.gethostname(),
+                     started='2026-11-27 00:00:00')
+  with run_lock.RunLock(str(tmp_path)):
+    with open(path, encoding='utf-8') as f:
+      assert json.load(f)['pid'] == os.getpid()
+  assert not os.path.exists(path)
+
+
+def test_a_live_process_lock_is_refused(tmp_path):
+  with subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']) as other:
+    try:
+      path = _write_lock(str(tmp_path), pid=other.pid, host=socket.gethostname(), started='now')
+      with pytest.raises(paths.OutputPathError, match=f'training process {other.pid} on '):
+        run_lock.RunLock(str(tmp_path)).acquire()
+      assert os.path.exists(path)  # not ours to remove
+    finally:
+      other.kill()
+
+
+@pytest.mark.parametrize('content', [
+    json.dumps(dict(pid=1, host='another-host', started='x')),  # cannot be checked from here
+    '',  # being written by a process that has just created it
+    'not json'])
+def test_a_lock_that_cannot_be_checked_is_refused_with_how_to_remove_it(tmp_path, content):
+  path = os.path.join(str(tmp_path), run_lock.LOCK_NAME)
+  with open(path, 'w', encoding='utf-8') as f:
+    f.write(content)
+  with pytest.raises(paths.OutputPathError, match=f'delete {path}$'):
+    run_lock.RunLock(str(tmp_path)).acquire()
+  with open(path, encoding='utf-8') as f:
+    assert f.read() == content
