@@ -7,10 +7,13 @@ with `<log_path>/.designgan.lock`, created exclusively (O_EXCL) and holding the 
 id, host and start time, and removes it when it ends, also after an error or Ctrl-C.
 
 A lock whose process is gone (killed with SIGKILL, a machine that went down) is stale: on the
-same host that is certain when no process has its id, and the lock is taken over with a warning;
-a lock of another host cannot be checked, and the error says how to remove it by hand.
+same host that is certain when no process has its id, and the lock is taken over with a warning
+(one process at a time judges and removes it, under an flock of the directory); a lock of another
+host cannot be checked, and the error says how to remove it by hand.
 """
 
+import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -31,6 +34,28 @@ def _alive(pid: int) -> bool:
   except PermissionError:  # another user's process
     return True
   return True
+
+
+@contextlib.contextmanager
+def _judging(directory: str):
+  """One process at a time judges and removes a stale lock in `directory` (an flock of the
+  directory, released when its descriptor closes, also if the process dies). Without it, two
+  processes that both read the same stale lock would both remove it, the second removing the
+  lock the first had just created in its place, and both would train. A filesystem that cannot
+  flock (some network ones) goes unguarded."""
+  try:
+    fd = os.open(directory, os.O_RDONLY)
+  except OSError:
+    yield
+    return
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:
+      pass
+    yield
+  finally:
+    os.close(fd)
 
 
 def _holder(path: str):
@@ -60,20 +85,23 @@ class RunLock:
   def acquire(self) -> None:
     """Claims the directory; an OutputPathError when a live process (or one that cannot be
     checked) holds it."""
-    for _ in range(2):  # a second try after removing a stale lock
+    for _ in range(3):  # tried again after a stale lock is removed, or the lock released
       try:
         fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
       except FileExistsError:
-        holder = _holder(self.path)
-        if not self._stale(holder):
-          raise self._held_error(holder) from None
-        logging.warning('removing the stale lock %s of process %d on %s (started %s), which is '
-                        'no longer running', self.path, holder['pid'], holder.get('host'),
-                        holder.get('started'))
-        try:
-          os.unlink(self.path)
-        except FileNotFoundError:
-          pass
+        with _judging(os.path.dirname(self.path)):
+          if not os.path.lexists(self.path):  # released, or a stale one removed, meanwhile
+            continue
+          holder = _holder(self.path)
+          if not self._stale(holder):
+            raise self._held_error(holder) from None
+          logging.warning('removing the stale lock %s of process %d on %s (started %s), which '
+                          'is no longer running', self.path, holder['pid'], holder.get('host'),
+                          holder.get('started'))
+          try:
+            os.unlink(self.path)
+          except FileNotFoundError:
+            pass
         continue
       except OSError as e:
         raise OutputPathError(f'cannot create the run lock {self.path}: {e.strerror}') from None
@@ -82,7 +110,7 @@ class RunLock:
                        started=time.strftime('%Y-%m-%d %H:%M:%S')), f)
       self._held = True
       return
-    raise self._held_error(_holder(self.path))  # another process took it over in between
+    raise self._held_error(_holder(self.path))  # others kept taking it in between
 
   def release(self) -> None:
     if self._held:

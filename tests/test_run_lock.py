@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -81,3 +82,34 @@ def test_a_lock_that_cannot_be_checked_is_refused_with_how_to_remove_it(tmp_path
     run_lock.RunLock(str(tmp_path)).acquire()
   with open(path, encoding='utf-8') as f:
     assert f.read() == content
+
+
+_TAKE_OVER = """
+import sys, time
+from gan import paths, run_lock
+read = run_lock._holder
+def slow_holder(path):  # a process slowed down between reading a stale lock and removing it
+  holder = read(path)
+  time.sleep(float(sys.argv[3]))
+  return holder
+run_lock._holder = slow_holder
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # both start together
+try:
+  run_lock.RunLock(sys.argv[1]).acquire()
+  print('held', flush=True)
+  time.sleep(1.5)  # still training while the other tries
+except paths.OutputPathError:
+  print('refused', flush=True)
+"""
+
+
+def test_two_processes_that_find_one_stale_lock_do_not_both_take_it_over(tmp_path):
+  """Both read the stale lock; without a guard both would remove it, the second (slower) removing
+  the lock the first had just created in its place, and both would train."""
+  _write_lock(str(tmp_path), pid=_finished_pid(), host=socket.gethostname(), started='x')
+  start = time.time() + 3
+  env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  procs = [subprocess.Popen([sys.executable, '-c', _TAKE_OVER, str(tmp_path), str(start), pause],
+                            stdout=subprocess.PIPE, text=True, env=env) for pause in ('0.3', '0.8')]
+  results = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
+  assert results == ['held', 'refused']
