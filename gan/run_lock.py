@@ -6,10 +6,11 @@ from, and prune, checkpoints the first is still writing. A run therefore claims 
 with `<log_path>/.designgan.lock`, created exclusively (O_EXCL) and holding the owner's process
 id, host and start time, and removes it when it ends, also after an error or Ctrl-C.
 
-A lock whose process is gone (killed with SIGKILL, a machine that went down) is stale: on the
-same host that is certain when no process has its id, and the lock is taken over with a warning
-(one process at a time judges and removes it, under an flock of the directory); a lock of another
-host cannot be checked, and the error says how to remove it by hand.
+A lock whose process is gone (killed with SIGKILL, a machine that went down) is stale: on the same
+host that is certain when no process has its id, or (Linux) the one that has it now started at
+another time than the lock records, and the lock is taken over with a warning (one process at a time
+judges and removes it, under an flock of the directory); a lock of another host cannot be checked,
+and the error says how to remove it by hand.
 """
 
 import contextlib
@@ -34,6 +35,17 @@ def _alive(pid: int) -> bool:
   except PermissionError:  # another user's process
     return True
   return True
+
+
+def _start_ticks(pid: int):
+  """When process `pid` started, in clock ticks after boot (Linux's /proc/<pid>/stat); None
+  where there is no such process or no /proc."""
+  try:
+    with open(f'/proc/{pid}/stat', 'rb') as f:
+      stat = f.read()
+    return int(stat[stat.rindex(b')') + 2:].split()[19])  # field 22, starttime
+  except (OSError, ValueError, IndexError):
+    return None
 
 
 @contextlib.contextmanager
@@ -107,7 +119,8 @@ class RunLock:
         raise OutputPathError(f'cannot create the run lock {self.path}: {e.strerror}') from None
       with os.fdopen(fd, 'w', encoding='utf-8') as f:
         json.dump(dict(pid=os.getpid(), host=socket.gethostname(),
-                       started=time.strftime('%Y-%m-%d %H:%M:%S')), f)
+                       started=time.strftime('%Y-%m-%d %H:%M:%S'),
+                       pid_start=_start_ticks(os.getpid())), f)
       self._held = True
       return
     raise self._held_error(_holder(self.path))  # others kept taking it in between
@@ -122,8 +135,18 @@ class RunLock:
 
   @staticmethod
   def _stale(holder) -> bool:
-    return (holder is not None and holder.get('host') == socket.gethostname()
-            and holder['pid'] != os.getpid() and not _alive(holder['pid']))
+    """Whether the lock's process is gone. Its id alone can mislead once reused: a container
+    restarted after a SIGKILL often gives the new trainer the old one's id (its own, which was
+    never taken over), or another process may have it; where /proc says when that process
+    started, a process that started at another time is not the lock's."""
+    if holder is None or holder.get('host') != socket.gethostname():
+      return False
+    pid, recorded = holder['pid'], holder.get('pid_start')
+    if isinstance(recorded, int):
+      started = _start_ticks(pid)
+      if started is not None:
+        return started != recorded
+    return pid != os.getpid() and not _alive(pid)
 
   def _held_error(self, holder) -> OutputPathError:
     directory = os.path.dirname(self.path)

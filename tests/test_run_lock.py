@@ -113,3 +113,39 @@ def test_two_processes_that_find_one_stale_lock_do_not_both_take_it_over(tmp_pat
                             stdout=subprocess.PIPE, text=True, env=env) for pause in ('0.3', '0.8')]
   results = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
   assert results == ['held', 'refused']
+
+
+def _start_ticks(pid: int):
+  """Field 22 (starttime) of /proc/<pid>/stat; None without /proc."""
+  try:
+    with open(f'/proc/{pid}/stat', 'rb') as f:
+      return int(f.read().rsplit(b')', 1)[1].split()[19])
+  except OSError:
+    return None
+
+
+def test_a_lock_whose_process_id_was_reused_is_taken_over(tmp_path):
+  """A trainer killed with SIGKILL in a container that restarts: the new trainer often has the old
+  one's process id (here this process's own), or another process has it now. The lock records
+  when its process started, which tells them apart."""
+  started = _start_ticks(os.getpid())
+  if started is None:
+    pytest.skip('no /proc here')
+  path = _write_lock(str(tmp_path), pid=os.getpid(), host=socket.gethostname(), started='x',
+                     pid_start=started - 100)
+  with run_lock.RunLock(str(tmp_path)):  # before: refused, naming this process
+    with open(path, encoding='utf-8') as f:
+      assert json.load(f)['pid_start'] == started
+    with pytest.raises(paths.OutputPathError):  # held by this very process now
+      run_lock.RunLock(str(tmp_path)).acquire()
+  with subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']) as other:
+    try:
+      _write_lock(str(tmp_path), pid=other.pid, host=socket.gethostname(), started='x',
+                  pid_start=_start_ticks(other.pid) - 100)
+      run_lock.RunLock(str(tmp_path)).acquire()
+      _write_lock(str(tmp_path), pid=other.pid, host=socket.gethostname(), started='x',
+                  pid_start=_start_ticks(other.pid))
+      with pytest.raises(paths.OutputPathError, match=f'training process {other.pid} on '):
+        run_lock.RunLock(str(tmp_path)).acquire()
+    finally:
+      other.kill()
