@@ -117,10 +117,16 @@ class RunLock:
         continue
       except OSError as e:
         raise OutputPathError(f'cannot create the run lock {self.path}: {e.strerror}') from None
-      with os.fdopen(fd, 'w', encoding='utf-8') as f:
-        json.dump(dict(pid=os.getpid(), host=socket.gethostname(),
-                       started=time.strftime('%Y-%m-%d %H:%M:%S'),
-                       pid_start=_start_ticks(os.getpid())), f)
+      try:
+        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+          json.dump(dict(pid=os.getpid(), host=socket.gethostname(),
+                         started=time.strftime('%Y-%m-%d %H:%M:%S'),
+                         pid_start=_start_ticks(os.getpid())), f)
+      except BaseException as e:  # a full disk, Ctrl-C: an empty lock would refuse every run
+        os.unlink(self.path)
+        if isinstance(e, OSError):
+          raise OutputPathError(f'cannot write the run lock {self.path}: {e.strerror}') from None
+        raise
       self._held = True
       return
     raise self._held_error(_holder(self.path))  # others kept taking it in between

@@ -1,6 +1,7 @@
 """gan.run_lock: one training process per run directory; stale locks of this host are taken over,
 the others refused with how to remove them."""
 
+import errno
 import json
 import os
 import socket
@@ -149,3 +150,14 @@ def test_a_lock_whose_process_id_was_reused_is_taken_over(tmp_path):
         run_lock.RunLock(str(tmp_path)).acquire()
     finally:
       other.kill()
+
+
+def test_a_lock_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch):
+  """A full disk when the lock is written: an error, and no empty lock that would refuse every
+  later run as held by 'another training process'."""
+  def no_space(*_):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  monkeypatch.setattr(run_lock.json, 'dump', no_space)
+  with pytest.raises(paths.OutputPathError, match='cannot write the run lock .*No space left'):
+    run_lock.RunLock(str(tmp_path)).acquire()
+  assert os.listdir(tmp_path) == []
