@@ -11,8 +11,10 @@ then its last checkpoint is evaluated by `gan.evaluate` on the held-out designs.
 (per combination, one design per durability (rows) x mass (columns) pair from fixed noise and
 struts). A combination already in results.json is not
 retrained, so an interrupted comparison continues where it stopped; the combination it was
-training starts again from scratch (resuming it would give it more than the budget). Continuing
-with other --minutes or --set is refused (the table would mix settings); use another --out.
+training starts again from scratch (resuming it would give it more than the budget), unless a
+process still trains in its directory (another gan.compare on this --out: refused, as train.py
+is). Continuing with other --minutes or --set is refused (the table would mix settings); use
+another --out.
 """
 
 import argparse
@@ -32,6 +34,7 @@ from gan import evaluate
 from gan import inference
 from gan import interrupts
 from gan import paths
+from gan import run_lock
 from gan import summaries
 from gan import trainer
 from gan.errors import ConfigError, DesignGanError
@@ -105,8 +108,10 @@ def run(names: Sequence[str], minutes: float, out: str, overrides: Sequence[str]
       print(f'=== {name}: already in {results_path}, kept', flush=True)
       continue
     if os.path.exists(config.log_path):
-      print(f'=== {name}: discarding the interrupted run in {config.log_path}', flush=True)
-      shutil.rmtree(config.log_path)
+      # Unless a process (another gan.compare on this --out) still trains there: refused.
+      with run_lock.RunLock(config.log_path):
+        print(f'=== {name}: discarding the interrupted run in {config.log_path}', flush=True)
+        shutil.rmtree(config.log_path)
     print(f'=== {name}: training for {minutes:g} minutes', flush=True)
     summary = trainer.train(config)
     metrics = evaluate.evaluate_model(config.log_path, seed=0)

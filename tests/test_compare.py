@@ -2,12 +2,16 @@
 
 import json
 import os
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from gan import compare
+from gan import run_lock
 
 pytestmark = pytest.mark.usefixtures('fast_compilation')
 
@@ -126,3 +130,23 @@ def test_the_same_settings_spelled_otherwise_continue_a_comparison(tmp_path, mon
   # Other values are still refused.
   assert compare.main(base + ['--set', 'epochs=3', '--set', 'batch_size=32']) == 1
   assert 'trained with --minutes 5' in capsys.readouterr().err
+
+
+def test_a_combination_another_process_trains_is_not_discarded(tmp_path, monkeypatch, capsys):
+  """A run directory without a result is that of an interrupted run, unless a process (another
+  gan.compare on the same --out) still trains there: removing it would delete that run's lock and
+  checkpoints under it. Refused with one error line instead, and the directory kept."""
+  monkeypatch.setattr(compare.trainer, 'train', lambda *a, **k: pytest.fail('trained'))
+  run = tmp_path / 'vanilla_bce_mlp'
+  run.mkdir()
+  (run / 'checkpoints').mkdir()
+  with subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']) as other:
+    try:
+      (run / run_lock.LOCK_NAME).write_text(json.dumps(
+          dict(pid=other.pid, host=socket.gethostname(), started='now')))
+      assert compare.main(['--out', str(tmp_path), '--combos', 'vanilla_bce_mlp']) == 1
+    finally:
+      other.kill()
+  err = capsys.readouterr().err
+  assert err.startswith(f'error: training process {other.pid} on ') and err.count('\n') == 1, err
+  assert sorted(os.listdir(run)) == [run_lock.LOCK_NAME, 'checkpoints']
