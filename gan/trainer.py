@@ -32,6 +32,9 @@ from gan import step
 from gan import summaries
 from gan.errors import ConfigError, DesignGanError
 
+# The work that closes an epoch when due, in the order it is done; a last epoch does all of it.
+CLOSING_WORK = ('grid', 'evaluation', 'checkpoint')
+
 
 class TrainingError(DesignGanError):
   """Training cannot go on (a non-finite loss)."""
@@ -271,20 +274,21 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
       measure = budget_s > 0 and epoch == start_epoch + 1
       stop = 0 if epoch == config.epochs else _stop_reason(
           stop_requested(), budget_s > 0 and not measure and _next_epoch_past_budget(
-              time.perf_counter() - started, seconds, closing.estimate_s,
-              any(runs[0].work_due(epoch, full=False)), budget_s))
+              time.perf_counter() - started, seconds,
+              closing.estimate_s(runs[0].work_due(epoch, full=False)), closing.estimate_s(),
+              budget_s))
       interrupted = stop == _INTERRUPTED
       last = epoch == config.epochs or stop > 0
-      closing_started = time.perf_counter()
-      first, full = epoch == start_epoch + 1, last or measure
+      first, full, took = epoch == start_epoch + 1, last or measure, {}
       for k, (run, run_metrics) in enumerate(zip(runs, per_run)):
-        run.end_epoch(epoch, (lambda k=k: step.unstack(state, k)) if sweep else (lambda: state),
-                      run_metrics, samples_per_s, seconds, first, full, progress)
-      closing.add(time.perf_counter() - closing_started, first=first,
-                  complete=runs[0].work_due(epoch, full) == runs[0].work_due(epoch, True))
+        for kind, s in run.end_epoch(
+            epoch, (lambda k=k: step.unstack(state, k)) if sweep else (lambda: state),
+            run_metrics, samples_per_s, seconds, first, full, progress).items():
+          took[kind] = took.get(kind, 0.0) + s
+      closing.add(took, first=first)
       if measure and not last:
         last = _stop_reason(False, _next_epoch_past_budget(
-            time.perf_counter() - started, seconds, closing.estimate_s, False, budget_s)) > 0
+            time.perf_counter() - started, seconds, 0.0, closing.estimate_s(), budget_s)) > 0
       end_epoch = epoch
       if last:
         if epoch < config.epochs:
@@ -397,17 +401,18 @@ class _Run:
            if last else '')
         + 'Try lower learning rates or a smaller constraint_lambda/lambda_gp.')
 
-  def work_due(self, epoch: int, full: bool) -> tuple[bool, bool, bool]:
-    """Whether an image grid, a checkpoint and an evaluation are due after `epoch` (all three
-    when `full`)."""
+  def work_due(self, epoch: int, full: bool) -> tuple[str, ...]:
+    """The closing work due after `epoch`, of CLOSING_WORK (all of it when `full`)."""
     config = self.config
-    return (self.shared.main and (epoch % config.sample_every == 0 or full),
-            epoch % config.checkpoint_every == 0 or full, self.evaluator.due(epoch, full))
+    due = dict(grid=self.shared.main and (epoch % config.sample_every == 0 or full),
+               evaluation=self.evaluator.due(epoch, full),
+               checkpoint=epoch % config.checkpoint_every == 0 or full)
+    return tuple(kind for kind in CLOSING_WORK if due[kind])
 
   def end_epoch(self, epoch: int, get_state, metrics: dict, samples_per_s: float,
-                seconds: float, first: bool, full: bool, progress):
+                seconds: float, first: bool, full: bool, progress) -> dict:
     """Logs, draws, checkpoints and evaluates as the config says is due after `epoch`; all of it
-    when `full` (a last epoch)."""
+    when `full` (a last epoch). Returns the seconds each kind of closing work done took."""
     config, layout, spec = self.config, self.shared.dataset.layout, self.shared.dataset.spec
     self.means = {k: float(np.mean(metrics[k])) for k in step.active_metrics(config)}
     progress.show(epoch, self.means, samples_per_s)
@@ -419,27 +424,31 @@ class _Run:
                     '  '.join(f'{k} {v:.4f}' for k, v in self.means.items()), samples_per_s,
                     seconds)
       self.tb.scalars(epoch, dict(self.means, samples_per_s=samples_per_s))
-    due_sample, due_checkpoint, due_eval = self.work_due(epoch, full)
-    if not (due_sample or due_checkpoint or due_eval):
-      return
+    due, took = self.work_due(epoch, full), {}
+    if not due:
+      return took
     state = get_state()
-    if due_sample:
-      fake = self.shared.sample_fn(*parallel.host_local(step.sampling_params(state)),
-                                   *self.grid_inputs)
-      full = _to_full_uint8(layout, fake).reshape((len(spec.durability), len(spec.mass))
-                                                  + (layout.full_height, layout.full_width, 3))
-      self.tb.image('fake/designs_by_class', epoch, summaries.design_grid(full))
+    if 'grid' in due:
+      with _timed(took, 'grid'):
+        fake = self.shared.sample_fn(*parallel.host_local(step.sampling_params(state)),
+                                     *self.grid_inputs)
+        full = _to_full_uint8(layout, fake).reshape((len(spec.durability), len(spec.mass))
+                                                    + (layout.full_height, layout.full_width, 3))
+        self.tb.image('fake/designs_by_class', epoch, summaries.design_grid(full))
     # Evaluation (and its best/ save, committed) before the checkpoint: a run killed in between
     # resumes from an earlier checkpoint and evaluates this epoch again, instead of resuming
     # after an epoch whose best/ save was lost.
-    if due_eval:
-      progress.clear()
-      metrics_now = self.evaluator(epoch, state, self.shared.sample_fn,
-                                   dict(self.meta, epoch=epoch))
-      self.log.info('eval epoch %d  %s', epoch, evaluate.format_summary(metrics_now))
-      self.tb.scalars(epoch, evaluate.scalar_metrics(metrics_now), prefix='eval/')
-    if due_checkpoint:
-      checkpoints.save(self.mngr, epoch, state, dict(self.meta, epoch=epoch))
+    if 'evaluation' in due:
+      with _timed(took, 'evaluation'):
+        progress.clear()
+        metrics_now = self.evaluator(epoch, state, self.shared.sample_fn,
+                                     dict(self.meta, epoch=epoch))
+        self.log.info('eval epoch %d  %s', epoch, evaluate.format_summary(metrics_now))
+        self.tb.scalars(epoch, evaluate.scalar_metrics(metrics_now), prefix='eval/')
+    if 'checkpoint' in due:
+      with _timed(took, 'checkpoint'):
+        checkpoints.save(self.mngr, epoch, state, dict(self.meta, epoch=epoch))
+    return took
 
   def close(self):
     """Waits for pending checkpoint writes (also after an error)."""
@@ -467,36 +476,50 @@ class _Run:
             'epochs': epoch, 'metrics': self.means}
 
 
-def _next_epoch_past_budget(elapsed_s: float, epoch_s: float, closing_s: float,
-                            closing_due: bool, budget_s: float) -> bool:
+def _next_epoch_past_budget(elapsed_s: float, epoch_s: float, due_s: float, last_s: float,
+                            budget_s: float) -> bool:
   """Whether one more epoch would end after the time budget:
 
-    elapsed + [closing work of this epoch, if due] + one epoch + closing work of that epoch > budget
+    elapsed + closing work due after this epoch + one epoch + a last epoch's closing work > budget
 
-  A last epoch always closes with an evaluation and a checkpoint; closing work is estimated by
-  `_ClosingTime` (the trainer closes its first epoch fully to see one), an epoch by the one just
-  trained."""
-  return elapsed_s + (closing_s if closing_due else 0.0) + epoch_s + closing_s > budget_s
+  A last epoch always closes with all of CLOSING_WORK; the closing work is estimated by
+  `_ClosingTime` (the trainer closes its first epoch fully to see each kind), an epoch by the one
+  just trained."""
+  return elapsed_s + due_s + epoch_s + last_s > budget_s
+
+
+@contextlib.contextmanager
+def _timed(took: dict, kind: str):
+  """Adds the block's seconds to took[kind]."""
+  started = time.perf_counter()
+  try:
+    yield
+  finally:
+    took[kind] = took.get(kind, 0.0) + time.perf_counter() - started
 
 
 class _ClosingTime:
-  """The time budget's estimate of a last epoch's closing work (evaluation, checkpoint, grid): the
-  longest closing seen so far, except that the first epoch's, which also compiles the evaluation and
-  the sampler and opens the TensorBoard writer (about 15.8 s on an H100, where each later evaluation
-  took 0.7-0.8 s and an epoch 0.04 s), is forgotten once a later epoch has closed with all of a
-  last epoch's work."""
+  """The time budget's estimate of closing work (CLOSING_WORK: image grid, evaluation,
+  checkpoint), kind by kind: the longest time a kind took after the first epoch, or until one is
+  seen, the first epoch's. That one also compiles the sampler and the evaluation, so it runs long
+  (about 15.8 s in all on an H100, where each later evaluation took 0.7-0.8 s and an epoch 0.04
+  s); timing each kind on its own forgets it as soon as that kind has closed a later epoch, even
+  where the periods of the three do not divide each other."""
 
   def __init__(self):
-    self.estimate_s = 0.0
-    self._later_s = 0.0  # the longest closing after the first, complete or not
-    self._settled = False  # a complete closing after the first one has been timed
+    self._first, self._later = {}, {}
 
-  def add(self, seconds: float, first: bool, complete: bool) -> None:
-    """One epoch's closing took `seconds`; `complete`: it did everything a last epoch does."""
-    if not first:
-      self._later_s = max(self._later_s, seconds)
-      self._settled = self._settled or complete
-    self.estimate_s = self._later_s if self._settled else max(self.estimate_s, seconds)
+  def add(self, took: dict, first: bool) -> None:
+    """One epoch's closing: the seconds each kind of work it did took (summed over a sweep's
+    runs)."""
+    seen = self._first if first else self._later
+    for kind, seconds in took.items():
+      seen[kind] = max(seen.get(kind, 0.0), seconds)
+
+  def estimate_s(self, kinds=None) -> float:
+    """The estimated seconds of `kinds` (default: all of CLOSING_WORK, a last epoch's)."""
+    return sum(self._later.get(kind, self._first.get(kind, 0.0))
+               for kind in (CLOSING_WORK if kinds is None else kinds))
 
 
 _INTERRUPTED, _OVER_BUDGET = 2, 1

@@ -1187,9 +1187,9 @@ def _record_budget_decisions(monkeypatch) -> list:
   seen = []
   decide = trainer._next_epoch_past_budget
 
-  def recording(elapsed_s, epoch_s, closing_s, closing_due, budget_s):
-    seen.append(closing_s)
-    return decide(elapsed_s, epoch_s, closing_s, closing_due, budget_s)
+  def recording(elapsed_s, epoch_s, due_s, last_s, budget_s):
+    seen.append(last_s)
+    return decide(elapsed_s, epoch_s, due_s, last_s, budget_s)
 
   monkeypatch.setattr(trainer, '_next_epoch_past_budget', recording)
   return seen
@@ -1212,54 +1212,47 @@ def test_a_time_budget_knows_the_cost_of_a_closing_evaluation_from_the_first_epo
   assert len(seen) == 2 and min(seen) > 0.01, seen  # after epochs 1 and 2; 3 is the last
 
 
-def test_the_time_budget_forgets_the_first_closings_compilation():
-  """The first closing also compiles the evaluation and the sampler; once a later epoch has closed
-  with all of a last epoch's work, that is the estimate, and only longer closings raise it."""
+def test_the_time_budget_estimates_each_kind_of_closing_work_on_its_own():
+  """The first closing also compiles the sampler and the evaluation: each kind's estimate is its
+  first time only until that kind has closed a later epoch, then the longest later time, so a
+  slow first evaluation stops counting once an evaluation has run again, whatever else was due."""
   closing = trainer._ClosingTime()
-  closing.add(10.0, first=True, complete=True)
-  closing.add(0.1, first=False, complete=False)  # e.g. a checkpoint alone
-  assert closing.estimate_s == 10.0
-  closing.add(1.0, first=False, complete=True)
-  assert closing.estimate_s == 1.0
-  closing.add(0.5, first=False, complete=True)
-  closing.add(0.2, first=False, complete=False)
-  assert closing.estimate_s == 1.0
-  closing.add(2.0, first=False, complete=False)
-  assert closing.estimate_s == 2.0
+  closing.add(dict(grid=5.0, evaluation=10.0, checkpoint=1.0), first=True)
+  assert closing.estimate_s() == 16.0
+  closing.add(dict(evaluation=1.0), first=False)  # eval_every=3 at epoch 3, say
+  assert closing.estimate_s() == 7.0 and closing.estimate_s(('evaluation',)) == 1.0
+  closing.add(dict(checkpoint=0.2), first=False)
+  closing.add(dict(grid=0.5), first=False)
+  assert closing.estimate_s() == pytest.approx(1.7)
+  closing.add(dict(evaluation=2.0, checkpoint=0.1), first=False)  # the longest later time counts
+  assert closing.estimate_s() == pytest.approx(2.7)
+  assert closing.estimate_s(()) == 0.0
 
 
-def test_the_time_budget_keeps_the_longest_later_closing_when_it_forgets_the_first():
-  """Forgetting the first closing forgets only it: a later closing that was not complete (e.g. an
-  evaluation alone) but took longer than the first complete one still bounds the estimate."""
-  closing = trainer._ClosingTime()
-  closing.add(10.0, first=True, complete=True)
-  closing.add(1.5, first=False, complete=False)
-  closing.add(1.0, first=False, complete=True)
-  assert closing.estimate_s == 1.5
-
-
-def test_a_time_budget_tells_its_closing_estimate_which_closings_were_complete(
+def test_a_time_budget_is_told_what_each_closing_did_and_decides_with_it(
     small_design_dir, tmp_path, monkeypatch):
-  """The trainer reports each closing as first or not, and complete (all of a last epoch's work:
-  evaluation, checkpoint, grid) or not; the budget decides with the resulting estimate."""
-  added, seen = [], []
+  """The trainer reports each closing's work by kind, with periods that do not divide each other
+  (evaluation every 2 epochs, checkpoint every 3), and decides with the resulting estimates."""
+  added, estimates = [], []
 
   class Recording(trainer._ClosingTime):
-    def add(self, seconds, first, complete):
-      added.append((first, complete))
-      super().add(seconds, first, complete)
-      seen.append(self.estimate_s)
+    def add(self, took, first):
+      added.append((first, sorted(took)))
+      super().add(took, first)
+      estimates.append(self.estimate_s())
 
   monkeypatch.setattr(trainer, '_ClosingTime', Recording)
   decided = _record_budget_decisions(monkeypatch)
   config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), epochs=4,
-                       checkpoint_every=2, sample_every=2, eval_every=2, eval_per_pair=2,
+                       checkpoint_every=3, sample_every=100, eval_every=2, eval_per_pair=2,
                        time_budget_min=60, **BASE)
   assert trainer.train(config)['epochs'] == 4
-  # Epoch 1 closes fully to measure; 2 is due all three; 3 none; 4 is the last.
-  assert added == [(True, True), (False, True), (False, False), (False, True)]
+  every = sorted(trainer.CLOSING_WORK)
+  # Epoch 1 closes fully to measure; 2 evaluates; 3 checkpoints; 4 is the last.
+  assert added == [(True, every), (False, ['evaluation']), (False, ['checkpoint']),
+                   (False, every)], added
   # Decisions after epoch 1's closing, then before the closings of epochs 2 and 3.
-  assert decided == [seen[0], seen[0], seen[1]], (decided, seen)
+  assert decided == [estimates[0], estimates[0], estimates[1]], (decided, estimates)
 
 
 def test_no_epoch_the_time_budget_measures_includes_compilation(small_design_dir, tmp_path,
@@ -1292,17 +1285,19 @@ def test_no_epoch_the_time_budget_measures_includes_compilation(small_design_dir
   assert compiles and during_epochs == [0, 0], (compiles, during_epochs)
 
 
-@pytest.mark.parametrize('elapsed, closing_due, past', [
-    (50, False, False),  # 50 + 10 epoch + 20 closing = 80 <= 100
-    (51, True, True),    # + this epoch's own evaluation: 51 + 20 + 10 + 20 > 100
-    (30, True, False),   # 30 + 20 + 10 + 20 = 80
-    (71, False, True),   # 71 + 10 + 20 = 101: the next epoch's closing evaluation counts too
+@pytest.mark.parametrize('elapsed, due_s, past', [
+    (50, 0, False),   # 50 + 10 epoch + 20 closing = 80 <= 100
+    (51, 20, True),   # + this epoch's own evaluation: 51 + 20 + 10 + 20 > 100
+    (30, 20, False),  # 30 + 20 + 10 + 20 = 80
+    (71, 0, True),    # 71 + 10 + 20 = 101: the next epoch's closing evaluation counts too
+    (62, 9, True),    # 62 + 9 (a checkpoint alone, say) + 10 + 20 = 101 > 100
+    (61, 9, False),   # 61 + 9 + 10 + 20 = 100: ends just within
 ])
-def test_the_time_budget_counts_the_closing_evaluations(elapsed, closing_due, past):
-  """An epoch whose evaluation takes 20 s: both that evaluation (when due after this epoch) and the
-  one the next epoch would close with are part of when the next epoch ends."""
-  assert trainer._next_epoch_past_budget(elapsed, epoch_s=10, closing_s=20,
-                                         closing_due=closing_due, budget_s=100) == past
+def test_the_time_budget_counts_the_closing_evaluations(elapsed, due_s, past):
+  """An epoch whose last closing takes 20 s: both the work due after this epoch and the closing
+  the next epoch would end with are part of when the next epoch ends."""
+  assert trainer._next_epoch_past_budget(elapsed, epoch_s=10, due_s=due_s, last_s=20,
+                                         budget_s=100) == past
 
 
 def test_dropout_masks_are_the_step_keys_threefry_draws():
