@@ -130,8 +130,12 @@ def test_a_lock_whose_process_id_was_reused_is_taken_over(tmp_path):
   one's process id (here this process's own), or another process has it now. The lock records
   when its process started, which tells them apart."""
   started = _start_ticks(os.getpid())
-  if started is None:
-    pytest.skip('no /proc here')
+  if started is None:  # no /proc: the process id alone decides, and this process is alive
+    _write_lock(str(tmp_path), pid=os.getpid(), host=socket.gethostname(), started='x',
+                pid_start=12345)
+    with pytest.raises(paths.OutputPathError):
+      run_lock.RunLock(str(tmp_path)).acquire()
+    return
   path = _write_lock(str(tmp_path), pid=os.getpid(), host=socket.gethostname(), started='x',
                      pid_start=started - 100)
   with run_lock.RunLock(str(tmp_path)):  # before: refused, naming this process
