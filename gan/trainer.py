@@ -159,6 +159,14 @@ def seed_configs(config) -> list:
   return runs
 
 
+def _lock_dirs(config) -> list:
+  """The directories a run claims (run_lock): every run directory, and a sweep's log_path too, so
+  that a single run there and a sweep there (which writes only its seed_* directories) do not
+  train into one log_path at once."""
+  return ([config.log_path] if config.num_seeds > 1 else []) + [c.log_path
+                                                               for c in seed_configs(config)]
+
+
 def check_batch_fits(config, dataset) -> None:
   """An epoch needs at least one whole batch of training designs."""
   if config.batch_size > len(dataset.train):
@@ -193,8 +201,8 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
         paths.make_output_dir(path, what)
     with contextlib.ExitStack() as release:  # also after an error: see _Run.release
       if parallel.is_main():  # process 0 claims the directories for every process of the run
-        for c in seed_configs(config):  # released last: after every pending write
-          release.enter_context(run_lock.RunLock(c.log_path))
+        for path in _lock_dirs(config):  # released last: after every pending write
+          release.enter_context(run_lock.RunLock(path))
       _check_resumable_early(config, dataset.spec)  # after the lock: no other run writes it now
       models, abstract = step.abstract_init(config, dataset.spec, dataset.mask)
       shared = _Shared(config, dataset, models)

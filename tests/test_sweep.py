@@ -3,8 +3,12 @@
 216 training designs with batch 32 leave a partial last batch (24 designs) every epoch.
 """
 
+import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
 
 import jax
 import ml_collections
@@ -13,6 +17,8 @@ import pytest
 
 from gan import config as config_lib
 from gan import inference
+from gan import paths
+from gan import run_lock
 from gan import step
 from gan import trainer
 from tests.helpers import compilations, tiny_config
@@ -121,6 +127,24 @@ def test_a_single_run_and_a_sweep_do_not_share_a_log_path(sweep, tmp_path):
   with pytest.raises(config_lib.ConfigError, match='holds a single run'):
     trainer.train(config)
   assert sorted(os.listdir(single)) == before
+
+
+def test_a_sweep_waits_for_no_single_run_training_in_its_log_path(small_design_dir, tmp_path):
+  """A single run writes <log_path>/checkpoints, a sweep only <log_path>/seed_*: each claims
+  log_path itself, so the second of the two started at once on a fresh log_path is refused and
+  leaves nothing behind."""
+  config = tiny_config(small_design_dir, tmp_path / 'run', num_seeds=2, seed=3, **SETTINGS)
+  os.makedirs(config.log_path)
+  lock = os.path.join(config.log_path, run_lock.LOCK_NAME)
+  with subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']) as other:
+    try:
+      with open(lock, 'w', encoding='utf-8') as f:
+        json.dump(dict(pid=other.pid, host=socket.gethostname(), started='now'), f)
+      with pytest.raises(paths.OutputPathError, match=f'training process {other.pid} on '):
+        trainer.train(config)
+    finally:
+      other.kill()
+  assert os.listdir(config.log_path) == [run_lock.LOCK_NAME]
 
 
 @pytest.mark.parametrize('num_seeds', [1, 2])
