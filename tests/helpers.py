@@ -1,13 +1,18 @@
 """Helpers shared by the tests."""
 
 import contextlib
+import json
 import os
+import socket
+import subprocess
+import sys
 
 import jax
 import numpy as np
 
 from configs import default
 from gan import data
+from gan import run_lock
 
 
 def relabelled(dataset_):
@@ -44,6 +49,22 @@ def tiny_config(data_path, log_path, **overrides):
                      num_output_images=4))
   config.update(overrides)
   return config
+
+
+@contextlib.contextmanager
+def run_locked_by_a_live_process(directory: str):
+  """Within the block, `directory`'s run lock names a live process of this host (its id is
+  yielded), as while another train.py trains there; the lock is removed after the block."""
+  lock = os.path.join(directory, run_lock.LOCK_NAME)
+  with subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']) as other:
+    try:
+      with open(lock, 'w', encoding='utf-8') as f:
+        json.dump(dict(pid=other.pid, host=socket.gethostname(), started='now'), f)
+      yield other.pid
+    finally:
+      other.kill()
+      if os.path.exists(lock):
+        os.unlink(lock)
 
 
 @contextlib.contextmanager

@@ -3,12 +3,8 @@
 216 training designs with batch 32 leave a partial last batch (24 designs) every epoch.
 """
 
-import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 
 import jax
 import ml_collections
@@ -21,7 +17,7 @@ from gan import paths
 from gan import run_lock
 from gan import step
 from gan import trainer
-from tests.helpers import compilations, tiny_config
+from tests.helpers import compilations, run_locked_by_a_live_process, tiny_config
 
 pytestmark = pytest.mark.usefixtures('fast_compilation')
 
@@ -135,16 +131,10 @@ def test_a_sweep_waits_for_no_single_run_training_in_its_log_path(small_design_d
   leaves nothing behind."""
   config = tiny_config(small_design_dir, tmp_path / 'run', num_seeds=2, seed=3, **SETTINGS)
   os.makedirs(config.log_path)
-  lock = os.path.join(config.log_path, run_lock.LOCK_NAME)
-  with subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']) as other:
-    try:
-      with open(lock, 'w', encoding='utf-8') as f:
-        json.dump(dict(pid=other.pid, host=socket.gethostname(), started='now'), f)
-      with pytest.raises(paths.OutputPathError, match=f'training process {other.pid} on '):
-        trainer.train(config)
-    finally:
-      other.kill()
-  assert os.listdir(config.log_path) == [run_lock.LOCK_NAME]
+  with run_locked_by_a_live_process(config.log_path) as pid:
+    with pytest.raises(paths.OutputPathError, match=f'training process {pid} on '):
+      trainer.train(config)
+    assert os.listdir(config.log_path) == [run_lock.LOCK_NAME]
 
 
 @pytest.mark.parametrize('num_seeds', [1, 2])

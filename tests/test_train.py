@@ -8,12 +8,10 @@ changes them.
 
 import datetime
 import functools
-import json
 import os
 import re
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -38,7 +36,8 @@ from gan import step
 from gan import summaries
 from gan import trainer
 from gan.errors import ConfigError
-from tests.helpers import compilations, record_labels, spread_batch, train_arrays
+from tests.helpers import (compilations, record_labels, run_locked_by_a_live_process,
+                           spread_batch, train_arrays)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FULL_STRUTS = ((7, 11), (5, 14))  # the default strut pixels, full-layout (row, col)
@@ -981,19 +980,12 @@ def test_a_second_training_process_on_a_run_is_refused_before_it_writes(base_run
   config.log_path, config.epochs = str(tmp_path / 'run'), 3
   shutil.copytree(base_run[0].log_path, config.log_path)
   before = _tree_snapshot(config.log_path)
-  lock = os.path.join(config.log_path, run_lock.LOCK_NAME)
-  with subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']) as other:
-    try:
-      with open(lock, 'w', encoding='utf-8') as f:
-        json.dump(dict(pid=other.pid, host=socket.gethostname(), started='now'), f)
-      with pytest.raises(paths.OutputPathError, match=f'training process {other.pid} on '):
-        trainer.train(config)
-      os.unlink(lock)
-    finally:
-      other.kill()
+  with run_locked_by_a_live_process(config.log_path) as pid:
+    with pytest.raises(paths.OutputPathError, match=f'training process {pid} on '):
+      trainer.train(config)
   assert _tree_snapshot(config.log_path) == before
   assert trainer.train(config)['epochs'] == 3
-  assert not os.path.exists(lock)
+  assert not os.path.exists(os.path.join(config.log_path, run_lock.LOCK_NAME))
 
 
 @pytest.mark.parametrize('fails_in', ['abstract_init', 'compile_epoch'])
