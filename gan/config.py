@@ -54,6 +54,9 @@ MODEL_FIELDS = ('gan_model', 'loss_mode', 'gen_mode', 'disc_mode', 'zdim', 'clas
 LEGACY_VALUES = {'aux_lambda': 0.0, 'aux_lambda_critic': 0.0, 'aux_regression': 0.0,
                  'ema_decay': 0.0, 'lr_decay_steps': 0, 'lr_final_fraction': 0.1,
                  'attention': 'full'}
+# The largest seed jax.random.PRNGKey takes (a 64-bit signed integer); a larger one raised an
+# OverflowError once the data had loaded.
+MAX_SEED = 2**63 - 1
 
 
 def with_legacy_values(saved: dict) -> dict:
@@ -125,6 +128,11 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c[field] = tuple(dims)
   if not isinstance(c.seed, int) or isinstance(c.seed, bool) or c.seed < 0:
     raise ConfigError(f'seed must be a non-negative integer, got {c.seed!r}')
+  # A run draws from seeds up to seed + num_seeds + 1 (each model's, its grid's and outputs').
+  if c.seed > MAX_SEED - c.num_seeds - 1:
+    raise ConfigError(f'seed must be at most {MAX_SEED - c.num_seeds - 1} with num_seeds='
+                      f'{c.num_seeds} (JAX seeds are 64-bit integers, and a run also uses seed + '
+                      f'1 ... seed + num_seeds + 1), got {c.seed}')
   if not str(c.log_path).strip():
     raise ConfigError('log_path is empty; name the directory a run writes to, e.g. '
                       '--config.log_path=runs/my_run')

@@ -51,6 +51,7 @@ from gan import data
 from gan import interrupts
 from gan import metrics as metrics_lib
 from gan import paths
+from gan.config import MAX_SEED
 from gan.errors import DataError, DesignGanError
 
 GenerateFn = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
@@ -257,6 +258,9 @@ def evaluate_model(model_path: str, step: Optional[int] = None, per_pair: int = 
     raise EvaluationError(f'--per_pair must be at least 1 design per class pair, got {per_pair}')
   if int(seed) < 0:
     raise EvaluationError(f'--seed must be a non-negative integer, got {seed}')
+  if int(seed) >= MAX_SEED:  # the FD designs are drawn with seed + 1
+    raise EvaluationError(f'--seed must be at most {MAX_SEED - 1} (JAX seeds are 64-bit '
+                          f'integers, and the evaluation also uses seed + 1), got {seed}')
   dev = inference.select_device(device)
   with jax.default_device(dev):
     model = inference.load(model_path, step, dev)

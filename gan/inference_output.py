@@ -26,6 +26,7 @@ from gan import interrupts
 from gan import oracle
 from gan import paths
 from gan import summaries
+from gan.config import MAX_SEED
 from gan.errors import DataError, DesignGanError
 
 GRID_COLUMNS = 10
@@ -147,6 +148,9 @@ def run(*, model_path: str, step: Optional[int], durability, mass,
   if not 1 <= num <= MAX_DESIGNS:
     raise DesignGanError(f'--num_gen_image must be a number of designs from 1 to '
                          f'{MAX_DESIGNS:,}, got {num}')
+  if not -MAX_SEED - 1 <= seed <= MAX_SEED:  # jax.random.PRNGKey's range
+    raise DesignGanError(f'--seed must be an integer from {-MAX_SEED - 1} to {MAX_SEED} (JAX '
+                         f'seeds are 64-bit integers), got {seed}')
   out_dir = _output_dir(out_dir, model_path, step)  # before the model loads: known at once
   dev = inference.select_device(device)
   model = inference.load(model_path, step, dev)

@@ -280,6 +280,16 @@ def test_cli_refuses_a_negative_seed_in_one_line(trained_run, capsys):
   assert err == 'error: --seed must be a non-negative integer, got -1\n', err
 
 
+def test_cli_refuses_a_seed_beyond_64_bits_in_one_line(tmp_path, capsys):
+  """jax.random.PRNGKey takes 64-bit seeds; the FD designs use seed + 1: an OverflowError
+  traceback before."""
+  assert evaluate.main([f'--model_path={tmp_path}', f'--seed={2**63 - 1}']) == 1
+  err = capsys.readouterr().err
+  assert err == ('error: --seed must be at most 9223372036854775806 (JAX seeds are 64-bit '
+                 'integers, and the evaluation also uses seed + 1), got '
+                 '9223372036854775807\n'), err
+
+
 def test_main_runs_outside_the_main_thread(tmp_path, capsys):
   """main() installs its Ctrl-C handler only where Python allows one: in the main thread."""
   status = []

@@ -471,6 +471,9 @@ _LIB_CASES = {
     'strut_empty': ({'struts': ('', '0,0,0')}, None, ['strut1']),
     'strut_not_integer': ({'struts': ('0.5,0,0', '0,0,0')}, None, ['strut1']),
     'num_zero': ({'num': 0}, None, ['num_gen_image']),
+    # jax.random.PRNGKey takes 64-bit seeds: an OverflowError traceback before.
+    'seed_beyond_64_bits': ({'seed': 2**63}, None, ['--seed', '9223372036854775808']),
+    'seed_below_64_bits': ({'seed': -2**63 - 1}, None, ['--seed', '-9223372036854775809']),
     'device_empty': ({'device': ''}, None, ['cpu']),
     'empty_checkpoints_dir': ({'model_path': '{model}/checkpoints'},
                               lambda m: [shutil.rmtree(os.path.join(m, 'checkpoints', s))

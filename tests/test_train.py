@@ -805,13 +805,20 @@ def test_unknown_choice_is_refused_with_the_allowed_values(field, small_design_d
     (dict(num_heads=1, attention='axial', disc_mode='selfattention'),
      ['attention=axial', 'num_heads >= 2', 'full']),
     (dict(seed=-1), ['seed must be a non-negative integer, got -1']),
+    # jax.random.PRNGKey raised an OverflowError (a traceback) once the data had loaded, and the
+    # run left its log and an empty checkpoints/ behind.
+    (dict(seed=2**63 - 2), ['seed must be at most 9223372036854775805 with num_seeds=1',
+                            'got 9223372036854775806']),
+    (dict(seed=2**63 - 9, num_seeds=8), ['seed must be at most 9223372036854775798 with '
+                                          'num_seeds=8']),
     (dict(num_output_images=-1), ['num_output_images must be a positive integer, got -1']),
     (dict(gen_mode='selfattention', gen_dropout=0.3, gen_norm='batch'),
      ["gen_dropout=0.3 and gen_norm='batch' would be ignored", 'gen_mode=mlp']),
     (dict(disc_mode='selfattention', disc_norm='none'),
      ["disc_norm='none' would be ignored", 'disc_norm=layer']),
 ], ids=['heads', 'lr_gen', 'lr_disc', 'batch', 'width', 'height', 'input_dim', 'original_width',
-        'critic_iter', 'critic_iter_huge', 'dropout', 'axial_heads', 'seed',
+        'critic_iter', 'critic_iter_huge', 'dropout', 'axial_heads', 'seed', 'seed_huge',
+        'seed_huge_sweep',
         'num_output_images', 'attention_gen_dropout', 'attention_disc_norm'])
 def test_invalid_config_is_refused_before_compilation(overrides, expected, small_design_dir,
                                                       tmp_path, no_model):
