@@ -203,6 +203,10 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
       if parallel.is_main():  # process 0 claims the directories for every process of the run
         for path in _lock_dirs(config):  # released last: after every pending write
           release.enter_context(run_lock.RunLock(path))
+      # The checkpoint managers make these as they open (after the lock: no other run makes
+      # them meanwhile); a run that fails before saving into them leaves them empty.
+      made = [d for c in seed_configs(config) for d in _manager_dirs(c)
+              if not os.path.exists(d)] + made
       _check_resumable_early(config, dataset.spec)  # after the lock: no other run writes it now
       models, abstract = step.abstract_init(config, dataset.spec, dataset.mask)
       shared = _Shared(config, dataset, models)
@@ -214,6 +218,12 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
   except BaseException:  # an error or Ctrl-C: no empty output directory left behind
     paths.remove_if_empty(made)
     raise
+
+
+def _manager_dirs(config) -> list[str]:
+  """The directories a run's checkpoint managers make in its log_path (see `_Run`)."""
+  return [os.path.join(os.path.abspath(config.log_path), name)
+          for name in ('checkpoints', 'best')]
 
 
 def _train_runs(config, runs, shared, abstract, started: float, stop_requested) -> dict:

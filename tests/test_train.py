@@ -999,7 +999,9 @@ def test_a_second_training_process_on_a_run_is_refused_before_it_writes(base_run
 def test_a_failed_run_leaves_no_empty_directory_it_made(small_design_dir, tmp_path, monkeypatch,
                                                          fails_in):
   """The run's directories are made before training (so a path the system refuses is found
-  first); a run that fails removes those it made and left empty, and keeps its log."""
+  first); a run that fails removes those it made and left empty, and keeps its log. That includes
+  the checkpoints/ and best/ its checkpoint managers make as they open (they stayed, empty, after
+  a non-finite loss in the first epoch or a Ctrl-C while compiling)."""
   (tmp_path / 'existing').mkdir()
   log_path, output_path = tmp_path / 'new' / 'run', tmp_path / 'existing' / 'out' / 'designs'
 
@@ -1015,6 +1017,7 @@ def test_a_failed_run_leaves_no_empty_directory_it_made(small_design_dir, tmp_pa
     assert os.listdir(tmp_path) == ['existing']
   else:
     assert 'Resolved config' in (log_path / 'log_summary').read_text()
+    assert os.listdir(log_path) == ['log_summary']
 
 
 def test_a_run_that_fails_to_open_closes_the_managers_it_opened(small_design_dir, tmp_path,
