@@ -148,7 +148,31 @@ def _read_results(path: str) -> dict:
   if not isinstance(results, dict) or not all(isinstance(r, dict) for r in results.values()):
     raise ConfigError(f'{path} is not a results file of gan.compare; remove it to compare from '
                       'scratch')
+  for name, r in results.items():  # what continuing and the table read of an entry
+    problem = _entry_problem(r)
+    if problem:
+      raise ConfigError(f'{path} is not a results file of gan.compare: its {name} {problem}; '
+                        'remove it to compare from scratch')
   return results
+
+
+def _number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _entry_problem(entry: dict) -> str:
+  """What is wrong with one combination's entry of results.json, or ''."""
+  if not _number(entry.get('minutes')):
+    return f'has no number of minutes (minutes={entry.get("minutes")!r})'
+  if not isinstance(entry.get('epochs'), int) or isinstance(entry.get('epochs'), bool):
+    return f'has no number of epochs (epochs={entry.get("epochs")!r})'
+  items = entry.get('set', [])
+  if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+    return f'has a set that is not a list of FIELD=VALUE items (set={items!r})'
+  bad = [k for k in COLUMNS if entry.get(k) is not None and not _number(entry[k])]
+  if bad:
+    return f'has a {bad[0]} that is not a number ({entry[bad[0]]!r})'
+  return ''
 
 
 def markdown_table(results: dict, names: Sequence[str]) -> str:

@@ -93,7 +93,14 @@ def test_compare_rejects_bad_arguments(args, message, tmp_path, capsys):
   assert sorted(os.listdir(tmp_path)) == ['a_file']  # refused before anything is written
 
 
-@pytest.mark.parametrize('content', ['{bad', '[1, 2]'])
+@pytest.mark.parametrize('content', [
+    '{bad', '[1, 2]',
+    # Entries that continuing or the table could not read: a TypeError or ValueError traceback.
+    '{"vanilla_bce_mlp": {"oracle_exact": 0.5}}',
+    '{"vanilla_bce_mlp": {"epochs": 1, "minutes": "15"}}',
+    '{"vanilla_bce_mlp": {"minutes": 15.0, "set": []}}',
+    '{"vanilla_bce_mlp": {"epochs": 1, "minutes": 15.0, "set": [], "fd": "low"}}',
+])
 def test_an_unreadable_results_file_is_one_error_line(content, tmp_path, capsys):
   (tmp_path / 'results.json').write_text(content)
   assert compare.main(['--out', str(tmp_path), '--combos', 'vanilla_bce_mlp']) == 1
