@@ -14,6 +14,18 @@ import signal
 import sys
 import threading
 
+
+def _interrupted_while_starting(signum, frame):
+  """Ctrl-C before training starts (importing JAX alone takes seconds): nothing is written yet,
+  so one line and SIGINT's exit status, not a KeyboardInterrupt traceback from inside an import.
+  `_stop_at_first_ctrl_c` takes over just before the trainer starts."""
+  del signum, frame
+  print('interrupted: before training started; nothing written', file=sys.stderr)
+  sys.exit(130)
+
+
+signal.signal(signal.SIGINT, _interrupted_while_starting)
+# pylint: disable=wrong-import-position  (the handler first: the imports below take seconds)
 from absl import app
 from absl import flags
 from absl import logging as absl_logging
