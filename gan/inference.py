@@ -46,6 +46,10 @@ class TrainedModel:
 
 def find_checkpoints(model_path: str, step_: Optional[int] = None) -> tuple[str, int, str]:
   """(checkpoints dir, epoch, run dir) for a run dir, its checkpoints dir or one step's dir."""
+  if not str(model_path).strip():  # abspath('') is the working directory: say what it was
+    raise checkpoints.CheckpointError('--model_path is empty; give a training run directory '
+                                      '(log_path), its checkpoints/ directory or one step '
+                                      'directory inside it')
   path = os.path.abspath(model_path)
   if not os.path.exists(path):
     raise checkpoints.CheckpointError(f'--model_path {model_path}: no such file or directory')

@@ -478,6 +478,8 @@ _LIB_CASES = {
     'empty_checkpoints_dir': ({'model_path': '{model}/checkpoints'},
                               lambda m: [shutil.rmtree(os.path.join(m, 'checkpoints', s))
                                          for s in ('1', '2')], ['checkpoint']),
+    # abspath('') is the working directory, which the message named as the model path.
+    'model_path_empty': ({'model_path': ''}, None, ['--model_path is empty']),
     'file_not_dir': ({'model_path': '{model}/file'},
                      lambda m: open(os.path.join(m, 'file'), 'w').close(), ['file']),
     'state_metadata_deleted': ({}, lambda m: os.remove(os.path.join(_step2(m), 'state',
