@@ -14,25 +14,18 @@ import signal
 import sys
 import threading
 
+from gan import interrupts
 
-def _interrupted_while_starting(signum, frame):
-  """Ctrl-C before training starts (importing JAX alone takes seconds): nothing is written yet,
-  so one line and SIGINT's exit status, not a KeyboardInterrupt traceback from inside an import.
-  `_stop_at_first_ctrl_c` takes over just before the trainer starts."""
-  del signum, frame
-  print('interrupted: before training started; nothing written', file=sys.stderr)
-  sys.exit(130)
-
-
-signal.signal(signal.SIGINT, _interrupted_while_starting)
-# pylint: disable=wrong-import-position  (the handler first: the imports below take seconds)
+# Before the other imports: they take seconds (JAX), and a Ctrl-C among them is then one line, not
+# a traceback. _stop_at_first_ctrl_c takes over just before the trainer starts.
+interrupts.quiet_while_starting('training')
+# pylint: disable=wrong-import-position,wrong-import-order
 from absl import app
 from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from gan import config as config_lib
-from gan import interrupts
 from gan.errors import DesignGanError
 
 

@@ -54,6 +54,11 @@ import sys
 import time
 from typing import Any, Callable, Optional, Sequence
 
+from gan import interrupts
+
+if __name__ == '__main__':  # before the imports below: they take seconds (JAX)
+  interrupts.quiet_while_starting('the benchmark')
+# pylint: disable=wrong-import-position,wrong-import-order
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,7 +68,6 @@ from gan import checkpoints
 from gan import config as config_lib
 from gan import bench_devices
 from gan import data
-from gan import interrupts
 from gan import layout as layout_lib
 from gan import parallel
 from gan import paths
@@ -457,6 +461,7 @@ def _device_main(args, configs) -> int:
 
 
 if __name__ == '__main__':
+  interrupts.started()
   _status = main()
   if _status == 130:  # interrupted XLA work may still run: no interpreter teardown
     checkpoints.exit_after_error(_status)

@@ -24,6 +24,11 @@ import shutil
 import sys
 from typing import Optional, Sequence
 
+from gan import interrupts
+
+if __name__ == '__main__':  # before the imports below: they take seconds (JAX)
+  interrupts.quiet_while_starting('the comparison')
+# pylint: disable=wrong-import-position,wrong-import-order
 import ml_collections
 import numpy as np
 from PIL import Image, ImageDraw
@@ -32,7 +37,6 @@ from configs import default
 from gan import config as config_lib
 from gan import evaluate
 from gan import inference
-from gan import interrupts
 from gan import paths
 from gan import run_lock
 from gan import summaries
@@ -247,6 +251,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
+  interrupts.started()
   _status = main()
   interrupts.finished()
   sys.exit(_status)

@@ -42,13 +42,17 @@ import os
 import sys
 from typing import Callable, Optional, Sequence
 
+from gan import interrupts
+
+if __name__ == '__main__':  # before the imports below: they take seconds (JAX)
+  interrupts.quiet_while_starting('the evaluation')
+# pylint: disable=wrong-import-position,wrong-import-order
 import jax
 import numpy as np
 
 from gan import checkpoints
 from gan import classifier as classifier_lib
 from gan import data
-from gan import interrupts
 from gan import metrics as metrics_lib
 from gan import paths
 from gan.config import MAX_SEED
@@ -425,4 +429,5 @@ def cli() -> None:
 
 
 if __name__ == '__main__':
+  interrupts.started()
   cli()

@@ -1,5 +1,6 @@
-"""Ctrl-C (SIGINT) in the command-line tools that write their outputs at the end (infer.py,
-gan.evaluate): noticed even when a callback swallowed it, and held back while files move in.
+"""Ctrl-C (SIGINT) in the command-line tools: one line while they start, and in the tools that write
+their outputs at the end (infer.py, gan.evaluate) noticed even when a callback swallowed it, and
+held back while files move in.
 
 Python raises KeyboardInterrupt wherever the main thread is when the signal arrives. Inside a
 callback that Python calls and cannot propagate from (JAX's gc callback, a weakref finaliser),
@@ -52,6 +53,27 @@ def watched():
     if sys.unraisablehook is on_unraisable:
       sys.unraisablehook = previous_hook
     signal.signal(signal.SIGINT, previous)
+
+
+def quiet_while_starting(what: str) -> None:
+  """Until `started()`, Ctrl-C prints one line, 'interrupted: before <what> started; nothing
+  written', and exits with SIGINT's status 130. For a command-line tool's imports (JAX alone takes
+  seconds), where a KeyboardInterrupt is a traceback from inside the import machinery. Main
+  thread only, as above."""
+
+  def on_sigint(signum, frame):
+    del signum, frame
+    print(f'interrupted: before {what} started; nothing written', file=sys.stderr)
+    sys.exit(130)
+
+  if _in_main_thread():
+    signal.signal(signal.SIGINT, on_sigint)
+
+
+def started() -> None:
+  """The tool's own Ctrl-C handling from here: it raises KeyboardInterrupt again."""
+  if _in_main_thread():
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def interrupted() -> bool:

@@ -1,8 +1,11 @@
-"""gan/interrupts.py: a Ctrl-C (SIGINT) that a callback swallows still stops the command-line
-tools before they write, and one that comes while files move in waits for the move."""
+"""gan/interrupts.py: a Ctrl-C (SIGINT) while a command-line tool starts is one line; one that a
+callback swallows still stops the tools before they write, and one that comes while files move in
+waits for the move."""
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -118,3 +121,47 @@ def test_after_finished_ctrl_c_is_ignored():
     _sigint()  # would raise KeyboardInterrupt here
   finally:
     signal.signal(signal.SIGINT, previous)
+
+
+# Runs a tool with a SIGINT sent to itself as it imports the module `trigger` (JAX's import alone
+# takes a second or more): argv[1] is the trigger, argv[2] the tool (train.py, or a module run as
+# python -m), the rest its arguments.
+_INTERRUPTED_WHILE_IMPORTING = '''
+import os, runpy, signal, sys
+
+class InterruptAtImport:
+  def find_spec(self, name, path=None, target=None):
+    if name == trigger:
+      os.kill(os.getpid(), signal.SIGINT)
+    return None
+
+trigger, tool = sys.argv[1], sys.argv[2]
+sys.meta_path.insert(0, InterruptAtImport())
+sys.argv = [tool] + sys.argv[3:]
+if tool.endswith('.py'):
+  runpy.run_path(tool, run_name='__main__')
+else:
+  runpy.run_module(tool, run_name='__main__', alter_sys=True)
+'''
+
+
+@pytest.mark.parametrize('tool, trigger, what', [
+    ('train.py', 'gan.trainer', 'training'),  # main() imports the trainer after the flags
+    ('gan.evaluate', 'jax', 'the evaluation'),
+    ('gan.compare', 'jax', 'the comparison'),
+    ('gan.bench', 'jax', 'the benchmark'),
+])
+def test_a_ctrl_c_while_a_tool_starts_is_one_line(tool, trigger, what, tmp_path):
+  """A Ctrl-C while the tool still imported ended in a KeyboardInterrupt traceback from inside
+  the import machinery."""
+  out = tmp_path / 'out'
+  args = {'train.py': [f'--config.log_path={out}'], 'gan.evaluate': ['--model_path=run'],
+          'gan.compare': [f'--out={out}'], 'gan.bench': []}[tool]
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run([sys.executable, '-c', _INTERRUPTED_WHILE_IMPORTING, trigger, tool]
+                        + args, cwd=repo, capture_output=True, text=True, timeout=120,
+                        check=False, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert proc.returncode == 130, proc.stderr
+  assert proc.stderr.strip().splitlines() == [
+      f'interrupted: before {what} started; nothing written'], proc.stderr
+  assert os.listdir(tmp_path) == []

@@ -1068,37 +1068,6 @@ def test_cli_ctrl_c_stops_after_the_epoch_in_progress(small_design_dir, tmp_path
   assert len(saved) == 1 and 'Interrupted: stopped after epoch ' + saved[0] in out, (saved, out)
 
 
-# Runs train.py with a SIGINT sent to itself as main() imports the trainer (and JAX with it).
-_TRAIN_INTERRUPTED_WHILE_IMPORTING = '''
-import os, runpy, signal, sys
-
-class InterruptAtTrainerImport:
-  def find_spec(self, name, path=None, target=None):
-    if name == 'gan.trainer':
-      os.kill(os.getpid(), signal.SIGINT)
-    return None
-
-sys.meta_path.insert(0, InterruptAtTrainerImport())
-sys.argv = ['train.py'] + sys.argv[1:]
-runpy.run_path('train.py', run_name='__main__')
-'''
-
-
-def test_ctrl_c_before_training_starts_is_one_line(small_design_dir, tmp_path):
-  """A Ctrl-C while train.py still imports (JAX alone takes seconds) ended in a KeyboardInterrupt
-  traceback from inside the import machinery."""
-  log_path = tmp_path / 'run'
-  proc = subprocess.run([sys.executable, '-c', _TRAIN_INTERRUPTED_WHILE_IMPORTING,
-                         '--config=configs/default.py', f'--config.data_path={small_design_dir}',
-                         f'--config.log_path={log_path}'], cwd=REPO_ROOT, capture_output=True,
-                        text=True, timeout=120, check=False, env=dict(os.environ,
-                                                                      JAX_PLATFORMS='cpu'))
-  assert proc.returncode == 130, proc.stderr
-  assert proc.stderr.strip().splitlines() == [
-      'interrupted: before training started; nothing written'], proc.stderr
-  assert os.listdir(tmp_path) == []
-
-
 _BAD_CONFIG_FILES = {
     'syntax.py': 'def get_config(:\n',
     'no_get_config.py': 'x = 1\n',
