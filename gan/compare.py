@@ -99,7 +99,17 @@ def run(names: Sequence[str], minutes: float, out: str, overrides: Sequence[str]
   # Resolved here, so a --set that some combination refuses fails before any training.
   configs = {name: config_lib.resolve(combination_config(name, minutes, out, overrides))
              for name in names}
-  paths.make_output_dir(paths.check_output_dir(out, '--out'), '--out')
+  made = paths.missing_dirs(paths.check_output_dir(out, '--out'))
+  paths.make_output_dir(out, '--out')
+  try:
+    return _run(names, configs, minutes, out, overrides)
+  except BaseException:  # an error or Ctrl-C before any combination finished: no empty --out left
+    paths.remove_if_empty(made)
+    raise
+
+
+def _run(names, configs: dict, minutes: float, out: str, overrides: Sequence[str]) -> dict:
+  """`run` once `out` exists."""
   results_path = os.path.join(out, 'results.json')
   results = _read_results(results_path)
   for name, config in configs.items():

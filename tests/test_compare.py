@@ -114,10 +114,12 @@ def test_ctrl_c_is_one_line_and_exit_status_130(tmp_path, monkeypatch, capsys):
   def interrupted(*args, **kwargs):
     raise KeyboardInterrupt
   monkeypatch.setattr(compare.trainer, 'train', interrupted)
-  assert compare.main(['--out', str(tmp_path), '--combos', 'vanilla_bce_mlp']) == 130
+  assert compare.main(['--out', str(tmp_path / 'new' / 'out'), '--combos',
+                       'vanilla_bce_mlp']) == 130
   err = capsys.readouterr().err
   assert err.startswith('interrupted: ') and err.count('\n') == 1, err
-  assert 'same command continues' in err and not (tmp_path / 'results.json').exists()
+  assert 'same command continues' in err
+  assert os.listdir(tmp_path) == []  # the --out it made, still empty, is removed
 
 
 def test_the_same_settings_spelled_otherwise_continue_a_comparison(tmp_path, monkeypatch,
