@@ -19,6 +19,7 @@ import json
 import os
 import socket
 import time
+from typing import Callable, Optional
 
 from absl import logging
 
@@ -81,10 +82,12 @@ def _holder(path: str):
 
 
 class RunLock:
-  """Context manager: holds `<directory>/.designgan.lock` from enter to exit."""
+  """Context manager: holds `<directory>/.designgan.lock` from enter to exit. Taking over a stale
+  lock is reported to `on_stale` (one line; default: absl's warning), e.g. for the run's log."""
 
-  def __init__(self, directory: str):
+  def __init__(self, directory: str, on_stale: Optional[Callable[[str], None]] = None):
     self.path = os.path.join(os.path.abspath(directory), LOCK_NAME)
+    self._on_stale = on_stale or (lambda message: logging.warning('%s', message))
     self._held = False
 
   def __enter__(self) -> 'RunLock':
@@ -107,9 +110,9 @@ class RunLock:
           holder = _holder(self.path)
           if not self._stale(holder):
             raise self._held_error(holder) from None
-          logging.warning('removing the stale lock %s of process %d on %s (started %s), which '
-                          'is no longer running', self.path, holder['pid'], holder.get('host'),
-                          holder.get('started'))
+          self._on_stale(f'removing the stale lock {self.path} of process {holder["pid"]} on '
+                         f'{holder.get("host")} (started {holder.get("started")}), which is no '
+                         'longer running')
           try:
             os.unlink(self.path)
           except FileNotFoundError:

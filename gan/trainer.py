@@ -193,6 +193,7 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
   parallel.check_batch_size(config.batch_size)
   _check_run_layout(config)
   made = []  # the directories this run creates, deepest first
+  stale = []  # (directory, message) of each stale run lock taken over
   try:
     for c in seed_configs(config):  # now, not at the end: see paths.make_output_dir
       for path, what in ((c.output_path or os.path.join(c.log_path, 'output'), 'output_path'),
@@ -202,7 +203,8 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
     with contextlib.ExitStack() as release:  # also after an error: see _Run.release
       if parallel.is_main():  # process 0 claims the directories for every process of the run
         for path in _lock_dirs(config):  # released last: after every pending write
-          release.enter_context(run_lock.RunLock(path))
+          release.enter_context(run_lock.RunLock(
+              path, on_stale=lambda message, path=path: stale.append((path, message))))
       # The checkpoint managers make these as they open (after the lock: no other run makes
       # them meanwhile); a run that fails before saving into them leaves them empty.
       made = [d for c in seed_configs(config) for d in _manager_dirs(c)
@@ -214,8 +216,15 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
       for c in seed_configs(config):
         runs.append(_Run(c, shared, prefix=f'[seed {c.seed}] ' if config.num_seeds > 1 else ''))
         release.callback(runs[-1].release)
+        for path, message in stale:  # a killed run's lock: said in the log, for later
+          if os.path.abspath(path) in (os.path.abspath(c.log_path),
+                                       os.path.abspath(config.log_path)):
+            runs[-1].log.warning('Warning: %s', message)
+      stale.clear()
       return _train_runs(config, runs, shared, abstract, started, stop_requested)
   except BaseException:  # an error or Ctrl-C: no empty output directory left behind
+    for _, message in stale:  # taken over before the runs' logs opened: said on the console
+      logging.warning('Warning: %s', message)
     paths.remove_if_empty(made)
     raise
 

@@ -51,18 +51,32 @@ def tiny_config(data_path, log_path, **overrides):
   return config
 
 
+def write_run_lock(directory: str, pid: int) -> str:
+  """`directory`'s run lock, naming process `pid` of this host; returns its path."""
+  lock = os.path.join(directory, run_lock.LOCK_NAME)
+  with open(lock, 'w', encoding='utf-8') as f:
+    json.dump(dict(pid=pid, host=socket.gethostname(), started='2026-11-27 00:00:00'), f)
+  return lock
+
+
+def finished_pid() -> int:
+  """The id of a process that has exited (and been reaped): no process has it now."""
+  proc = subprocess.Popen([sys.executable, '-c', 'pass'])
+  proc.wait()
+  return proc.pid
+
+
 @contextlib.contextmanager
 def run_locked_by_a_live_process(directory: str):
   """Within the block, `directory`'s run lock names a live process of this host (its id is
   yielded), as while another train.py trains there; the lock is removed after the block."""
-  lock = os.path.join(directory, run_lock.LOCK_NAME)
   with subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']) as other:
     try:
-      with open(lock, 'w', encoding='utf-8') as f:
-        json.dump(dict(pid=other.pid, host=socket.gethostname(), started='now'), f)
+      lock = write_run_lock(directory, other.pid)
       yield other.pid
     finally:
       other.kill()
+      lock = os.path.join(directory, run_lock.LOCK_NAME)
       if os.path.exists(lock):
         os.unlink(lock)
 

@@ -13,6 +13,7 @@ import pytest
 
 from gan import paths
 from gan import run_lock
+from tests.helpers import finished_pid
 
 
 def _write_lock(directory, **holder) -> str:
@@ -20,13 +21,6 @@ def _write_lock(directory, **holder) -> str:
   with open(path, 'w', encoding='utf-8') as f:
     json.dump(holder, f)
   return path
-
-
-def _finished_pid() -> int:
-  """The id of a process that has exited (and been reaped): no process has it now."""
-  proc = subprocess.Popen([sys.executable, '-c', 'pass'])
-  proc.wait()
-  return proc.pid
 
 
 def test_a_held_directory_is_refused_and_freed_on_exit(tmp_path):
@@ -52,7 +46,7 @@ def test_the_lock_is_freed_after_an_error(tmp_path):
 
 def test_a_stale_lock_of_this_host_is_taken_over(tmp_path):
   """A run killed with SIGKILL leaves its lock; its process id no longer exists."""
-  path = _write_lock(str(tmp_path), pid=_finished_pid(), host=socket.gethostname(),
+  path = _write_lock(str(tmp_path), pid=finished_pid(), host=socket.gethostname(),
                      started='2026-11-27 00:00:00')
   with run_lock.RunLock(str(tmp_path)):
     with open(path, encoding='utf-8') as f:
@@ -107,7 +101,7 @@ except paths.OutputPathError:
 def test_two_processes_that_find_one_stale_lock_do_not_both_take_it_over(tmp_path):
   """Both read the stale lock; without a guard both would remove it, the second (slower) removing
   the lock the first had just created in its place, and both would train."""
-  _write_lock(str(tmp_path), pid=_finished_pid(), host=socket.gethostname(), started='x')
+  _write_lock(str(tmp_path), pid=finished_pid(), host=socket.gethostname(), started='x')
   start = time.time() + 3
   env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   procs = [subprocess.Popen([sys.executable, '-c', _TAKE_OVER, str(tmp_path), str(start), pause],

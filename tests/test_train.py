@@ -36,8 +36,9 @@ from gan import step
 from gan import summaries
 from gan import trainer
 from gan.errors import ConfigError
-from tests.helpers import (compilations, record_labels, run_locked_by_a_live_process,
-                           spread_batch, train_arrays)
+from tests.helpers import (compilations, finished_pid, record_labels,
+                           run_locked_by_a_live_process, spread_batch, train_arrays,
+                           write_run_lock)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FULL_STRUTS = ((7, 11), (5, 14))  # the default strut pixels, full-layout (row, col)
@@ -993,6 +994,20 @@ def test_a_second_training_process_on_a_run_is_refused_before_it_writes(base_run
   assert _tree_snapshot(config.log_path) == before
   assert trainer.train(config)['epochs'] == 3
   assert not os.path.exists(os.path.join(config.log_path, run_lock.LOCK_NAME))
+
+
+def test_a_stale_lock_is_taken_over_and_said_in_the_run_log(base_run, tmp_path):
+  """A run killed with SIGKILL leaves its lock: the next run takes it over, and its log_summary
+  says so for later (it was said on stderr only)."""
+  config, _ = base_run
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.log_path, config.epochs = str(tmp_path / 'run'), 3
+  shutil.copytree(base_run[0].log_path, config.log_path)
+  lock = write_run_lock(config.log_path, finished_pid())
+  assert trainer.train(config)['epochs'] == 3
+  assert not os.path.exists(lock)
+  with open(os.path.join(config.log_path, 'log_summary'), encoding='utf-8') as f:
+    assert f'Warning: removing the stale lock {lock} of process ' in f.read()
 
 
 @pytest.mark.parametrize('fails_in', ['abstract_init', 'compile_epoch'])
