@@ -401,6 +401,20 @@ def compile_epoch(config, models: Models, num_seeds: int = 1, num_rows=None,
   return jax.jit(epoch, donate_argnums=0, out_shardings=out_sharding)
 
 
+def finite(state: TrainState, num_seeds: int = 1) -> jax.Array:
+  """Whether every floating-point array of the state is finite: a bool scalar, or (K,) for a
+  sweep state (`init_sweep`), model by model.
+
+  An epoch's metrics are the losses each update computed before it stepped, so none of them sees
+  what the epoch's last update did: a generator that step made non-finite is caught only here,
+  before the state is evaluated or checkpointed (the critic's would already show in that update's
+  generator losses)."""
+  checks = [jnp.all(jnp.isfinite(leaf), axis=tuple(range(1 if num_seeds > 1 else 0, leaf.ndim)))
+            for leaf in jax.tree.leaves(state) if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+  return functools.reduce(jnp.logical_and, checks,
+                          jnp.ones((num_seeds,) if num_seeds > 1 else (), bool))
+
+
 def sample(models: Models, gen_params, gen_rest, z, durability, mass, fixed):
   """Designs for requested conditions (eval mode), strut pixels set exactly to the request:
   x = mask * fixed + (1 - mask) * G(z, durability, mass, fixed).

@@ -259,6 +259,8 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
   epoch_fn = step.compile_epoch(config, models, config.num_seeds,
                                 **parallel.epoch_options(mesh, num_rows))
   num_batches = len(dataset.train) // config.batch_size
+  # The losses are computed before each update: the state an epoch ends with is checked itself.
+  finite_fn = jax.jit(lambda s: step.finite(s, config.num_seeds))
   progress = _Progress(config.epochs, shared.main)
   for run in runs:
     if start_epoch >= config.epochs:
@@ -291,8 +293,9 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
       seconds = time.perf_counter() - t0
       per_run = ([{n: v[k] for n, v in metrics.items()} for k in range(len(runs))] if sweep
                  else [metrics])
-      for run, run_metrics in zip(runs, per_run):
-        run.check_finite(run_metrics, epoch, steps_before, progress)
+      state_finite = np.broadcast_to(jax.device_get(finite_fn(new_state)), (len(runs),))
+      for run, run_metrics, run_finite in zip(runs, per_run, state_finite):
+        run.check_finite(run_metrics, bool(run_finite), epoch, steps_before, progress)
       state = new_state
       samples_per_s = len(runs) * num_batches * config.batch_size / seconds
       # With a time budget, stop after the last epoch that is expected to end within it. The
@@ -414,16 +417,24 @@ class _Run:
       self.log.warning('Warning: %s', data_change)
     return state
 
-  def check_finite(self, metrics: dict, epoch: int, steps_before: int, progress):
+  def check_finite(self, metrics: dict, state_finite: bool, epoch: int, steps_before: int,
+                   progress):
+    """Stops at the first non-finite loss of the epoch, or, where every loss is finite (they are
+    computed before each update), at a state the epoch's last update made non-finite: never
+    checkpointed, evaluated or written out."""
     bad = _first_non_finite(metrics)
-    if bad is None:
+    if bad is None and state_finite:
       return
     progress.clear()
     last = self.mngr.latest_step()
-    self.log.info('Stopped: %s became non-finite in epoch %d', bad[1], epoch)
+    if bad is None:
+      what = 'the training state (parameters or optimiser state)'
+      where = f'in the update of generator step {steps_before + len(metrics["gen_loss"])}'
+    else:
+      what, where = bad[1], f'at generator step {steps_before + bad[0] + 1}'
+    self.log.info('Stopped: %s became non-finite in epoch %d', what, epoch)
     raise TrainingError(
-        f'{bad[1]} became non-finite at generator step {steps_before + bad[0] + 1} (epoch '
-        f'{epoch}){self.seed_note}; training stopped. '
+        f'{what} became non-finite {where} (epoch {epoch}){self.seed_note}; training stopped. '
         + (f'The last good checkpoint (epoch {last}) is kept in {self.mngr.directory}. '
            if last else '')
         + 'Try lower learning rates or a smaller constraint_lambda/lambda_gp.')

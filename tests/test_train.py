@@ -620,6 +620,56 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(
     assert 'Stopped: critic_loss became non-finite in epoch 3' in f.read()
 
 
+def test_a_state_the_last_update_of_an_epoch_made_non_finite_is_never_checkpointed(
+    base_run, small_design_dir, tmp_path, monkeypatch):
+  """The losses are computed before each update, so a generator that an epoch's last update made
+  NaN shows in none of that epoch's metrics: the state itself is checked, and training stops
+  before it is checkpointed (it used to be saved as epoch 3 and named the last good one)."""
+  _, result = base_run
+  log_path = copy_run(result['log_path'], tmp_path / 'run')
+  real_compile_epoch = step.compile_epoch
+  epochs = [2]
+
+  def compile_epoch_ending_in_a_nan(config, models, *rest, **options):
+    epoch_fn = real_compile_epoch(config, models, *rest, **options)
+
+    def epoch(state, data):
+      new_state, metrics = epoch_fn(state, data)
+      epochs.append(epochs[-1] + 1)
+      if epochs[-1] == 3:  # every loss finite, the generator after the last update not
+        new_state = new_state._replace(gen_params=jax.tree.map(
+            lambda leaf: leaf.at[(0,) * leaf.ndim].set(jnp.nan), new_state.gen_params))
+      return new_state, metrics
+    epoch.lower = epoch_fn.lower
+    return epoch
+
+  monkeypatch.setattr(step, 'compile_epoch', compile_epoch_ending_in_a_nan)
+  config = tiny_config(data_path=small_design_dir, log_path=log_path, epochs=4,
+                       checkpoint_every=1, **BASE)
+  with pytest.raises(trainer.TrainingError) as excinfo:
+    trainer.train(config)
+  message = str(excinfo.value)
+  assert message.startswith('the training state (parameters or optimiser state) became '
+                            f'non-finite in the update of generator step {3 * (216 // 32)} '
+                            '(epoch 3)'), message
+  assert 'The last good checkpoint (epoch 2) is kept' in message
+  assert sorted(os.listdir(os.path.join(log_path, 'checkpoints'))) == ['2']
+
+
+def test_finite_checks_each_model_of_a_sweep_state_and_only_float_arrays():
+  """step.finite: a bool per model of a (K, ...) state; integer leaves (step, key) are skipped."""
+  ones = jnp.ones((2, 3, 4))
+  state = step.TrainState(step=jnp.zeros((2,), jnp.int32), key=jnp.zeros((2, 2), jnp.uint32),
+                          gen_params={'w': ones}, gen_ema={'w': ones}, gen_rest={},
+                          critic_params={'b': jnp.ones((2, 5))}, q_params={},
+                          gen_opt=(jnp.zeros((2,), jnp.int32),), critic_opt=())
+  assert bool(step.finite(step.unstack(state, 0)))
+  np.testing.assert_array_equal(step.finite(state, 2), [True, True])
+  state = state._replace(critic_params={'b': state.critic_params['b'].at[1, 4].set(jnp.inf)})
+  np.testing.assert_array_equal(step.finite(state, 2), [True, False])
+  assert not bool(step.finite(step.unstack(state, 1)))
+
+
 def test_a_damaged_latest_checkpoint_names_the_earlier_one(base_run, small_design_dir, tmp_path,
                                                            monkeypatch):
   _, directory, _, config = _train_into_a_nan(base_run, small_design_dir, tmp_path, monkeypatch,
