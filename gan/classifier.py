@@ -3,8 +3,9 @@
 `DesignClassifier` is trained on the training split (`train_classifier`) once per dataset and
 cached under `<cache>/classifiers/<key>`, the key a hash of the data spec, the training split and
 the classifier version (`load_or_train_classifier`). Its accuracy on the held-out designs
-(`held_out`: the validation split, or the training split when there are no validation designs) is
-the reference that `gan.evaluate` compares the generated designs with.
+(`held_out`: the validation split, or the training split when there are no validation designs;
+measured again whenever a cached classifier is loaded) is the reference that `gan.evaluate`
+compares the generated designs with.
 """
 
 import dataclasses
@@ -203,15 +204,27 @@ def train_classifier(dataset: data.Dataset, epochs: int = EPOCHS,
     params, opt_state, _ = epoch(params, opt_state, epoch_key, *arrays)
   params = jax.device_get(params)
   seconds = time.perf_counter() - start
-  which, part = held_out(dataset)
-  classifier = Classifier(graphdef, params, {})
-  info = {'version': CLASSIFIER_VERSION, 'key': cache_key(dataset), 'held_out': which,
-          'num_train': len(train), 'num_held_out': len(part), 'epochs': epochs,
-          'train_seconds': round(seconds, 3),
-          'accuracy': accuracy(classifier.predict(part.images), part.durability, part.mass)}
+  classifier = with_held_out(Classifier(graphdef, params, {
+      'version': CLASSIFIER_VERSION, 'key': cache_key(dataset), 'num_train': len(train),
+      'epochs': epochs, 'train_seconds': round(seconds, 3)}), dataset)
   log.info('Trained the evaluation classifier in %.1f s: held-out (%s) accuracy %s', seconds,
-           which, info['accuracy'])
-  return Classifier(graphdef, params, info)
+           classifier.info['held_out'], classifier.accuracy)
+  return classifier
+
+
+def with_held_out(classifier: Classifier, dataset: data.Dataset) -> Classifier:
+  """The classifier with its held-out record ('held_out', 'num_held_out', 'accuracy') measured
+  on `dataset`'s held-out designs.
+
+  The cache key covers only what the parameters depend on (the training split), so a cached
+  classifier can meet other held-out designs than it was saved with (a validation file rewritten
+  under its name, the training files unchanged): its record is measured again, never read from the
+  cache.
+  """
+  which, part = held_out(dataset)
+  return Classifier(classifier.graphdef, classifier.params, dict(
+      classifier.info, held_out=which, num_held_out=len(part),
+      accuracy=accuracy(classifier.predict(part.images), part.durability, part.mass)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,10 +314,11 @@ def load_or_train_classifier(dataset: data.Dataset,
   if os.path.isfile(os.path.join(path, 'info.json')):
     try:
       classifier = restore_classifier(dataset.spec, path)
-      log.info('Loaded the evaluation classifier from %s', path)
-      return classifier
     except Exception as e:  # pylint: disable=broad-except  (orbax raises many types)
       log.warning('Cached classifier %s is unreadable (%s); training a new one', path, e)
+    else:
+      log.info('Loaded the evaluation classifier from %s', path)
+      return with_held_out(classifier, dataset)
   classifier = train_classifier(dataset)
   if jax.process_index() != 0:  # orbax writes arrays from process 0 only: one writer suffices
     return classifier

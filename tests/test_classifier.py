@@ -71,6 +71,27 @@ def test_classifier_cache_ignores_partial_and_broken_entries(small_design_dir, t
   classifier_lib.restore_classifier(small.spec, path)  # the replacement is readable
 
 
+def test_a_cached_classifier_measures_the_held_out_designs_it_is_given(small_design_dir, tmp_path,
+                                                                       monkeypatch):
+  """The key covers the training split only: a cached classifier met with other validation
+  designs (a validation file rewritten under its name) reports its accuracy on those, not the
+  accuracy saved with it."""
+  small = data.load_dataset(small_design_dir)
+  classifier_lib.load_or_train_classifier(small, str(tmp_path))
+  fewer = data.Dataset(small.spec, small.train, small.val.take(np.arange(len(small.val) // 2)),
+                       small.mask, small.data_dir)
+  assert classifier_lib.cache_key(fewer) == classifier_lib.cache_key(small)
+
+  def no_training(*args, **kwargs):
+    raise AssertionError('the classifier was trained again instead of loaded from the cache')
+
+  monkeypatch.setattr(classifier_lib, 'train_classifier', no_training)
+  loaded = classifier_lib.load_or_train_classifier(fewer, str(tmp_path))
+  assert loaded.info['held_out'] == 'val' and loaded.info['num_held_out'] == len(fewer.val)
+  assert loaded.accuracy == classifier_lib.accuracy(loaded.predict(fewer.val.images),
+                                                    fewer.val.durability, fewer.val.mass)
+
+
 def test_cache_key_depends_on_the_training_data(dataset, small_design_dir):
   small = data.load_dataset(small_design_dir)
   assert classifier_lib.cache_key(dataset) == classifier_lib.cache_key(dataset)
