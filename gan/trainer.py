@@ -645,6 +645,10 @@ class _Evaluator:
     if metric.startswith('oracle') and not shared.synthetic:
       raise ConfigError(f'best_metric={metric} needs the synthetic designs (the oracle does not '
                         'label this data); use classifier_accuracy_generated or fd')
+    if metric == 'fd' and len(shared.reference.features) < 2:  # every fd null: nothing to rank
+      raise ConfigError(f'best_metric=fd needs at least 2 held-out designs to measure the Frechet '
+                        f'distance against, this data has {len(shared.reference.features)}; use '
+                        'more designs, a larger val_fraction or another best_metric')
     self.metric = metric
     self.best = checkpoints.manager(os.path.join(log_path, 'best'), keep=1, best_fn=(
         lambda m: m[metric]), best_mode='max' if config_lib.BEST_METRICS[metric] else 'min')

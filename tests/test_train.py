@@ -28,6 +28,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from configs import default
 from gan import checkpoints
 from gan import config as config_lib
+from gan import designs
 from gan import images
 from gan import losses
 from gan import paths
@@ -766,6 +767,16 @@ def test_a_changed_best_metric_is_accepted_where_best_holds_no_checkpoint(small_
   trainer.train(tiny_config(data_path=small_design_dir, log_path=log_path, epochs=2,
                             eval_every=1, eval_per_pair=2, best_metric='fd'))
   assert os.listdir(os.path.join(log_path, 'best')) == ['2']
+
+
+def test_best_metric_fd_is_refused_without_two_held_out_designs(tmp_path):
+  """With one held-out design every evaluation's fd is null: the run used to train an epoch, then
+  fail with a TypeError traceback when orbax ranked the second best checkpoint by None."""
+  data_path = tmp_path / 'data'
+  assert designs.main(['--out', str(data_path), '--num', '12', '--seed', '3']) == 0
+  with pytest.raises(ConfigError, match='best_metric=fd needs at least 2 held-out designs'):
+    trainer.train(tiny_config(data_path=str(data_path), log_path=str(tmp_path / 'run'), epochs=3,
+                              batch_size=4, eval_every=1, eval_per_pair=1, best_metric='fd'))
 
 
 def test_checkpoint_of_the_same_run_is_complete_when_training_stops(
