@@ -112,8 +112,16 @@ def measure_raw(images) -> tuple[np.ndarray, np.ndarray]:
 
 
 def to_class_value(raw, step: float, decimals: int):
-  """Rounds half-up onto the class grid: 1.449.. -> 1.4, 1.45 -> 1.5 (for step 0.1)."""
-  return np.round(np.floor(np.asarray(raw) / step + 0.5) * step, decimals)
+  """Rounds half-up onto the class grid: 1.449.. -> 1.4, 1.45 -> 1.5 (for step 0.1).
+
+    class = step floor(round(raw / step, 9) + 1/2)
+
+  raw / step is rounded to 9 decimals first: a boundary such as 1.45 or 2.215 is not a binary
+  float, and its quotient (14.499999999999998, 221.49999999999997) would round down. A uint8
+  design can lie exactly on a boundary (its mass is an integer multiple of 0.30 / (255 1020 138),
+  about 8e-7 class steps), and nothing closer than that is moved.
+  """
+  return np.round(np.floor(np.round(np.asarray(raw) / step, 9) + 0.5) * step, decimals)
 
 
 def measure(images):

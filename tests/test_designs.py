@@ -47,6 +47,34 @@ def test_oracle_formula_on_a_hand_computed_design():
   assert d_white == pytest.approx(0.51 + 1.15 * 0.5 * mean_row_weight * 1.25)
 
 
+def test_rounding_is_half_up_at_every_class_boundary():
+  """A value on a boundary between classes takes the upper one, though the boundary is no binary
+  float: 1.45 / 0.1 is 14.499999999999998 (so 1.15, 1.45 and 1.65 used to round down)."""
+  for classes, step, decimals in ((oracle.DURABILITY_CLASSES, oracle.DURABILITY_STEP, 1),
+                                  (oracle.MASS_CLASSES, oracle.MASS_STEP, 2)):
+    for lower, upper in zip(classes, classes[1:]):
+      boundary = round(lower + step / 2, decimals + 1)
+      assert oracle.to_class_value(boundary, step, decimals) == upper, boundary
+      assert oracle.to_class_value(boundary - 1e-7, step, decimals) == lower, boundary
+
+
+def test_a_design_exactly_on_a_mass_boundary_has_the_upper_class():
+  """Mass is 2.10 + 0.30 X / (255 1020 138) with X = sum_cells R (1020 + G) an integer, so a
+  design can lie exactly on 2.215 (X = 13,759,290 here): it is class 2.22, not 2.21."""
+  x = 13_759_290
+  cells = list(zip(*np.nonzero(oracle.CELLS)))
+  image = np.zeros((10, 30, 3), np.uint8)
+  g = x % 1020  # four cells of R = 1 carry G values summing to g; the rest share R, G = 0
+  for i, (r, c) in enumerate(cells[:4]):
+    image[r, c] = (1, min(255, max(0, g - 255 * i)), 0)
+  base, extra = divmod((x - 4 * 1020 - g) // 1020, len(cells) - 4)
+  for i, (r, c) in enumerate(cells[4:]):
+    image[r, c, 0] = base + (i < extra)
+  px = image.astype(np.int64)
+  assert np.sum(px[..., 0] * (1020 + px[..., 1]) * oracle.CELLS) == x
+  assert oracle.measure(image)[1] == 2.22
+
+
 def test_labels_depend_on_every_cell(default_designs):
   image = default_designs.images[7]
   d0, m0 = oracle.measure_raw(image)
