@@ -21,7 +21,9 @@ Metrics, each over the N designs unless said otherwise (formulas in gan/metrics.
                     at least `per_pair` per pair): FD is biased upwards by small samples (1,200
                     real training designs score 2.33 on average against the held-out set of the
                     synthetic data, all 9,000 score 1.45), so only equal sizes compare
-  fd_real_baseline  FD(train real, held-out real): what a perfect generator would reach
+  fd_real_baseline  FD(train real, held-out real): what a perfect generator would reach where
+                    every class pair is equally common (the generated set asks for every pair
+                    equally often; on imbalanced data even real designs score above it)
   strut_exact       share whose strut pixels equal the requested colours exactly (must be 1)
   diversity, diversity_real
                     mean within-condition pairwise L1 distance (`diversity`) of the generated and
