@@ -507,18 +507,24 @@ def _list_images(data_path: str) -> tuple[list[str], tuple[str, ...], tuple[str,
   for entry in entries:
     if entry.is_dir():
       continue
-    # Hidden files are editor/OS droppings (.DS_Store, ._x.bmp resource forks), never designs.
-    if entry.name.startswith('.') or not image_io.is_image_file(entry.name):
+    if _is_hidden(entry.name) or not image_io.is_image_file(entry.name):
       skipped.append(entry.name)
     else:
       paths.append(entry.path)
-  subdirs = [e.name for e in entries if e.is_dir() and not e.name.startswith('.')]
+  subdirs = [e.name for e in entries if e.is_dir() and not _is_hidden(e.name)]
   if not paths:
     hint = (f' (subdirectories such as {subdirs[0]}/ are not searched: give the directory that '
             'holds the images)' if subdirs else '')
     raise DataError(f'{data_path}: no .bmp or .png images found; expected files named '
                     f'{NAME_PATTERN}{hint}')
   return paths, tuple(skipped), tuple(subdirs)
+
+
+def _is_hidden(name: str) -> bool:
+  """Hidden files are editor/OS droppings (.DS_Store, ._x.bmp resource forks), never designs;
+  but a name such as `.5_a_2.2_x.bmp` is a design whose durability .5 is written without its
+  leading zero, as a label may be."""
+  return name.startswith('.') and name[1:2] not in tuple('0123456789')
 
 
 def _vocab(fixed_values, labels: list[float], what: str, paths: list[str]) -> ClassVocab:

@@ -318,6 +318,18 @@ def test_non_image_files_skipped_with_warning(tmp_path):
       'subdir/']
 
 
+def test_a_label_written_without_its_leading_zero_is_a_design_not_a_hidden_file(tmp_path):
+  """parse_labels reads `.5` (its error message offers it as an example), but the loader skipped
+  every such name as hidden: a dataset of durabilities .5 and .7 was 'no .bmp or .png images'."""
+  write_designs(tmp_path, ['.5_a_2.2_x.bmp', '.7_b_2.3_y.png', '._.5_a_2.2_x.bmp'])
+  ds = data.load_dataset(str(tmp_path), datashape='original', val_fraction=0)
+  assert sorted(ds.train.names) == ['.5_a_2.2_x.bmp', '.7_b_2.3_y.png']
+  assert ds.spec.durability.values == (0.5, 0.7)
+  assert [w for w in ds.warnings() if ': skipped ' in w] == [
+      f'{tmp_path}: skipped 1 file(s) that are not .bmp/.png images or are hidden: '
+      '._.5_a_2.2_x.bmp']
+
+
 def test_a_skipped_name_that_is_not_utf8_is_listed_escaped(tmp_path):
   """It made the training log's handlers fail (a 'Logging error' traceback, the warning lost)."""
   write_designs(tmp_path, labelled_names(2))
