@@ -273,7 +273,9 @@ def check_out_dir(out_dir: str, overwrite: bool = False, what: str = '--out') ->
   """The absolute `out_dir` if `write_dataset` may write there, else a DesignGanError."""
   if not str(out_dir).strip():
     raise DesignGanError(f'{what} is empty; give the directory to write the designs into')
-  out_dir = paths.check_output_dir(out_dir, what)
+  # A link is followed: the dataset is renamed into place, and a rename onto a link to a
+  # directory fails (NotADirectoryError), or with --overwrite replaces the link, not its target.
+  out_dir = paths.check_output_dir(os.path.realpath(out_dir), what)
   if os.path.commonpath([out_dir, os.getcwd()]) == out_dir:
     # The finished dataset is renamed into place: the shell's directory would be replaced.
     raise DesignGanError(f'{what} {out_dir} holds the current directory; give the dataset a '

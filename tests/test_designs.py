@@ -199,6 +199,19 @@ def test_cli_overwrite_replaces_only_a_directory_of_designs(tmp_path, monkeypatc
   assert empty.stat().st_ino == inode and os.listdir(empty) == []
 
 
+def test_cli_writes_through_an_out_directory_that_is_a_symlink(tmp_path):
+  """The rename into place met the link, not its directory: a NotADirectoryError traceback after
+  generating; with --overwrite the link was replaced by a real directory, a 'link.partial-*.old'
+  link left behind and the old dataset kept, then a traceback (rmtree refuses a link)."""
+  (tmp_path / 'real').mkdir()
+  (tmp_path / 'link').symlink_to('real')
+  assert designs.main(['--out', str(tmp_path / 'link'), '--num', '4']) == 0
+  assert len(os.listdir(tmp_path / 'real')) == 4
+  assert designs.main(['--out', str(tmp_path / 'link'), '--num', '3', '--overwrite']) == 0
+  assert len(os.listdir(tmp_path / 'real')) == 3
+  assert os.path.islink(tmp_path / 'link') and sorted(os.listdir(tmp_path)) == ['link', 'real']
+
+
 @pytest.mark.parametrize('args, message', [
     (['--out', ''], '--out is empty'),
     (['--out', '{tmp}/a_file/data'], 'a_file is a file'),
