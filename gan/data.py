@@ -404,7 +404,10 @@ def _merged_labels(paths: Sequence[str]) -> tuple[str, ...]:
     written = collections.defaultdict(set)
     for path in paths:
       token = os.path.splitext(os.path.basename(path))[0].split('_')[part]
-      written[_round2(token)].add(decimal.Decimal(token).normalize())
+      # normalize() rounds to its context's precision, 28 digits by default: 1.4 and
+      # 1.4000000000000000000000000000001 were one spelling. The token's length is enough.
+      exact = decimal.Decimal(token).normalize(decimal.Context(prec=len(token)))
+      written[_round2(token)].add(exact)
     merged = [(c, sorted(v)) for c, v in sorted(written.items()) if len(v) > 1]
     for value, spellings in merged[:3]:
       found.append(f'{what} values {", ".join(f"{v:f}" for v in spellings[:4])}'

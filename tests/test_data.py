@@ -348,6 +348,13 @@ def test_labels_written_differently_that_round_to_one_class_are_named(tmp_path):
                       '2.13 (labels are rounded to 2 decimals)'], warnings
 
 
+def test_labels_that_differ_beyond_28_digits_are_named_too():
+  """Decimal.normalize() rounded them to its default 28 digits into one spelling."""
+  long = '1.4' + '0' * 30 + '1'
+  assert data._merged_labels(['1.4_a_2_x.bmp', f'{long}_b_2_x.bmp']) == (
+      f'durability values 1.4, {long} in the file names were all read as class 1.4',)
+
+
 def test_a_label_that_gives_nearly_every_design_its_own_class_is_questioned(tmp_path):
   """A suffix after the id (x_00007_v2.bmp) makes the id the mass: 30 designs, 30 classes."""
   write_designs(tmp_path, [f'1.4_a_2.13_{i:05d}_v2.bmp' for i in range(30)])
