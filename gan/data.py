@@ -52,10 +52,13 @@ def _round2(value) -> float:
     text = value
   else:
     text = repr(float(value))  # repr is the shortest string that reads back as the same float
+  exact = decimal.Decimal(text)
   with decimal.localcontext() as ctx:
-    ctx.prec = max(28, len(text) + 4)  # enough digits that quantize never overflows the context
+    # Enough digits that quantize never overflows the context: the written ones, and those an
+    # exponent stands for (a float's repr: 1e+26 has 29 to the second place).
+    ctx.prec = max(28, len(text) + 4, exact.adjusted() + 4)
     try:
-      number = decimal.Decimal(text).quantize(_TWO_PLACES, rounding=decimal.ROUND_HALF_EVEN)
+      number = exact.quantize(_TWO_PLACES, rounding=decimal.ROUND_HALF_EVEN)
     except decimal.InvalidOperation:
       raise ValueError(f'{value!r} is not a finite number') from None
   result = float(number)

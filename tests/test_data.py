@@ -109,6 +109,15 @@ def test_vocab_rounds_sorts_and_merges():
                                                                      '2.14']
 
 
+def test_a_large_float_value_is_its_class_as_its_name_is():
+  """repr(1e26) is '1e+26': the context's digits were counted from that string, quantize
+  overflowed, and the value was refused as 'not a finite number' while names spelled it out."""
+  name = '1' + '0' * 26 + '_x_2_y.bmp'
+  assert data.ClassVocab((1e26,)).values == (data.parse_labels(name)[0],) == (1e26,)
+  with pytest.raises(DataError, match='inf is not a finite number'):
+    data.ClassVocab((float('inf'),))
+
+
 def test_vocab_index_lists_allowed_values():
   with pytest.raises(DataError, match='allowed values: 1.4, 2.2, 3'):
     data.ClassVocab((1.4, 2.2, 3.0)).index(9)
