@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -479,3 +480,21 @@ def test_a_second_ctrl_c_while_cleaning_up_does_not_claim_the_designs_were_writt
   monkeypatch.undo()
   assert 'written' not in str(info.value)
   assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize('seed, other', [(0, 2**32), (-1, 2**32 - 1), (5, -2**63 + 5)])
+def test_seeds_that_share_their_low_32_bits_give_other_designs(one_strut_run, tmp_path, seed,
+                                                               other):
+  """Every seed --seed allows is its own noise: jax.random.PRNGKey keeps only the low 32 bits
+  without jax_enable_x64, so 2**32 drew the designs of 0 (and -1 those of 2**32 - 1)."""
+  a, _ = generate(one_strut_run, tmp_path / 'a', struts=(), seed=seed)
+  b, _ = generate(one_strut_run, tmp_path / 'b', struts=(), seed=other)
+  designs = [{n: v for n, v in read_bytes(d).items() if n.endswith('.bmp')} for d in (a, b)]
+  assert designs[0] != designs[1]
+
+
+def test_a_seed_below_2_to_the_32_keeps_its_designs():
+  """Seeds 0 .. 2**32 - 1 draw PRNGKey's noise, as before 64-bit seeds had keys of their own."""
+  for seed in (0, 1, 12345, 2**31, 2**32 - 1):
+    np.testing.assert_array_equal(inference.seed_key(seed), jax.random.PRNGKey(seed))
+
