@@ -125,13 +125,25 @@ def load(model_path: str, step_: Optional[int] = None, device=None) -> TrainedMo
       on_device = jax.sharding.SingleDeviceSharding(device)
       target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=on_device),
                             target)
-      state = checkpoints.restore_state(mngr, epoch, target)
+      state = checkpoints.restore_state(mngr, epoch, target,
+                                        _earlier_hint(model_path, ckpt_dir))
   finally:
     mngr.close()
   sample_fn = jax.jit(lambda p, r, *a: step.sample(models, p, r, *a))
   return TrainedModel(config, spec, models, state, epoch, ckpt_dir, run_dir, sample_fn,
                       bool(meta.get('oracle_applies', False)), meta.get('data'),
                       meta.get('untrained_classes') or {})
+
+
+def _earlier_hint(model_path: str, ckpt_dir: str) -> str:
+  """How to read an earlier checkpoint, for the message of a damaged one: with --step=N, unless
+  `model_path` names one step's directory, where --step=N is refused (it names another step):
+  then that step's sibling directory."""
+  path = os.path.abspath(model_path)
+  if os.path.dirname(path) != ckpt_dir or not re.fullmatch(r'\d+', os.path.basename(path)):
+    return checkpoints.CLI_EARLIER_HINT
+  sibling = os.path.join(os.path.dirname(os.path.normpath(str(model_path))), '{step}')
+  return f'infer.py and python -m gan.evaluate read one with --model_path={sibling}'
 
 
 def fixed_pixels(model: TrainedModel, strut_colors: Sequence[Sequence[int]]) -> np.ndarray:

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import pytest
 
+from gan import checkpoints
 from gan import data
 from gan import images as images_lib
 from gan import inference
@@ -498,3 +499,20 @@ def test_a_seed_below_2_to_the_32_keeps_its_designs():
   for seed in (0, 1, 12345, 2**31, 2**32 - 1):
     np.testing.assert_array_equal(inference.seed_key(seed), jax.random.PRNGKey(seed))
 
+
+def test_a_damaged_step_directory_names_the_earlier_one_as_a_model_path(one_strut_run, tmp_path):
+  """--model_path=<checkpoints>/2 with --step=1 is refused (two steps named), so the message of a
+  damaged step 2 given as a directory names the directory of step 1, which loads; given as a run
+  directory, it says --step=1."""
+  ckpts = tmp_path / 'model' / 'checkpoints'
+  shutil.copytree(os.path.join(one_strut_run, 'checkpoints', '1'), ckpts / '1')
+  shutil.copytree(ckpts / '1', ckpts / '2')
+  os.remove(ckpts / '2' / 'state' / '_METADATA')  # refused before any array is read
+  with pytest.raises(checkpoints.CheckpointError, match='damaged') as info:
+    inference.load(str(ckpts / '2'), device=jax.devices('cpu')[0])
+  hint = f'read one with --model_path={ckpts / "1"})'
+  assert str(info.value).endswith(hint), str(info.value)
+  assert inference.load(str(ckpts / '1'), device=jax.devices('cpu')[0]).epoch == 1
+  with pytest.raises(checkpoints.CheckpointError, match='damaged') as info:
+    inference.load(str(tmp_path / 'model'), device=jax.devices('cpu')[0])
+  assert str(info.value).endswith('read one with --step=N, e.g. --step=1)'), str(info.value)
