@@ -54,8 +54,8 @@ MODEL_FIELDS = ('gan_model', 'loss_mode', 'gen_mode', 'disc_mode', 'zdim', 'clas
 LEGACY_VALUES = {'aux_lambda': 0.0, 'aux_lambda_critic': 0.0, 'aux_regression': 0.0,
                  'ema_decay': 0.0, 'lr_decay_steps': 0, 'lr_final_fraction': 0.1,
                  'attention': 'full'}
-# The largest seed jax.random.PRNGKey takes (a 64-bit signed integer); a larger one raised an
-# OverflowError once the data had loaded.
+# The largest seed (gan.prng.seed_key takes 64-bit signed seeds, each its own key); a larger one
+# raised an OverflowError once the data had loaded.
 MAX_SEED = 2**63 - 1
 
 

@@ -11,13 +11,13 @@ import re
 from typing import Callable, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from gan import checkpoints
 from gan import config as config_lib
 from gan import data
+from gan import prng
 from gan import step
 from gan.errors import DesignGanError
 
@@ -152,15 +152,6 @@ def fixed_pixels(model: TrainedModel, strut_colors: Sequence[Sequence[int]]) -> 
   return data.fixed_pixel_images(colors, model.spec.layout)[0]
 
 
-def seed_key(seed: int) -> jax.Array:
-  """The PRNG key of a 64-bit seed (-2**63 .. 2**63 - 1), one key for each. jax.random.PRNGKey
-  keeps only a seed's low 32 bits unless jax_enable_x64 is on (it is off): --seed=4294967296 drew
-  the noise of --seed=0, and -1 that of 4294967295. A seed in 0 .. 2**32 - 1 gets PRNGKey's key,
-  any other the key PRNGKey gives it with jax_enable_x64."""
-  bits = int(seed) % 2**64  # two's complement, as PRNGKey splits an int64
-  return jnp.asarray(np.array([bits >> 32, bits & 0xFFFFFFFF], np.uint32))
-
-
 def generate(model: TrainedModel, durability_idx, mass_idx, fixed, seed: int,
              chunk_size: Optional[int] = None,
              progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
@@ -173,7 +164,7 @@ def generate(model: TrainedModel, durability_idx, mass_idx, fixed, seed: int,
   durability_idx = np.asarray(durability_idx, np.int32)
   mass_idx = np.asarray(mass_idx, np.int32)
   n = len(durability_idx)
-  z = jax.random.normal(seed_key(seed), (n, model.config.zdim))
+  z = jax.random.normal(prng.seed_key(seed), (n, model.config.zdim))
   chunk_size = chunk_size or max(n, 1)
   designs = None
   for start in range(0, n, chunk_size):

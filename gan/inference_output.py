@@ -148,7 +148,7 @@ def run(*, model_path: str, step: Optional[int], durability, mass,
   if not 1 <= num <= MAX_DESIGNS:
     raise DesignGanError(f'--num_gen_image must be a number of designs from 1 to '
                          f'{MAX_DESIGNS:,}, got {num}')
-  if not -MAX_SEED - 1 <= seed <= MAX_SEED:  # inference.seed_key takes 64-bit seeds
+  if not -MAX_SEED - 1 <= seed <= MAX_SEED:  # prng.seed_key takes 64-bit seeds
     raise DesignGanError(f'--seed must be an integer from {-MAX_SEED - 1} to {MAX_SEED} (JAX '
                          f'seeds are 64-bit integers), got {seed}')
   out_dir = _output_dir(out_dir, model_path, step)  # before the model loads: known at once

@@ -74,3 +74,15 @@ def fused_key(key):
   if data.shape != (2,):  # a key of another PRNG (jax_default_prng_impl): a Threefry key from it
     data = jax.random.bits(key, (2,), jnp.uint32)
   return jax.random.wrap_key_data(data, impl=FUSED_THREEFRY)
+
+
+def seed_key(seed: int) -> jax.Array:
+  """The raw PRNG key (uint32[2]) of a 64-bit seed (-2**63 .. 2**63 - 1), one key for each:
+
+    key = (bits >> 32, bits & 0xFFFFFFFF),   bits = seed mod 2**64   (two's complement)
+
+  which is `jax.random.PRNGKey(seed)` under jax_enable_x64. Without it (the default) PRNGKey keeps
+  only the low 32 bits, so seed 2**32 would be seed 0 (and -1 would be 2**32 - 1). A seed in
+  0 .. 2**32 - 1 gets exactly PRNGKey's key, so those seeds' runs and designs are unchanged."""
+  bits = int(seed) % 2**64
+  return jnp.asarray(np.array([bits >> 32, bits & 0xFFFFFFFF], np.uint32))

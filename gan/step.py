@@ -206,7 +206,7 @@ def init_sweep(config, spec, mask, seeds) -> tuple[Models, TrainState]:
 
 
 def _seed_key(config, seed: int | None) -> jax.Array:
-  return jax.random.PRNGKey(config.seed if seed is None else seed)
+  return prng.seed_key(config.seed if seed is None else seed)
 
 
 def unstack(state: TrainState, k: int) -> TrainState:

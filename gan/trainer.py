@@ -27,6 +27,7 @@ from gan import evaluate
 from gan import metrics as metrics_lib
 from gan import parallel
 from gan import paths
+from gan import prng
 from gan import run_lock
 from gan import step
 from gan import summaries
@@ -118,7 +119,7 @@ def _class_grid_inputs(config, spec, fixed_example):
   """Fixed noise and conditions for the durability x mass grid (one design per pair)."""
   nd, nm = len(spec.durability), len(spec.mass)
   d, m = np.meshgrid(np.arange(nd), np.arange(nm), indexing='ij')
-  z = jax.random.normal(jax.random.PRNGKey(config.seed + 1), (nd * nm, config.zdim))
+  z = jax.random.normal(prng.seed_key(config.seed + 1), (nd * nm, config.zdim))
   fixed = np.broadcast_to(fixed_example, (nd * nm,) + fixed_example.shape)
   return z, jnp.asarray(d.ravel(), jnp.int32), jnp.asarray(m.ravel(), jnp.int32), jnp.asarray(
       fixed)
@@ -661,7 +662,7 @@ class _Evaluator:
     gen_params, gen_rest = parallel.host_local(step.sampling_params(state))
 
     def generate_fn(d, m, fixed, seed):
-      z = jax.random.normal(jax.random.PRNGKey(seed), (len(d), zdim))
+      z = jax.random.normal(prng.seed_key(seed), (len(d), zdim))
       images = sample_fn(gen_params, gen_rest, z, d, m, fixed)
       return dataset.layout.to_full(data.denormalize(np.asarray(images)))
 
@@ -743,7 +744,7 @@ def _write_outputs(config, dataset, state, sample_fn, output_path):
   n = min(config.num_output_images, len(part))
   # Files are in name (= label) order: a seeded shuffle gives a spread of conditions.
   part = part.take(np.sort(np.random.default_rng(config.seed).permutation(len(part))[:n]))
-  z = jax.random.normal(jax.random.PRNGKey(config.seed + 2), (n, config.zdim))
+  z = jax.random.normal(prng.seed_key(config.seed + 2), (n, config.zdim))
   fake = sample_fn(*parallel.host_local(step.sampling_params(state)), z, part.durability,
                    part.mass, part.fixed)
   layout = dataset.layout

@@ -494,12 +494,6 @@ def test_seeds_that_share_their_low_32_bits_give_other_designs(one_strut_run, tm
   assert designs[0] != designs[1]
 
 
-def test_a_seed_below_2_to_the_32_keeps_its_designs():
-  """Seeds 0 .. 2**32 - 1 draw PRNGKey's noise, as before 64-bit seeds had keys of their own."""
-  for seed in (0, 1, 12345, 2**31, 2**32 - 1):
-    np.testing.assert_array_equal(inference.seed_key(seed), jax.random.PRNGKey(seed))
-
-
 def test_a_damaged_step_directory_names_the_earlier_one_as_a_model_path(one_strut_run, tmp_path):
   """--model_path=<checkpoints>/2 with --step=1 is refused (two steps named), so the message of a
   damaged step 2 given as a directory names the directory of step 1, which loads; given as a run

@@ -68,3 +68,20 @@ def test_one_fused_kernel_on_cpu():
   jax_hlo = jax.jit(lambda k: mask(jax.random.wrap_key_data(k))).lower(raw).compile().as_text()
   assert ' while(' not in fused_hlo
   assert ' while(' in jax_hlo  # if jax ever unrolls on CPU too, this module can go
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(-2**63, 2**63 - 1))
+def test_a_seed_key_is_prngkeys_key_of_the_whole_64_bit_seed(seed):
+  """Without jax_enable_x64, PRNGKey keeps a seed's low 32 bits (2**32 would be seed 0); seed_key
+  is its key with x64 on, and for 0 .. 2**32 - 1 the key it always gave (runs stay as they were)."""
+  with jax.enable_x64(True):
+    np.testing.assert_array_equal(prng.seed_key(seed), jax.random.PRNGKey(seed))
+  if 0 <= seed < 2**32:
+    np.testing.assert_array_equal(prng.seed_key(seed), jax.random.PRNGKey(seed))
+  assert prng.seed_key(seed).dtype == jnp.uint32 and prng.seed_key(seed).shape == (2,)
+
+
+def test_seeds_that_share_their_low_32_bits_have_other_keys():
+  for seed, other in ((0, 2**32), (-1, 2**32 - 1), (5, -2**63 + 5)):
+    assert not np.array_equal(prng.seed_key(seed), prng.seed_key(other))

@@ -433,6 +433,10 @@ def test_same_seed_same_parameters_other_seed_different(base_run, small_design_d
   _, _, _, init1 = setup(other_config)
   assert changed_leaves(init0.gen_params, init1.gen_params)
   assert changed_leaves(init0.critic_params, init1.critic_params)
+  # (also a seed 2**32 apart, which jax.random.PRNGKey would read as the same 32-bit seed)
+  _, _, _, init_far = setup(tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'far'),
+                                        **dict(BASE, seed=config.seed + 2**32, data_seed=0)))
+  assert changed_leaves(init0.gen_params, init_far.gen_params)
   # ... and the trained parameters.
   other = trainer.train(other_config)
   assert changed_leaves(result['state'].gen_params, other['state'].gen_params)
