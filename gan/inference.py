@@ -84,8 +84,12 @@ def find_checkpoints(model_path: str, step_: Optional[int] = None) -> tuple[str,
   if step_ is None:
     step_ = steps[-1]
   elif step_ not in steps:
+    best = os.path.join(os.path.dirname(ckpt_dir), 'best')  # the best checkpoint, kept apart
+    in_best = (f'; {best} holds step {step_}: --model_path={best}'
+               if os.path.basename(ckpt_dir) == 'checkpoints'
+               and os.path.isdir(os.path.join(best, str(step_))) else '')
     raise checkpoints.CheckpointError(f'no checkpoint for step {step_} in {ckpt_dir}; '
-                                      f'available: {", ".join(map(str, steps))}')
+                                      f'available: {", ".join(map(str, steps))}{in_best}')
   return ckpt_dir, step_, os.path.dirname(ckpt_dir)
 
 

@@ -490,6 +490,12 @@ _LIB_CASES = {
     'meta_not_json': ({}, lambda m: _overwrite_files(os.path.join(_step2(m), 'meta'),
                                                      'metadata'), ['checkpoint']),
     'missing_step': ({'step': 7}, None, ['7', '1, 2']),
+    # A step that only best/ holds: the message says where it is.
+    'step_only_in_best': ({'step': 1}, lambda m: [
+        shutil.copytree(os.path.join(m, 'checkpoints', '1'), os.path.join(m, 'best', '1'),
+                        dirs_exist_ok=True),
+        shutil.rmtree(os.path.join(m, 'checkpoints', '1'))],
+                          ['available: 2;', 'best holds step 1: --model_path=', f'{os.sep}best']),
     # Rounded to 2 decimals, 1.404 would be class 1.4: a request names a class exactly.
     'durability_near_a_class': ({'durability': 1.404}, None,
                                 ['--durability=1.404 is not a class', '1.4']),
