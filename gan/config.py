@@ -1,8 +1,10 @@
 """Validation of training configs: every error is one line saying what is allowed, before any
 compilation. `resolve` returns a copy with aliases replaced by canonical names."""
 
+import difflib
 import importlib.machinery
 import importlib.util
+import math
 import os
 import re
 from typing import Sequence
@@ -57,6 +59,8 @@ LEGACY_VALUES = {'aux_lambda': 0.0, 'aux_lambda_critic': 0.0, 'aux_regression': 
 # The largest seed (gan.prng.seed_key takes 64-bit signed seeds, each its own key); a larger one
 # raised an OverflowError once the data had loaded.
 MAX_SEED = 2**63 - 1
+# The largest optimiser step count (optax counts steps in int32).
+MAX_STEPS = 2**31 - 1
 
 
 def with_legacy_values(saved: dict) -> dict:
@@ -73,12 +77,21 @@ def with_legacy_values(saved: dict) -> dict:
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Checks every field and returns a copy with canonical choice names."""
   c = ml_collections.ConfigDict(config.to_dict())
-  missing = [k for k in default_config.get_config().keys() if k not in c]
+  fields = default_config.get_config().keys()
+  missing = [k for k in fields if k not in c]
   if missing:
     more = f' and {len(missing) - 4} more' if len(missing) > 5 else ''
     raise ConfigError(f'the config has no field {", ".join(missing[:4 if more else 5])}{more}; '
                       'start a config file from configs/default.py (c = default.get_config(), '
                       'then change fields)')
+  # A config file's misspelt field (c.gen_hiden_dims = ...) is a new field nothing reads: the run
+  # trained with the default instead.
+  unknown = [k for k in c.keys() if k not in fields]
+  if unknown:
+    close = difflib.get_close_matches(unknown[0], fields, 1)
+    hint = f' (did you mean {close[0]}?)' if close else ''
+    raise ConfigError(f'the config has a field {unknown[0]!r} that nothing reads{hint}; the fields '
+                      'and their defaults are in configs/default.py')
   for field, allowed in CHOICES.items():
     value = str(c[field]).strip().lower()
     value = ALIASES.get(field, {}).get(value, value)
@@ -92,17 +105,18 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if c.critic_iter > 1000:  # optimiser step counts (critic_iter x generator steps) are int32
     raise ConfigError(f'critic_iter must be at most 1000 critic steps per generator step, got '
                       f'{c.critic_iter}')
+  # A weight or learning rate of inf (or a non-number) passed these checks and failed only after
+  # compilation, as a non-finite loss (or a TypeError traceback).
   for field in POSITIVE_FLOATS:
-    if not c[field] > 0:
-      raise ConfigError(f'{field} must be > 0, got {c[field]!r}')
+    if not _finite(c[field]) or not c[field] > 0:
+      raise ConfigError(f'{field} must be a finite number > 0, got {c[field]!r}')
   for field in NON_NEGATIVE_FLOATS:
-    if not c[field] >= 0:
-      raise ConfigError(f'{field} must be >= 0, got {c[field]!r}')
-  for field in ('gen_dropout', 'disc_dropout', 'opt_beta1', 'opt_beta2', 'ema_decay'):
-    if not 0 <= c[field] < 1:
+    if not _finite(c[field]) or not c[field] >= 0:
+      raise ConfigError(f'{field} must be a finite number >= 0, got {c[field]!r}')
+  for field in ('gen_dropout', 'disc_dropout', 'opt_beta1', 'opt_beta2', 'ema_decay',
+                'val_fraction'):
+    if not _finite(c[field]) or not 0 <= c[field] < 1:
       raise ConfigError(f'{field} must be in [0, 1), got {c[field]!r}')
-  if not 0 <= c.val_fraction < 1:
-    raise ConfigError(f'val_fraction must be in [0, 1), got {c.val_fraction!r}')
   if c.embed_dim % c.num_heads:
     raise ConfigError(f'embed_dim={c.embed_dim} must be divisible by num_heads={c.num_heads}; '
                       f'allowed num_heads: {_divisors(c.embed_dim)}')
@@ -122,10 +136,12 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   for field in ('gen_hidden_dims', 'disc_hidden_dims'):
     dims = c[field]
     if (not isinstance(dims, (tuple, list)) or not dims
-        or not all(isinstance(d, int) and d >= 0 for d in dims)):
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims)):
       raise ConfigError(f'{field} must be a non-empty list of widths (0 = image size), '
                         f'got {dims!r}')
     c[field] = tuple(dims)
+  if not isinstance(c.mask_input, bool):  # None or 'no' read as False or True
+    raise ConfigError(f'mask_input must be True or False, got {c.mask_input!r}')
   if not isinstance(c.seed, int) or isinstance(c.seed, bool) or c.seed < 0:
     raise ConfigError(f'seed must be a non-negative integer, got {c.seed!r}')
   # A run draws from seeds up to seed + num_seeds + 1 (each model's, its grid's and outputs').
@@ -142,13 +158,20 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if not isinstance(c.lr_decay_steps, int) or c.lr_decay_steps < 0:
     raise ConfigError(f'lr_decay_steps must be 0 (constant lr) or a positive number of generator '
                       f'steps, got {c.lr_decay_steps!r}')
-  if not 0 < c.lr_final_fraction <= 1:
+  if not _finite(c.lr_final_fraction) or not 0 < c.lr_final_fraction <= 1:
     raise ConfigError(f'lr_final_fraction must be in (0, 1], got {c.lr_final_fraction!r}')
   if c.aux_lambda > 0 and not c.aux_lambda_critic > 0:
     raise ConfigError(f'aux_lambda={c.aux_lambda} needs aux_lambda_critic > 0 (the auxiliary '
                       'classifier learns the labels in the critic step); or set aux_lambda=0')
   if c.loss_mode == 'bce':
     c.critic_iter = 1  # one discriminator step per generator step for the non-saturating GAN
+  # optax counts the critic's steps in int32: a longer decay raised an OverflowError (a traceback)
+  # once the data had loaded.
+  if c.lr_decay_steps * c.critic_iter > MAX_STEPS:
+    raise ConfigError(f'lr_decay_steps must be at most {MAX_STEPS // c.critic_iter} with '
+                      f'critic_iter={c.critic_iter} (optimiser step counts are 32-bit integers, '
+                      f'and the critic decays over lr_decay_steps x critic_iter of its steps), '
+                      f'got {c.lr_decay_steps}')
   if not isinstance(c.eval_every, int) or c.eval_every < 0:
     raise ConfigError(f'eval_every must be 0 (never) or a positive number of epochs, '
                       f'got {c.eval_every!r}')
@@ -240,6 +263,11 @@ def changed_settings(old, new) -> list[str]:
   skip = set(MODEL_FIELDS) | {'epochs'}
   return [f'{k}: {old[k]!r} -> {new[k]!r}' for k in sorted(new.keys())
           if k not in skip and k in old and _plain(old[k]) != _plain(new[k])]
+
+
+def _finite(v) -> bool:
+  """A real number (int or float, not a bool, None or a string) that is finite."""
+  return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _plain(v):

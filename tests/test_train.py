@@ -882,10 +882,26 @@ def test_unknown_choice_is_refused_with_the_allowed_values(field, small_design_d
      ["gen_dropout=0.3 and gen_norm='batch' would be ignored", 'gen_mode=mlp']),
     (dict(disc_mode='selfattention', disc_norm='none'),
      ["disc_norm='none' would be ignored", 'disc_norm=layer']),
+    # An infinite weight or learning rate failed after compilation as a non-finite loss; None (a
+    # config file's) raised a TypeError; mask_input=None trained without the mask.
+    (dict(lambda_gp=float('inf')), ['lambda_gp must be a finite number >= 0, got inf']),
+    (dict(learning_rate_gen=float('inf')), ['learning_rate_gen must be a finite number > 0']),
+    (dict(learning_rate_disc=None), ['learning_rate_disc must be a finite number > 0, got None']),
+    (dict(gen_dropout=None), ['gen_dropout must be in [0, 1), got None']),
+    (dict(mask_input=None), ['mask_input must be True or False, got None']),
+    (dict(gen_hidden_dims=(True,)), ['gen_hidden_dims must be a non-empty list of widths']),
+    # optax's int32 step count overflowed (a traceback once the data had loaded).
+    (dict(lr_decay_steps=2**30, critic_iter=2),
+     ['lr_decay_steps must be at most 1073741823 with critic_iter=2', 'got 1073741824']),
+    # A config file's misspelt field was a new field nothing read: the default trained instead.
+    (dict(gen_hiden_dims=(64,)), ["field 'gen_hiden_dims' that nothing reads (did you mean "
+                                  'gen_hidden_dims?)']),
 ], ids=['heads', 'lr_gen', 'lr_disc', 'batch', 'width', 'height', 'input_dim', 'original_width',
         'critic_iter', 'critic_iter_huge', 'dropout', 'axial_heads', 'seed', 'seed_huge',
         'seed_huge_sweep',
-        'num_output_images', 'attention_gen_dropout', 'attention_disc_norm'])
+        'num_output_images', 'attention_gen_dropout', 'attention_disc_norm', 'lambda_gp_inf',
+        'lr_gen_inf', 'lr_disc_none', 'dropout_none', 'mask_input_none', 'hidden_dims_bool',
+        'lr_decay_steps_huge', 'misspelt_field'])
 def test_invalid_config_is_refused_before_compilation(overrides, expected, small_design_dir,
                                                       tmp_path, no_model):
   config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), **overrides)
