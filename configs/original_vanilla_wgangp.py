@@ -29,6 +29,7 @@ def get_config():
   c.critic_iter = 5
   c.aux_lambda = 0.0  # the original had no auxiliary classifier and sampled its raw generator
   c.ema_decay = 0.0
+  c.lr_decay_steps = 0  # nor did it decay its learning rates (the default's decay came later)
   c.optimizer = 'adam'
   c.opt_beta1, c.opt_beta2 = 0.0, 0.9
   c.log_path = 'runs/original_vanilla_wgangp'

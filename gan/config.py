@@ -50,6 +50,8 @@ MODEL_FIELDS = ('gan_model', 'loss_mode', 'gen_mode', 'disc_mode', 'zdim', 'clas
                 'disc_norm', 'disc_dropout', 'disc_conditioning', 'mask_input', 'embed_dim',
                 'attention', 'num_heads', 'num_layers', 'mlp_ratio', 'optimizer', 'datashape',
                 'strut_positions', 'seed', 'data_seed', 'batch_size')
+# The model fields only the self-attention networks read.
+ATTENTION_FIELDS = ('embed_dim', 'num_heads', 'attention', 'num_layers', 'mlp_ratio')
 # Fields added after checkpoints were first written, with the value that reproduces what the code
 # did before them: a saved config without the field takes this value, not today's default (an
 # older run has no auxiliary head; its generator was never averaged).
@@ -251,6 +253,10 @@ def model_fields(config) -> dict:
   critic has (their weights may change, their presence may not)."""
   config = with_legacy_values(dict(config))
   fields = {f: _plain(config[f]) for f in MODEL_FIELDS}
+  if 'selfattention' not in (config['gen_mode'], config['disc_mode']):
+    # No MLP network reads them: an MLP run saved before `attention` existed (legacy 'full') or
+    # when embed_dim was 32 resumes with today's defaults.
+    fields.update({f: None for f in ATTENTION_FIELDS})
   fields['aux_head'] = config['aux_lambda'] > 0
   fields['aux_regression_head'] = fields['aux_head'] and config['aux_regression'] > 0
   fields['lr_decay'] = config['lr_decay_steps'] > 0  # adds a step count to the optimiser states

@@ -26,6 +26,7 @@ from flax import nnx
 from tensorboard.backend.event_processing import event_accumulator
 
 from configs import default
+from configs import original_vanilla_wgangp
 from gan import checkpoints
 from gan import config as config_lib
 from gan import designs
@@ -934,6 +935,29 @@ def test_a_saved_attention_config_with_the_ignored_norm_or_dropout_still_loads()
   new = config_lib.resolve(ml_collections.ConfigDict(dict(saved, gen_dropout=0.0,
                                                           gen_norm='layer')))
   assert config_lib.model_fields(saved) == config_lib.model_fields(new)
+
+
+def test_an_mlp_run_saved_before_attention_fields_resumes_with_todays_defaults():
+  """Its saved config has no `attention` (legacy 'full') and embed_dim 32 (the old default):
+  neither enters an MLP network, so neither may refuse the resume; with an attention network
+  both still do."""
+  saved = config_lib.resolve(default.get_config()).to_dict()
+  del saved['attention']
+  saved['embed_dim'] = 32
+  new = config_lib.resolve(default.get_config())
+  assert config_lib.model_fields(config_lib.from_saved(saved)) == config_lib.model_fields(new)
+  saved['gen_mode'] = new.gen_mode = 'selfattention'
+  old = config_lib.model_fields(config_lib.from_saved(saved))
+  changed = {k for k, v in config_lib.model_fields(new).items() if old[k] != v}
+  assert changed == {'attention', 'embed_dim'}
+
+
+def test_the_original_preset_trains_the_originals_way():
+  """No auxiliary head, its raw generator sampled, and Adam at a constant 2e-4 (the docstring):
+  the default's lr decay, added after the preset, is not inherited."""
+  config = config_lib.resolve(original_vanilla_wgangp.get_config())
+  assert (config.aux_lambda, config.ema_decay, config.lr_decay_steps) == (0.0, 0.0, 0)
+  assert (config.learning_rate_gen, config.learning_rate_disc) == (2e-4, 2e-4)
 
 
 def test_a_repeated_tuple_override_is_refused():
