@@ -43,7 +43,8 @@ dispatch does not dominate; after a warm-up call, `--iters` calls are timed and 
 Flops and bytes: XLA's cost analysis counts the body of a while loop once, whatever its trip
 count (a lax.scan of 5 matmuls reports the flops of 1). So the cost of one update is assembled
 from loop-free parts: cost(critic_step) x critic_iter + cost(generator_step), each from
-`jax.jit(f).lower(...).compile().cost_analysis()`.
+`jax.jit(f, donate_argnums=0).lower(...).compile().cost_analysis()`, the state donated as in the
+timed update (undonated, a critic step would count a copy of the generator's whole state).
 """
 
 import argparse
@@ -182,8 +183,10 @@ def scanned_updates(config, models: step.Models, num_seeds: int = 1):
 
 def compiled_cost(fn: Callable, *args) -> np.ndarray:
   """XLA's [flops, bytes accessed] of fn(*args) once compiled (loop bodies counted once: see the
-  module doc)."""
-  cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+  module doc). The first argument, the state, is donated, as the timed update donates it: else
+  every array a part returns unchanged (the generator's in a critic step) is counted as copied
+  into a new buffer, bytes the update never moves."""
+  cost = jax.jit(fn, donate_argnums=0).lower(*args).compile().cost_analysis()
   if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
     cost = cost[0]
   return np.array([cost['flops'], cost['bytes accessed']], np.float64)
