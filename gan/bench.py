@@ -381,7 +381,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   devices.add_argument('--epochs', type=int, default=3, help='timed epochs per run')
   devices.add_argument('--repeats', type=int, default=1, help='runs per device count (best kept)')
   devices.add_argument('--platform', choices=('cpu', 'gpu'), default='cpu',
-                       help='cpu: split the host into N XLA devices; gpu: the first N GPUs')
+                       help='cpu: split the host into N XLA devices; gpu: the first N visible GPUs')
   args = parser.parse_args(argv)
   if args.configs is None:
     args.configs = ['default'] if args.devices else list(DEFAULT_ROWS)

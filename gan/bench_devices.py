@@ -4,7 +4,8 @@ For each device count a fresh subprocess (the device count is fixed when JAX sta
 XLA_FLAGS=--xla_force_host_platform_device_count=N splits the host into N devices) builds the
 training exactly as gan/trainer.py does (state replicated, rows sharded over a mesh of all
 devices) on the training data, compiles and runs one warm-up epoch, then times `epochs` epochs.
-On GPUs pass `--platform gpu`: CUDA_VISIBLE_DEVICES restricts each run to its first N devices.
+On GPUs pass `--platform gpu`: CUDA_VISIBLE_DEVICES restricts each run to the first N GPUs of
+those this process may use (of the CUDA_VISIBLE_DEVICES it was started with, if any).
 """
 
 import json
@@ -59,8 +60,11 @@ def _child_env(devices: int, platform: str) -> dict:
   if platform == 'cpu':
     flag = f'--xla_force_host_platform_device_count={devices}'
     env.update(JAX_PLATFORMS='cpu', XLA_FLAGS=f'{env.get("XLA_FLAGS", "")} {flag}'.strip())
-  else:
-    env['CUDA_VISIBLE_DEVICES'] = ','.join(str(i) for i in range(devices))
+  else:  # the first N of the GPUs this process may use: those the user listed, else all
+    visible = env.get('CUDA_VISIBLE_DEVICES')
+    ids = ([i.strip() for i in visible.split(',') if i.strip()] if visible is not None
+           else [str(i) for i in range(devices)])
+    env['CUDA_VISIBLE_DEVICES'] = ','.join(ids[:devices])
   return env
 
 

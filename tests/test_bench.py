@@ -226,6 +226,19 @@ def test_devices_mode_refuses_a_run_on_other_devices_than_asked(monkeypatch, ask
                               platform='gpu')
 
 
+@pytest.mark.parametrize('visible, devices, expected', [
+    (None, 2, '0,1'), ('4,5,6,7', 2, '4,5'), ('GPU-a, GPU-b', 4, 'GPU-a,GPU-b'), ('', 1, '')])
+def test_devices_mode_runs_on_the_first_gpus_of_those_the_user_allowed(monkeypatch, visible,
+                                                                      devices, expected):
+  """--platform gpu under CUDA_VISIBLE_DEVICES=4,5,6,7 (other jobs on GPUs 0-3) ran on GPUs 0
+  and 1; too few listed GPUs leave the run with fewer, which the run's check then reports."""
+  if visible is None:
+    monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)
+  else:
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', visible)
+  assert bench_devices._child_env(devices, 'gpu')['CUDA_VISIBLE_DEVICES'] == expected
+
+
 @pytest.mark.parametrize('flag', [['--num_seeds', '1', '4'], ['--iters', '5'], ['--no_matmul']])
 def test_benchmark_flags_with_devices_are_refused(flag, capsys):
   assert bench.main(['--devices', '1', '--configs', 'vanilla_bce_mlp', *flag]) == 1
