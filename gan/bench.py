@@ -49,6 +49,7 @@ timed update (undonated, a critic step would count a copy of the generator's who
 
 import argparse
 import functools
+import math
 import os
 import statistics
 import sys
@@ -387,9 +388,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args.configs = ['default'] if args.devices else list(DEFAULT_ROWS)
   try:
     if (args.iters < 1 or args.updates < 1 or args.matmul_size < 1 or args.batch_size < 0
-        or min(args.num_seeds) < 1 or not args.stream_mib > 0):
+        or min(args.num_seeds) < 1 or not 0 < args.stream_mib < math.inf):
       raise BenchError('--iters, --updates, --matmul_size, --stream_mib and --num_seeds must be '
-                       'positive (--batch_size 0 = the config\'s)')
+                       'positive (--stream_mib a finite number of MiB; --batch_size 0 = the '
+                       'config\'s)')
     def changed(names):  # the options given other values than their defaults
       return [f'--{n}' for n in names if getattr(args, n) != parser.get_default(n)]
 

@@ -110,6 +110,14 @@ def test_bad_config_files_are_one_error_line_before_timing(tmp_path, capsys, con
   assert err.startswith('error: ') and err.count('\n') == 1 and message in err, err
 
 
+@pytest.mark.parametrize('value', ['inf', 'nan', '0', '-1'])
+def test_a_stream_size_that_is_not_a_positive_number_is_one_error_line(value, capsys):
+  """--stream_mib inf ended in an OverflowError traceback when the stream row was built."""
+  assert bench.main(['--configs', 'vanilla_bce_mlp', '--stream_mib', value]) == 1
+  err = capsys.readouterr().err
+  assert err.startswith('error: ') and err.count('\n') == 1 and '--stream_mib' in err, err
+
+
 def test_a_configs_file_name_is_found_in_configs():
   name, config = bench.row_config('original_vanilla_wgangp.py')
   assert name == 'original_vanilla_wgangp' and config.batch_size == 512
