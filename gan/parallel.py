@@ -50,10 +50,13 @@ def distributed_settings(coordinator_address: str = '', num_processes: int = 0,
   env = os.environ if environ is None else environ
   address = coordinator_address or env.get('JAX_COORDINATOR_ADDRESS', '')
   count = num_processes or _int_env(env, 'JAX_NUM_PROCESSES', 0)
-  index = process_id if process_id >= 0 else _int_env(env, 'JAX_PROCESS_ID', -1)
+  index = process_id if process_id != -1 else _int_env(env, 'JAX_PROCESS_ID', -1)
   if count < 0:
     raise ConfigError(f'num_processes={count} (--num_processes or JAX_NUM_PROCESSES) must be '
                       'the number of processes of the run, at least 1 (0: a single-process run)')
+  if index < -1:  # -1 alone means not given: another negative one is a mistake, not a default
+    raise ConfigError(f'process_id={index} (--process_id or JAX_PROCESS_ID) must be this '
+                      'process\'s index, 0 to num_processes - 1 (-1: not given)')
   if address or count > 1 or index >= 0:
     if not address or count < 1 or index < 0:
       raise ConfigError(

@@ -257,6 +257,16 @@ def test_incomplete_distributed_settings_are_refused(args, expected):
     parallel.distributed_settings(*args, environ={})
 
 
+@pytest.mark.parametrize('process_id, environ', [
+    (-5, {'JAX_PROCESS_ID': '1'}), (-5, {}), (-1, {'JAX_PROCESS_ID': '-2'})])
+def test_a_negative_process_id_is_refused_not_taken_for_unset(process_id, environ):
+  """--process_id=-5 under JAX_PROCESS_ID=1 joined as process 1 (a flag that loses to the
+  environment), and without it the error said 'process_id none'; -1 alone means not given."""
+  with pytest.raises(ConfigError, match=r'process_id=-[25] \(--process_id or JAX_PROCESS_ID\) '
+                     r'must be this process\'s index, 0 to num_processes - 1'):
+    parallel.distributed_settings('10.0.0.1:1234', 2, process_id, environ=environ)
+
+
 def test_a_non_integer_environment_variable_is_refused():
   with pytest.raises(ConfigError, match='JAX_NUM_PROCESSES'):
     parallel.distributed_settings(environ={'JAX_COORDINATOR_ADDRESS': 'h:1',
