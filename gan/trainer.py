@@ -301,25 +301,24 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
       samples_per_s = len(runs) * num_batches * config.batch_size / seconds
       # With a time budget, stop after the last epoch that is expected to end within it. The
       # first epoch closes with everything a last one does (evaluation, checkpoint, grid), so the
-      # budget knows what that costs before it decides anything.
-      measure = budget_s > 0 and epoch == start_epoch + 1
-      stop = 0 if epoch == config.epochs else _stop_reason(
-          stop_requested(), budget_s > 0 and not measure and _next_epoch_past_budget(
-              time.perf_counter() - started, seconds,
-              closing.estimate_s(runs[0].work_due(epoch, full=False)), closing.estimate_s(),
-              budget_s))
+      # budget knows what that costs before it decides anything; each later decision follows the
+      # epoch's own closing work, which is then measured, not estimated (a kind's first time
+      # includes compiling it: 9.3 s on an H200 where each later closing took under 1 s).
+      final = epoch == config.epochs
+      stop = 0 if final else _stop_reason(stop_requested(), False)
       interrupted = stop == _INTERRUPTED
-      last = epoch == config.epochs or stop > 0
-      first, full, took = epoch == start_epoch + 1, last or measure, {}
-      for k, (run, run_metrics) in enumerate(zip(runs, per_run)):
-        for kind, s in run.end_epoch(
-            epoch, (lambda k=k: step.unstack(state, k)) if sweep else (lambda: state),
-            run_metrics, samples_per_s, seconds, first, full, progress).items():
-          took[kind] = took.get(kind, 0.0) + s
+      last = final or interrupted
+      first = epoch == start_epoch + 1
+      full = last or (budget_s > 0 and first)
+      took = _close_epoch(runs, epoch, state, per_run, samples_per_s, seconds, first, full,
+                          progress, sweep)
       closing.add(took, first=first)
-      if measure and not last:
+      if budget_s > 0 and not last:
         last = _stop_reason(False, _next_epoch_past_budget(
-            time.perf_counter() - started, seconds, 0.0, closing.estimate_s(), budget_s)) > 0
+            time.perf_counter() - started, seconds, closing.estimate_s(), budget_s)) > 0
+        if last and not full:  # the rest of a last epoch's closing work
+          closing.add(_close_epoch(runs, epoch, state, per_run, samples_per_s, seconds, first,
+                                   True, progress, sweep, rest=True), first=False)
       end_epoch = epoch
       if last:
         if epoch < config.epochs:
@@ -449,21 +448,26 @@ class _Run:
     return tuple(kind for kind in CLOSING_WORK if due[kind])
 
   def end_epoch(self, epoch: int, get_state, metrics: dict, samples_per_s: float,
-                seconds: float, first: bool, full: bool, progress) -> dict:
+                seconds: float, first: bool, full: bool, progress, rest: bool = False) -> dict:
     """Logs, draws, checkpoints and evaluates as the config says is due after `epoch`; all of it
-    when `full` (a last epoch). Returns the seconds each kind of closing work done took."""
+    when `full` (a last epoch). `rest`: an epoch closed with what was due turned out to be the
+    last (the time budget decided after its closing work): only what a last epoch adds, and its
+    log line if that was not written. Returns the seconds each kind of closing work done took."""
     config, layout, spec = self.config, self.shared.dataset.layout, self.shared.dataset.spec
-    self.means = {k: float(np.mean(metrics[k])) for k in step.active_metrics(config)}
-    progress.show(epoch, self.means, samples_per_s)
-    if first:
-      self.tb.image('real/designs_by_class', epoch - 1, self.shared.real_grid)
-    if epoch % config.log_every == 0 or full or first:
+    logged = epoch % config.log_every == 0 or first
+    if not rest:
+      self.means = {k: float(np.mean(metrics[k])) for k in step.active_metrics(config)}
+      progress.show(epoch, self.means, samples_per_s)
+      if first:
+        self.tb.image('real/designs_by_class', epoch - 1, self.shared.real_grid)
+    if (logged or full) and not (rest and logged):
       progress.clear()
       self.log.info('epoch %d/%d  %s  samples/s %.0f  time %.2fs', epoch, config.epochs,
                     '  '.join(f'{k} {v:.4f}' for k, v in self.means.items()), samples_per_s,
                     seconds)
       self.tb.scalars(epoch, dict(self.means, samples_per_s=samples_per_s))
-    due, took = self.work_due(epoch, full), {}
+    done = self.work_due(epoch, False) if rest else ()
+    due, took = tuple(k for k in self.work_due(epoch, full) if k not in done), {}
     if not due:
       return took
     state = get_state()
@@ -515,16 +519,29 @@ class _Run:
             'epochs': epoch, 'metrics': self.means}
 
 
-def _next_epoch_past_budget(elapsed_s: float, epoch_s: float, due_s: float, last_s: float,
+def _close_epoch(runs, epoch: int, state, per_run, samples_per_s: float, seconds: float,
+                 first: bool, full: bool, progress, sweep: bool, rest: bool = False) -> dict:
+  """Every run's `end_epoch`; the seconds each kind of closing work took, summed over the runs.
+  `rest`: only the closing work a last epoch adds to what was due (the budget decided after it)."""
+  took = {}
+  for k, (run, run_metrics) in enumerate(zip(runs, per_run)):
+    for kind, s in run.end_epoch(
+        epoch, (lambda k=k: step.unstack(state, k)) if sweep else (lambda: state),
+        run_metrics, samples_per_s, seconds, first, full, progress, rest).items():
+      took[kind] = took.get(kind, 0.0) + s
+  return took
+
+
+def _next_epoch_past_budget(elapsed_s: float, epoch_s: float, last_s: float,
                             budget_s: float) -> bool:
-  """Whether one more epoch would end after the time budget:
+  """Whether one more epoch would end after the time budget, decided once this epoch's own
+  closing work is done (so `elapsed` includes it):
 
-    elapsed + closing work due after this epoch + one epoch + a last epoch's closing work > budget
+    elapsed + one epoch + a last epoch's closing work > budget
 
-  A last epoch always closes with all of CLOSING_WORK; the closing work is estimated by
-  `_ClosingTime` (the trainer closes its first epoch fully to see each kind), an epoch by the one
-  just trained."""
-  return elapsed_s + due_s + epoch_s + last_s > budget_s
+  A last epoch always closes with all of CLOSING_WORK, estimated by `_ClosingTime` (the trainer
+  closes its first epoch fully to see each kind); an epoch is estimated by the one just trained."""
+  return elapsed_s + epoch_s + last_s > budget_s
 
 
 @contextlib.contextmanager
