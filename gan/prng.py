@@ -83,6 +83,12 @@ def seed_key(seed: int) -> jax.Array:
 
   which is `jax.random.PRNGKey(seed)` under jax_enable_x64. Without it (the default) PRNGKey keeps
   only the low 32 bits, so seed 2**32 would be seed 0 (and -1 would be 2**32 - 1). A seed in
-  0 .. 2**32 - 1 gets exactly PRNGKey's key, so those seeds' runs and designs are unchanged."""
+  0 .. 2**32 - 1 gets exactly PRNGKey's key, so those seeds' runs and designs are unchanged.
+
+  Under another jax_default_prng_impl (rbg: uint32[4]) the key is that PRNG's, as PRNGKey's was:
+  a Threefry key there was refused as the wrong shape."""
+  if jax.config.jax_default_prng_impl != 'threefry2x32':
+    with jax.enable_x64(True):
+      return jax.random.PRNGKey(int(seed))
   bits = int(seed) % 2**64
   return jnp.asarray(np.array([bits >> 32, bits & 0xFFFFFFFF], np.uint32))

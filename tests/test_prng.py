@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from gan import prng
@@ -85,3 +86,18 @@ def test_a_seed_key_is_prngkeys_key_of_the_whole_64_bit_seed(seed):
 def test_seeds_that_share_their_low_32_bits_have_other_keys():
   for seed, other in ((0, 2**32), (-1, 2**32 - 1), (5, -2**63 + 5)):
     assert not np.array_equal(prng.seed_key(seed), prng.seed_key(other))
+
+
+@pytest.mark.parametrize('impl', ['rbg', 'unsafe_rbg'])
+def test_a_seed_key_is_the_default_prngs_key(impl):
+  """Under another jax_default_prng_impl a seed's key is that PRNG's (training and inference draw
+  with it): a Threefry key was refused there as the wrong shape."""
+  previous = jax.config.jax_default_prng_impl
+  jax.config.update('jax_default_prng_impl', impl)
+  try:
+    for seed in (0, 7, 2**32 - 1):
+      np.testing.assert_array_equal(prng.seed_key(seed), jax.random.PRNGKey(seed))
+    assert not np.array_equal(prng.seed_key(2**32), prng.seed_key(0))
+    assert jax.random.normal(prng.seed_key(2**40), (3,)).shape == (3,)
+  finally:
+    jax.config.update('jax_default_prng_impl', previous)
