@@ -59,21 +59,29 @@ def quiet_while_starting(what: str) -> None:
   """Until `started()`, Ctrl-C prints one line, 'interrupted: before <what> started; nothing
   written', and exits with SIGINT's status 130. For a command-line tool's imports (JAX alone takes
   seconds), where a KeyboardInterrupt is a traceback from inside the import machinery. Main
-  thread only, as above."""
+  thread only, as above; an ignored SIGINT stays ignored."""
 
   def on_sigint(signum, frame):
     del signum, frame
     print(f'interrupted: before {what} started; nothing written', file=sys.stderr)
     sys.exit(130)
 
-  if _in_main_thread():
+  if _in_main_thread() and not _ignored():
     signal.signal(signal.SIGINT, on_sigint)
 
 
 def started() -> None:
-  """The tool's own Ctrl-C handling from here: it raises KeyboardInterrupt again."""
-  if _in_main_thread():
+  """The tool's own Ctrl-C handling from here: it raises KeyboardInterrupt again (unless the tool
+  was started with SIGINT ignored, which stays ignored)."""
+  if _in_main_thread() and not _ignored():
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _ignored() -> bool:
+  """Whether SIGINT is ignored: as a process started in the background by a non-interactive shell
+  (`tool &` in a script) inherits it, so that a Ctrl-C meant for the script leaves it running.
+  Python keeps that at startup; the handlers above must not undo it."""
+  return signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
 def interrupted() -> bool:

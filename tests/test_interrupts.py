@@ -165,3 +165,18 @@ def test_a_ctrl_c_while_a_tool_starts_is_one_line(tool, trigger, what, tmp_path)
   assert proc.stderr.strip().splitlines() == [
       f'interrupted: before {what} started; nothing written'], proc.stderr
   assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize('tool, args', [('gan.compare', ['--minutes=-1']),
+                                        ('gan.bench', ['--iters=0'])])
+def test_a_tool_started_with_sigint_ignored_keeps_ignoring_it(tool, args, tmp_path):
+  """A tool a script starts in the background (`tool &`: SIGINT ignored, as Python keeps it) went
+  on through a Ctrl-C meant for the script; its start-up handler made it stop there. Here the
+  SIGINT is ignored and the tool reaches its argument check."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run([sys.executable, '-c', _INTERRUPTED_WHILE_IMPORTING, 'jax', tool]
+                        + args + [f'--out={tmp_path / "out"}'] * (tool == 'gan.compare'),
+                        cwd=repo, capture_output=True, text=True, timeout=120, check=False,
+                        env=dict(os.environ, JAX_PLATFORMS='cpu'),
+                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+  assert proc.returncode == 1 and proc.stderr.startswith('error: '), proc.stderr
