@@ -174,9 +174,11 @@ def test_a_tool_started_with_sigint_ignored_keeps_ignoring_it(tool, args, tmp_pa
   on through a Ctrl-C meant for the script; its start-up handler made it stop there. Here the
   SIGINT is ignored and the tool reaches its argument check."""
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  proc = subprocess.run([sys.executable, '-c', _INTERRUPTED_WHILE_IMPORTING, 'jax', tool]
-                        + args + [f'--out={tmp_path / "out"}'] * (tool == 'gan.compare'),
-                        cwd=repo, capture_output=True, text=True, timeout=120, check=False,
-                        env=dict(os.environ, JAX_PLATFORMS='cpu'),
-                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+  # The shell's `trap '' INT` is inherited through exec, as a background job's ignored SIGINT is
+  # (a preexec_fn would make subprocess fork this multithreaded JAX process).
+  command = [sys.executable, '-c', _INTERRUPTED_WHILE_IMPORTING, 'jax', tool] + args + [
+      f'--out={tmp_path / "out"}'] * (tool == 'gan.compare')
+  proc = subprocess.run(['sh', '-c', 'trap "" INT; exec "$@"', 'sh'] + command, cwd=repo,
+                        capture_output=True, text=True, timeout=120, check=False,
+                        env=dict(os.environ, JAX_PLATFORMS='cpu'))
   assert proc.returncode == 1 and proc.stderr.startswith('error: '), proc.stderr
