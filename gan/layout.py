@@ -11,6 +11,7 @@ image whose dropped columns are black survives full -> training -> full unchange
 """
 
 import dataclasses
+import operator
 from typing import Any, Sequence
 
 import numpy as np
@@ -42,9 +43,9 @@ class DesignLayout:
   strut_positions: tuple[tuple[int, int], ...]
 
   def __post_init__(self):
-    object.__setattr__(self, 'kept_columns', tuple(int(c) for c in self.kept_columns))
+    object.__setattr__(self, 'kept_columns', tuple(_pixel_index(c) for c in self.kept_columns))
     object.__setattr__(self, 'strut_positions',
-                       tuple((int(r), int(c)) for r, c in self.strut_positions))
+                       tuple((_pixel_index(r), _pixel_index(c)) for r, c in self.strut_positions))
     if self.full_height < 1 or self.full_width < 1:
       raise LayoutError(f'layout size must be positive, got {self.full_height}x{self.full_width}')
     cols = self.kept_columns
@@ -154,6 +155,24 @@ class DesignLayout:
       raise LayoutError(f'invalid layout metadata {d!r}: {e}') from None
 
 
+def _pixel_index(value) -> int:
+  """A row or column index: an integer, a whole float (7.0) or a digit string; 7.5 or True is a
+  mistake, not pixel 7 or 1 (`int` would truncate it silently)."""
+  if isinstance(value, (bool, np.bool_)):
+    raise LayoutError(f'a pixel row or column must be a whole number, got {value!r}')
+  if isinstance(value, str):
+    try:
+      return int(value)
+    except ValueError:
+      raise LayoutError(f'a pixel row or column must be a whole number, got {value!r}') from None
+  if isinstance(value, (float, np.floating)) and float(value).is_integer():
+    return int(value)
+  try:
+    return operator.index(value)
+  except TypeError:
+    raise LayoutError(f'a pixel row or column must be a whole number, got {value!r}') from None
+
+
 def parse_strut_positions(value) -> tuple[tuple[int, int], ...]:
   """Accepts [[r, c], ...] or the string 'r,c;r,c' and returns ((r, c), ...)."""
   try:
@@ -161,12 +180,12 @@ def parse_strut_positions(value) -> tuple[tuple[int, int], ...]:
       pairs = [p.split(',') for p in value.replace(' ', '').split(';') if p]
     else:
       pairs = [list(p) for p in value]
-    result = tuple((int(p[0]), int(p[1])) for p in pairs if len(p) == 2)
+    result = tuple((_pixel_index(p[0]), _pixel_index(p[1])) for p in pairs if len(p) == 2)
     if len(result) != len(pairs) or not result:
       raise ValueError
-  except (TypeError, ValueError):
-    raise LayoutError(f'strut positions must be (row, col) pairs such as "7,11;5,14", '
-                      f'got {value!r}') from None
+  except (TypeError, ValueError, LayoutError):
+    raise LayoutError(f'strut positions must be (row, col) pairs of whole numbers such as '
+                      f'"7,11;5,14", got {value!r}') from None
   return result
 
 

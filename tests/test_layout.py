@@ -119,6 +119,13 @@ def test_dropempty_with_nothing_occupied_is_refused():
     DesignLayout.from_datashape('dropempty', 10, 30, [], ())
 
 
+@pytest.mark.parametrize('struts', [((7.5, 11),), ((7, 11.2),), ((7, True),), ((7, '11x'),)])
+def test_fractional_strut_pixel_is_refused_not_truncated(struts):
+  # int(7.5) would silently put the strut at row 7.
+  with pytest.raises(LayoutError, match='whole number'):
+    DesignLayout.original(10, 30, struts)
+
+
 @pytest.mark.parametrize('kept', [(), (2, 1), (1, 1), (0, 30)])
 def test_bad_kept_columns_are_refused(kept):
   with pytest.raises(LayoutError, match='kept columns'):
@@ -143,7 +150,13 @@ def test_parse_strut_positions(value):
   assert parse_strut_positions(value) == ((7, 11), (5, 14))
 
 
-@pytest.mark.parametrize('value', ['', '7', '7,11,3', 'a,b', [7, 11], [[7]], None])
+@pytest.mark.parametrize('value', [[[7, 11.0], [5.0, 14]], [[np.int64(7), 11], [5, np.float32(14)]]])
+def test_parse_strut_positions_takes_whole_numbers_of_any_type(value):
+  assert parse_strut_positions(value) == ((7, 11), (5, 14))
+
+
+@pytest.mark.parametrize('value', ['', '7', '7,11,3', 'a,b', [7, 11], [[7]], None,
+                                   [[7.5, 11]], [[7, 11.9]], '7.5,11', [[True, 11]]])
 def test_parse_strut_positions_refuses_garbage(value):
   with pytest.raises(LayoutError, match='pairs'):
     parse_strut_positions(value)
