@@ -366,8 +366,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--updates', type=int, default=2, help='generator updates per timed call')
   parser.add_argument('--batch_size', type=int, default=0,
                       help='batch size of every row (default: each config\'s own)')
-  parser.add_argument('--num_seeds', type=int, nargs='+', default=[1],
-                      help='rows with K vmapped models (a num_seeds sweep) for each K given')
+  parser.add_argument('--num_seeds', type=int, nargs='+', default=None,
+                      help='rows with K vmapped models (a num_seeds sweep) for each K given '
+                           '(default: each config\'s num_seeds, 1 for the row names)')
   parser.add_argument('--matmul_size', type=int, default=2048, help='N of the roofline matmul')
   parser.add_argument('--no_matmul', action='store_true', help='leave out the matmul row')
   parser.add_argument('--stream_mib', type=float, default=16.0,
@@ -388,7 +389,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args.configs = ['default'] if args.devices else list(DEFAULT_ROWS)
   try:
     if (args.iters < 1 or args.updates < 1 or args.matmul_size < 1 or args.batch_size < 0
-        or min(args.num_seeds) < 1 or not 0 < args.stream_mib < math.inf):
+        or min(args.num_seeds or [1]) < 1 or not 0 < args.stream_mib < math.inf):
       raise BenchError('--iters, --updates, --matmul_size, --stream_mib and --num_seeds must be '
                        'positive (--stream_mib a finite number of MiB; --batch_size 0 = the '
                        'config\'s)')
@@ -420,7 +421,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for name, config in configs:
       if args.batch_size:
         config.batch_size = args.batch_size
-      for num_seeds in args.num_seeds:
+      for num_seeds in args.num_seeds or [config_lib.resolve(config).num_seeds]:
         for reference in references:
           reference.sample(args.iters)
         rows.append(bench_config(name, config, iters=args.iters, updates=args.updates,

@@ -30,17 +30,21 @@ class DeviceBenchError(DesignGanError):
 
 
 def measure(config, epochs: int) -> dict:
-  """Samples/s of `epochs` training epochs on every visible device (after a warm-up epoch)."""
+  """Samples/s of `epochs` training epochs on every visible device (after a warm-up epoch); of
+  all num_seeds models together for a sweep's config, trained as train.py trains it."""
   config = config_lib.resolve(config)
   parallel.check_batch_size(config.batch_size)
   dataset = trainer.load_data(config)
   trainer.check_batch_fits(config, dataset)  # else no batch is timed (0 samples/s)
   mesh = parallel.make_mesh()
-  models, state = step.init(config, dataset.spec, dataset.mask)
+  seeds = range(config.seed, config.seed + config.num_seeds)
+  models, state = (step.init_sweep(config, dataset.spec, dataset.mask, seeds)
+                   if config.num_seeds > 1 else step.init(config, dataset.spec, dataset.mask))
   state = parallel.replicate(mesh, state)
   arrays = {k: getattr(dataset.train, k) for k in ('images', 'durability', 'mass', 'fixed')}
   data, num_rows = parallel.shard_rows(mesh, arrays)
-  epoch_fn = step.compile_epoch(config, models, **parallel.epoch_options(mesh, num_rows))
+  epoch_fn = step.compile_epoch(config, models, config.num_seeds,
+                                **parallel.epoch_options(mesh, num_rows))
   t0 = time.perf_counter()
   state, metrics = jax.block_until_ready(epoch_fn(state, data))
   warmup = time.perf_counter() - t0
@@ -49,8 +53,9 @@ def measure(config, epochs: int) -> dict:
     state, metrics = epoch_fn(state, data)
   jax.block_until_ready((state, metrics))
   seconds = time.perf_counter() - t0
-  samples = epochs * (num_rows // config.batch_size) * config.batch_size
+  samples = epochs * (num_rows // config.batch_size) * config.batch_size * config.num_seeds
   return dict(devices=jax.device_count(), platform=jax.default_backend(),
+              num_seeds=config.num_seeds,
               samples_per_s=samples / seconds, seconds_per_epoch=seconds / epochs,
               warmup_s=warmup)
 
@@ -101,8 +106,9 @@ def device_rows(name: str, config, devices: Sequence[int], *, epochs: int, repea
     runs = [_measure_in_subprocess(name, config, n, epochs=epochs, platform=platform)
             for _ in range(repeats)]
     best = max(runs, key=lambda r: r['samples_per_s'])
-    rows.append(dict(best, name=name, all_samples_per_s=[round(r['samples_per_s'], 1)
-                                                          for r in runs]))
+    seeds = best.get('num_seeds', 1)
+    rows.append(dict(best, name=name + (f' x{seeds} seeds' if seeds > 1 else ''),
+                     all_samples_per_s=[round(r['samples_per_s'], 1) for r in runs]))
     rows[-1]['speed_up'] = rows[-1]['samples_per_s'] / rows[0]['samples_per_s']
     print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
   return rows

@@ -272,3 +272,29 @@ def test_devices_mode_refuses_a_batch_larger_than_the_training_set(small_design_
   with pytest.raises(bench.DesignGanError, match=r'batch_size=512 is larger than the training '
                      r'set \(216 designs\)'):
     bench_devices.measure(config, epochs=1)
+
+
+def test_a_config_files_num_seeds_is_timed_unless_num_seeds_is_given(tmp_path, monkeypatch):
+  """A sweep's config timed as one model would report the wrong thing without saying so."""
+  config = tmp_path / 'sweep.py'
+  config.write_text(TINY.replace('critic_iter=2', 'critic_iter=2, num_seeds=3'))
+  timed = []
+  monkeypatch.setattr(bench, 'bench_config', lambda name, c, **k: timed.append(k['num_seeds']))
+  monkeypatch.setattr(bench, 'format_table', lambda rows: 'row')
+  args = ['--configs', str(config), 'vanilla_bce_mlp', '--no_matmul', '--no_stream']
+  assert bench.main(args) == 0
+  assert timed == [3, 1]
+  timed.clear()
+  assert bench.main(args + ['--num_seeds', '1', '2']) == 0
+  assert timed == [1, 2, 1, 2]
+
+
+def test_devices_mode_times_every_model_of_a_sweeps_config(small_design_dir):
+  """It used to time one model of a num_seeds sweep's config (and count its samples only)."""
+  _, config = bench.row_config('vanilla_bce_mlp')
+  config.data_path, config.batch_size, config.num_seeds = small_design_dir, 64, 2
+  config.gen_hidden_dims, config.disc_hidden_dims = (16,), (16,)
+  row = bench_devices.measure(config, epochs=1)
+  assert row['num_seeds'] == 2
+  # 216 training designs: 3 batches of 64 per epoch, for each of the 2 models.
+  assert row['samples_per_s'] * row['seconds_per_epoch'] == pytest.approx(2 * 3 * 64)
