@@ -21,9 +21,10 @@ same for the labels of real designs.
 The self-attention networks are real pixel-token transformers: each pixel is a token with a
 learned position embedding, in residual pre-LayerNorm blocks of multi-head attention and an MLP.
 The attention is axial by default (`attention='axial'`: half the heads attend along the pixel's
-row, half along its column) or over all S tokens (`'full'`). In the generator the condition
-vector c = [z, embed(durability), embed(mass)] is added to every token and modulates the two
-LayerNorms of every block (FiLM: (1 + scale(c)) * LN(x) + shift(c)).
+row, half along its column, the odd one of an odd number along the column) or over all S tokens
+(`'full'`). In the generator the condition vector c = [z, embed(durability), embed(mass)] is
+added to every token and modulates the two LayerNorms of every block (FiLM: (1 + scale(c)) *
+LN(x) + shift(c)).
 """
 
 from typing import Optional, Sequence
