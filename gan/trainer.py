@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 import time
 from typing import Callable
 
@@ -302,8 +303,8 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
       # With a time budget, stop after the last epoch that is expected to end within it. The
       # first epoch closes with everything a last one does (evaluation, checkpoint, grid), so the
       # budget knows what that costs before it decides anything; each later decision follows the
-      # epoch's own closing work, which is then measured, not estimated (a kind's first time
-      # includes compiling it: 9.3 s on an H200 where each later closing took under 1 s).
+      # epoch's own closing work, which is then measured, not estimated (its compilation left
+      # out: `_timed`).
       final = epoch == config.epochs
       stop = 0 if final else _stop_reason(stop_requested(), False)
       interrupted = stop == _INTERRUPTED
@@ -544,23 +545,40 @@ def _next_epoch_past_budget(elapsed_s: float, epoch_s: float, last_s: float,
   return elapsed_s + epoch_s + last_s > budget_s
 
 
+# JAX's compilation of a jitted function (lowering to MLIR, then XLA), recorded once per
+# compilation; tracing is left out, as a nested jit's tracing is recorded inside its caller's.
+_COMPILE_EVENTS = ('/jax/core/compile/jaxpr_to_mlir_module_duration',
+                   '/jax/core/compile/backend_compile_duration')
+
+
 @contextlib.contextmanager
 def _timed(took: dict, kind: str):
-  """Adds the block's seconds to took[kind]."""
+  """Adds the block's seconds to took[kind], less those this thread spent compiling: a one-off
+  that a later closing of the kind finds cached, so the time budget's estimate leaves it out (the
+  first evaluation compiled for 9.3 s on an H200 where each later one took under 1 s)."""
+  thread, compiling = threading.get_ident(), [0.0]
+
+  def on_duration(event: str, seconds: float, **_):
+    if event in _COMPILE_EVENTS and threading.get_ident() == thread:
+      compiling[0] += seconds
+
+  jax.monitoring.register_event_duration_secs_listener(on_duration)
   started = time.perf_counter()
   try:
     yield
   finally:
-    took[kind] = took.get(kind, 0.0) + time.perf_counter() - started
+    jax.monitoring.unregister_event_duration_listener(on_duration)
+    took[kind] = took.get(kind, 0.0) + max(0.0, time.perf_counter() - started - compiling[0])
 
 
 class _ClosingTime:
   """The time budget's estimate of closing work (CLOSING_WORK: image grid, evaluation,
   checkpoint), kind by kind: the longest time a kind took after the first epoch, or until one is
-  seen, the first epoch's. That one also compiles the sampler and the evaluation, so it runs long
-  (about 15.8 s in all on an H100, where each later evaluation took 0.7-0.8 s and an epoch 0.04
-  s); timing each kind on its own forgets it as soon as that kind has closed a later epoch, even
-  where the periods of the three do not divide each other."""
+  seen, the first epoch's. That one also compiles the sampler and the evaluation (about 15.8 s in
+  all on an H100, where each later evaluation took 0.7-0.8 s and an epoch 0.04 s): `_timed` leaves
+  the compilation out, and what else a first time costs more (files and directories created,
+  memory first touched) is forgotten for each kind as soon as that kind has closed a later epoch,
+  even where the periods of the three do not divide each other."""
 
   def __init__(self):
     self._first, self._later = {}, {}
