@@ -164,18 +164,20 @@ def generate(model: TrainedModel, durability_idx, mass_idx, fixed, seed: int,
 
   With `chunk_size`, generates that many at a time (the float intermediates of only one chunk
   are held) and calls progress(done, N) after each chunk; the noise is drawn for all N at once,
-  so the designs are those of one batch."""
+  so the designs are those of one batch. A shorter last chunk is padded (its last design
+  repeated; sampling is per design) so that every chunk runs the one compiled shape."""
   durability_idx = np.asarray(durability_idx, np.int32)
   mass_idx = np.asarray(mass_idx, np.int32)
   n = len(durability_idx)
   z = jax.random.normal(prng.seed_key(seed), (n, model.config.zdim))
-  chunk_size = chunk_size or max(n, 1)
+  chunk_size = min(chunk_size or n, n) or 1
   designs = None
   for start in range(0, n, chunk_size):
     part = slice(start, start + chunk_size)
-    images = model.sample_fn(*step.sampling_params(model.state), z[part], durability_idx[part],
-                             mass_idx[part], np.asarray(fixed[part], np.float32))
-    chunk = model.spec.layout.to_full(data.denormalize(np.asarray(images)))
+    rows = np.minimum(np.arange(start, start + chunk_size), n - 1)
+    images = model.sample_fn(*step.sampling_params(model.state), z[rows], durability_idx[rows],
+                             mass_idx[rows], np.asarray(fixed[rows], np.float32))
+    chunk = model.spec.layout.to_full(data.denormalize(np.asarray(images)))[:n - start]
     if designs is None:
       designs = np.empty((n,) + chunk.shape[1:], chunk.dtype)
     designs[part] = chunk

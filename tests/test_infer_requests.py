@@ -327,6 +327,25 @@ def test_a_large_request_is_generated_in_chunks_and_reports_progress(one_strut_r
   assert lines == []  # a request of at most CHUNK_SIZE designs is quick: no progress
 
 
+def test_a_shorter_last_chunk_runs_the_compiled_shape_of_the_others(one_strut_run):
+  """10 designs in chunks of 4: the last two were sampled at a shape of their own (a compilation
+  more); padded, every chunk runs one executable and the designs are those of one batch."""
+  model = inference.load(one_strut_run)
+  n = 10
+  d, m = np.arange(n) % len(model.spec.durability), np.arange(n) % len(model.spec.mass)
+  fixed = np.zeros((n,) + model.spec.layout.shape, np.float32)
+  whole = inference.generate(model, d, m, fixed, seed=3)
+  assert model.sample_fn._cache_size() == 1
+  model = inference.load(one_strut_run)
+  done = []
+  chunked = inference.generate(model, d, m, fixed, seed=3, chunk_size=4,
+                               progress=lambda k, total: done.append((k, total)))
+  assert model.sample_fn._cache_size() == 1
+  assert done == [(4, 10), (8, 10), (10, 10)]
+  assert chunked.shape == whole.shape == (n,) + FULL_SHAPE
+  np.testing.assert_allclose(chunked, whole, atol=1)
+
+
 def test_an_output_directory_a_pseudo_filesystem_refuses_is_one_error(one_strut_run):
   """/proc passes os.access for root; the staging directory's mkdtemp named its own name."""
   with pytest.raises(DesignGanError, match='/proc/designgan-test/out cannot be created.*give a '
