@@ -5,7 +5,9 @@ import pytest
 from helpers import relabelled
 
 from gan import data
+from gan import designs
 from gan import metrics
+from gan import oracle
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,6 +75,24 @@ def test_diversity_is_the_mean_pixel_l1_distance_in_unit_range():
 # The oracle check
 
 
+def test_oracle_agreement_counts_whole_class_steps_per_label():
+  """A request one class step off either label is not exact but within1; two steps off is
+  neither; the per-label booleans name the label that is off. (gan.evaluate's tests only see
+  perfect and random generators, where within1 could equal exact unnoticed.)"""
+  real = designs.generate(20, seed=3)
+  steps = {'durability': oracle.DURABILITY_STEP, 'mass': oracle.MASS_STEP}
+  exact = metrics.oracle_agreement(real.images, real.durability, real.mass)
+  assert all(exact[k].all() for k in ('durability', 'mass', 'exact', 'within1'))
+  for label, step in steps.items():
+    for sign in (1, -1):
+      for offset, within1 in ((1, True), (2, False)):
+        requested = {'durability': real.durability, 'mass': real.mass}
+        requested[label] = requested[label] + sign * offset * step
+        ok = metrics.oracle_agreement(real.images, requested['durability'], requested['mass'])
+        other = 'mass' if label == 'durability' else 'durability'
+        assert not ok[label].any() and ok[other].all(), (label, sign, offset)
+        assert not ok['exact'].any(), (label, sign, offset)
+        assert (ok['within1'] == within1).all(), (label, sign, offset)
 
 
 def test_synthetic_designs_are_recognised(small_design_dir):
