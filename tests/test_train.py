@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 from tensorboard.backend.event_processing import event_accumulator
@@ -417,6 +418,85 @@ def test_vanilla_generator_gets_the_batch_labels(small_design_dir, tmp_path, mon
   np.testing.assert_array_equal(run['generate'][0][0], labels[0])
   np.testing.assert_array_equal(run['generate'][0][1], labels[1])
   assert run['metrics']['info_loss'] == 0
+
+
+def _softplus(x):
+  return np.logaddexp(0.0, np.asarray(x, np.float64))
+
+
+def _generator_gradient(config, models, state, batch, **weights):
+  """The gradient of the generator step's objective over (gen_params, q_params), read off one
+  plain SGD step of rate 1 (params - new params), with the config's loss weights overridden."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.update(weights)
+  sgd = optax.sgd(1.0)
+  models = models._replace(gen_tx=sgd)
+  params = (state.gen_params, state.q_params)
+  state = state._replace(gen_opt=sgd.init(params))
+  after, _ = jax.jit(functools.partial(step.generator_step, config, models))(
+      state, batch, jax.random.PRNGKey(2))
+  return jax.tree.map(lambda a, b: np.asarray(a, np.float64) - np.asarray(b, np.float64), params,
+                      (after.gen_params, after.q_params))
+
+
+@pytest.mark.parametrize('gan_model,loss_mode', [('vanilla', 'bce'), ('infogan', 'wgangp')])
+def test_the_step_objectives_are_the_readmes_sums_of_terms(gan_model, loss_mode,
+                                                           small_design_dir, tmp_path,
+                                                           monkeypatch):
+  """README, "Losses": the critic minimises adv_D + lambda_gp GP + aux_lambda_critic L_A(real),
+  the generator adv_G + constraint_lambda strut + info_lambda (Q terms) + aux_lambda L_A(fake),
+  adv the loss mode's own. The training tests only see finite losses and moved parameters:
+  a weight left out, or BCE's logits scored as Wasserstein's, trained as well."""
+  config, dataset, models, state = setup(tiny_config(
+      data_path=small_design_dir, log_path=str(tmp_path / 'run'), gan_model=gan_model,
+      loss_mode=loss_mode, lambda_gp=3.0, aux_lambda_critic=0.7))
+  batch = spread_batch(config, dataset)
+  scores = {}
+  for name in ('critic_loss_bce', 'critic_loss_wasserstein', 'generator_loss_bce',
+               'generator_loss_wasserstein'):
+    scores[name] = []
+
+    def recorded(*args, _name=name, _real=getattr(losses, name)):
+      jax.debug.callback(lambda *a: scores[_name].append([np.asarray(x) for x in a]), *args,
+                         ordered=True)
+      return _real(*args)
+
+    monkeypatch.setattr(losses, name, recorded)
+  _, critic = jax.jit(functools.partial(step.critic_step, config, models))(
+      state, batch, jax.random.PRNGKey(1))
+  _, generator = jax.jit(functools.partial(step.generator_step, config, models))(
+      state, batch, jax.random.PRNGKey(2))
+  jax.effects_barrier()
+  critic, generator = jax.device_get((critic, generator))
+  family = 'bce' if loss_mode == 'bce' else 'wasserstein'
+  other = 'wasserstein' if loss_mode == 'bce' else 'bce'
+  assert not scores[f'critic_loss_{other}'] and not scores[f'generator_loss_{other}']
+  ((real, fake),) = scores[f'critic_loss_{family}']
+  ((gen_fake,),) = scores[f'generator_loss_{family}']
+  if family == 'bce':
+    adv_d = _softplus(-real).mean() + _softplus(fake).mean()
+    adv_g = _softplus(-gen_fake).mean()
+  else:
+    adv_d, adv_g = np.mean(fake) - np.mean(real), -np.mean(gen_fake)
+    np.testing.assert_allclose(critic['wasserstein'], -adv_d, rtol=1e-5, atol=1e-6)
+  gp = critic['gradient_penalty']
+  assert (gp > 0) == (loss_mode == 'wgangp')
+  assert critic['aux_real_loss'] > 0
+  np.testing.assert_allclose(critic['critic_loss'],
+                             adv_d + 3.0 * gp + 0.7 * critic['aux_real_loss'], rtol=1e-5,
+                             atol=1e-5)
+  np.testing.assert_allclose(generator['gen_loss'], adv_g, rtol=1e-5, atol=1e-6)
+
+  # The generator's objective is linear in each weight, with a non-zero slope: the term counts.
+  weights = ['constraint_lambda', 'aux_lambda'] + (['info_lambda'] if gan_model == 'infogan'
+                                                   else [])
+  for weight in weights:
+    g1, g2, g3 = (_generator_gradient(config, models, state, batch, **{weight: w})
+                  for w in (1.0, 2.0, 3.0))
+    slope = jax.tree.map(lambda a, b: a - b, g2, g1)
+    assert max(np.abs(x).max() for x in jax.tree.leaves(slope)) > 1e-4, weight
+    for a, b, c in zip(*(jax.tree.leaves(g) for g in (g1, slope, g3))):
+      np.testing.assert_allclose(c - a, 2 * b, rtol=1e-3, atol=1e-5, err_msg=weight)
 
 
 # ---------------------------------------------------------------------------------------------
