@@ -1,5 +1,6 @@
 """The synthetic dataset and its oracle: labels reproducible, benchmark fair, output atomic."""
 
+import dataclasses
 import os
 
 import numpy as np
@@ -118,21 +119,18 @@ def test_benchmark_is_fair(default_designs):
 
 
 def test_designs_have_spatial_structure(default_designs):
-  red = default_designs.images[..., 0].astype(np.float64)
-  cells = oracle.CELLS
-  neighbour_corr = designs.statistics(default_designs)['neighbour_thickness_correlation']
-  # The same pixels shuffled within each design: structure gone, correlation near zero.
+  """The statistic the README reports (0.975) against the same designs with their cells shuffled
+  within each design: structure gone, the statistic must drop. It mixes in the variance between
+  designs, so shuffled cells still score about 0.5: a bare 'above 0.5' would pass them too."""
+  real = designs.statistics(default_designs)['neighbour_thickness_correlation']
   rng = np.random.default_rng(0)
-  shuffled = red[:, cells].copy()
-  for row in shuffled:
-    rng.shuffle(row)
-  grid = np.zeros_like(red)
-  grid[:, cells] = shuffled
-  centred = red[:, cells].mean(1, keepdims=True)
-  a = (grid[:, :, 0:5] - centred[..., None]).ravel()
-  b = (grid[:, :, 1:6] - centred[..., None]).ravel()
-  assert neighbour_corr > 0.5
-  assert abs(np.corrcoef(a, b)[0, 1]) < 0.2
+  images = default_designs.images.copy()
+  cells = oracle.CELLS.astype(bool)
+  for image in images:
+    image[cells] = rng.permutation(image[cells])
+  shuffled = designs.statistics(dataclasses.replace(default_designs, images=images))
+  assert real > 0.9
+  assert shuffled['neighbour_thickness_correlation'] < real - 0.3
 
 
 def test_inactive_columns_black_and_struts_from_palette(default_designs):
