@@ -27,6 +27,7 @@ def check_output_dir(path: str, what: str) -> str:
   OutputPathError naming `what` (e.g. 'log_path' or '--out')."""
   path = os.path.abspath(path)
   existing = _nearest_existing(path)
+  _check_no_dangling_link(path, existing, what)
   if not os.path.isdir(existing):
     where = 'is a file' if existing == path else f'cannot be created: {existing} is a file'
     raise OutputPathError(f'{what} {path} {where}; give a directory (created if missing)')
@@ -35,6 +36,19 @@ def check_output_dir(path: str, what: str) -> str:
     raise OutputPathError(f'{what} {path} {where} not writable; give a directory you can write')
   _check_name_lengths(path, existing, what)
   return path
+
+
+def _check_no_dangling_link(path: str, existing: str, what: str) -> None:
+  """A symbolic link to nothing on the way from `existing` to `path` is refused: os.path.exists
+  calls it missing, so it passed as a directory to create, and os.makedirs then failed on it
+  ('File exists') once the work was done (infer.py) or the data loaded (train.py)."""
+  link = path
+  while link != existing:
+    if os.path.islink(link):
+      raise OutputPathError(f'{what} {path} cannot be created: {link} is a symbolic link to '
+                            f'{os.readlink(link)}, which does not exist; create its target or '
+                            'give another directory')
+    link = os.path.dirname(link)
 
 
 def make_output_dir(path: str, what: str) -> str:

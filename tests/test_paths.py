@@ -138,3 +138,14 @@ def test_the_directories_a_failed_run_made_and_left_empty_are_removed(tmp_path):
   paths.remove_if_empty(made + [str(tmp_path / 'gone')])
   assert sorted(os.listdir(tmp_path)) == ['c', 'kept']  # a directory with a file stays
   assert os.listdir(tmp_path / 'kept') == []  # it existed before
+
+
+@pytest.mark.parametrize('target', ['link', 'link/run'])
+def test_a_directory_that_is_or_sits_under_a_link_to_nothing_is_refused(tmp_path, target):
+  """os.path.exists calls a dangling link missing: it passed as a directory to create, and
+  infer.py failed only after generating, with 'cannot write to ...: File exists'."""
+  (tmp_path / 'link').symlink_to(tmp_path / 'gone')
+  with pytest.raises(paths.OutputPathError, match=f'{tmp_path}/link is a symbolic link to '
+                                                  f'{tmp_path}/gone, which does not exist'):
+    paths.check_output_dir(str(tmp_path / target), '--gen_img_path')
+  assert sorted(os.listdir(tmp_path)) == ['link']
