@@ -240,8 +240,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   names = COMBINATIONS if args.combos == 'all' else tuple(dict.fromkeys(  # each once, in order
       n.strip() for n in args.combos.split(',') if n.strip()))
   try:
-    if not args.minutes > 0:
-      raise ConfigError(f'--minutes must be > 0, got {args.minutes}')
+    if not 0 < args.minutes < float('inf'):
+      raise ConfigError(f'--minutes must be a finite number > 0, got {args.minutes}')
     if not names:
       raise ConfigError(f'--combos {args.combos!r} names no combination; choose from: '
                         f'{", ".join(COMBINATIONS)}')

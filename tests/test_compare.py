@@ -76,7 +76,10 @@ def test_compare_draws_a_model_with_one_strut(small_design_dir, tmp_path):
     (['--combos', 'vanilla_bce_cnn'], 'unknown combination'),
     (['--set', 'nonsense=1'], "no config field 'nonsense'"),
     (['--set', 'batch_size=many'], "'many' is not a valid int"),
-    (['--minutes', '0'], '--minutes must be > 0'),
+    (['--minutes', '0'], '--minutes must be a finite number > 0, got 0.0'),
+    # It was refused as 'time_budget_min must be a finite number', a field the user never gave.
+    (['--minutes', 'inf'], '--minutes must be a finite number > 0, got inf'),
+    (['--minutes', 'nan'], '--minutes must be a finite number > 0, got nan'),
     (['--set', 'batch_size'], 'expected FIELD=VALUE'),
     (['--out', '{tmp}/a_file/out'], 'a_file is a file'),
     (['--set', 'log_path={tmp}/precious'], 'gan.compare sets log_path itself'),
