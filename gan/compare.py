@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from configs import default
+from gan import checkpoints
 from gan import config as config_lib
 from gan import evaluate
 from gan import inference
@@ -260,8 +261,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   return 0
 
 
+def cli() -> None:
+  """`python -m gan.compare`: main's status; after an error or Ctrl-C at once, without the
+  interpreter's teardown, which can crash (a segmentation fault, exit status 139 after the
+  'interrupted:' line) while XLA threads are still busy with the interrupted compilation or
+  epoch. Nothing is left to write then: the trainer completed its pending checkpoint writes and
+  results.json is written whole or not at all."""
+  status = main()
+  if status != 0:
+    checkpoints.exit_after_error(status)
+  interrupts.finished()
+  sys.exit(status)
+
+
 if __name__ == '__main__':
   interrupts.started()
-  _status = main()
-  interrupts.finished()
-  sys.exit(_status)
+  cli()

@@ -125,6 +125,20 @@ def test_ctrl_c_is_one_line_and_exit_status_130(tmp_path, monkeypatch, capsys):
   assert os.listdir(tmp_path) == []  # the --out it made, still empty, is removed
 
 
+@pytest.mark.parametrize('status', [130, 1])
+def test_the_command_ends_without_the_interpreter_teardown_after_ctrl_c_or_an_error(
+    status, monkeypatch):
+  """A Ctrl-C while a combination compiled printed its 'interrupted:' line, then the interpreter's
+  teardown crashed on the XLA work still running: 'Segmentation fault', exit status 139 (one of
+  two tries). It now exits at once with main's status, as gan.evaluate and gan.bench do."""
+  exits = []
+  monkeypatch.setattr(compare, 'main', lambda: status)
+  monkeypatch.setattr(compare.checkpoints, 'exit_after_error', exits.append)
+  with pytest.raises(SystemExit):  # the fallback, reached here only because exits is a stub
+    compare.cli()
+  assert exits == [status]
+
+
 def test_the_same_settings_spelled_otherwise_continue_a_comparison(tmp_path, monkeypatch,
                                                                    capsys):
   """results.json's --set items used to be compared as text: reordered or spelled otherwise
