@@ -118,7 +118,10 @@ def main(argv):
     # The trainer has already finished its pending checkpoint writes; rerunning resumes.
     print('interrupted: the checkpoints written so far (every checkpoint_every epochs) are kept; '
           'the same command resumes from the last one', file=sys.stderr)
-    sys.exit(130)
+    # At once, without the interpreter's teardown: after a second Ctrl-C during the epoch's
+    # compilation it crashed on the XLA work still running ('Fatal Python error: Segmentation
+    # fault', exit status 139).
+    checkpoints.exit_after_error(130)
 
 
 if __name__ == '__main__':

@@ -1269,6 +1269,32 @@ def test_cli_ctrl_c_stops_after_the_epoch_in_progress(small_design_dir, tmp_path
   assert len(saved) == 1 and 'Interrupted: stopped after epoch ' + saved[0] in out, (saved, out)
 
 
+# train.py with the trainer interrupted at once (as by a second Ctrl-C) and an atexit handler
+# that says when the interpreter's teardown runs.
+_TRAIN_INTERRUPTED = (
+    'import atexit, runpy, sys; import gan.trainer\n'
+    'def interrupted(*args, **kwargs):\n'
+    '  raise KeyboardInterrupt\n'
+    'gan.trainer.train = interrupted\n'
+    'atexit.register(lambda: print("teardown ran", file=sys.stderr))\n'
+    'sys.argv = ["train.py"] + sys.argv[1:]\n'
+    'runpy.run_path("train.py", run_name="__main__")\n')
+
+
+def test_cli_a_second_ctrl_c_exits_130_without_the_interpreter_teardown(tmp_path):
+  """Two Ctrl-Cs while the first epoch compiled (default config, 2-core CPU): the 'interrupted:'
+  line, then the interpreter's teardown crashed on the XLA work still running, 'Fatal Python
+  error: Segmentation fault' and exit status 139 (two of two tries). The teardown is skipped
+  now, as in gan.evaluate and gan.bench."""
+  proc = subprocess.run([sys.executable, '-c', _TRAIN_INTERRUPTED, '--config=configs/default.py',
+                         f'--config.log_path={tmp_path / "run"}'], cwd=REPO_ROOT,
+                        capture_output=True, text=True, timeout=120,
+                        env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert proc.returncode == 130, proc.stderr
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('interrupted: the checkpoints written'), lines
+
+
 _BAD_CONFIG_FILES = {
     'syntax.py': 'def get_config(:\n',
     'no_get_config.py': 'x = 1\n',
