@@ -38,7 +38,8 @@ flags.DEFINE_integer('num_gen_image', 10, 'Designs to generate (per condition wi
 flags.DEFINE_string('gen_img_path', None, 'Output directory; default <run>/inference_output.')
 flags.DEFINE_string('device', 'auto', 'cpu | gpu (alias cuda) | auto (a GPU when present).')
 flags.DEFINE_integer('seed', 0, 'Noise seed: the same seed gives the same designs.')
-flags.DEFINE_bool('grid', False, 'Also write grid.png, an upscaled contact sheet.')
+flags.DEFINE_bool('grid', False, 'Also write grid.png, an upscaled contact sheet: every design '
+                  '(at most 10,000), or with --sweep the first of each class pair.')
 flags.DEFINE_bool('sweep', False, 'Generate for every (durability, mass) pair of the vocabulary.')
 
 

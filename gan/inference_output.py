@@ -34,6 +34,10 @@ GRID_COLUMNS = 10
 # 120,000 at once peaked at 2.3 GB of memory; in chunks of CHUNK_SIZE, 96,000 peak at 0.7 GB.
 MAX_DESIGNS = 100_000
 CHUNK_SIZE = 10_000  # designs generated (and written) between progress reports
+# Designs at most on the grid.png of a request without --sweep (every design, 10 a row): 1,000
+# rows, 42,002 x 1,222 pixels. 45,000 made a 189,002-pixel-tall sheet that Pillow refuses to open
+# (a decompression bomb) and took 2.0 GB of memory; 100,000 would take about 4 GB.
+GRID_MAX_DESIGNS = 10_000
 STRUT_DEFAULT = (255, 255, 255)  # the colour of a strut pixel whose colour is not given
 MANIFEST = 'manifest.csv'
 GRID = 'grid.png'
@@ -148,6 +152,10 @@ def run(*, model_path: str, step: Optional[int], durability, mass,
   if not 1 <= num <= MAX_DESIGNS:
     raise DesignGanError(f'--num_gen_image must be a number of designs from 1 to '
                          f'{MAX_DESIGNS:,}, got {num}')
+  if grid and not sweep and num > GRID_MAX_DESIGNS:
+    raise DesignGanError(f'--grid draws every design on one sheet, at most {GRID_MAX_DESIGNS:,} '
+                         f'(larger sheets are too large for image viewers), got '
+                         f'--num_gen_image={num}; leave out --grid or ask for fewer designs')
   if not -MAX_SEED - 1 <= seed <= MAX_SEED:  # prng.seed_key takes 64-bit seeds
     raise DesignGanError(f'--seed must be an integer from {-MAX_SEED - 1} to {MAX_SEED} (JAX '
                          f'seeds are 64-bit integers), got {seed}')

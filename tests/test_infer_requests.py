@@ -297,6 +297,17 @@ def test_too_many_designs_are_refused_before_loading(one_strut_run, tmp_path, mo
   assert os.listdir(tmp_path) == []
 
 
+def test_a_grid_of_too_many_designs_is_refused_before_loading(tmp_path, monkeypatch):
+  """--grid draws every design of a request without --sweep: 45,000 made a 189,002-pixel-tall
+  grid.png that Pillow refused to open (a decompression bomb), with 2.0 GB of memory."""
+  _never_load(monkeypatch)
+  with pytest.raises(DesignGanError, match=r'--grid draws every design on one sheet, at most '
+                                           r'10,000 .* got --num_gen_image=10001; leave out '
+                                           r'--grid'):
+    generate(tmp_path / 'no_run', tmp_path / 'out', num=10_001, grid=True)
+  assert os.listdir(tmp_path) == []
+
+
 def test_a_sweep_of_too_many_designs_is_refused_before_generating(one_strut_run, tmp_path):
   """834 for each of the 120 pairs is 100,080 designs: the message says how many fit."""
   with pytest.raises(DesignGanError) as info:
