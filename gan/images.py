@@ -61,6 +61,9 @@ def read_rgb(path: str) -> np.ndarray:
     raise
   except FileNotFoundError:
     raise DataError(f'{path}: file not found') from None
+  except Image.DecompressionBombError as e:  # not an OSError: a header claiming a vast size
+    raise DataError(f'{path}: cannot read image ({e}); the file is corrupt, or far larger than '
+                    'a design grid such as 10x30') from None
   except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
     raise DataError(f'{path}: cannot read image ({e.__class__.__name__}: {e}); the file is '
                     'corrupt or not a BMP/PNG') from None

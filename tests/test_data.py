@@ -481,6 +481,16 @@ def test_truncated_image(tmp_path):
     data.load_dataset(str(tmp_path))
 
 
+def test_a_header_claiming_a_vast_size_is_a_data_error(tmp_path):
+  """Pillow refuses such a header with DecompressionBombError, which is not an OSError."""
+  write_designs(tmp_path, ['1_a_2_x.bmp'])
+  header = bytearray((tmp_path / '1_a_2_x.bmp').read_bytes())
+  header[18:26] = (100000).to_bytes(4, 'little') * 2  # width and height: 10^10 pixels
+  (tmp_path / '1_b_2_x.bmp').write_bytes(bytes(header))
+  with pytest.raises(DataError, match=r'1_b_2_x.bmp: cannot read image \(Image size'):
+    data.load_dataset(str(tmp_path))
+
+
 def test_images_of_different_sizes(tmp_path):
   write_designs(tmp_path, ['1_a_2_x.bmp', '1_b_2_x.bmp'])
   write_rgb(str(tmp_path / '1_c_2_x.bmp'), np.zeros((10, 31, 3), np.uint8))
