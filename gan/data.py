@@ -511,19 +511,28 @@ def _list_images(data_path: str) -> tuple[list[str], tuple[str, ...], tuple[str,
     raise DataError(f'{data_path}: cannot list the data directory ({e.strerror})') from None
   paths, skipped = [], []
   for entry in entries:
-    if entry.is_dir():
+    if _is_dir(entry):
       continue
     if _is_hidden(entry.name) or not image_io.is_image_file(entry.name):
       skipped.append(entry.name)
     else:
       paths.append(entry.path)
-  subdirs = [e.name for e in entries if e.is_dir() and not _is_hidden(e.name)]
+  subdirs = [e.name for e in entries if _is_dir(e) and not _is_hidden(e.name)]
   if not paths:
     hint = (f' (subdirectories such as {subdirs[0]}/ are not searched: give the directory that '
             'holds the images)' if subdirs else '')
     raise DataError(f'{data_path}: no .bmp or .png images found; expected files named '
                     f'{NAME_PATTERN}{hint}')
   return paths, tuple(skipped), tuple(subdirs)
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+  """Whether `entry` is a directory or a link to one; a link that cannot be followed (a loop of
+  links) is not, so that reading it gives an error naming it rather than a traceback here."""
+  try:
+    return entry.is_dir()
+  except OSError:
+    return False
 
 
 def _is_hidden(name: str) -> bool:

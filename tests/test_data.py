@@ -491,6 +491,13 @@ def test_a_header_claiming_a_vast_size_is_a_data_error(tmp_path):
     data.load_dataset(str(tmp_path))
 
 
+def test_a_loop_of_links_is_a_data_error_naming_it(tmp_path):
+  write_designs(tmp_path, ['1_a_2_x.bmp'])
+  os.symlink('1_b_2_x.bmp', tmp_path / '1_b_2_x.bmp')  # a link to itself
+  with pytest.raises(DataError, match='1_b_2_x.bmp: cannot read image'):
+    data.load_dataset(str(tmp_path))
+
+
 def test_images_of_different_sizes(tmp_path):
   write_designs(tmp_path, ['1_a_2_x.bmp', '1_b_2_x.bmp'])
   write_rgb(str(tmp_path / '1_c_2_x.bmp'), np.zeros((10, 31, 3), np.uint8))
