@@ -5,6 +5,7 @@ interrupted run never leaves a half-written file behind.
 """
 
 import os
+import stat
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -38,6 +39,9 @@ def read_rgb(path: str) -> np.ndarray:
     DataError: the file is missing, unreadable, not an image, or has a non-opaque alpha channel.
   """
   try:
+    if not stat.S_ISREG(os.stat(path).st_mode):  # opening a FIFO would wait for a writer forever
+      raise DataError(f'{path}: not a regular file (a FIFO, socket or device); designs must be '
+                      'BMP or PNG files')
     with Image.open(path) as img:
       if img.format not in _DESIGN_FORMATS:  # e.g. a JPEG named .bmp: lossy, colours shifted
         raise DataError(f'{path}: the file is a {img.format} image, not BMP or PNG, whatever its '

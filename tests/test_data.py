@@ -3,6 +3,7 @@
 import decimal
 import json
 import os
+import threading
 
 import hypothesis
 import hypothesis.strategies as st
@@ -496,6 +497,32 @@ def test_a_loop_of_links_is_a_data_error_naming_it(tmp_path):
   os.symlink('1_b_2_x.bmp', tmp_path / '1_b_2_x.bmp')  # a link to itself
   with pytest.raises(DataError, match='1_b_2_x.bmp: cannot read image'):
     data.load_dataset(str(tmp_path))
+
+
+def test_a_fifo_named_like_a_design_is_refused_not_waited_on(tmp_path):
+  write_designs(tmp_path, ['1_a_2_x.bmp'])
+  fifo = tmp_path / '1_b_2_x.bmp'
+  os.mkfifo(fifo)  # opening it for reading blocks until a writer comes
+  done = threading.Event()
+
+  def writer():  # so that a loader that opens the FIFO fails this test rather than hangs it
+    while not done.wait(0.01):
+      try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO while no one reads
+      except OSError:
+        continue
+      os.write(fd, b'not a design')
+      os.close(fd)
+      return
+
+  thread = threading.Thread(target=writer, daemon=True)
+  thread.start()
+  try:
+    with pytest.raises(DataError, match='1_b_2_x.bmp: not a regular file'):
+      data.load_dataset(str(tmp_path))
+  finally:
+    done.set()
+    thread.join()
 
 
 def test_images_of_different_sizes(tmp_path):
