@@ -29,11 +29,11 @@ def read_rgb(path: str) -> np.ndarray:
 
   8-bit grayscale ('L') and palette ('P') images are converted to RGB: a grey level v becomes the
   colour (v, v, v); 16/32-bit single-channel images ('I;16', 'I', 'F') are refused (Pillow reads
-  16-bit-per-channel RGB PNGs as 8-bit RGB). Images with an alpha channel are accepted only when
-  every pixel is fully opaque (the alpha is then dropped); transparency has no meaning in a
-  design, so any other alpha value is refused rather than silently composited (Pillow reads a
-  32-bit BMP's fourth byte as padding, not alpha). The content must be BMP or PNG whatever the
-  name says: a JPEG's lossy colours are refused.
+  16-bit-per-channel RGB PNGs as 8-bit RGB). Images with an alpha channel, or a colour marked
+  transparent (PNG tRNS), are accepted only when every pixel is fully opaque (the alpha is then
+  dropped); transparency has no meaning in a design, so any other alpha value is refused rather
+  than silently composited (Pillow reads a 32-bit BMP's fourth byte as padding, not alpha). The
+  content must be BMP or PNG whatever the name says: a JPEG's lossy colours are refused.
 
   Raises:
     DataError: the file is missing, unreadable, not an image, or has a non-opaque alpha channel.
@@ -47,8 +47,12 @@ def read_rgb(path: str) -> np.ndarray:
         raise DataError(f'{path}: the file is a {img.format} image, not BMP or PNG, whatever its '
                         'name says; designs must be lossless BMP or PNG files')
       img.load()
-      if img.mode == 'P':
-        img = img.convert('RGBA' if 'transparency' in img.info else 'RGB')
+      if 'transparency' in img.info and img.mode in ('P', 'L', 'RGB', '1'):
+        # A transparent palette entry, grey level or colour (PNG tRNS): an alpha channel in
+        # effect, whose transparent pixels' stored colour (often a white background) means nothing.
+        img = img.convert('RGBA')
+      elif img.mode == 'P':
+        img = img.convert('RGB')
       if img.mode in ('RGBA', 'LA', 'PA'):
         alpha = np.asarray(img.getchannel('A'))
         if alpha.min() != 255:

@@ -309,6 +309,21 @@ def test_opaque_rgba_accepted_translucent_refused(tmp_path):
     data.load_dataset(str(tmp_path), 'original')
 
 
+@pytest.mark.parametrize('mode', ['RGB', 'L', 'P'])
+def test_a_colour_marked_transparent_is_refused_like_an_alpha_channel(tmp_path, mode):
+  """A PNG may mark one colour (RGB), grey level (L) or palette entry (P) transparent (tRNS):
+  a white background so marked is empty space to its author, not white material."""
+  image = np.full((10, 30, 3), 255, np.uint8)
+  image[:, :6] = 77
+  opaque = Image.fromarray(image).convert(mode)
+  white = {'RGB': (255, 255, 255), 'L': 255, 'P': opaque.getpixel((29, 0))}[mode]
+  opaque.save(tmp_path / '1_a_2_x.png')
+  assert len(data.load_dataset(str(tmp_path), 'original', val_fraction=0).train) == 1
+  opaque.save(tmp_path / '1_b_2_x.png', transparency=white)
+  with pytest.raises(DataError, match='1_b_2_x.png: image has transparent pixels'):
+    data.load_dataset(str(tmp_path), 'original')
+
+
 def test_non_image_files_skipped_with_warning(tmp_path):
   """Named in the dataset's warnings, which the training log carries."""
   write_designs(tmp_path, labelled_names(2))
