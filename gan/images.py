@@ -32,8 +32,9 @@ def read_rgb(path: str) -> np.ndarray:
   16-bit-per-channel RGB PNGs as 8-bit RGB). Images with an alpha channel, or a colour marked
   transparent (PNG tRNS), are accepted only when every pixel is fully opaque (the alpha is then
   dropped); transparency has no meaning in a design, so any other alpha value is refused rather
-  than silently composited (Pillow reads a 32-bit BMP's fourth byte as padding, not alpha). The
-  content must be BMP or PNG whatever the name says: a JPEG's lossy colours are refused.
+  than silently composited (Pillow reads a 32-bit BMP's fourth byte as padding, but as alpha when
+  a BITMAPV4/V5 header gives an alpha mask). The content must be BMP or PNG whatever the name
+  says: a JPEG's lossy colours are refused.
 
   Raises:
     DataError: the file is missing, unreadable, not an image, or has a non-opaque alpha channel.

@@ -3,6 +3,7 @@
 import decimal
 import json
 import os
+import struct
 import threading
 
 import hypothesis
@@ -321,6 +322,31 @@ def test_a_colour_marked_transparent_is_refused_like_an_alpha_channel(tmp_path, 
   assert len(data.load_dataset(str(tmp_path), 'original', val_fraction=0).train) == 1
   opaque.save(tmp_path / '1_b_2_x.png', transparency=white)
   with pytest.raises(DataError, match='1_b_2_x.png: image has transparent pixels'):
+    data.load_dataset(str(tmp_path), 'original')
+
+
+def bmp32(image, alpha, alpha_mask=None):
+  """A 32-bit BMP of `image` with fourth byte `alpha`: a BITMAPINFOHEADER (BI_RGB) or, given
+  `alpha_mask`, a BITMAPV4HEADER (BI_BITFIELDS) whose masks include it."""
+  h, w, _ = image.shape
+  bgra = np.concatenate([image[::-1, :, ::-1], np.full((h, w, 1), alpha, np.uint8)], axis=-1)
+  pixels = bgra.tobytes()
+  size = 40 if alpha_mask is None else 108
+  info = struct.pack('<IiiHHIIiiII', size, w, h, 1, 32, 0 if alpha_mask is None else 3,
+                     len(pixels), 2835, 2835, 0, 0)
+  if alpha_mask is not None:
+    info += struct.pack('<IIIII', 0xff0000, 0xff00, 0xff, alpha_mask, 0x73524742) + bytes(48)
+  return b'BM' + struct.pack('<IHHI', 14 + size + len(pixels), 0, 0, 14 + size) + info + pixels
+
+
+def test_a_32_bit_bmp_fourth_byte_is_padding_unless_the_header_masks_it_as_alpha(tmp_path):
+  image = write_designs(tmp_path, ['1_a_2_x.bmp'])['1_a_2_x.bmp']
+  (tmp_path / '1_b_2_x.bmp').write_bytes(bmp32(image, 0))
+  (tmp_path / '1_c_2_x.bmp').write_bytes(bmp32(image, 255, alpha_mask=0xff000000))
+  ds = data.load_dataset(str(tmp_path), 'original', val_fraction=0)
+  np.testing.assert_array_equal(data.denormalize(ds.train.images), [image] * 3)
+  (tmp_path / '1_d_2_x.bmp').write_bytes(bmp32(image, 0, alpha_mask=0xff000000))
+  with pytest.raises(DataError, match='1_d_2_x.bmp: image has transparent pixels'):
     data.load_dataset(str(tmp_path), 'original')
 
 
