@@ -3,6 +3,7 @@ compilation cache shared by every test and worker of the session."""
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 
@@ -71,6 +72,16 @@ def private_cache(tmp_path_factory):
   """Tests never read or write the user's cache (default dataset, evaluation classifiers)."""
   with helpers.environment_variable('DESIGNGAN_CACHE', str(tmp_path_factory.mktemp('cache'))):
     yield
+
+
+@pytest.fixture(autouse=True)
+def sigint_handler_restored():
+  """A test that runs a tool's code in-process may leave SIGINT ignored (interrupts.finished):
+  every later test of the worker, and every subprocess it starts, would then ignore Ctrl-C."""
+  previous = signal.getsignal(signal.SIGINT)
+  yield
+  if signal.getsignal(signal.SIGINT) is not previous:
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(scope='module')
