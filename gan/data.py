@@ -67,6 +67,13 @@ def _round2(value) -> float:
   return result + 0.0  # turns -0.0 into 0.0 so that one class has one spelling
 
 
+def class_value(value) -> float:
+  """A class value given outside a file name (durability_values, mass_values), read as a file
+  name's label is: a plain decimal string (ASCII digits, no sign, exponent or `_`) or a number,
+  rounded to 2 decimal places. ValueError otherwise."""
+  return _round2(value.strip() if isinstance(value, str) else value)
+
+
 def parse_labels(filename: str) -> tuple[float, float]:
   """Returns (durability, mass) from a design file name, each rounded to 2 decimals.
 

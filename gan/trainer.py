@@ -43,15 +43,16 @@ class TrainingError(DesignGanError):
 
 
 def parse_values(value, field: str = 'class values'):
-  """'' -> None (infer from the data); '1.0,1.1' or a list -> list of floats; `field` names the
-  config field in errors."""
+  """'' -> None (infer from the data); '1.0,1.1' or a list -> list of floats, each read as a
+  file name's label (`data.class_value`: float() would take '1_0' as 10 and other scripts'
+  digits); `field` names the config field in errors."""
   if value in ('', None):
     return None
   try:
-    return [float(v) for v in (value.split(',') if isinstance(value, str) else value)]
+    return [data.class_value(v) for v in (value.split(',') if isinstance(value, str) else value)]
   except (TypeError, ValueError):
-    raise ConfigError(f'{field} must be comma-separated numbers such as 1.0,1.1,1.2 (none '
-                      f'empty), got {value!r}') from None
+    raise ConfigError(f'{field} must be comma-separated numbers such as 1.0,1.1,1.2 (plain '
+                      f'decimals as in the file names, none empty), got {value!r}') from None
 
 
 def load_data(config) -> data.Dataset:

@@ -1090,11 +1090,14 @@ def test_resolve_makes_the_data_path_absolute(tmp_path, monkeypatch):
   assert config_lib.resolve(config).data_path == ''
 
 
-@pytest.mark.parametrize('text', ['1.0,,1.1', '1.0,1.1,', 'a,b'])
+# float() read '1_0' as 10.0 and '\u0661' (Arabic-Indic one) as 1.0; the file names refuse both.
+@pytest.mark.parametrize('text', ['1.0,,1.1', '1.0,1.1,', 'a,b', '1_0,1.1', '\u0661,1.1', '1e0',
+                                  '-1.0,1.1', 'nan', 'inf', ['1.0', '1_1']])
 def test_class_values_must_be_numbers_none_empty(text):
   with pytest.raises(ConfigError, match='^mass_values must be comma-separated numbers'):
     trainer.parse_values(text, 'mass_values')
   assert trainer.parse_values(' 1.0, 1.1 ') == [1.0, 1.1]
+  assert trainer.parse_values([1.0, 2.14, '2.2']) == [1.0, 2.14, 2.2]
 
 
 def test_rmsprop_is_pytorchs_default_rmsprop():
