@@ -12,6 +12,7 @@ image whose dropped columns are black survives full -> training -> full unchange
 
 import dataclasses
 import operator
+import re
 from typing import Any, Sequence
 
 import numpy as np
@@ -155,16 +156,18 @@ class DesignLayout:
       raise LayoutError(f'invalid layout metadata {d!r}: {e}') from None
 
 
+_DIGITS = re.compile(r'[+-]?[0-9]+')
+
+
 def _pixel_index(value) -> int:
   """A row or column index: an integer, a whole float (7.0) or a digit string; 7.5 or True is a
   mistake, not pixel 7 or 1 (`int` would truncate it silently)."""
   if isinstance(value, (bool, np.bool_)):
     raise LayoutError(f'a pixel row or column must be a whole number, got {value!r}')
-  if isinstance(value, str):
-    try:
-      return int(value)
-    except ValueError:
-      raise LayoutError(f'a pixel row or column must be a whole number, got {value!r}') from None
+  if isinstance(value, str):  # ASCII digits only: int() reads '1_1' as 11 and other scripts'
+    if not _DIGITS.fullmatch(value.strip()):  # digits, a typo that would move the strut silently
+      raise LayoutError(f'a pixel row or column must be a whole number, got {value!r}')
+    return int(value)
   if isinstance(value, (float, np.floating)) and float(value).is_integer():
     return int(value)
   try:

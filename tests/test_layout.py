@@ -156,7 +156,8 @@ def test_parse_strut_positions_takes_whole_numbers_of_any_type(value):
 
 
 @pytest.mark.parametrize('value', ['', '7', '7,11,3', 'a,b', [7, 11], [[7]], None,
-                                   [[7.5, 11]], [[7, 11.9]], '7.5,11', [[True, 11]]])
+                                   [[7.5, 11]], [[7, 11.9]], '7.5,11', [[True, 11]],
+                                   '7,1_1', '\u0667,11', [['7', '1_1']]])
 def test_parse_strut_positions_refuses_garbage(value):
   with pytest.raises(LayoutError, match='pairs'):
     parse_strut_positions(value)
