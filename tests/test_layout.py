@@ -150,7 +150,8 @@ def test_parse_strut_positions(value):
   assert parse_strut_positions(value) == ((7, 11), (5, 14))
 
 
-@pytest.mark.parametrize('value', [[[7, 11.0], [5.0, 14]], [[np.int64(7), 11], [5, np.float32(14)]]])
+@pytest.mark.parametrize('value', [[[7, 11.0], [5.0, 14]],
+                                   [[np.int64(7), 11], [5, np.float32(14)]]])
 def test_parse_strut_positions_takes_whole_numbers_of_any_type(value):
   assert parse_strut_positions(value) == ((7, 11), (5, 14))
 
