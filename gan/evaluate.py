@@ -279,7 +279,9 @@ def evaluate_model(model_path: str, step: Optional[int] = None, per_pair: int = 
     data_change = data.fingerprint_change(model.data_fingerprint, dataset)
     if data_change:
       logging.warning('warning: %s', data_change)
-    untrained = untrained_pairs_note(dataset)
+    # Other designs than the model's: what its own training designs lacked is its checkpoint's
+    # record (these designs' split says only what the classifier, trained on them, lacks).
+    untrained = untrained_pairs_note(dataset, model.untrained_classes if data_change else None)
     if untrained:
       logging.warning('warning: %s', untrained)
     classifier = classifier_lib.load_or_train_classifier(dataset, cache_dir)
@@ -290,19 +292,34 @@ def evaluate_model(model_path: str, step: Optional[int] = None, per_pair: int = 
   return result
 
 
-def untrained_pairs_note(dataset: data.Dataset) -> str:
+def untrained_pairs_note(dataset: data.Dataset,
+                         generator_untrained: Optional[dict] = None) -> str:
   """'' when every class has training designs, else which do not and what that does to the
   numbers: their pairs are asked for and counted like the others, though neither the generator
-  nor the classifier (trained on the training split) saw a design of them."""
+  nor the classifier (trained on the training split) saw a design of them.
+
+  `generator_untrained`: the classes the generator's own training designs lacked, where they are
+  not `dataset`'s (a model evaluated on other designs; `TrainedModel.untrained_classes`); None:
+  the generator was trained on `dataset`'s training split, as the classifier is."""
   untrained = dataset.untrained_classes()
+  if generator_untrained is not None and generator_untrained != untrained:
+    parts = ([f'the generator was trained on no design of {_class_names(generator_untrained)} '
+              '(its checkpoint\'s record of its training designs)'] if generator_untrained else [])
+    parts += ([f'the classifier, trained on the training split of these designs, on none of '
+               f'{_class_names(untrained)}'] if untrained else [])
+    return '; '.join(parts) + ': their class pairs count in every number below like the others'
   if not untrained:
     return ''
   nd, nm = len(dataset.spec.durability), len(dataset.spec.mass)
   trained = (nd - len(untrained.get('durability', ()))) * (nm - len(untrained.get('mass', ())))
-  names = '; '.join(f'{label} {", ".join(values)}' for label, values in untrained.items())
-  return (f'no training design has {names}: {nd * nm - trained} of the {nd * nm} class pairs '
-          'count in every number below, although neither the generator nor the classifier was '
-          'trained on any design of them')
+  return (f'no training design has {_class_names(untrained)}: {nd * nm - trained} of the '
+          f'{nd * nm} class pairs count in every number below, although neither the generator '
+          'nor the classifier was trained on any design of them')
+
+
+def _class_names(classes: dict) -> str:
+  """{'durability': ['9.9'], 'mass': ['20']} -> 'durability 9.9; mass 20'."""
+  return '; '.join(f'{label} {", ".join(values)}' for label, values in classes.items())
 
 
 def _load_data(model, data_path: Optional[str], load_data) -> data.Dataset:

@@ -271,6 +271,18 @@ def test_warnings_name_a_single_class_and_classes_without_training_designs(tmp_p
       'no training design has durability 9.9; mass 20: 5 of the 8 class pairs count in every '
       'number below, although neither the generator nor the classifier was trained on any '
       'design of them')
+  # Evaluated on these designs, a model trained on others: what its own training designs lacked
+  # is its checkpoint's record; these designs' split says what the classifier lacks.
+  assert evaluate.untrained_pairs_note(ds, ds.untrained_classes()) == (
+      evaluate.untrained_pairs_note(ds))
+  assert evaluate.untrained_pairs_note(ds, {}) == (
+      'the classifier, trained on the training split of these designs, on none of durability '
+      '9.9; mass 20: their class pairs count in every number below like the others')
+  assert evaluate.untrained_pairs_note(ds, {'durability': ['2.5']}) == (
+      "the generator was trained on no design of durability 2.5 (its checkpoint's record of its "
+      'training designs); the classifier, trained on the training split of these designs, on '
+      'none of durability 9.9; mass 20: their class pairs count in every number below like the '
+      'others')
   os.makedirs(tmp_path / 'both')
   write_designs(tmp_path / 'both', labelled_names(6))
   # Without a fixed vocabulary too: a rare class whose only design fell in the validation split.
