@@ -30,11 +30,11 @@ def read_rgb(path: str) -> np.ndarray:
   8-bit grayscale ('L') and palette ('P') images are converted to RGB: a grey level v becomes the
   colour (v, v, v); 16/32-bit single-channel images ('I;16', 'I', 'F') are refused (Pillow reads
   16-bit-per-channel RGB PNGs as 8-bit RGB). Images with an alpha channel, or a colour marked
-  transparent (PNG tRNS), are accepted only when every pixel is fully opaque (the alpha is then
-  dropped); transparency has no meaning in a design, so any other alpha value is refused rather
-  than silently composited (Pillow reads a 32-bit BMP's fourth byte as padding, but as alpha when
-  a BITMAPV4/V5 header gives an alpha mask). The content must be BMP or PNG whatever the name
-  says: a JPEG's lossy colours are refused.
+  transparent (PNG tRNS, compared at the PNG's own bit depth), are accepted only when every pixel
+  is fully opaque (the alpha is then dropped); transparency has no meaning in a design, so any
+  other alpha value is refused rather than silently composited (Pillow reads a 32-bit BMP's fourth
+  byte as padding, but as alpha when a BITMAPV4/V5 header gives an alpha mask). The content must
+  be BMP or PNG whatever the name says: a JPEG's lossy colours are refused.
 
   Raises:
     DataError: the file is missing, unreadable, not an image, or has a non-opaque alpha channel.
@@ -47,11 +47,12 @@ def read_rgb(path: str) -> np.ndarray:
       if img.format not in _DESIGN_FORMATS:  # e.g. a JPEG named .bmp: lossy, colours shifted
         raise DataError(f'{path}: the file is a {img.format} image, not BMP or PNG, whatever its '
                         'name says; designs must be lossless BMP or PNG files')
+      rawmode = img.tile[0][3] if img.format == 'PNG' and img.tile else None  # load() clears it
       img.load()
       if 'transparency' in img.info and img.mode in ('P', 'L', 'RGB', '1'):
         # A transparent palette entry, grey level or colour (PNG tRNS): an alpha channel in
         # effect, whose transparent pixels' stored colour (often a white background) means nothing.
-        img = img.convert('RGBA')
+        img = _with_alpha(path, img, rawmode)
       elif img.mode == 'P':
         img = img.convert('RGB')
       if img.mode in ('RGBA', 'LA', 'PA'):
@@ -77,6 +78,22 @@ def read_rgb(path: str) -> np.ndarray:
     raise DataError(f'{path}: cannot read image ({e.__class__.__name__}: {e}); the file is '
                     'corrupt or not a BMP/PNG') from None
   return array
+
+
+def _with_alpha(path: str, img: Image.Image, rawmode: str | None) -> Image.Image:
+  """`img`, whose PNG marks one colour transparent (tRNS), as RGBA: alpha 0 where that occurs.
+
+  Pillow compares the tRNS value with the samples as it read them, at 8 bits: it scales 2- and
+  4-bit grey levels to 0..255 but not the tRNS grey, so missed it. Those are compared at the
+  PNG's own depth.
+  """
+  if rawmode not in ('L;2', 'L;4'):
+    return img.convert('RGBA')
+  samples = np.asarray(img, np.uint16)
+  samples //= 255 // (2 ** int(rawmode[2:]) - 1)  # back from 0..255 to the PNG's levels
+  transparent = (samples.reshape(img.height, img.width, -1) == img.info['transparency']).all(-1)
+  alpha = np.where(transparent, 0, 255).astype(np.uint8)
+  return Image.fromarray(np.dstack([np.asarray(img.convert('RGB')), alpha]))  # (H, W, 4): RGBA
 
 
 def write_rgb(path: str, image: np.ndarray, atomic: bool = True) -> None:

@@ -5,6 +5,7 @@ import json
 import os
 import struct
 import threading
+import zlib
 
 import hypothesis
 import hypothesis.strategies as st
@@ -333,6 +334,42 @@ def test_a_colour_marked_transparent_is_refused_like_an_alpha_channel(tmp_path, 
   opaque.save(tmp_path / '1_a_2_x.png')
   assert len(data.load_dataset(str(tmp_path), 'original', val_fraction=0).train) == 1
   opaque.save(tmp_path / '1_b_2_x.png', transparency=white)
+  with pytest.raises(DataError, match='1_b_2_x.png: image has transparent pixels'):
+    data.load_dataset(str(tmp_path), 'original')
+
+
+def png_with_trns(samples, bit_depth, trns):
+  """A PNG of `samples`, (H, W) grey levels or (H, W, 3) colours at `bit_depth`, whose tRNS chunk
+  marks the grey or colour `trns` transparent, written as given (Pillow writes no 16-bit RGB)."""
+  samples = np.asarray(samples)
+  if bit_depth == 16:
+    rows = [row.astype('>u2').tobytes() for row in samples.reshape(len(samples), -1)]
+  else:  # each sample's low bit_depth bits, packed from the high end of a byte
+    rows = [np.packbits(np.unpackbits(row.astype(np.uint8)[:, None], axis=1)[:, 8 - bit_depth:])
+            .tobytes() for row in samples]
+  colour_type = 2 if samples.ndim == 3 else 0
+
+  def chunk(kind, body):
+    return struct.pack('>I', len(body)) + kind + body + struct.pack('>I', zlib.crc32(kind + body))
+
+  header = struct.pack('>IIBBBBB', samples.shape[1], len(samples), bit_depth, colour_type, 0, 0, 0)
+  return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header)
+          + chunk(b'tRNS', struct.pack(f'>{np.size(trns)}H', *np.ravel(trns)))
+          + chunk(b'IDAT', zlib.compress(b''.join(b'\0' + row for row in rows)))  # filter: none
+          + chunk(b'IEND', b''))
+
+
+@pytest.mark.parametrize('bit_depth', [1, 2, 4, 8])
+def test_a_grey_marked_transparent_is_refused_at_every_bit_depth(tmp_path, bit_depth):
+  """Pillow scales 2- and 4-bit grey levels up to 0..255 but not the tRNS grey, so it missed a
+  transparent grey other than black."""
+  white = 2 ** bit_depth - 1
+  grey = np.full((10, 30), white)
+  (tmp_path / '1_a_2_x.png').write_bytes(png_with_trns(grey, bit_depth, trns=0))  # no black
+  ds = data.load_dataset(str(tmp_path), 'original', val_fraction=0)
+  np.testing.assert_array_equal(data.denormalize(ds.train.images), 255)
+  grey[:, :6] = 0
+  (tmp_path / '1_b_2_x.png').write_bytes(png_with_trns(grey, bit_depth, trns=white))
   with pytest.raises(DataError, match='1_b_2_x.png: image has transparent pixels'):
     data.load_dataset(str(tmp_path), 'original')
 
