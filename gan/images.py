@@ -84,13 +84,18 @@ def _with_alpha(path: str, img: Image.Image, rawmode: str | None) -> Image.Image
   """`img`, whose PNG marks one colour transparent (tRNS), as RGBA: alpha 0 where that occurs.
 
   Pillow compares the tRNS value with the samples as it read them, at 8 bits: it scales 2- and
-  4-bit grey levels to 0..255 but not the tRNS grey, so missed it. Those are compared at the
-  PNG's own depth.
+  4-bit grey levels to 0..255 but not the tRNS grey, so missed it, and it keeps a 16-bit sample's
+  high byte but matched the tRNS colour's low byte. Those are compared at the PNG's own depth.
   """
-  if rawmode not in ('L;2', 'L;4'):
+  if rawmode not in ('L;2', 'L;4', 'RGB;16B'):
     return img.convert('RGBA')
   samples = np.asarray(img, np.uint16)
-  samples //= 255 // (2 ** int(rawmode[2:]) - 1)  # back from 0..255 to the PNG's levels
+  if rawmode == 'RGB;16B':
+    with Image.open(path) as low:  # decoded again as if little-endian: each sample's low byte
+      low.tile = [(*tile[:3], 'RGB;16L') for tile in low.tile]
+      samples = samples << 8 | np.asarray(low)
+  else:
+    samples //= 255 // (2 ** int(rawmode[2:]) - 1)  # back from 0..255 to the PNG's levels
   transparent = (samples.reshape(img.height, img.width, -1) == img.info['transparency']).all(-1)
   alpha = np.where(transparent, 0, 255).astype(np.uint8)
   return Image.fromarray(np.dstack([np.asarray(img.convert('RGB')), alpha]))  # (H, W, 4): RGBA

@@ -374,6 +374,19 @@ def test_a_grey_marked_transparent_is_refused_at_every_bit_depth(tmp_path, bit_d
     data.load_dataset(str(tmp_path), 'original')
 
 
+def test_a_16_bit_colour_marked_transparent_is_compared_at_16_bits(tmp_path):
+  """Pillow keeps a 16-bit sample's high byte, and matched the tRNS colour's low byte against it:
+  it refused a colour that does not occur, and missed one that does."""
+  colours = np.zeros((10, 30, 3), np.uint16)
+  colours[:, :6] = (0x1234, 0x5678, 0x9abc)  # read as (0x12, 0x56, 0x9a)
+  (tmp_path / '1_a_2_x.png').write_bytes(png_with_trns(colours, 16, trns=(0x12, 0x56, 0x9a)))
+  ds = data.load_dataset(str(tmp_path), 'original', val_fraction=0)
+  np.testing.assert_array_equal(data.denormalize(ds.train.images)[0], colours >> 8)
+  (tmp_path / '1_b_2_x.png').write_bytes(png_with_trns(colours, 16, trns=(0x1234, 0x5678, 0x9abc)))
+  with pytest.raises(DataError, match='1_b_2_x.png: image has transparent pixels'):
+    data.load_dataset(str(tmp_path), 'original')
+
+
 def bmp32(image, alpha, alpha_mask=None):
   """A 32-bit BMP of `image` with fourth byte `alpha`: a BITMAPINFOHEADER (BI_RGB) or, given
   `alpha_mask`, a BITMAPV4HEADER (BI_BITFIELDS) whose masks include it."""
