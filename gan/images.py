@@ -30,7 +30,7 @@ def read_rgb(path: str) -> np.ndarray:
   8-bit grayscale ('L') and palette ('P') images are converted to RGB: a grey level v becomes the
   colour (v, v, v); 16/32-bit single-channel images ('I;16', 'I', 'F') are refused (Pillow reads
   16-bit-per-channel RGB PNGs as 8-bit RGB). Images with an alpha channel, or a colour marked
-  transparent (PNG tRNS, compared at the PNG's own bit depth), are accepted only when every pixel
+  transparent (PNG tRNS; `_with_alpha`), are accepted only when every pixel
   is fully opaque (the alpha is then dropped); transparency has no meaning in a design, so any
   other alpha value is refused rather than silently composited (Pillow reads a 32-bit BMP's fourth
   byte as padding, but as alpha when a BITMAPV4/V5 header gives an alpha mask). The content must
@@ -47,12 +47,11 @@ def read_rgb(path: str) -> np.ndarray:
       if img.format not in _DESIGN_FORMATS:  # e.g. a JPEG named .bmp: lossy, colours shifted
         raise DataError(f'{path}: the file is a {img.format} image, not BMP or PNG, whatever its '
                         'name says; designs must be lossless BMP or PNG files')
-      rawmode = img.tile[0][3] if img.format == 'PNG' and img.tile else None  # load() clears it
       img.load()
       if 'transparency' in img.info and img.mode in ('P', 'L', 'RGB', '1'):
         # A transparent palette entry, grey level or colour (PNG tRNS): an alpha channel in
         # effect, whose transparent pixels' stored colour (often a white background) means nothing.
-        img = _with_alpha(path, img, rawmode)
+        img = _with_alpha(path, img)
       elif img.mode == 'P':
         img = img.convert('RGB')
       if img.mode in ('RGBA', 'LA', 'PA'):
@@ -80,23 +79,40 @@ def read_rgb(path: str) -> np.ndarray:
   return array
 
 
-def _with_alpha(path: str, img: Image.Image, rawmode: str | None) -> Image.Image:
-  """`img`, whose PNG marks one colour transparent (tRNS), as RGBA: alpha 0 where that occurs.
+def _png_depth(path: str) -> tuple[int, int]:
+  """(bit depth, colour type) from a PNG's IHDR chunk, which the PNG spec puts first."""
+  with open(path, 'rb') as f:
+    header = f.read(26)
+  return header[24], header[25]
+
+
+def _with_alpha(path: str, img: Image.Image) -> Image.Image:
+  """`img`, whose PNG marks one grey level or colour transparent (tRNS), as RGBA: alpha 0 where
+  that value occurs.
 
   Pillow compares the tRNS value with the samples as it read them, at 8 bits: it scales 2- and
-  4-bit grey levels to 0..255 but not the tRNS grey, so missed it, and it keeps a 16-bit sample's
-  high byte but matched the tRNS colour's low byte. Those are compared at the PNG's own depth.
+  4-bit grey levels to 0..255 but not the tRNS grey, so it missed it; those levels are compared at
+  their own depth here. Of a 16-bit colour Pillow keeps each sample's high byte but matched the
+  tRNS colour's low byte; the low bytes are gone, so a pixel whose high bytes equal the tRNS
+  colour's may be transparent or not, and such an image is refused (one with no such pixel is not
+  transparent anywhere).
   """
-  if rawmode not in ('L;2', 'L;4', 'RGB;16B'):
+  if img.format != 'PNG':
     return img.convert('RGBA')
-  samples = np.asarray(img, np.uint16)
-  if rawmode == 'RGB;16B':
-    with Image.open(path) as low:  # decoded again as if little-endian: each sample's low byte
-      low.tile = [(*tile[:3], 'RGB;16L') for tile in low.tile]
-      samples = samples << 8 | np.asarray(low)
+  bit_depth, colour_type = _png_depth(path)
+  trns = np.asarray(img.info['transparency'])
+  if colour_type == 0 and bit_depth in (2, 4):  # grey
+    levels = np.asarray(img, np.uint8) // (255 // (2 ** bit_depth - 1))  # back to the PNG's levels
+    transparent = levels == trns
+  elif colour_type == 2 and bit_depth == 16:  # RGB
+    transparent = (np.asarray(img.convert('RGB')) == trns >> 8).all(-1)
+    if transparent.any():
+      raise DataError(
+          f'{path}: a 16-bit PNG whose transparent colour (tRNS) may occur: Pillow reads such '
+          'images at 8 bits, where its pixels cannot be told apart from the transparent colour; '
+          'save the design as an 8-bit PNG or without transparency')
   else:
-    samples //= 255 // (2 ** int(rawmode[2:]) - 1)  # back from 0..255 to the PNG's levels
-  transparent = (samples.reshape(img.height, img.width, -1) == img.info['transparency']).all(-1)
+    return img.convert('RGBA')
   alpha = np.where(transparent, 0, 255).astype(np.uint8)
   return Image.fromarray(np.dstack([np.asarray(img.convert('RGB')), alpha]))  # (H, W, 4): RGBA
 

@@ -374,17 +374,22 @@ def test_a_grey_marked_transparent_is_refused_at_every_bit_depth(tmp_path, bit_d
     data.load_dataset(str(tmp_path), 'original')
 
 
-def test_a_16_bit_colour_marked_transparent_is_compared_at_16_bits(tmp_path):
+def test_a_16_bit_colour_marked_transparent_is_refused_only_where_it_may_occur(tmp_path):
   """Pillow keeps a 16-bit sample's high byte, and matched the tRNS colour's low byte against it:
-  it refused a colour that does not occur, and missed one that does."""
+  it refused a colour that does not occur, and missed one that does. Pixels whose high bytes equal
+  the tRNS colour's cannot be told apart at 8 bits, so such an image is refused."""
   colours = np.zeros((10, 30, 3), np.uint16)
   colours[:, :6] = (0x1234, 0x5678, 0x9abc)  # read as (0x12, 0x56, 0x9a)
-  (tmp_path / '1_a_2_x.png').write_bytes(png_with_trns(colours, 16, trns=(0x12, 0x56, 0x9a)))
+  trns = (0x4412, 0x0056, 0x009a)  # its low bytes are the pixels' high bytes; no pixel is it
+  (tmp_path / '1_a_2_x.png').write_bytes(png_with_trns(colours, 16, trns=trns))
   ds = data.load_dataset(str(tmp_path), 'original', val_fraction=0)
   np.testing.assert_array_equal(data.denormalize(ds.train.images)[0], colours >> 8)
-  (tmp_path / '1_b_2_x.png').write_bytes(png_with_trns(colours, 16, trns=(0x1234, 0x5678, 0x9abc)))
-  with pytest.raises(DataError, match='1_b_2_x.png: image has transparent pixels'):
-    data.load_dataset(str(tmp_path), 'original')
+  for name, trns in [('1_b_2_x.png', (0x1234, 0x5678, 0x9abc)), ('1_c_2_x.png', (0x12ff, 0x5600,
+                                                                                  0x9a01))]:
+    (tmp_path / name).write_bytes(png_with_trns(colours, 16, trns=trns))
+    with pytest.raises(DataError, match=f'{name}: a 16-bit PNG whose transparent colour'):
+      data.load_dataset(str(tmp_path), 'original')
+    (tmp_path / name).unlink()
 
 
 def bmp32(image, alpha, alpha_mask=None):
