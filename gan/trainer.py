@@ -25,6 +25,7 @@ from gan import classifier as classifier_lib
 from gan import config as config_lib
 from gan import data
 from gan import evaluate
+from gan import interrupts
 from gan import metrics as metrics_lib
 from gan import parallel
 from gan import paths
@@ -288,6 +289,11 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
   interrupted = False
   end_epoch = start_epoch
   try:
+    # Under train.py (interrupts.watched), a second Ctrl-C that a callback swallowed (JAX's gc
+    # callback, at any allocation) stops the run at the next of these checks: before the first
+    # epoch (one while the run opened or compiled), after each epoch's training, and after its
+    # closing work, as an unswallowed one would have stopped it there.
+    interrupts.raise_if_interrupted()
     for epoch in range(start_epoch + 1, config.epochs + 1):
       t0 = time.perf_counter()
       steps_before = (epoch - 1) * num_batches  # known on the host: no device sync
@@ -297,6 +303,7 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
       per_run = ([{n: v[k] for n, v in metrics.items()} for k in range(len(runs))] if sweep
                  else [metrics])
       state_finite = np.broadcast_to(jax.device_get(finite_fn(new_state)), (len(runs),))
+      interrupts.raise_if_interrupted()
       for run, run_metrics, run_finite in zip(runs, per_run, state_finite):
         run.check_finite(run_metrics, bool(run_finite), epoch, steps_before, progress)
       state = new_state
@@ -321,6 +328,7 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
         if last and not full:  # the rest of a last epoch's closing work
           closing.add(_close_epoch(runs, epoch, state, per_run, samples_per_s, seconds, first,
                                    True, progress, sweep, rest=True), first=False)
+      interrupts.raise_if_interrupted()  # before this epoch counts as trained, as in the closing
       end_epoch = epoch
       if last:
         if epoch < config.epochs:

@@ -8,6 +8,7 @@ changes them.
 
 import datetime
 import functools
+import gc
 import os
 import re
 import shutil
@@ -33,6 +34,7 @@ from gan import checkpoints
 from gan import config as config_lib
 from gan import designs
 from gan import images
+from gan import interrupts
 from gan import losses
 from gan import paths
 from gan import run_lock
@@ -1146,6 +1148,62 @@ def test_a_requested_stop_ends_with_the_epoch_in_progress_checkpointed(small_des
     assert 'Interrupted: stopped after epoch 2 of 5 (checkpointed)' in f.read()
 
 
+def _ctrl_c_swallowed_by_a_gc_callback():
+  """A Ctrl-C whose KeyboardInterrupt is raised inside a garbage-collection callback, as JAX's
+  runs at any allocation: Python reports it to sys.unraisablehook and goes on."""
+
+  def callback(phase, info):
+    del phase, info
+    gc.callbacks.remove(callback)
+    os.kill(os.getpid(), signal.SIGINT)
+
+  gc.callbacks.append(callback)
+  gc.collect()
+
+
+@pytest.mark.parametrize('during, saved, said', [
+    ('opening', [], 'Interrupted during epoch 1; no checkpoint was written yet'),
+    ('epoch', [], 'Interrupted during epoch 1; no checkpoint was written yet'),
+    ('closing', [1], 'Interrupted during epoch 1; the last checkpoint is of epoch 1'),
+], ids=['opening', 'epoch', 'closing'])
+def test_a_ctrl_c_that_a_callback_swallowed_stops_the_run_at_once(small_design_dir, tmp_path,
+                                                                  monkeypatch, during, saved,
+                                                                  said):
+  """Under interrupts.watched() (train.py's second Ctrl-C): the run went on to its last epoch.
+  It stops where an unswallowed one would have: before the first epoch when the Ctrl-C came
+  while the run opened, before the epoch's closing work (no checkpoint), or after it."""
+  compile_epoch, close_epoch = step.compile_epoch, trainer._close_epoch
+
+  def compiled(*args, **kwargs):
+    if during == 'opening':
+      _ctrl_c_swallowed_by_a_gc_callback()
+    epoch_fn = compile_epoch(*args, **kwargs)
+
+    def trained(*epoch_args):
+      result = epoch_fn(*epoch_args)
+      if during == 'epoch':
+        _ctrl_c_swallowed_by_a_gc_callback()
+      return result
+
+    trained.lower = epoch_fn.lower
+    return trained
+
+  def closed(*args, **kwargs):
+    took = close_epoch(*args, **kwargs)
+    if during == 'closing':
+      _ctrl_c_swallowed_by_a_gc_callback()
+    return took
+
+  monkeypatch.setattr(step, 'compile_epoch', compiled)
+  monkeypatch.setattr(trainer, '_close_epoch', closed)
+  config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), epochs=3,
+                       checkpoint_every=1, **BASE)
+  with pytest.raises(KeyboardInterrupt), interrupts.watched():
+    trainer.train(config)
+  assert trainer._saved_epochs(config.log_path) == saved
+  assert said in (tmp_path / 'run' / 'log_summary').read_text()
+
+
 def test_the_training_log_warns_about_a_class_without_training_designs(small_design_dir,
                                                                       tmp_path):
   masses = ','.join(f'{m:g}' for m in trainer.load_data(tiny_config(
@@ -1296,6 +1354,7 @@ def test_cli_a_second_ctrl_c_exits_130_without_the_interpreter_teardown(tmp_path
   assert proc.returncode == 130, proc.stderr
   lines = proc.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith('interrupted: the checkpoints written'), lines
+
 
 
 _BAD_CONFIG_FILES = {
