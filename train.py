@@ -70,12 +70,15 @@ def _stop_at_first_ctrl_c() -> threading.Event:
   """The first Ctrl-C asks the trainer to stop after the epoch in progress (checkpointed); a
   KeyboardInterrupt raised wherever the main thread happens to be could be swallowed (by a
   callback) or leave a TensorBoard writer's thread behind that the exit then waits for. A second
-  Ctrl-C interrupts at once."""
+  Ctrl-C interrupts at once: it goes to the handler this one replaces, interrupts.watched()'s
+  (call it inside that block), which records it, so that the trainer stops at once also when the
+  KeyboardInterrupt landed in a callback that swallowed it (JAX's gc callback)."""
   stop = threading.Event()
+  at_once = signal.getsignal(signal.SIGINT)
 
   def on_sigint(signum, frame):
     if stop.is_set():
-      signal.default_int_handler(signum, frame)
+      at_once(signum, frame)
     stop.set()
     print('\nCtrl-C: stopping after the epoch in progress (Ctrl-C again to stop at once)',
           file=sys.stderr, flush=True)
@@ -100,9 +103,11 @@ def main(argv):
     config_lib.check_repeated_tuple_overrides(sys.argv, config)
     # Before anything touches a device: JAX must know every process before it lists devices.
     parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    stop = _stop_at_first_ctrl_c()
-    result = trainer.train(config, stop_requested=stop.is_set)
-    interrupts.finished()  # else a Ctrl-C now would say it stops after the epoch in progress
+    interrupts.started()  # what watched() puts back at its end: not 'before training started'
+    with interrupts.watched():  # a second Ctrl-C that a callback swallowed still stops at once
+      stop = _stop_at_first_ctrl_c()
+      result = trainer.train(config, stop_requested=stop.is_set)
+    interrupts.finished()  # else a Ctrl-C now would end a finished run with 'interrupted:'
     if result['interrupted']:
       print('interrupted: stopped after the epoch in progress, checkpointed; the same command '
             'resumes', file=sys.stderr)

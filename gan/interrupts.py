@@ -5,8 +5,9 @@ held back while files move in.
 Python raises KeyboardInterrupt wherever the main thread is when the signal arrives. Inside a
 callback that Python calls and cannot propagate from (JAX's gc callback, a weakref finaliser),
 the exception is reported as "Exception ignored in ..." and the work goes on. `watched()` records
-every SIGINT, so `raise_if_interrupted()` still stops the run before it writes anything; train.py
-instead stops at the end of the epoch in progress (gan.trainer's stop_requested).
+every SIGINT, so `raise_if_interrupted()` still stops the run before it writes anything. train.py
+stops at the end of the epoch in progress at a first Ctrl-C (gan.trainer's stop_requested), and
+hands a second to `watched()`, whose record the trainer checks around each epoch.
 """
 
 import contextlib
@@ -91,7 +92,7 @@ def interrupted() -> bool:
 
 def raise_if_interrupted() -> None:
   """KeyboardInterrupt if a Ctrl-C came inside the active `watched()` block, also when a callback
-  swallowed it: call it before writing outputs."""
+  swallowed it: call it before writing outputs, and between the steps of long work (epochs)."""
   if interrupted():
     raise KeyboardInterrupt
 

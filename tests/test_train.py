@@ -1357,6 +1357,49 @@ def test_cli_a_second_ctrl_c_exits_130_without_the_interpreter_teardown(tmp_path
 
 
 
+# train.py with two Ctrl-Cs once epoch 1 has closed: the first as usual, the second raised inside
+# a garbage-collection callback (where JAX's runs), which Python cannot raise from.
+_TRAIN_CTRL_C_TWICE_THE_SECOND_SWALLOWED = (
+    'import gc, os, runpy, signal, sys; import gan.trainer\n'
+    'def ctrl_c_in_gc_callback(phase, info):\n'
+    '  gc.callbacks.remove(ctrl_c_in_gc_callback)\n'
+    '  os.kill(os.getpid(), signal.SIGINT)\n'
+    'close_epoch = gan.trainer._close_epoch\n'
+    'def close_epoch_then_ctrl_c_twice(runs, epoch, *args, **kwargs):\n'
+    '  took = close_epoch(runs, epoch, *args, **kwargs)\n'
+    '  if epoch == 1:\n'
+    '    os.kill(os.getpid(), signal.SIGINT)\n'
+    '    gc.callbacks.append(ctrl_c_in_gc_callback)\n'
+    '    gc.collect()\n'
+    '  return took\n'
+    'gan.trainer._close_epoch = close_epoch_then_ctrl_c_twice\n'
+    'sys.argv = ["train.py"] + sys.argv[1:]\n'
+    'runpy.run_path("train.py", run_name="__main__")\n')
+
+
+def test_cli_a_second_ctrl_c_swallowed_by_a_callback_still_stops_at_once(small_design_dir,
+                                                                          tmp_path):
+  """A second Ctrl-C that landed in JAX's gc callback was reported ('Exception ignored in garbage
+  collection callback', a KeyboardInterrupt traceback) and lost: the run trained on to the end of
+  the next epoch, as after one Ctrl-C. It stops at once now, as an unswallowed one does there."""
+  log_path = tmp_path / 'run'
+  args = [sys.executable, '-c', _TRAIN_CTRL_C_TWICE_THE_SECOND_SWALLOWED,
+          '--config=configs/default.py', f'--config.data_path={small_design_dir}',
+          f'--config.log_path={log_path}', '--config.epochs=3', '--config.checkpoint_every=1',
+          '--config.batch_size=32', '--config.eval_every=0',
+          '--config.gen_hidden_dims=(32,)', '--config.disc_hidden_dims=(32,)']
+  proc = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert proc.returncode == 130, proc.stderr
+  assert 'Exception ignored' not in proc.stderr and 'Traceback' not in proc.stderr, proc.stderr
+  assert proc.stderr.strip().splitlines()[-1].startswith(
+      'interrupted: the checkpoints written so far'), proc.stderr
+  assert os.listdir(log_path / 'checkpoints') == ['1']
+  summary = (log_path / 'log_summary').read_text()
+  assert 'Interrupted during epoch 1; the last checkpoint is of epoch 1' in summary, summary
+  assert 'epoch 2/' not in proc.stdout, proc.stdout
+
+
 _BAD_CONFIG_FILES = {
     'syntax.py': 'def get_config(:\n',
     'no_get_config.py': 'x = 1\n',
