@@ -11,6 +11,7 @@ as many strut colours as strut pixels: --strut1/--strut2, or --struts for any nu
 in gan/inference.py and gan/inference_output.py.
 """
 
+import importlib
 import os
 import sys
 
@@ -66,6 +67,11 @@ def _flag_error(message: str):
 
 def main(argv):
   del argv  # parse_flags refused any argument that is not a flag
+  # Imported after the flags are checked, so that a bad flag is refused at once; a Ctrl-C among
+  # these imports (JAX: seconds) is one line, not a traceback from inside an extension's import.
+  interrupts.quiet_while_starting('the request')
+  importlib.import_module('gan.inference_output')  # and gan.checkpoints: what _infer uses
+  interrupts.started()
   try:
     with interrupts.watched():  # also a Ctrl-C that a callback swallowed stops the request
       out_dir, files = _infer()

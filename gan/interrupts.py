@@ -11,6 +11,7 @@ hands a second to `watched()`, whose record the trainer checks around each epoch
 """
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -60,12 +61,17 @@ def quiet_while_starting(what: str) -> None:
   """Until `started()`, Ctrl-C prints one line, 'interrupted: before <what> started; nothing
   written', and exits with SIGINT's status 130. For a command-line tool's imports (JAX alone takes
   seconds), where a KeyboardInterrupt is a traceback from inside the import machinery. Main
-  thread only, as above; an ignored SIGINT stays ignored."""
+  thread only, as above; an ignored SIGINT stays ignored.
+
+  The process ends in the handler (os._exit: nothing is written before `started()`), without
+  raising: a SystemExit raised there was swallowed when the handler ran inside a callback (JAX's
+  gc callback, an import lock's weakref callback), so the tool said "nothing written" and went on
+  to do its work, and one raised inside a C extension's initialisation aborted the interpreter."""
 
   def on_sigint(signum, frame):
     del signum, frame
-    print(f'interrupted: before {what} started; nothing written', file=sys.stderr)
-    sys.exit(130)
+    os.write(2, f'interrupted: before {what} started; nothing written\n'.encode())
+    os._exit(130)  # pylint: disable=protected-access
 
   if _in_main_thread() and not _ignored():
     signal.signal(signal.SIGINT, on_sigint)

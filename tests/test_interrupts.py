@@ -150,13 +150,15 @@ else:
     ('gan.evaluate', 'jax', 'the evaluation'),
     ('gan.compare', 'jax', 'the comparison'),
     ('gan.bench', 'jax', 'the benchmark'),
+    ('infer.py', 'jax', 'the request'),  # imports JAX after its flags are checked
 ])
 def test_a_ctrl_c_while_a_tool_starts_is_one_line(tool, trigger, what, tmp_path):
   """A Ctrl-C while the tool still imported ended in a KeyboardInterrupt traceback from inside
   the import machinery."""
   out = tmp_path / 'out'
   args = {'train.py': [f'--config.log_path={out}'], 'gan.evaluate': ['--model_path=run'],
-          'gan.compare': [f'--out={out}'], 'gan.bench': []}[tool]
+          'gan.compare': [f'--out={out}'], 'gan.bench': [],
+          'infer.py': ['--model_path=run', f'--gen_img_path={out}']}[tool]
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   proc = subprocess.run([sys.executable, '-c', _INTERRUPTED_WHILE_IMPORTING, trigger, tool]
                         + args, cwd=repo, capture_output=True, text=True, timeout=120,
@@ -165,6 +167,31 @@ def test_a_ctrl_c_while_a_tool_starts_is_one_line(tool, trigger, what, tmp_path)
   assert proc.stderr.strip().splitlines() == [
       f'interrupted: before {what} started; nothing written'], proc.stderr
   assert os.listdir(tmp_path) == []
+
+
+_INTERRUPTED_IN_A_CALLBACK = '''
+import gc, os, signal, sys
+from gan import interrupts
+
+interrupts.quiet_while_starting('the work')
+def callback(phase, info):
+  if phase == 'start':
+    gc.callbacks.remove(callback)
+    os.kill(os.getpid(), signal.SIGINT)  # its handler runs inside this callback
+gc.callbacks.append(callback)
+gc.collect()
+print('went on')
+'''
+
+
+def test_a_ctrl_c_while_starting_ends_the_tool_also_inside_a_callback():
+  """The handler raised SystemExit, which a gc callback (JAX has one) swallows: the tool said
+  'nothing written' and went on to do its work."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run([sys.executable, '-c', _INTERRUPTED_IN_A_CALLBACK], cwd=repo,
+                        capture_output=True, text=True, timeout=60, check=False)
+  assert (proc.returncode, proc.stdout) == (130, ''), proc.stderr
+  assert proc.stderr.splitlines() == ['interrupted: before the work started; nothing written']
 
 
 @pytest.mark.parametrize('tool, args', [('gan.compare', ['--minutes=-1']),
