@@ -47,6 +47,12 @@ def pytest_configure(config):
     if name.startswith('jax_'):
       jax.config.update(name, value)
   config.addinivalue_line('filterwarnings', f'ignore:{_CACHE_READ_RACE}:UserWarning')
+  # A suite started in the background by a script (`make test &`) inherits SIGINT ignored, as do
+  # the tools its tests start: the tests of Ctrl-C would then fail. They set up an ignored SIGINT
+  # themselves where they test it.
+  config.designgan_sigint = signal.getsignal(signal.SIGINT)
+  if config.designgan_sigint is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -63,6 +69,7 @@ def pytest_unconfigure(config):
       os.environ[name.upper()] = environment
     if name.startswith('jax_'):
       jax.config.update(name, value)
+  signal.signal(signal.SIGINT, config.designgan_sigint)
   if not hasattr(config, 'workerinput'):
     shutil.rmtree(config.designgan_jax_cache, ignore_errors=True)
 
