@@ -72,17 +72,62 @@ def manager(directory: str, keep: int, create: bool = True, best_fn=None,
   """Keeps the last `keep` checkpoints, or with `best_fn(metrics)` the `keep` best ones.
 
   A writing manager (`create`) first removes the temporary directories of saves that a killed run
-  left unfinished; a reading one leaves them, since a training run may be writing them now."""
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create, best_fn=best_fn,
-                                         best_mode=best_mode, cleanup_tmp_directories=create)
+  left unfinished; a reading one leaves them, since a training run may be writing them now.
+
+  A save makes its step's directory before it returns: orbax's default makes it in the
+  background, and where that failed (a directory made read-only during training) the save's
+  other writers waited five minutes for it, and the process with them, before it could exit."""
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep, create=create, best_fn=best_fn, best_mode=best_mode,
+      cleanup_tmp_directories=create,
+      async_options=ocp.AsyncOptions(create_directories_asynchronously=False))
   return ocp.CheckpointManager(os.path.abspath(directory), options=options,
                                item_names=('state', 'meta'))
 
 
 def save(mngr: ocp.CheckpointManager, epoch: int, state, meta: dict,
          metrics: Optional[dict] = None) -> None:
-  mngr.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state._asdict()),
-                                           meta=ocp.args.JsonSave(meta)), metrics=metrics)
+  """Starts writing checkpoint `epoch`; orbax completes it in the background. A write that fails
+  (a full disk, a directory made read-only) raises a CheckpointError: here, or where it failed in
+  the background, at the next save, `wait_until_finished` or `close`."""
+  try:
+    mngr.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state._asdict()),
+                                             meta=ocp.args.JsonSave(meta)), metrics=metrics)
+  except Exception as e:  # pylint: disable=broad-except  (orbax raises many types)
+    raise _write_error(mngr, e) from None
+
+
+def wait_until_finished(mngr: ocp.CheckpointManager) -> None:
+  """Waits for the pending writes of `save`; a CheckpointError where one failed."""
+  try:
+    mngr.wait_until_finished()
+  except Exception as e:  # pylint: disable=broad-except
+    raise _write_error(mngr, e) from None
+
+
+def close(mngr: ocp.CheckpointManager) -> None:
+  """Closes a manager, waiting for its pending writes; a CheckpointError where one failed."""
+  try:
+    mngr.close()
+  except Exception as e:  # pylint: disable=broad-except
+    raise _write_error(mngr, e) from None
+
+
+def _write_error(mngr: ocp.CheckpointManager, error: Exception) -> CheckpointError:
+  """The one line for a failed checkpoint write (orbax's own error is a page of traceback)."""
+  return CheckpointError(f'cannot write a checkpoint in {mngr.directory} ({_write_reason(error)}); '
+                         'the complete checkpoints are kept, and the same command resumes from '
+                         'the latest once it can write there')
+
+
+def _write_reason(error: Exception) -> str:
+  """What the system said, where it can be told: TensorStore's message of a failed write names
+  the array and two long paths in the temporary directory before the reason, and one_line would
+  cut it off (a full disk: 'No space left on device [os_error_code='28']')."""
+  if isinstance(error, OSError) and error.strerror:
+    return f'{error.strerror}: {error.filename}' if error.filename else error.strerror
+  code = re.search(r"os_error_code='(\d+)'", str(error))
+  return os.strerror(int(code.group(1))) if code else one_line(error)
 
 
 def read_meta(mngr: ocp.CheckpointManager, epoch: Optional[int] = None) -> tuple[int, dict]:

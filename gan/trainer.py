@@ -504,17 +504,21 @@ class _Run:
     return took
 
   def close(self):
-    """Waits for pending checkpoint writes (also after an error)."""
-    self.mngr.wait_until_finished()
-    self.evaluator.close()
+    """Waits for pending checkpoint writes (also after an error); a CheckpointError where one
+    failed, once both managers' writes are done."""
+    try:
+      checkpoints.wait_until_finished(self.mngr)
+    finally:
+      self.evaluator.close()
 
   def release(self):
     """Closes the checkpoint managers and the event file, also when training failed, as orbax
     asks of a manager: a notebook, or any process that calls `train` again, would otherwise keep
-    every run's managers open."""
-    self.mngr.close()
-    self.evaluator.release()
-    self.tb.close()
+    every run's managers open. Each is closed even where one before it fails (a failed write)."""
+    with contextlib.ExitStack() as later:
+      later.callback(self.tb.close)
+      later.callback(self.evaluator.release)
+      checkpoints.close(self.mngr)
 
   def finish(self, epoch: int, trained: int, seconds: float, state) -> dict:
     self.tb.close()
@@ -717,16 +721,16 @@ class _Evaluator:
     # Every process evaluates alike, but the ranking of `best` checkpoints must agree exactly.
     checkpoints.save(self.best, epoch, state, dict(meta, metrics=evaluate.scalar_metrics(metrics)),
                      metrics={self.metric: parallel.broadcast_from_main(metrics[self.metric])})
-    self.best.wait_until_finished()  # committed before the epoch's regular checkpoint
+    checkpoints.wait_until_finished(self.best)  # committed before the epoch's regular checkpoint
     return metrics
 
   def close(self):
     if self.enabled:
-      self.best.wait_until_finished()
+      checkpoints.wait_until_finished(self.best)
 
   def release(self):
     if self.enabled:
-      self.best.close()
+      checkpoints.close(self.best)
 
 
 def _check_resumable_early(config, spec) -> None:

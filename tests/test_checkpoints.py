@@ -141,3 +141,42 @@ def test_a_refused_damaged_checkpoint_prints_nothing_later(tmp_path):
   assert 'asyncio filters: 0\n' in result.stdout, result.stdout
   assert 'Event loop is closed' not in result.stderr and 'Traceback' not in result.stderr, (
       result.stderr)
+
+
+_SAVE_WHERE_NO_STEP_DIRECTORY_CAN_BE_MADE = '''
+import collections, shutil, sys
+import jax.numpy as jnp
+from gan import checkpoints
+State = collections.namedtuple('State', 'params')
+directory = sys.argv[1]
+mngr = checkpoints.manager(directory, keep=2)
+state = State({'w': jnp.ones((8,))})
+checkpoints.save(mngr, 1, state, {'epoch': 1})
+mngr.wait_until_finished()
+shutil.rmtree(directory)
+open(directory, 'w').close()  # a file now: no step directory can be made in it
+try:
+  checkpoints.save(mngr, 2, state, {'epoch': 2})
+  mngr.wait_until_finished()
+except Exception as e:
+  print(f'refused: {type(e).__name__}: {e}')
+mngr.close()
+print('closed')
+'''
+
+
+def test_a_save_whose_directory_cannot_be_made_fails_at_once_and_nothing_waits(tmp_path):
+  """A checkpoints/ directory that training can no longer write (made read-only, replaced):
+  orbax made the step's directory in the background, and where that failed the save's other
+  writers waited five minutes for it (orbax's coordination timeout), and the process with them,
+  before exiting with a page of tracebacks. Now the save says so at once, in one line."""
+  directory = tmp_path / 'checkpoints'
+  result = subprocess.run([sys.executable, '-c', _SAVE_WHERE_NO_STEP_DIRECTORY_CAN_BE_MADE,
+                           str(directory)], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, check=False)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout == (
+      f'refused: CheckpointError: cannot write a checkpoint in {directory} (Not a directory: '
+      f'{directory}/2.orbax-checkpoint-tmp); the complete checkpoints are kept, and the same '
+      'command resumes from the latest once it can write there\nclosed\n'), result.stdout
+  assert 'Traceback' not in result.stderr, result.stderr

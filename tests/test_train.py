@@ -882,6 +882,57 @@ def test_checkpoint_of_the_same_run_is_complete_when_training_stops(
     assert_state_equal(checkpoints.restore_state(mngr, epoch, abstract), states[epoch])
 
 
+def test_a_checkpoint_write_that_fails_stops_with_one_error_and_the_run_resumes(
+    small_design_dir, tmp_path, monkeypatch):
+  """A checkpoint that orbax fails to write in the background (a full disk, a directory made
+  read-only during training) surfaced as orbax's own error, a page of traceback from the next save
+  or from closing the manager: now one CheckpointError that names the directory and the reason.
+  The complete checkpoints are kept, the run's lock is released and the same command resumes."""
+  # What TensorStore raises for a write to a full disk (its paths shortened).
+  full = ValueError('OUT_OF_RANGE: Error writing "gen_params.out.bias.value/0" in OCDBT database '
+                    'at local file "/r/checkpoints/2.orbax-checkpoint-tmp/state/": Failed writing: '
+                    '"/r/checkpoints/2.orbax-checkpoint-tmp/state/d/1": Failed to write 4096 bytes '
+                    "to file 8: No space left on device [os_error_code='28']")
+  manager = checkpoints.ocp.CheckpointManager
+  real = {name: getattr(manager, name) for name in ('save', 'wait_until_finished', 'close')}
+  failed = set()  # the managers whose background write failed, as orbax keeps that error
+
+  def save(self, epoch, *args, **kwargs):
+    if os.path.basename(str(self.directory)) == 'checkpoints' and epoch == 2:
+      failed.add(id(self))  # save returns; the write fails in the background
+      return True
+    return real['save'](self, epoch, *args, **kwargs)
+
+  def wait_until_finished(self):
+    real['wait_until_finished'](self)
+    if id(self) in failed:
+      raise full
+
+  def close(self):
+    had_failed = id(self) in failed
+    failed.discard(id(self))
+    real['close'](self)
+    if had_failed:
+      raise full
+
+  for name, method in (('save', save), ('wait_until_finished', wait_until_finished),
+                       ('close', close)):
+    monkeypatch.setattr(manager, name, method)
+  config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), epochs=3,
+                       checkpoint_every=1, eval_every=0, **BASE)
+  directory = os.path.join(config.log_path, 'checkpoints')
+  with pytest.raises(checkpoints.CheckpointError) as info:
+    trainer.train(config)
+  assert str(info.value) == (f'cannot write a checkpoint in {directory} (No space left on '
+                             'device); the complete checkpoints are kept, and the same command '
+                             'resumes from the latest once it can write there'), info.value
+  assert os.listdir(directory) == ['1']
+  assert not os.path.exists(os.path.join(config.log_path, run_lock.LOCK_NAME))
+  monkeypatch.undo()
+  result = trainer.train(config)
+  assert result['start_epoch'] == 1 and result['epochs'] == 3
+
+
 # ---------------------------------------------------------------------------------------------
 # 9. One compilation per run
 
