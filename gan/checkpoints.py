@@ -7,6 +7,7 @@ on a GPU restores on a CPU and vice versa. Orbax writes each step to a temporary
 renames it when complete, so an interrupted save never shadows the last good checkpoint.
 """
 
+import contextlib
 import logging
 import os
 import re
@@ -81,8 +82,9 @@ def manager(directory: str, keep: int, create: bool = True, best_fn=None,
       max_to_keep=keep, create=create, best_fn=best_fn, best_mode=best_mode,
       cleanup_tmp_directories=create,
       async_options=ocp.AsyncOptions(create_directories_asynchronously=False))
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options,
-                               item_names=('state', 'meta'))
+  with _absl_errors_only():  # a step without its metadata file (damaged) warns as it opens
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options,
+                                 item_names=('state', 'meta'))
 
 
 def save(mngr: ocp.CheckpointManager, epoch: int, state, meta: dict,
@@ -130,16 +132,20 @@ def _write_reason(error: Exception) -> str:
   return os.strerror(int(code.group(1))) if code else one_line(error)
 
 
-def read_meta(mngr: ocp.CheckpointManager, epoch: Optional[int] = None) -> tuple[int, dict]:
-  """(epoch, metadata) of `epoch` or the latest checkpoint."""
+def read_meta(mngr: ocp.CheckpointManager, epoch: Optional[int] = None,
+              earlier_hint: Optional[str] = None) -> tuple[int, dict]:
+  """(epoch, metadata) of `epoch` or the latest checkpoint. The message of an unreadable one names
+  the earlier checkpoints and `earlier_hint` (default CLI_EARLIER_HINT), as `restore_state`'s."""
   epoch = mngr.latest_step() if epoch is None else epoch
   if epoch is None:
     raise CheckpointError(f'no checkpoint in {mngr.directory}')
   try:
-    meta = mngr.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+    with _absl_errors_only():
+      meta = mngr.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
   except Exception as e:  # orbax raises many types for unreadable files
+    earlier = _earlier_checkpoints(mngr, epoch, earlier_hint or CLI_EARLIER_HINT)
     raise CheckpointError(f'checkpoint {epoch} in {mngr.directory} is unreadable: '
-                          f'{one_line(e)}') from None
+                          f'{one_line(e).rstrip(".")}{earlier}') from None
   return epoch, meta
 
 
@@ -217,16 +223,24 @@ def _earlier_checkpoints(mngr: ocp.CheckpointManager, epoch: int, hint: str) -> 
 
 def _stored_tree(state_dir: str, where: str):
   """The metadata tree (shape and dtype of every array) of a saved state, read without arrays."""
-  absl_logger = logging.getLogger('absl')
-  level = absl_logger.level
-  absl_logger.setLevel(logging.ERROR)  # orbax warns that the item dir has no step metadata
   try:
-    with ocp.StandardCheckpointer() as checkpointer:
-      metadata = checkpointer.metadata(state_dir)
+    with _absl_errors_only(), ocp.StandardCheckpointer() as checkpointer:
+      metadata = checkpointer.metadata(state_dir)  # orbax warns: the item dir has no step metadata
     tree = getattr(metadata, 'item_metadata', metadata)
     return getattr(tree, 'tree', tree)
   except Exception as e:  # missing or unreadable metadata
     raise CheckpointError(f'{where} is damaged or incomplete: {one_line(e)}') from None
+
+
+@contextlib.contextmanager
+def _absl_errors_only():
+  """orbax's warnings (absl's logger) dropped within the block: about a damaged checkpoint, the
+  one-line error says what matters."""
+  absl_logger = logging.getLogger('absl')
+  level = absl_logger.level
+  absl_logger.setLevel(logging.ERROR)
+  try:
+    yield
   finally:
     absl_logger.setLevel(level)
 

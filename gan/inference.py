@@ -115,7 +115,7 @@ def load(model_path: str, step_: Optional[int] = None, device=None) -> TrainedMo
   ckpt_dir, epoch, run_dir = find_checkpoints(model_path, step_)
   mngr = checkpoints.manager(ckpt_dir, keep=1_000_000, create=False)
   try:  # closing the manager ends orbax's background reads even when a restore fails
-    _, meta = checkpoints.read_meta(mngr, epoch)
+    _, meta = checkpoints.read_meta(mngr, epoch, _earlier_hint(model_path, ckpt_dir))
     try:
       config = config_lib.from_saved(meta['config'])
       spec = data.DataSpec.from_dict(meta['spec'])

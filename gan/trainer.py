@@ -412,11 +412,11 @@ class _Run:
     self.means = {}
 
   def restore(self, epoch: int, target):
-    _, saved = checkpoints.read_meta(self.mngr, epoch)
-    saved_config = _check_resumable(saved, self.config, self.shared.dataset.spec, self.log_path)
     damaged = os.path.join(self.mngr.directory, str(epoch))
-    state = checkpoints.restore_state(self.mngr, epoch, target, earlier_hint=(
-        f'remove {damaged} to resume from checkpoint {{step}}'))
+    earlier_hint = f'remove {damaged} to resume from checkpoint {{step}}'
+    _, saved = checkpoints.read_meta(self.mngr, epoch, earlier_hint)
+    saved_config = _check_resumable(saved, self.config, self.shared.dataset.spec, self.log_path)
+    state = checkpoints.restore_state(self.mngr, epoch, target, earlier_hint=earlier_hint)
     self.log.info('Resumed from the checkpoint of epoch %d in %s', epoch, self.mngr.directory)
     self.tb.purge_from(epoch + 1)  # scalars and grids are stepped by epoch: replayed ones replace
     changed = config_lib.changed_settings(saved_config, self.config)

@@ -9,6 +9,7 @@ changes them.
 import datetime
 import functools
 import gc
+import logging
 import os
 import re
 import shutil
@@ -775,6 +776,34 @@ def test_a_damaged_latest_checkpoint_names_the_earlier_one(base_run, small_desig
   assert message.startswith(f'checkpoint 3 in {directory} is damaged'), message
   assert message.endswith(f'; the earlier checkpoint 2 is kept (remove '
                           f'{os.path.join(directory, "3")} to resume from checkpoint 2)'), message
+
+
+@pytest.mark.parametrize('damage', ['metadata file removed', 'step directory emptied'])
+def test_a_latest_checkpoint_with_unreadable_metadata_names_the_earlier_one(base_run, tmp_path,
+                                                                             caplog, damage):
+  """Damaged arrays were named together with the earlier checkpoint to resume from; a damaged
+  metadata file or an emptied step directory were not, and the emptied one came after orbax's
+  warning that its metadata file does not exist."""
+  config, _ = base_run
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.log_path = copy_run(config.log_path, tmp_path / 'run')
+  directory = os.path.join(config.log_path, 'checkpoints')
+  latest = os.path.join(directory, '3')
+  shutil.copytree(os.path.join(directory, '2'), latest)  # a later checkpoint, then damaged
+  if damage == 'metadata file removed':
+    os.remove(os.path.join(latest, 'meta', 'metadata'))
+  else:
+    for name in os.listdir(latest):
+      path = os.path.join(latest, name)
+      shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+  with pytest.raises(checkpoints.CheckpointError) as info:
+    trainer.train(config)
+  message = str(info.value)
+  assert message.startswith(f'checkpoint 3 in {directory} is unreadable: '), message
+  assert message.endswith(f'; the earlier checkpoint 2 is kept (remove {latest} to resume from '
+                          'checkpoint 2)'), message
+  assert not [r for r in caplog.records if r.name == 'absl' and r.levelno >= logging.WARNING], (
+      caplog.text)
 
 
 def test_resuming_logs_changed_settings_and_replayed_epochs_show_once(base_run, tmp_path,
