@@ -257,6 +257,8 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
     state = (step.init_sweep(config, dataset.spec, dataset.mask, seeds)[1] if sweep
              else step.init(config, dataset.spec, dataset.mask)[1])
     state = parallel.replicate(mesh, state)
+    for run in runs:  # the events of a run that died before its first checkpoint: replaced
+      run.tb.purge_from(0)
 
   arrays = {k: getattr(dataset.train, k) for k in ('images', 'durability', 'mass', 'fixed')}
   device_data, num_rows = parallel.shard_rows(mesh, arrays)

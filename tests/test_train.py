@@ -843,6 +843,29 @@ def test_resuming_logs_changed_settings_and_replayed_epochs_show_once(base_run, 
   assert len(writes) == 2 and all(writes), writes
 
 
+def test_a_run_that_starts_again_replaces_the_events_of_one_that_died_unsaved(
+    small_design_dir, tmp_path, monkeypatch):
+  """A run killed before its first checkpoint (during that save, say) had written its first
+  epoch's events; the same command starts again from epoch 1, and TensorBoard showed that epoch
+  twice (and the real designs' grid of step 0 twice)."""
+  config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), epochs=1,
+                       checkpoint_every=1, eval_every=0, **BASE)
+
+  def killed(*_, **__):
+    raise RuntimeError('killed')
+
+  monkeypatch.setattr(checkpoints, 'save', killed)
+  with pytest.raises(RuntimeError, match='killed'):
+    trainer.train(config)
+  monkeypatch.undo()
+  assert trainer.train(config)['start_epoch'] == 0
+  events = event_accumulator.EventAccumulator(
+      os.path.join(config.log_path, 'tensorboard_records'), purge_orphaned_data=True)
+  events.Reload()
+  assert [e.step for e in events.Scalars('train/critic_loss')] == [1]
+  assert [e.step for e in events.Images('real/designs_by_class')] == [0]
+
+
 def test_an_epochs_best_save_commits_before_its_checkpoint(small_design_dir, tmp_path,
                                                            monkeypatch):
   """Otherwise a run killed between the two resumes after an epoch whose best/ save was lost,
