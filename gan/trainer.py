@@ -527,8 +527,14 @@ class _Run:
     self.log.info('Trained %d epoch(s) in %.1f s; checkpoints in %s', max(trained, 0), seconds,
                   self.mngr.directory)
     if self.shared.main:
-      written = _write_outputs(self.config, self.shared.dataset, state, self.shared.sample_fn,
-                               self.output_path)
+      try:
+        written = _write_outputs(self.config, self.shared.dataset, state, self.shared.sample_fn,
+                                 self.output_path)
+      except OSError as e:  # a full disk, a directory made read-only during training
+        reason = f'{e.strerror}: {e.filename}' if e.strerror and e.filename else e.strerror or e
+        raise paths.OutputPathError(
+            f'cannot write the designs to {self.output_path} ({reason}); the training is '
+            'checkpointed, and the same command writes them once it can write there') from None
       self.log.info('Wrote %d generated and %d real designs to %s', len(written[0]),
                     len(written[1]), self.output_path)
     return {'log_path': self.log_path, 'output_path': self.output_path,

@@ -349,6 +349,31 @@ def test_written_designs_replace_the_earlier_ones_and_only_them(tmp_path, monkey
   assert sorted(os.listdir(directory)) == ['fake_0.bmp', 'fake_2.bmp', 'fake_9.bmp', 'notes.txt']
 
 
+def test_designs_that_cannot_be_written_at_the_end_stop_with_one_error(base_run, tmp_path,
+                                                                       monkeypatch):
+  """An output directory made read-only (or a disk that filled) during training: the designs
+  written at the end failed with a PermissionError traceback; now one error that says the
+  training is kept, and the earlier designs are as they were."""
+  config, _ = base_run
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.log_path = copy_run(config.log_path, tmp_path / 'run')
+  output = os.path.join(config.log_path, 'output')
+  before = _files(output)
+
+  def denied(path, *_, **__):
+    raise PermissionError(13, 'Permission denied', path)
+
+  monkeypatch.setattr(images, 'write_rgb', denied)
+  with pytest.raises(paths.OutputPathError) as info:
+    trainer.train(config)
+  message = str(info.value)
+  assert message.startswith(f'cannot write the designs to {output} (Permission denied: '
+                            f'{output}{os.sep}fake.partial-'), message
+  assert message.endswith('; the training is checkpointed, and the same command writes them '
+                          'once it can write there'), message
+  assert _files(output) == before
+
+
 def test_wgan_clips_critic_weight_matrices_only(infogan_wgan_run):
   config, result = infogan_wgan_run
   clip = config.weight_clip
