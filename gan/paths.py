@@ -141,11 +141,12 @@ def check_output_file(path: str, what: str) -> str:
   return path
 
 
-def staging_dir(target: str) -> str:
+def staging_dir(target: str, owner: str = '') -> str:
   """A new temporary sibling directory of `target`, to be renamed to it when complete, with the
   permissions os.makedirs would give (tempfile.mkdtemp makes it private, mode 0700, and the
-  rename would keep that: a dataset or cache nobody else could read)."""
-  tmp = tempfile.mkdtemp(prefix=os.path.basename(target) + '.partial-',
+  rename would keep that: a dataset or cache nobody else could read). Its name is
+  `<target's name>.partial-<owner><random>`."""
+  tmp = tempfile.mkdtemp(prefix=os.path.basename(target) + '.partial-' + owner,
                          dir=os.path.dirname(target))
   os.chmod(tmp, 0o777 & ~_umask())
   return tmp

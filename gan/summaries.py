@@ -3,6 +3,7 @@
 import os
 import re
 import shutil
+import socket
 import sys
 
 import numpy as np
@@ -41,7 +42,8 @@ def write_designs(directory: str, prefix: str, designs: np.ndarray) -> list[str]
   if in_the_way:
     raise paths.OutputPathError(f'{directory} holds directories named like the designs it gets '
                                 f'({", ".join(in_the_way[:3])}); remove them')
-  tmp = paths.staging_dir(directory)
+  _remove_abandoned_staging_dirs(directory)
+  tmp = paths.staging_dir(directory, _staging_owner())
   try:
     for name, image in zip(names, designs):
       images_lib.write_rgb(os.path.join(tmp, name), image, atomic=False)
@@ -61,6 +63,37 @@ def write_designs(directory: str, prefix: str, designs: np.ndarray) -> list[str]
   finally:
     shutil.rmtree(tmp, ignore_errors=True)  # gone already after the rename
   return [os.path.join(directory, name) for name in names]
+
+
+def _staging_owner() -> str:
+  """'<host>-<pid>-': whose staging directory of `write_designs` it is."""
+  return f'{socket.gethostname()}-{os.getpid()}-'
+
+
+def _remove_abandoned_staging_dirs(directory: str) -> None:
+  """Removes the staging directories of `directory` that a process of this host left behind when
+  it was killed (SIGKILL) while it wrote them: they stayed, half filled, beside the designs for
+  good. Those of a live process, and of another host (which cannot be checked), stay."""
+  parent, name = os.path.split(os.path.abspath(directory))
+  ours = re.compile(rf'{re.escape(name)}\.partial-{re.escape(socket.gethostname())}-(\d+)-')
+  try:
+    found = os.listdir(parent)
+  except OSError:
+    return
+  for entry in found:
+    match = ours.match(entry)
+    if match and not _alive(int(match.group(1))):
+      shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # another user's process
+    return True
+  return True
 
 
 def _summary_writer_class():

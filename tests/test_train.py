@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -347,6 +348,38 @@ def test_written_designs_replace_the_earlier_ones_and_only_them(tmp_path, monkey
     summaries.write_designs(directory, 'fake', designs[:3])
   assert sorted(os.listdir(tmp_path / 'output')) == ['fake']
   assert sorted(os.listdir(directory)) == ['fake_0.bmp', 'fake_2.bmp', 'fake_9.bmp', 'notes.txt']
+
+
+_KILLED_WHILE_WRITING_DESIGNS = '''
+import os, sys
+import numpy as np
+from gan import images, summaries
+write_rgb = images.write_rgb
+def write_then_die(path, image, **kwargs):
+  write_rgb(path, image, **kwargs)
+  os._exit(9)  # as at a SIGKILL: nothing cleans up
+images.write_rgb = write_then_die
+summaries.write_designs(sys.argv[1], 'fake', np.zeros((3, 10, 30, 3), np.uint8))
+'''
+
+
+def test_the_staging_directory_of_a_killed_design_write_is_removed_by_the_next(tmp_path):
+  """A run killed while it wrote its designs left their staging directory, half filled, beside
+  them for good (output/fake.partial-...; every kill one more); the next write removes it. One of
+  a live process, or of another host, stays."""
+  directory = tmp_path / 'output' / 'fake'
+  proc = subprocess.run([sys.executable, '-c', _KILLED_WHILE_WRITING_DESIGNS, str(directory)],
+                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+  assert proc.returncode == 9, proc.stderr
+  assert [n for n in os.listdir(tmp_path / 'output') if n.startswith('fake.partial-')], (
+      os.listdir(tmp_path / 'output'))  # as the kill left it
+  live = f'fake.partial-{socket.gethostname()}-{os.getpid()}-writing'
+  elsewhere = f'fake.partial-{socket.gethostname()}x-{finished_pid()}-writing'
+  for name in (live, elsewhere):
+    (tmp_path / 'output' / name).mkdir()
+  summaries.write_designs(str(directory), 'fake', np.zeros((2, 10, 30, 3), np.uint8))
+  assert sorted(os.listdir(tmp_path / 'output')) == sorted(['fake', live, elsewhere])
+  assert sorted(os.listdir(directory)) == ['fake_0.bmp', 'fake_1.bmp']
 
 
 def test_designs_that_cannot_be_written_at_the_end_stop_with_one_error(base_run, tmp_path,
