@@ -8,6 +8,7 @@ renames it when complete, so an interrupted save never shadows the last good che
 """
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -68,6 +69,13 @@ def _not_unretrieved_task(record) -> bool:
   return not str(record.msg).startswith('Task exception was never retrieved')
 
 
+# Orbax releases before the option made the directories synchronously (requirements allow 0.11).
+_SYNCHRONOUS_DIRECTORIES = (
+    ocp.AsyncOptions(create_directories_asynchronously=False)
+    if 'create_directories_asynchronously' in {f.name for f in dataclasses.fields(ocp.AsyncOptions)}
+    else None)
+
+
 def manager(directory: str, keep: int, create: bool = True, best_fn=None,
             best_mode: str = 'max') -> ocp.CheckpointManager:
   """Keeps the last `keep` checkpoints, or with `best_fn(metrics)` the `keep` best ones.
@@ -80,8 +88,7 @@ def manager(directory: str, keep: int, create: bool = True, best_fn=None,
   other writers waited five minutes for it, and the process with them, before it could exit."""
   options = ocp.CheckpointManagerOptions(
       max_to_keep=keep, create=create, best_fn=best_fn, best_mode=best_mode,
-      cleanup_tmp_directories=create,
-      async_options=ocp.AsyncOptions(create_directories_asynchronously=False))
+      cleanup_tmp_directories=create, async_options=_SYNCHRONOUS_DIRECTORIES)
   with _absl_errors_only():  # a step without its metadata file (damaged) warns as it opens
     return ocp.CheckpointManager(os.path.abspath(directory), options=options,
                                  item_names=('state', 'meta'))
