@@ -9,8 +9,9 @@ id, host and start time, and removes it when it ends, also after an error or Ctr
 A lock whose process is gone (killed with SIGKILL, a machine that went down) is stale: on the same
 host that is certain when no process has its id, or (Linux) the one that has it now started at
 another time than the lock records, and the lock is taken over with a warning (one process at a time
-judges and removes it, under an flock of the directory); a lock of another host cannot be checked,
-and the error says how to remove it by hand.
+judges and removes it, under an flock of the directory); so is a lock left empty for more than
+10 s (a process killed between creating it and writing its record). A lock of another host cannot
+be checked, and the error says how to remove it by hand.
 """
 
 import contextlib
@@ -81,6 +82,19 @@ def _holder(path: str):
     return None
 
 
+# A process writes its record within microseconds of creating the lock: an empty lock this old
+# is one whose process was killed in between (SIGKILL), and would otherwise refuse every run.
+_EMPTY_LOCK_GRACE_S = 10.0
+
+
+def _abandoned_empty(path: str) -> bool:
+  try:
+    stat = os.stat(path)
+  except OSError:
+    return False
+  return stat.st_size == 0 and time.time() - stat.st_mtime > _EMPTY_LOCK_GRACE_S
+
+
 class RunLock:
   """Context manager: holds `<directory>/.designgan.lock` from enter to exit. Taking over a stale
   lock is reported to `on_stale` (one line; default: absl's warning), e.g. for the run's log."""
@@ -108,11 +122,15 @@ class RunLock:
           if not os.path.lexists(self.path):  # released, or a stale one removed, meanwhile
             continue
           holder = _holder(self.path)
-          if not self._stale(holder):
+          if _abandoned_empty(self.path):
+            self._on_stale(f'removing the empty lock {self.path}, left by a process killed as it '
+                           'took it')
+          elif not self._stale(holder):
             raise self._held_error(holder) from None
-          self._on_stale(f'removing the stale lock {self.path} of process {holder["pid"]} on '
-                         f'{holder.get("host")} (started {holder.get("started")}), which is no '
-                         'longer running')
+          else:
+            self._on_stale(f'removing the stale lock {self.path} of process {holder["pid"]} on '
+                           f'{holder.get("host")} (started {holder.get("started")}), which is '
+                           'no longer running')
           try:
             os.unlink(self.path)
           except FileNotFoundError:

@@ -79,6 +79,21 @@ def test_a_lock_that_cannot_be_checked_is_refused_with_how_to_remove_it(tmp_path
     assert f.read() == content
 
 
+def test_an_empty_lock_left_by_a_killed_process_is_taken_over(tmp_path):
+  """A process killed between creating the lock and writing its record left it empty, and every
+  later run was refused until it was deleted by hand. Only an old one: a fresh empty lock is being
+  written (the test above)."""
+  path = os.path.join(str(tmp_path), run_lock.LOCK_NAME)
+  open(path, 'w', encoding='utf-8').close()
+  long_ago = time.time() - 60
+  os.utime(path, (long_ago, long_ago))
+  warnings = []
+  with run_lock.RunLock(str(tmp_path), on_stale=warnings.append):
+    assert run_lock._holder(path)['pid'] == os.getpid()
+  assert warnings == [f'removing the empty lock {path}, left by a process killed as it took it']
+  assert not os.path.exists(path)
+
+
 _TAKE_OVER = """
 import sys, time
 from gan import paths, run_lock
