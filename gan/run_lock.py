@@ -29,7 +29,8 @@ from gan.paths import OutputPathError
 LOCK_NAME = '.designgan.lock'
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+  """Whether a process `pid` runs on this host (another user's counts)."""
   try:
     os.kill(pid, 0)
   except ProcessLookupError:
@@ -173,7 +174,7 @@ class RunLock:
       started = _start_ticks(pid)
       if started is not None:
         return started != recorded
-    return pid != os.getpid() and not _alive(pid)
+    return pid != os.getpid() and not process_alive(pid)
 
   def _held_error(self, holder) -> OutputPathError:
     directory = os.path.dirname(self.path)

@@ -10,6 +10,7 @@ import numpy as np
 
 from gan import images as images_lib
 from gan import paths
+from gan import run_lock
 
 GRID_SCALE = 4   # pixels per design cell in grids
 GRID_PAD = 2     # grey border between designs, in grid pixels
@@ -82,18 +83,8 @@ def _remove_abandoned_staging_dirs(directory: str) -> None:
     return
   for entry in found:
     match = ours.match(entry)
-    if match and not _alive(int(match.group(1))):
+    if match and not run_lock.process_alive(int(match.group(1))):
       shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:  # another user's process
-    return True
-  return True
 
 
 def _summary_writer_class():
