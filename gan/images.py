@@ -91,19 +91,19 @@ def _with_alpha(path: str, img: Image.Image) -> Image.Image:
   that value occurs.
 
   Pillow compares the tRNS value with the samples as it read them, at 8 bits: it scales 2- and
-  4-bit grey levels to 0..255 but not the tRNS grey, so it missed it; those levels are compared at
-  their own depth here. Of a 16-bit colour Pillow keeps each sample's high byte but matched the
-  tRNS colour's low byte; the low bytes are gone, so a pixel whose high bytes equal the tRNS
-  colour's may be transparent or not, and such an image is refused (one with no such pixel is not
-  transparent anywhere).
+  4-bit grey levels to 0..255 but not the tRNS grey, so it missed it, and a 1-bit grey's too
+  before Pillow 12.1 (since, 255 for 1); those levels are compared at their own depth here. Of a
+  16-bit colour Pillow keeps each sample's high byte but matched the tRNS colour's low byte; the
+  low bytes are gone, so a pixel whose high bytes equal the tRNS colour's may be transparent or
+  not, and such an image is refused (one with no such pixel is not transparent anywhere).
   """
   if img.format != 'PNG':
     return img.convert('RGBA')
   bit_depth, colour_type = _png_depth(path)
   trns = np.asarray(img.info['transparency'])
-  if colour_type == 0 and bit_depth in (2, 4):  # grey
-    levels = np.asarray(img, np.uint8) // (255 // (2 ** bit_depth - 1))  # back to the PNG's levels
-    transparent = levels == trns
+  if colour_type == 0 and bit_depth in (1, 2, 4):  # grey
+    levels = np.asarray(img.convert('L')) // (255 // (2 ** bit_depth - 1))  # the PNG's levels
+    transparent = levels == (np.minimum(trns, 1) if bit_depth == 1 else trns)
   elif colour_type == 2 and bit_depth == 16:  # RGB
     transparent = (np.asarray(img.convert('RGB')) == trns >> 8).all(-1)
     if transparent.any():

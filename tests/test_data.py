@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
+from PIL import PngImagePlugin
 
 from gan import data
 from gan import evaluate
@@ -370,6 +371,27 @@ def test_a_grey_marked_transparent_is_refused_at_every_bit_depth(tmp_path, bit_d
   np.testing.assert_array_equal(data.denormalize(ds.train.images), 255)
   grey[:, :6] = 0
   (tmp_path / '1_b_2_x.png').write_bytes(png_with_trns(grey, bit_depth, trns=white))
+  with pytest.raises(DataError, match='1_b_2_x.png: image has transparent pixels'):
+    data.load_dataset(str(tmp_path), 'original')
+
+
+def test_a_1_bit_grey_marked_transparent_is_refused_as_pillow_before_12_1_reads_it(
+    tmp_path, monkeypatch):
+  """Pillow before 12.1 (requirements allow 10) gives a 1-bit PNG's tRNS grey as stored, 1 for
+  white, while it reads a white pixel as 255: it matched no pixel, and an image whose transparent
+  pixels are white was accepted with them as drawn."""
+  read_trns = PngImagePlugin.PngStream.chunk_tRNS
+
+  def as_before_12_1(self, pos, length):
+    s = read_trns(self, pos, length)
+    if self.im_mode == '1':
+      self.im_info['transparency'] = struct.unpack('>H', s[:2])[0]
+    return s
+
+  monkeypatch.setattr(PngImagePlugin.PngStream, 'chunk_tRNS', as_before_12_1)
+  grey = np.ones((10, 30), int)
+  grey[:, :6] = 0
+  (tmp_path / '1_b_2_x.png').write_bytes(png_with_trns(grey, 1, trns=1))
   with pytest.raises(DataError, match='1_b_2_x.png: image has transparent pixels'):
     data.load_dataset(str(tmp_path), 'original')
 
