@@ -74,16 +74,20 @@ def _staging_owner() -> str:
 def _remove_abandoned_staging_dirs(directory: str) -> None:
   """Removes the staging directories of `directory` that a process of this host left behind when
   it was killed (SIGKILL) while it wrote them: they stayed, half filled, beside the designs for
-  good. Those of a live process, and of another host (which cannot be checked), stay."""
+  good. Those of a live process, and of another host (which cannot be checked), stay. One with
+  this process's own id is a killed one's whose id it got (a restarted container): this process
+  writes one at a time."""
   parent, name = os.path.split(os.path.abspath(directory))
-  ours = re.compile(rf'{re.escape(name)}\.partial-{re.escape(socket.gethostname())}-(\d+)-')
+  # The whole name: mkdtemp's random part has no '-', so host 'node' is not read into 'node-12-...'.
+  ours = re.compile(rf'{re.escape(name)}\.partial-{re.escape(socket.gethostname())}-(\d+)-[^-]+')
   try:
     found = os.listdir(parent)
   except OSError:
     return
   for entry in found:
-    match = ours.match(entry)
-    if match and not run_lock.process_alive(int(match.group(1))):
+    match = ours.fullmatch(entry)
+    pid = int(match.group(1)) if match else None
+    if match and (pid == os.getpid() or not run_lock.process_alive(pid)):
       shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
 
 

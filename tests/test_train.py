@@ -373,13 +373,30 @@ def test_the_staging_directory_of_a_killed_design_write_is_removed_by_the_next(t
   assert proc.returncode == 9, proc.stderr
   assert [n for n in os.listdir(tmp_path / 'output') if n.startswith('fake.partial-')], (
       os.listdir(tmp_path / 'output'))  # as the kill left it
-  live = f'fake.partial-{socket.gethostname()}-{os.getpid()}-writing'
+  live = f'fake.partial-{socket.gethostname()}-{os.getppid()}-writing'
   elsewhere = f'fake.partial-{socket.gethostname()}x-{finished_pid()}-writing'
   for name in (live, elsewhere):
     (tmp_path / 'output' / name).mkdir()
   summaries.write_designs(str(directory), 'fake', np.zeros((2, 10, 30, 3), np.uint8))
   assert sorted(os.listdir(tmp_path / 'output')) == sorted(['fake', live, elsewhere])
   assert sorted(os.listdir(directory)) == ['fake_0.bmp', 'fake_1.bmp']
+
+
+def test_a_staging_directory_with_this_process_id_goes_and_one_of_a_longer_host_name_stays(
+    tmp_path):
+  """A restarted container often gives the new trainer the id of the one killed (see
+  gan/run_lock.py): that one's staging directory, named with this process's own id, was taken for
+  a live writer's and stayed for good. And one of host '<this host>-<n>' (node and node-12 on a
+  shared filesystem) was read as this host's of process <n>, and removed when no process here has
+  that id, while its writer may be writing it."""
+  output = tmp_path / 'output'
+  output.mkdir()
+  killed = f'fake.partial-{socket.gethostname()}-{os.getpid()}-writing'
+  elsewhere = f'fake.partial-{socket.gethostname()}-{finished_pid()}-{os.getppid()}-writing'
+  for name in (killed, elsewhere):
+    (output / name).mkdir()
+  summaries.write_designs(str(output / 'fake'), 'fake', np.zeros((2, 10, 30, 3), np.uint8))
+  assert sorted(os.listdir(output)) == sorted(['fake', elsewhere])
 
 
 def test_designs_that_cannot_be_written_at_the_end_stop_with_one_error(base_run, tmp_path,
