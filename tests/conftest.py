@@ -6,6 +6,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 
 import jax
 import pytest
@@ -49,9 +50,11 @@ def pytest_configure(config):
   config.addinivalue_line('filterwarnings', f'ignore:{_CACHE_READ_RACE}:UserWarning')
   # A suite started in the background by a script (`make test &`) inherits SIGINT ignored, as do
   # the tools its tests start: the tests of Ctrl-C would then fail. They set up an ignored SIGINT
-  # themselves where they test it.
-  config.designgan_sigint = signal.getsignal(signal.SIGINT)
-  if config.designgan_sigint is signal.SIG_IGN:
+  # themselves where they test it. Only the main thread may set a handler (pytest.main may run in
+  # another), and one that is not ignored is left alone.
+  config.designgan_sigint_ignored = (signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+                                     and threading.current_thread() is threading.main_thread())
+  if config.designgan_sigint_ignored:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
@@ -69,7 +72,8 @@ def pytest_unconfigure(config):
       os.environ[name.upper()] = environment
     if name.startswith('jax_'):
       jax.config.update(name, value)
-  signal.signal(signal.SIGINT, config.designgan_sigint)
+  if config.designgan_sigint_ignored:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
   if not hasattr(config, 'workerinput'):
     shutil.rmtree(config.designgan_jax_cache, ignore_errors=True)
 

@@ -209,3 +209,33 @@ def test_a_tool_started_with_sigint_ignored_keeps_ignoring_it(tool, args, tmp_pa
                         capture_output=True, text=True, timeout=120, check=False,
                         env=dict(os.environ, JAX_PLATFORMS='cpu'))
   assert proc.returncode == 1 and proc.stderr.startswith('error: '), proc.stderr
+
+
+# pytest.main on a few tests of this suite (argv[2:]), in a thread other than the main one or in
+# the main thread with SIGINT ignored (argv[1]); then its status and SIGINT's handler.
+_SUITE_RUN_BY_PYTEST_MAIN = '''
+import signal, sys, threading
+import pytest
+status = []
+if sys.argv[1] == 'ignored':
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  status.append(pytest.main(sys.argv[2:]))
+else:
+  thread = threading.Thread(target=lambda: status.append(pytest.main(sys.argv[2:])))
+  thread.start()
+  thread.join()
+print(int(status[0]), signal.getsignal(signal.SIGINT) is signal.SIG_IGN)
+'''
+
+
+@pytest.mark.parametrize('how, ignored', [('in a thread', False), ('ignored', True)])
+def test_the_suite_leaves_sigint_as_it_found_it_and_runs_in_any_thread(how, ignored):
+  """conftest gives a suite started with SIGINT ignored Python's handler, for its Ctrl-C tests, and
+  ignores it again at the end. It set the handler back at the end in every case, and only the
+  main thread may: pytest.main in another thread (a tool's worker thread) ended with a
+  ValueError."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run([sys.executable, '-c', _SUITE_RUN_BY_PYTEST_MAIN, how, '-q', '-n', '0',
+                         '-p', 'no:cacheprovider', 'tests/test_run_lock.py', '-k', 'empty_lock'],
+                        cwd=repo, capture_output=True, text=True, timeout=120, check=False)
+  assert proc.stdout.splitlines()[-1:] == [f'0 {ignored}'], proc.stdout + proc.stderr
