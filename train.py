@@ -99,6 +99,7 @@ def main(argv):
   from gan import trainer  # pylint: disable=import-outside-toplevel
   from gan import checkpoints  # pylint: disable=import-outside-toplevel
   checkpoints.silence_abandoned_checkpoint_reads()
+  checkpoints.silence_reraised_write_failures()  # a failed write is its one error: line
   try:
     config_lib.check_repeated_tuple_overrides(sys.argv, config)
     # Before anything touches a device: JAX must know every process before it lists devices.

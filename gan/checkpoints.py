@@ -46,6 +46,27 @@ def silence_abandoned_checkpoint_reads() -> None:
   logging.getLogger('asyncio').addFilter(_not_unretrieved_task)  # a no-op the second time
 
 
+def silence_reraised_write_failures() -> None:
+  """For train.py: orbax logs a checkpoint write that fails in its background threads (a full
+  disk) from each thread it passes through, with its traceback (four, about 320 lines before the
+  one error line), and raises it again at the next save, `wait_until_finished` or `close`, where
+  it becomes one CheckpointError. Drops exactly those records; installed once however often it is
+  called."""
+  logging.getLogger('absl').addFilter(_not_a_reraised_write_failure)  # a no-op the second time
+
+
+# What orbax's threads log of an error that is raised again in the main thread: a _SignalingThread
+# keeps its exception for its join, the background save thread for the next wait, and
+# wait_until_finished raises it after its log line.
+_RERAISED = ('_SignalingThread.run() raised an exception', 'in background save thread',
+             '[wait_until_finished] Save Finalize thread')
+
+
+def _not_a_reraised_write_failure(record) -> bool:
+  return not (record.levelno >= logging.ERROR and 'orbax' in record.pathname
+              and any(text in str(record.msg) for text in _RERAISED))
+
+
 def _drop_closed_event_loop_errors() -> None:
   """The part of `silence_abandoned_checkpoint_reads` that a library call (`restore_state`)
   installs: asyncio's records are left alone there, since in a notebook (Jupyter runs on

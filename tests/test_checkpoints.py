@@ -180,3 +180,39 @@ def test_a_save_whose_directory_cannot_be_made_fails_at_once_and_nothing_waits(t
       f'{directory}/2.orbax-checkpoint-tmp); the complete checkpoints are kept, and the same '
       'command resumes from the latest once it can write there\nclosed\n'), result.stdout
   assert 'Traceback' not in result.stderr, result.stderr
+
+
+_SAVE_THAT_FAILS_IN_THE_BACKGROUND = '''
+import collections, resource, signal, sys
+from absl import logging as absl_logging
+import jax
+from gan import checkpoints
+absl_logging.set_verbosity(absl_logging.WARNING)  # as train.py
+checkpoints.silence_reraised_write_failures()
+State = collections.namedtuple('State', 'params')
+mngr = checkpoints.manager(sys.argv[1], keep=2)
+state = State({'w': jax.random.normal(jax.random.key(0), (1 << 20,))})  # 4 MiB, incompressible
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
+try:
+  checkpoints.save(mngr, 1, state, {'epoch': 1})
+  checkpoints.wait_until_finished(mngr)
+except checkpoints.CheckpointError as e:
+  print(f'refused: {e}')
+'''
+
+
+def test_a_write_that_fails_in_the_background_is_one_line(tmp_path):
+  """A full disk fails the arrays' write in orbax's background threads, and each thread it passes
+  through logged it with its traceback (four, about 320 lines, before train.py's one error line),
+  while the same error, raised again at wait_until_finished, is the CheckpointError."""
+  directory = tmp_path / 'checkpoints'
+  result = subprocess.run([sys.executable, '-c', _SAVE_THAT_FAILS_IN_THE_BACKGROUND,
+                           str(directory)], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, check=False)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout == (
+      f'refused: cannot write a checkpoint in {directory} (File too large); the complete '
+      'checkpoints are kept, and the same command resumes from the latest once it can write '
+      'there\n'), result.stdout + result.stderr
+  assert result.stderr == '', result.stderr
