@@ -70,7 +70,8 @@ def quiet_while_starting(what: str) -> None:
 
   def on_sigint(signum, frame):
     del signum, frame
-    os.write(2, f'interrupted: before {what} started; nothing written\n'.encode())
+    with contextlib.suppress(OSError):  # a closed stderr, or a pipe whose reader the Ctrl-C ended
+      os.write(2, f'interrupted: before {what} started; nothing written\n'.encode())
     os._exit(130)  # pylint: disable=protected-access
 
   if _in_main_thread() and not _ignored():

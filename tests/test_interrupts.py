@@ -194,6 +194,22 @@ def test_a_ctrl_c_while_starting_ends_the_tool_also_inside_a_callback():
   assert proc.stderr.splitlines() == ['interrupted: before the work started; nothing written']
 
 
+def test_a_ctrl_c_while_starting_ends_the_tool_also_where_its_line_cannot_be_written():
+  """`tool 2>&1 | tee log`: the same Ctrl-C ends tee, and the handler's write to stderr failed
+  (EPIPE; a closed or full stderr alike) with an OSError raised in its place, which the gc callback
+  swallowed: the tool went on to do its work."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  read_end, write_end = os.pipe()
+  os.close(read_end)  # tee is gone
+  try:
+    proc = subprocess.run([sys.executable, '-c', _INTERRUPTED_IN_A_CALLBACK], cwd=repo,
+                          stdout=subprocess.PIPE, stderr=write_end, text=True, timeout=60,
+                          check=False)
+  finally:
+    os.close(write_end)
+  assert (proc.returncode, proc.stdout) == (130, '')
+
+
 @pytest.mark.parametrize('tool, args', [('gan.compare', ['--minutes=-1']),
                                         ('gan.bench', ['--iters=0'])])
 def test_a_tool_started_with_sigint_ignored_keeps_ignoring_it(tool, args, tmp_path):
