@@ -123,7 +123,7 @@ class RunLock:
           if not os.path.lexists(self.path):  # released, or a stale one removed, meanwhile
             continue
           holder = _holder(self.path)
-          if _abandoned_empty(self.path):
+          if holder is None and _abandoned_empty(self.path):  # a record read is never empty
             self._on_stale(f'removing the empty lock {self.path}, left by a process killed as it '
                            'took it')
           elif not self._stale(holder):
