@@ -165,16 +165,21 @@ print('closed')
 '''
 
 
+def _run_script(script: str, directory) -> subprocess.CompletedProcess:
+  """`script` in a fresh interpreter with `directory` as its argument; it must exit 0."""
+  result = subprocess.run([sys.executable, '-c', script, str(directory)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 0, result.stderr
+  return result
+
+
 def test_a_save_whose_directory_cannot_be_made_fails_at_once_and_nothing_waits(tmp_path):
   """A checkpoints/ directory that training can no longer write (made read-only, replaced):
   orbax made the step's directory in the background, and where that failed the save's other
   writers waited five minutes for it (orbax's coordination timeout), and the process with them,
   before exiting with a page of tracebacks. Now the save says so at once, in one line."""
   directory = tmp_path / 'checkpoints'
-  result = subprocess.run([sys.executable, '-c', _SAVE_WHERE_NO_STEP_DIRECTORY_CAN_BE_MADE,
-                           str(directory)], cwd=REPO, capture_output=True, text=True,
-                          timeout=120, check=False)
-  assert result.returncode == 0, result.stderr
+  result = _run_script(_SAVE_WHERE_NO_STEP_DIRECTORY_CAN_BE_MADE, directory)
   assert result.stdout == (
       f'refused: CheckpointError: cannot write a checkpoint in {directory} (Not a directory: '
       f'{directory}/2.orbax-checkpoint-tmp); the complete checkpoints are kept, and the same '
@@ -207,10 +212,7 @@ def test_a_write_that_fails_in_the_background_is_one_line(tmp_path):
   through logged it with its traceback (four, about 320 lines, before train.py's one error line),
   while the same error, raised again at wait_until_finished, is the CheckpointError."""
   directory = tmp_path / 'checkpoints'
-  result = subprocess.run([sys.executable, '-c', _SAVE_THAT_FAILS_IN_THE_BACKGROUND,
-                           str(directory)], cwd=REPO, capture_output=True, text=True,
-                          timeout=120, check=False)
-  assert result.returncode == 0, result.stderr
+  result = _run_script(_SAVE_THAT_FAILS_IN_THE_BACKGROUND, directory)
   assert result.stdout == (
       f'refused: cannot write a checkpoint in {directory} (File too large); the complete '
       'checkpoints are kept, and the same command resumes from the latest once it can write '
