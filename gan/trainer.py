@@ -87,6 +87,14 @@ def _logger(log_path: str, prefix: str = '', enabled: bool = True) -> logging.Lo
   return logger
 
 
+def _close_logger(logger: logging.Logger) -> None:
+  """Removes and closes `_logger`'s handlers: a process that goes on after `train` (a notebook)
+  would otherwise keep every run's log_summary open."""
+  for handler in list(logger.handlers):
+    logger.removeHandler(handler)
+    handler.close()
+
+
 class _Progress:
   """A one-line progress bar on an interactive terminal; silent otherwise."""
 
@@ -407,6 +415,7 @@ class _Run:
       self.evaluator = _Evaluator(config, shared, self.log_path)
     except BaseException:
       self.mngr.close()
+      _close_logger(self.log)
       raise
     self.grid_inputs = _class_grid_inputs(config, dataset.spec, dataset.train.fixed[0])
     self.tb = (summaries.TensorBoard(self.log_path) if shared.main
@@ -514,10 +523,12 @@ class _Run:
       self.evaluator.close()
 
   def release(self):
-    """Closes the checkpoint managers and the event file, also when training failed, as orbax
-    asks of a manager: a notebook, or any process that calls `train` again, would otherwise keep
-    every run's managers open. Each is closed even where one before it fails (a failed write)."""
+    """Closes the checkpoint managers, the event file and the log, also when training failed, as
+    orbax asks of a manager: a notebook, or any process that calls `train` again, would otherwise
+    keep every run's managers open. Each is closed even where one before it fails (a failed
+    write)."""
     with contextlib.ExitStack() as later:
+      later.callback(_close_logger, self.log)  # last: the others may fail
       later.callback(self.tb.close)
       later.callback(self.evaluator.release)
       checkpoints.close(self.mngr)

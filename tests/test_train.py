@@ -1484,6 +1484,44 @@ def test_a_run_that_fails_to_open_closes_the_managers_it_opened(small_design_dir
   assert sorted(map(str, closed)) == sorted(map(str, opened)), (opened, closed)
 
 
+def _descriptors_open_on(path) -> list[str]:
+  """This process's file descriptors open on `path` (Linux: /proc/self/fd)."""
+  found = []
+  for fd in os.listdir('/proc/self/fd'):
+    try:
+      if os.readlink(f'/proc/self/fd/{fd}') == os.path.abspath(path):
+        found.append(fd)
+    except OSError:  # the descriptor listdir itself used, closed meanwhile
+      pass
+  return found
+
+
+def _log_files(name: str) -> list:
+  """The file handlers of logger `name` (pytest adds its own capturing handlers)."""
+  return [h for h in logging.getLogger(name).handlers if isinstance(h, logging.FileHandler)]
+
+
+@pytest.mark.skipif(not os.path.isdir('/proc/self/fd'), reason='needs /proc/self/fd')
+def test_a_run_closes_its_log_when_train_returns_or_fails(base_run, small_design_dir, tmp_path,
+                                                          monkeypatch):
+  """train() from a notebook or any process that goes on: the run's log_summary is closed and its
+  logger's handlers removed when train() returns, also when it fails (a run refused while it
+  opens), instead of one open descriptor and its handler left behind per run directory."""
+  config, _ = base_run
+  log_path = os.path.abspath(config.log_path)
+  assert _descriptors_open_on(os.path.join(log_path, 'log_summary')) == []
+  assert not _log_files(f'designgan.train.{log_path}')
+  monkeypatch.setattr(trainer.metrics_lib, 'is_synthetic', lambda _: False)
+  monkeypatch.setattr(trainer.classifier_lib, 'load_or_train_classifier', lambda _: None)
+  monkeypatch.setattr(trainer.evaluate, 'reference', lambda *_: None)
+  with pytest.raises(ConfigError, match='best_metric=oracle_exact needs the synthetic designs'):
+    trainer.train(tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'),
+                              eval_every=1, best_metric='oracle_exact', **BASE))
+  assert 'Resolved config' in (tmp_path / 'run' / 'log_summary').read_text()
+  assert _descriptors_open_on(tmp_path / 'run' / 'log_summary') == []
+  assert not _log_files(f'designgan.train.{tmp_path / "run"}')
+
+
 def test_cli_ctrl_c_stops_after_the_epoch_in_progress(small_design_dir, tmp_path):
   """SIGINT (Ctrl-C) once: the run ends with that epoch checkpointed, one line, exit status 130;
   the same command resumes."""
