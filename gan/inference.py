@@ -111,7 +111,10 @@ def select_device(name: str):
 
 
 def load(model_path: str, step_: Optional[int] = None, device=None) -> TrainedModel:
-  """Restores the generator (and the rest of the training state) of a checkpoint."""
+  """Restores the generator (and the rest of the training state) of a checkpoint onto `device`
+  (a JAX device, or a name `select_device` takes: 'cpu', 'gpu', 'auto'; default JAX's first)."""
+  if isinstance(device, str):  # it reached orbax as a device: 'checkpoint ... is damaged'
+    device = select_device(device)
   ckpt_dir, epoch, run_dir = find_checkpoints(model_path, step_)
   mngr = checkpoints.manager(ckpt_dir, keep=1_000_000, create=False)
   try:  # closing the manager ends orbax's background reads even when a restore fails
@@ -152,7 +155,12 @@ def _earlier_hint(model_path: str, ckpt_dir: str) -> str:
 
 def fixed_pixels(model: TrainedModel, strut_colors: Sequence[Sequence[int]]) -> np.ndarray:
   """(H, W, 3) normalised fixed-pixel image for one set of strut colours (uint8 RGB each)."""
-  colors = np.asarray(strut_colors, np.uint8)[None]
+  colors = np.asarray(strut_colors)
+  # A cast alone wraps 300 to 44 and -1 to 255 (a list's 300 raises NumPy's OverflowError).
+  if colors.size and (not np.issubdtype(colors.dtype, np.number) or np.any(colors % 1)
+                      or colors.min() < 0 or colors.max() > 255):
+    raise data.DataError(f'strut colours must be integers 0..255, got {strut_colors!r}')
+  colors = colors.astype(np.uint8)[None]
   return data.fixed_pixel_images(colors, model.spec.layout)[0]
 
 
@@ -166,9 +174,16 @@ def generate(model: TrainedModel, durability_idx, mass_idx, fixed, seed: int,
   are held) and calls progress(done, N) after each chunk; the noise is drawn for all N at once,
   so the designs are those of one batch. A shorter last chunk is padded (its last design
   repeated; sampling is per design) so that every chunk runs the one compiled shape."""
-  durability_idx = np.asarray(durability_idx, np.int32)
-  mass_idx = np.asarray(mass_idx, np.int32)
+  durability_idx = _class_indices(durability_idx, model.spec.durability, 'durability')
+  mass_idx = _class_indices(mass_idx, model.spec.mass, 'mass')
   n = len(durability_idx)
+  for name, values in (('mass', mass_idx), ('fixed', fixed)):
+    if len(values) != n:
+      raise data.DataError(f'{name} has {len(values)} rows for {n} designs (durability_idx); '
+                           'give one per design')
+  if not n:  # the loop below makes no chunk
+    layout = model.spec.layout
+    return np.zeros((0, layout.full_height, layout.full_width, 3), np.uint8)
   z = jax.random.normal(prng.seed_key(seed), (n, model.config.zdim))
   chunk_size = min(chunk_size or n, n) or 1
   designs = None
@@ -184,3 +199,19 @@ def generate(model: TrainedModel, durability_idx, mass_idx, fixed, seed: int,
     if progress is not None:
       progress(min(n, start + chunk_size), n)
   return designs
+
+
+def _class_indices(indices, vocab: data.ClassVocab, label: str) -> np.ndarray:
+  """`indices` as int32 positions in `vocab`; a DataError for any other value: JAX's embedding
+  lookup gives an all-black design past the vocabulary and the last class for -1, and a cast
+  truncates a class value (1.4) to another index."""
+  values = np.asarray(indices)
+  if values.ndim != 1 or values.size and (
+      not np.issubdtype(values.dtype, np.number) or np.any(values % 1) or values.min() < 0
+      or values.max() >= len(vocab)):
+    bad = ([v.item() for v in values if not 0 <= v < len(vocab) or v % 1][:1]
+           if values.ndim == 1 and np.issubdtype(values.dtype, np.number) else [indices])
+    raise data.DataError(f'{label} class indices must be integers 0..{len(vocab) - 1}, one per '
+                         f'design (TrainedModel.class_index gives the index of a class value: '
+                         f'{vocab.describe()}), got {bad[0]!r}')
+  return values.astype(np.int32)

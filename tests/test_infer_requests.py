@@ -338,6 +338,51 @@ def test_a_large_request_is_generated_in_chunks_and_reports_progress(one_strut_r
   assert lines == []  # a request of at most CHUNK_SIZE designs is quick: no progress
 
 
+def test_load_takes_a_device_name_as_select_device_does(one_strut_run):
+  """From Python, load(..., device='cpu') is the natural call: it failed with a 'checkpoint is
+  damaged' error (the name reached orbax as a sharding's device)."""
+  by_name = inference.load(one_strut_run, device='cpu')
+  assert {d for leaf in jax.tree.leaves(by_name.state) for d in leaf.devices()} == {
+      jax.devices('cpu')[0]}
+  with pytest.raises(DesignGanError, match="--device='tpu' is not allowed"):
+    inference.load(one_strut_run, device='tpu')
+
+
+@pytest.mark.parametrize('durability, mass, fixed_rows, expected', [
+    ([10], [0], 1, r'durability .*0\.\.9.*got 10'),
+    ([0], [-1], 1, r'mass .*0\.\.11.*got -1'),
+    ([1.4], [0], 1, r'durability .*class_index.*got 1\.4'),
+    ([0, 1], [0], 2, 'mass has 1 .* 2 designs'),
+    ([0, 1], [0, 1], 1, 'fixed has 1 .* 2 designs'),
+], ids=['past-the-vocabulary', 'negative', 'a-class-value', 'short-mass', 'short-fixed'])
+def test_generate_refuses_what_names_no_class_or_design(one_strut_run, durability, mass,
+                                                        fixed_rows, expected):
+  """From Python, generate takes class indices: one past the vocabulary gave an all-black design,
+  a negative one the last class, a class value (1.4) its integer part, and arrays of other lengths
+  a bare IndexError; each is a DataError saying what is allowed."""
+  model = inference.load(one_strut_run)
+  fixed = np.zeros((fixed_rows,) + model.spec.layout.shape, np.float32)
+  with pytest.raises(data.DataError, match=expected):
+    inference.generate(model, durability, mass, fixed, seed=0)
+
+
+def test_generate_of_no_designs_is_an_empty_array(one_strut_run):
+  model = inference.load(one_strut_run)
+  designs = inference.generate(model, [], [], np.zeros((0,) + model.spec.layout.shape), seed=0)
+  assert designs.shape == (0,) + FULL_SHAPE and designs.dtype == np.uint8
+
+
+@pytest.mark.parametrize('colors', [[[300, 0, 0]], np.array([[300, 0, 0]]), [[-1, 0, 0]],
+                                    [[0.5, 0, 0]]], ids=['300', 'array-300', '-1', '0.5'])
+def test_fixed_pixels_refuses_a_colour_outside_0_255(one_strut_run, colors):
+  """A list with 300 raised NumPy's OverflowError; an array with 300 (or -1) wrapped silently to
+  another colour (44, 255)."""
+  model = inference.load(one_strut_run)
+  with pytest.raises(data.DataError, match='integers 0..255'):
+    inference.fixed_pixels(model, colors)
+  assert inference.fixed_pixels(model, np.array([[44, 0, 0]]))[7, 7, 0] > -1
+
+
 def test_a_shorter_last_chunk_runs_the_compiled_shape_of_the_others(one_strut_run):
   """10 designs in chunks of 4: the last two were sampled at a shape of their own (a compilation
   more); padded, every chunk runs one executable (the designs and progress lines are checked by
