@@ -206,11 +206,11 @@ def _class_indices(indices, vocab: data.ClassVocab, label: str) -> np.ndarray:
   lookup gives an all-black design past the vocabulary and the last class for -1, and a cast
   truncates a class value (1.4) to another index."""
   values = np.asarray(indices)
-  if values.ndim != 1 or values.size and (
-      not np.issubdtype(values.dtype, np.number) or np.any(values % 1) or values.min() < 0
-      or values.max() >= len(vocab)):
-    bad = ([v.item() for v in values if not 0 <= v < len(vocab) or v % 1][:1]
-           if values.ndim == 1 and np.issubdtype(values.dtype, np.number) else [indices])
+  if values.ndim == 1 and np.issubdtype(values.dtype, np.number):
+    bad = values[(values % 1 != 0) | (values < 0) | (values >= len(vocab))].tolist()
+  else:  # booleans, strings, one value instead of one per design
+    bad = [indices]
+  if bad:
     raise data.DataError(f'{label} class indices must be integers 0..{len(vocab) - 1}, one per '
                          f'design (TrainedModel.class_index gives the index of a class value: '
                          f'{vocab.describe()}), got {bad[0]!r}')
