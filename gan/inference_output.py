@@ -15,7 +15,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -279,7 +278,7 @@ class _staging:
       d = os.path.dirname(d)
     try:
       os.makedirs(parent, exist_ok=True)
-      self.tmp = tempfile.mkdtemp(prefix='.inference-', dir=parent)
+      self.tmp = paths.staging_dir(self.out_dir)
     except OSError as e:  # e.g. under /proc, which os.access calls writable
       raise paths.cannot_create(self.out_dir, e) from None
     return self.tmp

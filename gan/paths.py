@@ -5,8 +5,12 @@ it writes to is a file, sits under a file, or is read-only: the entry points che
 paths first and say what is wrong.
 """
 
+import contextlib
 import json
 import os
+import re
+import shutil
+import socket
 import tempfile
 
 from gan.errors import DesignGanError
@@ -141,13 +145,15 @@ def check_output_file(path: str, what: str) -> str:
   return path
 
 
-def staging_dir(target: str, owner: str = '') -> str:
+def staging_dir(target: str) -> str:
   """A new temporary sibling directory of `target`, to be renamed to it when complete, with the
   permissions os.makedirs would give (tempfile.mkdtemp makes it private, mode 0700, and the
   rename would keep that: a dataset or cache nobody else could read). Its name is
-  `<target's name>.partial-<owner><random>`."""
-  tmp = tempfile.mkdtemp(prefix=os.path.basename(target) + '.partial-' + owner,
-                         dir=os.path.dirname(target))
+  `<target's name>.partial-<host>-<pid>-<random>`; those of `target` that a killed process of
+  this host left (`remove_abandoned`) go first."""
+  parent, name = _staging_place(target)
+  remove_abandoned(parent, f'{name}.partial-')
+  tmp = tempfile.mkdtemp(prefix=f'{name}.partial-{_owner()}', dir=parent)
   os.chmod(tmp, 0o777 & ~_umask())
   return tmp
 
@@ -155,9 +161,11 @@ def staging_dir(target: str, owner: str = '') -> str:
 def staging_file(target: str, suffix: str = '.tmp') -> tuple[int, str]:
   """(fd, path) of a new temporary file beside `target`, to be renamed to it when written, with
   the permissions open() would give (tempfile.mkstemp makes it private, mode 0600, and the rename
-  would keep that: images and metrics nobody else could read)."""
-  fd, tmp = tempfile.mkstemp(prefix=os.path.basename(target) + '.', suffix=suffix,
-                             dir=os.path.dirname(os.path.abspath(target)))
+  would keep that: images and metrics nobody else could read). Its name is `<target's
+  name>.<host>-<pid>-<random><suffix>`; those of `target` that a killed process left go first."""
+  parent, name = _staging_place(target)
+  remove_abandoned(parent, f'{name}.', suffix)
+  fd, tmp = tempfile.mkstemp(prefix=f'{name}.{_owner()}', suffix=suffix, dir=parent)
   try:
     os.fchmod(fd, 0o666 & ~_umask())
   except BaseException:
@@ -165,6 +173,56 @@ def staging_file(target: str, suffix: str = '.tmp') -> tuple[int, str]:
     os.unlink(tmp)
     raise
   return fd, tmp
+
+
+def _staging_place(target: str) -> tuple[str, str]:
+  """(directory, name) of `target`'s staging entries: the name cut to 100 bytes, so that with the
+  owner and the random part it stays within a filesystem's 255 where the target's name fits."""
+  parent, name = os.path.split(os.path.abspath(target))
+  while len(os.fsencode(name)) > 100:  # by characters: a cut inside one would change the rest
+    name = name[:-1]
+  return parent, name
+
+
+def _owner() -> str:
+  """'<host>-<pid>-': which process made a staging entry, so that a later one can tell whether
+  it is still being written."""
+  return f'{socket.gethostname()}-{os.getpid()}-'
+
+
+def remove_abandoned(parent: str, prefix: str, suffix: str = '') -> None:
+  """Removes the staging entries `<prefix><host>-<pid>-<random><suffix>` in `parent` that a
+  process of this host left when it was killed (SIGKILL) while writing them: they stayed, half
+  filled, beside the outputs for good, one more per kill. Those of a live process, and of another
+  host (which cannot be checked), stay. One with this process's own id is a killed one's whose id
+  it got (a restarted container): a process stages one entry of a target at a time."""
+  # The whole name: mkdtemp's random part has no '-', so host 'node' is not read into 'node-12-...'.
+  ours = re.compile(rf'{re.escape(prefix + socket.gethostname())}-(\d+)-[^-]+{re.escape(suffix)}')
+  try:
+    found = os.listdir(parent)
+  except OSError:
+    return
+  for entry in found:
+    match = ours.fullmatch(entry)
+    pid = int(match.group(1)) if match else None
+    if match and (pid == os.getpid() or not process_alive(pid)):
+      path = os.path.join(parent, entry)
+      if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+      else:
+        with contextlib.suppress(OSError):
+          os.unlink(path)
+
+
+def process_alive(pid: int) -> bool:
+  """Whether a process `pid` runs on this host (another user's counts)."""
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # another user's process
+    return True
+  return True
 
 
 def write_json(path: str, obj, what: str = '--json') -> None:

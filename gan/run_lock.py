@@ -24,20 +24,9 @@ from typing import Callable, Optional
 
 from absl import logging
 
-from gan.paths import OutputPathError
+from gan.paths import OutputPathError, process_alive
 
 LOCK_NAME = '.designgan.lock'
-
-
-def process_alive(pid: int) -> bool:
-  """Whether a process `pid` runs on this host (another user's counts)."""
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:  # another user's process
-    return True
-  return True
 
 
 def _start_ticks(pid: int):

@@ -3,14 +3,12 @@
 import os
 import re
 import shutil
-import socket
 import sys
 
 import numpy as np
 
 from gan import images as images_lib
 from gan import paths
-from gan import run_lock
 
 GRID_SCALE = 4   # pixels per design cell in grids
 GRID_PAD = 2     # grey border between designs, in grid pixels
@@ -43,8 +41,7 @@ def write_designs(directory: str, prefix: str, designs: np.ndarray) -> list[str]
   if in_the_way:
     raise paths.OutputPathError(f'{directory} holds directories named like the designs it gets '
                                 f'({", ".join(in_the_way[:3])}); remove them')
-  _remove_abandoned_staging_dirs(directory)
-  tmp = paths.staging_dir(directory, _staging_owner())
+  tmp = paths.staging_dir(directory)
   try:
     for name, image in zip(names, designs):
       images_lib.write_rgb(os.path.join(tmp, name), image, atomic=False)
@@ -64,31 +61,6 @@ def write_designs(directory: str, prefix: str, designs: np.ndarray) -> list[str]
   finally:
     shutil.rmtree(tmp, ignore_errors=True)  # gone already after the rename
   return [os.path.join(directory, name) for name in names]
-
-
-def _staging_owner() -> str:
-  """'<host>-<pid>-': whose staging directory of `write_designs` it is."""
-  return f'{socket.gethostname()}-{os.getpid()}-'
-
-
-def _remove_abandoned_staging_dirs(directory: str) -> None:
-  """Removes the staging directories of `directory` that a process of this host left behind when
-  it was killed (SIGKILL) while it wrote them: they stayed, half filled, beside the designs for
-  good. Those of a live process, and of another host (which cannot be checked), stay. One with
-  this process's own id is a killed one's whose id it got (a restarted container): this process
-  writes one at a time."""
-  parent, name = os.path.split(os.path.abspath(directory))
-  # The whole name: mkdtemp's random part has no '-', so host 'node' is not read into 'node-12-...'.
-  ours = re.compile(rf'{re.escape(name)}\.partial-{re.escape(socket.gethostname())}-(\d+)-[^-]+')
-  try:
-    found = os.listdir(parent)
-  except OSError:
-    return
-  for entry in found:
-    match = ours.fullmatch(entry)
-    pid = int(match.group(1)) if match else None
-    if match and (pid == os.getpid() or not run_lock.process_alive(pid)):
-      shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
 
 
 def _summary_writer_class():

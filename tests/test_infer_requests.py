@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 
@@ -24,6 +25,7 @@ from gan import inference
 from gan import inference_output
 from gan import interrupts
 from gan.errors import DesignGanError
+from tests.helpers import finished_pid
 from tests.infer_helpers import (CLI_TIMEOUT_S, ENV, FULL_SHAPE, REPO, TINY, TRAIN_ENV,
                                  TRAIN_TIMEOUT_S, TRAIN_WORKER, assert_names_problem, bmp_names,
                                  generate, infer_cli, read_bytes, read_manifest, rgb)
@@ -394,6 +396,22 @@ def test_a_shorter_last_chunk_runs_the_compiled_shape_of_the_others(one_strut_ru
   chunked = inference.generate(model, d, m, fixed, seed=3, chunk_size=4)
   assert chunked.shape == (n,) + FULL_SHAPE
   assert model.sample_fn._cache_size() == 1
+
+
+def test_a_request_removes_the_staging_directory_a_killed_request_left(one_strut_run, tmp_path):
+  """A request killed (SIGKILL) while its designs were staged left its staging directory beside
+  the output for good (a hidden '.inference-*', one more per kill); the next request to that
+  output removes it. One of a live process, or of another output, stays."""
+  host = socket.gethostname()
+  killed = tmp_path / f'out.partial-{host}-{finished_pid()}-abc'
+  live = tmp_path / f'out.partial-{host}-{os.getppid()}-abc'
+  other = tmp_path / f'other.partial-{host}-{finished_pid()}-abc'
+  for d in (killed, live, other):
+    d.mkdir()
+    (d / 'design_0.bmp').write_bytes(b'half')
+  generate(one_strut_run, tmp_path / 'out', struts=('0,0,0',), num=2)
+  assert sorted(os.listdir(tmp_path)) == sorted(['out', live.name, other.name])
+  assert len(bmp_names(tmp_path / 'out')) == 2
 
 
 def test_an_output_directory_a_pseudo_filesystem_refuses_is_one_error(one_strut_run):

@@ -2,11 +2,13 @@
 removed), and created with errors that say which one failed."""
 
 import os
+import socket
 
 import numpy as np
 import pytest
 
 from gan import paths
+from tests.helpers import finished_pid
 
 
 def test_an_existing_or_creatable_directory_is_accepted_and_nothing_is_created(tmp_path):
@@ -149,3 +151,28 @@ def test_a_directory_that_is_or_sits_under_a_link_to_nothing_is_refused(tmp_path
                                                   f'{tmp_path}/gone, which does not exist'):
     paths.check_output_dir(str(tmp_path / target), '--gen_img_path')
   assert sorted(os.listdir(tmp_path)) == ['link']
+
+
+def test_a_new_staging_file_removes_those_a_killed_writer_left(tmp_path):
+  """A process killed between a staged file's creation and its rename left '<name>.<random>.tmp'
+  beside the output for good (an image, a metrics JSON); the next write of that name removes it.
+  Those of a live process, of another host and of another name stay."""
+  host = socket.gethostname()
+  killed = f'metrics.json.{host}-{finished_pid()}-abc.tmp'
+  kept = [f'metrics.json.{host}-{os.getppid()}-abc.tmp',
+          f'metrics.json.{host}x-{finished_pid()}-abc.tmp',
+          f'other.json.{host}-{finished_pid()}-abc.tmp']
+  for name in [killed] + kept:
+    (tmp_path / name).write_text('{"half')
+  paths.write_json(str(tmp_path / 'metrics.json'), {'fd': 1.0})
+  assert sorted(os.listdir(tmp_path)) == sorted(['metrics.json'] + kept)
+
+
+def test_the_staging_entries_of_a_long_name_fit_the_filesystem(tmp_path):
+  """A target name that fits (250 bytes) with '.partial-<host>-<pid>-<random>' added did not."""
+  target = str(tmp_path / ('d' * 250))
+  staged = paths.staging_dir(target)
+  os.rename(staged, target)
+  fd, staged_file = paths.staging_file(os.path.join(target, 'f' * 250))
+  os.close(fd)
+  assert os.path.dirname(staged_file) == target
