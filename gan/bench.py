@@ -467,6 +467,9 @@ def _device_main(args, configs) -> int:
 
 
 if __name__ == '__main__':
+  # compile_s is the time to compile: a persistent compilation cache the user enabled for training
+  # (JAX_COMPILATION_CACHE_DIR, see the README) would make it the time to load an earlier result.
+  jax.config.update('jax_enable_compilation_cache', False)
   interrupts.started()
   _status = main()
   if _status == 130:  # interrupted XLA work may still run: no interpreter teardown

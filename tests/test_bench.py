@@ -31,8 +31,8 @@ def get_config():
 pytestmark = pytest.mark.usefixtures('fast_compilation')
 
 
-def _run(*args):
-  env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='1')
+def _run(*args, env=None):
+  env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='1', **(env or {}))
   return subprocess.run([sys.executable, '-m', 'gan.bench', *args], cwd=REPO_ROOT,
                         capture_output=True, text=True, timeout=600, env=env)
 
@@ -83,6 +83,19 @@ def test_cli_writes_the_documented_json(tmp_path):
   header = proc.stdout.splitlines()[0].split()
   assert header[-2:] == ['roofline_%', 'stream_%'] and 'gb_per_s' in header  # the table
   assert 'tiny' in proc.stdout and 'stream' in proc.stdout
+
+
+def test_the_cli_compiles_every_row_with_a_persistent_compilation_cache_set(tmp_path):
+  """compile_s is compilation: with JAX_COMPILATION_CACHE_DIR set (the README suggests it for
+  training), a second run loaded the rows' programs from it and reported that as compile_s."""
+  config = tmp_path / 'tiny.py'
+  config.write_text(TINY)
+  cache = tmp_path / 'xla'
+  proc = _run('--configs', str(config), '--iters', '1', '--updates', '1', '--matmul_size', '128',
+              '--stream_mib', '1', env=dict(JAX_COMPILATION_CACHE_DIR=str(cache),
+                                            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0'))
+  assert proc.returncode == 0, proc.stderr
+  assert not cache.exists() or not os.listdir(cache)
 
 
 def test_unknown_config_is_one_error_line():
