@@ -221,3 +221,41 @@ def test_a_write_that_fails_in_the_background_is_one_line(tmp_path):
       'checkpoints are kept, and the same command resumes from the latest once it can write '
       'there\n'), result.stdout + result.stderr
   assert result.stderr == '', result.stderr
+
+
+_CLOSE_AFTER_A_WRITE_THAT_FAILS = '''
+import collections, resource, signal, sys, threading
+from absl import logging as absl_logging
+import jax
+from gan import checkpoints
+absl_logging.set_verbosity(absl_logging.WARNING)  # as train.py
+checkpoints.silence_reraised_write_failures()
+State = collections.namedtuple('State', 'params')
+state = State({'w': jax.random.normal(jax.random.key(0), (1 << 20,))})  # 4 MiB, incompressible
+before = set(threading.enumerate())
+mngr = checkpoints.manager(sys.argv[1], keep=2)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
+checkpoints.save(mngr, 1, state, {'epoch': 1})
+try:
+  checkpoints.close(mngr)  # the failure is noticed here, at the manager's own wait
+except checkpoints.CheckpointError as e:
+  print(f'refused: {e}')
+# The manager stays referenced, as a notebook keeps a failed train() call's traceback.
+for thread in set(threading.enumerate()) - before:
+  thread.join(timeout=5)  # a closed part's thread may still be on its way out
+print('left:', sorted(t.name for t in set(threading.enumerate()) - before))
+'''
+
+
+def test_a_manager_whose_write_failed_is_closed_all_the_same(tmp_path):
+  """orbax's CheckpointManager.close raises a failed background write from its wait, before it
+  closes its checkpointer, metadata stores and deleter: a process that goes on (a notebook that
+  calls trainer.train again) kept their threads. Now every part is closed, then the one
+  CheckpointError is raised."""
+  directory = tmp_path / 'checkpoints'
+  result = _run_script(_CLOSE_AFTER_A_WRITE_THAT_FAILS, directory)
+  assert result.stdout == (
+      f'refused: cannot write a checkpoint in {directory} (File too large); the complete '
+      'checkpoints are kept, and the same command resumes from the latest once it can write '
+      'there\nleft: []\n'), result.stdout + result.stderr
