@@ -136,4 +136,8 @@ def _child_main(argv: Sequence[str]) -> int:
 
 
 if __name__ == '__main__':
+  # warmup_s includes the epoch's compilation: the environment this child inherits may enable a
+  # persistent compilation cache for training (JAX_COMPILATION_CACHE_DIR, see the README), from
+  # which a later run would load it instead (as gan.bench's own __main__).
+  jax.config.update('jax_enable_compilation_cache', False)
   sys.exit(_child_main(sys.argv[1:]))

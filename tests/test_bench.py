@@ -228,6 +228,22 @@ def test_devices_mode_times_epochs_per_device_count(tmp_path):
   assert 'speed-up' in proc.stdout
 
 
+
+def test_devices_mode_compiles_in_its_subprocesses_with_a_persistent_compilation_cache_set(
+    tmp_path):
+  """Each device count's subprocess (gan.bench_devices) inherited JAX_COMPILATION_CACHE_DIR (the
+  README suggests it for training) and filled the cache: a later run's warm-up s was the time to
+  load its epoch, not to compile it."""
+  config = tmp_path / 'tiny_mlp.py'
+  config.write_text(TINY.replace("gen_mode='selfattention'", "gen_mode='mlp'")
+                    .replace('batch_size=8', 'batch_size=512'))
+  cache = tmp_path / 'xla'
+  proc = _run('--devices', '1', '--configs', str(config), '--epochs', '1',
+              env=dict(JAX_COMPILATION_CACHE_DIR=str(cache),
+                       JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0'))
+  assert proc.returncode == 0, proc.stderr
+  assert not cache.exists() or not os.listdir(cache)
+
 @pytest.mark.parametrize('asked, ran, expected', [
     (1, dict(devices=1, platform='cpu'), 'asked for 1 gpu device.*the run had 1 cpu device.*: no '
                                          'GPU is available on this machine; use --platform cpu'),
