@@ -116,7 +116,8 @@ def main(argv):
   except DesignGanError as e:
     print(f'error: {e}', file=sys.stderr)
     if isinstance(e, checkpoints.CheckpointError):
-      checkpoints.exit_after_error()  # the trainer completed its pending writes
+      # The trainer completed its pending writes, or every process abandons them alike.
+      checkpoints.exit_after_error(together=e.every_process)
     interrupts.finished()
     sys.exit(1)
   except KeyboardInterrupt:
