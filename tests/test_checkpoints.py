@@ -210,16 +210,20 @@ except checkpoints.CheckpointError as e:
 '''
 
 
+def _refused(directory) -> str:
+  """What the scripts print of the CheckpointError of a write past the file-size limit."""
+  return (f'refused: cannot write a checkpoint in {directory} (File too large); the complete '
+          'checkpoints are kept, and the same command resumes from the latest once it can write '
+          'there\n')
+
+
 def test_a_write_that_fails_in_the_background_is_one_line(tmp_path):
   """A full disk fails the arrays' write in orbax's background threads, and each thread it passes
   through logged it with its traceback (four, about 320 lines, before train.py's one error line),
   while the same error, raised again at wait_until_finished, is the CheckpointError."""
   directory = tmp_path / 'checkpoints'
   result = _run_script(_SAVE_THAT_FAILS_IN_THE_BACKGROUND, directory)
-  assert result.stdout == (
-      f'refused: cannot write a checkpoint in {directory} (File too large); the complete '
-      'checkpoints are kept, and the same command resumes from the latest once it can write '
-      'there\n'), result.stdout + result.stderr
+  assert result.stdout == _refused(directory), result.stdout + result.stderr
   assert result.stderr == '', result.stderr
 
 
@@ -255,7 +259,4 @@ def test_a_manager_whose_write_failed_is_closed_all_the_same(tmp_path):
   CheckpointError is raised."""
   directory = tmp_path / 'checkpoints'
   result = _run_script(_CLOSE_AFTER_A_WRITE_THAT_FAILS, directory)
-  assert result.stdout == (
-      f'refused: cannot write a checkpoint in {directory} (File too large); the complete '
-      'checkpoints are kept, and the same command resumes from the latest once it can write '
-      'there\nleft: []\n'), result.stdout + result.stderr
+  assert result.stdout == _refused(directory) + 'left: []\n', result.stdout + result.stderr
