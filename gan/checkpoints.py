@@ -13,11 +13,9 @@ import logging
 import os
 import re
 import sys
-import time
 from typing import Any, Optional
 
 import jax
-from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 from gan.errors import DesignGanError
@@ -39,18 +37,11 @@ def exit_after_error(status: int = 1, together: bool = False):
   sys.stdout.flush()
   sys.stderr.flush()
   if together and jax.process_count() > 1:
-    # With os._exit alone, process 0 (which hosts JAX's distributed service) could go first, and
-    # JAX then aborts the others (SIGABRT) at once, maybe before they print their error: the
-    # failed write's process is the one that says why (_Writes in trainer.py). So every process
-    # first waits until all have printed theirs, and process 0 leaves last. A collective over the
-    # devices: jax.distributed.shutdown hung in a test run on a loaded machine.
-    multihost_utils.sync_global_devices('designgan: every process reported the failed write')
-    if jax.process_index() == 0:
-      time.sleep(_LAST_TO_LEAVE_S)
+    # With os._exit alone, process 0 (which hosts the service) could go first, and JAX then
+    # aborts the others (SIGABRT) at once, maybe before they print their error: the failed
+    # write's process is the one that says why (_Writes in trainer.py).
+    jax.distributed.shutdown()
   os._exit(status)  # pylint: disable=protected-access
-
-
-_LAST_TO_LEAVE_S = 5.0  # process 0's wait for the others to exit: they have nothing left to do
 
 
 def silence_abandoned_checkpoint_reads() -> None:
