@@ -683,9 +683,7 @@ class _Writes:
       return
     if together and jax.process_count() > 1:
       while True:  # 2: a write failed somewhere, 1: one is still in progress, 0: all are done
-        # In this order: a write found done has recorded its failure, if any, before it ended.
-        in_progress = mngr.is_saving_in_progress()
-        busy = 2 if self.failed() else int(in_progress)
+        busy = 2 if self.failed() else int(mngr.is_saving_in_progress())
         agreed = parallel.max_over_processes(busy)
         if agreed == 2:
           self.stop()
