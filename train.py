@@ -116,8 +116,7 @@ def main(argv):
   except DesignGanError as e:
     print(f'error: {e}', file=sys.stderr)
     if isinstance(e, checkpoints.CheckpointError):
-      # The trainer completed its pending writes, or every process abandons them alike.
-      checkpoints.exit_after_error(together=e.every_process)
+      checkpoints.exit_after_error()  # the trainer completed its pending writes
     interrupts.finished()
     sys.exit(1)
   except KeyboardInterrupt:

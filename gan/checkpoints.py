@@ -24,23 +24,14 @@ from gan.errors import DesignGanError
 class CheckpointError(DesignGanError):
   """A checkpoint is missing, corrupt or incompatible."""
 
-  every_process = False  # raised by every process of a multi-process run alike (exit_after_error)
 
-
-def exit_after_error(status: int = 1, together: bool = False):
+def exit_after_error(status: int = 1):
   """Exits a CLI at once, without the interpreter's teardown, once it has reported an error or an
   interrupt and has nothing left to write. Reading a damaged checkpoint leaves orbax/tensorstore
   reads pending, which at shutdown print 'Event loop is closed' tracebacks after the one-line
-  error; interrupted XLA work may still run (gan.evaluate, gan.bench after Ctrl-C). `together`:
-  every process of a multi-process run exits here with this error (CheckpointError.every_process)
-  and they leave JAX's distributed service together."""
+  error; interrupted XLA work may still run (gan.evaluate, gan.bench after Ctrl-C)."""
   sys.stdout.flush()
   sys.stderr.flush()
-  if together and jax.process_count() > 1:
-    # With os._exit alone, process 0 (which hosts the service) could go first, and JAX then
-    # aborts the others (SIGABRT) at once, maybe before they print their error: the failed
-    # write's process is the one that says why (_Writes in trainer.py).
-    jax.distributed.shutdown()
   os._exit(status)  # pylint: disable=protected-access
 
 

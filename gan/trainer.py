@@ -702,12 +702,12 @@ class _Writes:
       raise checkpoints.failed_write_error(failed[0])  # not reached: the wait raised
     where = parallel.values_over_processes(int(bool(failed)))
     self.abandoned = True
-    error = (checkpoints.failed_write_error(failed[0]) if failed else checkpoints.CheckpointError(
+    if failed:
+      raise checkpoints.failed_write_error(failed[0])
+    raise checkpoints.CheckpointError(
         f'process {where.index(1)} of this run cannot write its part of a checkpoint (its own '
         'error says why); the complete checkpoints are kept, and the same command resumes from '
-        'the latest once every process can write there'))
-    error.every_process = True  # train.py: they exit together (checkpoints.exit_after_error)
-    raise error
+        'the latest once every process can write there')
 
 
 def _saved_epochs(log_path: str, name: str = 'checkpoints') -> list[int]:

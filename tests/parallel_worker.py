@@ -10,8 +10,7 @@ distributed initialisation) and writes this process's final TrainState as {leaf 
 With --stop_at_epoch=N this process alone asks to stop after epoch N, as train.py does on Ctrl-C;
 with --fill_disk_after_epoch=N this process's disk fills once epoch N has trained: every file it
 writes from then on stops at 64 KiB (RLIMIT_FSIZE; each process writes its own part of a
-checkpoint). A checkpoint error exits at once, as train.py does; --error_delay_s=S first waits S
-seconds, as a process on a busy CPU may reach its error line late.
+checkpoint). A checkpoint error exits at once, as train.py does.
 """
 
 import argparse
@@ -20,7 +19,6 @@ import os
 import resource
 import signal
 import sys
-import time
 
 
 def main() -> int:
@@ -35,7 +33,6 @@ def main() -> int:
   parser.add_argument('--process_id', type=int, default=-1)
   parser.add_argument('--stop_at_epoch', type=int, default=0)
   parser.add_argument('--fill_disk_after_epoch', type=int, default=0)
-  parser.add_argument('--error_delay_s', type=float, default=0)
   args = parser.parse_args()
   # The CPU device count is fixed when jax starts: set it before the first jax import.
   os.environ['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={args.devices}'
@@ -69,12 +66,9 @@ def main() -> int:
 
     result = trainer.train(config, stop_requested=stop_requested)
   except DesignGanError as e:
-    if args.error_delay_s:  # a process that reaches its error line later (a busy CPU)
-      time.sleep(args.error_delay_s)
     print(f'error: {e}', file=sys.stderr)
     if isinstance(e, checkpoints.CheckpointError):
-      # As train.py: writes that other processes left may wait.
-      checkpoints.exit_after_error(together=e.every_process)
+      checkpoints.exit_after_error()  # as train.py: writes that other processes left may wait
     return 1
   state = jax.device_get(result['state'])  # replicated: every process holds the whole state
   leaves = {jax.tree_util.keystr(path): np.asarray(leaf)
