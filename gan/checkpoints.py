@@ -90,24 +90,6 @@ def _not_unretrieved_task(record) -> bool:
   return not str(record.msg).startswith('Task exception was never retrieved')
 
 
-class _Manager(ocp.CheckpointManager):
-  """A CheckpointManager that records a write that failed in the background (`write_failed`) the
-  moment its finalize thread learns of it. orbax keeps the failure in that thread until the next
-  wait, and with several processes, 0.12's thread then waits at a barrier for the other processes
-  before it ends, while their writes of the step wait at another for this one: until orbax's
-  timeout, 20 minutes. Its public check_for_errors finds nothing: the finalize thread has already
-  taken the failure from the checkpointer (0.11 and 0.12 alike)."""
-
-  write_failure: Optional[BaseException] = None
-
-  def _wait_for_checkpointers(self):  # the finalize thread's wait for the write, 0.11 and 0.12
-    try:
-      super()._wait_for_checkpointers()
-    except BaseException as e:
-      self.write_failure = e
-      raise
-
-
 # Orbax releases before the option made the directories synchronously (requirements allow 0.11).
 _SYNCHRONOUS_DIRECTORIES = (
     ocp.AsyncOptions(create_directories_asynchronously=False)
@@ -129,7 +111,8 @@ def manager(directory: str, keep: int, create: bool = True, best_fn=None,
       max_to_keep=keep, create=create, best_fn=best_fn, best_mode=best_mode,
       cleanup_tmp_directories=create, async_options=_SYNCHRONOUS_DIRECTORIES)
   with _absl_errors_only():  # a step without its metadata file (damaged) warns as it opens
-    return _Manager(os.path.abspath(directory), options=options, item_names=('state', 'meta'))
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options,
+                                 item_names=('state', 'meta'))
 
 
 def save(mngr: ocp.CheckpointManager, epoch: int, state, meta: dict,
@@ -141,7 +124,7 @@ def save(mngr: ocp.CheckpointManager, epoch: int, state, meta: dict,
     mngr.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state._asdict()),
                                              meta=ocp.args.JsonSave(meta)), metrics=metrics)
   except Exception as e:  # pylint: disable=broad-except  (orbax raises many types)
-    raise _reported(mngr, e) from None
+    raise _write_error(mngr, e) from None
 
 
 def wait_until_finished(mngr: ocp.CheckpointManager) -> None:
@@ -149,26 +132,17 @@ def wait_until_finished(mngr: ocp.CheckpointManager) -> None:
   try:
     mngr.wait_until_finished()
   except Exception as e:  # pylint: disable=broad-except
-    raise _reported(mngr, e) from None
+    raise _write_error(mngr, e) from None
 
 
-def write_failed(mngr: ocp.CheckpointManager) -> bool:
-  """Whether a write of `mngr` (made by `manager`) failed in the background and no save, wait or
-  close has raised it yet: known at once, without waiting for anything or syncing a device."""
-  return getattr(mngr, 'write_failure', None) is not None
-
-
-def failed_write_error(mngr: ocp.CheckpointManager) -> CheckpointError:
-  """The CheckpointError of the write `write_failed` found, without the wait that raises it: with
-  several processes, orbax's threads may wait for the others until its timeout."""
-  return _write_error(mngr, mngr.write_failure)
-
-
-def _reported(mngr: ocp.CheckpointManager, error: Exception) -> CheckpointError:
-  """`error`, raised by orbax, as the CheckpointError for the caller, who now knows of it."""
-  if isinstance(mngr, _Manager):
-    mngr.write_failure = None
-  return _write_error(mngr, error)
+def raise_if_a_write_failed(mngr: ocp.CheckpointManager) -> None:
+  """The CheckpointError of a write that failed in the background, at once, instead of at the next
+  save; returns at once while a write is still in progress (no wait, no device sync). orbax's
+  own check_for_errors finds nothing: its finalize thread takes the failure from the checkpointer
+  (0.11 and 0.12 alike) and keeps it for the next wait, which, once no save is in progress, joins
+  a finished thread and raises it."""
+  if not mngr.is_saving_in_progress():
+    wait_until_finished(mngr)
 
 
 def close(mngr: ocp.CheckpointManager) -> None:
@@ -178,7 +152,7 @@ def close(mngr: ocp.CheckpointManager) -> None:
     mngr.close()
   except Exception as e:  # pylint: disable=broad-except
     _close_parts(mngr)
-    raise _reported(mngr, e) from None
+    raise _write_error(mngr, e) from None
 
 
 # What orbax's CheckpointManager.close closes after its wait for the pending writes (0.11 and 0.12

@@ -207,14 +207,9 @@ def broadcast_from_main(value: float) -> float:
 
 def max_over_processes(value: int) -> int:
   """The largest of every process's `value`, on every process (a no-op with one process)."""
-  return max(values_over_processes(value))
-
-
-def values_over_processes(value: int) -> list[int]:
-  """Every process's `value` in process order, on every process ([value] with one process)."""
   if jax.process_count() == 1:
-    return [value]
-  return [int(v) for v in multihost_utils.process_allgather(np.int32(value))]
+    return value
+  return int(np.max(multihost_utils.process_allgather(np.int32(value))))
 
 
 def describe(mesh: Mesh) -> str:

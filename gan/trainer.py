@@ -296,7 +296,7 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
   start = time.perf_counter()
   budget_s = 60 * config.time_budget_min
   closing = _ClosingTime()
-  interrupted = together = False
+  interrupted = False
   end_epoch = start_epoch
   try:
     # Under train.py (interrupts.watched), a second Ctrl-C that a callback swallowed (JAX's gc
@@ -324,12 +324,7 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
       # epoch's own closing work, which is then measured, not estimated (its compilation left
       # out: `_timed`).
       final = epoch == config.epochs
-      # A checkpoint write that failed in the background since the last epoch, on any process,
-      # stops the run here, before this epoch's save would wait for it: not at the next save,
-      # checkpoint_every epochs later, and on every process alike (see _Writes).
-      stop = _stop_reason(False if final else stop_requested(), False, shared.writes.failed())
-      if stop == _WRITE_FAILED:
-        shared.writes.stop()
+      stop = 0 if final else _stop_reason(stop_requested(), False)
       interrupted = stop == _INTERRUPTED
       last = final or interrupted
       first = epoch == start_epoch + 1
@@ -343,6 +338,9 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
         if last and not full:  # the rest of a last epoch's closing work
           closing.add(_close_epoch(runs, epoch, state, per_run, samples_per_s, seconds, first,
                                    True, progress, sweep, rest=True), first=False)
+      if not last:  # a last epoch's checkpoint is waited for by run.close() below
+        for run in runs:  # a failed write stops the run now, not checkpoint_every epochs later
+          run.raise_if_a_write_failed()
       interrupts.raise_if_interrupted()  # before this epoch counts as trained, as in the closing
       end_epoch = epoch
       if last:
@@ -358,7 +356,6 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
                          f'time_budget_min={config.time_budget_min:g} reached', epoch,
                          config.epochs, used)
         break
-    together = True  # every process left the loop after the same epoch
   except KeyboardInterrupt:
     progress.clear()
     for run in runs:
@@ -370,7 +367,7 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
   finally:  # also on errors and Ctrl-C: pending checkpoint writes complete before we exit
     progress.clear()
     for run in runs:
-      run.close(together)
+      run.close()
   results = [run.finish(end_epoch, end_epoch - start_epoch, time.perf_counter() - start,
                         step.unstack(state, k) if sweep else state)
              for k, run in enumerate(runs)]
@@ -383,7 +380,6 @@ class _Shared:
 
   def __init__(self, config, dataset, models):
     self.dataset, self.models = dataset, models
-    self.writes = _Writes()
     self.main = parallel.is_main()  # logs, TensorBoard and images come from process 0 only
     self.synthetic = metrics_lib.is_synthetic(dataset)
     self.sample_fn = jax.jit(lambda p, r, *a: step.sample(models, p, r, *a))
@@ -418,7 +414,6 @@ class _Run:
                  'untrained_classes': dataset.untrained_classes()}
     self.mngr = checkpoints.manager(os.path.join(self.log_path, 'checkpoints'),
                                     config.keep_checkpoints)
-    shared.writes.managers.append(self.mngr)
     try:  # train() releases only a run it finished opening: this one closes its own manager
       self.evaluator = _Evaluator(config, shared, self.log_path)
     except BaseException:
@@ -519,18 +514,20 @@ class _Run:
         self.tb.scalars(epoch, evaluate.scalar_metrics(metrics_now), prefix='eval/')
     if 'checkpoint' in due:
       with _timed(took, 'checkpoint'):
-        self.shared.writes.wait(self.mngr)  # the previous write: orbax's save would wait for it
         checkpoints.save(self.mngr, epoch, state, dict(self.meta, epoch=epoch))
     return took
 
-  def close(self, together: bool = False):
+  def raise_if_a_write_failed(self):
+    """The CheckpointError of a checkpoint write that failed since the last save; no wait."""
+    checkpoints.raise_if_a_write_failed(self.mngr)
+
+  def close(self):
     """Waits for pending checkpoint writes (also after an error); a CheckpointError where one
-    failed, once both managers' writes are done. `together`: every process closes here alike
-    (training ended normally), so several wait together (_Writes.wait)."""
+    failed, once both managers' writes are done."""
     try:
-      self.shared.writes.wait(self.mngr, together)
+      checkpoints.wait_until_finished(self.mngr)
     finally:
-      self.evaluator.close(together)
+      self.evaluator.close()
 
   def release(self):
     """Closes the checkpoint managers, the event file and the log, also when training failed, as
@@ -541,8 +538,7 @@ class _Run:
       later.callback(_close_logger, self.log)  # last: the others may fail
       later.callback(self.tb.close)
       later.callback(self.evaluator.release)
-      if not self.shared.writes.abandoned:  # its close would wait for the abandoned write
-        checkpoints.close(self.mngr)
+      checkpoints.close(self.mngr)
 
   def finish(self, epoch: int, trained: int, seconds: float, state) -> dict:
     self.tb.close()
@@ -640,74 +636,16 @@ class _ClosingTime:
                for kind in (CLOSING_WORK if kinds is None else kinds))
 
 
-_WRITE_FAILED, _INTERRUPTED, _OVER_BUDGET = 3, 2, 1
+_INTERRUPTED, _OVER_BUDGET = 2, 1
 
 
-def _stop_reason(interrupted: bool, over_budget: bool, write_failed: bool = False) -> int:
-  """The reason to stop after this epoch (_WRITE_FAILED, _INTERRUPTED, _OVER_BUDGET or 0: go on),
-  the same on every process, since processes stopping at different epochs would wait for each
-  other forever: the largest of the processes' own (a Ctrl-C that reaches any one process, as a
-  cluster's job manager may send it, stops them all; so does any process's clock passing the
-  budget, and any process's failed checkpoint write)."""
-  local = (_WRITE_FAILED if write_failed else _INTERRUPTED if interrupted
-           else _OVER_BUDGET if over_budget else 0)
+def _stop_reason(interrupted: bool, over_budget: bool) -> int:
+  """The reason to stop after this epoch (_INTERRUPTED, _OVER_BUDGET or 0: go on), the same on
+  every process, since processes stopping at different epochs would wait for each other forever:
+  the largest of the processes' own (a Ctrl-C that reaches any one process, as a cluster's job
+  manager may send it, stops them all; so does any process's clock passing the budget)."""
+  local = _INTERRUPTED if interrupted else _OVER_BUDGET if over_budget else 0
   return parallel.max_over_processes(local)
-
-
-class _Writes:
-  """The background checkpoint writes of a training, every run's managers': whether one failed,
-  and the waits for them.
-
-  With several processes, a write that fails on one (its disk is full) is not one error: the
-  others' writes of that step wait at orbax's barriers for the failed one, and in orbax 0.12 the
-  failed one's thread waits at another for them, each until orbax's timeout (20 minutes), and so
-  does every wait for them, the next save's included. So the processes learn of a failure from
-  what the failed one's manager recorded (`checkpoints.write_failed`), together: at each epoch
-  end (`_stop_reason`) and, where they wait for a write, by polling it together; then all stop
-  with a CheckpointError and leave the writes waiting (`abandoned`: nothing waits for them
-  again; train.py exits at once)."""
-
-  def __init__(self):
-    self.managers = []  # every run's, as they open
-    self.abandoned = False
-
-  def failed(self) -> bool:
-    """Whether a write of this process failed in the background; no wait, no device sync."""
-    return any(checkpoints.write_failed(mngr) for mngr in self.managers)
-
-  def wait(self, mngr, together: bool = True) -> None:
-    """Waits for `mngr`'s pending write; a CheckpointError where it failed, or with several
-    processes where any process's write failed. `together`: every process waits here alike, so
-    they can poll together; else (an error raised on one process only) this one waits alone."""
-    if self.abandoned:
-      return
-    if together and jax.process_count() > 1:
-      while True:  # 2: a write failed somewhere, 1: one is still in progress, 0: all are done
-        busy = 2 if self.failed() else int(mngr.is_saving_in_progress())
-        agreed = parallel.max_over_processes(busy)
-        if agreed == 2:
-          self.stop()
-        if not agreed:
-          break
-        time.sleep(0.1)
-    checkpoints.wait_until_finished(mngr)  # done everywhere: returns at once, or raises
-
-  def stop(self):
-    """Raises the CheckpointError of a failed write: this process's own, or one that names the
-    process whose write failed. Every process calls this together."""
-    failed = [mngr for mngr in self.managers if checkpoints.write_failed(mngr)]
-    if jax.process_count() == 1:
-      for mngr in failed:  # orbax's wait raises it, and then forgets it: close does not raise it
-        checkpoints.wait_until_finished(mngr)
-      raise checkpoints.failed_write_error(failed[0])  # not reached: the wait raised
-    where = parallel.values_over_processes(int(bool(failed)))
-    self.abandoned = True
-    if failed:
-      raise checkpoints.failed_write_error(failed[0])
-    raise checkpoints.CheckpointError(
-        f'process {where.index(1)} of this run cannot write its part of a checkpoint (its own '
-        'error says why); the complete checkpoints are kept, and the same command resumes from '
-        'the latest once every process can write there')
 
 
 def _saved_epochs(log_path: str, name: str = 'checkpoints') -> list[int]:
@@ -790,7 +728,6 @@ class _Evaluator:
     self.metric = metric
     self.best = checkpoints.manager(os.path.join(log_path, 'best'), keep=1, best_fn=(
         lambda m: m[metric]), best_mode='max' if config_lib.BEST_METRICS[metric] else 'min')
-    shared.writes.managers.append(self.best)
 
   def due(self, epoch: int, last: bool) -> bool:
     return self.enabled and (epoch % self.config.eval_every == 0 or last)
@@ -810,15 +747,15 @@ class _Evaluator:
     # Every process evaluates alike, but the ranking of `best` checkpoints must agree exactly.
     checkpoints.save(self.best, epoch, state, dict(meta, metrics=evaluate.scalar_metrics(metrics)),
                      metrics={self.metric: parallel.broadcast_from_main(metrics[self.metric])})
-    self.shared.writes.wait(self.best)  # committed before the epoch's regular checkpoint
+    checkpoints.wait_until_finished(self.best)  # committed before the epoch's regular checkpoint
     return metrics
 
-  def close(self, together: bool = False):
+  def close(self):
     if self.enabled:
-      self.shared.writes.wait(self.best, together)
+      checkpoints.wait_until_finished(self.best)
 
   def release(self):
-    if self.enabled and not self.shared.writes.abandoned:
+    if self.enabled:
       checkpoints.close(self.best)
 
 

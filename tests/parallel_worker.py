@@ -3,21 +3,16 @@ own device count and, for multi-process runs, its own JAX distributed client).
 
   python tests/parallel_worker.py --devices=4 --overrides='{"epochs": 2}' --data=D --log=L \
       --out=state.npz [--coordinator_address=127.0.0.1:P --num_processes=2 --process_id=0]
-      [--stop_at_epoch=N] [--fill_disk_after_epoch=N]
+      [--stop_at_epoch=N]
 
 Trains `tests.helpers.tiny_config(data, log, **overrides)` exactly as train.py does (same
 distributed initialisation) and writes this process's final TrainState as {leaf path: array}.
-With --stop_at_epoch=N this process alone asks to stop after epoch N, as train.py does on Ctrl-C;
-with --fill_disk_after_epoch=N this process's disk fills once epoch N has trained: every file it
-writes from then on stops at 64 KiB (RLIMIT_FSIZE; each process writes its own part of a
-checkpoint). A checkpoint error exits at once, as train.py does.
+With --stop_at_epoch=N this process alone asks to stop after epoch N, as train.py does on Ctrl-C.
 """
 
 import argparse
 import json
 import os
-import resource
-import signal
 import sys
 
 
@@ -32,7 +27,6 @@ def main() -> int:
   parser.add_argument('--num_processes', type=int, default=0)
   parser.add_argument('--process_id', type=int, default=-1)
   parser.add_argument('--stop_at_epoch', type=int, default=0)
-  parser.add_argument('--fill_disk_after_epoch', type=int, default=0)
   args = parser.parse_args()
   # The CPU device count is fixed when jax starts: set it before the first jax import.
   os.environ['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={args.devices}'
@@ -42,15 +36,11 @@ def main() -> int:
 
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
-  from gan import checkpoints  # pylint: disable=import-outside-toplevel
   from gan import parallel  # pylint: disable=import-outside-toplevel
   from gan import trainer  # pylint: disable=import-outside-toplevel
   from gan.errors import DesignGanError  # pylint: disable=import-outside-toplevel
   import helpers  # pylint: disable=import-outside-toplevel
 
-  absl_logging.set_verbosity(absl_logging.WARNING)  # as train.py
-  checkpoints.silence_reraised_write_failures()
   try:
     parallel.initialize_distributed(args.coordinator_address, args.num_processes,
                                     args.process_id)
@@ -59,16 +49,11 @@ def main() -> int:
 
     def stop_requested() -> bool:
       asked.append(True)
-      if len(asked) == args.fill_disk_after_epoch:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
-        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, resource.RLIM_INFINITY))
       return len(asked) == args.stop_at_epoch
 
     result = trainer.train(config, stop_requested=stop_requested)
   except DesignGanError as e:
     print(f'error: {e}', file=sys.stderr)
-    if isinstance(e, checkpoints.CheckpointError):
-      checkpoints.exit_after_error()  # as train.py: writes that other processes left may wait
     return 1
   state = jax.device_get(result['state'])  # replicated: every process holds the whole state
   leaves = {jax.tree_util.keystr(path): np.asarray(leaf)
