@@ -218,7 +218,7 @@ def process_alive(pid: int) -> bool:
   """Whether a process `pid` runs on this host (another user's counts)."""
   try:
     os.kill(pid, 0)
-  except ProcessLookupError:
+  except (ProcessLookupError, OverflowError):  # no such process; a number no process id can be
     return False
   except PermissionError:  # another user's process
     return True
