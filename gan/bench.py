@@ -47,7 +47,6 @@ from loop-free parts: cost(critic_step) x critic_iter + cost(generator_step), ea
 timed update (undonated, a critic step would count a copy of the generator's whole state).
 """
 
-import argparse
 import functools
 import math
 import os
@@ -74,7 +73,7 @@ from gan import layout as layout_lib
 from gan import parallel
 from gan import paths
 from gan import step
-from gan.errors import DesignGanError
+from gan.errors import ArgumentParser, DesignGanError
 
 NUM_DURABILITY = 10
 NUM_MASS = 12
@@ -353,7 +352,7 @@ def format_table(rows: Sequence[dict]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(
+  parser = ArgumentParser(
       prog='python -m gan.bench',
       description='Training-speed benchmark: samples/s, updates/s, achieved GFLOP/s and '
                   'compile time of each configuration, against a float32 matmul and a '

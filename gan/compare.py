@@ -17,7 +17,6 @@ is). Continuing with other --minutes or --set is refused (the table would mix se
 another --out.
 """
 
-import argparse
 import json
 import os
 import shutil
@@ -42,7 +41,7 @@ from gan import paths
 from gan import run_lock
 from gan import summaries
 from gan import trainer
-from gan.errors import ConfigError, DesignGanError
+from gan.errors import ArgumentParser, ConfigError, DesignGanError
 
 COMBINATIONS = tuple(f'{g}_{l}_{n}' for g in ('vanilla', 'infogan')
                      for l in ('bce', 'wgan', 'wgangp') for n in ('mlp', 'selfattention'))
@@ -227,7 +226,7 @@ def figure(names: Sequence[str], out: str, path: str, columns: int = 2) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m gan.compare', description=__doc__.split(
+  parser = ArgumentParser(prog='python -m gan.compare', description=__doc__.split(
       '\n')[0])
   parser.add_argument('--out', default='runs/compare', help='directory of the runs and results')
   parser.add_argument('--minutes', type=float, default=15.0,

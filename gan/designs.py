@@ -20,7 +20,6 @@ How a design is made (vectorised over all designs, deterministic by seed):
    target (a scale outside [0, 1]) or whose measured class differs is redrawn from a new shape.
 """
 
-import argparse
 import dataclasses
 import errno
 import hashlib
@@ -36,7 +35,7 @@ from gan import images as images_lib
 from gan import interrupts
 from gan import oracle
 from gan import paths
-from gan.errors import DesignGanError
+from gan.errors import ArgumentParser, DesignGanError
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +343,7 @@ def fingerprint(designs: Designs) -> str:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(
+  parser = ArgumentParser(
       prog='python -m gan.designs',
       description='Write synthetic car-part designs (10x30 BMPs labelled by the physics oracle).')
   parser.add_argument('--out', required=True, help='directory to create (must be new or empty)')

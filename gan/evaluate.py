@@ -37,7 +37,6 @@ or retraining anything.
 designs (then `fd_real_baseline` is null: there is nothing independent to compare with).
 """
 
-import argparse
 import dataclasses
 import logging
 import os
@@ -58,7 +57,7 @@ from gan import data
 from gan import metrics as metrics_lib
 from gan import paths
 from gan.config import MAX_SEED
-from gan.errors import DataError, DesignGanError
+from gan.errors import ArgumentParser, DataError, DesignGanError
 
 GenerateFn = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
 
@@ -387,7 +386,7 @@ def format_report(metrics: dict) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(
+  parser = ArgumentParser(
       prog='python -m gan.evaluate',
       description='Evaluate a trained generator: oracle/classifier fidelity, Frechet distance, '
                   'strut exactness and diversity over every (durability, mass) pair.')

@@ -1,0 +1,43 @@
+"""The `python -m gan.<tool>` commands' flag errors: one `error:` line and exit status 1, as
+train.py's and infer.py's and every other input error, not argparse's usage block and status 2."""
+
+import importlib
+
+import pytest
+
+TOOLS = ('gan.bench', 'gan.compare', 'gan.designs', 'gan.evaluate')
+
+
+@pytest.mark.parametrize('tool', TOOLS)
+@pytest.mark.parametrize('argv, message', [
+    (['--no_such_flag=1'], 'unrecognized arguments: --no_such_flag=1'),
+    (['stray'], 'unrecognized arguments: stray'),
+])
+def test_an_unknown_flag_is_one_error_line_and_exit_status_1(tool, argv, message, capsys):
+  module = importlib.import_module(tool)
+  required = {'gan.designs': ['--out=unused'], 'gan.evaluate': ['--model_path=unused']}
+  with pytest.raises(SystemExit) as exited:
+    module.main(required.get(tool, []) + argv)
+  assert exited.value.code == 1
+  captured = capsys.readouterr()
+  assert captured.out == ''
+  assert captured.err == f'error: {message} (python -m {tool} --help lists the options)\n'
+
+
+@pytest.mark.parametrize('tool, argv, message', [
+    ('gan.bench', ['--iters=three'], "argument --iters: invalid int value: 'three'"),
+    ('gan.designs', [], 'the following arguments are required: --out'),
+    ('gan.evaluate', [], 'the following arguments are required: --model_path'),
+])
+def test_a_bad_or_missing_value_is_one_error_line_and_exit_status_1(tool, argv, message, capsys):
+  with pytest.raises(SystemExit) as exited:
+    importlib.import_module(tool).main(argv)
+  assert exited.value.code == 1
+  assert capsys.readouterr().err == f'error: {message} (python -m {tool} --help lists the options)\n'
+
+
+def test_help_still_prints_the_usage_and_exits_0(capsys):
+  with pytest.raises(SystemExit) as exited:
+    importlib.import_module('gan.bench').main(['--help'])
+  assert exited.value.code == 0
+  assert capsys.readouterr().out.startswith('usage: python -m gan.bench')
