@@ -367,7 +367,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       help='batch size of every row (default: each config\'s own)')
   parser.add_argument('--num_seeds', type=int, nargs='+', default=None,
                       help='rows with K vmapped models (a num_seeds sweep) for each K given '
-                           '(default: each config\'s num_seeds, 1 for the row names)')
+                           '(default: each config\'s num_seeds, 1 for the row names); with '
+                           '--devices, the models of each run')
   parser.add_argument('--matmul_size', type=int, default=2048, help='N of the roofline matmul')
   parser.add_argument('--no_matmul', action='store_true', help='leave out the matmul row')
   parser.add_argument('--stream_mib', type=float, default=16.0,
@@ -402,7 +403,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          'with --devices (data-parallel epochs); give --devices 1 N, or leave '
                          f'{"it" if len(ignored) == 1 else "them"} out')
     else:
-      ignored = changed(('iters', 'updates', 'num_seeds', 'matmul_size', 'no_matmul',
+      ignored = changed(('iters', 'updates', 'matmul_size', 'no_matmul',
                          'stream_mib', 'no_stream'))
       if ignored:
         raise BenchError(f'{", ".join(ignored)} '
@@ -448,13 +449,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _device_main(args, configs) -> int:
   if min(args.devices) < 1 or args.epochs < 1 or args.repeats < 1:
     raise BenchError('--devices, --epochs and --repeats must be positive')
-  for _, config in configs:  # every device count checked before any timing
+  runs = []  # (name, config) per --num_seeds K, every one checked before any timing
+  for name, config in configs:
     if args.batch_size:
       config.batch_size = args.batch_size
     for num_devices in args.devices:
       parallel.check_batch_size(config.batch_size, num_devices)
+    for num_seeds in args.num_seeds or [config_lib.resolve(config).num_seeds]:
+      run = config.copy_and_resolve_references()
+      run.num_seeds = num_seeds
+      config_lib.resolve(run)  # e.g. a seed too large for K models' seeds, before any timing
+      runs.append((name, run))
   rows = []
-  for name, config in configs:
+  for name, config in runs:
     rows += bench_devices.device_rows(name, config, args.devices, epochs=args.epochs,
                                       repeats=args.repeats, platform=args.platform)
   if args.json:

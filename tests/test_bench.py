@@ -276,7 +276,7 @@ def test_devices_mode_runs_on_the_first_gpus_of_those_the_user_allowed(monkeypat
   assert bench_devices._child_env(devices, 'gpu')['CUDA_VISIBLE_DEVICES'] == expected
 
 
-@pytest.mark.parametrize('flag', [['--num_seeds', '1', '4'], ['--iters', '5'], ['--no_matmul']])
+@pytest.mark.parametrize('flag', [['--iters', '5'], ['--no_matmul']])
 def test_benchmark_flags_with_devices_are_refused(flag, capsys):
   assert bench.main(['--devices', '1', '--configs', 'vanilla_bce_mlp', *flag]) == 1
   err = capsys.readouterr().err
@@ -316,6 +316,35 @@ def test_a_config_files_num_seeds_is_timed_unless_num_seeds_is_given(tmp_path, m
   timed.clear()
   assert bench.main(args + ['--num_seeds', '1', '2']) == 0
   assert timed == [1, 2, 1, 2]
+
+
+def test_devices_mode_times_each_num_seeds_given_else_the_configs_own(tmp_path, monkeypatch):
+  """`--devices 1 2 --num_seeds 1 8` times each device count for 1 and for 8 models; `--num_seeds 1`
+  was refused with --devices (so was any --num_seeds), leaving a sweep's config untimeable as one
+  model."""
+  config = tmp_path / 'sweep.py'
+  config.write_text(TINY.replace('critic_iter=2', 'critic_iter=2, num_seeds=3'))
+  timed = []
+  monkeypatch.setattr(bench_devices, 'device_rows',
+                      lambda name, c, devices, **k: timed.append((name, c.num_seeds, devices))
+                      or [])
+  monkeypatch.setattr(bench_devices, 'format_table', lambda rows: 'table')
+  args = ['--devices', '1', '2', '--configs', str(config), 'vanilla_bce_mlp']
+  assert bench.main(args) == 0
+  assert timed == [('sweep', 3, [1, 2]), ('vanilla_bce_mlp', 1, [1, 2])]
+  timed.clear()
+  assert bench.main(args + ['--num_seeds', '1', '8']) == 0
+  assert timed == [('sweep', 1, [1, 2]), ('sweep', 8, [1, 2]), ('vanilla_bce_mlp', 1, [1, 2]),
+                   ('vanilla_bce_mlp', 8, [1, 2])]
+
+
+def test_devices_mode_refuses_a_seed_too_large_for_the_sweep_before_timing(monkeypatch, capsys):
+  monkeypatch.setattr(bench_devices, 'device_rows',
+                      lambda *a, **k: pytest.fail('timed before the seeds were checked'))
+  status = bench.main(['--devices', '1', '--configs', 'vanilla_bce_mlp', '--num_seeds', '1',
+                       str(bench.config_lib.MAX_SEED)])
+  assert status == 1
+  assert capsys.readouterr().err.startswith('error: seed must be at most ')
 
 
 def test_devices_mode_times_every_model_of_a_sweeps_config(small_design_dir):
