@@ -135,6 +135,16 @@ def wait_until_finished(mngr: ocp.CheckpointManager) -> None:
     raise _write_error(mngr, e) from None
 
 
+def raise_if_a_write_failed(mngr: ocp.CheckpointManager) -> None:
+  """The CheckpointError of a write that failed in the background, at once, instead of at the next
+  save; returns at once while a write is still in progress (no wait, no device sync). orbax's
+  own check_for_errors finds nothing: its finalize thread takes the failure from the checkpointer
+  (0.11 and 0.12 alike) and keeps it for the next wait, which, once no save is in progress, joins
+  a finished thread and raises it."""
+  if not mngr.is_saving_in_progress():
+    wait_until_finished(mngr)
+
+
 def close(mngr: ocp.CheckpointManager) -> None:
   """Closes a manager, waiting for its pending writes; a CheckpointError where one failed, raised
   once everything the manager holds is closed as well."""

@@ -338,6 +338,12 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
         if last and not full:  # the rest of a last epoch's closing work
           closing.add(_close_epoch(runs, epoch, state, per_run, samples_per_s, seconds, first,
                                    True, progress, sweep, rest=True), first=False)
+      # A failed write stops the run now, not checkpoint_every epochs later (a last epoch's
+      # checkpoint is waited for by run.close() below). One process only: with several, the one
+      # whose write failed would wait at orbax's barriers for the others, which do not wait.
+      if not last and jax.process_count() == 1:
+        for run in runs:
+          run.raise_if_a_write_failed()
       interrupts.raise_if_interrupted()  # before this epoch counts as trained, as in the closing
       end_epoch = epoch
       if last:
@@ -513,6 +519,10 @@ class _Run:
       with _timed(took, 'checkpoint'):
         checkpoints.save(self.mngr, epoch, state, dict(self.meta, epoch=epoch))
     return took
+
+  def raise_if_a_write_failed(self):
+    """The CheckpointError of a checkpoint write that failed since the last save; no wait."""
+    checkpoints.raise_if_a_write_failed(self.mngr)
 
   def close(self):
     """Waits for pending checkpoint writes (also after an error); a CheckpointError where one

@@ -1060,6 +1060,57 @@ def test_a_checkpoint_write_that_fails_stops_with_one_error_and_the_run_resumes(
   assert result['start_epoch'] == 1 and result['epochs'] == 3
 
 
+# trainer.train whose disk fills (RLIMIT_FSIZE: this process's files stop at 1 MiB) once epoch 19
+# has trained, compiled, so that the checkpoint of epoch 20 (2.4 MiB) fails in the background.
+# train() asks stop_requested once after each epoch but the last: the epochs it trained.
+_TRAIN_WHILE_THE_DISK_FILLS = '''
+import resource, signal, sys, time
+from absl import logging as absl_logging
+from gan import checkpoints, trainer
+from tests import helpers
+absl_logging.set_verbosity(absl_logging.WARNING)  # as train.py
+checkpoints.silence_reraised_write_failures()
+config = helpers.tiny_config(sys.argv[1], sys.argv[2], epochs=40, checkpoint_every=20,
+                             log_every=1000, sample_every=1000, eval_every=0,
+                             gen_hidden_dims=(256, 256))
+asked = []
+
+def stop_requested():
+  asked.append(True)
+  if len(asked) == 19:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
+  if len(asked) == 21:
+    time.sleep(3)  # epoch 21 ends after the write of epoch 20 has failed, however busy the CPU
+  return False
+
+try:
+  trainer.train(config, stop_requested)
+except checkpoints.CheckpointError as e:
+  print(f'refused: {e}')
+print('epochs trained:', len(asked))
+'''
+
+
+def test_a_checkpoint_write_that_fails_stops_the_run_at_the_next_epoch_end(small_design_dir,
+                                                                          tmp_path):
+  """A checkpoint that fails in the background (a full disk) was noticed only at the next save:
+  checkpoint_every epochs (here to the end of the run) trained after it, none of them saved. Now
+  the run stops with the CheckpointError at the first epoch end after the failure."""
+  log_path = tmp_path / 'run'
+  proc = subprocess.run([sys.executable, '-c', _TRAIN_WHILE_THE_DISK_FILLS, small_design_dir,
+                         str(log_path)], cwd=REPO_ROOT, capture_output=True, text=True,
+                        timeout=300, env=dict(os.environ, JAX_PLATFORMS='cpu',
+                                              JAX_DISABLE_MOST_OPTIMIZATIONS='1'))
+  assert proc.returncode == 0, proc.stderr
+  directory = log_path / 'checkpoints'
+  assert proc.stdout.endswith(
+      f'refused: cannot write a checkpoint in {directory} (File too large); the complete '
+      'checkpoints are kept, and the same command resumes from the latest once it can write '
+      'there\nepochs trained: 21\n'), proc.stdout[-2000:] + proc.stderr[-4000:]
+  assert [n for n in os.listdir(directory) if n.isdigit()] == []
+
+
 # ---------------------------------------------------------------------------------------------
 # 9. One compilation per run
 
