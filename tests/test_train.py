@@ -1064,7 +1064,7 @@ def test_a_checkpoint_write_that_fails_stops_with_one_error_and_the_run_resumes(
 # has trained, compiled, so that the checkpoint of epoch 20 (2.4 MiB) fails in the background.
 # train() asks stop_requested once after each epoch but the last: the epochs it trained.
 _TRAIN_WHILE_THE_DISK_FILLS = '''
-import resource, signal, sys, time
+import resource, signal, sys, threading, time
 from absl import logging as absl_logging
 from gan import checkpoints, trainer
 from tests import helpers
@@ -1080,8 +1080,12 @@ def stop_requested():
   if len(asked) == 19:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
-  if len(asked) == 21:
-    time.sleep(3)  # epoch 21 ends after the write of epoch 20 has failed, however busy the CPU
+  if len(asked) == 21:  # epoch 21 ends once the write of epoch 20 has failed, however busy the
+    # CPU: its finalize thread (orbax's name) has ended (polled: a join would raise its error here)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and any(
+        t.name == 'save_finalize' and t.is_alive() for t in threading.enumerate()):
+      time.sleep(0.01)
   return False
 
 try:
