@@ -216,6 +216,8 @@ def remove_abandoned(parent: str, prefix: str, suffix: str = '') -> None:
 
 def process_alive(pid: int) -> bool:
   """Whether a process `pid` runs on this host (another user's counts)."""
+  if pid <= 0:  # os.kill would signal a process group (0: ours, -1: every process): "alive"
+    return False
   try:
     os.kill(pid, 0)
   except (ProcessLookupError, OverflowError):  # no such process; a number no process id can be

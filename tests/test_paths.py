@@ -160,10 +160,11 @@ def test_a_new_staging_file_removes_those_a_killed_writer_left(tmp_path):
   host = socket.gethostname()
   killed = f'metrics.json.{host}-{finished_pid()}-abc.tmp'
   no_such_id = f'metrics.json.{host}-{2 ** 70}-abc.tmp'  # os.kill raised OverflowError
+  group_id = f'metrics.json.{host}-0-abc.tmp'  # os.kill(0, 0) signals this process's group
   kept = [f'metrics.json.{host}-{os.getppid()}-abc.tmp',
           f'metrics.json.{host}x-{finished_pid()}-abc.tmp',
           f'other.json.{host}-{finished_pid()}-abc.tmp']
-  for name in [killed, no_such_id] + kept:
+  for name in [killed, no_such_id, group_id] + kept:
     (tmp_path / name).write_text('{"half')
   paths.write_json(str(tmp_path / 'metrics.json'), {'fd': 1.0})
   assert sorted(os.listdir(tmp_path)) == sorted(['metrics.json'] + kept)

@@ -54,6 +54,16 @@ def test_a_stale_lock_of_this_host_is_taken_over(tmp_path):
   assert not os.path.exists(path)
 
 
+@pytest.mark.parametrize('pid', [0, -1, 2 ** 70])
+def test_a_lock_naming_no_possible_process_id_is_taken_over(tmp_path, pid):
+  """os.kill(0 or -1, 0) signals a process group and succeeded: such a lock (a damaged or
+  hand-edited one) was held by a live process for good."""
+  path = _write_lock(str(tmp_path), pid=pid, host=socket.gethostname(), started='x')
+  with run_lock.RunLock(str(tmp_path)):
+    with open(path, encoding='utf-8') as f:
+      assert json.load(f)['pid'] == os.getpid()
+
+
 def test_a_live_process_lock_is_refused(tmp_path):
   with subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']) as other:
     try:
