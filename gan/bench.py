@@ -1,7 +1,8 @@
 r"""Training-speed benchmark: how fast is one generator update of each configuration?
 
 `python -m gan.bench [--configs NAME_OR_PATH ...] [--iters N] [--json out.json]`
-`python -m gan.bench --devices 1 4 [--configs default] [--epochs 3] [--repeats 2] [--platform gpu]`
+`python -m gan.bench --devices 1 4 [--configs default] [--epochs 3] [--repeats 2] [--platform gpu]
+  [--num_seeds 1 8]`
 
 The second form measures data parallelism instead: whole training epochs on the training data,
 on each device count in its own subprocess, and the speed-up over the first (gan/bench_devices.py).

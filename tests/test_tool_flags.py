@@ -33,7 +33,8 @@ def test_a_bad_or_missing_value_is_one_error_line_and_exit_status_1(tool, argv, 
   with pytest.raises(SystemExit) as exited:
     importlib.import_module(tool).main(argv)
   assert exited.value.code == 1
-  assert capsys.readouterr().err == f'error: {message} (python -m {tool} --help lists the options)\n'
+  hint = f'(python -m {tool} --help lists the options)'
+  assert capsys.readouterr().err == f'error: {message} {hint}\n'
 
 
 def test_help_still_prints_the_usage_and_exits_0(capsys):
