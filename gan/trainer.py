@@ -340,7 +340,8 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
                                    True, progress, sweep, rest=True), first=False)
       # A failed write stops the run now, not checkpoint_every epochs later (a last epoch's
       # checkpoint is waited for by run.close() below). One process only: with several, the one
-      # whose write failed would wait at orbax's barriers for the others, which do not wait.
+      # whose write failed would stop alone and the others wait for it in the next collective
+      # (how several processes meet a failed write is a known problem: README, "Training").
       if not last and jax.process_count() == 1:
         for run in runs:
           run.raise_if_a_write_failed()
