@@ -39,7 +39,46 @@ def check_output_dir(path: str, what: str) -> str:
     where = 'is' if existing == path else f'cannot be created: {existing} is'
     raise OutputPathError(f'{what} {path} {where} not writable; give a directory you can write')
   _check_name_lengths(path, existing, what)
+  check_outside_checkpoints(path, what)
   return path
+
+
+# orbax writes this file into every checkpoint step directory (checkpoints/<step>/, best/<step>/).
+_CHECKPOINT_MARKER = '_CHECKPOINT_METADATA'
+
+
+def check_outside_checkpoints(path: str, what: str, checkpoint_dirs=()) -> None:
+  """An output directory that is, or lies inside, a directory of checkpoints (a run's
+  checkpoints/ or best/, one of `checkpoint_dirs`, or one step directory) is refused: orbax takes
+  every numbered directory there for a checkpoint step, so outputs written there (a directory
+  named 7) made the run unreadable to train.py, infer.py and gan.evaluate ('checkpoint 7 ... is
+  unreadable'), and a step directory with outputs in it is deleted with them once it is rotated
+  out."""
+  path = os.path.abspath(path)
+  managed = {os.path.abspath(d) for d in checkpoint_dirs}
+  directory = path
+  while True:
+    if directory in managed or _holds_checkpoints(directory) or os.path.isfile(
+        os.path.join(directory, _CHECKPOINT_MARKER)):
+      where = 'is' if directory == path else f'is inside {directory},'
+      raise OutputPathError(f'{what} {path} {where} a directory of checkpoints (a run\'s '
+                            'checkpoints/ or best/, where every numbered directory is read as a '
+                            'checkpoint, or one checkpoint step); give a directory outside it')
+    parent = os.path.dirname(directory)
+    if parent == directory:
+      return
+    directory = parent
+
+
+def _holds_checkpoints(directory: str) -> bool:
+  """Whether `directory` holds a checkpoint step directory (<number>/_CHECKPOINT_METADATA)."""
+  try:
+    names = os.listdir(directory)
+  except OSError:  # missing, a file or unreadable
+    return False
+  return any(re.fullmatch(r'\d+', n) and os.path.isfile(os.path.join(directory, n,
+                                                                     _CHECKPOINT_MARKER))
+             for n in names)
 
 
 def _check_no_dangling_link(path: str, existing: str, what: str) -> None:

@@ -199,6 +199,11 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
   paths.check_output_dir(config.log_path, 'log_path')
   paths.check_output_dir(config.output_path or os.path.join(config.log_path, 'output'),
                          'output_path')
+  # ... and outside the checkpoint directories of its runs, which may not exist yet
+  managed = [d for c in seed_configs(config) for d in _manager_dirs(c)]
+  for c in seed_configs(config):
+    paths.check_outside_checkpoints(c.output_path or os.path.join(c.log_path, 'output'),
+                                    'output_path', managed)
   dataset = load_data(config)
   config_lib.check_against_data(config, dataset.layout)
   check_batch_fits(config, dataset)

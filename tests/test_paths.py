@@ -178,3 +178,54 @@ def test_the_staging_entries_of_a_long_name_fit_the_filesystem(tmp_path):
   fd, staged_file = paths.staging_file(os.path.join(target, 'f' * 250))
   os.close(fd)
   assert os.path.dirname(staged_file) == target
+
+
+def _fake_run(root):
+  """A run directory whose checkpoints/ and best/ hold one step each, as orbax lays them out."""
+  for manager in ('checkpoints', 'best'):
+    step_dir = root / manager / '3'
+    step_dir.mkdir(parents=True)
+    (step_dir / '_CHECKPOINT_METADATA').write_text('{}')
+  return root
+
+
+@pytest.mark.parametrize('target, inside', [
+    ('run/checkpoints', 'run/checkpoints'),
+    ('run/checkpoints/7', 'run/checkpoints'),
+    ('run/checkpoints/out/deeper', 'run/checkpoints'),
+    ('run/checkpoints/3', 'run/checkpoints/3'),
+    ('run/best/4', 'run/best'),
+])
+def test_an_output_directory_in_a_directory_of_checkpoints_is_refused(tmp_path, target, inside):
+  """infer.py --gen_img_path=<run>/checkpoints/7 used to write its designs there: every later
+  train.py, infer.py and gan.evaluate of the run then failed on 'checkpoint 7 is unreadable'
+  (also gan.designs --out and gan.compare --out, through the same check)."""
+  _fake_run(tmp_path / 'run')
+  before = sorted(str(p) for p in tmp_path.rglob('*'))
+  with pytest.raises(paths.OutputPathError, match='directory of checkpoints') as info:
+    paths.check_output_dir(str(tmp_path / target), '--gen_img_path')
+  message = str(info.value)
+  assert message.startswith(f'--gen_img_path {tmp_path / target} ')
+  if target != inside:
+    assert f'is inside {tmp_path / inside},' in message
+  assert sorted(str(p) for p in tmp_path.rglob('*')) == before
+
+
+@pytest.mark.parametrize('target', ['run', 'run/inference_output', 'run/output/fake', 'other/7'])
+def test_an_output_directory_beside_the_checkpoints_is_accepted(tmp_path, target):
+  _fake_run(tmp_path / 'run')
+  assert paths.check_output_dir(str(tmp_path / target), 'output_path') == str(tmp_path / target)
+
+
+def test_a_checkpoint_directory_not_made_yet_is_refused_when_named(tmp_path):
+  """A new run's output_path inside its own checkpoints/ (made only once training starts): the
+  run used to fail on 'checkpoint 99 ... is unreadable', an empty directory it made itself."""
+  log_path = tmp_path / 'run'
+  paths.check_output_dir(str(log_path / 'checkpoints' / '99'), 'output_path')  # nothing there yet
+  with pytest.raises(paths.OutputPathError, match=f'^output_path {log_path}/checkpoints/99 is '
+                                                  f'inside {log_path}/checkpoints, a directory'):
+    paths.check_outside_checkpoints(str(log_path / 'checkpoints' / '99'), 'output_path',
+                                    [str(log_path / 'checkpoints'), str(log_path / 'best')])
+  paths.check_outside_checkpoints(str(log_path / 'output'), 'output_path',
+                                  [str(log_path / 'checkpoints'), str(log_path / 'best')])
+  assert os.listdir(tmp_path) == []

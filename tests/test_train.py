@@ -1743,6 +1743,19 @@ def test_an_output_path_a_pseudo_filesystem_refuses_fails_before_training(small_
   assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
 
 
+@pytest.mark.parametrize('num_seeds, output', [(1, 'run/checkpoints/99'), (2, 'run/seed_0/best')])
+def test_an_output_path_in_the_runs_checkpoint_directories_fails_before_training(
+    tmp_path, num_seeds, output):
+  """checkpoints/ and best/ do not exist before the first save: an output_path in them used to
+  pass, and the run then failed on the directory it had made there ('checkpoint 99 ... is
+  unreadable')."""
+  config = tiny_config(data_path=str(tmp_path / 'no_data'), log_path=str(tmp_path / 'run'),
+                       output_path=str(tmp_path / output), num_seeds=num_seeds)
+  with pytest.raises(paths.OutputPathError, match='a directory of checkpoints'):
+    trainer.train(config)  # before the data loads: there are none
+  assert os.listdir(tmp_path) == []
+
+
 def test_a_finished_run_run_again_trains_nothing(base_run, tmp_path):
   """... and removes the temporary directories of saves a killed run left unfinished."""
   config, _ = base_run
