@@ -375,7 +375,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--stream_mib', type=float, default=16.0,
                       help='MiB of each array of the stream row (x * a + y)')
   parser.add_argument('--no_stream', action='store_true', help='leave out the stream row')
-  parser.add_argument('--json', default='', help='also write the rows to this JSON file')
+  parser.add_argument('--json', default=None, help='also write the rows to this JSON file')
   devices = parser.add_argument_group(
       'data-parallel speed-up', 'with --devices, time whole training epochs on the training data '
       'for each device count instead (one subprocess each; gan/bench_devices.py)')
@@ -411,7 +411,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          f'{"does" if len(ignored) == 1 else "do"} not apply with --devices, which '
                          'times whole epochs (--epochs, --repeats); leave '
                          f'{"it" if len(ignored) == 1 else "them"} out')
-    if args.json:  # fail before the work, not after it
+    if args.json is not None:  # fail before the work, not after it ('' too)
       paths.check_output_file(args.json, '--json')
     configs = [row_config(c) for c in args.configs]  # every name checked before any timing
     if args.devices:

@@ -245,7 +245,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not names:
       raise ConfigError(f'--combos {args.combos!r} names no combination; choose from: '
                         f'{", ".join(COMBINATIONS)}')
-    results = run(names, args.minutes, os.path.abspath(args.out), args.set)
+    results = run(names, args.minutes, paths.check_output_dir(args.out, '--out'), args.set)
   except DesignGanError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1

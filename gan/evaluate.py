@@ -398,7 +398,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       help='seed of noise and strut colours')
   parser.add_argument('--device', default='cpu',
                       help='cpu (default) | gpu | auto (a GPU when present)')
-  parser.add_argument('--json', default='', help='also write the metrics to this JSON file')
+  parser.add_argument('--json', default=None, help='also write the metrics to this JSON file')
   parser.add_argument('--data_path', default=None,
                       help='the designs the model was trained on, if they moved since (default: '
                            'the data_path of the run\'s config; "" for the embedded designs)')
@@ -410,7 +410,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   written = False
   try:
     with interrupts.watched() as interrupted:  # also a Ctrl-C a callback swallowed stops the run
-      if args.json:  # fail before the work, not after it
+      if args.json is not None:  # fail before the work, not after it ('' too)
         paths.check_output_file(args.json, '--json')
       metrics = evaluate_model(args.model_path, args.step, args.per_pair, args.seed, args.device,
                                args.cache_dir, args.data_path)

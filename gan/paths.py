@@ -29,6 +29,8 @@ def _nearest_existing(path: str) -> str:
 def check_output_dir(path: str, what: str) -> str:
   """Absolute `path` if it is a writable directory or can be created as one; else an
   OutputPathError naming `what` (e.g. 'log_path' or '--out')."""
+  if not path:  # os.path.abspath('') is the working directory: outputs would land there
+    raise OutputPathError(f'{what} is empty; give a directory (created if missing)')
   path = os.path.abspath(path)
   existing = _nearest_existing(path)
   _check_no_dangling_link(path, existing, what)
@@ -161,6 +163,8 @@ def check_output_file(path: str, what: str) -> str:
   """Absolute `path` if a file can be written there (tried: a temporary file made and removed):
   not a directory, in an existing writable directory; else an OutputPathError naming `what`
   (e.g. '--json')."""
+  if not path:  # os.path.abspath('') is the working directory, a directory
+    raise OutputPathError(f'{what} is empty; give a file name such as metrics.json')
   path = os.path.abspath(path)
   directory = os.path.dirname(path)
   if os.path.isdir(path):

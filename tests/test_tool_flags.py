@@ -42,3 +42,21 @@ def test_help_still_prints_the_usage_and_exits_0(capsys):
     importlib.import_module('gan.bench').main(['--help'])
   assert exited.value.code == 0
   assert capsys.readouterr().out.startswith('usage: python -m gan.bench')
+
+
+@pytest.mark.parametrize('tool, argv, message', [
+    ('gan.compare', ['--out=', '--combos=vanilla_bce_mlp'],
+     '--out is empty; give a directory (created if missing)'),
+    ('gan.bench', ['--json=', '--configs=vanilla_bce_mlp'],
+     '--json is empty; give a file name such as metrics.json'),
+    ('gan.evaluate', ['--model_path=no_such_run', '--json='],
+     '--json is empty; give a file name such as metrics.json'),
+])
+def test_an_empty_output_path_is_refused_before_the_work(tool, argv, message, capsys, tmp_path,
+                                                         monkeypatch):
+  """`--out=` trained gan.compare's runs into the working directory (os.path.abspath('')), and
+  `--json=` of gan.bench and gan.evaluate was taken as no JSON file at all."""
+  monkeypatch.chdir(tmp_path)
+  assert importlib.import_module(tool).main(argv) == 1
+  assert capsys.readouterr().err == f'error: {message}\n'
+  assert not list(tmp_path.iterdir())
