@@ -37,6 +37,7 @@ or retraining anything.
 designs (then `fd_real_baseline` is null: there is nothing independent to compare with).
 """
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -58,6 +59,8 @@ from gan import metrics as metrics_lib
 from gan import paths
 from gan.config import MAX_SEED
 from gan.errors import ArgumentParser, DataError, DesignGanError
+
+log = logging.getLogger('gan.evaluate')  # not __name__: '__main__' under python -m gan.evaluate
 
 GenerateFn = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
 
@@ -277,12 +280,12 @@ def evaluate_model(model_path: str, step: Optional[int] = None, per_pair: int = 
           'evaluate with the data the model was trained on')
     data_change = data.fingerprint_change(model.data_fingerprint, dataset)
     if data_change:
-      logging.warning('warning: %s', data_change)
+      log.warning('warning: %s', data_change)
     # Other designs than the model's: what its own training designs lacked is its checkpoint's
     # record (these designs' split says only what the classifier, trained on them, lacks).
     untrained = untrained_pairs_note(dataset, model.untrained_classes if data_change else None)
     if untrained:
-      logging.warning('warning: %s', untrained)
+      log.warning('warning: %s', untrained)
     classifier = classifier_lib.load_or_train_classifier(dataset, cache_dir)
     result = evaluate_generator(lambda d, m, f, s: inference.generate(model, d, m, f, s),
                                 dataset, classifier, per_pair, seed)
@@ -405,11 +408,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--cache_dir', default=None,
                       help='cache of evaluation classifiers (default: the designgan cache)')
   args = parser.parse_args(argv)
-  logging.basicConfig(level=logging.INFO, format='%(message)s')
   checkpoints.silence_abandoned_checkpoint_reads()
   written = False
   try:
-    with interrupts.watched() as interrupted:  # also a Ctrl-C a callback swallowed stops the run
+    with _messages_on_stderr(), interrupts.watched() as interrupted:  # also a Ctrl-C a callback swallowed stops the run
       if args.json is not None:  # fail before the work, not after it ('' too)
         paths.check_output_file(args.json, '--json')
       metrics = evaluate_model(args.model_path, args.step, args.per_pair, args.seed, args.device,
@@ -432,6 +434,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           '\ninterrupted: no metrics written', file=sys.stderr)
     return 130
   return 0
+
+
+@contextlib.contextmanager
+def _messages_on_stderr():
+  """This package's log lines (the classifier trained or loaded, warnings) on stderr, as plain
+  lines, while the command runs. logging.basicConfig could not do it: absl's first log call
+  (orbax logs while it is imported) had given the root logger a 'LEVEL:name:message' handler at
+  level WARNING, so the info lines were lost and a warning read 'WARNING:root:warning: ...'."""
+  logger = logging.getLogger('gan')
+  handler = logging.StreamHandler()  # sys.stderr as it is now
+  handler.setFormatter(logging.Formatter('%(message)s'))
+  saved = logger.level, logger.propagate
+  logger.addHandler(handler)
+  logger.setLevel(logging.INFO)
+  logger.propagate = False  # not a second time through the root logger's handler
+  try:
+    yield
+  finally:
+    logger.removeHandler(handler)
+    logger.setLevel(saved[0])
+    logger.propagate = saved[1]
 
 
 def cli() -> None:

@@ -224,7 +224,7 @@ def test_evaluate_model_end_to_end(trained_run, tmp_path, capsys):
 
 
 def test_designs_moved_since_training_are_found_with_data_path(small_design_dir, tmp_path,
-                                                               capsys, caplog):
+                                                               capsys):
   """The run's config names the data it was trained on; once they moved, the error says where
   that path came from and --data_path evaluates with the designs where they are now."""
   data_dir = tmp_path / 'data'
@@ -245,12 +245,16 @@ def test_designs_moved_since_training_are_found_with_data_path(small_design_dir,
   assert after['model'].pop('data') == str(tmp_path / 'moved')
   assert before['model'].pop('data') == str(data_dir)
   assert after == before
-  assert 'not those the model was trained on' not in caplog.text
+  err = capsys.readouterr().err
+  assert 'not those the model was trained on' not in err
+  assert 'Loaded the evaluation classifier from' in err, err  # the info lines are shown
   # Designs added since: another split, whose validation part may hold training designs.
   shutil.copy(next((tmp_path / 'moved').iterdir()), tmp_path / 'moved' / '1.0_a_2.13_extra.bmp')
   assert evaluate.main(args + [f'--data_path={tmp_path / "moved"}']) == 0
-  assert ('not those the model was trained on (240 then, 241 now): the train/validation split is '
-          'drawn anew' in caplog.text), caplog.text
+  err = capsys.readouterr().err
+  # One plain line, not 'WARNING:root:warning: ...' (logging.basicConfig did nothing).
+  assert ('\nwarning: the designs in' in '\n' + err and 'not those the model was trained on (240 '
+          'then, 241 now): the train/validation split is drawn anew' in err), err
 
 
 def test_training_evaluates_as_gan_evaluate_does_whatever_the_seed(small_design_dir, tmp_path):
@@ -333,6 +337,20 @@ def test_cli_names_a_damaged_checkpoint_and_the_earlier_one_in_one_line(trained_
   assert 'is damaged' in lines[0] and 'the earlier checkpoint 1 is kept' in lines[0], lines[0]
   assert '--step=1' in lines[0], lines[0]
   assert 'TensorStore' not in lines[0] and 'bound method' not in lines[0], lines[0]
+
+
+def test_cli_shows_its_log_lines_as_plain_lines(trained_run, tmp_path):
+  """Run as `python -m gan.evaluate`, its classifier line never showed and a warning read
+  'WARNING:__main__:warning: ...': absl had given the root logger its own handler first."""
+  result = subprocess.run(
+      [sys.executable, '-m', 'gan.evaluate', f'--model_path={trained_run}', '--per_pair=1',
+       f'--cache_dir={tmp_path}'], cwd=REPO, capture_output=True, text=True, timeout=300,
+      check=False, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert result.returncode == 0, result.stderr
+  lines = result.stderr.splitlines()
+  assert any(line.startswith(('Trained the evaluation classifier in ',
+                              'Loaded the evaluation classifier from ')) for line in lines), lines
+  assert not [line for line in lines if line.startswith(('WARNING:', 'INFO:'))], lines
 
 
 # `python -m gan.evaluate` once its imports are done, which it says on stderr first: a Ctrl-C
