@@ -411,7 +411,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   checkpoints.silence_abandoned_checkpoint_reads()
   written = False
   try:
-    with _messages_on_stderr(), interrupts.watched() as interrupted:  # also a Ctrl-C a callback swallowed stops the run
+    # interrupts.watched: also a Ctrl-C a callback swallowed stops the run
+    with _messages_on_stderr(), interrupts.watched() as interrupted:
       if args.json is not None:  # fail before the work, not after it ('' too)
         paths.check_output_file(args.json, '--json')
       metrics = evaluate_model(args.model_path, args.step, args.per_pair, args.seed, args.device,
