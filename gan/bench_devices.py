@@ -75,7 +75,8 @@ def _child_env(devices: int, platform: str) -> dict:
 
 def _measure_in_subprocess(name: str, config, devices: int, *, epochs: int,
                            platform: str) -> dict:
-  args = json.dumps(dict(config=config.to_dict(), epochs=epochs))
+  args = json.dumps(dict(config=config.to_dict(), epochs=epochs, platform=platform,
+                         devices=devices))
   proc = subprocess.run([sys.executable, '-m', 'gan.bench_devices', args],
                         env=_child_env(devices, platform), capture_output=True, text=True,
                         check=False)
@@ -124,9 +125,15 @@ def format_table(rows: Sequence[dict]) -> str:
 
 
 def _child_main(argv: Sequence[str]) -> int:
-  """`python -m gan.bench_devices '{"config": {...}, "epochs": N}'`: one run on the visible
-  devices, printed as one JSON line (the parent sets the device count in the environment)."""
+  """`python -m gan.bench_devices '{"config": {...}, "epochs": N, "platform": P, "devices": D}'`:
+  one run on the visible devices, printed as one JSON line (the parent sets the device count in
+  the environment). On other devices than asked for (e.g. no GPU: JAX falls back to the CPU)
+  only those found are printed, for the parent's error, without the minutes of a timed run."""
   args = json.loads(argv[0])
+  found = dict(devices=jax.device_count(), platform=jax.default_backend())
+  if (found['platform'], found['devices']) != (args['platform'], args['devices']):
+    print(json.dumps(found))
+    return 0
   try:
     print(json.dumps(measure(ml_collections.ConfigDict(args['config']), args['epochs'])))
   except DesignGanError as e:

@@ -263,6 +263,19 @@ def test_devices_mode_refuses_a_run_on_other_devices_than_asked(monkeypatch, ask
                               platform='gpu')
 
 
+def test_devices_mode_finds_no_gpu_before_the_timed_run(monkeypatch, tmp_path):
+  """--platform gpu without a GPU ran the whole benchmark on the CPU JAX fell back to (a minute
+  or more) before saying so. The subprocess now stops before loading the data, which are missing
+  here: a timed run would fail on them instead. (No GPU is visible to it on any machine.)"""
+  monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '')
+  _, config = bench.row_config('vanilla_bce_mlp')
+  config.data_path = str(tmp_path / 'missing')
+  with pytest.raises(bench_devices.DeviceBenchError, match='asked for 1 gpu device.*the run had '
+                     '1 cpu device.*: no GPU is available on this machine; use --platform cpu'):
+    bench_devices.device_rows('vanilla_bce_mlp', config, [1], epochs=1, repeats=1,
+                              platform='gpu')
+
+
 @pytest.mark.parametrize('visible, devices, expected', [
     (None, 2, '0,1'), ('4,5,6,7', 2, '4,5'), ('GPU-a, GPU-b', 4, 'GPU-a,GPU-b'), ('', 1, '')])
 def test_devices_mode_runs_on_the_first_gpus_of_those_the_user_allowed(monkeypatch, visible,
