@@ -6,6 +6,7 @@ interrupted run never leaves a half-written file behind.
 
 import os
 import stat
+import warnings
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -43,7 +44,10 @@ def read_rgb(path: str) -> np.ndarray:
     if not stat.S_ISREG(os.stat(path).st_mode):  # opening a FIFO would wait for a writer forever
       raise DataError(f'{path}: not a regular file (a FIFO, socket or device); designs must be '
                       'BMP or PNG files')
-    with Image.open(path) as img:
+    # Pillow only warns (DecompressionBombWarning, two lines with its source path on stderr) of a
+    # header claiming 89M to 179M pixels: a design grid is tiny, so that is an error here too.
+    with (warnings.catch_warnings(action='error', category=Image.DecompressionBombWarning),
+          Image.open(path) as img):
       if img.format not in _DESIGN_FORMATS:  # e.g. a JPEG named .bmp: lossy, colours shifted
         raise DataError(f'{path}: the file is a {img.format} image, not BMP or PNG, whatever its '
                         'name says; designs must be lossless BMP or PNG files')
@@ -70,7 +74,8 @@ def read_rgb(path: str) -> np.ndarray:
     raise
   except FileNotFoundError:
     raise DataError(f'{path}: file not found') from None
-  except Image.DecompressionBombError as e:  # not an OSError: a header claiming a vast size
+  # Not OSErrors: a header claiming a vast size (the warning: 89M to 179M pixels).
+  except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
     raise DataError(f'{path}: cannot read image ({e}); the file is corrupt, or far larger than '
                     'a design grid such as 10x30') from None
   except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:

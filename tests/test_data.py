@@ -622,6 +622,18 @@ def test_a_header_claiming_a_vast_size_is_a_data_error(tmp_path):
     data.load_dataset(str(tmp_path))
 
 
+def test_a_header_pillow_only_warns_of_is_a_data_error_without_a_warning(tmp_path, recwarn):
+  """10^8 pixels: Pillow's DecompressionBombWarning (two lines on stderr before the error line)
+  is refused like the error it raises from twice its limit."""
+  write_designs(tmp_path, ['1_a_2_x.bmp'])
+  header = bytearray((tmp_path / '1_a_2_x.bmp').read_bytes())
+  header[18:26] = (10000).to_bytes(4, 'little') * 2  # width and height: 10^8 pixels
+  (tmp_path / '1_b_2_x.bmp').write_bytes(bytes(header))
+  with pytest.raises(DataError, match=r'1_b_2_x.bmp: cannot read image \(Image size'):
+    data.load_dataset(str(tmp_path))
+  assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
 def test_a_loop_of_links_is_a_data_error_naming_it(tmp_path):
   write_designs(tmp_path, ['1_a_2_x.bmp'])
   os.symlink('1_b_2_x.bmp', tmp_path / '1_b_2_x.bmp')  # a link to itself
