@@ -13,7 +13,8 @@ import ml_collections
 from absl import flags
 
 from configs import default as default_config
-from gan.errors import ConfigError
+from gan.errors import ConfigError, LayoutError
+from gan.layout import parse_strut_positions
 
 CHOICES = {
     'gan_model': ('vanilla', 'infogan'),
@@ -260,6 +261,10 @@ def model_fields(config) -> dict:
   fields['aux_head'] = config['aux_lambda'] > 0
   fields['aux_regression_head'] = fields['aux_head'] and config['aux_regression'] > 0
   fields['lr_decay'] = config['lr_decay_steps'] > 0  # adds a step count to the optimiser states
+  try:  # the pixels, not their spelling: '7,11; 5,14' is the run's '7,11;5,14'
+    fields['strut_positions'] = [list(p) for p in parse_strut_positions(fields['strut_positions'])]
+  except LayoutError:  # compared as written; the data loader says what is wrong with it
+    pass
   return fields
 
 

@@ -2028,3 +2028,15 @@ def test_every_network_call_of_an_update_draws_dropout_from_dropout_rngs(small_d
   jax.eval_shape(lambda s, b: step.update(config, models, s, b), state,
                  spread_batch(config, dataset))
   assert len(calls) == 4
+
+
+def test_strut_positions_spelt_otherwise_are_the_same_model_on_resume():
+  """'7,11; 5,14' (or a trailing ';') names the run's struts: not a change that refuses the
+  resume; other pixels are."""
+  saved = config_lib.resolve(default.get_config()).to_dict()
+  new = config_lib.resolve(default.get_config())
+  new.strut_positions = ' 7, 11; 5,14;'
+  assert config_lib.model_fields(config_lib.from_saved(saved)) == config_lib.model_fields(new)
+  new.strut_positions = '7,11;5,15'
+  assert (config_lib.model_fields(config_lib.from_saved(saved))['strut_positions']
+          != config_lib.model_fields(new)['strut_positions'])
