@@ -701,6 +701,11 @@ def test_resuming_with_a_different_model_is_refused(base_run, small_design_dir, 
                                         r'batch_size stay'):
     trainer.train(config)
   config.batch_size = 32
+  # Another split, as another data_seed gives: designs it trained on would be validation designs.
+  config.val_fraction = 0.5
+  with pytest.raises(ConfigError, match=r'cannot change on resume \(val_fraction: 0.1 -> 0.5\)'):
+    trainer.train(config)
+  config.val_fraction = 0.1
   assert sorted(os.listdir(os.path.join(log_path, 'checkpoints'))) == ['2']
   config.durability_values = '1.0,1.1,1.2,1.3,1.4,1.5,1.6,1.7,1.8,1.9,2.5'  # one class more
   with pytest.raises(ConfigError, match=r'other vocabularies or layout \(durability 1, 1.1, .*, '
