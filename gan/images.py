@@ -49,8 +49,10 @@ def read_rgb(path: str) -> np.ndarray:
     with (warnings.catch_warnings(action='error', category=Image.DecompressionBombWarning),
           Image.open(path) as img):
       if img.format not in _DESIGN_FORMATS:  # e.g. a JPEG named .bmp: lossy, colours shifted
-        raise DataError(f'{path}: the file is a {img.format} image, not BMP or PNG, whatever its '
-                        'name says; designs must be lossless BMP or PNG files')
+        kind = img.format or 'unrecognised'
+        article = 'an' if kind[:1].upper() in 'AEIOU' else 'a'  # a JPEG, an ICO image
+        raise DataError(f'{path}: the file is {article} {kind} image, not BMP or PNG, whatever '
+                        'its name says; designs must be lossless BMP or PNG files')
       img.load()
       if 'transparency' in img.info and img.mode in ('P', 'L', 'RGB', '1'):
         # A transparent palette entry, grey level or colour (PNG tRNS): an alpha channel in

@@ -183,7 +183,8 @@ def check_batch_fits(config, dataset) -> None:
   """An epoch needs at least one whole batch of training designs."""
   if config.batch_size > len(dataset.train):
     raise ConfigError(f'batch_size={config.batch_size} is larger than the training set '
-                      f'({len(dataset.train)} designs); use batch_size <= {len(dataset.train)}')
+                      f'({len(dataset.train)} design{"s" * (len(dataset.train) != 1)}); use '
+                      f'batch_size <= {len(dataset.train)}')
 
 
 def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:

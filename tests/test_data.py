@@ -586,6 +586,10 @@ def test_a_jpeg_named_bmp_is_refused_a_png_named_bmp_is_read(tmp_path):
   Image.fromarray(image).save(tmp_path / '1_c_2_x.bmp', format='JPEG')
   with pytest.raises(DataError, match='1_c_2_x.bmp: the file is a JPEG image, not BMP or PNG'):
     data.load_dataset(str(tmp_path), val_fraction=0)
+  os.remove(tmp_path / '1_c_2_x.bmp')
+  Image.fromarray(image).save(tmp_path / '1_d_2_x.bmp', format='ICO')
+  with pytest.raises(DataError, match='1_d_2_x.bmp: the file is an ICO image, not BMP or PNG'):
+    data.load_dataset(str(tmp_path), val_fraction=0)
 
 
 def test_extension_case_is_ignored(tmp_path):
