@@ -378,7 +378,11 @@ def test_cli_ctrl_c_says_so_in_one_line_and_writes_nothing(trained_run, tmp_path
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
   assert proc.returncode == 130, err
-  assert err.strip().splitlines() == ['interrupted: no metrics written'], err
+  lines = [line for line in err.splitlines() if line]
+  assert lines[-1] == 'interrupted: no metrics written', err
+  # Before it at most the evaluation's own log lines (the classifier trained before the Ctrl-C
+  # is taken, on a busy machine): no traceback, nothing else.
+  assert all(line.startswith('Trained the evaluation classifier in ') for line in lines[:-1]), err
   assert not out.exists()
 
 
