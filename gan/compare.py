@@ -96,10 +96,11 @@ def _coerce(current, text: str, item: str):
 
 def run(names: Sequence[str], minutes: float, out: str, overrides: Sequence[str] = ()) -> dict:
   """Trains and evaluates every named combination not yet in `<out>/results.json`."""
+  out = paths.check_output_dir(out, '--out')  # absolute: '' (the working directory) refused
   # Resolved here, so a --set that some combination refuses fails before any training.
   configs = {name: config_lib.resolve(combination_config(name, minutes, out, overrides))
              for name in names}
-  made = paths.missing_dirs(paths.check_output_dir(out, '--out'))
+  made = paths.missing_dirs(out)
   paths.make_output_dir(out, '--out')
   try:
     return _run(names, configs, minutes, out, overrides)
@@ -245,7 +246,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not names:
       raise ConfigError(f'--combos {args.combos!r} names no combination; choose from: '
                         f'{", ".join(COMBINATIONS)}')
-    results = run(names, args.minutes, paths.check_output_dir(args.out, '--out'), args.set)
+    results = run(names, args.minutes, args.out, args.set)
   except DesignGanError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1

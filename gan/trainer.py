@@ -201,8 +201,9 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
   paths.check_output_dir(config.output_path or os.path.join(config.log_path, 'output'),
                          'output_path')
   # ... and outside the checkpoint directories of its runs, which may not exist yet
-  managed = [d for c in seed_configs(config) for d in _manager_dirs(c)]
-  for c in seed_configs(config):
+  seeds = seed_configs(config)
+  managed = [d for c in seeds for d in _manager_dirs(c)]
+  for c in seeds:
     paths.check_outside_checkpoints(c.output_path or os.path.join(c.log_path, 'output'),
                                     'output_path', managed)
   dataset = load_data(config)
