@@ -391,6 +391,9 @@ class _Shared:
 
   def __init__(self, config, dataset, models):
     self.dataset, self.models = dataset, models
+    # In each run's checkpoint metadata: which checkpoints a re-run of the sweep may replace.
+    self.sweep = ({'num_seeds': config.num_seeds, 'seed': config.seed} if config.num_seeds > 1
+                  else None)
     self.main = parallel.is_main()  # logs, TensorBoard and images come from process 0 only
     self.synthetic = metrics_lib.is_synthetic(dataset)
     self.sample_fn = jax.jit(lambda p, r, *a: step.sample(models, p, r, *a))
@@ -422,7 +425,7 @@ class _Run:
       self.log.warning('Warning: %s', warning)
     self.meta = {'config': config.to_dict(), 'spec': dataset.spec.to_dict(),
                  'oracle_applies': shared.synthetic, 'data': dataset.fingerprint(),
-                 'untrained_classes': dataset.untrained_classes()}
+                 'untrained_classes': dataset.untrained_classes(), 'sweep': shared.sweep}
     self.mngr = checkpoints.manager(os.path.join(self.log_path, 'checkpoints'),
                                     config.keep_checkpoints)
     try:  # train() releases only a run it finished opening: this one closes its own manager
@@ -697,12 +700,14 @@ def _sweep_mismatch(fresh) -> ConfigError:
 def _resume_epoch(runs) -> int:
   """The epoch every run resumes from: the latest checkpoint (0: none). A sweep interrupted between
   its runs' saves resumes all runs from the last epoch they all saved; later checkpoints of the
-  runs that got further are removed (training is deterministic, so they are recomputed)."""
+  runs that got further are removed (training is deterministic, so they are recomputed), but only
+  those this sweep wrote: a run trained further on its own is refused, not cut back."""
   latest = [run.mngr.latest_step() or 0 for run in runs]
   epoch = min(latest)
   if epoch == 0 and max(latest) > 0:
     # Resuming together from 0 would delete the others' training: refuse instead.
     raise _sweep_mismatch([run.log_path for run, last in zip(runs, latest) if last == 0])
+  later = []  # (run, manager, step) of every checkpoint after `epoch`, all checked first
   for run, last in zip(runs, latest):
     if last == epoch:
       continue
@@ -711,8 +716,18 @@ def _resume_epoch(runs) -> int:
                         f'checkpoint of epoch {epoch}, the last one the others share; use a new '
                         '--config.log_path')
     for mngr in (run.mngr, run.evaluator.best):
-      for s in [s for s in (mngr.all_steps() if mngr else ()) if s > epoch]:
-        mngr.delete(s)
+      later += [(run, mngr, s) for s in (mngr.all_steps() if mngr else ()) if s > epoch]
+  for run, mngr, s in later:
+    if checkpoints.read_meta(mngr, s)[1].get('sweep') != run.shared.sweep:
+      raise ConfigError(
+          f'{run.log_path} was trained to epoch {max(st for r, _, st in later if r is run)} '
+          f'outside this sweep (checkpoint {s} in {mngr.directory} is not this sweep\'s), the '
+          f'others to epoch {epoch}: resuming together would delete its later checkpoints. '
+          'Train the others to that epoch on their own too, remove those checkpoints, or use a '
+          'new --config.log_path')
+  for run, mngr, s in later:
+    mngr.delete(s)
+  for run in {id(run): run for run, _, _ in later}.values():
     run.log.info('Checkpoints after epoch %d removed: the sweep resumes together from it', epoch)
   return epoch
 

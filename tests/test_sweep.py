@@ -105,6 +105,39 @@ def test_more_seeds_on_a_sweep_are_refused_and_nothing_is_deleted(sweep, tmp_pat
   assert not os.path.exists(os.path.join(config.log_path, 'seed_5'))  # refused before writing
 
 
+def _steps(run_dir):
+  return sorted(int(s) for s in os.listdir(os.path.join(run_dir, 'checkpoints')) if s.isdigit())
+
+
+def test_a_sweep_cut_back_only_deletes_checkpoints_it_wrote(small_design_dir, tmp_path):
+  """A sweep stopped between its runs' saves of epoch 2 resumes all from epoch 1, removing the
+  further run's epoch 2 and recomputing it alike. A run trained on its own past the others is
+  refused instead: cutting it back would delete training the sweep cannot recompute."""
+  settings = dict(SETTINGS, checkpoint_every=1)
+  config = tiny_config(small_design_dir, tmp_path / 'run', num_seeds=2, seed=3, **settings)
+  first = trainer.train(config)
+  seed_3, seed_4 = (os.path.join(config.log_path, f'seed_{s}') for s in (3, 4))
+  cut = str(tmp_path / 'cut')
+  shutil.copytree(config.log_path, cut)
+  shutil.rmtree(os.path.join(cut, 'seed_4', 'checkpoints', '2'))  # killed before its save
+  again = trainer.train(tiny_config(small_design_dir, cut, num_seeds=2, seed=3, **settings))
+  assert again['start_epoch'] == 1
+  with open(os.path.join(cut, 'seed_3', 'log_summary'), encoding='utf-8') as f:
+    assert 'Checkpoints after epoch 1 removed' in f.read()
+  _assert_close(first['state'], again['state'])
+
+  alone = trainer.seed_configs(config_lib.resolve(config))[0]  # seed_3, on the sweep's split
+  alone.epochs = 3
+  trainer.train(alone)
+  assert _steps(seed_3) == [1, 2, 3] and _steps(seed_4) == [1, 2]
+  config.epochs = 3
+  with pytest.raises(config_lib.ConfigError, match=(
+      f'{seed_3} was trained to epoch 3 outside this sweep .*checkpoint 3 .*, the others to '
+      'epoch 2: resuming together would delete')):
+    trainer.train(config)
+  assert _steps(seed_3) == [1, 2, 3] and _steps(seed_4) == [1, 2]
+
+
 def test_a_single_run_and_a_sweep_do_not_share_a_log_path(sweep, tmp_path):
   """num_seeds 2 -> 1 would train a stray model into the sweep's root (which infer.py would then
   read); 1 -> 2 a new sweep beside the single run. Both are refused before anything is written."""
