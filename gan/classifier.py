@@ -202,6 +202,9 @@ def train_classifier(dataset: data.Dataset, epochs: int = EPOCHS,
   for _ in range(epochs):
     key, epoch_key = jax.random.split(key)
     params, opt_state, _ = epoch(params, opt_state, epoch_key, *arrays)
+    # Each epoch waited for: a Ctrl-C is then taken between epochs, not once all are dispatched
+    # and the last one waited for (Python runs the SIGINT handler only between bytecodes).
+    jax.block_until_ready(params)
   params = jax.device_get(params)
   seconds = time.perf_counter() - start
   classifier = with_held_out(Classifier(graphdef, params, {

@@ -2,17 +2,12 @@
 
 import os
 
+import jax
 import numpy as np
 from helpers import relabelled
 
 from gan import classifier as classifier_lib
 from gan import data
-
-
-# ---------------------------------------------------------------------------------------------
-# Fixtures
-
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,3 +99,25 @@ def test_classifier_handles_no_images(classifier, dataset):
   assert d_logits.shape == (0, len(dataset.spec.durability))
   assert m_logits.shape == (0, len(dataset.spec.mass))
   assert feats.shape == (0, classifier_lib.FEATURES)
+
+
+def test_training_returns_to_python_after_each_epoch_has_run(dataset, monkeypatch):
+  """So a Ctrl-C (handled between bytecodes) stops the training within an epoch, not after all
+  of them: each epoch's results are ready when the next epoch is started."""
+  ready_at_next_call = []
+  make_epoch = classifier_lib._epoch_fn  # pylint: disable=protected-access
+
+  def recording_epoch_fn(*args):
+    epoch, previous = make_epoch(*args), []
+
+    def recording_epoch(*inputs):
+      ready_at_next_call.extend(all(x.is_ready() for x in jax.tree.leaves(out))
+                                for out in previous[-1:])
+      previous.append(epoch(*inputs))
+      return previous[-1]
+
+    return recording_epoch
+
+  monkeypatch.setattr(classifier_lib, '_epoch_fn', recording_epoch_fn)
+  classifier_lib.train_classifier(dataset, epochs=6)
+  assert ready_at_next_call == [True] * 5
