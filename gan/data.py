@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from gan import images as image_io
+from gan import paths
 from gan.errors import DataError
 from gan.layout import DEFAULT_STRUT_POSITIONS, DesignLayout, column_ranges, parse_strut_positions
 
@@ -509,28 +510,32 @@ def _list_images(data_path: str) -> tuple[list[str], tuple[str, ...], tuple[str,
   subdirectories that are not hidden), sorted by name."""
   if not os.path.exists(data_path):
     relative = '' if os.path.isabs(data_path) else f' (relative to {os.getcwd()})'
-    raise DataError(f'{data_path}: data directory does not exist{relative}')
+    aside = paths.set_aside(data_path)
+    raise DataError(f'{data_path}: data directory does not exist{relative}' + (
+        f'; a `python -m gan.designs --overwrite` replacing it was stopped half-way and set its '
+        f'designs aside in {aside[0]}: run that command again (it puts them back first), or '
+        'rename that directory back' if aside else ''))
   if not os.path.isdir(data_path):
     raise DataError(f'{data_path}: is a file, expected a directory of {NAME_PATTERN} images')
   try:
     entries = sorted(os.scandir(data_path), key=lambda e: e.name)
   except OSError as e:
     raise DataError(f'{data_path}: cannot list the data directory ({e.strerror})') from None
-  paths, skipped = [], []
+  files, skipped = [], []
   for entry in entries:
     if _is_dir(entry):
       continue
     if _is_hidden(entry.name) or not image_io.is_image_file(entry.name):
       skipped.append(entry.name)
     else:
-      paths.append(entry.path)
+      files.append(entry.path)
   subdirs = [e.name for e in entries if _is_dir(e) and not _is_hidden(e.name)]
-  if not paths:
+  if not files:
     hint = (f' (subdirectories such as {subdirs[0]}/ are not searched: give the directory that '
             'holds the images)' if subdirs else '')
     raise DataError(f'{data_path}: no .bmp or .png images found; expected files named '
                     f'{NAME_PATTERN}{hint}')
-  return paths, tuple(skipped), tuple(subdirs)
+  return files, tuple(skipped), tuple(subdirs)
 
 
 def _is_dir(entry: os.DirEntry) -> bool:

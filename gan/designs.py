@@ -35,7 +35,7 @@ from gan import images as images_lib
 from gan import interrupts
 from gan import oracle
 from gan import paths
-from gan.errors import ArgumentParser, DesignGanError
+from gan.errors import ArgumentParser, DesignGanError, messages_on_stderr
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,8 @@ def write_dataset(out_dir: str, designs: Designs, overwrite: bool = False,
     for name, image in zip(designs.file_names(), designs.images):
       images_lib.write_rgb(os.path.join(tmp, name), image, atomic=False)
     if overwrite and os.path.isdir(out_dir):
-      old = tmp + '.old'
+      # Killed between these renames, the old dataset waits set aside for the next check_out_dir.
+      old = paths.set_aside_dir(out_dir)
       os.rename(out_dir, old)
       os.rename(tmp, out_dir)
       shutil.rmtree(old)
@@ -275,6 +276,10 @@ def check_out_dir(out_dir: str, overwrite: bool = False, what: str = '--out') ->
   # A link is followed: the dataset is renamed into place, and a rename onto a link to a
   # directory fails (NotADirectoryError), or with --overwrite replaces the link, not its target.
   out_dir = paths.check_output_dir(os.path.realpath(out_dir), what)
+  restored = paths.restore_set_aside(out_dir)
+  if restored:
+    log.warning('Warning: %s %s was missing: a run replacing it was killed; its earlier designs, '
+                'set aside in %s, are back', what, out_dir, restored)
   if os.path.commonpath([out_dir, os.getcwd()]) == out_dir:
     # The finished dataset is renamed into place: the shell's directory would be replaced.
     raise DesignGanError(f'{what} {out_dir} holds the current directory; give the dataset a '
@@ -354,13 +359,14 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   written = False
   try:
-    check_out_dir(args.out, args.overwrite)  # before generating, which can take a minute
-    start = time.perf_counter()
-    designs = generate(args.num, args.seed)
-    generated = time.perf_counter() - start
-    write_dataset(args.out, designs, overwrite=args.overwrite)
-    written = True
-    total = time.perf_counter() - start
+    with messages_on_stderr():
+      check_out_dir(args.out, args.overwrite)  # before generating, which can take a minute
+      start = time.perf_counter()
+      designs = generate(args.num, args.seed)
+      generated = time.perf_counter() - start
+      write_dataset(args.out, designs, overwrite=args.overwrite)
+      written = True
+      total = time.perf_counter() - start
   except DesignGanError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1

@@ -5,6 +5,8 @@ non-zero, so a message must say what was wrong and what is allowed.
 """
 
 import argparse
+import contextlib
+import logging
 import sys
 
 
@@ -32,3 +34,25 @@ class ArgumentParser(argparse.ArgumentParser):
   def error(self, message: str):
     print(f'error: {message} ({self.prog} --help lists the options)', file=sys.stderr)
     sys.exit(1)
+
+
+@contextlib.contextmanager
+def messages_on_stderr():
+  """This package's log lines (a classifier trained or loaded, warnings) on stderr, as plain
+  lines, while a `python -m gan.<tool>` command runs. logging.basicConfig could not do it: absl's
+  first log call (orbax logs while it is imported) had given the root logger a
+  'LEVEL:name:message' handler at level WARNING, so the info lines were lost and a warning read
+  'WARNING:root:warning: ...'."""
+  logger = logging.getLogger('gan')
+  handler = logging.StreamHandler()  # sys.stderr as it is now
+  handler.setFormatter(logging.Formatter('%(message)s'))
+  saved = logger.level, logger.propagate
+  logger.addHandler(handler)
+  logger.setLevel(logging.INFO)
+  logger.propagate = False  # not a second time through the root logger's handler
+  try:
+    yield
+  finally:
+    logger.removeHandler(handler)
+    logger.setLevel(saved[0])
+    logger.propagate = saved[1]

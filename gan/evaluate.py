@@ -37,7 +37,6 @@ or retraining anything.
 designs (then `fd_real_baseline` is null: there is nothing independent to compare with).
 """
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -58,7 +57,7 @@ from gan import data
 from gan import metrics as metrics_lib
 from gan import paths
 from gan.config import MAX_SEED
-from gan.errors import ArgumentParser, DataError, DesignGanError
+from gan.errors import ArgumentParser, DataError, DesignGanError, messages_on_stderr
 
 log = logging.getLogger('gan.evaluate')  # not __name__: '__main__' under python -m gan.evaluate
 
@@ -412,7 +411,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   written = False
   try:
     # interrupts.watched: also a Ctrl-C a callback swallowed stops the run
-    with _messages_on_stderr(), interrupts.watched() as interrupted:
+    with messages_on_stderr(), interrupts.watched() as interrupted:
       if args.json is not None:  # fail before the work, not after it ('' too)
         paths.check_output_file(args.json, '--json')
       metrics = evaluate_model(args.model_path, args.step, args.per_pair, args.seed, args.device,
@@ -435,27 +434,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           '\ninterrupted: no metrics written', file=sys.stderr)
     return 130
   return 0
-
-
-@contextlib.contextmanager
-def _messages_on_stderr():
-  """This package's log lines (the classifier trained or loaded, warnings) on stderr, as plain
-  lines, while the command runs. logging.basicConfig could not do it: absl's first log call
-  (orbax logs while it is imported) had given the root logger a 'LEVEL:name:message' handler at
-  level WARNING, so the info lines were lost and a warning read 'WARNING:root:warning: ...'."""
-  logger = logging.getLogger('gan')
-  handler = logging.StreamHandler()  # sys.stderr as it is now
-  handler.setFormatter(logging.Formatter('%(message)s'))
-  saved = logger.level, logger.propagate
-  logger.addHandler(handler)
-  logger.setLevel(logging.INFO)
-  logger.propagate = False  # not a second time through the root logger's handler
-  try:
-    yield
-  finally:
-    logger.removeHandler(handler)
-    logger.setLevel(saved[0])
-    logger.propagate = saved[1]
 
 
 def cli() -> None:

@@ -239,22 +239,61 @@ def remove_abandoned(parent: str, prefix: str, suffix: str = '') -> None:
   filled, beside the outputs for good, one more per kill. Those of a live process, and of another
   host (which cannot be checked), stay. One with this process's own id is a killed one's whose id
   it got (a restarted container): a process stages one entry of a target at a time."""
+  for path in _abandoned(parent, prefix, suffix):
+    if os.path.isdir(path) and not os.path.islink(path):
+      shutil.rmtree(path, ignore_errors=True)
+    else:
+      with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _abandoned(parent: str, prefix: str, suffix: str = '') -> list[str]:
+  """The entries `<prefix><host>-<pid>-<random><suffix>` in `parent` of a killed process of this
+  host (see `remove_abandoned`)."""
   # The whole name: mkdtemp's random part has no '-', so host 'node' is not read into 'node-12-...'.
   ours = re.compile(rf'{re.escape(prefix + socket.gethostname())}-(\d+)-[^-]+{re.escape(suffix)}')
   try:
     found = os.listdir(parent)
   except OSError:
-    return
-  for entry in found:
+    return []
+  abandoned = []
+  for entry in sorted(found):
     match = ours.fullmatch(entry)
     pid = int(match.group(1)) if match else None
     if match and (pid == os.getpid() or not process_alive(pid)):
-      path = os.path.join(parent, entry)
-      if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-      else:
-        with contextlib.suppress(OSError):
-          os.unlink(path)
+      abandoned.append(os.path.join(parent, entry))
+  return abandoned
+
+
+def set_aside_dir(target: str) -> str:
+  """A new empty sibling of directory `target` to rename `target` onto while its replacement is
+  renamed into place: `<target's name>.replaced-<host>-<pid>-<random>`. Unlike a staging entry it
+  is not removed when its process was killed: `restore_set_aside` puts it back where that left no
+  `target`."""
+  parent, name = _staging_place(target)
+  return tempfile.mkdtemp(prefix=f'{name}.replaced-{_owner()}', dir=parent)
+
+
+def set_aside(target: str) -> list[str]:
+  """The directories of `target` set aside (`set_aside_dir`) by processes of this host that were
+  killed before renaming them back or removing them."""
+  parent, name = _staging_place(target)
+  return _abandoned(parent, f'{name}.replaced-')
+
+
+def restore_set_aside(target: str) -> str | None:
+  """Finishes a replacement of directory `target` that a killed process of this host left
+  between its two renames (`set_aside_dir`): where `target` is missing, the set-aside old
+  directory is renamed back (its path is returned, to be reported); where `target` is the new
+  one, the old one is removed. None when there was nothing to do."""
+  restored = None
+  for path in set_aside(target):
+    if not os.path.lexists(target):
+      os.rename(path, target)
+      restored = path
+    else:  # the replacement completed, or it was killed before the old one was moved aside
+      shutil.rmtree(path, ignore_errors=True)
+  return restored
 
 
 def process_alive(pid: int) -> bool:

@@ -2,14 +2,17 @@
 
 import dataclasses
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from gan import data
 from gan import designs
 from gan import images as images_lib
 from gan import oracle
-from gan.errors import DesignGanError
+from gan.errors import DataError, DesignGanError
 
 
 def test_oracle_reproduces_every_label(default_designs):
@@ -172,6 +175,53 @@ def test_cli_overwrite_replaces(tmp_path):
   assert designs.main(['--out', str(out), '--num', '7', '--seed', '3', '--overwrite']) == 0
   assert len(os.listdir(out)) == 7
   assert sorted(os.listdir(tmp_path)) == ['data']
+
+
+# A child that replaces `out` with --overwrite and is killed (SIGKILL: no cleanup runs) at the
+# call of os.rename or shutil.rmtree named by argv[2] (the n-th call given by argv[3]).
+_KILLED_WHILE_REPLACING = """
+import os, shutil, signal, sys
+from gan import designs
+target, calls = getattr(os, sys.argv[2], None) or getattr(shutil, sys.argv[2]), []
+def killing(*args, **kwargs):
+  calls.append(args)
+  if len(calls) == int(sys.argv[3]):
+    os.kill(os.getpid(), signal.SIGKILL)
+  return target(*args, **kwargs)
+setattr(os if hasattr(os, sys.argv[2]) else shutil, sys.argv[2], killing)
+designs.main(['--out', sys.argv[1], '--num', '7', '--seed', '3', '--overwrite'])
+"""
+
+
+@pytest.mark.parametrize('kill_at, designs_after', [
+    (('rename', 2), 20),  # the old dataset moved aside, the new one not yet in place
+    (('rmtree', 1), 7)])  # the new one in place, the old one not yet removed
+def test_a_replacement_killed_half_way_is_completed_or_undone_by_the_next_run(
+    tmp_path, capsys, kill_at, designs_after):
+  """Killed between its renames, `--overwrite` left no dataset at --out, and the old one in a
+  staging directory that the next run deleted as abandoned: now that run puts it back (or, once
+  the new one was in place, removes it) before anything else."""
+  out = tmp_path / 'data'
+  assert designs.main(['--out', str(out), '--num', '20', '--seed', '2']) == 0
+  old = sorted(os.listdir(out))
+  killed = subprocess.run([sys.executable, '-c', _KILLED_WHILE_REPLACING, str(out),
+                           *map(str, kill_at)], check=False, capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert killed.returncode == -9, killed.stderr
+  assert out.exists() == (designs_after == 7)
+  if designs_after == 20:  # training on it says where its designs are
+    with pytest.raises(DataError, match=r'does not exist; .* stopped half-way and set its designs '
+                       r'aside in .*data\.replaced-'):
+      data.load_dataset(str(out))
+  assert designs.main(['--out', str(out), '--num', '5']) == 1  # not empty: the refusal
+  err = capsys.readouterr().err
+  assert ('are back' in err) == (designs_after == 20) and 'not empty' in err
+  assert len(os.listdir(out)) == designs_after
+  if designs_after == 20:
+    assert sorted(os.listdir(out)) == old
+  assert [n for n in os.listdir(tmp_path) if '.replaced-' in n] == []
+  assert designs.main(['--out', str(out), '--num', '5', '--overwrite']) == 0
+  assert os.listdir(tmp_path) == ['data']  # the killed one's staged designs removed too
 
 
 def test_cli_overwrite_replaces_only_a_directory_of_designs(tmp_path, monkeypatch, capsys):
