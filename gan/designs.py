@@ -248,11 +248,7 @@ def write_dataset(out_dir: str, designs: Designs, overwrite: bool = False,
     for name, image in zip(designs.file_names(), designs.images):
       images_lib.write_rgb(os.path.join(tmp, name), image, atomic=False)
     if overwrite and os.path.isdir(out_dir):
-      # Killed between these renames, the old dataset waits set aside for the next check_out_dir.
-      old = paths.set_aside_dir(out_dir)
-      os.rename(out_dir, old)
-      os.rename(tmp, out_dir)
-      shutil.rmtree(old)
+      _swap_in(tmp, out_dir)
     else:
       # Replaces an empty out_dir; one that another process filled meanwhile (the processes of
       # one training run generate the default dataset at once) stays: rename refuses it.
@@ -267,6 +263,25 @@ def write_dataset(out_dir: str, designs: Designs, overwrite: bool = False,
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
+
+
+def _swap_in(tmp: str, out_dir: str) -> None:
+  """Replaces the dataset `out_dir` with the complete one in `tmp`, Ctrl-C held back: one that
+  came between the two renames removed the new dataset, and one while the old dataset was removed
+  (seconds, for many designs) said 'nothing written' of the new dataset in place. A Ctrl-C held
+  back then raises KeyboardInterrupt saying the designs were written. A process killed between the
+  renames leaves the old dataset set aside, for the next `check_out_dir` to put back."""
+  with interrupts.held_back() as interrupted:
+    old = paths.set_aside_dir(out_dir)
+    os.rename(out_dir, old)
+    try:
+      os.rename(tmp, out_dir)
+    except BaseException:
+      os.rename(old, out_dir)  # the earlier dataset back in place
+      raise
+    shutil.rmtree(old, ignore_errors=True)
+  if interrupted:
+    raise KeyboardInterrupt(f'the designs had already been written to {out_dir}')
 
 
 def check_out_dir(out_dir: str, overwrite: bool = False, what: str = '--out') -> str:
@@ -370,9 +385,11 @@ def main(argv=None) -> int:
   except DesignGanError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
-  except KeyboardInterrupt:  # Ctrl-C: one line and the shell's status for SIGINT, as train.py
+  except KeyboardInterrupt as e:  # Ctrl-C: one line and the shell's status for SIGINT
+    # (as train.py); write_dataset's says when the new dataset was in place already.
+    done = written or str(e)
     print(f'\ninterrupted: the designs had already been written to {os.path.abspath(args.out)}'
-          if written else '\ninterrupted: nothing written (a dataset is written whole or not at '
+          if done else '\ninterrupted: nothing written (a dataset is written whole or not at '
           'all)', file=sys.stderr)
     return 130
   print(f'wrote {len(designs)} designs to {os.path.abspath(args.out)} '

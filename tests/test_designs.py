@@ -442,3 +442,27 @@ def test_statistics_of_a_single_design_have_no_nan():
   stats = designs.statistics(designs.generate(1, 0))
   assert stats['class_index_correlation'] is None
   assert not any(isinstance(v, float) and v != v for v in stats.values())
+
+
+def test_cli_ctrl_c_while_overwrite_removes_the_old_dataset(tmp_path, monkeypatch, capsys):
+  """A Ctrl-C while --overwrite removed the replaced dataset (seconds for many designs) said
+  'nothing written' although the new dataset was in place, and left the old one in a staging
+  directory beside it. It is held back until the swap is done, and the line says what happened."""
+  import signal  # pylint: disable=import-outside-toplevel
+  out = tmp_path / 'data'
+  assert designs.main(['--out', str(out), '--num', '5']) == 0
+  rmtree = designs.shutil.rmtree
+
+  def interrupted_rmtree(path, *args, **kwargs):
+    if str(path).endswith('.old'):
+      os.kill(os.getpid(), signal.SIGINT)
+    return rmtree(path, *args, **kwargs)
+
+  monkeypatch.setattr(designs.shutil, 'rmtree', interrupted_rmtree)
+  capsys.readouterr()
+  assert designs.main(['--out', str(out), '--num', '3', '--overwrite']) == 130
+  err = capsys.readouterr().err
+  assert err.strip().splitlines() == [f'interrupted: the designs had already been written to '
+                                      f'{out}'], err
+  assert os.listdir(tmp_path) == ['data']
+  assert len(os.listdir(out)) == 3
