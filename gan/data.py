@@ -32,6 +32,9 @@ _PLAIN_DECIMAL = re.compile(r'(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\Z')
 _TWO_PLACES = decimal.Decimal('0.01')
 # Name at most this many skipped files in the warning; a directory full of them would flood the log.
 _MAX_LISTED = 10
+# infer.py's contact sheet (--grid), never a design: a request into a data directory (its designs
+# are named for it) wrote one there, and its name has no labels.
+INFER_GRID = 'grid.png'
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,8 +313,10 @@ class Dataset:
     are extrapolations)."""
     found = []
     if self.skipped:
+      grid = (f' ({INFER_GRID}: infer.py\'s contact sheet of a request, not a design)'
+              if INFER_GRID in self.skipped else '')
       found.append(f'{self.data_dir}: skipped {len(self.skipped)} file(s) that are not .bmp/.png '
-                   f'images or are hidden: {_listed(self.skipped)}')
+                   f'images or are hidden: {_listed(self.skipped)}{grid}')
     if self.subdirs:
       found.append(f'{self.data_dir}: {len(self.subdirs)} subdirector'
                    f'{"ies" if len(self.subdirs) > 1 else "y"} not searched (designs are read '
@@ -525,7 +530,8 @@ def _list_images(data_path: str) -> tuple[list[str], tuple[str, ...], tuple[str,
   for entry in entries:
     if _is_dir(entry):
       continue
-    if _is_hidden(entry.name) or not image_io.is_image_file(entry.name):
+    if (_is_hidden(entry.name) or not image_io.is_image_file(entry.name)
+        or entry.name == INFER_GRID):
       skipped.append(entry.name)
     else:
       files.append(entry.path)

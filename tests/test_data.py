@@ -822,3 +822,20 @@ def test_the_copies_check_keeps_a_digest_per_training_design_not_its_pixels(tmp_
   key = data._design_key(ds.train, 0)
   assert sum(len(k) for k in key if isinstance(k, bytes)) <= 32, key
   assert key == data._design_key(ds.train, 0) != data._design_key(ds.train, 1)
+
+
+def test_infer_grid_in_a_data_directory_is_skipped_not_an_error(tmp_path):
+  """infer.py names its designs for a data directory, and the README offers a --gen_img_path that
+  is a data_path to add them to the training data; but with --grid its grid.png (no labels in the
+  name) made the directory unloadable: 'grid.png: cannot read the labels from the file name'."""
+  from gan import inference_output  # pylint: disable=import-outside-toplevel
+  write_designs(tmp_path, labelled_names(4) + ['1.4_2.14_000.bmp'])
+  write_rgb(str(tmp_path / inference_output.GRID), np.zeros((22, 62, 3), np.uint8))
+  (tmp_path / inference_output.MANIFEST).write_text('file\n')
+  ds = data.load_dataset(str(tmp_path), val_fraction=0)
+  assert len(ds.train) == 5
+  (warning,) = ds.warnings()
+  assert warning == (f'{tmp_path}: skipped 2 file(s) that are not .bmp/.png images or are '
+                     "hidden: grid.png, manifest.csv (grid.png: infer.py's contact sheet of a "
+                     'request, not a design)')
+  assert inference_output.GRID == data.INFER_GRID
