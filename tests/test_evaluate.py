@@ -179,6 +179,23 @@ def test_non_synthetic_data_have_no_oracle_metrics(dataset, classifier):
   assert 'real (training designs: no validation split)' in evaluate.format_report(no_val)
 
 
+def test_report_writes_each_class_as_the_file_names_do(dataset, classifier):
+  """The per-class lines printed classes with `:g` (6 significant digits): a mass class 100000.5
+  read '100000', and 12345.67 and 12345.68 were both '12345.7'; 1e+06 for 1000000."""
+  metrics = evaluate.evaluate_generator(noise_fn(dataset.layout), relabelled(dataset),
+                                        classifier, 1)
+  rows = metrics['per_class']
+  values = {'durability': [12345.67, 12345.68, 1000000.0, 0.5], 'mass': [100000.5, 2.2, 0.0]}
+  for label, row_values in values.items():
+    rows[label] = [dict(rows[label][0], value=v) for v in row_values]
+  lines = evaluate.format_report(metrics).splitlines()
+  by_durability = lines[lines.index('classifier accuracy by durability:') + 1]
+  by_mass = lines[lines.index('classifier accuracy by mass:') + 1]
+  assert [p.split(':')[0] for p in by_durability.split()] == ['12345.67', '12345.68', '1000000',
+                                                              '0.5']
+  assert [p.split(':')[0] for p in by_mass.split()] == ['100000.5', '2.2', '0']
+
+
 def test_bad_arguments_and_outputs_are_rejected(dataset, classifier, ref):
   with pytest.raises(evaluate.EvaluationError, match='per_pair'):
     evaluate.evaluate_generator(noise_fn(dataset.layout), dataset, classifier, 0, ref=ref)
