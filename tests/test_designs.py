@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 
@@ -448,13 +449,12 @@ def test_cli_ctrl_c_while_overwrite_removes_the_old_dataset(tmp_path, monkeypatc
   """A Ctrl-C while --overwrite removed the replaced dataset (seconds for many designs) said
   'nothing written' although the new dataset was in place, and left the old one in a staging
   directory beside it. It is held back until the swap is done, and the line says what happened."""
-  import signal  # pylint: disable=import-outside-toplevel
   out = tmp_path / 'data'
   assert designs.main(['--out', str(out), '--num', '5']) == 0
   rmtree = designs.shutil.rmtree
 
   def interrupted_rmtree(path, *args, **kwargs):
-    if str(path).endswith('.old'):
+    if '.replaced-' in os.path.basename(path):  # the old dataset, set aside
       os.kill(os.getpid(), signal.SIGINT)
     return rmtree(path, *args, **kwargs)
 
