@@ -107,6 +107,11 @@ def _format_value(value: float) -> str:
   return f'{value:.2f}'.rstrip('0').rstrip('.')
 
 
+def format_class(value) -> str:
+  """A class value as written in a file name: shortest decimal with at most 2 places."""
+  return _format_value(_round2(value))
+
+
 @dataclasses.dataclass(frozen=True)
 class ClassVocab:
   """The class values of one label, sorted ascending; a class index is a position in `values`.
@@ -140,8 +145,7 @@ class ClassVocab:
     return len(self.values)
 
   def format(self, value) -> str:
-    """`value` as written in a file name: shortest decimal with at most 2 places."""
-    return _format_value(_round2(value))
+    return format_class(value)
 
   def describe(self) -> str:
     """All values, comma-separated, for messages."""

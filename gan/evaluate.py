@@ -385,8 +385,8 @@ def format_report(metrics: dict) -> str:
     lines.append(f'{what} by {label}:')
     # A class as the file names write it: `:g` kept 6 digits, so mass 100000.5 read 100000 and
     # 12345.67 and 12345.68 were both 12345.7.
-    lines.append('  ' + '  '.join(f'{data.ClassVocab((r["value"],)).format(r["value"])}:'
-                                  f'{_fmt(r[key], 2)}' for r in rows))
+    lines.append('  ' + '  '.join(f'{data.format_class(r["value"])}:{_fmt(r[key], 2)}'
+                                  for r in rows))
   return '\n'.join(lines)
 
 
