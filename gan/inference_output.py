@@ -112,9 +112,11 @@ def _class_indices(model, durability, mass, sweep: bool):
                              ('mass', spec.mass, mass)):
     try:
       index = vocab.index(value)  # the class of `value` rounded to 2 decimals
-      # ... but 3.004 is not class 3: a request names a class exactly, up to float32 rounding
-      # (a caller's np.float32(2.2) is class 2.2; 10000.004 is not class 10000).
-      exact = np.float32(value) == np.float32(vocab.values[index])
+      # ... but 3.004 is not class 3: a request names a class exactly, at the precision it was
+      # given in (a caller's np.float32(2.2) is class 2.2; a Python float or a flag compares in
+      # float64, where 12345678.001 is not class 12345678, as it would be in float32).
+      precision = value.dtype.type if isinstance(value, np.floating) else np.float64
+      exact = precision(value) == precision(vocab.values[index])
     except (DataError, TypeError, ValueError):
       exact = False
     if not exact:

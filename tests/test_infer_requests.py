@@ -597,3 +597,22 @@ def test_a_damaged_step_directory_names_the_earlier_one_as_a_model_path(one_stru
   with pytest.raises(checkpoints.CheckpointError, match='damaged') as info:
     inference.load(str(tmp_path / 'model'), device=jax.devices('cpu')[0])
   assert str(info.value).endswith('read one with --step=N, e.g. --step=1)'), str(info.value)
+
+
+@pytest.mark.parametrize('requested, allowed', [
+    (12345678.0, True), ('12345678', True), (np.float32(12345678), True),
+    (12345678.01, False),  # another value of 2 places
+    # Rounds to the class but is not it, which float32 could not tell: it was taken as the class.
+    ('12345678.001', False), (12345678.001, False),
+    (np.float32(1.4), True)])  # ... where float32 is how the caller gave it
+def test_a_requested_class_is_compared_at_the_precision_it_was_given_in(requested, allowed):
+  vocab = data.ClassVocab((1.4, 12345678.0))
+  model = type('Model', (), {})()  # only its spec is read
+  model.spec = type('S', (), {'durability': vocab, 'mass': vocab})()
+  request = lambda: inference_output._class_indices(  # pylint: disable=protected-access
+      model, requested, 1.4, sweep=False)
+  if allowed:
+    assert request() == [(vocab.index(requested), 0)]
+  else:
+    with pytest.raises(DesignGanError, match=f'--durability={requested} is not a class'):
+      request()
