@@ -225,7 +225,7 @@ def _output_dir(out_dir: Optional[str], model_path: str, step: Optional[int]) ->
   """The absolute output directory (`out_dir` or <run>/inference_output), checked writable and
   in a writable directory (the outputs are staged beside it); an OutputPathError otherwise."""
   what, hint = '--gen_img_path', ''
-  if not out_dir:
+  if out_dir is None:  # not given; an empty one is refused below, as every tool's empty path
     out_dir = os.path.join(inference.find_checkpoints(model_path, step)[2], 'inference_output')
     what, hint = 'the default output directory', ' with --gen_img_path'
   try:

@@ -480,6 +480,8 @@ _LIB_CASES = {
                                          for s in ('1', '2')], ['checkpoint']),
     # abspath('') is the working directory, which the message named as the model path.
     'model_path_empty': ({'model_path': ''}, None, ['--model_path is empty']),
+    # Was the default <run>/inference_output, where gan.designs refuses an empty --out.
+    'out_dir_empty': ({'out_dir': ''}, None, ['--gen_img_path is empty']),
     'file_not_dir': ({'model_path': '{model}/file'},
                      lambda m: open(os.path.join(m, 'file'), 'w').close(), ['file']),
     'state_metadata_deleted': ({}, lambda m: os.remove(os.path.join(_step2(m), 'state',
@@ -599,8 +601,9 @@ def test_library_bad_input_raises_one_line_and_writes_nothing(main_run, tmp_path
   out_parent.mkdir()
   kwargs = {k: v.format(model=model) if k == 'model_path' else v for k, v in kwargs.items()}
   kwargs.setdefault('model_path', model)
+  kwargs.setdefault('out_dir', out_parent / 'out')
   with pytest.raises(DesignGanError) as info:
-    generate(out_dir=out_parent / 'out', **kwargs)
+    generate(**kwargs)
   message = str(info.value)
   assert message and '\n' not in message, message
   assert_names_problem(message, fragments)
