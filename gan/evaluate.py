@@ -363,7 +363,8 @@ def format_summary(metrics: dict) -> str:
 def format_report(metrics: dict) -> str:
   """A readable table of the headline metrics and the per-class oracle rates."""
   lines = [
-      f'designs generated     {metrics["num_generated"]} ({metrics["num_pairs"]} class pairs x '
+      f'designs generated     {metrics["num_generated"]} ({metrics["num_pairs"]} class '
+      f'pair{"s" if metrics["num_pairs"] != 1 else ""} x '
       f'{metrics["per_pair"]})',
       f'oracle exact          {_fmt(metrics["oracle_exact"])}   within one class '
       f'{_fmt(metrics["oracle_within1"])}' + ('' if metrics['synthetic'] else

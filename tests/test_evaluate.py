@@ -194,6 +194,8 @@ def test_report_writes_each_class_as_the_file_names_do(dataset, classifier):
   assert [p.split(':')[0] for p in by_durability.split()] == ['12345.67', '12345.68', '1000000',
                                                               '0.5']
   assert [p.split(':')[0] for p in by_mass.split()] == ['100000.5', '2.2', '0']
+  assert f'({metrics["num_pairs"]} class pairs x 1)' in lines[0]
+  assert '(1 class pair x 1)' in evaluate.format_report(dict(metrics, num_pairs=1))
 
 
 def test_bad_arguments_and_outputs_are_rejected(dataset, classifier, ref):
