@@ -229,6 +229,7 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
       made = [d for c in seed_configs(config) for d in _manager_dirs(c)
               if not os.path.exists(d)] + made
       _check_resumable_early(config, dataset.spec)  # after the lock: no other run writes it now
+      _check_cut_back_early(config)
       models, abstract = step.abstract_init(config, dataset.spec, dataset.mask)
       shared = _Shared(config, dataset, models)
       runs = []
@@ -392,8 +393,7 @@ class _Shared:
   def __init__(self, config, dataset, models):
     self.dataset, self.models = dataset, models
     # In each run's checkpoint metadata: which checkpoints a re-run of the sweep may replace.
-    self.sweep = ({'num_seeds': config.num_seeds, 'seed': config.seed} if config.num_seeds > 1
-                  else None)
+    self.sweep = _sweep_id(config)
     self.main = parallel.is_main()  # logs, TensorBoard and images come from process 0 only
     self.synthetic = metrics_lib.is_synthetic(dataset)
     self.sample_fn = jax.jit(lambda p, r, *a: step.sample(models, p, r, *a))
@@ -698,38 +698,82 @@ def _sweep_mismatch(fresh) -> ConfigError:
 
 
 def _resume_epoch(runs) -> int:
-  """The epoch every run resumes from: the latest checkpoint (0: none). A sweep interrupted between
-  its runs' saves resumes all runs from the last epoch they all saved; later checkpoints of the
-  runs that got further are removed (training is deterministic, so they are recomputed), but only
-  those this sweep wrote: a run trained further on its own is refused, not cut back."""
+  """The epoch every run resumes from: the latest checkpoint (0: none). Checkpoints after it are
+  removed before training, as training redoes them (`_check_cut_back_early` refused those it
+  cannot redo):
+  - a sweep interrupted between its runs' saves resumes all runs from the last epoch they all
+    saved, without the later checkpoints of the runs that got further (training is deterministic,
+    so they are recomputed);
+  - `best/` checkpoints of evaluations after it (a run stopped between an evaluation and its
+    checkpoint): orbax skips a save at or before its latest step, so they would keep this run's
+    evaluations of those epochs out of `best/` (one ranked by another best_metric failed a later
+    save). Kept where nothing is trained again (a smaller epochs).
+  """
   latest = [run.mngr.latest_step() or 0 for run in runs]
   epoch = min(latest)
   if epoch == 0 and max(latest) > 0:
     # Resuming together from 0 would delete the others' training: refuse instead.
     raise _sweep_mismatch([run.log_path for run, last in zip(runs, latest) if last == 0])
-  later = []  # (run, manager, step) of every checkpoint after `epoch`, all checked first
   for run, last in zip(runs, latest):
-    if last == epoch:
-      continue
-    if epoch and epoch not in run.mngr.all_steps():
-      raise ConfigError(f'the runs under the sweep cannot resume together: {run.log_path} has no '
-                        f'checkpoint of epoch {epoch}, the last one the others share; use a new '
-                        '--config.log_path')
-    for mngr in (run.mngr, run.evaluator.best):
-      later += [(run, mngr, s) for s in (mngr.all_steps() if mngr else ()) if s > epoch]
-  for run, mngr, s in later:
-    if checkpoints.read_meta(mngr, s)[1].get('sweep') != run.shared.sweep:
-      raise ConfigError(
-          f'{run.log_path} was trained to epoch {max(st for r, _, st in later if r is run)} '
-          f'outside this sweep (checkpoint {s} in {mngr.directory} is not this sweep\'s), the '
-          f'others to epoch {epoch}: resuming together would delete its later checkpoints. '
-          'Train the others to that epoch on their own too, remove those checkpoints, or use a '
-          'new --config.log_path')
-  for run, mngr, s in later:
-    mngr.delete(s)
-  for run in {id(run): run for run, _, _ in later}.values():
-    run.log.info('Checkpoints after epoch %d removed: the sweep resumes together from it', epoch)
+    if last != epoch:
+      if epoch and epoch not in run.mngr.all_steps():
+        raise ConfigError(f'the runs under the sweep cannot resume together: {run.log_path} has '
+                          f'no checkpoint of epoch {epoch}, the last one the others share; use a '
+                          'new --config.log_path')
+      for s in [s for s in run.mngr.all_steps() if s > epoch]:
+        run.mngr.delete(s)
+    best = run.evaluator.best
+    removed = ([s for s in best.all_steps() if s > epoch]
+               if best and (last != epoch or epoch < run.config.epochs) else [])
+    for s in removed:
+      best.delete(s)
+    if last != epoch:
+      run.log.info('Checkpoints after epoch %d removed: the sweep resumes together from it', epoch)
+    elif removed:
+      run.log.info('best/ checkpoints after epoch %d removed (%s): the epochs after it are '
+                   'trained and evaluated again', epoch, ', '.join(map(str, removed)))
   return epoch
+
+
+def _sweep_id(config) -> dict | None:
+  """What a run's checkpoint metadata records of the sweep that wrote it (None: a single run)."""
+  return {'num_seeds': config.num_seeds, 'seed': config.seed} if config.num_seeds > 1 else None
+
+
+def _check_cut_back_early(config) -> None:
+  """Refuses, before the run directories get a log line, a start that `_resume_epoch` would let
+  delete training it cannot redo:
+  - `best/` checkpoints where `checkpoints/` has none (a run stopped before its first checkpoint):
+    the only copy of that model, which a run trained afresh there would replace;
+  - checkpoints after the epoch a sweep resumes from that this sweep did not write (a `seed_<s>`
+    run trained further on its own): cutting it back would lose that training."""
+  runs = seed_configs(config)
+  saved = [(c, _saved_epochs(c.log_path), _saved_epochs(c.log_path, 'best')) for c in runs]
+  epoch = min(max(ckpts, default=0) for _, ckpts, _ in saved)
+  for c, ckpts, best in saved:
+    best_dir = os.path.join(os.path.abspath(c.log_path), 'best')
+    if best and not ckpts:
+      raise ConfigError(
+          f'{best_dir} holds the best checkpoint (epoch {best[-1]}) of a run stopped before its '
+          'first regular checkpoint, which training afresh here would replace; to keep it, train '
+          f'under a new --config.log_path, or remove {best_dir} to start afresh')
+    for name, steps in (('checkpoints', ckpts), ('best', best)):
+      later = [s for s in steps if s > epoch]
+      if not later:
+        continue
+      mngr = checkpoints.manager(os.path.join(c.log_path, name), 1, create=False)
+      try:
+        foreign = [s for s in later
+                   if checkpoints.read_meta(mngr, s)[1].get('sweep') != _sweep_id(config)]
+      finally:
+        mngr.close()
+      if foreign:
+        raise ConfigError(
+            f'{os.path.abspath(c.log_path)} was trained to epoch {max(ckpts + best)} outside '
+            f'this sweep (checkpoint {foreign[0]} in its {name}/ is not this sweep\'s), the '
+            f'others to epoch {epoch}: resuming together would delete its later checkpoints. '
+            'Train the others to that epoch on their own too, remove those checkpoints, or use a '
+            'new --config.log_path')
 
 
 class _Evaluator:

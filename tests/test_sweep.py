@@ -131,11 +131,13 @@ def test_a_sweep_cut_back_only_deletes_checkpoints_it_wrote(small_design_dir, tm
   trainer.train(alone)
   assert _steps(seed_3) == [1, 2, 3] and _steps(seed_4) == [1, 2]
   config.epochs = 3
+  logs = {d: os.path.getsize(os.path.join(d, 'log_summary')) for d in (seed_3, seed_4)}
   with pytest.raises(config_lib.ConfigError, match=(
-      f'{seed_3} was trained to epoch 3 outside this sweep .*checkpoint 3 .*, the others to '
-      'epoch 2: resuming together would delete')):
+      f'{seed_3} was trained to epoch 3 outside this sweep .*checkpoint 3 in its checkpoints/ '
+      '.*, the others to epoch 2: resuming together would delete')):
     trainer.train(config)
   assert _steps(seed_3) == [1, 2, 3] and _steps(seed_4) == [1, 2]
+  assert logs == {d: os.path.getsize(os.path.join(d, 'log_summary')) for d in (seed_3, seed_4)}
 
 
 def test_a_single_run_and_a_sweep_do_not_share_a_log_path(sweep, tmp_path):

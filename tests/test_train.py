@@ -989,6 +989,66 @@ def test_a_changed_best_metric_is_accepted_where_best_holds_no_checkpoint(small_
   assert os.listdir(os.path.join(log_path, 'best')) == ['2']
 
 
+def _best_meta(log_path: str) -> tuple[list[str], dict]:
+  """(the step directories of <log_path>/best, the metadata of its checkpoint)."""
+  steps = sorted(os.listdir(os.path.join(log_path, 'best')))
+  mngr = checkpoints.manager(os.path.join(log_path, 'best'), keep=1, create=False)
+  try:
+    return steps, checkpoints.read_meta(mngr, int(steps[-1]))[1]
+  finally:
+    mngr.close()
+
+
+def test_best_of_a_run_stopped_before_its_first_checkpoint_is_refused_not_replaced(
+    small_design_dir, tmp_path):
+  """A run stopped after an evaluation but before its first checkpoint (a second Ctrl-C, SIGKILL,
+  a non-finite loss) leaves only best/; the next run there trained afresh, perhaps another model,
+  and orbax skipped its best/ saves up to the stale step, so best/ kept the other model (and a
+  new best_metric failed a later save as "cannot write a checkpoint in .../best ('fd')"). That
+  checkpoint is the only copy of its model: refused, before anything is written."""
+  log_path = str(tmp_path / 'run')
+  trainer.train(tiny_config(data_path=small_design_dir, log_path=log_path, epochs=2,
+                            eval_every=1, eval_per_pair=2, gen_hidden_dims=(16,)))
+  shutil.rmtree(os.path.join(log_path, 'checkpoints'))  # as if stopped before checkpoint 2
+  before = sorted(os.listdir(log_path)), _best_meta(log_path)
+  with open(os.path.join(log_path, 'log_summary'), encoding='utf-8') as f:
+    log = f.read()
+  for best_metric in ('auto', 'fd'):
+    with pytest.raises(ConfigError, match=(
+        f'{re.escape(os.path.join(log_path, "best"))} holds the best checkpoint \\(epoch '
+        f'{before[1][0][-1]}\\) of a run stopped before its first regular checkpoint.*remove')):
+      trainer.train(tiny_config(data_path=small_design_dir, log_path=log_path, epochs=2,
+                                eval_every=1, eval_per_pair=2, best_metric=best_metric))
+  assert (sorted(os.listdir(log_path)), _best_meta(log_path)) == before
+  with open(os.path.join(log_path, 'log_summary'), encoding='utf-8') as f:
+    assert f.read() == log
+
+
+def test_best_checkpoints_after_the_resumed_epoch_are_evaluated_again(small_design_dir,
+                                                                      tmp_path, monkeypatch):
+  """Killed between epoch 2's evaluation and its checkpoint, a run resumes from epoch 1 with
+  best/2 still there: orbax skipped the new evaluation's save of epoch 2, so best/ kept the
+  model of settings since changed. It is removed and replaced."""
+  evaluate_generator, calls = trainer.evaluate.evaluate_generator, []
+
+  def improving(*args, **kwargs):  # every evaluation the best so far: best/ holds the latest
+    calls.append(1)
+    return dict(evaluate_generator(*args, **kwargs), oracle_exact=len(calls) / 100)
+
+  monkeypatch.setattr(trainer.evaluate, 'evaluate_generator', improving)
+  log_path = str(tmp_path / 'run')
+  settings = dict(data_path=small_design_dir, log_path=log_path, epochs=2, eval_every=1,
+                  checkpoint_every=1, eval_per_pair=2)
+  trainer.train(tiny_config(**settings))
+  shutil.rmtree(os.path.join(log_path, 'checkpoints', '2'))
+  assert _best_meta(log_path)[0] == ['2']
+  assert trainer.train(tiny_config(**settings, learning_rate_gen=1e-5))['start_epoch'] == 1
+  steps, meta = _best_meta(log_path)
+  assert steps == ['2'] and meta['config']['learning_rate_gen'] == 1e-5
+  with open(os.path.join(log_path, 'log_summary'), encoding='utf-8') as f:
+    assert 'best/ checkpoints after epoch 1 removed (2)' in f.read()
+
+
 def test_best_metric_fd_is_refused_without_two_held_out_designs(tmp_path):
   """With one held-out design every evaluation's fd is null: the run used to train an epoch, then
   fail with a TypeError traceback when orbax ranked the second best checkpoint by None."""
