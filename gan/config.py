@@ -294,7 +294,10 @@ def check_repeated_tuple_overrides(argv: Sequence[str], config) -> None:
   ((64,) then (32,) gives (64, 32)) instead of replacing it: refused, with the field named."""
   seen = set()
   for arg in argv:
-    match = re.match(r'--config\.(\w+)=', arg)
+    if arg == '--':  # absl parses no flag after it
+      break
+    # absl also takes `--config.<field> value` (the value the next argument)
+    match = re.match(r'--config\.(\w+)(=|$)', arg)
     if not match or not isinstance(config.get(match.group(1)), tuple):
       continue
     if match.group(1) in seen:

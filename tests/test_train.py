@@ -1350,6 +1350,10 @@ def test_a_repeated_tuple_override_is_refused():
   config_lib.check_repeated_tuple_overrides(
       ['train.py', '--config.gen_hidden_dims=(64,)', '--config.disc_hidden_dims=(32,)',
        '--config.epochs=3', '--config.epochs=4'], config)
+  # absl also takes `--flag value`: (64,) then (32,) gave (64, 32) silently.
+  with pytest.raises(ConfigError, match='--config.gen_hidden_dims is given more than once'):
+    config_lib.check_repeated_tuple_overrides(
+        ['train.py', '--config.gen_hidden_dims=(64,)', '--config.gen_hidden_dims', '(32,)'], config)
 
 
 def test_matching_geometry_is_accepted(small_design_dir, tmp_path):
