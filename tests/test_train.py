@@ -1356,6 +1356,15 @@ def test_a_repeated_tuple_override_is_refused():
         ['train.py', '--config.gen_hidden_dims=(64,)', '--config.gen_hidden_dims', '(32,)'], config)
 
 
+def test_data_seed_is_compared_on_resume_as_the_split_it_draws():
+  """data_seed -1 means the seed's split: 0 where seed is 0 was refused as another split."""
+  config = default.get_config()
+  config.update(seed=3, data_seed=-1)
+  same, other = (ml_collections.ConfigDict(dict(config.to_dict(), data_seed=s)) for s in (3, 4))
+  assert config_lib.model_fields(same) == config_lib.model_fields(config)
+  assert config_lib.model_fields(other)['data_seed'] != config_lib.model_fields(config)['data_seed']
+
+
 def test_matching_geometry_is_accepted(small_design_dir, tmp_path):
   """height / width / input_dim equal to what the data gives pass the check."""
   config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), height=10,
