@@ -776,6 +776,14 @@ def _check_cut_back_early(config) -> None:
             'new --config.log_path')
 
 
+def _best_metric(best_metric: str, synthetic: bool) -> str:
+  """The metric `best/` ranks by: 'auto' is oracle_exact on the synthetic designs (the oracle
+  labels them), classifier_accuracy_generated on other data."""
+  if best_metric != 'auto':
+    return best_metric
+  return 'oracle_exact' if synthetic else 'classifier_accuracy_generated'
+
+
 class _Evaluator:
   """Runs gan.evaluate every eval_every epochs and keeps the best checkpoint in <log>/best."""
 
@@ -785,9 +793,7 @@ class _Evaluator:
     self.best = None
     if not self.enabled:
       return
-    metric = config.best_metric
-    if metric == 'auto':
-      metric = 'oracle_exact' if shared.synthetic else 'classifier_accuracy_generated'
+    metric = _best_metric(config.best_metric, shared.synthetic)
     if metric.startswith('oracle') and not shared.synthetic:
       raise ConfigError(f'best_metric={metric} needs the synthetic designs (the oracle does not '
                         'label this data); use classifier_accuracy_generated or fd')
@@ -873,8 +879,10 @@ def _check_resumable(saved: dict, config, spec, log_path: str):
                       f'with --config.critic_iter={saved_config.critic_iter} or use a new '
                       '--config.log_path')
   old_best = saved['config'].get('best_metric', 'auto')
+  synthetic = bool(saved.get('oracle_applies', False))  # what 'auto' ranks by (same data)
   # An empty best/ ranks nothing: _Evaluator creates it before the restore checks this again.
-  if old_best != config.best_metric and _saved_epochs(log_path, 'best'):
+  if (_best_metric(old_best, synthetic) != _best_metric(config.best_metric, synthetic)
+      and _saved_epochs(log_path, 'best')):
     raise ConfigError(f'{log_path}/best ranks checkpoints by best_metric={old_best!r}, not '
                       f'{config.best_metric!r}; resume with --config.best_metric={old_best} or '
                       'use a new --config.log_path')
