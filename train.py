@@ -123,7 +123,9 @@ def main(argv):
     interrupts.finished()
     # The trainer has already finished its pending checkpoint writes; rerunning resumes.
     print('interrupted: the checkpoints written so far (every checkpoint_every epochs) are kept; '
-          'the same command resumes from the last one', file=sys.stderr)
+          'the same command resumes from the last one' if trainer.has_checkpoints(config) else
+          'interrupted: stopped before the first checkpoint; the same command starts afresh',
+          file=sys.stderr)
     # At once, without the interpreter's teardown: after a second Ctrl-C during the epoch's
     # compilation it crashed on the XLA work still running ('Fatal Python error: Segmentation
     # fault', exit status 139).

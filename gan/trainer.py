@@ -662,6 +662,11 @@ def _stop_reason(interrupted: bool, over_budget: bool) -> int:
   return parallel.max_over_processes(local)
 
 
+def has_checkpoints(config) -> bool:
+  """Whether a run of `config` (a sweep: any of its runs) has a checkpoint to resume from."""
+  return any(_saved_epochs(c.log_path) for c in seed_configs(config))
+
+
 def _saved_epochs(log_path: str, name: str = 'checkpoints') -> list[int]:
   """The epochs of the checkpoint directories under <log_path>/<name> (none opened)."""
   directory = os.path.join(log_path, name)

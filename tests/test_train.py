@@ -1734,26 +1734,34 @@ _TRAIN_CTRL_C_TWICE_THE_SECOND_SWALLOWED = (
     'runpy.run_path("train.py", run_name="__main__")\n')
 
 
-def test_cli_a_second_ctrl_c_swallowed_by_a_callback_still_stops_at_once(small_design_dir,
-                                                                          tmp_path):
+@pytest.mark.parametrize('checkpoint_every', [1, 2])
+def test_cli_a_second_ctrl_c_swallowed_by_a_callback_still_stops_at_once(
+    small_design_dir, tmp_path, checkpoint_every):
   """A second Ctrl-C that landed in JAX's gc callback was reported ('Exception ignored in garbage
   collection callback', a KeyboardInterrupt traceback) and lost: the run trained on to the end of
-  the next epoch, as after one Ctrl-C. It stops at once now, as an unswallowed one does there."""
+  the next epoch, as after one Ctrl-C. It stops at once now, as an unswallowed one does there.
+  Its line says whether there is a checkpoint to resume from (it said so before the first)."""
   log_path = tmp_path / 'run'
   args = [sys.executable, '-c', _TRAIN_CTRL_C_TWICE_THE_SECOND_SWALLOWED,
           '--config=configs/default.py', f'--config.data_path={small_design_dir}',
-          f'--config.log_path={log_path}', '--config.epochs=3', '--config.checkpoint_every=1',
+          f'--config.log_path={log_path}', '--config.epochs=3',
+          f'--config.checkpoint_every={checkpoint_every}',
           '--config.batch_size=32', '--config.eval_every=0',
           '--config.gen_hidden_dims=(32,)', '--config.disc_hidden_dims=(32,)']
   proc = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
                         env=dict(os.environ, JAX_PLATFORMS='cpu'))
   assert proc.returncode == 130, proc.stderr
   assert 'Exception ignored' not in proc.stderr and 'Traceback' not in proc.stderr, proc.stderr
-  assert proc.stderr.strip().splitlines()[-1].startswith(
-      'interrupted: the checkpoints written so far'), proc.stderr
-  assert os.listdir(log_path / 'checkpoints') == ['1']
+  assert proc.stderr.strip().splitlines()[-1] == (
+      'interrupted: the checkpoints written so far (every checkpoint_every epochs) are kept; the '
+      'same command resumes from the last one' if checkpoint_every == 1 else
+      'interrupted: stopped before the first checkpoint; the same command starts afresh'
+  ), proc.stderr
+  saved = os.listdir(log_path / 'checkpoints') if (log_path / 'checkpoints').exists() else []
+  assert saved == (['1'] if checkpoint_every == 1 else [])  # else removed, as empty
   summary = (log_path / 'log_summary').read_text()
-  assert 'Interrupted during epoch 1; the last checkpoint is of epoch 1' in summary, summary
+  assert 'Interrupted during epoch 1' in summary, summary
+  assert ('the last checkpoint is of epoch 1' in summary) == (checkpoint_every == 1), summary
   assert 'epoch 2/' not in proc.stdout, proc.stdout
 
 
