@@ -120,18 +120,28 @@ def make_mesh() -> Mesh:
   return Mesh(np.asarray(jax.devices()), (AXIS,))
 
 
-def check_batch_size(batch_size: int, num_devices: Optional[int] = None) -> None:
-  """Each device computes an equal share of every batch: the device count must divide it."""
+def check_batch_size(batch_size: int, num_devices: Optional[int] = None,
+                     resuming: bool = False) -> None:
+  """Each device computes an equal share of every batch: the device count must divide it.
+
+  `resuming`: the run has checkpoints, whose batch_size cannot change, so the way out is another
+  device count (or a new run), not the other batch sizes a fresh run could use."""
   devices = jax.device_count() if num_devices is None else num_devices
   if batch_size % devices:
     where = ('the device count asked for' if num_devices is not None
              else f'{jax.process_count()} processes x {jax.local_device_count()} devices'
              if jax.process_count() > 1 else 'all local devices')
+    problem = (f'batch_size={batch_size} must be a multiple of the number of devices, '
+               f'{devices} ({where}), so that every device gets the same share of a batch')
+    if resuming:
+      counts = ', '.join(str(n) for n in range(1, batch_size + 1) if batch_size % n == 0)
+      raise ConfigError(f'{problem}; this run resumes from checkpoints, whose batch_size cannot '
+                        f'change: resume it on a device count that divides {batch_size} '
+                        f'({counts}), or train another batch_size under a new '
+                        '--config.log_path')
     lower = batch_size // devices * devices
     options = ', '.join(str(b) for b in (lower, lower + devices) if b > 0)
-    raise ConfigError(f'batch_size={batch_size} must be a multiple of the number of devices, '
-                      f'{devices} ({where}), so that every device gets the same share of a '
-                      f'batch; use e.g. batch_size {options}')
+    raise ConfigError(f'{problem}; use e.g. batch_size {options}')
 
 
 def replicate(mesh: Mesh, tree):

@@ -176,12 +176,34 @@ def test_batch_size_the_device_count_does_not_divide_is_refused(small_design_dir
   assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
 
 
+def test_resuming_on_a_device_count_the_batch_size_does_not_divide_names_device_counts(
+    small_design_dir, tmp_path):
+  """A run with checkpoints keeps its batch_size (resume refuses another), so the error names
+  the device counts it can resume on, not batch sizes that would then be refused."""
+  run = tmp_path / 'run'
+  (run / 'checkpoints' / '2').mkdir(parents=True)  # what makes it a resume; read only later
+  proc = subprocess.run(
+      [sys.executable, 'train.py', '--config=configs/default.py',
+       f'--config.data_path={small_design_dir}', f'--config.log_path={run}',
+       '--config.batch_size=32'], cwd=REPO_ROOT, env=_env(3), capture_output=True, text=True,
+      timeout=TIMEOUT_S)
+  assert proc.returncode == 1, proc.stderr
+  errors = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
+  assert len(errors) == 1, proc.stderr
+  assert 'batch_size=32' in errors[0] and 'number of devices, 3' in errors[0]
+  assert 'device count that divides 32 (1, 2, 4, 8, 16, 32)' in errors[0], errors[0]
+  assert 'use e.g. batch_size' not in errors[0], errors[0]
+  assert sorted(os.listdir(run)) == ['checkpoints']
+
+
 def test_check_batch_size_message():
   parallel.check_batch_size(32, num_devices=4)
   with pytest.raises(ConfigError, match=r'batch_size=6 .* 4 .* batch_size 4, 8'):
     parallel.check_batch_size(6, num_devices=4)
   with pytest.raises(ConfigError, match=r'batch_size 8$'):
     parallel.check_batch_size(3, num_devices=8)
+  with pytest.raises(ConfigError, match=r'divides 6 \(1, 2, 3, 6\), or train another'):
+    parallel.check_batch_size(6, num_devices=4, resuming=True)
 
 
 # ---------------------------------------------------------------------------------------------
