@@ -113,13 +113,17 @@ def _run(names, configs: dict, minutes: float, out: str, overrides: Sequence[str
   """`run` once `out` exists."""
   results_path = os.path.join(out, 'results.json')
   results = _read_results(results_path)
+  # Every combination of the comparison, not only those named now: a combination added with
+  # other settings would mix them in results.json and refuse every later command of either.
+  for name, entry in results.items():
+    earlier = (entry.get('minutes'), entry.get('set', []))
+    if not _same_settings(name, out, earlier, (minutes, overrides)):
+      raise ConfigError(f'{results_path} holds {name} trained with --minutes {earlier[0]:g} '
+                        f'and --set {earlier[1]}, not --minutes {minutes:g} and --set '
+                        f'{list(overrides)}; use those settings to continue this comparison, or '
+                        'another --out')
   for name, config in configs.items():
     if name in results:
-      earlier = (results[name].get('minutes'), results[name].get('set', []))
-      if not _same_settings(name, out, earlier, (minutes, overrides)):
-        raise ConfigError(f'{results_path} holds {name} trained with --minutes {earlier[0]:g} '
-                          f'and --set {earlier[1]}, not --minutes {minutes:g} and --set '
-                          f'{list(overrides)}; use those settings to continue it, or another --out')
       print(f'=== {name}: already in {results_path}, kept', flush=True)
       continue
     if os.path.exists(config.log_path):

@@ -160,6 +160,22 @@ def test_the_same_settings_spelled_otherwise_continue_a_comparison(tmp_path, mon
   assert 'trained with --minutes 5' in capsys.readouterr().err
 
 
+def test_a_combination_added_with_other_settings_is_refused(tmp_path, monkeypatch, capsys):
+  """A comparison continued with other --minutes or --set was refused only for the combinations
+  already in results.json: one added with --combos trained, and results.json mixed settings."""
+  done = dict(epochs=2, minutes=5.0, set=['epochs=2'])
+  (tmp_path / 'results.json').write_text(json.dumps({'vanilla_bce_mlp': done}))
+  monkeypatch.setattr(compare.trainer, 'train', lambda *a, **k: pytest.fail('trained'))
+  for other in (['--minutes', '6', '--set', 'epochs=2'], ['--minutes', '5', '--set', 'epochs=3']):
+    args = ['--out', str(tmp_path), '--combos', 'vanilla_wgan_mlp'] + other
+    assert compare.main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {tmp_path / "results.json"} holds vanilla_bce_mlp trained '
+                          "with --minutes 5 and --set ['epochs=2']"), err
+    assert 'another --out' in err and err.count('\n') == 1, err
+  assert sorted(os.listdir(tmp_path)) == ['results.json']
+
+
 def test_a_combination_another_process_trains_is_not_discarded(tmp_path, monkeypatch, capsys):
   """A run directory without a result is that of an interrupted run, unless a process (another
   gan.compare on the same --out) still trains there: removing it would delete that run's lock and
