@@ -210,8 +210,7 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
   config_lib.check_against_data(config, dataset.layout)
   check_batch_fits(config, dataset)
   # A run with checkpoints keeps its batch_size: then only another device count helps.
-  parallel.check_batch_size(config.batch_size, resuming=any(
-      _saved_epochs(c.log_path) for c in seed_configs(config)))
+  parallel.check_batch_size(config.batch_size, resuming=has_checkpoints(config))
   _check_run_layout(config)
   made = []  # the directories this run creates, deepest first
   stale = []  # (directory, message) of each stale run lock taken over
