@@ -123,9 +123,12 @@ def _run(names, configs: dict, minutes: float, out: str, overrides: Sequence[str
                         f'{list(overrides)}; use those settings to continue this comparison, or '
                         'another --out')
   for name, config in configs.items():
-    if name in results:
+    if name in results and trainer.has_checkpoints(config):
       print(f'=== {name}: already in {results_path}, kept', flush=True)
       continue
+    if name in results:  # designs.png draws from the run: trained again, not an error later
+      print(f'=== {name}: in {results_path}, but its run {config.log_path} has no checkpoint',
+            flush=True)
     if os.path.exists(config.log_path):
       # Unless a process (another gan.compare on this --out) still trains there: refused.
       with run_lock.RunLock(config.log_path):

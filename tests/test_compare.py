@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -58,6 +59,14 @@ def test_compare_writes_results_table_and_figure(small_design_dir, tmp_path, cap
   assert not (tmp_path / 'infogan_wgan_mlp' / 'stale').exists()
   with open(tmp_path / 'results.json') as f:
     assert json.load(f)['infogan_wgan_mlp']['epochs'] == 1
+  # A kept combination whose run is gone is trained again: designs.png draws from it, and failed
+  # with "--model_path ...: no such file or directory" (no such flag) after rewriting table.md.
+  shutil.rmtree(tmp_path / 'vanilla_bce_mlp')
+  assert compare.main(args) == 0
+  out = capsys.readouterr().out
+  assert 'vanilla_bce_mlp: in ' in out and 'has no checkpoint' in out, out
+  assert 'vanilla_bce_mlp: training for' in out and 'infogan_wgan_mlp: already in' in out, out
+  assert os.path.isdir(tmp_path / 'vanilla_bce_mlp' / 'checkpoints')
 
 
 def test_compare_draws_a_model_with_one_strut(small_design_dir, tmp_path):
@@ -147,6 +156,7 @@ def test_the_same_settings_spelled_otherwise_continue_a_comparison(tmp_path, mon
   (epochs=02, a default given explicitly), the same settings were refused."""
   done = dict(epochs=2, minutes=5.0, set=['epochs=2', 'batch_size=32'])
   (tmp_path / 'results.json').write_text(json.dumps({'vanilla_bce_mlp': done}))
+  (tmp_path / 'vanilla_bce_mlp' / 'checkpoints' / '2').mkdir(parents=True)  # its run
   monkeypatch.setattr(compare.trainer, 'train', lambda *a, **k: pytest.fail('trained again'))
   monkeypatch.setattr(compare, 'figure', lambda *a, **k: None)
   base = ['--out', str(tmp_path), '--minutes', '5', '--combos', 'vanilla_bce_mlp']
