@@ -763,14 +763,17 @@ def _check_cut_back_early(config) -> None:
           f'{best_dir} holds the best checkpoint (epoch {best[-1]}) of a run stopped before its '
           'first regular checkpoint, which training afresh here would replace; to keep it, train '
           f'under a new --config.log_path, or remove {best_dir} to start afresh')
+    if max(ckpts, default=0) <= epoch:  # its later best/ steps: evaluations of its own epochs
+      continue
     for name, steps in (('checkpoints', ckpts), ('best', best)):
       later = [s for s in steps if s > epoch]
       if not later:
         continue
       mngr = checkpoints.manager(os.path.join(c.log_path, name), 1, create=False)
       try:
-        foreign = [s for s in later
-                   if checkpoints.read_meta(mngr, s)[1].get('sweep') != _sweep_id(config)]
+        # Written before checkpoints recorded it (no 'sweep'): taken as this sweep's, as then.
+        foreign = [s for s in later if checkpoints.read_meta(mngr, s)[1].get(
+            'sweep', _sweep_id(config)) != _sweep_id(config)]
       finally:
         mngr.close()
       if foreign:
