@@ -122,10 +122,16 @@ def main(argv):
   except KeyboardInterrupt:
     interrupts.finished()
     # The trainer has already finished its pending checkpoint writes; rerunning resumes.
-    print('interrupted: the checkpoints written so far (every checkpoint_every epochs) are kept; '
-          'the same command resumes from the last one' if trainer.has_checkpoints(config) else
-          'interrupted: stopped before the first checkpoint; the same command starts afresh',
-          file=sys.stderr)
+    if trainer.has_checkpoints(config):
+      print('interrupted: the checkpoints written so far (every checkpoint_every epochs) are '
+            'kept; the same command resumes from the last one', file=sys.stderr)
+    elif trainer.has_checkpoints(config, 'best'):  # which training afresh there is refused
+      print('interrupted: stopped before the first checkpoint, with best/ holding an evaluated '
+            'model; keep it and train under a new --config.log_path, or remove best/ to start '
+            'afresh', file=sys.stderr)
+    else:
+      print('interrupted: stopped before the first checkpoint; the same command starts afresh',
+            file=sys.stderr)
     # At once, without the interpreter's teardown: after a second Ctrl-C during the epoch's
     # compilation it crashed on the XLA work still running ('Fatal Python error: Segmentation
     # fault', exit status 139).

@@ -10,8 +10,9 @@ then its last checkpoint is evaluated by `gan.evaluate` on the held-out designs.
 `<out>/results.json` (all metrics), `<out>/table.md` (the README table) and `<out>/designs.png`
 (per combination, one design per durability (rows) x mass (columns) pair from fixed noise and
 struts). A combination already in results.json is not
-retrained, so an interrupted comparison continues where it stopped; the combination it was
-training starts again from scratch (resuming it would give it more than the budget), unless a
+retrained (unless its run directory has no checkpoint left: the figure draws from it), so an
+interrupted comparison continues where it stopped; the combination it was training starts again
+from scratch (resuming it would give it more than the budget), unless a
 process still trains in its directory (another gan.compare on this --out: refused, as train.py
 is). Continuing with other --minutes or --set is refused (the table would mix settings); use
 another --out.
@@ -171,7 +172,8 @@ def _read_results(path: str) -> dict:
     raise ConfigError(f'{path} is not a results file of gan.compare; remove it to compare from '
                       'scratch')
   for name, r in results.items():  # what continuing and the table read of an entry
-    problem = _entry_problem(r)
+    problem = ('is not a combination gan.compare trains' if name not in COMBINATIONS
+               else _entry_problem(r))
     if problem:
       raise ConfigError(f'{path} is not a results file of gan.compare: its {name} {problem}; '
                         'remove it to compare from scratch')

@@ -245,8 +245,9 @@ def from_saved(saved: dict) -> ml_collections.ConfigDict:
 
 
 def data_seed(config) -> int:
-  """The seed of the train/validation split: data_seed, or seed when it is -1."""
-  return config.seed if config.data_seed < 0 else config.data_seed
+  """The seed of the train/validation split: data_seed, or seed when it is -1 (a ConfigDict or a
+  dict of its fields)."""
+  return config['seed'] if config['data_seed'] < 0 else config['data_seed']
 
 
 def model_fields(config) -> dict:
@@ -261,8 +262,7 @@ def model_fields(config) -> dict:
   fields['aux_head'] = config['aux_lambda'] > 0
   fields['aux_regression_head'] = fields['aux_head'] and config['aux_regression'] > 0
   fields['lr_decay'] = config['lr_decay_steps'] > 0  # adds a step count to the optimiser states
-  # The split it draws: data_seed -1 (the seed's) is data_seed <seed>.
-  fields['data_seed'] = config['seed'] if config['data_seed'] < 0 else config['data_seed']
+  fields['data_seed'] = data_seed(config)  # the split it draws: -1 (the seed's) is <seed>
   try:  # the pixels, not their spelling: '7,11; 5,14' is the run's '7,11;5,14'
     fields['strut_positions'] = [list(p) for p in parse_strut_positions(fields['strut_positions'])]
   except LayoutError:  # compared as written; the data loader says what is wrong with it

@@ -37,7 +37,7 @@ from gan import oracle
 from gan import paths
 from gan.errors import ArgumentParser, DesignGanError, messages_on_stderr
 
-log = logging.getLogger(__name__)
+log = logging.getLogger('gan.designs')  # not __main__ under python -m: see messages_on_stderr
 
 # Strut types: (name, colour). Black is "no stiffener"; colours set the stiffness k(c).
 STRUT_PALETTE = (

@@ -19,6 +19,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from gan import data
 from gan import images as images_lib
 from gan import inference
 from gan import interrupts
@@ -39,7 +40,7 @@ CHUNK_SIZE = 10_000  # designs generated (and written) between progress reports
 GRID_MAX_DESIGNS = 10_000
 STRUT_DEFAULT = (255, 255, 255)  # the colour of a strut pixel whose colour is not given
 MANIFEST = 'manifest.csv'
-GRID = 'grid.png'
+GRID = data.INFER_GRID  # a data directory's loader skips it by this name
 # The columns of a manifest this module writes: file, durability, mass, strut1..strutN, seed,
 # measured_durability, measured_mass; and the design file names it lists.
 _HEAD, _TAIL = ['file', 'durability', 'mass'], ['seed', 'measured_durability', 'measured_mass']
@@ -115,7 +116,8 @@ def _class_indices(model, durability, mass, sweep: bool):
       # ... but 3.004 is not class 3: a request names a class exactly, at the precision it was
       # given in (a caller's np.float32(2.2) is class 2.2; a Python float or a flag compares in
       # float64, where 12345678.001 is not class 12345678, as it would be in float32).
-      precision = value.dtype.type if isinstance(value, np.floating) else np.float64
+      given = np.asarray(value).dtype  # a numpy or JAX float scalar or 0-d array keeps its own
+      precision = given.type if np.issubdtype(given, np.floating) else np.float64
       exact = precision(value) == precision(vocab.values[index])
     except (DataError, TypeError, ValueError):
       exact = False

@@ -6,6 +6,7 @@ paths first and say what is wrong.
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -267,18 +268,27 @@ def _abandoned(parent: str, prefix: str, suffix: str = '') -> list[str]:
 
 def set_aside_dir(target: str) -> str:
   """A new empty sibling of directory `target` to rename `target` onto while its replacement is
-  renamed into place: `<target's name>.replaced-<host>-<pid>-<random>`. Unlike a staging entry it
-  is not removed when its process was killed: `restore_set_aside` puts it back where that left no
-  `target`."""
-  parent, name = _staging_place(target)
-  return tempfile.mkdtemp(prefix=f'{name}.replaced-{_owner()}', dir=parent)
+  renamed into place: `<target's name>.replaced-<hash>-<host>-<pid>-<random>`. Unlike a staging
+  entry it is not removed when its process was killed: `restore_set_aside` puts it back where
+  that left no `target`."""
+  parent, prefix = _set_aside_place(target)
+  return tempfile.mkdtemp(prefix=f'{prefix}{_owner()}', dir=parent)
 
 
 def set_aside(target: str) -> list[str]:
   """The directories of `target` set aside (`set_aside_dir`) by processes of this host that were
-  killed before renaming them back or removing them."""
+  killed before renaming them back or removing them; those holding files first."""
+  found = _abandoned(*_set_aside_place(target))
+  return sorted(found, key=lambda path: not os.listdir(path))  # an empty one: killed before use
+
+
+def _set_aside_place(target: str) -> tuple[str, str]:
+  """(directory, name prefix) of `target`'s set-aside directories. The prefix ends in a hash of
+  the whole name: `_staging_place` cuts it to 100 bytes, and one target's set-aside restored as
+  another's, or removed, would lose that other dataset."""
   parent, name = _staging_place(target)
-  return _abandoned(parent, f'{name}.replaced-')
+  digest = hashlib.sha256(os.fsencode(os.path.basename(os.path.abspath(target)))).hexdigest()
+  return parent, f'{name}.replaced-{digest[:12]}-'
 
 
 def restore_set_aside(target: str) -> str | None:

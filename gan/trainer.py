@@ -209,8 +209,9 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
   dataset = load_data(config)
   config_lib.check_against_data(config, dataset.layout)
   check_batch_fits(config, dataset)
-  # A run with checkpoints keeps its batch_size: then only another device count helps.
-  parallel.check_batch_size(config.batch_size, resuming=has_checkpoints(config))
+  resuming = has_checkpoints(config)
+  if not resuming:  # else once the resume is checked: its batch_size, the one to divide
+    parallel.check_batch_size(config.batch_size)
   _check_run_layout(config)
   made = []  # the directories this run creates, deepest first
   stale = []  # (directory, message) of each stale run lock taken over
@@ -231,6 +232,8 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
               if not os.path.exists(d)] + made
       _check_resumable_early(config, dataset.spec)  # after the lock: no other run writes it now
       _check_cut_back_early(config)
+      # A run with checkpoints keeps its batch_size: then only another device count helps.
+      parallel.check_batch_size(config.batch_size, resuming=resuming)
       models, abstract = step.abstract_init(config, dataset.spec, dataset.mask)
       shared = _Shared(config, dataset, models)
       runs = []
@@ -663,9 +666,10 @@ def _stop_reason(interrupted: bool, over_budget: bool) -> int:
   return parallel.max_over_processes(local)
 
 
-def has_checkpoints(config) -> bool:
-  """Whether a run of `config` (a sweep: any of its runs) has a checkpoint to resume from."""
-  return any(_saved_epochs(c.log_path) for c in seed_configs(config))
+def has_checkpoints(config, name: str = 'checkpoints') -> bool:
+  """Whether a run of `config` (a sweep: any of its runs) has a checkpoint to resume from (`name`
+  'best': a best checkpoint)."""
+  return any(_saved_epochs(c.log_path, name) for c in seed_configs(config))
 
 
 def _saved_epochs(log_path: str, name: str = 'checkpoints') -> list[int]:
@@ -771,9 +775,7 @@ def _check_cut_back_early(config) -> None:
         continue
       mngr = checkpoints.manager(os.path.join(c.log_path, name), 1, create=False)
       try:
-        # Written before checkpoints recorded it (no 'sweep'): taken as this sweep's, as then.
-        foreign = [s for s in later if checkpoints.read_meta(mngr, s)[1].get(
-            'sweep', _sweep_id(config)) != _sweep_id(config)]
+        foreign = [s for s in later if _written_by_another(mngr, s, _sweep_id(config))]
       finally:
         mngr.close()
       if foreign:
@@ -783,6 +785,17 @@ def _check_cut_back_early(config) -> None:
             f'others to epoch {epoch}: resuming together would delete its later checkpoints. '
             'Train the others to that epoch on their own too, remove those checkpoints, or use a '
             'new --config.log_path')
+
+
+def _written_by_another(mngr, step: int, sweep: dict | None) -> bool:
+  """Whether checkpoint `step` records another writer than `sweep` (`_sweep_id`). One written
+  before checkpoints recorded it, or whose metadata is unreadable, counts as `sweep`'s: removed
+  and retrained, as before this check."""
+  try:
+    meta = checkpoints.read_meta(mngr, step)[1]
+  except checkpoints.CheckpointError:
+    return False
+  return meta.get('sweep', sweep) != sweep
 
 
 def _best_metric(best_metric: str, synthetic: bool) -> str:

@@ -112,6 +112,8 @@ def test_compare_rejects_bad_arguments(args, message, tmp_path, capsys):
     '{"vanilla_bce_mlp": {"epochs": 1, "minutes": "15"}}',
     '{"vanilla_bce_mlp": {"minutes": 15.0, "set": []}}',
     '{"vanilla_bce_mlp": {"epochs": 1, "minutes": 15.0, "set": [], "fd": "low"}}',
+    # Refused as trained "with --minutes 15 and --set [], not --minutes 15 and --set []".
+    '{"vanilla_gan_mlp": {"epochs": 1, "minutes": 15.0, "set": []}}',
 ])
 def test_an_unreadable_results_file_is_one_error_line(content, tmp_path, capsys):
   (tmp_path / 'results.json').write_text(content)

@@ -838,4 +838,3 @@ def test_infer_grid_in_a_data_directory_is_skipped_not_an_error(tmp_path):
   assert warning == (f'{tmp_path}: skipped 2 file(s) that are not .bmp/.png images or are '
                      "hidden: grid.png, manifest.csv (grid.png: infer.py's contact sheet of a "
                      'request, not a design)')
-  assert inference_output.GRID == data.INFER_GRID

@@ -604,7 +604,8 @@ def test_a_damaged_step_directory_names_the_earlier_one_as_a_model_path(one_stru
     (12345678.01, False),  # another value of 2 places
     # Rounds to the class but is not it, which float32 could not tell: it was taken as the class.
     ('12345678.001', False), (12345678.001, False),
-    (np.float32(1.4), True)])  # ... where float32 is how the caller gave it
+    # ... where float32 is how the caller gave it: a scalar, a 0-d array, a JAX scalar
+    (np.float32(1.4), True), (np.array(1.4, np.float32), True), (jax.numpy.float32(1.4), True)])
 def test_a_requested_class_is_compared_at_the_precision_it_was_given_in(requested, allowed):
   vocab = data.ClassVocab((1.4, 12345678.0))
   model = type('Model', (), {})()  # only its spec is read

@@ -194,6 +194,23 @@ def test_resuming_on_a_device_count_the_batch_size_does_not_divide_names_device_
   assert 'device count that divides 32 (1, 2, 4, 8, 16, 32)' in errors[0], errors[0]
   assert 'use e.g. batch_size' not in errors[0], errors[0]
   assert sorted(os.listdir(run)) == ['checkpoints']
+  # Resumed with another batch_size: that is the error (it named 32's divisors, where the run's
+  # batch_size, which resuming keeps, was 30).
+  other = tmp_path / 'other'
+  trained = subprocess.run(
+      [sys.executable, 'train.py', '--config=configs/default.py', '--config.epochs=1',
+       f'--config.data_path={small_design_dir}', f'--config.log_path={other}',
+       '--config.batch_size=30', '--config.gen_hidden_dims=(32,)',
+       '--config.disc_hidden_dims=(32,)', '--config.eval_every=0'], cwd=REPO_ROOT, env=_env(1),
+      capture_output=True, text=True, timeout=TIMEOUT_S)
+  assert trained.returncode == 0, trained.stderr
+  proc = subprocess.run(
+      [sys.executable, 'train.py', '--config=configs/default.py', '--config.epochs=2',
+       f'--config.data_path={small_design_dir}', f'--config.log_path={other}',
+       '--config.batch_size=32', '--config.gen_hidden_dims=(32,)',
+       '--config.disc_hidden_dims=(32,)', '--config.eval_every=0'], cwd=REPO_ROOT, env=_env(3),
+      capture_output=True, text=True, timeout=TIMEOUT_S)
+  assert proc.returncode == 1 and 'cannot change on resume (batch_size: 30 -> 32)' in proc.stderr
 
 
 def test_check_batch_size_message():

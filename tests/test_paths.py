@@ -229,3 +229,20 @@ def test_a_checkpoint_directory_not_made_yet_is_refused_when_named(tmp_path):
   paths.check_outside_checkpoints(str(log_path / 'output'), 'output_path',
                                   [str(log_path / 'checkpoints'), str(log_path / 'best')])
   assert os.listdir(tmp_path) == []
+
+
+def test_set_aside_directories_are_those_of_their_own_target(tmp_path):
+  """Names are cut to 100 bytes for staging entries: two targets alike in those saw each other's
+  set-aside datasets, and one restored the other's, or removed it where it existed itself.
+  An empty one (its process killed before the rename) yields to one that holds the dataset."""
+  first, second = (str(tmp_path / ('x' * 100 + end)) for end in 'AB')
+  os.mkdir(second)
+  empty = paths.set_aside_dir(first)  # this process's own: as a killed one's
+  aside = paths.set_aside_dir(first)
+  with open(os.path.join(aside, 'design.bmp'), 'w', encoding='utf-8') as f:
+    f.write('old')
+  assert paths.restore_set_aside(second) is None
+  assert sorted(paths.set_aside(first)) == sorted([aside, empty])
+  assert paths.restore_set_aside(first) == aside
+  assert os.listdir(first) == ['design.bmp'] and not os.path.exists(empty)
+  assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in (first, second))

@@ -1734,9 +1734,9 @@ _TRAIN_CTRL_C_TWICE_THE_SECOND_SWALLOWED = (
     'runpy.run_path("train.py", run_name="__main__")\n')
 
 
-@pytest.mark.parametrize('checkpoint_every', [1, 2])
+@pytest.mark.parametrize('checkpoint_every, eval_every', [(1, 0), (2, 0), (2, 1)])
 def test_cli_a_second_ctrl_c_swallowed_by_a_callback_still_stops_at_once(
-    small_design_dir, tmp_path, checkpoint_every):
+    small_design_dir, tmp_path, checkpoint_every, eval_every):
   """A second Ctrl-C that landed in JAX's gc callback was reported ('Exception ignored in garbage
   collection callback', a KeyboardInterrupt traceback) and lost: the run trained on to the end of
   the next epoch, as after one Ctrl-C. It stops at once now, as an unswallowed one does there.
@@ -1745,8 +1745,8 @@ def test_cli_a_second_ctrl_c_swallowed_by_a_callback_still_stops_at_once(
   args = [sys.executable, '-c', _TRAIN_CTRL_C_TWICE_THE_SECOND_SWALLOWED,
           '--config=configs/default.py', f'--config.data_path={small_design_dir}',
           f'--config.log_path={log_path}', '--config.epochs=3',
-          f'--config.checkpoint_every={checkpoint_every}',
-          '--config.batch_size=32', '--config.eval_every=0',
+          f'--config.checkpoint_every={checkpoint_every}', '--config.eval_per_pair=2',
+          '--config.batch_size=32', f'--config.eval_every={eval_every}',
           '--config.gen_hidden_dims=(32,)', '--config.disc_hidden_dims=(32,)']
   proc = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
                         env=dict(os.environ, JAX_PLATFORMS='cpu'))
@@ -1756,6 +1756,9 @@ def test_cli_a_second_ctrl_c_swallowed_by_a_callback_still_stops_at_once(
       'interrupted: the checkpoints written so far (every checkpoint_every epochs) are kept; the '
       'same command resumes from the last one' if checkpoint_every == 1 else
       'interrupted: stopped before the first checkpoint; the same command starts afresh'
+      if not eval_every else  # best/1 holds a model: the same command is refused
+      'interrupted: stopped before the first checkpoint, with best/ holding an evaluated model; '
+      'keep it and train under a new --config.log_path, or remove best/ to start afresh'
   ), proc.stderr
   saved = os.listdir(log_path / 'checkpoints') if (log_path / 'checkpoints').exists() else []
   assert saved == (['1'] if checkpoint_every == 1 else [])  # else removed, as empty
