@@ -160,13 +160,17 @@ def test_batchnorm_uses_global_batch_statistics(small_design_dir, tmp_path):
   assert_states_close(critic(load(outs[1])), critic(load(outs[0])))
 
 
+def _train_py(devices: int, data_path, log_path, *flags) -> subprocess.CompletedProcess:
+  """train.py on `devices` CPU devices, the default config with `flags` on top."""
+  return subprocess.run(
+      [sys.executable, 'train.py', '--config=configs/default.py', f'--config.data_path={data_path}',
+       f'--config.log_path={log_path}', *flags], cwd=REPO_ROOT, env=_env(devices),
+      capture_output=True, text=True, timeout=TIMEOUT_S)
+
+
 def test_batch_size_the_device_count_does_not_divide_is_refused(small_design_dir, tmp_path):
   """One `error:` line naming the device count and batch sizes that work; nothing compiled."""
-  proc = subprocess.run(
-      [sys.executable, 'train.py', '--config=configs/default.py',
-       f'--config.data_path={small_design_dir}', f'--config.log_path={tmp_path / "run"}',
-       '--config.batch_size=30'], cwd=REPO_ROOT, env=_env(4), capture_output=True, text=True,
-      timeout=TIMEOUT_S)
+  proc = _train_py(4, small_design_dir, tmp_path / 'run', '--config.batch_size=30')
   assert proc.returncode == 1, proc.stderr
   assert 'Traceback' not in proc.stderr, proc.stderr
   errors = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
@@ -182,11 +186,7 @@ def test_resuming_on_a_device_count_the_batch_size_does_not_divide_names_device_
   the device counts it can resume on, not batch sizes that would then be refused."""
   run = tmp_path / 'run'
   (run / 'checkpoints' / '2').mkdir(parents=True)  # what makes it a resume; read only later
-  proc = subprocess.run(
-      [sys.executable, 'train.py', '--config=configs/default.py',
-       f'--config.data_path={small_design_dir}', f'--config.log_path={run}',
-       '--config.batch_size=32'], cwd=REPO_ROOT, env=_env(3), capture_output=True, text=True,
-      timeout=TIMEOUT_S)
+  proc = _train_py(3, small_design_dir, run, '--config.batch_size=32')
   assert proc.returncode == 1, proc.stderr
   errors = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
   assert len(errors) == 1, proc.stderr
@@ -196,20 +196,13 @@ def test_resuming_on_a_device_count_the_batch_size_does_not_divide_names_device_
   assert sorted(os.listdir(run)) == ['checkpoints']
   # Resumed with another batch_size: that is the error (it named 32's divisors, where the run's
   # batch_size, which resuming keeps, was 30).
-  other = tmp_path / 'other'
-  trained = subprocess.run(
-      [sys.executable, 'train.py', '--config=configs/default.py', '--config.epochs=1',
-       f'--config.data_path={small_design_dir}', f'--config.log_path={other}',
-       '--config.batch_size=30', '--config.gen_hidden_dims=(32,)',
-       '--config.disc_hidden_dims=(32,)', '--config.eval_every=0'], cwd=REPO_ROOT, env=_env(1),
-      capture_output=True, text=True, timeout=TIMEOUT_S)
+  tiny = ('--config.gen_hidden_dims=(32,)', '--config.disc_hidden_dims=(32,)',
+          '--config.eval_every=0')
+  trained = _train_py(1, small_design_dir, tmp_path / 'other', '--config.epochs=1',
+                      '--config.batch_size=30', *tiny)
   assert trained.returncode == 0, trained.stderr
-  proc = subprocess.run(
-      [sys.executable, 'train.py', '--config=configs/default.py', '--config.epochs=2',
-       f'--config.data_path={small_design_dir}', f'--config.log_path={other}',
-       '--config.batch_size=32', '--config.gen_hidden_dims=(32,)',
-       '--config.disc_hidden_dims=(32,)', '--config.eval_every=0'], cwd=REPO_ROOT, env=_env(3),
-      capture_output=True, text=True, timeout=TIMEOUT_S)
+  proc = _train_py(3, small_design_dir, tmp_path / 'other', '--config.epochs=2',
+                   '--config.batch_size=32', *tiny)
   assert proc.returncode == 1 and 'cannot change on resume (batch_size: 30 -> 32)' in proc.stderr
 
 
