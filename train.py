@@ -122,20 +122,28 @@ def main(argv):
   except KeyboardInterrupt:
     interrupts.finished()
     # The trainer has already finished its pending checkpoint writes; rerunning resumes.
-    if trainer.has_checkpoints(config):
-      print('interrupted: the checkpoints written so far (every checkpoint_every epochs) are '
-            'kept; the same command resumes from the last one', file=sys.stderr)
-    elif trainer.has_checkpoints(config, 'best'):  # which training afresh there is refused
-      print('interrupted: stopped before the first checkpoint, with best/ holding an evaluated '
-            'model; keep it and train under a new --config.log_path, or remove best/ to start '
-            'afresh', file=sys.stderr)
-    else:
-      print('interrupted: stopped before the first checkpoint; the same command starts afresh',
-            file=sys.stderr)
+    print(_interrupted_line(trainer, config), file=sys.stderr)
     # At once, without the interpreter's teardown: after a second Ctrl-C during the epoch's
     # compilation it crashed on the XLA work still running ('Fatal Python error: Segmentation
     # fault', exit status 139).
     checkpoints.exit_after_error(130)
+
+
+def _interrupted_line(trainer, config) -> str:
+  """What a Ctrl-C left behind and what the same command will do with it."""
+  try:
+    resumable = trainer.has_checkpoints(config)
+    best_only = not resumable and trainer.has_checkpoints(config, 'best')
+  except OSError as e:  # a run directory that cannot be listed: say what is known
+    return f'interrupted: could not list the run\'s checkpoints ({e})'
+  if resumable:
+    return ('interrupted: the checkpoints written so far (every checkpoint_every epochs) are '
+            'kept; the same command resumes from the last one')
+  if best_only:  # which training afresh there is refused
+    return ('interrupted: stopped before the first checkpoint, with best/ holding an evaluated '
+            'model; keep it and train under a new --config.log_path, or remove best/ to start '
+            'afresh')
+  return 'interrupted: stopped before the first checkpoint; the same command starts afresh'
 
 
 if __name__ == '__main__':

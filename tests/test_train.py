@@ -1769,6 +1769,22 @@ def test_cli_a_second_ctrl_c_swallowed_by_a_callback_still_stops_at_once(
   assert 'epoch 2/' not in proc.stdout, proc.stdout
 
 
+
+def test_cli_ctrl_c_line_when_the_run_directory_cannot_be_listed():
+  """train.py's Ctrl-C line lists the run's checkpoints; a directory that cannot be listed (an
+  unreadable or failing file system) gave a traceback in place of the line."""
+  import runpy  # pylint: disable=import-outside-toplevel
+  cli = runpy.run_path(os.path.join(REPO_ROOT, 'train.py'), run_name='train_cli')
+
+  class Unlistable:
+    @staticmethod
+    def has_checkpoints(config, name='checkpoints'):
+      raise PermissionError(13, 'Permission denied', os.path.join(config.log_path, name))
+
+  line = cli['_interrupted_line'](Unlistable, ml_collections.ConfigDict({'log_path': 'run'}))
+  assert line == ("interrupted: could not list the run's checkpoints ([Errno 13] Permission "
+                  "denied: 'run/checkpoints')")
+
 _BAD_CONFIG_FILES = {
     'syntax.py': 'def get_config(:\n',
     'no_get_config.py': 'x = 1\n',
