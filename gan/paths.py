@@ -278,8 +278,16 @@ def set_aside_dir(target: str) -> str:
 def set_aside(target: str) -> list[str]:
   """The directories of `target` set aside (`set_aside_dir`) by processes of this host that were
   killed before renaming them back or removing them; those holding files first."""
-  found = _abandoned(*_set_aside_place(target))
-  return sorted(found, key=lambda path: not os.listdir(path))  # an empty one: killed before use
+  found = [path for path in _abandoned(*_set_aside_place(target))
+           if os.path.isdir(path) and not os.path.islink(path)]  # a file of that name: not ours
+  return sorted(found, key=_holds_nothing)  # an empty one: killed before use
+
+
+def _holds_nothing(directory: str) -> bool:
+  try:
+    return not os.listdir(directory)
+  except OSError:  # unreadable: tried last
+    return True
 
 
 def _set_aside_place(target: str) -> tuple[str, str]:

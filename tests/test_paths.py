@@ -246,3 +246,16 @@ def test_set_aside_directories_are_those_of_their_own_target(tmp_path):
   assert paths.restore_set_aside(first) == aside
   assert os.listdir(first) == ['design.bmp'] and not os.path.exists(empty)
   assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in (first, second))
+
+
+def test_set_aside_ignores_a_file_of_a_set_aside_name(tmp_path):
+  """Listing a set-aside name that is a file to sort the directories raised NotADirectoryError."""
+  target = str(tmp_path / 'designs')
+  stray = paths.set_aside_dir(target)
+  os.rmdir(stray)
+  with open(stray, 'w', encoding='utf-8') as f:
+    f.write('not a dataset')
+  aside = paths.set_aside_dir(target)
+  assert paths.set_aside(target) == [aside]
+  assert paths.restore_set_aside(target) == aside and os.path.isdir(target)
+  assert os.path.isfile(stray)
