@@ -51,9 +51,9 @@ _CHECKPOINT_MARKER = '_CHECKPOINT_METADATA'
 
 
 def check_outside_checkpoints(path: str, what: str, checkpoint_dirs=()) -> None:
-  """An output directory that is, or lies inside, a directory of checkpoints (a run's
-  checkpoints/ or best/, one of `checkpoint_dirs`, or one step directory) is refused: orbax takes
-  every numbered directory there for a checkpoint step, so outputs written there (a directory
+  """An output directory that is, or lies inside, a directory of checkpoints (a run's checkpoints/
+  or best/, made or not yet, one of `checkpoint_dirs`, or one step directory) is refused: orbax
+  takes every numbered directory there for a checkpoint step, so outputs written there (a directory
   named 7) made the run unreadable to train.py, infer.py and gan.evaluate ('checkpoint 7 ... is
   unreadable'), and a step directory with outputs in it is deleted with them once it is rotated
   out."""
@@ -61,8 +61,9 @@ def check_outside_checkpoints(path: str, what: str, checkpoint_dirs=()) -> None:
   managed = {os.path.abspath(d) for d in checkpoint_dirs}
   directory = path
   while True:
-    if directory in managed or _holds_checkpoints(directory) or os.path.isfile(
-        os.path.join(directory, _CHECKPOINT_MARKER)):
+    if (directory in managed or _holds_checkpoints(directory)
+        or os.path.isfile(os.path.join(directory, _CHECKPOINT_MARKER))
+        or _of_a_run(directory)):
       where = 'is' if directory == path else f'is inside {directory},'
       raise OutputPathError(f'{what} {path} {where} a directory of checkpoints (a run\'s '
                             'checkpoints/ or best/, where every numbered directory is read as a '
@@ -71,6 +72,13 @@ def check_outside_checkpoints(path: str, what: str, checkpoint_dirs=()) -> None:
     if parent == directory:
       return
     directory = parent
+
+
+def _of_a_run(directory: str) -> bool:
+  """Whether `directory` is the checkpoints/ or best/ of a run with checkpoints, made or not yet
+  (a run trained without evaluation makes its best/ at its first evaluation)."""
+  run, name = os.path.split(directory)
+  return name in ('checkpoints', 'best') and _holds_checkpoints(os.path.join(run, 'checkpoints'))
 
 
 def _holds_checkpoints(directory: str) -> bool:

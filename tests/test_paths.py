@@ -211,6 +211,20 @@ def test_an_output_directory_in_a_directory_of_checkpoints_is_refused(tmp_path, 
   assert sorted(str(p) for p in tmp_path.rglob('*')) == before
 
 
+@pytest.mark.parametrize('target', ['run/best', 'run/best/designs'])
+def test_an_output_directory_in_a_best_dir_not_made_yet_is_refused(tmp_path, target):
+  """A run trained without evaluation has checkpoints/ but no best/ yet; an output written to its
+  best/ (infer.py --gen_img_path, another run's output_path) was accepted, though refused once
+  best/ exists: the run's evaluations, once resumed with them, put checkpoints among its files."""
+  (tmp_path / 'run' / 'checkpoints' / '3').mkdir(parents=True)
+  (tmp_path / 'run' / 'checkpoints' / '3' / '_CHECKPOINT_METADATA').write_text('{}')
+  before = sorted(str(p) for p in tmp_path.rglob('*'))
+  with pytest.raises(paths.OutputPathError, match=f'is inside {tmp_path / "run" / "best"},'
+                     if target != 'run/best' else 'is a directory of checkpoints'):
+    paths.check_output_dir(str(tmp_path / target), '--gen_img_path')
+  assert sorted(str(p) for p in tmp_path.rglob('*')) == before
+  paths.check_output_dir(str(tmp_path / 'other' / 'best'), '--gen_img_path')  # not a run's
+
 @pytest.mark.parametrize('target', ['run', 'run/inference_output', 'run/output/fake', 'other/7'])
 def test_an_output_directory_beside_the_checkpoints_is_accepted(tmp_path, target):
   _fake_run(tmp_path / 'run')
