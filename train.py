@@ -96,6 +96,7 @@ def main(argv):
   except Exception as e:  # pylint: disable=broad-except
     _config_error(e)
   from gan import parallel  # pylint: disable=import-outside-toplevel  (jax import after flags)
+  from gan import resume  # pylint: disable=import-outside-toplevel
   from gan import trainer  # pylint: disable=import-outside-toplevel
   from gan import checkpoints  # pylint: disable=import-outside-toplevel
   checkpoints.silence_abandoned_checkpoint_reads()
@@ -122,18 +123,18 @@ def main(argv):
   except KeyboardInterrupt:
     interrupts.finished()
     # The trainer has already finished its pending checkpoint writes; rerunning resumes.
-    print(_interrupted_line(trainer, config), file=sys.stderr)
+    print(_interrupted_line(config, resume.has_checkpoints), file=sys.stderr)
     # At once, without the interpreter's teardown: after a second Ctrl-C during the epoch's
     # compilation it crashed on the XLA work still running ('Fatal Python error: Segmentation
     # fault', exit status 139).
     checkpoints.exit_after_error(130)
 
 
-def _interrupted_line(trainer, config) -> str:
+def _interrupted_line(config, has_checkpoints) -> str:
   """What a Ctrl-C left behind and what the same command will do with it."""
   try:
-    resumable = trainer.has_checkpoints(config)
-    best_only = not resumable and trainer.has_checkpoints(config, 'best')
+    resumable = has_checkpoints(config)
+    best_only = not resumable and has_checkpoints(config, 'best')
   except OSError as e:  # a run directory that cannot be listed: say what is known
     return f'interrupted: could not list the run\'s checkpoints ({e})'
   if resumable:

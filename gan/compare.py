@@ -39,6 +39,7 @@ from gan import config as config_lib
 from gan import evaluate
 from gan import inference
 from gan import paths
+from gan import resume
 from gan import run_lock
 from gan import summaries
 from gan import trainer
@@ -124,7 +125,7 @@ def _run(names, configs: dict, minutes: float, out: str, overrides: Sequence[str
                         f'{list(overrides)}; use those settings to continue this comparison, or '
                         'another --out')
   for name, config in configs.items():
-    if name in results and trainer.has_checkpoints(config):
+    if name in results and resume.has_checkpoints(config):
       print(f'=== {name}: already in {results_path}, kept', flush=True)
       continue
     if name in results:  # designs.png draws from the run: trained again, not an error later

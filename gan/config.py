@@ -364,3 +364,20 @@ def _lookup_error_text(error: Exception) -> str:
   if isinstance(error, KeyError) and error.args:
     return str(error.args[0])
   return str(error)
+
+
+def seed_configs(config) -> list:
+  """The runs a resolved config trains: itself, or for num_seeds = K > 1 one complete run per
+  seed seed+k, logging to <log_path>/seed_<seed+k>. A sweep's runs share the base seed's
+  train/validation split (data_seed), so each run directory evaluates and resumes on its own."""
+  if config.num_seeds == 1:
+    return [config]
+  runs = []
+  for k in range(config.num_seeds):
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.seed, c.num_seeds, c.data_seed = config.seed + k, 1, data_seed(config)
+    c.log_path = os.path.join(config.log_path, f'seed_{c.seed}')
+    if config.output_path:
+      c.output_path = os.path.join(config.output_path, f'seed_{c.seed}')
+    runs.append(c)
+  return runs

@@ -17,7 +17,6 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from gan import checkpoints
@@ -30,6 +29,7 @@ from gan import metrics as metrics_lib
 from gan import parallel
 from gan import paths
 from gan import prng
+from gan import resume
 from gan import run_lock
 from gan import step
 from gan import summaries
@@ -154,29 +154,12 @@ def _real_class_grid(dataset) -> np.ndarray:
   return grid
 
 
-def seed_configs(config) -> list:
-  """The runs a resolved config trains: itself, or for num_seeds = K > 1 one complete run per
-  seed seed+k, logging to <log_path>/seed_<seed+k>. A sweep's runs share the base seed's
-  train/validation split (data_seed), so each run directory evaluates and resumes on its own."""
-  if config.num_seeds == 1:
-    return [config]
-  runs = []
-  for k in range(config.num_seeds):
-    c = ml_collections.ConfigDict(config.to_dict())
-    c.seed, c.num_seeds, c.data_seed = config.seed + k, 1, config_lib.data_seed(config)
-    c.log_path = os.path.join(config.log_path, f'seed_{c.seed}')
-    if config.output_path:
-      c.output_path = os.path.join(config.output_path, f'seed_{c.seed}')
-    runs.append(c)
-  return runs
-
-
 def _lock_dirs(config) -> list:
   """The directories a run claims (run_lock): every run directory, and a sweep's log_path too, so
   that a single run there and a sweep there (which writes only its seed_* directories) do not
   train into one log_path at once."""
-  return ([config.log_path] if config.num_seeds > 1 else []) + [c.log_path
-                                                               for c in seed_configs(config)]
+  return ([config.log_path] if config.num_seeds > 1 else []) + [
+      c.log_path for c in config_lib.seed_configs(config)]
 
 
 def check_batch_fits(config, dataset) -> None:
@@ -191,7 +174,7 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
   """Trains (or resumes) the run `config.log_path` describes; returns a summary dict.
 
   With num_seeds = K > 1, trains K independently seeded models in one vmapped program, each with
-  its own run directory (see `seed_configs`). When `stop_requested()` turns true (train.py: at
+  its own run directory (see `config.seed_configs`). When `stop_requested()` turns true (train.py: at
   Ctrl-C), the epoch in progress is the last: checkpointed and evaluated, and the summary's
   `interrupted` is set."""
   started = time.perf_counter()  # the time budget counts data loading and compilation too
@@ -201,7 +184,7 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
   paths.check_output_dir(config.output_path or os.path.join(config.log_path, 'output'),
                          'output_path')
   # ... and outside the checkpoint directories of its runs, which may not exist yet
-  seeds = seed_configs(config)
+  seeds = config_lib.seed_configs(config)
   managed = [d for c in seeds for d in _manager_dirs(c)]
   for c in seeds:
     paths.check_outside_checkpoints(c.output_path or os.path.join(c.log_path, 'output'),
@@ -209,14 +192,14 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
   dataset = load_data(config)
   config_lib.check_against_data(config, dataset.layout)
   check_batch_fits(config, dataset)
-  resuming = has_checkpoints(config)
+  resuming = resume.has_checkpoints(config)
   if not resuming:  # else once the resume is checked: its batch_size, the one to divide
     parallel.check_batch_size(config.batch_size)
-  _check_run_layout(config)
+  resume.check_run_layout(config)
   made = []  # the directories this run creates, deepest first
   stale = []  # (directory, message) of each stale run lock taken over
   try:
-    for c in seed_configs(config):  # now, not at the end: see paths.make_output_dir
+    for c in config_lib.seed_configs(config):  # now, not at the end: see paths.make_output_dir
       for path, what in ((c.output_path or os.path.join(c.log_path, 'output'), 'output_path'),
                          (c.log_path, 'log_path')):
         made = paths.missing_dirs(path) + made
@@ -228,16 +211,17 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
               path, on_stale=lambda message, path=path: stale.append((path, message))))
       # The checkpoint managers make these as they open (after the lock: no other run makes
       # them meanwhile); a run that fails before saving into them leaves them empty.
-      made = [d for c in seed_configs(config) for d in _manager_dirs(c)
+      made = [d for c in config_lib.seed_configs(config) for d in _manager_dirs(c)
               if not os.path.exists(d)] + made
-      _check_resumable_early(config, dataset.spec)  # after the lock: no other run writes it now
-      _check_cut_back_early(config)
+      # After the lock: no other run writes them now.
+      resume.check_resumable_early(config, dataset.spec)
+      resume.check_cut_back_early(config)
       # A run with checkpoints keeps its batch_size: then only another device count helps.
       parallel.check_batch_size(config.batch_size, resuming=resuming)
       models, abstract = step.abstract_init(config, dataset.spec, dataset.mask)
       shared = _Shared(config, dataset, models)
       runs = []
-      for c in seed_configs(config):
+      for c in config_lib.seed_configs(config):
         runs.append(_Run(c, shared, prefix=f'[seed {c.seed}] ' if config.num_seeds > 1 else ''))
         release.callback(runs[-1].release)
         for path, message in stale:  # a killed run's lock: said in the log, for later
@@ -263,11 +247,11 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
   """`train` once its runs are open: restore or initialise, compile, then the epochs."""
   dataset, models = shared.dataset, shared.models
   sweep = config.num_seeds > 1
-  seeds = [c.seed for c in seed_configs(config)]
+  seeds = [c.seed for c in config_lib.seed_configs(config)]
   mesh = parallel.make_mesh()
   for run in runs:
     run.log.info('Training on %s', parallel.describe(mesh))
-  start_epoch = _resume_epoch(runs)
+  start_epoch = resume.resume_epoch(runs)
   if start_epoch:  # restored into shapes only: initialising a state first costs seconds
     target = parallel.replicated_like(mesh, abstract)
     restored = [run.restore(start_epoch, target) for run in runs]
@@ -397,7 +381,7 @@ class _Shared:
   def __init__(self, config, dataset, models):
     self.dataset, self.models = dataset, models
     # In each run's checkpoint metadata: which checkpoints a re-run of the sweep may replace.
-    self.sweep = _sweep_id(config)
+    self.sweep = resume.sweep_id(config)
     self.main = parallel.is_main()  # logs, TensorBoard and images come from process 0 only
     self.synthetic = metrics_lib.is_synthetic(dataset)
     self.sample_fn = jax.jit(lambda p, r, *a: step.sample(models, p, r, *a))
@@ -447,7 +431,8 @@ class _Run:
     damaged = os.path.join(self.mngr.directory, str(epoch))
     earlier_hint = f'remove {damaged} to resume from checkpoint {{step}}'
     _, saved = checkpoints.read_meta(self.mngr, epoch, earlier_hint)
-    saved_config = _check_resumable(saved, self.config, self.shared.dataset.spec, self.log_path)
+    saved_config = resume.check_resumable(saved, self.config, self.shared.dataset.spec,
+                                          self.log_path)
     state = checkpoints.restore_state(self.mngr, epoch, target, earlier_hint=earlier_hint)
     self.log.info('Resumed from the checkpoint of epoch %d in %s', epoch, self.mngr.directory)
     self.tb.purge_from(epoch + 1)  # scalars and grids are stepped by epoch: replayed ones replace
@@ -666,146 +651,6 @@ def _stop_reason(interrupted: bool, over_budget: bool) -> int:
   return parallel.max_over_processes(local)
 
 
-def has_checkpoints(config, name: str = 'checkpoints') -> bool:
-  """Whether a run of `config` (a sweep: any of its runs) has a checkpoint to resume from (`name`
-  'best': a best checkpoint)."""
-  return any(_saved_epochs(c.log_path, name) for c in seed_configs(config))
-
-
-def _saved_epochs(log_path: str, name: str = 'checkpoints') -> list[int]:
-  """The epochs of the checkpoint directories under <log_path>/<name> (none opened)."""
-  directory = os.path.join(log_path, name)
-  return (sorted(int(n) for n in os.listdir(directory) if n.isdigit())
-          if os.path.isdir(directory) else [])
-
-
-def _check_run_layout(config) -> None:
-  """Refuses, before anything is written, a log_path whose checkpoints another num_seeds or seed
-  wrote: a single run where a sweep is asked for, a sweep where a single run is, or a sweep some
-  of whose runs have checkpoints while the others have none."""
-  root = config.log_path
-  if config.num_seeds == 1:
-    sweep = sorted(n for n in (os.listdir(root) if os.path.isdir(root) else ())
-                   if n.startswith('seed_') and _saved_epochs(os.path.join(root, n)))
-    if sweep:
-      raise ConfigError(f'{root} holds a seed sweep ({", ".join(sweep)}); resume it with its '
-                        'num_seeds and seed, or train a single model under a new '
-                        '--config.log_path')
-    return
-  if _saved_epochs(root):
-    raise ConfigError(f'{root} holds a single run (num_seeds=1); train the sweep under a new '
-                      '--config.log_path')
-  run_dirs = [c.log_path for c in seed_configs(config)]
-  fresh = [d for d in run_dirs if not _saved_epochs(d)]
-  if fresh and len(fresh) < len(run_dirs):
-    raise _sweep_mismatch(fresh)
-
-
-def _sweep_mismatch(fresh) -> ConfigError:
-  return ConfigError(f'{", ".join(fresh)}: no checkpoint, while the sweep\'s other runs have some '
-                     '(num_seeds or seed changed?); resume with the original num_seeds and seed, '
-                     'or train the new seeds under a new --config.log_path')
-
-
-def _resume_epoch(runs) -> int:
-  """The epoch every run resumes from: the latest checkpoint (0: none). Checkpoints after it are
-  removed before training, as training redoes them (`_check_cut_back_early` refused those it
-  cannot redo):
-  - a sweep interrupted between its runs' saves resumes all runs from the last epoch they all
-    saved, without the later checkpoints of the runs that got further (training is deterministic,
-    so they are recomputed);
-  - `best/` checkpoints of evaluations after it (a run stopped between an evaluation and its
-    checkpoint): orbax skips a save at or before its latest step, so they would keep this run's
-    evaluations of those epochs out of `best/` (one ranked by another best_metric failed a later
-    save). Kept where nothing is trained again (a smaller epochs).
-  """
-  latest = [run.mngr.latest_step() or 0 for run in runs]
-  epoch = min(latest)
-  if epoch == 0 and max(latest) > 0:
-    # Resuming together from 0 would delete the others' training: refuse instead.
-    raise _sweep_mismatch([run.log_path for run, last in zip(runs, latest) if last == 0])
-  for run, last in zip(runs, latest):
-    if last != epoch:
-      if epoch and epoch not in run.mngr.all_steps():
-        raise ConfigError(f'the runs under the sweep cannot resume together: {run.log_path} has '
-                          f'no checkpoint of epoch {epoch}, the last one the others share; use a '
-                          'new --config.log_path')
-      for s in [s for s in run.mngr.all_steps() if s > epoch]:
-        run.mngr.delete(s)
-    best = run.evaluator.best
-    removed = ([s for s in best.all_steps() if s > epoch]
-               if best and (last != epoch or epoch < run.config.epochs) else [])
-    for s in removed:
-      best.delete(s)
-    if last != epoch:
-      run.log.info('Checkpoints after epoch %d removed: the sweep resumes together from it', epoch)
-    elif removed:
-      run.log.info('best/ checkpoints after epoch %d removed (%s): the epochs after it are '
-                   'trained and evaluated again', epoch, ', '.join(map(str, removed)))
-  return epoch
-
-
-def _sweep_id(config) -> dict | None:
-  """What a run's checkpoint metadata records of the sweep that wrote it (None: a single run)."""
-  return {'num_seeds': config.num_seeds, 'seed': config.seed} if config.num_seeds > 1 else None
-
-
-def _check_cut_back_early(config) -> None:
-  """Refuses, before the run directories get a log line, a start that `_resume_epoch` would let
-  delete training it cannot redo:
-  - `best/` checkpoints where `checkpoints/` has none (a run stopped before its first checkpoint):
-    the only copy of that model, which a run trained afresh there would replace;
-  - checkpoints after the epoch a sweep resumes from that this sweep did not write (a `seed_<s>`
-    run trained further on its own): cutting it back would lose that training."""
-  runs = seed_configs(config)
-  saved = [(c, _saved_epochs(c.log_path), _saved_epochs(c.log_path, 'best')) for c in runs]
-  epoch = min(max(ckpts, default=0) for _, ckpts, _ in saved)
-  for c, ckpts, best in saved:
-    best_dir = os.path.join(os.path.abspath(c.log_path), 'best')
-    if best and not ckpts:
-      raise ConfigError(
-          f'{best_dir} holds the best checkpoint (epoch {best[-1]}) of a run stopped before its '
-          'first regular checkpoint, which training afresh here would replace; to keep it, train '
-          f'under a new --config.log_path, or remove {best_dir} to start afresh')
-    if max(ckpts, default=0) <= epoch:  # its later best/ steps: evaluations of its own epochs
-      continue
-    for name, steps in (('checkpoints', ckpts), ('best', best)):
-      later = [s for s in steps if s > epoch]
-      if not later:
-        continue
-      mngr = checkpoints.manager(os.path.join(c.log_path, name), 1, create=False)
-      try:
-        foreign = [s for s in later if _written_by_another(mngr, s, _sweep_id(config))]
-      finally:
-        mngr.close()
-      if foreign:
-        raise ConfigError(
-            f'{os.path.abspath(c.log_path)} was trained to epoch {max(ckpts + best)} outside '
-            f'this sweep (checkpoint {foreign[0]} in its {name}/ is not this sweep\'s), the '
-            f'others to epoch {epoch}: resuming together would delete its later checkpoints. '
-            'Train the others to that epoch on their own too, remove those checkpoints, or use a '
-            'new --config.log_path')
-
-
-def _written_by_another(mngr, step: int, sweep: dict | None) -> bool:
-  """Whether checkpoint `step` records another writer than `sweep` (`_sweep_id`). One written
-  before checkpoints recorded it, or whose metadata is unreadable, counts as `sweep`'s: removed
-  and retrained, as before this check."""
-  try:
-    meta = checkpoints.read_meta(mngr, step)[1]
-  except checkpoints.CheckpointError:
-    return False
-  return meta.get('sweep', sweep) != sweep
-
-
-def _best_metric(best_metric: str, synthetic: bool) -> str:
-  """The metric `best/` ranks by: 'auto' is oracle_exact on the synthetic designs (the oracle
-  labels them), classifier_accuracy_generated on other data."""
-  if best_metric != 'auto':
-    return best_metric
-  return 'oracle_exact' if synthetic else 'classifier_accuracy_generated'
-
-
 class _Evaluator:
   """Runs gan.evaluate every eval_every epochs and keeps the best checkpoint in <log>/best."""
 
@@ -815,7 +660,7 @@ class _Evaluator:
     self.best = None
     if not self.enabled:
       return
-    metric = _best_metric(config.best_metric, shared.synthetic)
+    metric = resume.best_metric(config.best_metric, shared.synthetic)
     if metric.startswith('oracle') and not shared.synthetic:
       raise ConfigError(f'best_metric={metric} needs the synthetic designs (the oracle does not '
                         'label this data); use classifier_accuracy_generated or fd')
@@ -855,60 +700,6 @@ class _Evaluator:
   def release(self):
     if self.enabled:
       checkpoints.close(self.best)
-
-
-def _check_resumable_early(config, spec) -> None:
-  """`_check_resumable` against each run's latest checkpoint, before the run directory gets a
-  log line or an empty best/: a refused resume leaves the run as it was. A checkpoint whose
-  metadata cannot be read is left to the restore, which says what to do about it."""
-  for c in seed_configs(config):
-    if not _saved_epochs(c.log_path):
-      continue
-    mngr = checkpoints.manager(os.path.join(c.log_path, 'checkpoints'), c.keep_checkpoints,
-                               create=False)
-    try:
-      _, saved = checkpoints.read_meta(mngr)
-    except checkpoints.CheckpointError:
-      continue
-    finally:
-      mngr.close()
-    _check_resumable(saved, c, spec, c.log_path)
-
-
-def _check_resumable(saved: dict, config, spec, log_path: str):
-  """Refuses a checkpoint `config` cannot resume; returns the config it was saved with."""
-  try:
-    saved_config = config_lib.from_saved(saved['config'])
-    old = config_lib.model_fields(saved_config)
-  except (KeyError, TypeError, DesignGanError):
-    raise ConfigError(f'{log_path} holds a checkpoint whose config is unreadable; use a new '
-                      '--config.log_path') from None
-  new = config_lib.model_fields(config)
-  diff = [f'{k}: {old.get(k)!r} -> {new[k]!r}' for k in new if old.get(k) != new[k]]
-  if diff:
-    raise ConfigError(f'{log_path} holds a run started with other settings that cannot change '
-                      f'on resume ({"; ".join(diff)}): the model, optimizer, seeds and '
-                      'batch_size stay those it started with; use a new --config.log_path or the '
-                      'original settings')
-  if saved['spec'] != spec.to_dict():
-    raise ConfigError(f'{log_path} was trained on data with other vocabularies or layout '
-                      f'({data.spec_changes(saved["spec"], spec.to_dict())}); use a new '
-                      '--config.log_path')
-  if config.lr_decay_steps and saved_config.critic_iter != config.critic_iter:
-    raise ConfigError(f'{log_path} was trained with critic_iter={saved_config.critic_iter}, not '
-                      f'{config.critic_iter}: the critic\'s learning rate decays over '
-                      'lr_decay_steps x critic_iter of its own steps, so it would jump; resume '
-                      f'with --config.critic_iter={saved_config.critic_iter} or use a new '
-                      '--config.log_path')
-  old_best = saved['config'].get('best_metric', 'auto')
-  synthetic = bool(saved.get('oracle_applies', False))  # what 'auto' ranks by (same data)
-  # An empty best/ ranks nothing: _Evaluator creates it before the restore checks this again.
-  if (_best_metric(old_best, synthetic) != _best_metric(config.best_metric, synthetic)
-      and _saved_epochs(log_path, 'best')):
-    raise ConfigError(f'{log_path}/best ranks checkpoints by best_metric={old_best!r}, not '
-                      f'{config.best_metric!r}; resume with --config.best_metric={old_best} or '
-                      'use a new --config.log_path')
-  return saved_config
 
 
 def _write_outputs(config, dataset, state, sample_fn, output_path):

@@ -128,7 +128,7 @@ def test_a_sweep_cut_back_only_deletes_checkpoints_it_wrote(small_design_dir, tm
     assert 'Checkpoints after epoch 1 removed' in f.read()
   _assert_close(first['state'], again['state'])
 
-  alone = trainer.seed_configs(config_lib.resolve(config))[0]  # seed_3, on the sweep's split
+  alone = config_lib.seed_configs(config_lib.resolve(config))[0]  # seed_3, on the sweep's split
   alone.epochs = 3
   trainer.train(alone)
   assert _steps(seed_3) == [1, 2, 3] and _steps(seed_4) == [1, 2]

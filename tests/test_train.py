@@ -39,6 +39,7 @@ from gan import images
 from gan import interrupts
 from gan import losses
 from gan import paths
+from gan import resume
 from gan import run_lock
 from gan import step
 from gan import summaries
@@ -1519,7 +1520,7 @@ def test_a_ctrl_c_that_a_callback_swallowed_stops_the_run_at_once(small_design_d
                        checkpoint_every=1, **BASE)
   with pytest.raises(KeyboardInterrupt), interrupts.watched():
     trainer.train(config)
-  assert trainer._saved_epochs(config.log_path) == saved
+  assert resume.saved_epochs(config.log_path) == saved
   assert said in (tmp_path / 'run' / 'log_summary').read_text()
 
 
@@ -1776,12 +1777,10 @@ def test_cli_ctrl_c_line_when_the_run_directory_cannot_be_listed():
   import runpy  # pylint: disable=import-outside-toplevel
   cli = runpy.run_path(os.path.join(REPO_ROOT, 'train.py'), run_name='train_cli')
 
-  class Unlistable:
-    @staticmethod
-    def has_checkpoints(config, name='checkpoints'):
-      raise PermissionError(13, 'Permission denied', os.path.join(config.log_path, name))
+  def unlistable(config, name='checkpoints'):
+    raise PermissionError(13, 'Permission denied', os.path.join(config.log_path, name))
 
-  line = cli['_interrupted_line'](Unlistable, ml_collections.ConfigDict({'log_path': 'run'}))
+  line = cli['_interrupted_line'](ml_collections.ConfigDict({'log_path': 'run'}), unlistable)
   assert line == ("interrupted: could not list the run's checkpoints ([Errno 13] Permission "
                   "denied: 'run/checkpoints')")
 

@@ -1,0 +1,211 @@
+"""Resuming: what a run directory holds, and the starts refused before anything is written.
+
+Re-running a training command resumes each run from its latest checkpoint. A resume keeps the
+settings, data and batch size the run started with (`check_resumable`), a sweep's runs resume
+together from the last epoch they all saved (`resume_epoch`), and nothing that cannot be trained
+again is deleted on the way (`check_run_layout`, `check_cut_back_early`). The checks that can run
+before the run directories get a log line do (the `*_early` ones and the layout checks), so a
+refused start leaves them as they were.
+"""
+
+import os
+
+from gan import checkpoints
+from gan import config as config_lib
+from gan import data
+from gan.errors import ConfigError, DesignGanError
+
+
+def has_checkpoints(config, name: str = 'checkpoints') -> bool:
+  """Whether a run of `config` (a sweep: any of its runs) has a checkpoint to resume from (`name`
+  'best': a best checkpoint)."""
+  return any(saved_epochs(c.log_path, name) for c in config_lib.seed_configs(config))
+
+
+def saved_epochs(log_path: str, name: str = 'checkpoints') -> list[int]:
+  """The epochs of the checkpoint directories under <log_path>/<name> (none opened)."""
+  directory = os.path.join(log_path, name)
+  return (sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+          if os.path.isdir(directory) else [])
+
+
+def check_run_layout(config) -> None:
+  """Refuses, before anything is written, a log_path whose checkpoints another num_seeds or seed
+  wrote: a single run where a sweep is asked for, a sweep where a single run is, or a sweep some
+  of whose runs have checkpoints while the others have none."""
+  root = config.log_path
+  if config.num_seeds == 1:
+    sweep = sorted(n for n in (os.listdir(root) if os.path.isdir(root) else ())
+                   if n.startswith('seed_') and saved_epochs(os.path.join(root, n)))
+    if sweep:
+      raise ConfigError(f'{root} holds a seed sweep ({", ".join(sweep)}); resume it with its '
+                        'num_seeds and seed, or train a single model under a new '
+                        '--config.log_path')
+    return
+  if saved_epochs(root):
+    raise ConfigError(f'{root} holds a single run (num_seeds=1); train the sweep under a new '
+                      '--config.log_path')
+  run_dirs = [c.log_path for c in config_lib.seed_configs(config)]
+  fresh = [d for d in run_dirs if not saved_epochs(d)]
+  if fresh and len(fresh) < len(run_dirs):
+    raise _sweep_mismatch(fresh)
+
+
+def _sweep_mismatch(fresh) -> ConfigError:
+  return ConfigError(f'{", ".join(fresh)}: no checkpoint, while the sweep\'s other runs have some '
+                     '(num_seeds or seed changed?); resume with the original num_seeds and seed, '
+                     'or train the new seeds under a new --config.log_path')
+
+
+def resume_epoch(runs) -> int:
+  """The epoch every run (the trainer's, with its opened checkpoint managers `mngr` and
+  `evaluator.best`) resumes from: the latest checkpoint (0: none). Checkpoints after it are
+  removed before training, as training redoes them (`check_cut_back_early` refused those it
+  cannot redo):
+  - a sweep interrupted between its runs' saves resumes all runs from the last epoch they all
+    saved, without the later checkpoints of the runs that got further (training is deterministic,
+    so they are recomputed);
+  - `best/` checkpoints of evaluations after it (a run stopped between an evaluation and its
+    checkpoint): orbax skips a save at or before its latest step, so they would keep this run's
+    evaluations of those epochs out of `best/` (one ranked by another best_metric failed a later
+    save). Kept where nothing is trained again (a smaller epochs).
+  """
+  latest = [run.mngr.latest_step() or 0 for run in runs]
+  epoch = min(latest)
+  if epoch == 0 and max(latest) > 0:
+    # Resuming together from 0 would delete the others' training: refuse instead.
+    raise _sweep_mismatch([run.log_path for run, last in zip(runs, latest) if last == 0])
+  for run, last in zip(runs, latest):
+    if last != epoch:
+      if epoch and epoch not in run.mngr.all_steps():
+        raise ConfigError(f'the runs under the sweep cannot resume together: {run.log_path} has '
+                          f'no checkpoint of epoch {epoch}, the last one the others share; use a '
+                          'new --config.log_path')
+      for s in [s for s in run.mngr.all_steps() if s > epoch]:
+        run.mngr.delete(s)
+    best = run.evaluator.best
+    removed = ([s for s in best.all_steps() if s > epoch]
+               if best and (last != epoch or epoch < run.config.epochs) else [])
+    for s in removed:
+      best.delete(s)
+    if last != epoch:
+      run.log.info('Checkpoints after epoch %d removed: the sweep resumes together from it', epoch)
+    elif removed:
+      run.log.info('best/ checkpoints after epoch %d removed (%s): the epochs after it are '
+                   'trained and evaluated again', epoch, ', '.join(map(str, removed)))
+  return epoch
+
+
+def sweep_id(config) -> dict | None:
+  """What a run's checkpoint metadata records of the sweep that wrote it (None: a single run)."""
+  return {'num_seeds': config.num_seeds, 'seed': config.seed} if config.num_seeds > 1 else None
+
+
+def check_cut_back_early(config) -> None:
+  """Refuses, before the run directories get a log line, a start that `resume_epoch` would let
+  delete training it cannot redo:
+  - `best/` checkpoints where `checkpoints/` has none (a run stopped before its first checkpoint):
+    the only copy of that model, which a run trained afresh there would replace;
+  - checkpoints after the epoch a sweep resumes from that this sweep did not write (a `seed_<s>`
+    run trained further on its own): cutting it back would lose that training."""
+  runs = config_lib.seed_configs(config)
+  saved = [(c, saved_epochs(c.log_path), saved_epochs(c.log_path, 'best')) for c in runs]
+  epoch = min(max(ckpts, default=0) for _, ckpts, _ in saved)
+  for c, ckpts, best in saved:
+    best_dir = os.path.join(os.path.abspath(c.log_path), 'best')
+    if best and not ckpts:
+      raise ConfigError(
+          f'{best_dir} holds the best checkpoint (epoch {best[-1]}) of a run stopped before its '
+          'first regular checkpoint, which training afresh here would replace; to keep it, train '
+          f'under a new --config.log_path, or remove {best_dir} to start afresh')
+    if max(ckpts, default=0) <= epoch:  # its later best/ steps: evaluations of its own epochs
+      continue
+    for name, steps in (('checkpoints', ckpts), ('best', best)):
+      later = [s for s in steps if s > epoch]
+      if not later:
+        continue
+      mngr = checkpoints.manager(os.path.join(c.log_path, name), 1, create=False)
+      try:
+        foreign = [s for s in later if _written_by_another(mngr, s, sweep_id(config))]
+      finally:
+        mngr.close()
+      if foreign:
+        raise ConfigError(
+            f'{os.path.abspath(c.log_path)} was trained to epoch {max(ckpts + best)} outside '
+            f'this sweep (checkpoint {foreign[0]} in its {name}/ is not this sweep\'s), the '
+            f'others to epoch {epoch}: resuming together would delete its later checkpoints. '
+            'Train the others to that epoch on their own too, remove those checkpoints, or use a '
+            'new --config.log_path')
+
+
+def _written_by_another(mngr, step: int, sweep: dict | None) -> bool:
+  """Whether checkpoint `step` records another writer than `sweep` (`sweep_id`). One written
+  before checkpoints recorded it, or whose metadata is unreadable, counts as `sweep`'s: removed
+  and retrained, as before this check."""
+  try:
+    meta = checkpoints.read_meta(mngr, step)[1]
+  except checkpoints.CheckpointError:
+    return False
+  return meta.get('sweep', sweep) != sweep
+
+
+def best_metric(name: str, synthetic: bool) -> str:
+  """The metric `best/` ranks by: 'auto' is oracle_exact on the synthetic designs (the oracle
+  labels them), classifier_accuracy_generated on other data."""
+  if name != 'auto':
+    return name
+  return 'oracle_exact' if synthetic else 'classifier_accuracy_generated'
+
+
+def check_resumable_early(config, spec) -> None:
+  """`check_resumable` against each run's latest checkpoint, before the run directory gets a
+  log line or an empty best/: a refused resume leaves the run as it was. A checkpoint whose
+  metadata cannot be read is left to the restore, which says what to do about it."""
+  for c in config_lib.seed_configs(config):
+    if not saved_epochs(c.log_path):
+      continue
+    mngr = checkpoints.manager(os.path.join(c.log_path, 'checkpoints'), c.keep_checkpoints,
+                               create=False)
+    try:
+      _, saved = checkpoints.read_meta(mngr)
+    except checkpoints.CheckpointError:
+      continue
+    finally:
+      mngr.close()
+    check_resumable(saved, c, spec, c.log_path)
+
+
+def check_resumable(saved: dict, config, spec, log_path: str):
+  """Refuses a checkpoint `config` cannot resume; returns the config it was saved with."""
+  try:
+    saved_config = config_lib.from_saved(saved['config'])
+    old = config_lib.model_fields(saved_config)
+  except (KeyError, TypeError, DesignGanError):
+    raise ConfigError(f'{log_path} holds a checkpoint whose config is unreadable; use a new '
+                      '--config.log_path') from None
+  new = config_lib.model_fields(config)
+  diff = [f'{k}: {old.get(k)!r} -> {new[k]!r}' for k in new if old.get(k) != new[k]]
+  if diff:
+    raise ConfigError(f'{log_path} holds a run started with other settings that cannot change '
+                      f'on resume ({"; ".join(diff)}): the model, optimizer, seeds and '
+                      'batch_size stay those it started with; use a new --config.log_path or the '
+                      'original settings')
+  if saved['spec'] != spec.to_dict():
+    raise ConfigError(f'{log_path} was trained on data with other vocabularies or layout '
+                      f'({data.spec_changes(saved["spec"], spec.to_dict())}); use a new '
+                      '--config.log_path')
+  if config.lr_decay_steps and saved_config.critic_iter != config.critic_iter:
+    raise ConfigError(f'{log_path} was trained with critic_iter={saved_config.critic_iter}, not '
+                      f'{config.critic_iter}: the critic\'s learning rate decays over '
+                      'lr_decay_steps x critic_iter of its own steps, so it would jump; resume '
+                      f'with --config.critic_iter={saved_config.critic_iter} or use a new '
+                      '--config.log_path')
+  old_best = saved['config'].get('best_metric', 'auto')
+  synthetic = bool(saved.get('oracle_applies', False))  # what 'auto' ranks by (same data)
+  # An empty best/ ranks nothing: _Evaluator creates it before the restore checks this again.
+  if (best_metric(old_best, synthetic) != best_metric(config.best_metric, synthetic)
+      and saved_epochs(log_path, 'best')):
+    raise ConfigError(f'{log_path}/best ranks checkpoints by best_metric={old_best!r}, not '
+                      f'{config.best_metric!r}; resume with --config.best_metric={old_best} or '
+                      'use a new --config.log_path')
+  return saved_config
