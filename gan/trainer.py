@@ -170,6 +170,24 @@ def check_batch_fits(config, dataset) -> None:
                       f'batch_size <= {len(dataset.train)}')
 
 
+def check_best_metric(config, dataset) -> None:
+  """A best_metric the data cannot give (an oracle metric on designs the oracle does not label;
+  fd without 2 held-out designs, where every fd is null and nothing ranks) is refused before the
+  run directory is made or written to, and before the evaluation classifier is trained. ('auto'
+  is always one the data gives.)"""
+  if config.eval_every <= 0:
+    return
+  metric = config.best_metric
+  if metric.startswith('oracle') and not metrics_lib.is_synthetic(dataset):
+    raise ConfigError(f'best_metric={metric} needs the synthetic designs (the oracle does not '
+                      'label this data); use classifier_accuracy_generated or fd')
+  held_out = len(classifier_lib.held_out(dataset)[1])
+  if metric == 'fd' and held_out < 2:
+    raise ConfigError(f'best_metric=fd needs at least 2 held-out designs to measure the Frechet '
+                      f'distance against, this data has {held_out}; use more designs, a larger '
+                      'val_fraction or another best_metric')
+
+
 def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
   """Trains (or resumes) the run `config.log_path` describes; returns a summary dict.
 
@@ -192,6 +210,7 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
   dataset = load_data(config)
   config_lib.check_against_data(config, dataset.layout)
   check_batch_fits(config, dataset)
+  check_best_metric(config, dataset)
   resuming = resume.has_checkpoints(config)
   if not resuming:  # else once the resume is checked: its batch_size, the one to divide
     parallel.check_batch_size(config.batch_size)
@@ -660,14 +679,7 @@ class _Evaluator:
     self.best = None
     if not self.enabled:
       return
-    metric = resume.best_metric(config.best_metric, shared.synthetic)
-    if metric.startswith('oracle') and not shared.synthetic:
-      raise ConfigError(f'best_metric={metric} needs the synthetic designs (the oracle does not '
-                        'label this data); use classifier_accuracy_generated or fd')
-    if metric == 'fd' and len(shared.reference.features) < 2:  # every fd null: nothing to rank
-      raise ConfigError(f'best_metric=fd needs at least 2 held-out designs to measure the Frechet '
-                        f'distance against, this data has {len(shared.reference.features)}; use '
-                        'more designs, a larger val_fraction or another best_metric')
+    metric = resume.best_metric(config.best_metric, shared.synthetic)  # train() checked it
     self.metric = metric
     self.best = checkpoints.manager(os.path.join(log_path, 'best'), keep=1, best_fn=(
         lambda m: m[metric]), best_mode='max' if config_lib.BEST_METRICS[metric] else 'min')

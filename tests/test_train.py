@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import jax
 import jax.numpy as jnp
@@ -1062,6 +1063,40 @@ def test_best_metric_fd_is_refused_without_two_held_out_designs(tmp_path):
                               batch_size=4, eval_every=1, eval_per_pair=1, best_metric='fd'))
 
 
+@pytest.mark.parametrize('best_metric', ['oracle_exact', 'fd'])
+def test_a_best_metric_the_data_cannot_give_is_refused_before_the_run_directory_is_written(
+    base_run, tmp_path, monkeypatch, best_metric):
+  """best_metric=oracle_exact on designs the oracle does not label (or fd without 2 held-out
+  designs) was refused only once the run had opened, after training the evaluation classifier: a
+  new log_path was made with a log_summary, and a resumed run's log_summary got the refused
+  attempt appended. A refused command writes nothing."""
+  monkeypatch.setattr(trainer.metrics_lib, 'is_synthetic', lambda _: False)
+  monkeypatch.setattr(trainer.classifier_lib, 'held_out',  # one held-out design
+                      lambda dataset: ('val', dataset.val.take(np.arange(1))))
+  trained = []
+  monkeypatch.setattr(trainer.classifier_lib, 'load_or_train_classifier',
+                      lambda dataset: trained.append(dataset))
+  monkeypatch.setattr(trainer.evaluate, 'reference',
+                      lambda *_: types.SimpleNamespace(features=np.zeros((1, 4))))
+  config, _ = base_run
+  resumed = str(tmp_path / 'resumed')
+  shutil.copytree(config.log_path, resumed)
+  if best_metric == 'fd':  # else refused as a best/ that ranks by another metric
+    shutil.rmtree(os.path.join(resumed, 'best'))
+  before = _tree_snapshot(resumed)
+  fresh = tmp_path / 'new' / 'run'
+  message = ('needs the synthetic designs' if best_metric == 'oracle_exact'
+             else 'needs at least 2 held-out designs')
+  for log_path in (resumed, str(fresh)):
+    settings = {**config.to_dict(), 'log_path': log_path}
+    with pytest.raises(ConfigError, match=f'best_metric={best_metric} {message}'):
+      trainer.train(ml_collections.ConfigDict(
+          {**settings, 'epochs': 3, 'eval_every': 1, 'best_metric': best_metric}))
+  assert _tree_snapshot(resumed) == before
+  assert not os.path.exists(tmp_path / 'new')
+  assert not trained
+
+
 def test_checkpoint_of_the_same_run_is_complete_when_training_stops(
     base_run, small_design_dir, tmp_path, monkeypatch):
   """NaN in epoch 4, after epoch 3 was checkpointed in the same run: when train() raises, the
@@ -1602,11 +1637,15 @@ def test_a_failed_run_leaves_no_empty_directory_it_made(small_design_dir, tmp_pa
     assert os.listdir(log_path) == ['log_summary']
 
 
+def _refused_while_opening(*_):
+  raise ConfigError('refused while the run opens')
+
+
 def test_a_run_that_fails_to_open_closes_the_managers_it_opened(small_design_dir, tmp_path,
                                                                 monkeypatch):
-  """A run refused while it opens (an oracle best_metric on designs the oracle does not label)
-  leaves no checkpoint manager open: train() releases only the runs it finished opening."""
-  monkeypatch.setattr(trainer.metrics_lib, 'is_synthetic', lambda _: False)
+  """A run that fails while it opens (here its evaluator) leaves no checkpoint manager open:
+  train() releases only the runs it finished opening."""
+  monkeypatch.setattr(trainer, '_Evaluator', _refused_while_opening)
   monkeypatch.setattr(trainer.classifier_lib, 'load_or_train_classifier', lambda _: None)
   monkeypatch.setattr(trainer.evaluate, 'reference', lambda *_: None)
   opened, closed = [], []
@@ -1620,9 +1659,9 @@ def test_a_run_that_fails_to_open_closes_the_managers_it_opened(small_design_dir
     return mngr
 
   monkeypatch.setattr(checkpoints, 'manager', recorded)
-  with pytest.raises(ConfigError, match='best_metric=oracle_exact needs the synthetic designs'):
+  with pytest.raises(ConfigError, match='refused while the run opens'):
     trainer.train(tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'),
-                              eval_every=1, best_metric='oracle_exact', **BASE))
+                              eval_every=1, **BASE))
   assert sorted(map(str, closed)) == sorted(map(str, opened)), (opened, closed)
 
 
@@ -1653,12 +1692,12 @@ def test_a_run_closes_its_log_when_train_returns_or_fails(base_run, small_design
   log_path = os.path.abspath(config.log_path)
   assert _descriptors_open_on(os.path.join(log_path, 'log_summary')) == []
   assert not _log_files(f'designgan.train.{log_path}')
-  monkeypatch.setattr(trainer.metrics_lib, 'is_synthetic', lambda _: False)
+  monkeypatch.setattr(trainer, '_Evaluator', _refused_while_opening)
   monkeypatch.setattr(trainer.classifier_lib, 'load_or_train_classifier', lambda _: None)
   monkeypatch.setattr(trainer.evaluate, 'reference', lambda *_: None)
-  with pytest.raises(ConfigError, match='best_metric=oracle_exact needs the synthetic designs'):
+  with pytest.raises(ConfigError, match='refused while the run opens'):
     trainer.train(tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'),
-                              eval_every=1, best_metric='oracle_exact', **BASE))
+                              eval_every=1, **BASE))
   assert 'Resolved config' in (tmp_path / 'run' / 'log_summary').read_text()
   assert _descriptors_open_on(tmp_path / 'run' / 'log_summary') == []
   assert not _log_files(f'designgan.train.{tmp_path / "run"}')
