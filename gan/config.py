@@ -185,6 +185,12 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if not isinstance(c[field], int) or c[field] < 0:
       raise ConfigError(f'{field} must be 0 (derive from the data) or a positive integer, '
                         f'got {c[field]!r}')
+  # `--config.log_path=~/runs/x` reaches Python unexpanded (the shell expands a ~ only at the
+  # start of a word): it made a directory named '~' in the working directory, while data_path
+  # expanded it.
+  for field in ('log_path', 'output_path'):
+    if c[field]:
+      c[field] = os.path.expanduser(str(c[field]))
   if c.data_path:  # absolute, so gan.evaluate and resuming find the data from any directory
     c.data_path = os.path.abspath(os.path.expanduser(str(c.data_path)))
   return c

@@ -1441,6 +1441,20 @@ def test_resolve_makes_the_data_path_absolute(tmp_path, monkeypatch):
   assert config_lib.resolve(config).data_path == ''
 
 
+def test_resolve_expands_a_home_directory_in_the_output_paths(tmp_path, monkeypatch):
+  """`--config.log_path=~/runs/x` reaches Python with its ~ (the shell expands one only at the
+  start of a word): training made a directory named '~' in the working directory, while a
+  data_path's ~ was expanded."""
+  monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+  config = default.get_config()
+  config.log_path, config.output_path = '~/runs/x', '~/designs'
+  resolved = config_lib.resolve(config)
+  assert resolved.log_path == str(tmp_path / 'home' / 'runs' / 'x')
+  assert resolved.output_path == str(tmp_path / 'home' / 'designs')
+  config.output_path = ''  # <log_path>/output
+  assert config_lib.resolve(config).output_path == ''
+
+
 # float() read '1_0' as 10.0 and '\u0661' (Arabic-Indic one) as 1.0; the file names refuse both.
 @pytest.mark.parametrize('text', ['1.0,,1.1', '1.0,1.1,', 'a,b', '1_0,1.1', '\u0661,1.1', '1e0',
                                   '-1.0,1.1', 'nan', 'inf', ['1.0', '1_1']])
