@@ -73,6 +73,25 @@ class EvaluationError(DesignGanError):
   """An evaluation cannot be done as asked (bad arguments, data that do not fit the model)."""
 
 
+# The most designs one evaluation generates (per_pair x class pairs), as one infer.py request:
+# they, their classifier features and labels are held in memory at once (--per_pair 100000000
+# failed with a MemoryError traceback; a training run's eval_per_pair only after its first epoch).
+MAX_DESIGNS = 100_000
+
+
+def check_per_pair(per_pair: int, spec: data.DataSpec, name: str = '--per_pair') -> None:
+  """An EvaluationError unless `per_pair` designs for each class pair of `spec` are 1 to
+  MAX_DESIGNS designs in all; `name` is the option or config field in the message."""
+  pairs = len(spec.durability) * len(spec.mass)
+  if int(per_pair) < 1:
+    raise EvaluationError(f'{name} must be at least 1 design per class pair, got {per_pair}')
+  if int(per_pair) * pairs > MAX_DESIGNS:
+    raise EvaluationError(f'{name}={per_pair} asks for {int(per_pair) * pairs:,} designs '
+                          f'({per_pair} for each of the {pairs} class pairs); one evaluation '
+                          f'generates at most {MAX_DESIGNS:,}, so give {name}='
+                          f'{max(1, MAX_DESIGNS // pairs)} or less')
+
+
 # ---------------------------------------------------------------------------------------------
 # Evaluating a generator
 
@@ -139,11 +158,10 @@ def evaluate_generator(generate_fn: GenerateFn, dataset: data.Dataset,
     A JSON-serialisable dict of the metrics, `per_class` tables and counts.
 
   Raises:
-    EvaluationError: per_pair < 1.
+    EvaluationError: per_pair < 1, or more than MAX_DESIGNS designs in all.
     ValueError: generate_fn returned something other than the designs asked for.
   """
-  if int(per_pair) < 1:
-    raise EvaluationError(f'--per_pair must be at least 1 design per class pair, got {per_pair}')
+  check_per_pair(per_pair, dataset.spec)
   ref = ref or reference(dataset, classifier)
   spec, layout = dataset.spec, dataset.layout
   d_idx, m_idx, source, full = _generate(generate_fn, ref, spec, layout, int(per_pair), seed)
@@ -271,6 +289,7 @@ def evaluate_model(model_path: str, step: Optional[int] = None, per_pair: int = 
   dev = inference.select_device(device)
   with jax.default_device(dev):
     model = inference.load(model_path, step, dev)
+    check_per_pair(per_pair, model.spec)  # before the data and the classifier
     dataset = _load_data(model, data_path, trainer.load_data)
     if dataset.spec.to_dict() != model.spec.to_dict():
       raise EvaluationError(

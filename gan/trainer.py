@@ -211,6 +211,8 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
   config_lib.check_against_data(config, dataset.layout)
   check_batch_fits(config, dataset)
   check_best_metric(config, dataset)
+  if config.eval_every > 0:  # else only after the first epoch, at its evaluation
+    evaluate.check_per_pair(config.eval_per_pair, dataset.spec, 'eval_per_pair')
   resuming = resume.has_checkpoints(config)
   if not resuming:  # else once the resume is checked: its batch_size, the one to divide
     parallel.check_batch_size(config.batch_size)

@@ -313,6 +313,21 @@ def test_cli_refuses_a_seed_beyond_64_bits_in_one_line(tmp_path, capsys):
                  '9223372036854775807\n'), err
 
 
+def test_cli_refuses_more_designs_than_one_evaluation_holds_in_one_line(trained_run, capsys,
+                                                                         monkeypatch):
+  """The evaluation holds every design it generates in memory: --per_pair 100000000 (12e9
+  designs) failed with a MemoryError traceback. Refused before the data and the classifier."""
+  def no_classifier(*args, **kwargs):
+    raise AssertionError('the classifier was loaded although the request is refused')
+
+  monkeypatch.setattr(evaluate.classifier_lib, 'load_or_train_classifier', no_classifier)
+  assert evaluate.main([f'--model_path={trained_run}', '--per_pair=100000000']) == 1
+  err = capsys.readouterr().err
+  assert err == ('error: --per_pair=100000000 asks for 12,000,000,000 designs (100000000 for '
+                 'each of the 120 class pairs); one evaluation generates at most 100,000, so '
+                 'give --per_pair=833 or less\n'), err
+
+
 def test_main_runs_outside_the_main_thread(tmp_path, capsys):
   """main() installs its Ctrl-C handler only where Python allows one: in the main thread."""
   status = []

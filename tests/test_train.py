@@ -36,6 +36,7 @@ from configs import original_vanilla_wgangp
 from gan import checkpoints
 from gan import config as config_lib
 from gan import designs
+from gan import evaluate
 from gan import images
 from gan import interrupts
 from gan import losses
@@ -1095,6 +1096,21 @@ def test_a_best_metric_the_data_cannot_give_is_refused_before_the_run_directory_
   assert _tree_snapshot(resumed) == before
   assert not os.path.exists(tmp_path / 'new')
   assert not trained
+
+
+def test_an_eval_per_pair_beyond_one_evaluation_is_refused_before_training(small_design_dir,
+                                                                           tmp_path):
+  """eval_per_pair=100000000 passed the config checks, trained the first epoch and then failed
+  at its evaluation with a MemoryError traceback (12e9 designs held in memory)."""
+  log_path = tmp_path / 'run'
+  with pytest.raises(evaluate.EvaluationError,
+                     match='^eval_per_pair=100000000 asks for 12,000,000,000 designs'):
+    trainer.train(tiny_config(data_path=small_design_dir, log_path=str(log_path), eval_every=1,
+                              eval_per_pair=100_000_000, **BASE))
+  assert not os.path.exists(log_path)
+  # without evaluations nothing generates them
+  assert trainer.train(tiny_config(data_path=small_design_dir, log_path=str(log_path), epochs=1,
+                                   eval_every=0, eval_per_pair=100_000_000, **BASE))
 
 
 def test_checkpoint_of_the_same_run_is_complete_when_training_stops(
