@@ -155,10 +155,10 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if not str(c.log_path).strip():
     raise ConfigError('log_path is empty; name the directory a run writes to, e.g. '
                       '--config.log_path=runs/my_run')
-  if not isinstance(c.data_seed, int) or c.data_seed < -1:
+  if not _integer(c.data_seed) or c.data_seed < -1:
     raise ConfigError(f'data_seed must be -1 (use seed) or a non-negative integer, '
                       f'got {c.data_seed!r}')
-  if not isinstance(c.lr_decay_steps, int) or c.lr_decay_steps < 0:
+  if not _integer(c.lr_decay_steps) or c.lr_decay_steps < 0:
     raise ConfigError(f'lr_decay_steps must be 0 (constant lr) or a positive number of generator '
                       f'steps, got {c.lr_decay_steps!r}')
   if not _finite(c.lr_final_fraction) or not 0 < c.lr_final_fraction <= 1:
@@ -175,14 +175,14 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                       f'critic_iter={c.critic_iter} (optimiser step counts are 32-bit integers, '
                       f'and the critic decays over lr_decay_steps x critic_iter of its steps), '
                       f'got {c.lr_decay_steps}')
-  if not isinstance(c.eval_every, int) or c.eval_every < 0:
+  if not _integer(c.eval_every) or c.eval_every < 0:
     raise ConfigError(f'eval_every must be 0 (never) or a positive number of epochs, '
                       f'got {c.eval_every!r}')
   if c.best_metric not in BEST_METRICS:
     raise ConfigError(f'best_metric={c.best_metric!r} is not allowed; choose one of: '
                       f'{", ".join(BEST_METRICS)}')
   for field in ('height', 'width', 'input_dim'):
-    if not isinstance(c[field], int) or c[field] < 0:
+    if not _integer(c[field]) or c[field] < 0:
       raise ConfigError(f'{field} must be 0 (derive from the data) or a positive integer, '
                         f'got {c[field]!r}')
   # `--config.log_path=~/runs/x` reaches Python unexpanded (the shell expands a ~ only at the
@@ -282,6 +282,12 @@ def changed_settings(old, new) -> list[str]:
   skip = set(MODEL_FIELDS) | {'epochs'}
   return [f'{k}: {old[k]!r} -> {new[k]!r}' for k in sorted(new.keys())
           if k not in skip and k in old and _plain(old[k]) != _plain(new[k])]
+
+
+def _integer(v) -> bool:
+  """An int, not a bool (True is an int to Python: a config file's `c.data_seed = True` trained
+  with data_seed 1, and `c.height = True` was reported as contradicting the data)."""
+  return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _finite(v) -> bool:

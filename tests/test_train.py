@@ -1447,6 +1447,17 @@ def test_resolve_forces_one_critic_step_for_bce():
   assert config_lib.resolve(config).critic_iter == 5
 
 
+@pytest.mark.parametrize('field', ['data_seed', 'lr_decay_steps', 'eval_every', 'height',
+                                   'width', 'input_dim'])
+def test_resolve_refuses_a_bool_for_an_integer_field(field):
+  """A config file's `c.data_seed = True` trained with data_seed 1 (True is an int to Python), as
+  seed and the positive integer fields already refused."""
+  config = default.get_config()
+  config[field] = True  # a bool replaces an int field: ConfigDict casts only the other way
+  with pytest.raises(ConfigError, match=f'^{field} must be .*, got True$'):
+    config_lib.resolve(config)
+
+
 def test_resolve_makes_the_data_path_absolute(tmp_path, monkeypatch):
   """The run's saved config then finds its data from any working directory (gan.evaluate)."""
   monkeypatch.chdir(tmp_path)
