@@ -328,6 +328,10 @@ def flag_error_message(argv: Sequence[str], error: Exception) -> str:
   overrides = [m.group(1) for m in (re.match(r'--config\.([\w.]+)', a) for a in argv) if m]
   raw = str(error).strip()
   text = ' '.join(raw.split())
+  nameless = [a for a in argv if re.match(r'--config\.(=|$)', a)]
+  if nameless:  # ml_collections' "Could not parse ''" read as a fault of the config file
+    return (f'{nameless[0]}: no field name after --config.; give --config.<field>=value (the '
+            'fields and their defaults are in configs/default.py)')
   if 'Traceback (most recent call last)' in raw:  # get_config() itself raised
     return f'--config={config_file}: get_config() failed: {raw.splitlines()[-1].strip()}'
   if isinstance(error, AttributeError) and 'get_config' in text:

@@ -1898,11 +1898,13 @@ _BAD_CONFIG_FILES = {
     (['--config.log_path={dir}/a_file'], ['log_path', 'a_file is a file']),
     (['--config.log_path={dir}/a_file/run'], ['a_file is a file']),
     (['--config.output_path={dir}/a_file'], ['output_path', 'a_file is a file']),
+    # blamed the config file: "--config=configs/default.py cannot be used: ValueError: ..."
+    (['--config.=1'], ['--config.=1: no field name after --config.']),
 ], ids=['missing_file', 'syntax_error', 'not_python', 'a_directory', 'no_get_config',
         'get_config_raises', 'unknown_field', 'unknown_field_with_file', 'near_miss_field',
         'config_not_a_configdict_with_field', 'config_not_a_configdict', 'field_of_a_tuple',
         'bad_int', 'extra_argument', 'override_first', 'log_path_file', 'log_path_under_file',
-        'output_path_file'])
+        'output_path_file', 'no_field_name'])
 def test_cli_reports_a_bad_config_file_field_or_path_in_one_line(args, expected, tmp_path):
   """Each is one `error:` line naming the problem, exit status 1, before any data is loaded
   (nothing is written)."""
