@@ -170,13 +170,14 @@ def check_batch_fits(config, dataset) -> None:
                       f'batch_size <= {len(dataset.train)}')
 
 
-def check_best_metric(config, dataset) -> None:
-  """A best_metric the data cannot give (an oracle metric on designs the oracle does not label;
-  fd without 2 held-out designs, where every fd is null and nothing ranks) is refused before the
-  run directory is made or written to, and before the evaluation classifier is trained. ('auto'
-  is always one the data gives.)"""
+def check_evaluation(config, dataset) -> None:
+  """Refuses, before the run directory is made or written to and before the evaluation classifier
+  is trained, evaluations (eval_every > 0) the data cannot give: a best_metric it cannot rank by
+  (an oracle metric on designs the oracle does not label; fd without 2 held-out designs, where
+  every fd is null; 'auto' always can), or more designs than one evaluation generates."""
   if config.eval_every <= 0:
     return
+  evaluate.check_per_pair(config.eval_per_pair, dataset.spec, 'eval_per_pair')
   metric = config.best_metric
   if metric.startswith('oracle') and not metrics_lib.is_synthetic(dataset):
     raise ConfigError(f'best_metric={metric} needs the synthetic designs (the oracle does not '
@@ -192,8 +193,8 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
   """Trains (or resumes) the run `config.log_path` describes; returns a summary dict.
 
   With num_seeds = K > 1, trains K independently seeded models in one vmapped program, each with
-  its own run directory (see `config.seed_configs`). When `stop_requested()` turns true (train.py: at
-  Ctrl-C), the epoch in progress is the last: checkpointed and evaluated, and the summary's
+  its own run directory (see `config.seed_configs`). When `stop_requested()` turns true (train.py:
+  at Ctrl-C), the epoch in progress is the last: checkpointed and evaluated, and the summary's
   `interrupted` is set."""
   started = time.perf_counter()  # the time budget counts data loading and compilation too
   config = config_lib.resolve(config)
@@ -210,9 +211,7 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
   dataset = load_data(config)
   config_lib.check_against_data(config, dataset.layout)
   check_batch_fits(config, dataset)
-  check_best_metric(config, dataset)
-  if config.eval_every > 0:  # else only after the first epoch, at its evaluation
-    evaluate.check_per_pair(config.eval_per_pair, dataset.spec, 'eval_per_pair')
+  check_evaluation(config, dataset)
   resuming = resume.has_checkpoints(config)
   if not resuming:  # else once the resume is checked: its batch_size, the one to divide
     parallel.check_batch_size(config.batch_size)
