@@ -102,9 +102,10 @@ def _infer():
   f = flags.FLAGS
   try:
     out_dir, files = inference_output.run(
-        model_path=f.model_path, step=f.step, durability=f.durability, mass=f.mass,
-        struts=[f[n].value if f[n].present else None for n in ('strut1', 'strut2')],
-        strut_list=f.struts, num=f.num_gen_image, out_dir=f.gen_img_path,
+        model_path=os.path.expanduser(f.model_path), step=f.step, durability=f.durability,
+        mass=f.mass, struts=[f[n].value if f[n].present else None for n in ('strut1', 'strut2')],
+        strut_list=f.struts, num=f.num_gen_image,
+        out_dir=None if f.gen_img_path is None else os.path.expanduser(f.gen_img_path),
         device=f.device, seed=f.seed, grid=f.grid, sweep=f.sweep,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
         warn=lambda line: print(f'warning: {line}', file=sys.stderr, flush=True))

@@ -375,7 +375,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--stream_mib', type=float, default=16.0,
                       help='MiB of each array of the stream row (x * a + y)')
   parser.add_argument('--no_stream', action='store_true', help='leave out the stream row')
-  parser.add_argument('--json', default=None, help='also write the rows to this JSON file')
+  parser.add_argument('--json', default=None, type=os.path.expanduser,
+                      help='also write the rows to this JSON file')
   devices = parser.add_argument_group(
       'data-parallel speed-up', 'with --devices, time whole training epochs on the training data '
       'for each device count instead (one subprocess each; gan/bench_devices.py)')

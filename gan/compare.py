@@ -239,7 +239,8 @@ def figure(names: Sequence[str], out: str, path: str, columns: int = 2) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = ArgumentParser(prog='python -m gan.compare', description=__doc__.split(
       '\n')[0])
-  parser.add_argument('--out', default='runs/compare', help='directory of the runs and results')
+  parser.add_argument('--out', default='runs/compare', type=os.path.expanduser,
+                      help='directory of the runs and results')
   parser.add_argument('--minutes', type=float, default=15.0,
                       help='wall-clock budget of each combination (compilation included)')
   parser.add_argument('--combos', default='all',

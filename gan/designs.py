@@ -366,7 +366,8 @@ def main(argv=None) -> int:
   parser = ArgumentParser(
       prog='python -m gan.designs',
       description='Write synthetic car-part designs (10x30 BMPs labelled by the physics oracle).')
-  parser.add_argument('--out', required=True, help='directory to create (must be new or empty)')
+  parser.add_argument('--out', required=True, type=os.path.expanduser,
+                      help='directory to create (must be new or empty)')
   parser.add_argument('--num', type=int, default=DEFAULT_NUM_DESIGNS, help='number of designs')
   parser.add_argument('--seed', type=int, default=DEFAULT_SEED, help='random seed')
   parser.add_argument('--overwrite', action='store_true', help='replace a non-empty --out')

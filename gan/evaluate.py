@@ -415,7 +415,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       prog='python -m gan.evaluate',
       description='Evaluate a trained generator: oracle/classifier fidelity, Frechet distance, '
                   'strut exactness and diversity over every (durability, mass) pair.')
-  parser.add_argument('--model_path', required=True,
+  parser.add_argument('--model_path', required=True, type=os.path.expanduser,
                       help='training run directory (log_path), its checkpoints/ or one step dir')
   parser.add_argument('--step', type=int, default=None, help='checkpoint step (default: latest)')
   parser.add_argument('--per_pair', type=int, default=10, help='designs per class pair')
@@ -423,11 +423,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       help='seed of noise and strut colours')
   parser.add_argument('--device', default='cpu',
                       help='cpu (default) | gpu | auto (a GPU when present)')
-  parser.add_argument('--json', default=None, help='also write the metrics to this JSON file')
+  parser.add_argument('--json', default=None, type=os.path.expanduser,
+                      help='also write the metrics to this JSON file')
   parser.add_argument('--data_path', default=None,
                       help='the designs the model was trained on, if they moved since (default: '
                            'the data_path of the run\'s config; "" for the embedded designs)')
-  parser.add_argument('--cache_dir', default=None,
+  parser.add_argument('--cache_dir', default=None, type=os.path.expanduser,
                       help='cache of evaluation classifiers (default: the designgan cache)')
   args = parser.parse_args(argv)
   checkpoints.silence_abandoned_checkpoint_reads()

@@ -32,9 +32,9 @@ from gan import inference
 from gan import oracle
 from gan import summaries
 from gan.errors import DesignGanError
-from tests.infer_helpers import (FULL_SHAPE, REPO, TINY, TRAIN_ENV, TRAIN_TIMEOUT_S, TRAIN_WORKER,
-                                 assert_names_problem, bmp_names, generate, infer_cli, read_bytes,
-                                 read_manifest, rgb)
+from tests.infer_helpers import (CLI_TIMEOUT_S, ENV, FULL_SHAPE, REPO, TINY, TRAIN_ENV,
+                                 TRAIN_TIMEOUT_S, TRAIN_WORKER, assert_names_problem, bmp_names,
+                                 generate, infer_cli, read_bytes, read_manifest, rgb)
 
 STRUT_PIXELS = ((7, 11), (5, 14))
 DURABILITIES = oracle.DURABILITY_CLASSES  # the vocabulary of small_design_dir: 1.0 .. 1.9
@@ -190,6 +190,23 @@ def test_every_family_generates_valid_designs(runs, family, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # The command line, model_path forms, steps and seeds
 
+
+def test_cli_expands_a_home_directory_in_its_paths(main_run, tmp_path):
+  """`--model_path=~/run` reaches Python unexpanded (the shell expands a ~ only at the start of a
+  word): it was 'no such file or directory', and `--gen_img_path=~/out` made a directory named '~'
+  in the working directory."""
+  home = tmp_path / 'home'
+  home.mkdir()
+  os.symlink(main_run, home / 'run')
+  result = subprocess.run(
+      [sys.executable, 'infer.py', '--model_path=~/run', '--gen_img_path=~/out', '--durability=1.4',
+       '--mass=2.14', '--num_gen_image=2', '--device=cpu'],
+      cwd=REPO, env=dict(ENV, HOME=str(home)), capture_output=True, text=True,
+      timeout=CLI_TIMEOUT_S, check=False)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout == f'wrote 2 designs and manifest.csv to {home / "out"}\n'
+  assert len(bmp_names(home / 'out')) == 2
+  assert not os.path.exists(os.path.join(REPO, '~'))
 
 def test_cli_example_command_writes_to_default_path(main_run, tmp_path):
   """The documented command (minus --gen_img_path) writes into <run>/inference_output, with a

@@ -60,3 +60,31 @@ def test_an_empty_output_path_is_refused_before_the_work(tool, argv, message, ca
   assert importlib.import_module(tool).main(argv) == 1
   assert capsys.readouterr().err == f'error: {message}\n'
   assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize('tool, argv, message', [
+    ('gan.compare', ['--out=~/file/runs', '--combos=vanilla_bce_mlp'],
+     '--out {home}/file/runs cannot be created: {home}/file is a file; give a directory (created '
+     'if missing)'),
+    ('gan.designs', ['--out=~/file/designs'],
+     '--out {home}/file/designs cannot be created: {home}/file is a file; give a directory '
+     '(created if missing)'),
+    ('gan.bench', ['--json=~/file/bench.json', '--configs=vanilla_bce_mlp'],
+     '--json {home}/file/bench.json: {home}/file is a file'),
+    ('gan.evaluate', ['--model_path=~/no_such_run'],
+     '--model_path {home}/no_such_run: no such file or directory'),
+    ('gan.evaluate', ['--model_path=unused', '--json=~/file/metrics.json'],
+     '--json {home}/file/metrics.json: {home}/file is a file'),
+])
+def test_a_home_directory_in_a_path_is_expanded(tool, argv, message, capsys, tmp_path,
+                                                monkeypatch):
+  """`--out=~/x` reaches Python unexpanded (the shell expands a ~ only at the start of a word): the
+  tools wrote into a directory named '~' in the working directory."""
+  home = tmp_path / 'home'
+  home.mkdir()
+  (home / 'file').write_text('')
+  monkeypatch.setenv('HOME', str(home))
+  monkeypatch.chdir(tmp_path)
+  assert importlib.import_module(tool).main(argv) == 1
+  assert capsys.readouterr().err.splitlines()[-1] == 'error: ' + message.format(home=home)
+  assert not (tmp_path / '~').exists()
