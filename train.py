@@ -10,6 +10,8 @@ MPI job, detected by itself); see README "Scaling out".
 All logic lives in gan/trainer.py; this script only parses flags and reports errors.
 """
 
+import os
+import re
 import signal
 import sys
 import threading
@@ -55,6 +57,10 @@ _PROCESS_ID = flags.DEFINE_integer(
 
 
 def parse_flags(argv):
+  # A shell expands ~ only at the start of a word: `--config=~/my.py` arrives as it is written.
+  # (sys.argv too: the error messages quote it.)
+  sys.argv[:] = argv = [re.sub(r'^(--?config=)(~.*)', lambda m: m[1] + os.path.expanduser(m[2]),
+                               a) for a in argv]
   try:
     argv = flags.FLAGS(argv)
   except Exception as e:  # pylint: disable=broad-except

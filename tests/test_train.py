@@ -1900,11 +1900,13 @@ _BAD_CONFIG_FILES = {
     (['--config.output_path={dir}/a_file'], ['output_path', 'a_file is a file']),
     # blamed the config file: "--config=configs/default.py cannot be used: ValueError: ..."
     (['--config.=1'], ['--config.=1: no field name after --config.']),
+    # the shell leaves a ~ after '=' as it is: it was 'no such config file'
+    (['--config=~/syntax.py'], ['--config={dir}/syntax.py', 'not valid Python']),
 ], ids=['missing_file', 'syntax_error', 'not_python', 'a_directory', 'no_get_config',
         'get_config_raises', 'unknown_field', 'unknown_field_with_file', 'near_miss_field',
         'config_not_a_configdict_with_field', 'config_not_a_configdict', 'field_of_a_tuple',
         'bad_int', 'extra_argument', 'override_first', 'log_path_file', 'log_path_under_file',
-        'output_path_file', 'no_field_name'])
+        'output_path_file', 'no_field_name', 'home_directory'])
 def test_cli_reports_a_bad_config_file_field_or_path_in_one_line(args, expected, tmp_path):
   """Each is one `error:` line naming the problem, exit status 1, before any data is loaded
   (nothing is written)."""
@@ -1913,7 +1915,7 @@ def test_cli_reports_a_bad_config_file_field_or_path_in_one_line(args, expected,
   (tmp_path / 'a_file').write_text('')
   before = sorted(os.listdir(tmp_path))
   args = [a.format(dir=tmp_path) for a in args]
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  env = dict(os.environ, JAX_PLATFORMS='cpu', HOME=str(tmp_path))
   proc = subprocess.run([sys.executable, 'train.py', *args,
                          f'--config.data_path={tmp_path}/no_data'], cwd=REPO_ROOT,
                         capture_output=True, text=True, timeout=120, env=env)
@@ -1923,7 +1925,7 @@ def test_cli_reports_a_bad_config_file_field_or_path_in_one_line(args, expected,
   assert len(lines) == 1 and lines[0].startswith('error: '), proc.stderr
   assert '\\' not in lines[0], lines[0]  # no escaped quotes or newlines of a repr
   for fragment in expected:
-    assert fragment in lines[0], (fragment, lines[0])
+    assert fragment.format(dir=tmp_path) in lines[0], (fragment, lines[0])
   assert sorted(os.listdir(tmp_path)) == before
 
 
