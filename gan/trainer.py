@@ -439,7 +439,7 @@ class _Run:
     try:  # train() releases only a run it finished opening: this one closes its own manager
       self.evaluator = _Evaluator(config, shared, self.log_path)
     except BaseException:
-      self.mngr.close()
+      checkpoints.close(self.mngr)  # nothing written yet: nothing to fail
       _close_logger(self.log)
       raise
     self.grid_inputs = _class_grid_inputs(config, dataset.spec, dataset.train.fixed[0])
