@@ -138,6 +138,10 @@ def main(argv):
 
 def _interrupted_line(config, has_checkpoints) -> str:
   """What a Ctrl-C left behind and what the same command will do with it."""
+  try:  # the log_path the trainer wrote to: --config.log_path=~/x has its ~ expanded there
+    config = config_lib.resolve(config)
+  except Exception:  # pylint: disable=broad-except  (interrupted before the trainer checked it)
+    pass
   try:
     resumable = has_checkpoints(config)
     best_only = not resumable and has_checkpoints(config, 'best')

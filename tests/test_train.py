@@ -1864,6 +1864,22 @@ def test_cli_ctrl_c_line_when_the_run_directory_cannot_be_listed():
   assert line == ("interrupted: could not list the run's checkpoints ([Errno 13] Permission "
                   "denied: 'run/checkpoints')")
 
+
+def test_cli_ctrl_c_line_finds_the_checkpoints_under_a_home_directory(tmp_path, monkeypatch):
+  """train.py holds the config as its flags give it: with --config.log_path=~/runs/x the Ctrl-C
+  line looked for checkpoints under a directory named '~' (resolve expands it for the trainer)
+  and said the same command starts afresh, where it resumes."""
+  import runpy  # pylint: disable=import-outside-toplevel
+  cli = runpy.run_path(os.path.join(REPO_ROOT, 'train.py'), run_name='train_cli')
+  monkeypatch.setenv('HOME', str(tmp_path))
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / 'runs' / 'x' / 'checkpoints' / '1').mkdir(parents=True)
+  config = default.get_config()
+  config.log_path = '~/runs/x'
+  assert cli['_interrupted_line'](config, resume.has_checkpoints) == (
+      'interrupted: the checkpoints written so far (every checkpoint_every epochs) are kept; the '
+      'same command resumes from the last one')
+
 _BAD_CONFIG_FILES = {
     'syntax.py': 'def get_config(:\n',
     'no_get_config.py': 'x = 1\n',
