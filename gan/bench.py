@@ -358,7 +358,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       description='Training-speed benchmark: samples/s, updates/s, achieved GFLOP/s and '
                   'compile time of each configuration, against a float32 matmul and a '
                   'memory-stream roofline.')
-  parser.add_argument('--configs', nargs='+', default=None,
+  parser.add_argument('--configs', nargs='+', default=None, type=os.path.expanduser,
                       help='row names (e.g. vanilla_wgangp_mlp), configs/ file names or config '
                            'file paths (default: the 12 combinations and the presets; with '
                            '--devices: default)')

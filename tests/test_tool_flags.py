@@ -71,6 +71,7 @@ def test_an_empty_output_path_is_refused_before_the_work(tool, argv, message, ca
      '(created if missing)'),
     ('gan.bench', ['--json=~/file/bench.json', '--configs=vanilla_bce_mlp'],
      '--json {home}/file/bench.json: {home}/file is a file'),
+    ('gan.bench', ['--configs=~/nothing.py'], '--configs {home}/nothing.py: no such config file'),
     ('gan.evaluate', ['--model_path=~/no_such_run'],
      '--model_path {home}/no_such_run: no such file or directory'),
     ('gan.evaluate', ['--model_path=unused', '--json=~/file/metrics.json'],
