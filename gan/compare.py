@@ -102,6 +102,11 @@ def run(names: Sequence[str], minutes: float, out: str, overrides: Sequence[str]
   # Resolved here, so a --set that some combination refuses fails before any training.
   configs = {name: config_lib.resolve(combination_config(name, minutes, out, overrides))
              for name in names}
+  # ... and an evaluation the data cannot give (eval_per_pair, best_metric), before an
+  # interrupted run is discarded. (--set gives every combination the same data.)
+  dataset = trainer.load_data(next(iter(configs.values())))
+  for config in configs.values():
+    trainer.check_evaluation(config, dataset)
   made = paths.missing_dirs(out)
   paths.make_output_dir(out, '--out')
   try:

@@ -188,6 +188,19 @@ def test_a_combination_added_with_other_settings_is_refused(tmp_path, monkeypatc
   assert sorted(os.listdir(tmp_path)) == ['results.json']
 
 
+def test_an_evaluation_the_data_cannot_give_is_refused_before_a_run_is_discarded(
+    tmp_path, monkeypatch, capsys):
+  """`--set eval_per_pair=1000` (120,000 designs an evaluation) was refused by the trainer, after
+  the interrupted run of the combination had been discarded."""
+  monkeypatch.setattr(compare.trainer, 'train', lambda *a, **k: pytest.fail('trained'))
+  run = tmp_path / 'vanilla_bce_mlp'
+  (run / 'checkpoints').mkdir(parents=True)
+  args = ['--out', str(tmp_path), '--combos', 'vanilla_bce_mlp', '--set', 'eval_per_pair=1000']
+  assert compare.main(args) == 1
+  err = capsys.readouterr().err
+  assert err.startswith('error: eval_per_pair=1000 asks for 120,000 designs'), err
+  assert os.listdir(run) == ['checkpoints']
+
 def test_a_combination_another_process_trains_is_not_discarded(tmp_path, monkeypatch, capsys):
   """A run directory without a result is that of an interrupted run, unless a process (another
   gan.compare on the same --out) still trains there: removing it would delete that run's lock and
