@@ -388,7 +388,10 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
     progress.clear()
     for run in runs:
       run.close()
-  results = [run.finish(end_epoch, end_epoch - start_epoch, time.perf_counter() - start,
+  # One training time for all of a sweep's models (they train together), taken before the first
+  # run writes its outputs: each later run's would count the earlier runs' writing too.
+  seconds = time.perf_counter() - start
+  results = [run.finish(end_epoch, end_epoch - start_epoch, seconds,
                         step.unstack(state, k) if sweep else state)
              for k, run in enumerate(runs)]
   return dict(results[0], state=state, models=models, runs=results, log_path=os.path.abspath(

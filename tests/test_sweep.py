@@ -4,7 +4,9 @@
 """
 
 import os
+import re
 import shutil
+import time
 
 import jax
 import ml_collections
@@ -200,3 +202,22 @@ def test_no_recompilation_after_the_first_epoch(num_seeds, small_design_dir, tmp
 def test_num_seeds_must_be_positive(small_design_dir, tmp_path):
   with pytest.raises(config_lib.ConfigError, match='num_seeds must be a positive integer'):
     trainer.train(tiny_config(small_design_dir, tmp_path, num_seeds=0))
+
+
+def test_every_sweep_model_logs_the_same_training_time(small_design_dir, tmp_path, monkeypatch):
+  """The models of a sweep train together, in one program: each log_summary's 'Trained N epoch(s)
+  in T s' line gives the same T. Seed k's used to count the output BMPs of the k models before it
+  too (written one run after the other), 1.6 s more for the second of two tiny models."""
+  write_outputs = trainer._write_outputs
+
+  def slow_write_outputs(*args, **kwargs):
+    time.sleep(1.0)
+    return write_outputs(*args, **kwargs)
+
+  monkeypatch.setattr(trainer, '_write_outputs', slow_write_outputs)
+  result = trainer.train(tiny_config(small_design_dir, tmp_path / 'run', num_seeds=2, **SETTINGS))
+  said = []
+  for run in result['runs']:
+    with open(os.path.join(run['log_path'], 'log_summary'), encoding='utf-8') as f:
+      said += re.findall(r'Trained 2 epoch\(s\) in ([0-9.]+) s', f.read())
+  assert len(said) == 2 and said[0] == said[1], said
