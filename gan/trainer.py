@@ -257,6 +257,26 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
     raise
 
 
+def _log_interrupted(runs, epoch: int, when: str) -> None:
+  """Records in every run's log that a Ctrl-C stopped it at once `when` (% epoch), and which
+  checkpoint the same command resumes from."""
+  for run in runs:
+    last_saved = run.mngr.latest_step()
+    run.log.info('Interrupted %s; %s', when % epoch,
+                 f'the last checkpoint is of epoch {last_saved}' if last_saved
+                 else 'no checkpoint was written yet')
+
+
+@contextlib.contextmanager
+def _interruption_logged(runs, epoch: int, when: str):
+  """Logs a KeyboardInterrupt raised in the block (`_log_interrupted`) and raises it on."""
+  try:
+    yield
+  except KeyboardInterrupt:
+    _log_interrupted(runs, epoch, when)
+    raise
+
+
 def _manager_dirs(config) -> list[str]:
   """The directories a run's checkpoint managers make in its log_path (see `_Run`)."""
   return [os.path.join(os.path.abspath(config.log_path), name)
@@ -272,43 +292,47 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
   for run in runs:
     run.log.info('Training on %s', parallel.describe(mesh))
   start_epoch = resume.resume_epoch(runs)
-  if start_epoch:  # restored into shapes only: initialising a state first costs seconds
-    target = parallel.replicated_like(mesh, abstract)
-    restored = [run.restore(start_epoch, target) for run in runs]
-    state = (jax.tree.map(lambda *leaves: jnp.stack(leaves), *restored) if sweep
-             else restored[0])
-  else:
-    state = (step.init_sweep(config, dataset.spec, dataset.mask, seeds)[1] if sweep
-             else step.init(config, dataset.spec, dataset.mask)[1])
-    state = parallel.replicate(mesh, state)
-    for run in runs:  # the events of a run that died before its first checkpoint: replaced
-      run.tb.purge_from(0)
+  # A Ctrl-C (train.py: the second) while the state is restored or initialised or the epoch
+  # compiles (seconds to minutes) is recorded in log_summary too, as one during the epochs.
+  with _interruption_logged(runs, start_epoch + 1, 'before epoch %d started'):
+    if start_epoch:  # restored into shapes only: initialising a state first costs seconds
+      target = parallel.replicated_like(mesh, abstract)
+      restored = [run.restore(start_epoch, target) for run in runs]
+      state = (jax.tree.map(lambda *leaves: jnp.stack(leaves), *restored) if sweep
+               else restored[0])
+    else:
+      state = (step.init_sweep(config, dataset.spec, dataset.mask, seeds)[1] if sweep
+               else step.init(config, dataset.spec, dataset.mask)[1])
+      state = parallel.replicate(mesh, state)
+      for run in runs:  # the events of a run that died before its first checkpoint: replaced
+        run.tb.purge_from(0)
 
-  arrays = {k: getattr(dataset.train, k) for k in ('images', 'durability', 'mass', 'fixed')}
-  device_data, num_rows = parallel.shard_rows(mesh, arrays)
-  epoch_fn = step.compile_epoch(config, models, config.num_seeds,
-                                **parallel.epoch_options(mesh, num_rows))
-  num_batches = len(dataset.train) // config.batch_size
-  # The losses are computed before each update: the state an epoch ends with is checked itself.
-  finite_fn = jax.jit(lambda s: step.finite(s, config.num_seeds))
-  progress = _Progress(config.epochs, shared.main)
-  for run in runs:
-    if start_epoch >= config.epochs:
-      run.log.info('Already trained %d epochs (epochs=%d): nothing to train; a larger '
-                   '--config.epochs continues this run', start_epoch, config.epochs)
-      continue
-    run.log.info('Training epochs %d..%d: %d batches of %d per epoch, %d critic step(s) per '
-                 'generator step%s', start_epoch + 1, config.epochs, num_batches,
-                 config.batch_size, config.critic_iter,
-                 f'; {len(runs)} models in one vmapped step' if sweep else '')
-  if start_epoch < config.epochs:
-    # Compiled ahead of the first epoch (the jitted function then finds the executable in its
-    # cache), so that epoch's time, which the time budget takes as its estimate of an epoch, is
-    # training alone.
-    compile_started = time.perf_counter()
-    epoch_fn.lower(state, device_data).compile()
+    arrays = {k: getattr(dataset.train, k) for k in ('images', 'durability', 'mass', 'fixed')}
+    device_data, num_rows = parallel.shard_rows(mesh, arrays)
+    epoch_fn = step.compile_epoch(config, models, config.num_seeds,
+                                  **parallel.epoch_options(mesh, num_rows))
+    num_batches = len(dataset.train) // config.batch_size
+    # The losses are computed before each update: the state an epoch ends with is checked itself.
+    finite_fn = jax.jit(lambda s: step.finite(s, config.num_seeds))
+    progress = _Progress(config.epochs, shared.main)
     for run in runs:
-      run.log.info('Compiled the training epoch in %.1f s', time.perf_counter() - compile_started)
+      if start_epoch >= config.epochs:
+        run.log.info('Already trained %d epochs (epochs=%d): nothing to train; a larger '
+                     '--config.epochs continues this run', start_epoch, config.epochs)
+        continue
+      run.log.info('Training epochs %d..%d: %d batches of %d per epoch, %d critic step(s) per '
+                   'generator step%s', start_epoch + 1, config.epochs, num_batches,
+                   config.batch_size, config.critic_iter,
+                   f'; {len(runs)} models in one vmapped step' if sweep else '')
+    if start_epoch < config.epochs:
+      # Compiled ahead of the first epoch (the jitted function then finds the executable in its
+      # cache), so that epoch's time, which the time budget takes as its estimate of an epoch, is
+      # training alone.
+      compile_started = time.perf_counter()
+      epoch_fn.lower(state, device_data).compile()
+      for run in runs:
+        run.log.info('Compiled the training epoch in %.1f s',
+                     time.perf_counter() - compile_started)
   start = time.perf_counter()
   budget_s = 60 * config.time_budget_min
   closing = _ClosingTime()
@@ -378,11 +402,7 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
         break
   except KeyboardInterrupt:
     progress.clear()
-    for run in runs:
-      last_saved = run.mngr.latest_step()
-      run.log.info('Interrupted during epoch %d; %s', end_epoch + 1,
-                   f'the last checkpoint is of epoch {last_saved}' if last_saved
-                   else 'no checkpoint was written yet')
+    _log_interrupted(runs, end_epoch + 1, 'during epoch %d')
     raise
   finally:  # also on errors and Ctrl-C: pending checkpoint writes complete before we exit
     progress.clear()

@@ -1600,6 +1600,32 @@ def test_a_ctrl_c_that_a_callback_swallowed_stops_the_run_at_once(small_design_d
   assert said in (tmp_path / 'run' / 'log_summary').read_text()
 
 
+def test_a_ctrl_c_while_the_epoch_compiles_is_recorded_in_the_log(small_design_dir, tmp_path,
+                                                                 monkeypatch):
+  """train.py's second Ctrl-C raises KeyboardInterrupt at once. Where that came while the run
+  restored or initialised its state or compiled the epoch (10-15 s on a CPU), log_summary ended at
+  'Training epochs 1..N' with no word of the stop, while one during the epochs is recorded."""
+  compile_epoch = step.compile_epoch
+
+  def compiled(*args, **kwargs):
+    epoch_fn = compile_epoch(*args, **kwargs)
+
+    def interrupted(*_):
+      raise KeyboardInterrupt
+
+    trained = functools.partial(epoch_fn)
+    trained.lower = interrupted
+    return trained
+
+  monkeypatch.setattr(step, 'compile_epoch', compiled)
+  config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), epochs=3,
+                       **BASE)
+  with pytest.raises(KeyboardInterrupt):
+    trainer.train(config)
+  log = (tmp_path / 'run' / 'log_summary').read_text()
+  assert 'Interrupted before epoch 1 started; no checkpoint was written yet' in log, log
+
+
 def test_the_training_log_warns_about_a_class_without_training_designs(small_design_dir,
                                                                       tmp_path):
   masses = ','.join(f'{m:g}' for m in trainer.load_data(tiny_config(
