@@ -306,6 +306,7 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
       state = parallel.replicate(mesh, state)
       for run in runs:  # the events of a run that died before its first checkpoint: replaced
         run.tb.purge_from(0)
+    shared.load_classifier(runs)  # after a resume's checks: a refused one trains none
 
     arrays = {k: getattr(dataset.train, k) for k in ('images', 'durability', 'mass', 'fixed')}
     device_data, num_rows = parallel.shard_rows(mesh, arrays)
@@ -429,10 +430,48 @@ class _Shared:
     self.synthetic = metrics_lib.is_synthetic(dataset)
     self.sample_fn = jax.jit(lambda p, r, *a: step.sample(models, p, r, *a))
     self.real_grid = summaries.design_grid(_real_class_grid(dataset))
-    self.classifier = self.reference = None
-    if config.eval_every > 0:
-      self.classifier = classifier_lib.load_or_train_classifier(dataset)
-      self.reference = evaluate.reference(dataset, self.classifier)
+    self.evaluates = config.eval_every > 0
+    self.classifier = self.reference = None  # load_classifier, once the runs' logs are open
+
+  def load_classifier(self, runs) -> None:
+    """Where the runs evaluate: the evaluation classifier (trained once per dataset, then cached)
+    and the reference statistics of the real designs. Its line (trained in how long, with what
+    held-out accuracy, or loaded from where) and warnings go to every run's log: under train.py
+    nothing showed them, and the classifier trains for seconds (about 11 s on the default designs)
+    before the first epoch."""
+    if not self.evaluates or self.classifier is not None:
+      return
+    with _logged_in_runs(runs, classifier_lib.log):
+      self.classifier = classifier_lib.load_or_train_classifier(self.dataset)
+    self.reference = evaluate.reference(self.dataset, self.classifier)
+
+
+class _ToRunLogs(logging.Handler):
+  """Passes each record on to every run's log (log_summary and the console)."""
+
+  def __init__(self, runs):
+    super().__init__()
+    self.runs = runs
+
+  def emit(self, record):
+    for run in self.runs:
+      run.log.log(record.levelno, '%s', record.getMessage())
+
+
+@contextlib.contextmanager
+def _logged_in_runs(runs, logger: logging.Logger):
+  """Within the block, `logger`'s info lines and warnings go to the runs' logs, and only there
+  (not a second time through absl's handler on the root logger)."""
+  handler, saved = _ToRunLogs(runs), (logger.level, logger.propagate)
+  logger.addHandler(handler)
+  logger.setLevel(logging.INFO)
+  logger.propagate = False
+  try:
+    yield
+  finally:
+    logger.removeHandler(handler)
+    logger.setLevel(saved[0])
+    logger.propagate = saved[1]
 
 
 class _Run:

@@ -1626,6 +1626,22 @@ def test_a_ctrl_c_while_the_epoch_compiles_is_recorded_in_the_log(small_design_d
   assert 'Interrupted before epoch 1 started; no checkpoint was written yet' in log, log
 
 
+def test_the_training_log_says_how_the_evaluation_classifier_was_had(small_design_dir, tmp_path,
+                                                                    capsys):
+  """A run that evaluates trains (or loads) the evaluation classifier before its first epoch:
+  seconds in which train.py showed nothing, since the classifier's line went to a logger nothing
+  printed. It is in log_summary and on the console, once."""
+  config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), epochs=1,
+                       eval_every=1, eval_per_pair=1, **BASE)
+  trainer.train(config)
+  said = ('Trained the evaluation classifier in ', 'Loaded the evaluation classifier from ')
+  log = (tmp_path / 'run' / 'log_summary').read_text()
+  assert sum(s in log for s in said) == 1, log
+  printed = capsys.readouterr()
+  assert sum(line.startswith(said) for line in printed.out.splitlines()) == 1, printed.out
+  assert not any(s in printed.err for s in said), printed.err
+
+
 def test_the_training_log_warns_about_a_class_without_training_designs(small_design_dir,
                                                                       tmp_path):
   masses = ','.join(f'{m:g}' for m in trainer.load_data(tiny_config(
