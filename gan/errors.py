@@ -37,22 +37,28 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 @contextlib.contextmanager
-def messages_on_stderr():
-  """This package's log lines (a classifier trained or loaded, warnings) on stderr, as plain
-  lines, while a `python -m gan.<tool>` command runs. logging.basicConfig could not do it: absl's
-  first log call (orbax logs while it is imported) had given the root logger a
-  'LEVEL:name:message' handler at level WARNING, so the info lines were lost and a warning read
-  'WARNING:root:warning: ...'."""
-  logger = logging.getLogger('gan')
-  handler = logging.StreamHandler()  # sys.stderr as it is now
-  handler.setFormatter(logging.Formatter('%(message)s'))
+def messages_to(handler: logging.Handler, name: str = 'gan'):
+  """Within the block, the info lines and warnings of logger `name` (this package's, or one of its
+  modules') go to `handler`, and only there: not a second time through the root logger's handler,
+  which absl's first log call (orbax logs while it is imported) had set to 'LEVEL:name:message'
+  at level WARNING, so that the info lines were lost and a warning read 'WARNING:root:...'."""
+  logger = logging.getLogger(name)
   saved = logger.level, logger.propagate
   logger.addHandler(handler)
   logger.setLevel(logging.INFO)
-  logger.propagate = False  # not a second time through the root logger's handler
+  logger.propagate = False
   try:
     yield
   finally:
     logger.removeHandler(handler)
     logger.setLevel(saved[0])
     logger.propagate = saved[1]
+
+
+def messages_on_stderr():
+  """This package's log lines (a classifier trained or loaded, warnings) on stderr, as plain
+  lines, while a `python -m gan.<tool>` command runs (logging.basicConfig could not: see
+  `messages_to`)."""
+  handler = logging.StreamHandler()  # sys.stderr as it is now
+  handler.setFormatter(logging.Formatter('%(message)s'))
+  return messages_to(handler)

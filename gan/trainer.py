@@ -33,7 +33,7 @@ from gan import resume
 from gan import run_lock
 from gan import step
 from gan import summaries
-from gan.errors import ConfigError, DesignGanError
+from gan.errors import ConfigError, DesignGanError, messages_to
 
 # The work that closes an epoch when due, in the order it is done; a last epoch does all of it.
 CLOSING_WORK = ('grid', 'evaluation', 'checkpoint')
@@ -441,7 +441,7 @@ class _Shared:
     before the first epoch."""
     if not self.evaluates or self.classifier is not None:
       return
-    with _logged_in_runs(runs, classifier_lib.log):
+    with messages_to(_ToRunLogs(runs), classifier_lib.log.name):
       self.classifier = classifier_lib.load_or_train_classifier(self.dataset)
     self.reference = evaluate.reference(self.dataset, self.classifier)
 
@@ -457,21 +457,6 @@ class _ToRunLogs(logging.Handler):
     for run in self.runs:
       run.log.log(record.levelno, '%s', record.getMessage())
 
-
-@contextlib.contextmanager
-def _logged_in_runs(runs, logger: logging.Logger):
-  """Within the block, `logger`'s info lines and warnings go to the runs' logs, and only there
-  (not a second time through absl's handler on the root logger)."""
-  handler, saved = _ToRunLogs(runs), (logger.level, logger.propagate)
-  logger.addHandler(handler)
-  logger.setLevel(logging.INFO)
-  logger.propagate = False
-  try:
-    yield
-  finally:
-    logger.removeHandler(handler)
-    logger.setLevel(saved[0])
-    logger.propagate = saved[1]
 
 
 class _Run:
