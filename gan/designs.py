@@ -28,6 +28,7 @@ import os
 import shutil
 import sys
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -52,6 +53,8 @@ DEFAULT_NUM_DESIGNS = 10_000
 MAX_NUM_DESIGNS = 200_000  # generating 100,000 peaked at 3.3 GB of memory (about 40 s)
 DEFAULT_SEED = 0
 TARGET_TOLERANCE = 0.25  # of a class step, around the class centre
+# Designs between progress lines of a larger dataset (50,000 took 32 s on a 2-core CPU, one run).
+PROGRESS_EVERY = 10_000
 
 _ROWS = np.arange(oracle.HEIGHT, dtype=np.float64)
 _COLS = np.arange(oracle.WIDTH, dtype=np.float64)
@@ -165,8 +168,10 @@ def _attempt(rng, d_target, m_target, strut_colors):
   return images, feasible
 
 
-def generate(num: int, seed: int = DEFAULT_SEED, max_rounds: int = 200) -> Designs:
-  """Generates `num` designs, deterministic in (num, seed)."""
+def generate(num: int, seed: int = DEFAULT_SEED, max_rounds: int = 200,
+             progress: Callable[[str], None] | None = None) -> Designs:
+  """Generates `num` designs, deterministic in (num, seed); `progress` gets a line each time
+  another PROGRESS_EVERY have reached their targets, and once all have."""
   if not 1 <= num <= MAX_NUM_DESIGNS:
     raise DesignGanError(f'--num must be a number of designs from 1 to {MAX_NUM_DESIGNS:,}, got '
                          f'{num} (generating takes about 33 KB of memory per design; for more, '
@@ -194,7 +199,10 @@ def generate(num: int, seed: int = DEFAULT_SEED, max_rounds: int = 200) -> Desig
     d, m = oracle.measure(imgs)
     ok &= np.isclose(d, d_class[todo]) & np.isclose(m, m_class[todo])
     images[todo[ok]] = imgs[ok]
-    todo = todo[~ok]
+    before, todo = num - len(todo), todo[~ok]
+    if progress and (not len(todo)
+                     or (num - len(todo)) // PROGRESS_EVERY > before // PROGRESS_EVERY):
+      progress(f'generated {num - len(todo):,} of {num:,} designs')
   if len(todo):
     raise RuntimeError(f'{len(todo)} designs did not reach their targets in {max_rounds} rounds')
   return Designs(images, d_class, m_class, strut_types)
@@ -230,13 +238,13 @@ def statistics(designs: Designs) -> dict:
 
 
 def write_dataset(out_dir: str, designs: Designs, overwrite: bool = False,
-                  what: str = '--out') -> None:
+                  what: str = '--out', progress: Callable[[str], None] | None = None) -> None:
   """Writes the designs as BMPs into `out_dir`, all or nothing.
 
   The files go to a temporary sibling directory that is renamed to `out_dir` at the end, so an
   interrupted run leaves no half-written dataset. An existing non-empty `out_dir` is an error
   unless `overwrite` (then it is replaced, again only once the new one is complete). Errors
-  name the directory as `what`.
+  name the directory as `what`; `progress` gets a line every PROGRESS_EVERY files and at the last.
   """
   out_dir = check_out_dir(out_dir, overwrite, what)
   try:
@@ -245,8 +253,10 @@ def write_dataset(out_dir: str, designs: Designs, overwrite: bool = False,
   except OSError as e:  # e.g. under /proc, which os.access calls writable
     raise paths.cannot_create(out_dir, e, what) from None
   try:
-    for name, image in zip(designs.file_names(), designs.images):
+    for i, (name, image) in enumerate(zip(designs.file_names(), designs.images)):
       images_lib.write_rgb(os.path.join(tmp, name), image, atomic=False)
+      if progress and ((i + 1) % PROGRESS_EVERY == 0 or i + 1 == len(designs)):
+        progress(f'wrote {i + 1:,} of {len(designs):,} designs')
     if overwrite and os.path.isdir(out_dir):
       _swap_in(tmp, out_dir)
     else:
@@ -377,10 +387,13 @@ def main(argv=None) -> int:
   try:
     with messages_on_stderr():
       check_out_dir(args.out, args.overwrite)  # before generating, which can take a minute
+      # Lines on stderr while a dataset larger than one progress step is made (seconds to minutes).
+      progress = ((lambda line: print(line, file=sys.stderr, flush=True))
+                  if args.num > PROGRESS_EVERY else None)
       start = time.perf_counter()
-      designs = generate(args.num, args.seed)
+      designs = generate(args.num, args.seed, progress=progress)
       generated = time.perf_counter() - start
-      write_dataset(args.out, designs, overwrite=args.overwrite)
+      write_dataset(args.out, designs, overwrite=args.overwrite, progress=progress)
       written = True
       total = time.perf_counter() - start
   except DesignGanError as e:
