@@ -74,14 +74,15 @@ def main(argv):
   interrupts.started()
   try:
     with interrupts.watched():  # also a Ctrl-C that a callback swallowed stops the request
-      out_dir, files = _infer()
+      written = _infer()
   except KeyboardInterrupt as e:
     # The outputs are staged and moved in at the end (a Ctrl-C during the move waits for it):
     # an interrupted request has written nothing unless the exception says otherwise.
     _exit_interrupted(str(e) or 'nothing written')
   interrupts.finished()
   extra = ', manifest.csv and grid.png' if flags.FLAGS.grid else ' and manifest.csv'
-  print(f'wrote {len(files):,} designs{extra} to {out_dir}')
+  print(f'wrote {len(written.files):,} designs{extra} to {written.out_dir} (step '
+        f'{written.step} of {written.checkpoint_dir})')
 
 
 def _exit_interrupted(outcome: str):
@@ -101,7 +102,7 @@ def _infer():
   from gan import inference_output  # pylint: disable=import-outside-toplevel
   f = flags.FLAGS
   try:
-    out_dir, files = inference_output.run(
+    return inference_output.run(
         model_path=os.path.expanduser(f.model_path), step=f.step, durability=f.durability,
         mass=f.mass, struts=[f[n].value if f[n].present else None for n in ('strut1', 'strut2')],
         strut_list=f.struts, num=f.num_gen_image,
@@ -117,7 +118,6 @@ def _infer():
       checkpoints.exit_after_error()  # outputs are only staged after a successful load
     interrupts.finished()
     sys.exit(1)
-  return out_dir, files
 
 
 if __name__ == '__main__':

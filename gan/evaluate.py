@@ -380,8 +380,12 @@ def format_summary(metrics: dict) -> str:
 
 
 def format_report(metrics: dict) -> str:
-  """A readable table of the headline metrics and the per-class oracle rates."""
-  lines = [
+  """A readable table of the headline metrics and the per-class oracle rates; first the
+  checkpoint where `metrics` has one (evaluate_model's: a model's --step may be the latest)."""
+  model = metrics.get('model')
+  lines = ([f'checkpoint            step {model["step"]} of {model["checkpoint_dir"]}']
+           if model else [])
+  lines += [
       f'designs generated     {metrics["num_generated"]} ({metrics["num_pairs"]} class '
       f'pair{"s" if metrics["num_pairs"] != 1 else ""} x '
       f'{metrics["per_pair"]})',

@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import shutil
-from typing import Callable, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -140,12 +140,20 @@ def _untrained_requested(model, pairs) -> str:
   return '; '.join(found)
 
 
+class Written(NamedTuple):
+  """What a request wrote, and from which checkpoint (`--step` may be left to the latest)."""
+  out_dir: str
+  files: list[str]  # the designs' paths, in the manifest's order
+  checkpoint_dir: str
+  step: int
+
+
 def run(*, model_path: str, step: Optional[int], durability, mass,
         struts: Sequence[Optional[str]] = (), strut_list: Optional[str] = None, num: int,
         out_dir: Optional[str], device: str, seed: int, grid: bool, sweep: bool,
         progress: Optional[Callable[[str], None]] = None,
-        warn: Callable[[str], None] = logging.getLogger(__name__).warning):
-  """Generates and writes the designs; returns (output directory, written design paths).
+        warn: Callable[[str], None] = logging.getLogger(__name__).warning) -> Written:
+  """Generates and writes the designs; returns what it wrote (`Written`).
 
   struts[i] is the colour of strut pixel i + 1 ('r,g,b'; None or left out: STRUT_DEFAULT), or
   strut_list gives them all, 'r,g,b;r,g,b;...'; the model's strut count decides how many.
@@ -212,7 +220,8 @@ def run(*, model_path: str, step: Optional[int], durability, mass,
     if grid_image is not None:
       images_lib.write_rgb(os.path.join(tmp, GRID), grid_image, atomic=False)
     interrupts.raise_if_interrupted()  # under infer.py: a Ctrl-C a callback swallowed moves nothing
-  return out_dir, [os.path.join(out_dir, n) for n in names]
+  return Written(out_dir, [os.path.join(out_dir, n) for n in names], model.checkpoint_dir,
+                 model.epoch)
 
 
 def _progress_reporter(progress, total: int):

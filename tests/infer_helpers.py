@@ -37,7 +37,7 @@ for overrides in json.loads(sys.argv[1]):
 """
 
 
-def generate(model_path, out_dir, **kwargs):
+def request(model_path, out_dir, **kwargs) -> inference_output.Written:
   """inference_output.run with the documented example request as defaults."""
   args = dict(model_path=str(model_path), step=None, durability=1.4, mass=2.14,
               struts=('0,0,0', '255,255,255'), num=3,
@@ -45,6 +45,11 @@ def generate(model_path, out_dir, **kwargs):
               grid=False, sweep=False)
   args.update(kwargs)
   return inference_output.run(**args)
+
+
+def generate(model_path, out_dir, **kwargs):
+  """`request`'s output directory and design paths."""
+  return request(model_path, out_dir, **kwargs)[:2]
 
 
 def infer_cli(*args):

@@ -228,6 +228,8 @@ def test_evaluate_model_end_to_end(trained_run, tmp_path, capsys):
                         f'--cache_dir={cache}']) == 0
   printed = capsys.readouterr().out
   assert 'oracle exact' in printed and 'Frechet distance' in printed
+  assert printed.splitlines()[0] == (f'checkpoint            step 1 of '
+                                     f'{os.path.join(trained_run, "checkpoints")}')
   metrics = json.loads(out.read_text())
   for key in ('oracle_exact', 'oracle_within1', 'classifier_accuracy_generated',
               'classifier_accuracy_real', 'strut_exact'):

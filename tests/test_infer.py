@@ -34,7 +34,7 @@ from gan import summaries
 from gan.errors import DesignGanError
 from tests.infer_helpers import (CLI_TIMEOUT_S, ENV, FULL_SHAPE, REPO, TINY, TRAIN_ENV,
                                  TRAIN_TIMEOUT_S, TRAIN_WORKER, assert_names_problem, bmp_names,
-                                 generate, infer_cli, read_bytes, read_manifest, rgb)
+                                 generate, infer_cli, read_bytes, read_manifest, request, rgb)
 
 STRUT_PIXELS = ((7, 11), (5, 14))
 DURABILITIES = oracle.DURABILITY_CLASSES  # the vocabulary of small_design_dir: 1.0 .. 1.9
@@ -204,7 +204,8 @@ def test_cli_expands_a_home_directory_in_its_paths(main_run, tmp_path):
       cwd=REPO, env=dict(ENV, HOME=str(home)), capture_output=True, text=True,
       timeout=CLI_TIMEOUT_S, check=False)
   assert result.returncode == 0, result.stderr
-  assert result.stdout == f'wrote 2 designs and manifest.csv to {home / "out"}\n'
+  assert result.stdout == (f'wrote 2 designs and manifest.csv to {home / "out"} (step 2 of '
+                           f'{home / "run" / "checkpoints"})\n')
   assert len(bmp_names(home / 'out')) == 2
   assert not os.path.exists(os.path.join(REPO, '~'))
 
@@ -218,7 +219,8 @@ def test_cli_example_command_writes_to_default_path(main_run, tmp_path):
                       '--device=cpu', '--seed=0', '--grid')
   assert result.returncode == 0, result.stderr
   assert 'Traceback' not in result.stderr
-  assert result.stdout == f'wrote 50 designs, manifest.csv and grid.png to {default_out}\n'
+  assert result.stdout == (f'wrote 50 designs, manifest.csv and grid.png to {default_out} (step '
+                           f'2 of {os.path.join(main_run, "checkpoints")})\n')
   names = bmp_names(default_out)
   assert sorted(os.listdir(default_out)) == sorted(names + ['manifest.csv', 'grid.png'])
   files = [os.path.join(default_out, row['file']) for row in read_manifest(default_out)]
@@ -301,7 +303,8 @@ def test_step_selects_checkpoint(main_run, tmp_path):
   for name, kwargs in {'latest': {}, 'step2': {'step': 2}, 'step1': {'step': 1},
                        'dir1': {'model_path': os.path.join(ckpts, '1')},
                        'ckpts_step1': {'model_path': ckpts, 'step': 1}}.items():
-    generate(kwargs.pop('model_path', main_run), tmp_path / name, num=4, **kwargs)
+    written = request(kwargs.pop('model_path', main_run), tmp_path / name, num=4, **kwargs)
+    assert (written.checkpoint_dir, written.step) == (ckpts, 2 if name[-1] != '1' else 1), name
   latest = read_bytes(tmp_path / 'latest')
   assert read_bytes(tmp_path / 'step2') == latest
   first = read_bytes(tmp_path / 'step1')

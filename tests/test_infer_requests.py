@@ -459,7 +459,8 @@ def test_cli_ctrl_c_after_it_wrote_is_ignored(one_strut_run, tmp_path):
     wrote = proc.stdout.readline()
     proc.send_signal(signal.SIGINT)  # during JAX's and orbax's atexit handlers
     _, err = proc.communicate(timeout=CLI_TIMEOUT_S)
-  assert wrote == f'wrote 2 designs and manifest.csv to {out}\n', (wrote, err)
+  assert wrote == (f'wrote 2 designs and manifest.csv to {out} (step 1 of '
+                   f'{os.path.join(one_strut_run, "checkpoints")})\n'), (wrote, err)
   assert proc.returncode == 0, err
   assert 'Traceback' not in err and 'KeyboardInterrupt' not in err, err
   assert len(bmp_names(out)) == 2
