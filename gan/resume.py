@@ -157,7 +157,7 @@ def best_metric(name: str, synthetic: bool) -> str:
   return 'oracle_exact' if synthetic else 'classifier_accuracy_generated'
 
 
-def check_resumable_early(config, spec) -> None:
+def check_resumable_early(config, spec, synthetic: bool) -> None:
   """`check_resumable` against each run's latest checkpoint, before the run directory gets a
   log line or an empty best/: a refused resume leaves the run as it was. A checkpoint whose
   metadata cannot be read is left to the restore, which says what to do about it."""
@@ -172,11 +172,12 @@ def check_resumable_early(config, spec) -> None:
       continue
     finally:
       mngr.close()
-    check_resumable(saved, c, spec, c.log_path)
+    check_resumable(saved, c, spec, c.log_path, synthetic)
 
 
-def check_resumable(saved: dict, config, spec, log_path: str):
-  """Refuses a checkpoint `config` cannot resume; returns the config it was saved with."""
+def check_resumable(saved: dict, config, spec, log_path: str, synthetic: bool):
+  """Refuses a checkpoint `config` cannot resume on the data of `spec` (`synthetic`: the designs
+  the oracle labels); returns the config it was saved with."""
   try:
     saved_config = config_lib.from_saved(saved['config'])
     old = config_lib.model_fields(saved_config)
@@ -201,10 +202,20 @@ def check_resumable(saved: dict, config, spec, log_path: str):
                       f'with --config.critic_iter={saved_config.critic_iter} or use a new '
                       '--config.log_path')
   old_best = saved['config'].get('best_metric', 'auto')
-  synthetic = bool(saved.get('oracle_applies', False))  # what 'auto' ranks by (same data)
+  # 'auto' ranks by what the data allow: designs added or removed since may have made them the
+  # synthetic ones, or no longer (best/ then failed its first save, after an epoch's training).
+  old_metric = best_metric(old_best, bool(saved.get('oracle_applies', False)))
+  new_metric = best_metric(config.best_metric, synthetic)
   # An empty best/ ranks nothing: _Evaluator creates it before the restore checks this again.
-  if (best_metric(old_best, synthetic) != best_metric(config.best_metric, synthetic)
-      and saved_epochs(log_path, 'best')):
+  if old_metric != new_metric and saved_epochs(log_path, 'best'):
+    if old_best == config.best_metric:  # 'auto', on designs the oracle labels now or no longer
+      instead = '' if old_metric.startswith('oracle') else f' or --config.best_metric={old_metric}'
+      raise ConfigError(f'{log_path}/best ranks checkpoints by {old_metric} (best_metric='
+                        f'{old_best} on the designs the run was trained on), but the designs in '
+                        f'{config.data_path or "the embedded dataset"} are '
+                        f'{"" if synthetic else "not "}the synthetic ones the oracle labels, where '
+                        f'it ranks by {new_metric}; resume with the designs it was trained on'
+                        f'{instead}, or use a new --config.log_path')
     raise ConfigError(f'{log_path}/best ranks checkpoints by best_metric={old_best!r}, not '
                       f'{config.best_metric!r}; resume with --config.best_metric={old_best} or '
                       'use a new --config.log_path')

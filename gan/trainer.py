@@ -234,7 +234,8 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
       made = [d for c in config_lib.seed_configs(config) for d in _manager_dirs(c)
               if not os.path.exists(d)] + made
       # After the lock: no other run writes them now.
-      resume.check_resumable_early(config, dataset.spec)
+      resume.check_resumable_early(config, dataset.spec,
+                                   resuming and metrics_lib.is_synthetic(dataset))
       resume.check_cut_back_early(config)
       # A run with checkpoints keeps its batch_size: then only another device count helps.
       parallel.check_batch_size(config.batch_size, resuming=resuming)
@@ -499,7 +500,7 @@ class _Run:
     earlier_hint = f'remove {damaged} to resume from checkpoint {{step}}'
     _, saved = checkpoints.read_meta(self.mngr, epoch, earlier_hint)
     saved_config = resume.check_resumable(saved, self.config, self.shared.dataset.spec,
-                                          self.log_path)
+                                          self.log_path, self.shared.synthetic)
     state = checkpoints.restore_state(self.mngr, epoch, target, earlier_hint=earlier_hint)
     self.log.info('Resumed from the checkpoint of epoch %d in %s', epoch, self.mngr.directory)
     self.tb.purge_from(epoch + 1)  # scalars and grids are stepped by epoch: replayed ones replace

@@ -980,6 +980,32 @@ def test_a_changed_best_metric_is_refused_where_best_checkpoints_exist(base_run,
   assert trainer.train(config)['start_epoch'] == 2
 
 
+def test_designs_the_oracle_no_longer_labels_are_refused_where_best_ranks_by_it(base_run,
+                                                                               tmp_path):
+  """best_metric=auto ranks best/ by oracle_exact on the synthetic designs, else by
+  classifier_accuracy_generated. A few designs of the user's own added since made 'auto' the
+  other metric on resume: the run trained an epoch, then failed best/'s save ("cannot write a
+  checkpoint in .../best ('classifier_accuracy_generated')"), and so did every later attempt.
+  Refused before anything is written."""
+  config, _ = base_run
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.log_path = copy_run(config.log_path, tmp_path / 'run')
+  data_path = shutil.copytree(config.data_path, tmp_path / 'data')
+  rng = np.random.default_rng(0)
+  for i in range(5):  # noise in the columns that hold material: not what the oracle measures
+    image = np.zeros((10, 30, 3), np.uint8)
+    for start, stop in ((0, 6), (10, 16), (20, 22)):
+      image[:, start:stop] = rng.integers(0, 256, (10, stop - start, 3))
+    images.write_rgb(str(data_path / f'1.0_x_2.13_mine{i}.bmp'), image)
+  config.update(data_path=str(data_path), epochs=3)
+  before = _tree_snapshot(config.log_path)
+  with pytest.raises(ConfigError, match=(
+      'best ranks checkpoints by oracle_exact .* are not the synthetic ones the oracle labels, '
+      'where it ranks by classifier_accuracy_generated')):
+    trainer.train(config)
+  assert _tree_snapshot(config.log_path) == before
+
+
 def test_a_changed_best_metric_is_accepted_where_best_holds_no_checkpoint(small_design_dir,
                                                                          tmp_path):
   """A run trained without evaluation has no best/: the early check let a new best_metric pass,
