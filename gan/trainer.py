@@ -234,13 +234,13 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
       made = [d for c in config_lib.seed_configs(config) for d in _manager_dirs(c)
               if not os.path.exists(d)] + made
       # After the lock: no other run writes them now.
-      resume.check_resumable_early(config, dataset.spec,
-                                   resuming and metrics_lib.is_synthetic(dataset))
+      synthetic = metrics_lib.is_synthetic(dataset)  # what best_metric='auto' ranks by
+      resume.check_resumable_early(config, dataset.spec, synthetic)
       resume.check_cut_back_early(config)
       # A run with checkpoints keeps its batch_size: then only another device count helps.
       parallel.check_batch_size(config.batch_size, resuming=resuming)
       models, abstract = step.abstract_init(config, dataset.spec, dataset.mask)
-      shared = _Shared(config, dataset, models)
+      shared = _Shared(config, dataset, models, synthetic)
       runs = []
       for c in config_lib.seed_configs(config):
         runs.append(_Run(c, shared, prefix=f'[seed {c.seed}] ' if config.num_seeds > 1 else ''))
@@ -423,12 +423,12 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
 class _Shared:
   """What every run of a sweep shares: the data, the compiled sampler, the eval classifier."""
 
-  def __init__(self, config, dataset, models):
+  def __init__(self, config, dataset, models, synthetic: bool):
     self.dataset, self.models = dataset, models
     # In each run's checkpoint metadata: which checkpoints a re-run of the sweep may replace.
     self.sweep = resume.sweep_id(config)
     self.main = parallel.is_main()  # logs, TensorBoard and images come from process 0 only
-    self.synthetic = metrics_lib.is_synthetic(dataset)
+    self.synthetic = synthetic  # metrics_lib.is_synthetic(dataset): the oracle labels the designs
     self.sample_fn = jax.jit(lambda p, r, *a: step.sample(models, p, r, *a))
     self.real_grid = summaries.design_grid(_real_class_grid(dataset))
     self.evaluates = config.eval_every > 0
