@@ -81,8 +81,9 @@ def main(argv):
     _exit_interrupted(str(e) or 'nothing written')
   interrupts.finished()
   extra = ', manifest.csv and grid.png' if flags.FLAGS.grid else ' and manifest.csv'
-  print(f'wrote {len(written.files):,} designs{extra} to {written.out_dir} (step '
-        f'{written.step} of {written.checkpoint_dir})')
+  n = len(written.files)
+  print(f'wrote {n:,} design{"s" * (n != 1)}{extra} to {written.out_dir} (step {written.step} of '
+        f'{written.checkpoint_dir})')
 
 
 def _exit_interrupted(outcome: str):

@@ -406,7 +406,7 @@ def main(argv=None) -> int:
           if done else '\ninterrupted: nothing written (a dataset is written whole or not at '
           'all)', file=sys.stderr)
     return 130
-  print(f'wrote {len(designs)} designs to {os.path.abspath(args.out)} '
+  print(f'wrote {len(designs):,} design{"s" * (len(designs) != 1)} to {os.path.abspath(args.out)} '
         f'(generated in {generated:.2f} s, {total:.2f} s with writing; seed {args.seed})')
   if args.stats:
     for key, value in statistics(designs).items():

@@ -483,4 +483,6 @@ def test_a_large_dataset_reports_its_progress_on_stderr(tmp_path, monkeypatch, c
   assert captured.out.startswith('wrote 100 designs to ')
   assert designs.main(['--out', str(tmp_path / 'small'), '--num', '40']) == 0
   assert capsys.readouterr().err == ''
+  assert designs.main(['--out', str(tmp_path / 'one'), '--num', '1']) == 0
+  assert capsys.readouterr().out.startswith('wrote 1 design to ')  # not '1 designs'
   assert len(os.listdir(tmp_path / 'large')) == 100

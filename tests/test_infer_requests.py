@@ -105,6 +105,7 @@ def test_the_cli_prints_the_untrained_class_warning_on_stderr(untrained_class_ru
       'warning: no training design had durability 2.5: the generator was never trained on it, '
       'so these designs are extrapolations'], result.stderr
   assert bmp_names(tmp_path / 'out') == ['2.5_2.14_000.bmp']
+  assert result.stdout.startswith('wrote 1 design and manifest.csv to '), result.stdout
 
 
 def _snapshot(directory) -> dict:
