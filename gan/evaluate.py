@@ -344,7 +344,8 @@ def _class_names(classes: dict) -> str:
 
 def _load_data(model, data_path: Optional[str], load_data) -> data.Dataset:
   """The run's dataset, from `data_path` when given; a DataError that says where the path came
-  from when the run's own data_path fails (the designs moved since training)."""
+  from when the run's own data_path fails, and, where it is gone, how to name where the designs
+  moved (not for a design damaged since training: the directory is still there)."""
   config = model.config.copy_and_resolve_references()
   if data_path is not None:
     config.data_path = os.path.abspath(os.path.expanduser(data_path)) if data_path else ''
@@ -352,8 +353,10 @@ def _load_data(model, data_path: Optional[str], load_data) -> data.Dataset:
   try:
     return load_data(config)
   except DataError as e:
-    raise DataError(f'{e} (the data_path the run in {model.run_dir} was trained with); if '
-                    'the designs moved, give their directory with --data_path') from None
+    moved = bool(config.data_path) and not os.path.isdir(config.data_path)
+    raise DataError(f'{e} (the data_path the run in {model.run_dir} was trained with)'
+                    + ('; if the designs moved, give their directory with --data_path' if moved
+                       else '')) from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -254,6 +254,16 @@ def test_designs_moved_since_training_are_found_with_data_path(small_design_dir,
   trainer.train(tiny_config(data_dir, log_path, eval_every=0))
   args = [f'--model_path={log_path}', '--per_pair=1', f'--cache_dir={tmp_path / "cache"}']
   assert evaluate.main(args + [f'--json={tmp_path / "before.json"}']) == 0
+  # A design damaged where the data still are: no advice to name where they moved.
+  design = next(data_dir.iterdir())
+  kept = design.read_bytes()
+  design.write_bytes(b'not an image')
+  capsys.readouterr()
+  assert evaluate.main(args) == 1
+  err = capsys.readouterr().err
+  assert f'the data_path the run in {log_path} was trained with' in err, err
+  assert 'if the designs moved' not in err, err
+  design.write_bytes(kept)
   data_dir.rename(tmp_path / 'moved')
   capsys.readouterr()
   assert evaluate.main(args) == 1
