@@ -57,6 +57,12 @@ def _sweep_mismatch(fresh) -> ConfigError:
                      'or train the new seeds under a new --config.log_path')
 
 
+def _no_shared_epoch(log_path: str, epoch: int) -> ConfigError:
+  return ConfigError(f'the runs under the sweep cannot resume together: '
+                     f'{os.path.abspath(log_path)} has no checkpoint of epoch {epoch}, the last '
+                     'one the others share; use a new --config.log_path')
+
+
 def resume_epoch(runs) -> int:
   """The epoch every run (the trainer's, with its opened checkpoint managers `mngr` and
   `evaluator.best`) resumes from: the latest checkpoint (0: none). Checkpoints after it are
@@ -78,9 +84,7 @@ def resume_epoch(runs) -> int:
   for run, last in zip(runs, latest):
     if last != epoch:
       if epoch and epoch not in run.mngr.all_steps():
-        raise ConfigError(f'the runs under the sweep cannot resume together: {run.log_path} has '
-                          f'no checkpoint of epoch {epoch}, the last one the others share; use a '
-                          'new --config.log_path')
+        raise _no_shared_epoch(run.log_path, epoch)
       for s in [s for s in run.mngr.all_steps() if s > epoch]:
         run.mngr.delete(s)
     best = run.evaluator.best
@@ -107,7 +111,9 @@ def check_cut_back_early(config) -> None:
   - `best/` checkpoints where `checkpoints/` has none (a run stopped before its first checkpoint):
     the only copy of that model, which a run trained afresh there would replace;
   - checkpoints after the epoch a sweep resumes from that this sweep did not write (a `seed_<s>`
-    run trained further on its own): cutting it back would lose that training."""
+    run trained further on its own): cutting it back would lose that training;
+  - a run that got further but no longer holds the checkpoint of that epoch (keep_checkpoints
+    removed it): the runs cannot resume together."""
   runs = config_lib.seed_configs(config)
   saved = [(c, saved_epochs(c.log_path), saved_epochs(c.log_path, 'best')) for c in runs]
   epoch = min(max(ckpts, default=0) for _, ckpts, _ in saved)
@@ -136,6 +142,8 @@ def check_cut_back_early(config) -> None:
             f'others to epoch {epoch}: resuming together would delete its later checkpoints. '
             'Train the others to that epoch on their own too, remove those checkpoints, or use a '
             'new --config.log_path')
+    if epoch and epoch not in ckpts:  # resume_epoch would refuse it once the runs had logged
+      raise _no_shared_epoch(c.log_path, epoch)
 
 
 def _written_by_another(mngr, step: int, sweep: dict | None) -> bool:

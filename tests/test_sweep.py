@@ -144,6 +144,25 @@ def test_a_sweep_cut_back_only_deletes_checkpoints_it_wrote(small_design_dir, tm
   assert logs == {d: os.path.getsize(os.path.join(d, 'log_summary')) for d in (seed_3, seed_4)}
 
 
+def test_a_sweep_without_a_shared_checkpoint_is_refused_before_logging(sweep, tmp_path):
+  """A run that got further and no longer holds the epoch the others resume from (keep_checkpoints
+  removed it) cannot resume with them: refused before any run directory gets a log line."""
+  config, _ = sweep
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.log_path = str(tmp_path / 'run')
+  shutil.copytree(sweep[0].log_path, config.log_path)
+  seed_3, seed_4 = (os.path.join(config.log_path, f'seed_{s}') for s in (3, 4))
+  ckpts = os.path.join(seed_3, 'checkpoints')
+  os.rename(os.path.join(ckpts, '2'), os.path.join(ckpts, '4'))  # seed_3: [4], seed_4: [2]
+  config.epochs = 5
+  logs = {d: os.path.getsize(os.path.join(d, 'log_summary')) for d in (seed_3, seed_4)}
+  with pytest.raises(config_lib.ConfigError, match=(
+      f'cannot resume together: {seed_3} has no checkpoint of epoch 2, the last one the others')):
+    trainer.train(config)
+  assert logs == {d: os.path.getsize(os.path.join(d, 'log_summary')) for d in (seed_3, seed_4)}
+  assert _steps(seed_3) == [4] and _steps(seed_4) == [2]
+
+
 def test_a_single_run_and_a_sweep_do_not_share_a_log_path(sweep, tmp_path):
   """num_seeds 2 -> 1 would train a stray model into the sweep's root (which infer.py would then
   read); 1 -> 2 a new sweep beside the single run. Both are refused before anything is written."""
