@@ -440,12 +440,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except DesignGanError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
+  except (MemoryError, jax.errors.JaxRuntimeError) as e:
+    # A size too large for this machine (--matmul_size 1000000, --stream_mib 1e9, --updates or
+    # --batch_size 1000000000) ended in a traceback from numpy or XLA.
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if not isinstance(e, MemoryError) and not _out_of_memory(reason):
+      raise
+    print(f'error: the benchmark ran out of memory ({reason}); give a smaller --matmul_size, '
+          '--stream_mib, --updates or --batch_size (rows: batch_size x updates designs are '
+          'held at once)', file=sys.stderr)
+    return 1
   except KeyboardInterrupt:  # Ctrl-C: one line and the shell's status for SIGINT, as train.py
     print('\ninterrupted: the rows timed so far are above; a --json file is written only once '
           'every row is timed', file=sys.stderr)
     return 130
   print(format_table(rows))
   return 0
+
+
+def _out_of_memory(message: str) -> bool:
+  """Whether an XLA error message says an allocation failed (CPU or GPU wording)."""
+  return 'out of memory' in message.lower() or 'RESOURCE_EXHAUSTED' in message
 
 
 def _device_main(args, configs) -> int:

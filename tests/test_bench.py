@@ -131,6 +131,19 @@ def test_a_stream_size_that_is_not_a_positive_number_is_one_error_line(value, ca
   assert err.startswith('error: ') and err.count('\n') == 1 and '--stream_mib' in err, err
 
 
+@pytest.mark.parametrize('flags', [['--matmul_size', '1000000', '--no_stream'],
+                                   ['--stream_mib', '1e9', '--no_matmul'],
+                                   ['--batch_size', '1000000000', '--no_matmul', '--no_stream']])
+def test_a_size_too_large_for_memory_is_one_error_line(flags, tmp_path, capsys):
+  """They ended in a traceback from XLA ('Out of memory allocating ...') or numpy."""
+  out = tmp_path / 'rows.json'
+  assert bench.main(['--configs', 'vanilla_bce_mlp', '--iters', '1', '--updates', '1',
+                     '--json', str(out), *flags]) == 1
+  err = capsys.readouterr().err
+  assert err.startswith('error: the benchmark ran out of memory') and err.count('\n') == 1, err
+  assert flags[0] in err and os.listdir(tmp_path) == []
+
+
 def test_a_configs_file_name_is_found_in_configs():
   name, config = bench.row_config('original_vanilla_wgangp.py')
   assert name == 'original_vanilla_wgangp' and config.batch_size == 512
