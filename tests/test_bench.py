@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -131,17 +132,34 @@ def test_a_stream_size_that_is_not_a_positive_number_is_one_error_line(value, ca
   assert err.startswith('error: ') and err.count('\n') == 1 and '--stream_mib' in err, err
 
 
-@pytest.mark.parametrize('flags', [['--matmul_size', '1000000', '--no_stream'],
-                                   ['--stream_mib', '1e9', '--no_matmul'],
-                                   ['--batch_size', '1000000000', '--no_matmul', '--no_stream']])
-def test_a_size_too_large_for_memory_is_one_error_line(flags, tmp_path, capsys):
-  """They ended in a traceback from XLA ('Out of memory allocating ...') or numpy."""
+def _raise(error):
+  def fail(*args, **kwargs):
+    raise error
+  return fail
+
+
+@pytest.mark.parametrize('where, error', [
+    ('matmul_row', jax.errors.JaxRuntimeError(
+        'RESOURCE_EXHAUSTED: Out of memory allocating 4000000000000 bytes.')),
+    ('random_batches', MemoryError('Unable to allocate 6.11 TiB'))])
+def test_a_size_too_large_for_memory_is_one_error_line(where, error, tmp_path, capsys,
+                                                       monkeypatch):
+  """--matmul_size 1000000 (XLA: 'Out of memory allocating ...') or --batch_size 1000000000
+  (numpy's MemoryError) ended in a traceback. Raised here in place of the allocation: a real one
+  of terabytes depends on the machine's overcommit policy."""
+  monkeypatch.setattr(bench, where, _raise(error))
   out = tmp_path / 'rows.json'
   assert bench.main(['--configs', 'vanilla_bce_mlp', '--iters', '1', '--updates', '1',
-                     '--json', str(out), *flags]) == 1
+                     '--no_stream', '--json', str(out)]) == 1
   err = capsys.readouterr().err
   assert err.startswith('error: the benchmark ran out of memory') and err.count('\n') == 1, err
-  assert flags[0] in err and os.listdir(tmp_path) == []
+  assert '--matmul_size' in err and '--batch_size' in err and os.listdir(tmp_path) == []
+
+
+def test_another_xla_error_is_not_called_out_of_memory(monkeypatch):
+  monkeypatch.setattr(bench, 'matmul_row', _raise(jax.errors.JaxRuntimeError('INTERNAL: other')))
+  with pytest.raises(jax.errors.JaxRuntimeError, match='other'):
+    bench.main(['--configs', 'vanilla_bce_mlp', '--iters', '1', '--updates', '1', '--no_stream'])
 
 
 def test_a_configs_file_name_is_found_in_configs():
