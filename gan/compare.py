@@ -37,6 +37,7 @@ from configs import default
 from gan import checkpoints
 from gan import config as config_lib
 from gan import evaluate
+from gan import images
 from gan import inference
 from gan import paths
 from gan import resume
@@ -58,6 +59,8 @@ COMPARE_SETS = {
 }
 # The figure's strut colours, in strut order (cycled for models with more struts).
 STRUT_COLOURS = ((255, 0, 0), (0, 0, 255), (0, 255, 0), (255, 255, 0))
+# What a comparison writes into --out beside the runs.
+OUTPUT_FILES = ('results.json', 'table.md', 'designs.png')
 COLUMNS = ('oracle_exact', 'oracle_within1', 'strut_exact', 'fd', 'fd_real_baseline',
            'diversity', 'diversity_real', 'classifier_accuracy_generated')
 
@@ -99,6 +102,11 @@ def _coerce(current, text: str, item: str):
 def run(names: Sequence[str], minutes: float, out: str, overrides: Sequence[str] = ()) -> dict:
   """Trains and evaluates every named combination not yet in `<out>/results.json`."""
   out = paths.check_output_dir(out, '--out')  # absolute: '' (the working directory) refused
+  for name in OUTPUT_FILES:  # found now, not after hours of training
+    if os.path.isdir(os.path.join(out, name)):
+      raise paths.OutputPathError(f'--out {out}: {os.path.join(out, name)} is a directory, where '
+                                  f'the comparison writes its {name}; remove it or use another '
+                                  '--out')
   # Resolved here, so a --set that some combination refuses fails before any training.
   configs = {name: config_lib.resolve(combination_config(name, minutes, out, overrides))
              for name in names}
@@ -147,8 +155,8 @@ def _run(names, configs: dict, minutes: float, out: str, overrides: Sequence[str
     results[name] = dict(evaluate.scalar_metrics(metrics), epochs=summary['epochs'],
                          minutes=minutes, set=list(overrides))
     paths.write_json(results_path, results, 'results.json')
-  with open(os.path.join(out, 'table.md'), 'w', encoding='utf-8') as f:
-    f.write(markdown_table(results, names) + '\n')
+  paths.write_text(os.path.join(out, 'table.md'), markdown_table(results, names) + '\n',
+                   'table.md')
   figure(names, out, os.path.join(out, 'designs.png'))
   return results
 
@@ -238,7 +246,10 @@ def figure(names: Sequence[str], out: str, path: str, columns: int = 2) -> None:
   sheet = Image.new('RGB', (columns * (w + 8), rows * (h + 8)), (255, 255, 255))
   for i, panel in enumerate(panels):
     sheet.paste(panel, ((i % columns) * (w + 8), (i // columns) * (h + 8)))
-  sheet.save(path)
+  try:  # atomically, as every output: a stop or a full disk leaves the earlier figure or none
+    images.write_rgb(path, np.asarray(sheet))
+  except OSError as e:
+    raise paths.OutputPathError(f'{path}: cannot write ({e.strerror})') from None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

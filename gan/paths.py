@@ -336,16 +336,20 @@ def process_alive(pid: int) -> bool:
 
 
 def write_json(path: str, obj, what: str = '--json') -> None:
-  """Writes `obj` as indented JSON atomically (a temporary file beside `path`, then os.replace):
-  an interrupted or failed write leaves the earlier file, or none. An OutputPathError naming
-  `what` when it cannot be written."""
+  """Writes `obj` as indented JSON atomically (`write_text`)."""
+  write_text(path, json.dumps(obj, indent=1) + '\n', what)
+
+
+def write_text(path: str, text: str, what: str) -> None:
+  """Writes `text` atomically (a temporary file beside `path`, then os.replace): an interrupted
+  or failed write leaves the earlier file, or none. An OutputPathError naming `what` when it
+  cannot be written."""
   path = check_output_file(path, what)
   try:
     fd, tmp = staging_file(path)
     try:
       with os.fdopen(fd, 'w', encoding='utf-8') as f:
-        json.dump(obj, f, indent=1)
-        f.write('\n')
+        f.write(text)
       os.replace(tmp, path)
     except BaseException:
       os.unlink(tmp)

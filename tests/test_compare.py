@@ -67,6 +67,17 @@ def test_compare_writes_results_table_and_figure(small_design_dir, tmp_path, cap
   assert 'vanilla_bce_mlp: in ' in out and 'has no checkpoint' in out, out
   assert 'vanilla_bce_mlp: training for' in out and 'infogan_wgan_mlp: already in' in out, out
   assert os.path.isdir(tmp_path / 'vanilla_bce_mlp' / 'checkpoints')
+  # A directory where the table or the figure goes: one error line before any work, not an
+  # IsADirectoryError traceback once every combination had trained.
+  for name in ('table.md', 'designs.png'):
+    (tmp_path / name).unlink()
+    (tmp_path / name).mkdir()
+    capsys.readouterr()
+    assert compare.main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: --out {tmp_path}: {tmp_path / name} is a directory, where '
+                          f'the comparison writes its {name}; ') and err.count('\n') == 1, err
+    (tmp_path / name).rmdir()
 
 
 def test_compare_draws_a_model_with_one_strut(small_design_dir, tmp_path):
