@@ -415,14 +415,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.json is not None:  # fail before the work, not after it ('' too)
       paths.check_output_file(args.json, '--json')
     configs = [row_config(c) for c in args.configs]  # every name checked before any timing
+    for _, config in configs if args.batch_size else ():  # one home for --batch_size
+      config.batch_size = args.batch_size
     if args.devices:
       return _device_main(args, configs)
     references = (([] if args.no_matmul else [matmul_row(args.matmul_size)])
                   + ([] if args.no_stream else [stream_row(args.stream_mib)]))
     rows = []
     for name, config in configs:
-      if args.batch_size:
-        config.batch_size = args.batch_size
       for num_seeds in args.num_seeds or [config_lib.resolve(config).num_seeds]:
         for reference in references:
           reference.sample(args.iters)
@@ -467,9 +467,7 @@ def _device_main(args, configs) -> int:
   if min(args.devices) < 1 or args.epochs < 1 or args.repeats < 1:
     raise BenchError('--devices, --epochs and --repeats must be positive')
   runs = []  # (name, config) per --num_seeds K, every one checked before any timing
-  for name, config in configs:
-    if args.batch_size:
-      config.batch_size = args.batch_size
+  for name, config in configs:  # main set --batch_size
     for num_devices in args.devices:
       parallel.check_batch_size(config.batch_size, num_devices)
     for num_seeds in args.num_seeds or [config_lib.resolve(config).num_seeds]:
