@@ -214,17 +214,25 @@ def check_resumable(saved: dict, config, spec, log_path: str, synthetic: bool):
   # synthetic ones, or no longer (best/ then failed its first save, after an epoch's training).
   old_metric = best_metric(old_best, bool(saved.get('oracle_applies', False)))
   new_metric = best_metric(config.best_metric, synthetic)
-  # An empty best/ ranks nothing: _Evaluator creates it before the restore checks this again.
-  if old_metric != new_metric and saved_epochs(log_path, 'best'):
-    if old_best == config.best_metric:  # 'auto', on designs the oracle labels now or no longer
-      instead = '' if old_metric.startswith('oracle') else f' or --config.best_metric={old_metric}'
-      raise ConfigError(f'{log_path}/best ranks checkpoints by {old_metric} (best_metric='
-                        f'{old_best} on the designs the run was trained on), but the designs in '
-                        f'{config.data_path or "the embedded dataset"} are '
-                        f'{"" if synthetic else "not "}the synthetic ones the oracle labels, where '
-                        f'it ranks by {new_metric}; resume with the designs it was trained on'
-                        f'{instead}, or use a new --config.log_path')
-    raise ConfigError(f'{log_path}/best ranks checkpoints by best_metric={old_best!r}, not '
-                      f'{config.best_metric!r}; resume with --config.best_metric={old_best} or '
-                      'use a new --config.log_path')
-  return saved_config
+  # An empty best/ ranks nothing (_Evaluator creates it before the restore checks this again),
+  # nor does a run that does not evaluate.
+  if old_metric == new_metric or not saved_epochs(log_path, 'best') or config.eval_every <= 0:
+    return saved_config
+  ranks = f'{log_path}/best ranks checkpoints by {old_metric}' + (
+      '' if old_best == old_metric else f' (best_metric={old_best} on the designs the run was '
+      'trained on)')
+  # The setting that ranks by old_metric on these designs, if one does: an oracle metric needs the
+  # designs the oracle labels (check_evaluation).
+  fix = (None if old_metric.startswith('oracle') and not synthetic
+         else old_best if best_metric(old_best, synthetic) == old_metric else old_metric)
+  if old_best == config.best_metric:  # 'auto', on designs the oracle labels now or no longer
+    raise ConfigError(f'{ranks}, but the designs in {config.data_path or "the embedded dataset"} '
+                      f'are {"" if synthetic else "not "}the synthetic ones the oracle labels, '
+                      f'where it ranks by {new_metric}; resume with the designs it was trained on'
+                      f'{f" or --config.best_metric={fix}" if fix else ""}, or use a new '
+                      '--config.log_path')
+  new = new_metric + ('' if config.best_metric == new_metric else
+                      f' (best_metric={config.best_metric})')
+  raise ConfigError(f'{ranks}, not {new}; resume with '
+                    + (f'--config.best_metric={fix}' if fix else 'the designs it was trained on')
+                    + ' or use a new --config.log_path')

@@ -974,7 +974,9 @@ def test_a_changed_best_metric_is_refused_where_best_checkpoints_exist(base_run,
   config.log_path = copy_run(config.log_path, tmp_path / 'run')
   assert os.path.isdir(os.path.join(config.log_path, 'best'))
   config.update(epochs=3, best_metric='fd')
-  with pytest.raises(ConfigError, match="best_metric='auto', not 'fd'"):
+  with pytest.raises(ConfigError, match=r'by oracle_exact \(best_metric=auto on the designs the '
+                     r'run was trained on\), not fd; resume with --config.best_metric=auto '
+                     'or'):
     trainer.train(config)
   config.best_metric = 'oracle_exact'  # what 'auto' ranks by on the synthetic designs
   assert trainer.train(config)['start_epoch'] == 2
@@ -1001,9 +1003,20 @@ def test_designs_the_oracle_no_longer_labels_are_refused_where_best_ranks_by_it(
   before = _tree_snapshot(config.log_path)
   with pytest.raises(ConfigError, match=(
       'best ranks checkpoints by oracle_exact .* are not the synthetic ones the oracle labels, '
-      'where it ranks by classifier_accuracy_generated')):
+      'where it ranks by classifier_accuracy_generated; resume with the designs it was trained '
+      'on, or use')):
+    trainer.train(config)
+  # Naming the other metric: no setting ranks by oracle_exact on these designs, so none is advised
+  # (it advised --config.best_metric=auto, which ranks by the other one here).
+  config.best_metric = 'classifier_accuracy_generated'
+  with pytest.raises(ConfigError, match=r'by oracle_exact \(best_metric=auto .*\), not '
+                     'classifier_accuracy_generated; resume with the designs it was trained on '
+                     'or use'):
     trainer.train(config)
   assert _tree_snapshot(config.log_path) == before
+  # A run that does not evaluate ranks nothing: it resumes.
+  config.update(best_metric='auto', eval_every=0)
+  assert trainer.train(config)['start_epoch'] == 2
 
 
 def test_a_changed_best_metric_is_accepted_where_best_holds_no_checkpoint(small_design_dir,
