@@ -54,6 +54,7 @@ import numpy as np
 from gan import checkpoints
 from gan import classifier as classifier_lib
 from gan import data
+from gan import images as images_lib
 from gan import metrics as metrics_lib
 from gan import paths
 from gan.config import MAX_SEED
@@ -344,8 +345,8 @@ def _class_names(classes: dict) -> str:
 
 def _load_data(model, data_path: Optional[str], load_data) -> data.Dataset:
   """The run's dataset, from `data_path` when given; a DataError that says where the path came
-  from when the run's own data_path fails, and, where it is gone, how to name where the designs
-  moved (not for a design damaged since training: the directory is still there)."""
+  from when the run's own data_path fails, and, where its designs are gone, how to name where
+  they moved (not for a design damaged since training)."""
   config = model.config.copy_and_resolve_references()
   if data_path is not None:
     config.data_path = os.path.abspath(os.path.expanduser(data_path)) if data_path else ''
@@ -353,10 +354,18 @@ def _load_data(model, data_path: Optional[str], load_data) -> data.Dataset:
   try:
     return load_data(config)
   except DataError as e:
-    moved = bool(config.data_path) and not os.path.isdir(config.data_path)
+    moved = bool(config.data_path) and _designs_gone(config.data_path)
     raise DataError(f'{e} (the data_path the run in {model.run_dir} was trained with)'
                     + ('; if the designs moved, give their directory with --data_path' if moved
                        else '')) from None
+
+
+def _designs_gone(directory: str) -> bool:
+  """No `directory`, or no image file in it: the designs moved (a damaged one stays)."""
+  try:
+    return not any(images_lib.is_image_file(n) for n in os.listdir(directory))
+  except OSError:
+    return True
 
 
 # ---------------------------------------------------------------------------------------------

@@ -264,7 +264,13 @@ def test_designs_moved_since_training_are_found_with_data_path(small_design_dir,
   assert f'the data_path the run in {log_path} was trained with' in err, err
   assert 'if the designs moved' not in err, err
   design.write_bytes(kept)
-  data_dir.rename(tmp_path / 'moved')
+  # The designs moved out, their directory left empty: the advice is given.
+  (tmp_path / 'moved').mkdir()
+  for path in list(data_dir.iterdir()):
+    path.rename(tmp_path / 'moved' / path.name)
+  assert evaluate.main(args) == 1
+  assert 'if the designs moved, give their directory with --data_path' in capsys.readouterr().err
+  data_dir.rmdir()
   capsys.readouterr()
   assert evaluate.main(args) == 1
   err = capsys.readouterr().err
