@@ -153,14 +153,21 @@ def test_a_sweep_without_a_shared_checkpoint_is_refused_before_logging(sweep, tm
   shutil.copytree(sweep[0].log_path, config.log_path)
   seed_3, seed_4 = (os.path.join(config.log_path, f'seed_{s}') for s in (3, 4))
   ckpts = os.path.join(seed_3, 'checkpoints')
-  os.rename(os.path.join(ckpts, '2'), os.path.join(ckpts, '4'))  # seed_3: [4], seed_4: [2]
-  config.epochs = 5
+  # The shared sweep holds [2], or [2, 3] once test_a_sweep_resumes_to_the_same_state trained it
+  # on: seed_3 keeps only its latest, renamed 2 epochs on; seed_4 keeps them all.
+  latest = _steps(seed_4)[-1]
+  for s in _steps(seed_3)[:-1]:
+    shutil.rmtree(os.path.join(ckpts, str(s)))
+  os.rename(os.path.join(ckpts, str(latest)), os.path.join(ckpts, str(latest + 2)))
+  config.epochs = latest + 3
+  steps = _steps(seed_3), _steps(seed_4)
   logs = {d: os.path.getsize(os.path.join(d, 'log_summary')) for d in (seed_3, seed_4)}
   with pytest.raises(config_lib.ConfigError, match=(
-      f'cannot resume together: {seed_3} has no checkpoint of epoch 2, the last one the others')):
+      f'cannot resume together: {seed_3} has no checkpoint of epoch {latest}, the last one the '
+      'others')):
     trainer.train(config)
   assert logs == {d: os.path.getsize(os.path.join(d, 'log_summary')) for d in (seed_3, seed_4)}
-  assert _steps(seed_3) == [4] and _steps(seed_4) == [2]
+  assert (_steps(seed_3), _steps(seed_4)) == steps and steps[0] == [latest + 2]
 
 
 def test_a_single_run_and_a_sweep_do_not_share_a_log_path(sweep, tmp_path):
