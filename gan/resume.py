@@ -214,9 +214,10 @@ def check_resumable(saved: dict, config, spec, log_path: str, synthetic: bool):
   # synthetic ones, or no longer (best/ then failed its first save, after an epoch's training).
   old_metric = best_metric(old_best, bool(saved.get('oracle_applies', False)))
   new_metric = best_metric(config.best_metric, synthetic)
-  # An empty best/ ranks nothing (_Evaluator creates it before the restore checks this again),
-  # nor does a run that does not evaluate.
-  if old_metric == new_metric or not saved_epochs(log_path, 'best') or config.eval_every <= 0:
+  # An empty best/ ranks nothing: _Evaluator creates it before the restore checks this again. A
+  # run with eval_every=0 is checked too: its checkpoints would record the new metric (or data),
+  # and a later resume that evaluates would pass this check and fail best/'s first save.
+  if old_metric == new_metric or not saved_epochs(log_path, 'best'):
     return saved_config
   ranks = f'{log_path}/best ranks checkpoints by {old_metric}' + (
       '' if old_best == old_metric else f' (best_metric={old_best} on the designs the run was '

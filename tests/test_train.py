@@ -1014,9 +1014,12 @@ def test_designs_the_oracle_no_longer_labels_are_refused_where_best_ranks_by_it(
                      'or use'):
     trainer.train(config)
   assert _tree_snapshot(config.log_path) == before
-  # A run that does not evaluate ranks nothing: it resumes.
+  # Also without evaluation: its checkpoints would record these designs, so that a later resume
+  # that evaluates passed this check and failed best/'s first save.
   config.update(best_metric='auto', eval_every=0)
-  assert trainer.train(config)['start_epoch'] == 2
+  with pytest.raises(ConfigError, match='best ranks checkpoints by oracle_exact'):
+    trainer.train(config)
+  assert _tree_snapshot(config.log_path) == before
 
 
 def test_a_changed_best_metric_is_accepted_where_best_holds_no_checkpoint(small_design_dir,
