@@ -142,6 +142,32 @@ def row_config(spec: str):
                    f'row names: {", ".join(DEFAULT_ROWS)}')
 
 
+def unique_rows(specs: Sequence[str], rows: Sequence[tuple]) -> list:
+  """The (name, config) rows of `--configs specs`, each once, in first-seen order.
+
+  A repeated entry, or two spellings of one config (`default`, `configs/default.py`), asks for
+  the same row: timed twice it gave two rows of one name in the table and the JSON. Two
+  different configs under one row name (two files named tiny.py) could not be told apart there,
+  so they are refused, before any timing.
+  """
+  seen, unique = {}, []  # seen: row name -> (first spec, its resolved fields)
+  for spec, (name, config) in zip(specs, rows):
+    fields = config_lib.resolve(config).to_dict()
+    if name not in seen:
+      seen[name] = spec, fields
+      unique.append((name, config))
+    elif seen[name][1] != fields:
+      raise BenchError(f'--configs {seen[name][0]} and {spec} are different configs with the '
+                       f'same row name {name!r}, which the table and the JSON could not tell '
+                       'apart; rename one of the files')
+  return unique
+
+
+def unique_values(values: Optional[Sequence[int]]) -> Optional[list]:
+  """--num_seeds or --devices values each once, in first-seen order (a repeat: the same row)."""
+  return None if values is None else list(dict.fromkeys(values))
+
+
 # ---------------------------------------------------------------------------------------------
 # Models and random data of the training layout
 
@@ -360,8 +386,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   'memory-stream roofline.')
   parser.add_argument('--configs', nargs='+', default=None, type=os.path.expanduser,
                       help='row names (e.g. vanilla_wgangp_mlp), configs/ file names or config '
-                           'file paths (default: the 12 combinations and the presets; with '
-                           '--devices: default)')
+                           'file paths, each timed once (default: the 12 combinations and the '
+                           'presets; with --devices: default)')
   parser.add_argument('--iters', type=int, default=3, help='timed calls per row (median)')
   parser.add_argument('--updates', type=int, default=2, help='generator updates per timed call')
   parser.add_argument('--batch_size', type=int, default=0,
@@ -414,7 +440,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          f'{"it" if len(ignored) == 1 else "them"} out')
     if args.json is not None:  # fail before the work, not after it ('' too)
       paths.check_output_file(args.json, '--json')
-    configs = [row_config(c) for c in args.configs]  # every name checked before any timing
+    # Every name checked before any timing; each row once.
+    configs = unique_rows(args.configs, [row_config(c) for c in args.configs])
+    args.num_seeds, args.devices = unique_values(args.num_seeds), unique_values(args.devices)
     for _, config in configs if args.batch_size else ():  # one home for --batch_size
       config.batch_size = args.batch_size
     if args.devices:

@@ -400,3 +400,41 @@ def test_devices_mode_times_every_model_of_a_sweeps_config(small_design_dir):
   assert row['num_seeds'] == 2
   # 216 training designs: 3 batches of 64 per epoch, for each of the 2 models.
   assert row['samples_per_s'] * row['seconds_per_epoch'] == pytest.approx(2 * 3 * 64)
+
+
+def test_a_row_asked_for_twice_is_timed_once_in_the_order_first_given(tmp_path, monkeypatch):
+  """`--configs vanilla_wgangp_mlp vanilla_wgangp_mlp` timed it twice: two rows of one name in
+  the table and the JSON. So did a config named two ways, a repeated --num_seeds and, with
+  --devices, a repeated device count."""
+  timed = []
+  monkeypatch.setattr(bench, 'bench_config',
+                      lambda name, c, **k: timed.append((name, k['num_seeds'])))
+  monkeypatch.setattr(bench, 'format_table', lambda *a, **k: 'row')
+  assert bench.main(['--configs', 'vanilla_wgangp_mlp', 'default', 'vanilla_wgangp_mlp',
+                     os.path.join(bench.CONFIG_DIR, 'default.py'), 'default.py',
+                     '--num_seeds', '2', '1', '2', '--no_matmul', '--no_stream']) == 0
+  assert timed == [('vanilla_wgangp_mlp', 2), ('vanilla_wgangp_mlp', 1), ('default', 2),
+                   ('default', 1)]
+  timed.clear()
+  monkeypatch.setattr(bench_devices, 'device_rows',
+                      lambda name, c, devices, **k: timed.append((name, devices)) or [])
+  monkeypatch.setattr(bench_devices, 'format_table', lambda rows: 'table')
+  assert bench.main(['--devices', '1', '2', '1', '--configs', 'vanilla_bce_mlp',
+                     'vanilla_bce_mlp', '--num_seeds', '1', '1']) == 0
+  assert timed == [('vanilla_bce_mlp', [1, 2])]
+
+
+def test_two_different_configs_of_one_row_name_are_refused_before_timing(tmp_path, monkeypatch,
+                                                                         capsys):
+  """a/tiny.py and b/tiny.py would be two rows named tiny: which is which?"""
+  monkeypatch.setattr(bench, 'bench_config',
+                      lambda *a, **k: pytest.fail('timed before the names were checked'))
+  paths = []
+  for folder, batch in (('a', 8), ('b', 16)):
+    (tmp_path / folder).mkdir()
+    paths.append(tmp_path / folder / 'tiny.py')
+    paths[-1].write_text(TINY.replace('batch_size=8', f'batch_size={batch}'))
+  assert bench.main(['--configs', *map(str, paths), '--no_matmul', '--no_stream']) == 1
+  err = capsys.readouterr().err
+  assert err.startswith('error: ') and err.count('\n') == 1, err
+  assert f'{paths[0]} and {paths[1]}' in err and "row name 'tiny'" in err, err
