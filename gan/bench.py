@@ -272,6 +272,14 @@ def benchmark_jitted(fn, state, args: Sequence[Any], *, samples_per_call: int,
               compile_s=compile_s, compile_cpu_s=compile_cpu_s, seconds_per_call=seconds)
 
 
+def row_columns(name: str, config, num_seeds: int = 1) -> dict:
+  """The columns of a row known before it is timed: its name and the resolved config's kind."""
+  return dict(name=name + (f' x{num_seeds} seeds' if num_seeds > 1 else ''),
+              gan_model=config.gan_model, loss_mode=config.loss_mode,
+              gen_mode=config.gen_mode, disc_mode=config.disc_mode, num_seeds=num_seeds,
+              batch_size=config.batch_size)
+
+
 def bench_config(name: str, config, *, iters: int, updates: int, seed: int = 0,
                  num_seeds: int = 1) -> dict:
   """One row: builds the config's models on random data and times `updates` updates a call
@@ -291,10 +299,7 @@ def bench_config(name: str, config, *, iters: int, updates: int, seed: int = 0,
                             samples_per_call=updates * config.batch_size * num_seeds,
                             updates_per_call=updates * num_seeds, flops_per_call=flops,
                             bytes_per_call=bytes_accessed, iters=iters)
-  return dict(name=name + (f' x{num_seeds} seeds' if num_seeds > 1 else ''),
-              gan_model=config.gan_model, loss_mode=config.loss_mode,
-              gen_mode=config.gen_mode, disc_mode=config.disc_mode, num_seeds=num_seeds,
-              batch_size=config.batch_size,
+  return dict(**row_columns(name, config, num_seeds),
               gflop_per_update=flops / updates / num_seeds / 1e9,
               gb_per_update=bytes_accessed / updates / num_seeds / 1e9,
               net_gflops_per_s=timing['gflops_per_s'] * (net_flops / flops), **timing)
@@ -362,20 +367,24 @@ def _fmt(value) -> str:
   return str(value)
 
 
-def format_table(rows: Sequence[dict]) -> str:
-  """Fixed-width table of COLUMNS, plus each row's share of the matmul and stream rooflines."""
+def format_table(rows: Sequence[dict], *, fit: Sequence[dict] = (), header: bool = True) -> str:
+  """Fixed-width table of COLUMNS, plus each row's share of the matmul and stream rooflines.
+
+  `fit`: rows the columns are made wide enough for without being printed (those still to come,
+  when the table is printed a row at a time); a row may lack columns not known yet (`-`).
+  """
   shares = [(label, key, roof) for label, name, key in (('roofline_%', 'matmul', 'gflops_per_s'),
                                                          ('stream_%', 'stream', 'gb_per_s'))
             if (roof := next((r[key] for r in rows if r['name'] == name), None))]
-  header = list(COLUMNS) + [label for label, _, _ in shares]
-  cells = []
-  for r in rows:
-    cells.append([_fmt(r[c]) for c in COLUMNS] + [
-        '-' if r[key] is None else f'{100 * r[key] / roof:.0f}' for _, key, roof in shares])
-  widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+  titles = list(COLUMNS) + [label for label, _, _ in shares]
+  cells = lambda r: [_fmt(r.get(c)) for c in COLUMNS] + [
+      '-' if r.get(key) is None else f'{100 * r[key] / roof:.0f}' for _, key, roof in shares]
+  printed = [cells(r) for r in rows]
+  widths = [max([len(h)] + [len(c[i]) for c in printed + [cells(r) for r in fit]])
+            for i, h in enumerate(titles)]
   fmt = lambda cols: '  '.join(c.rjust(w) if i else c.ljust(w)
                                for i, (c, w) in enumerate(zip(cols, widths)))
-  return '\n'.join([fmt(header)] + [fmt(c) for c in cells])
+  return '\n'.join(([fmt(titles)] if header else []) + [fmt(c) for c in printed])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -449,14 +458,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       return _device_main(args, configs)
     references = (([] if args.no_matmul else [matmul_row(args.matmul_size)])
                   + ([] if args.no_stream else [stream_row(args.stream_mib)]))
+    runs = [(name, config, num_seeds) for name, config in configs
+            for num_seeds in args.num_seeds or [config_lib.resolve(config).num_seeds]]
+    # Each row goes to stderr once timed, the first under a header, in the final table's
+    # columns: as wide as every row's known columns need (its numbers fit in their titles).
+    fit = [dict(name=r.name) for r in references] + [
+        row_columns(name, config_lib.resolve(config), k) for name, config, k in runs]
     rows = []
-    for name, config in configs:
-      for num_seeds in args.num_seeds or [config_lib.resolve(config).num_seeds]:
-        for reference in references:
-          reference.sample(args.iters)
-        rows.append(bench_config(name, config, iters=args.iters, updates=args.updates,
-                                 num_seeds=num_seeds))
-        print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+    for name, config, num_seeds in runs:
+      for reference in references:
+        reference.sample(args.iters)
+      rows.append(bench_config(name, config, iters=args.iters, updates=args.updates,
+                               num_seeds=num_seeds))
+      print(format_table(rows[-1:], fit=fit, header=len(rows) == 1), file=sys.stderr,
+            flush=True)
     for reference in references:
       reference.sample(args.iters)
     rows[:0] = [reference.row() for reference in references]

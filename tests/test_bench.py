@@ -353,7 +353,7 @@ def test_a_config_files_num_seeds_is_timed_unless_num_seeds_is_given(tmp_path, m
   config.write_text(TINY.replace('critic_iter=2', 'critic_iter=2, num_seeds=3'))
   timed = []
   monkeypatch.setattr(bench, 'bench_config', lambda name, c, **k: timed.append(k['num_seeds']))
-  monkeypatch.setattr(bench, 'format_table', lambda rows: 'row')
+  monkeypatch.setattr(bench, 'format_table', lambda *a, **k: 'row')
   args = ['--configs', str(config), 'vanilla_bce_mlp', '--no_matmul', '--no_stream']
   assert bench.main(args) == 0
   assert timed == [3, 1]
@@ -438,3 +438,28 @@ def test_two_different_configs_of_one_row_name_are_refused_before_timing(tmp_pat
   err = capsys.readouterr().err
   assert err.startswith('error: ') and err.count('\n') == 1, err
   assert f'{paths[0]} and {paths[1]}' in err and "row name 'tiny'" in err, err
+
+
+def test_rows_printed_as_they_are_timed_have_a_header_and_the_final_tables_columns(monkeypatch,
+                                                                                   capsys):
+  """The rows on stderr came without a header, each as wide as its own cells: no two lined up,
+  nor with the final table. Now a header first, then the final table's lines (less the
+  roofline shares, not known until the last sample)."""
+  def timed(name, config, **kwargs):
+    c = bench.config_lib.resolve(config)
+    rate = 12345.6 if c.gen_mode == 'mlp' else 7.5
+    return dict(name=name, gan_model=c.gan_model, loss_mode=c.loss_mode, gen_mode=c.gen_mode,
+                disc_mode=c.disc_mode, batch_size=c.batch_size, samples_per_s=rate * 256,
+                iters_per_s=rate, gflops_per_s=rate / 10, net_gflops_per_s=rate / 10,
+                gb_per_s=rate / 100, compile_s=1.5)
+
+  monkeypatch.setattr(bench, 'bench_config', timed)
+  assert bench.main(['--configs', 'vanilla_bce_mlp', 'infogan_wgangp_selfattention', '--iters',
+                     '1', '--matmul_size', '8', '--stream_mib', '0.001']) == 0
+  out, err = capsys.readouterr()
+  table, progress = out.splitlines(), err.splitlines()
+  assert [line.split()[0] for line in table] == [
+      'name', 'matmul', 'stream', 'vanilla_bce_mlp', 'infogan_wgangp_selfattention'], out
+  assert len(progress) == 3, err
+  for line, final in zip(progress, table[:1] + table[3:]):
+    assert final.startswith(line + '  '), (line, final)  # then the roofline_% and stream_%
