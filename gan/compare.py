@@ -7,9 +7,10 @@ Each combination is configs/default.py with gan_model, loss_mode and both networ
 into `<out>/<combination>` for the default's epochs or until `time_budget_min = --minutes` runs
 out, whichever comes first (so none gets more wall-clock than another, compilation included),
 then its last checkpoint is evaluated by `gan.evaluate` on the held-out designs. Results go to
-`<out>/results.json` (all metrics), `<out>/table.md` (the README table) and `<out>/designs.png`
-(per combination, one design per durability (rows) x mass (columns) pair from fixed noise and
-struts). A combination already in results.json is not
+`<out>/results.json` (all metrics), `<out>/table.md` (the README table: every combination in
+results.json, in the order of COMBINATIONS) and `<out>/designs.png` (per combination named, one
+design per durability (rows) x mass (columns) pair from fixed noise and struts). A combination
+already in results.json is not
 retrained (unless its run directory has no checkpoint left: the figure draws from it), so an
 interrupted comparison continues where it stopped; the combination it was training starts again
 from scratch (resuming it would give it more than the budget), unless a
@@ -155,8 +156,7 @@ def _run(names, configs: dict, minutes: float, out: str, overrides: Sequence[str
     results[name] = dict(evaluate.scalar_metrics(metrics), epochs=summary['epochs'],
                          minutes=minutes, set=list(overrides))
     paths.write_json(results_path, results, 'results.json')
-  paths.write_text(os.path.join(out, 'table.md'), markdown_table(results, names) + '\n',
-                   'table.md')
+  paths.write_text(os.path.join(out, 'table.md'), markdown_table(results) + '\n', 'table.md')
   figure(names, out, os.path.join(out, 'designs.png'))
   return results
 
@@ -213,10 +213,12 @@ def _entry_problem(entry: dict) -> str:
   return ''
 
 
-def markdown_table(results: dict, names: Sequence[str]) -> str:
+def markdown_table(results: dict) -> str:
+  """A row for every combination of `results` (results.json: those of earlier commands on the
+  same --out too), in the order of COMBINATIONS, whatever order they were trained in."""
   head = ['combination', 'epochs'] + list(COLUMNS)
   lines = ['| ' + ' | '.join(head) + ' |', '|' + ' --- |' * len(head)]
-  for name in names:
+  for name in (n for n in COMBINATIONS if n in results):
     r = results[name]
     cells = [f'`{name}`', str(r['epochs'])] + [
         'n/a' if r.get(k) is None else f'{r[k]:.3f}' for k in COLUMNS]
@@ -283,7 +285,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print('interrupted: the combinations in results.json are kept; the same command continues '
           'with the others (the one in progress starts again)', file=sys.stderr)
     return 130
-  print(markdown_table(results, names))
+  print(markdown_table(results))  # as table.md
   print(f'table, results.json and designs.png written to {os.path.abspath(args.out)}')
   return 0
 

@@ -183,6 +183,27 @@ def test_the_same_settings_spelled_otherwise_continue_a_comparison(tmp_path, mon
   assert 'trained with --minutes 5' in capsys.readouterr().err
 
 
+def test_the_table_lists_every_combination_of_results_json_in_a_stable_order(
+    tmp_path, monkeypatch, capsys):
+  """table.md held only the combinations the last command named, while results.json (and the
+  README's table made from it) holds every one compared on that --out."""
+  done = {name: dict(epochs=2, minutes=5.0, set=['epochs=2'], oracle_exact=i / 4)
+          for i, name in enumerate(('vanilla_wgan_mlp', 'infogan_bce_mlp', 'vanilla_bce_mlp'))}
+  (tmp_path / 'results.json').write_text(json.dumps(done))
+  for name in done:
+    (tmp_path / name / 'checkpoints' / '2').mkdir(parents=True)  # its run
+  monkeypatch.setattr(compare.trainer, 'train', lambda *a, **k: pytest.fail('trained again'))
+  monkeypatch.setattr(compare, 'figure', lambda *a, **k: None)
+  args = ['--out', str(tmp_path), '--minutes', '5', '--set', 'epochs=2', '--combos',
+          'vanilla_wgan_mlp']
+  assert compare.main(args) == 0, capsys.readouterr().err
+  table = (tmp_path / 'table.md').read_text()
+  rows = [line.split(' | ')[0] for line in table.splitlines()[2:]]
+  assert rows == ['| `vanilla_bce_mlp`', '| `vanilla_wgan_mlp`', '| `infogan_bce_mlp`'], table
+  assert '| `vanilla_bce_mlp` | 2 | 0.500 | n/a |' in table
+  assert table in capsys.readouterr().out  # the table printed is table.md's
+
+
 def test_a_combination_added_with_other_settings_is_refused(tmp_path, monkeypatch, capsys):
   """A comparison continued with other --minutes or --set was refused only for the combinations
   already in results.json: one added with --combos trained, and results.json mixed settings."""
