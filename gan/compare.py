@@ -248,8 +248,14 @@ def figure(names: Sequence[str], out: str, path: str, columns: int = 2) -> None:
   sheet = Image.new('RGB', (columns * (w + 8), rows * (h + 8)), (255, 255, 255))
   for i, panel in enumerate(panels):
     sheet.paste(panel, ((i % columns) * (w + 8), (i // columns) * (h + 8)))
-  try:  # atomically, as every output: a stop or a full disk leaves the earlier figure or none
-    images.write_rgb(path, np.asarray(sheet))
+  write_figure(path, np.asarray(sheet))
+
+
+def write_figure(path: str, image: np.ndarray) -> None:
+  """Writes the (H, W, 3) uint8 figure atomically, as every output: a stop or a full disk leaves
+  the earlier figure or none."""
+  try:
+    images.write_rgb(path, image)
   except OSError as e:
     raise paths.OutputPathError(f'{path}: cannot write ({e.strerror})') from None
 
