@@ -253,11 +253,13 @@ def figure(names: Sequence[str], out: str, path: str, columns: int = 2) -> None:
 
 def write_figure(path: str, image: np.ndarray) -> None:
   """Writes the (H, W, 3) uint8 figure atomically, as every output: a stop or a full disk leaves
-  the earlier figure or none."""
+  the earlier figure or none. Checked and refused as `paths.write_text` writes table.md."""
+  what = os.path.basename(path)
+  path = paths.check_output_file(path, what)
   try:
     images.write_rgb(path, image)
   except OSError as e:
-    raise paths.OutputPathError(f'{path}: cannot write ({e.strerror})') from None
+    raise paths.cannot_write(path, e, what) from None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -144,6 +144,12 @@ def cannot_create(path: str, error: OSError, what: str = '') -> OutputPathError:
                          'write')
 
 
+def cannot_write(path: str, error: OSError, what: str) -> OutputPathError:
+  """The error for an output file `path` (named as `what`) that could not be written; an
+  OSError without an errno (Pillow raises some) gives its message."""
+  return OutputPathError(f'{what} {path}: cannot write ({error.strerror or error})')
+
+
 _ROOM_INSIDE = 200  # bytes kept for the paths under an output directory (checkpoints/<step>/...)
 
 
@@ -193,7 +199,7 @@ def check_output_file(path: str, what: str) -> str:
     finally:  # also at a Ctrl-C
       os.unlink(tmp)
   except OSError as e:
-    raise OutputPathError(f'{what} {path}: cannot write ({e.strerror})') from None
+    raise cannot_write(path, e, what) from None
   return path
 
 
@@ -355,7 +361,7 @@ def write_text(path: str, text: str, what: str) -> None:
       os.unlink(tmp)
       raise
   except OSError as e:
-    raise OutputPathError(f'{what} {path}: cannot write ({e.strerror})') from None
+    raise cannot_write(path, e, what) from None
 
 
 def _umask() -> int:

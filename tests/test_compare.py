@@ -1,5 +1,6 @@
 """python -m gan.compare: the combination table and figure (tiny budget, two combinations)."""
 
+import errno
 import json
 import os
 import shutil
@@ -202,6 +203,31 @@ def test_the_table_lists_every_combination_of_results_json_in_a_stable_order(
   assert rows == ['| `vanilla_bce_mlp`', '| `vanilla_wgan_mlp`', '| `infogan_bce_mlp`'], table
   assert '| `vanilla_bce_mlp` | 2 | 0.500 | n/a |' in table
   assert table in capsys.readouterr().out  # the table printed is table.md's
+
+
+def test_a_figure_that_cannot_be_written_is_refused_as_the_table_is(tmp_path, monkeypatch):
+  """designs.png's error was '<path>: cannot write (...)', where table.md's and results.json's
+  (paths.write_text) name the output first and say what is wrong with its directory."""
+  image = np.zeros((2, 2, 3), np.uint8)
+  errors = {}
+  for name, write in (('designs.png', compare.write_figure),
+                      ('table.md', lambda path, _: compare.paths.write_text(path, '', 'table.md'))):
+    path = str(tmp_path / 'gone' / name)
+    with pytest.raises(compare.paths.OutputPathError) as raised:
+      write(path, image)
+    errors[name] = str(raised.value).replace(name, '<name>')
+  assert errors['designs.png'] == errors['table.md'], errors
+  assert errors['table.md'].startswith(f'<name> {tmp_path}'), errors
+  # A failed write (a full disk; Pillow's OSErrors without an errno): the same form.
+  path = str(tmp_path / 'designs.png')
+  for error, reason in ((OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), 'No space left on '
+                         'device'), (OSError('encoder error -2'), 'encoder error -2')):
+    def failing(*args, error=error, **kwargs):
+      raise error
+    monkeypatch.setattr(compare.images, 'write_rgb', failing)
+    with pytest.raises(compare.paths.OutputPathError) as raised:
+      compare.write_figure(path, image)
+    assert str(raised.value) == f'designs.png {path}: cannot write ({reason})'
 
 
 def test_a_combination_added_with_other_settings_is_refused(tmp_path, monkeypatch, capsys):
