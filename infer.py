@@ -25,8 +25,25 @@ from gan.errors import DesignGanError
 flags.DEFINE_string('model_path', None, 'Training run directory (log_path), its checkpoints/ '
                     'directory, or one step directory.')
 flags.DEFINE_integer('step', None, 'Checkpoint step (epoch) to use; default the latest.')
-flags.DEFINE_float('durability', None, 'Requested durability class (from the model vocabulary).')
-flags.DEFINE_float('mass', None, 'Requested mass class (from the model vocabulary).')
+
+
+class _ClassParser(flags.ArgumentParser):
+  """--durability, --mass: a class as the design file names write it (gan/data.py's
+  `requested_class`); float() also took 2e0, +1.4, nan or 1_4, which no file name does."""
+  syntactic_help = 'a plain decimal as in the file names, such as 1.4 or .5'
+
+  def parse(self, argument):
+    # numpy and Pillow, not JAX: imported only when the flag is given (not for --helpshort)
+    from gan import data  # pylint: disable=import-outside-toplevel
+    return data.requested_class(argument)
+
+  def flag_type(self):
+    return 'float'
+
+
+flags.DEFINE(_ClassParser(), 'durability', None, 'Requested durability class (from the model '
+             'vocabulary).')
+flags.DEFINE(_ClassParser(), 'mass', None, 'Requested mass class (from the model vocabulary).')
 flags.DEFINE_string('strut1', '255,255,255', 'RGB of the first strut pixel, three integers 0..255.')
 flags.DEFINE_string('strut2', '255,255,255', 'RGB of the second strut pixel, three integers 0..255 '
                     '(only for a model with two or more struts).')

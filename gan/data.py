@@ -29,6 +29,9 @@ from gan.layout import DEFAULT_STRUT_POSITIONS, DesignLayout, column_ranges, par
 NAME_PATTERN = '<durability>_<...>_<mass>_<anything>.bmp|.png'
 # ASCII digits only: `\d` would also accept other scripts' digits, which no one means as a label.
 _PLAIN_DECIMAL = re.compile(r'(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\Z')
+# What `_PLAIN_DECIMAL` takes, for messages.
+PLAIN_DECIMAL_FORMS = ('such as 1, 1.4 or .5: ASCII digits with at most one ".", no sign, '
+                       'exponent or "_", not nan or inf')
 _TWO_PLACES = decimal.Decimal('0.01')
 # Name at most this many skipped files in the warning; a directory full of them would flood the log.
 _MAX_LISTED = 10
@@ -52,7 +55,7 @@ def _round2(value) -> float:
   """
   if isinstance(value, str):
     if not _PLAIN_DECIMAL.match(value):
-      raise ValueError(f'{value!r} is not a plain decimal')
+      raise ValueError(f'{value!r} is not a plain decimal ({PLAIN_DECIMAL_FORMS})')
     text = value
   else:
     text = repr(float(value))  # repr is the shortest string that reads back as the same float
@@ -78,6 +81,15 @@ def class_value(value) -> float:
   return _round2(value.strip() if isinstance(value, str) else value)
 
 
+def requested_class(text: str) -> float:
+  """A class value as a request names it (infer.py's --durability and --mass): spelt as
+  `class_value` reads it, so a request refuses what a file name's label refuses (2e0, +1.4,
+  nan), but the number as written, not rounded: a request names a class exactly (1.404 is not
+  class 1.4). ValueError, saying what is allowed, otherwise."""
+  class_value(text)
+  return float(text.strip())
+
+
 def parse_labels(filename: str) -> tuple[float, float]:
   """Returns (durability, mass) from a design file name, each rounded to 2 decimals.
 
@@ -97,8 +109,8 @@ def parse_labels(filename: str) -> tuple[float, float]:
     try:
       labels.append(_round2(token))
     except ValueError:
-      raise DataError(f'{filename}: {what} {token!r} is not a plain decimal number (such as 1, '
-                      f'1.4 or .5); expected {NAME_PATTERN}') from None
+      raise DataError(f'{filename}: {what} {token!r} is not a plain decimal number '
+                      f'({PLAIN_DECIMAL_FORMS}); expected {NAME_PATTERN}') from None
   return labels[0], labels[1]
 
 

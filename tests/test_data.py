@@ -100,6 +100,45 @@ def test_parse_labels_refuses_garbage(name):
   assert '<durability>_<...>_<mass>_<anything>' in str(e.value)
 
 
+# What people type where a class is asked for: decimals in every spelling, signs, exponents,
+# nan and inf, spaces and other scripts' digits; and anything at all.
+typed_classes = st.one_of(
+    st.text(st.sampled_from(list('0123456789.+-eE naif\t\u0661\uff11')), max_size=8),
+    st.text(st.characters(exclude_characters='_/\\\x00'), max_size=8))
+
+
+@FAST
+@hypothesis.given(text=typed_classes)
+def test_a_requested_class_is_spelt_as_a_file_names_label(text):
+  """infer.py's --durability and --mass (`requested_class`) take what a design file name's label
+  takes, spaces around it aside: as float flags they also took 2e0, +1.4, nan and inf."""
+  try:
+    label = data.parse_labels(f'{text.strip()}_x_2_y.bmp')[0]
+  except DataError:
+    label = None
+  try:
+    requested = data.requested_class(text)
+  except ValueError as e:
+    requested = None
+    assert 'such as 1, 1.4 or .5' in str(e)
+  assert (label is None) == (requested is None), (text, label, requested)
+  if requested is not None:  # the number as written, which the label rounds to 2 places
+    assert requested == float(text) and abs(requested - label) <= 0.005 + 1e-12 * label
+
+
+@pytest.mark.parametrize('text, value', [('1.4', 1.4), (' 1.4 ', 1.4), ('1.40', 1.4), ('.5', 0.5),
+                                         ('1.', 1.0), ('01.404', 1.404)])
+def test_requested_class_examples(text, value):
+  assert data.requested_class(text) == value
+
+
+@pytest.mark.parametrize('text', ['2e0', '+1.4', '-1', 'nan', 'inf', '1_4', '1,4', '', '\u0661',
+                                  '1' * 400])
+def test_requested_class_refuses_what_a_file_name_refuses(text):
+  with pytest.raises(ValueError):
+    data.requested_class(text)
+
+
 # ---------------------------------------------------------------------------------------------
 # ClassVocab and DataSpec
 

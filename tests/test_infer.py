@@ -591,6 +591,21 @@ def test_cli_without_model_path_is_one_error_line(tmp_path):
   assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize('flag', ['--durability=2e0', '--mass=+2.14', '--mass=nan'])
+def test_cli_refuses_a_class_no_file_name_writes(flag, tmp_path):
+  """--durability and --mass were float flags: 2e0, +2.14 or nan were taken, where a design file
+  name's label refuses them. Refused now as the flag's value, before the model is looked for."""
+  result = infer_cli('--model_path=no_such_run', '--durability=1.4', '--mass=2.14', flag,
+                     f'--gen_img_path={tmp_path / "out"}')
+  assert result.returncode == 1
+  value = flag.split('=', 1)[1]
+  assert result.stderr.strip().splitlines() == [
+      f"error: flag {flag}: {value!r} is not a plain decimal (such as 1, 1.4 or .5: ASCII digits "
+      'with at most one ".", no sign, exponent or "_", not nan or inf) (python infer.py '
+      '--helpshort lists the flags)'], result.stderr
+  assert os.listdir(tmp_path) == []
+
+
 def test_cli_help_shows_the_example_commands_as_written():
   """The usage text is the module docstring: its line continuations must stay backslashes."""
   result = infer_cli('--helpshort')
