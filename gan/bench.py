@@ -272,9 +272,14 @@ def benchmark_jitted(fn, state, args: Sequence[Any], *, samples_per_call: int,
               compile_s=compile_s, compile_cpu_s=compile_cpu_s, seconds_per_call=seconds)
 
 
+def row_name(name: str, num_seeds: int = 1) -> str:
+  """The name of a row of `num_seeds` models of config `name` (trained together, a sweep's)."""
+  return name + (f' x{num_seeds} seeds' if num_seeds > 1 else '')
+
+
 def row_columns(name: str, config, num_seeds: int = 1) -> dict:
   """The columns of a row known before it is timed: its name and the resolved config's kind."""
-  return dict(name=name + (f' x{num_seeds} seeds' if num_seeds > 1 else ''),
+  return dict(name=row_name(name, num_seeds),
               gan_model=config.gan_model, loss_mode=config.loss_mode,
               gen_mode=config.gen_mode, disc_mode=config.disc_mode, num_seeds=num_seeds,
               batch_size=config.batch_size)
@@ -509,7 +514,7 @@ def _out_of_memory(message: str) -> bool:
 def _device_main(args, configs) -> int:
   if min(args.devices) < 1 or args.epochs < 1 or args.repeats < 1:
     raise BenchError('--devices, --epochs and --repeats must be positive')
-  runs = []  # (name, config) per --num_seeds K, every one checked before any timing
+  runs = []  # (row name, config) per --num_seeds K, every one checked before any timing
   for name, config in configs:  # main set --batch_size
     for num_devices in args.devices:
       parallel.check_batch_size(config.batch_size, num_devices)
@@ -517,7 +522,7 @@ def _device_main(args, configs) -> int:
       run = config.copy_and_resolve_references()
       run.num_seeds = num_seeds
       config_lib.resolve(run)  # e.g. a seed too large for K models' seeds, before any timing
-      runs.append((name, run))
+      runs.append((row_name(name, num_seeds), run))
   rows = []
   for name, config in runs:
     rows += bench_devices.device_rows(name, config, args.devices, epochs=args.epochs,

@@ -101,14 +101,13 @@ def _measure_in_subprocess(name: str, config, devices: int, *, epochs: int,
 
 def device_rows(name: str, config, devices: Sequence[int], *, epochs: int, repeats: int,
                 platform: str = 'cpu') -> list[dict]:
-  """One row per device count: the best of `repeats` runs, with the speed-up over the first."""
+  """Row `name` (gan.bench.row_name) on each device count: the best of `repeats` runs, with the
+  speed-up over the first."""
   rows = []
   for n in devices:
     runs = [_measure_in_subprocess(name, config, n, epochs=epochs, platform=platform)
             for _ in range(repeats)]
-    best = max(runs, key=lambda r: r['samples_per_s'])
-    seeds = best.get('num_seeds', 1)
-    rows.append(dict(best, name=name + (f' x{seeds} seeds' if seeds > 1 else ''),
+    rows.append(dict(max(runs, key=lambda r: r['samples_per_s']), name=name,
                      all_samples_per_s=[round(r['samples_per_s'], 1) for r in runs]))
     rows[-1]['speed_up'] = rows[-1]['samples_per_s'] / rows[0]['samples_per_s']
     print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)

@@ -375,11 +375,11 @@ def test_devices_mode_times_each_num_seeds_given_else_the_configs_own(tmp_path, 
   monkeypatch.setattr(bench_devices, 'format_table', lambda rows: 'table')
   args = ['--devices', '1', '2', '--configs', str(config), 'vanilla_bce_mlp']
   assert bench.main(args) == 0
-  assert timed == [('sweep', 3, [1, 2]), ('vanilla_bce_mlp', 1, [1, 2])]
+  assert timed == [('sweep x3 seeds', 3, [1, 2]), ('vanilla_bce_mlp', 1, [1, 2])]
   timed.clear()
   assert bench.main(args + ['--num_seeds', '1', '8']) == 0
-  assert timed == [('sweep', 1, [1, 2]), ('sweep', 8, [1, 2]), ('vanilla_bce_mlp', 1, [1, 2]),
-                   ('vanilla_bce_mlp', 8, [1, 2])]
+  assert timed == [('sweep', 1, [1, 2]), ('sweep x8 seeds', 8, [1, 2]),
+                   ('vanilla_bce_mlp', 1, [1, 2]), ('vanilla_bce_mlp x8 seeds', 8, [1, 2])]
 
 
 def test_devices_mode_refuses_a_seed_too_large_for_the_sweep_before_timing(monkeypatch, capsys):
