@@ -54,7 +54,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 from gan import interrupts
 
@@ -372,24 +372,64 @@ def _fmt(value) -> str:
   return str(value)
 
 
-def format_table(rows: Sequence[dict], *, fit: Sequence[dict] = (), header: bool = True) -> str:
-  """Fixed-width table of COLUMNS, plus each row's share of the matmul and stream rooflines.
+class Column(NamedTuple):
+  """A table column: its title and a row's cell; text is left-aligned, numbers right."""
+  title: str
+  cell: Callable[[dict], str]
+  left: bool = False
+
+
+def key_column(title: str, key: str, fmt: Callable[[Any], str] = _fmt,
+               left: bool = False) -> Column:
+  """The column of a row's value at `key`, `fmt`ted, `-` where it has none (or none yet)."""
+  return Column(title, lambda r: '-' if r.get(key) is None else fmt(r[key]), left)
+
+
+def bench_columns(rows: Sequence[dict]) -> list:
+  """COLUMNS, plus each row's share of the matmul and stream rooflines where `rows` have them."""
+  shares = [(label, key, roof) for label, name, key in (('roofline_%', 'matmul', 'gflops_per_s'),
+                                                         ('stream_%', 'stream', 'gb_per_s'))
+            if (roof := next((r[key] for r in rows if r['name'] == name), None))]
+  return ([key_column(c, c, left=c == 'name') for c in COLUMNS]
+          + [key_column(label, key, lambda v, roof=roof: f'{100 * v / roof:.0f}')
+             for label, key, roof in shares])
+
+
+# The --devices table: a row per config, num_seeds and device count (bench_devices.device_rows).
+DEVICE_COLUMNS = (
+    key_column('config', 'name', str, left=True), key_column('devices', 'devices', str),
+    key_column('samples/s', 'samples_per_s', '{:.0f}'.format),
+    key_column('s/epoch', 'seconds_per_epoch', '{:.2f}'.format),
+    key_column('speed-up', 'speed_up', '{:.2f}x'.format),
+    key_column('warm-up s', 'warmup_s', '{:.1f}'.format),
+    key_column('runs (samples/s)', 'all_samples_per_s', str, left=True))
+
+
+def format_table(rows: Sequence[dict], columns: Optional[Sequence[Column]] = None, *,
+                 fit: Sequence[dict] = (), header: bool = True) -> str:
+  """Fixed-width table of `columns` (default: bench_columns(rows)).
 
   `fit`: rows the columns are made wide enough for without being printed (those still to come,
   when the table is printed a row at a time); a row may lack columns not known yet (`-`).
   """
-  shares = [(label, key, roof) for label, name, key in (('roofline_%', 'matmul', 'gflops_per_s'),
-                                                         ('stream_%', 'stream', 'gb_per_s'))
-            if (roof := next((r[key] for r in rows if r['name'] == name), None))]
-  titles = list(COLUMNS) + [label for label, _, _ in shares]
-  cells = lambda r: [_fmt(r.get(c)) for c in COLUMNS] + [
-      '-' if r.get(key) is None else f'{100 * r[key] / roof:.0f}' for _, key, roof in shares]
+  columns = bench_columns(rows) if columns is None else columns
+  cells = lambda r: [c.cell(r) for c in columns]
   printed = [cells(r) for r in rows]
-  widths = [max([len(h)] + [len(c[i]) for c in printed + [cells(r) for r in fit]])
-            for i, h in enumerate(titles)]
-  fmt = lambda cols: '  '.join(c.rjust(w) if i else c.ljust(w)
-                               for i, (c, w) in enumerate(zip(cols, widths)))
-  return '\n'.join(([fmt(titles)] if header else []) + [fmt(c) for c in printed])
+  widths = [max([len(c.title)] + [len(row[i]) for row in printed + [cells(r) for r in fit]])
+            for i, c in enumerate(columns)]
+  fmt = lambda row: '  '.join(s.ljust(w) if c.left else s.rjust(w)
+                              for s, w, c in zip(row, widths, columns)).rstrip()
+  return '\n'.join(([fmt([c.title for c in columns])] if header else [])
+                   + [fmt(row) for row in printed])
+
+
+def print_timed(rows: Sequence[dict], fit: Sequence[dict],
+                columns: Optional[Sequence[Column]] = None) -> None:
+  """The last of `rows` to stderr as soon as it is timed, the first under a header, in the final
+  table's columns: as wide as `fit`, every row's columns known before timing, need (the numbers
+  fit in their titles)."""
+  print(format_table(rows[-1:], columns, fit=fit, header=len(rows) == 1), file=sys.stderr,
+        flush=True)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -465,8 +505,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   + ([] if args.no_stream else [stream_row(args.stream_mib)]))
     runs = [(name, config, num_seeds) for name, config in configs
             for num_seeds in args.num_seeds or [config_lib.resolve(config).num_seeds]]
-    # Each row goes to stderr once timed, the first under a header, in the final table's
-    # columns: as wide as every row's known columns need (its numbers fit in their titles).
     fit = [dict(name=r.name) for r in references] + [
         row_columns(name, config_lib.resolve(config), k) for name, config, k in runs]
     rows = []
@@ -475,8 +513,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         reference.sample(args.iters)
       rows.append(bench_config(name, config, iters=args.iters, updates=args.updates,
                                num_seeds=num_seeds))
-      print(format_table(rows[-1:], fit=fit, header=len(rows) == 1), file=sys.stderr,
-            flush=True)
+      print_timed(rows, fit)
     for reference in references:
       reference.sample(args.iters)
     rows[:0] = [reference.row() for reference in references]
@@ -523,15 +560,18 @@ def _device_main(args, configs) -> int:
       run.num_seeds = num_seeds
       config_lib.resolve(run)  # e.g. a seed too large for K models' seeds, before any timing
       runs.append((row_name(name, num_seeds), run))
+  fit = [dict(name=name, devices=n) for name, _ in runs for n in args.devices]
   rows = []
   for name, config in runs:
-    rows += bench_devices.device_rows(name, config, args.devices, epochs=args.epochs,
-                                      repeats=args.repeats, platform=args.platform)
+    for row in bench_devices.device_rows(name, config, args.devices, epochs=args.epochs,
+                                         repeats=args.repeats, platform=args.platform):
+      rows.append(row)
+      print_timed(rows, fit, DEVICE_COLUMNS)
   if args.json:
     paths.write_json(args.json, dict(meta=dict(
         epochs=args.epochs, repeats=args.repeats, platform=args.platform,
         cpu_count=os.cpu_count(), load_average=os.getloadavg()), rows=rows))
-  print(bench_devices.format_table(rows))
+  print(format_table(rows, DEVICE_COLUMNS))
   return 0
 
 

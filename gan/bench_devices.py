@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import jax
 import ml_collections
@@ -100,27 +100,18 @@ def _measure_in_subprocess(name: str, config, devices: int, *, epochs: int,
 
 
 def device_rows(name: str, config, devices: Sequence[int], *, epochs: int, repeats: int,
-                platform: str = 'cpu') -> list[dict]:
-  """Row `name` (gan.bench.row_name) on each device count: the best of `repeats` runs, with the
-  speed-up over the first."""
-  rows = []
+                platform: str = 'cpu') -> Iterator[dict]:
+  """Row `name` (gan.bench.row_name) on each device count, yielded as soon as it is timed (for
+  gan.bench to print): the best of `repeats` runs, with the speed-up over the first count."""
+  first = None
   for n in devices:
     runs = [_measure_in_subprocess(name, config, n, epochs=epochs, platform=platform)
             for _ in range(repeats)]
-    rows.append(dict(max(runs, key=lambda r: r['samples_per_s']), name=name,
-                     all_samples_per_s=[round(r['samples_per_s'], 1) for r in runs]))
-    rows[-1]['speed_up'] = rows[-1]['samples_per_s'] / rows[0]['samples_per_s']
-    print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
-  return rows
-
-
-def format_table(rows: Sequence[dict]) -> str:
-  lines = ['config  devices  samples/s  s/epoch  speed-up  warm-up s  runs (samples/s)']
-  for r in rows:
-    lines.append(f'{r["name"]}  {r["devices"]}  {r["samples_per_s"]:.0f}  '
-                 f'{r["seconds_per_epoch"]:.2f}  {r["speed_up"]:.2f}x  {r["warmup_s"]:.1f}  '
-                 f'{r["all_samples_per_s"]}')
-  return '\n'.join(lines)
+    row = dict(max(runs, key=lambda r: r['samples_per_s']), name=name,
+               all_samples_per_s=[round(r['samples_per_s'], 1) for r in runs])
+    first = first or row
+    row['speed_up'] = row['samples_per_s'] / first['samples_per_s']
+    yield row
 
 
 def _child_main(argv: Sequence[str]) -> int:

@@ -6,6 +6,7 @@ is reported, not how fast).
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -290,8 +291,8 @@ def test_devices_mode_refuses_a_run_on_other_devices_than_asked(monkeypatch, ask
       a, 0, stdout=result + '\n', stderr=''))
   _, config = bench.row_config('vanilla_bce_mlp')
   with pytest.raises(bench_devices.DeviceBenchError, match=expected):
-    bench_devices.device_rows('vanilla_bce_mlp', config, [asked], epochs=1, repeats=1,
-                              platform='gpu')
+    list(bench_devices.device_rows('vanilla_bce_mlp', config, [asked], epochs=1, repeats=1,
+                                   platform='gpu'))
 
 
 def test_devices_mode_finds_no_gpu_before_the_timed_run(monkeypatch, tmp_path):
@@ -303,8 +304,8 @@ def test_devices_mode_finds_no_gpu_before_the_timed_run(monkeypatch, tmp_path):
   config.data_path = str(tmp_path / 'missing')
   with pytest.raises(bench_devices.DeviceBenchError, match='asked for 1 gpu device.*the run had '
                      '1 cpu device.*: no GPU is available on this machine; use --platform cpu'):
-    bench_devices.device_rows('vanilla_bce_mlp', config, [1], epochs=1, repeats=1,
-                              platform='gpu')
+    list(bench_devices.device_rows('vanilla_bce_mlp', config, [1], epochs=1, repeats=1,
+                                   platform='gpu'))
 
 
 @pytest.mark.parametrize('visible, devices, expected', [
@@ -372,7 +373,6 @@ def test_devices_mode_times_each_num_seeds_given_else_the_configs_own(tmp_path, 
   monkeypatch.setattr(bench_devices, 'device_rows',
                       lambda name, c, devices, **k: timed.append((name, c.num_seeds, devices))
                       or [])
-  monkeypatch.setattr(bench_devices, 'format_table', lambda rows: 'table')
   args = ['--devices', '1', '2', '--configs', str(config), 'vanilla_bce_mlp']
   assert bench.main(args) == 0
   assert timed == [('sweep x3 seeds', 3, [1, 2]), ('vanilla_bce_mlp', 1, [1, 2])]
@@ -418,7 +418,6 @@ def test_a_row_asked_for_twice_is_timed_once_in_the_order_first_given(tmp_path, 
   timed.clear()
   monkeypatch.setattr(bench_devices, 'device_rows',
                       lambda name, c, devices, **k: timed.append((name, devices)) or [])
-  monkeypatch.setattr(bench_devices, 'format_table', lambda rows: 'table')
   assert bench.main(['--devices', '1', '2', '1', '--configs', 'vanilla_bce_mlp',
                      'vanilla_bce_mlp', '--num_seeds', '1', '1']) == 0
   assert timed == [('vanilla_bce_mlp', [1, 2])]
@@ -463,3 +462,41 @@ def test_rows_printed_as_they_are_timed_have_a_header_and_the_final_tables_colum
   assert len(progress) == 3, err
   for line, final in zip(progress, table[:1] + table[3:]):
     assert final.startswith(line + '  '), (line, final)  # then the roofline_% and stream_%
+
+
+def test_devices_rows_printed_as_they_are_timed_have_a_header_and_the_final_tables_columns(
+    tmp_path, monkeypatch, capsys):
+  """With --devices the rows on stderr came without a header, and neither they nor the final
+  table lined up (cells joined by two spaces). Now the stderr lines are the final table's, the
+  header with the first row, in aligned columns: text left, numbers right. The cells and the
+  JSON are as before."""
+  def measured(name, config, devices, *, epochs, platform):
+    samples = 95.25 if devices == 1 else 123456.7 * config.num_seeds
+    return dict(devices=devices, platform=platform, num_seeds=config.num_seeds,
+                samples_per_s=samples, seconds_per_epoch=1000 / samples, warmup_s=2.5 * devices)
+
+  monkeypatch.setattr(bench_devices, '_measure_in_subprocess', measured)
+  out_json = tmp_path / 'devices.json'
+  assert bench.main(['--devices', '1', '2', '--configs', 'vanilla_bce_mlp', '--num_seeds', '1',
+                     '2', '--repeats', '2', '--json', str(out_json)]) == 0
+  out, err = capsys.readouterr()
+  assert err.splitlines() == out.splitlines(), (out, err)
+  spans = [[(m.start(), m.end(), m.group()) for m in re.finditer(r'\S+(?: \S+)*', line)]
+           for line in out.splitlines()]
+  assert [[text for _, _, text in line] for line in spans] == [
+      ['config', 'devices', 'samples/s', 's/epoch', 'speed-up', 'warm-up s', 'runs (samples/s)'],
+      ['vanilla_bce_mlp', '1', '95', '10.50', '1.00x', '2.5', '[95.2, 95.2]'],
+      ['vanilla_bce_mlp', '2', '123457', '0.01', '1296.13x', '5.0', '[123456.7, 123456.7]'],
+      ['vanilla_bce_mlp x2 seeds', '1', '95', '10.50', '1.00x', '2.5', '[95.2, 95.2]'],
+      ['vanilla_bce_mlp x2 seeds', '2', '246913', '0.00', '2592.27x', '5.0',
+       '[246913.4, 246913.4]']], out
+  for column in range(7):  # config and runs start, the numbers end, in one place on every line
+    edge = 0 if column in (0, 6) else 1
+    assert len({line[column][edge] for line in spans}) == 1, (column, out)
+  rows = json.loads(out_json.read_text())['rows']
+  assert [list(r) for r in rows] == 4 * [['devices', 'platform', 'num_seeds', 'samples_per_s',
+                                          'seconds_per_epoch', 'warmup_s', 'name',
+                                          'all_samples_per_s', 'speed_up']]
+  assert [(r['name'], r['devices'], r['speed_up']) for r in rows] == [
+      ('vanilla_bce_mlp', 1, 1.0), ('vanilla_bce_mlp', 2, 123456.7 / 95.25),
+      ('vanilla_bce_mlp x2 seeds', 1, 1.0), ('vanilla_bce_mlp x2 seeds', 2, 2 * 123456.7 / 95.25)]
