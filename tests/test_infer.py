@@ -1,11 +1,11 @@
 """Tests of inference (issue 4): infer.py and gan/inference_output.py on real tiny training runs.
 
-A module fixture trains one tiny run of each of the 12 model families (gan_model x loss x
-network) on `small_design_dir` with `gan.trainer.train(config)`. To stay within a few minutes on
-a 2-core CPU the runs are trained by two worker processes at once (each calls `trainer.train` for
-half of the families; compiling dominates and is single-threaded), with XLA's costly CPU
-optimisations off. The run of the default family (vanilla, wgangp, mlp) trains 2 epochs with a
-checkpoint after each, so `--step` can be tested.
+Module fixtures train tiny runs on `small_design_dir` with `gan.trainer.train(config)` in worker
+processes, with XLA's costly CPU optimisations off: `main_run`, of the default family (vanilla,
+wgangp, mlp), trains 2 epochs with a checkpoint after each, so `--step` can be tested; `runs` adds
+one run of each of the other 11 families (gan_model x loss x network), trained by two workers at
+once (each calls `trainer.train` for half of them; compiling dominates and is single-threaded).
+Only the test marked slow needs `runs`.
 
 Most generation goes through `gan.inference_output.run(...)` in-process; the command line
 (`infer.py` in a subprocess, cwd = repo root) is used for the documented example command, the
@@ -59,26 +59,25 @@ def _has_gpu() -> bool:
 # Fixtures
 
 
-@pytest.fixture(scope='module')
-def runs(small_design_dir, tmp_path_factory):
-  """{family: log_path} of 12 tiny trained runs, one per model family."""
-  base = tmp_path_factory.mktemp('infer_runs')
+def _train(base, families, small_design_dir) -> dict:
+  """{family: log_path} of tiny runs of `families` under `base`, trained by up to two worker
+  processes at once. MAIN trains 2 epochs with a checkpoint after each."""
   overrides = {}
-  for gan_model, loss, net in FAMILIES:
-    family = (gan_model, loss, net)
+  for family in families:
+    gan_model, loss, net = family
     o = dict(TINY, data_path=small_design_dir, gan_model=gan_model, loss_mode=loss, gen_mode=net,
              disc_mode=net, log_path=str(base / _family_id(family)))
     if family == MAIN:
       o.update(epochs=2, checkpoint_every=1)
     overrides[family] = o
   # Balance the two workers: self-attention runs compile about twice as long as MLP runs.
-  mlp = [f for f in FAMILIES if f[2] == 'mlp']
-  attn = [f for f in FAMILIES if f[2] == 'selfattention']
+  mlp = [f for f in families if f[2] == 'mlp']
+  attn = [f for f in families if f[2] == 'selfattention']
   workers = min(2, os.cpu_count() or 1)
   shares = ([mlp[0::2] + attn[1::2], mlp[1::2] + attn[0::2]] if workers == 2
-            else [list(FAMILIES)])
+            else [list(families)])
   procs = []
-  for i, share in enumerate(shares):
+  for i, share in enumerate(s for s in shares if s):
     log = open(base / f'worker{i}.log', 'w')  # pylint: disable=consider-using-with
     payload = json.dumps([overrides[f] for f in share])
     procs.append((subprocess.Popen([sys.executable, '-c', TRAIN_WORKER, payload], cwd=REPO,
@@ -103,9 +102,18 @@ def runs(small_design_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def main_run(runs):
-  """The vanilla/wgangp/mlp run: checkpoints of epochs 1 and 2."""
-  return runs[MAIN]
+def main_run(small_design_dir, tmp_path_factory):
+  """The vanilla/wgangp/mlp run: checkpoints of epochs 1 and 2. Trained on its own, so that the
+  tests not marked slow need none of the other 11 families."""
+  return _train(tmp_path_factory.mktemp('infer_runs'), [MAIN], small_design_dir)[MAIN]
+
+
+@pytest.fixture(scope='module')
+def runs(main_run, small_design_dir, tmp_path_factory):
+  """{family: log_path} of 12 tiny trained runs, one per model family (main_run's among them)."""
+  others = [f for f in FAMILIES if f != MAIN]
+  return {MAIN: main_run, **_train(tmp_path_factory.mktemp('infer_runs'), others,
+                                   small_design_dir)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,9 +242,10 @@ def test_cli_example_command_writes_to_default_path(main_run, tmp_path):
   assert read_bytes(tmp_path / 'lib') == read_bytes(default_out)
 
 
-def test_default_output_path_in_library(runs, tmp_path):
+def test_default_output_path_in_library(main_run, tmp_path):
   """out_dir=None writes <run>/inference_output, whichever model_path form names the run."""
-  run_dir = runs[('infogan', 'bce', 'mlp')]
+  run_dir = str(tmp_path / 'run')  # a copy: main_run must keep no inference_output
+  shutil.copytree(main_run, run_dir)
   step_dir = os.path.join(run_dir, 'checkpoints', '1')
   out_dir, files = generate(step_dir, None, num=2)
   assert out_dir == os.path.join(run_dir, 'inference_output')
