@@ -514,8 +514,8 @@ def _generator_gradient(config, models, state, batch, **weights):
   models = models._replace(gen_tx=sgd)
   params = (state.gen_params, state.q_params)
   state = state._replace(gen_opt=sgd.init(params))
-  after, _ = jax.jit(functools.partial(step.generator_step, config, models))(
-      state, batch, jax.random.PRNGKey(2))
+  with jax.disable_jit():  # op by op: a compile per weight setting took longer
+    after, _ = step.generator_step(config, models, state, batch, jax.random.PRNGKey(2))
   return jax.tree.map(lambda a, b: np.asarray(a, np.float64) - np.asarray(b, np.float64), params,
                       (after.gen_params, after.q_params))
 
