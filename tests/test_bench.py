@@ -55,6 +55,7 @@ def test_cli_ctrl_c_is_one_line_and_writes_no_json(tmp_path, monkeypatch, capsys
   assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_cli_writes_the_documented_json(tmp_path):
   config = tmp_path / 'tiny.py'
   config.write_text(TINY)
@@ -87,6 +88,7 @@ def test_cli_writes_the_documented_json(tmp_path):
   assert 'tiny' in proc.stdout and 'stream' in proc.stdout
 
 
+@pytest.mark.slow
 def test_the_cli_compiles_every_row_with_a_persistent_compilation_cache_set(tmp_path):
   """compile_s is compilation: with JAX_COMPILATION_CACHE_DIR set (the README suggests it for
   training), a second run loaded the rows' programs from it and reported that as compile_s."""
@@ -243,6 +245,7 @@ def test_network_flops_leave_out_the_dropout_masks():
   assert dropout > plain
 
 
+@pytest.mark.slow
 def test_devices_mode_times_epochs_per_device_count(tmp_path):
   """`--devices 1 2`: one row per device count from its own subprocess, with the speed-up."""
   config = tmp_path / 'tiny_mlp.py'
@@ -261,6 +264,7 @@ def test_devices_mode_times_epochs_per_device_count(tmp_path):
 
 
 
+@pytest.mark.slow
 def test_devices_mode_compiles_in_its_subprocesses_with_a_persistent_compilation_cache_set(
     tmp_path):
   """Each device count's subprocess (gan.bench_devices) inherited JAX_COMPILATION_CACHE_DIR (the

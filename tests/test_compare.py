@@ -22,6 +22,7 @@ TINY = ['data_path={data}', 'epochs=1', 'batch_size=32', 'critic_iter=1', 'gen_h
         'num_output_images=2']
 
 
+@pytest.mark.slow
 def test_compare_writes_results_table_and_figure(small_design_dir, tmp_path, capsys):
   names = 'vanilla_bce_mlp,infogan_wgan_mlp'
   overrides = [s.format(data=small_design_dir) for s in TINY]

@@ -180,6 +180,7 @@ def _expected_grid(designs, columns=10) -> np.ndarray:
 # Every family
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('family', FAMILIES, ids=[_family_id(f) for f in FAMILIES])
 def test_every_family_generates_valid_designs(runs, family, tmp_path):
   """Each of the 12 families restores on the CPU and writes full-layout designs + manifest."""

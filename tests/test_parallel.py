@@ -131,6 +131,7 @@ def one_device_run(small_design_dir, tmp_path_factory):
 # One process, four devices
 
 
+@pytest.mark.slow
 def test_four_devices_give_the_one_device_parameters(one_device_run, small_design_dir, tmp_path):
   """Same global batches, the update split over 4 devices: every parameter, optimiser moment and
   the PRNG key after 3 epochs equal the one-device run's (to float summation order)."""
@@ -142,6 +143,7 @@ def test_four_devices_give_the_one_device_parameters(one_device_run, small_desig
   assert 'Training on 4 cpu devices, data parallel' in log
 
 
+@pytest.mark.slow
 def test_batchnorm_uses_global_batch_statistics(small_design_dir, tmp_path):
   """With a BatchNorm generator the 4-device losses equal the one-device ones, which per-device
   statistics (8 examples each) would not give; so do the critic's parameters.
@@ -220,6 +222,7 @@ def test_check_batch_size_message():
 # Two processes
 
 
+@pytest.mark.slow
 def test_two_processes_agree_checkpoint_and_resume(one_device_run, small_design_dir, tmp_path):
   """2 processes x 2 CPU devices on 127.0.0.1: a run of 3 epochs that process 1 alone asks to
   stop after epoch 2 (as on a Ctrl-C) stops on both, checkpointed; the same command resumes from

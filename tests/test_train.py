@@ -155,6 +155,7 @@ def infogan_wgan_run(small_design_dir, tmp_path_factory):
 # 1. Every combination trains
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('gan_model,loss_mode,network', COMBINATIONS,
                          ids=['-'.join(c) for c in COMBINATIONS])
 def test_every_combination_trains_two_epochs(gan_model, loss_mode, network, small_design_dir,
@@ -641,6 +642,7 @@ def _assert_resume_matches_straight(settings, two_epoch_log_path, small_design_d
   return straight, resumed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('run', ['base_run', 'infogan_wgan_run'])
 def test_resuming_gives_the_same_parameters_as_training_straight(run, small_design_dir, tmp_path,
                                                                  request):
@@ -656,6 +658,7 @@ def test_resuming_gives_the_same_parameters_as_training_straight(run, small_desi
     assert leaves(resumed['state'].q_params), 'InfoGAN Q head expected'
 
 
+@pytest.mark.slow
 def test_resuming_a_batchnorm_dropout_generator_is_exact(small_design_dir, tmp_path):
   """Batch statistics (gen_rest) and dropout keys resume too (the original's generator)."""
   settings = dict(BASE, gen_norm='batch', gen_dropout=0.1)
@@ -1257,6 +1260,7 @@ print('epochs trained:', len(asked))
 '''
 
 
+@pytest.mark.slow
 def test_a_checkpoint_write_that_fails_stops_the_run_at_the_next_epoch_end(small_design_dir,
                                                                           tmp_path):
   """A checkpoint that fails in the background (a full disk) was noticed only at the next save:
@@ -1684,6 +1688,7 @@ def test_the_training_log_says_how_the_evaluation_classifier_was_had(small_desig
   assert not any(s in printed.err for s in said), printed.err
 
 
+@pytest.mark.slow
 def test_the_training_log_warns_about_a_class_without_training_designs(small_design_dir,
                                                                       tmp_path):
   masses = ','.join(f'{m:g}' for m in trainer.load_data(tiny_config(
@@ -1828,6 +1833,7 @@ def test_a_run_closes_its_log_when_train_returns_or_fails(base_run, small_design
   assert not _log_files(f'designgan.train.{tmp_path / "run"}')
 
 
+@pytest.mark.slow
 def test_cli_ctrl_c_stops_after_the_epoch_in_progress(small_design_dir, tmp_path):
   """SIGINT (Ctrl-C) once: the run ends with that epoch checkpointed, one line, exit status 130;
   the same command resumes."""
@@ -1900,6 +1906,7 @@ _TRAIN_CTRL_C_TWICE_THE_SECOND_SWALLOWED = (
     'runpy.run_path("train.py", run_name="__main__")\n')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('checkpoint_every, eval_every', [(1, 0), (2, 0), (2, 1)])
 def test_cli_a_second_ctrl_c_swallowed_by_a_callback_still_stops_at_once(
     small_design_dir, tmp_path, checkpoint_every, eval_every):
