@@ -343,6 +343,17 @@ def flag_error_message(argv: Sequence[str], error: Exception) -> str:
       return f'--config={config_file}: {e.reason}'
     except ConfigError:
       pass  # what else is wrong with the file, the checks below name
+  wrong_type = _wrong_type_message(error)
+  if wrong_type:
+    return wrong_type
+  fields = default_config.get_config()
+  parts = [f for f in overrides if '.' in f and f.split('.')[0] in fields]
+  if parts and isinstance(error, (AttributeError, KeyError, TypeError, ValueError)):
+    # --config.gen_hidden_dims.x=3: every field is one value. The lookup's error named every
+    # override (the innocent ones too), and --config.gen_hidden_dims.0=5 blamed the config file.
+    field = parts[0].split('.')[0]
+    return (f'--config.{parts[0]}: {field} is one value (default {fields[field]!r}), not a group '
+            f'of fields; set it whole with --config.{field}=VALUE')
   if isinstance(error, (AttributeError, KeyError, TypeError)) and overrides:
     lookup = _lookup_error_text(error)
     missing = lookup.splitlines()[0].strip().strip('"\'') if lookup.strip() else ''
@@ -370,6 +381,25 @@ def flag_error_message(argv: Sequence[str], error: Exception) -> str:
       return f'{text}; give --config=FILE before the --config.<field> overrides'
     return text
   return f'--config={config_file} cannot be used: {type(error).__name__}: {text}'
+
+
+_KINDS = {bool: 'True or False', int: 'a whole number', float: 'a number',
+          tuple: 'a tuple (a,b,...)', str: 'a string'}
+
+
+def _wrong_type_message(error: Exception) -> str:
+  """One line for a --config.<field> value absl cannot convert to the field's type: its own
+  message said how the conversion failed, not what the field takes ("invalid literal for int()
+  with base 10: '1.5'", "('Non-boolean argument to boolean flag', 'maybe')"). '' for any other
+  error."""
+  match = re.match(r'flag --config\.(\w+)=(.*?): ', str(error), re.S)
+  fields = default_config.get_config()
+  if not isinstance(error, flags.IllegalFlagValueError) or not match or match[1] not in fields:
+    return ''
+  field, default = match[1], fields[match[1]]
+  kind = _KINDS.get(type(default), type(default).__name__)
+  return (f'--config.{field}={match[2]}: {field} takes {kind} (default {default!r}), got '
+          f'{match[2]!r}')
 
 
 def _lookup_error_text(error: Exception) -> str:

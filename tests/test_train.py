@@ -1997,8 +1997,17 @@ _BAD_CONFIG_FILES = {
     (['--config={dir}/returns_int.py', '--config.log_path={dir}/run'],
      ['returns_int.py: get_config() returned an int', 'not an ml_collections.ConfigDict']),
     (['--config={dir}/returns_int.py'], ['returns_int.py: get_config() returned an int']),
-    (['--config.gen_hidden_dims.x=3'], ['--config.gen_hidden_dims.x', 'cannot be applied']),
+    # named every override, the innocent --config.data_path too, as 'cannot be applied'
+    (['--config.gen_hidden_dims.x=3'],
+     ['error: --config.gen_hidden_dims.x: gen_hidden_dims is one value',
+      '--config.gen_hidden_dims=VALUE']),
+    # blamed the config file: "--config=configs/default.py cannot be used: ... Could not parse"
+    (['--config.gen_hidden_dims.0=3'], ['error: --config.gen_hidden_dims.0: gen_hidden_dims is']),
     (['--config.epochs=abc'], ['--config.epochs=abc']),
+    # said how the conversion failed ("invalid literal for int() with base 10"), not what is allowed
+    (['--config.epochs=1.5'], ["--config.epochs=1.5: epochs takes a whole number (default 200)"]),
+    # "('Non-boolean argument to boolean flag', 'maybe')"
+    (['--config.mask_input=maybe'], ['mask_input takes True or False', "got 'maybe'"]),
     (['--config.epochs=1', 'extra'], ['unexpected arguments: extra', '--config=FILE']),
     (['--config.epochs=1', '--config=configs/default.py'],
      ['--config.epochs', 'give --config=FILE before the --config.<field> overrides']),
@@ -2012,7 +2021,8 @@ _BAD_CONFIG_FILES = {
 ], ids=['missing_file', 'syntax_error', 'not_python', 'a_directory', 'no_get_config',
         'get_config_raises', 'unknown_field', 'unknown_field_with_file', 'near_miss_field',
         'config_not_a_configdict_with_field', 'config_not_a_configdict', 'field_of_a_tuple',
-        'bad_int', 'extra_argument', 'override_first', 'log_path_file', 'log_path_under_file',
+        'item_of_a_tuple', 'bad_int', 'float_for_int', 'bad_bool', 'extra_argument',
+        'override_first', 'log_path_file', 'log_path_under_file',
         'output_path_file', 'no_field_name', 'home_directory'])
 def test_cli_reports_a_bad_config_file_field_or_path_in_one_line(args, expected, tmp_path):
   """Each is one `error:` line naming the problem, exit status 1, before any data is loaded
