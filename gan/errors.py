@@ -26,6 +26,27 @@ class ConfigError(DesignGanError):
   """A configuration value or combination is invalid."""
 
 
+class OutOfMemoryError(ConfigError):
+  """A model, batch or sweep too large for the memory of this machine's devices."""
+
+
+# What makes a run take more memory, for the message of an OutOfMemoryError.
+MEMORY_HINT = ('give smaller networks (gen_hidden_dims, disc_hidden_dims, hidden_dim, zdim, '
+               'class_embed_dim; self-attention: embed_dim, num_layers, mlp_ratio), a smaller '
+               'batch_size or fewer num_seeds')
+
+
+def out_of_memory(error: BaseException) -> str:
+  """The first line of `error` if it says an allocation failed (numpy's MemoryError, XLA's
+  RESOURCE_EXHAUSTED on a CPU or GPU), else ''."""
+  reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+  if isinstance(error, MemoryError) or (
+      isinstance(error, RuntimeError) and ('out of memory' in reason.lower()
+                                           or 'RESOURCE_EXHAUSTED' in reason)):
+    return reason
+  return ''
+
+
 class ArgumentParser(argparse.ArgumentParser):
   """argparse's parser for the `python -m gan.<tool>` commands, whose errors (a misspelt option,
   a value of the wrong type, a missing argument) are one `error:` line and exit status 1, as every

@@ -33,7 +33,8 @@ from gan import resume
 from gan import run_lock
 from gan import step
 from gan import summaries
-from gan.errors import ConfigError, DesignGanError, messages_to
+from gan.errors import (MEMORY_HINT, ConfigError, DesignGanError, OutOfMemoryError, messages_to,
+                        out_of_memory)
 
 # The work that closes an epoch when due, in the order it is done; a last epoch does all of it.
 CLOSING_WORK = ('grid', 'evaluation', 'checkpoint')
@@ -170,6 +171,29 @@ def check_batch_fits(config, dataset) -> None:
                       f'batch_size <= {len(dataset.train)}')
 
 
+def check_state_fits(config, abstract) -> None:
+  """The training state (parameters, EMA, optimiser states; one per model of a sweep) must fit in
+  a device's memory: a network thousands of times too wide failed with an out-of-memory traceback
+  as its parameters were initialised, after the run's log was written."""
+  state_bytes = config.num_seeds * sum(
+      leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(abstract))
+  limit = _device_memory()
+  if limit and state_bytes > limit:
+    raise OutOfMemoryError(f'the training state takes {state_bytes / 2**30:.3g} GiB, more than '
+                           f'the {limit / 2**30:.3g} GiB of a device\'s memory; {MEMORY_HINT}')
+
+
+def _device_memory() -> int:
+  """The memory of one device in bytes (a CPU's: the machine's), or 0 where it cannot be told."""
+  try:
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if stats.get('bytes_limit'):
+      return int(stats['bytes_limit'])
+    return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  except (OSError, ValueError, AttributeError, RuntimeError):
+    return 0
+
+
 def check_evaluation(config, dataset) -> None:
   """Refuses, before the run directory is made or written to and before the evaluation classifier
   is trained, evaluations (eval_every > 0) the data cannot give: a best_metric it cannot rank by
@@ -240,6 +264,7 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
       # A run with checkpoints keeps its batch_size: then only another device count helps.
       parallel.check_batch_size(config.batch_size, resuming=resuming)
       models, abstract = step.abstract_init(config, dataset.spec, dataset.mask)
+      check_state_fits(config, abstract)  # before the runs' logs: nothing written yet
       shared = _Shared(config, dataset, models, synthetic)
       runs = []
       for c in config_lib.seed_configs(config):
@@ -251,10 +276,13 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
             runs[-1].log.warning('Warning: %s', message)
       stale.clear()
       return _train_runs(config, runs, shared, abstract, started, stop_requested)
-  except BaseException:  # an error or Ctrl-C: no empty output directory left behind
+  except BaseException as e:  # an error or Ctrl-C: no empty output directory left behind
     for _, message in stale:  # taken over before the runs' logs opened: said on the console
       logging.warning('Warning: %s', message)
     paths.remove_if_empty(made)
+    if isinstance(e, Exception) and out_of_memory(e):  # a model or batch too large for memory
+      raise OutOfMemoryError(f'training ran out of memory ({out_of_memory(e)}); '
+                             f'{MEMORY_HINT}') from None
     raise
 
 

@@ -46,7 +46,7 @@ from gan import run_lock
 from gan import step
 from gan import summaries
 from gan import trainer
-from gan.errors import ConfigError
+from gan.errors import ConfigError, OutOfMemoryError
 from tests.helpers import (compilations, finished_pid, record_labels,
                            run_locked_by_a_live_process, spread_batch, train_arrays,
                            write_run_lock)
@@ -2044,6 +2044,31 @@ def test_cli_reports_a_bad_config_file_field_or_path_in_one_line(args, expected,
   for fragment in expected:
     assert fragment.format(dir=tmp_path) in lines[0], (fragment, lines[0])
   assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_a_training_state_larger_than_memory_is_refused_before_the_run_writes(small_design_dir,
+                                                                              tmp_path):
+  """A network thousands of times too wide failed with an out-of-memory traceback as its
+  parameters were initialised, after the run's log was written."""
+  config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'),
+                       gen_hidden_dims=(10**11,))
+  with pytest.raises(OutOfMemoryError, match=r'^the training state takes .* GiB, more than the '
+                     r'.*; give smaller networks \(gen_hidden_dims, '):
+    trainer.train(config)
+  assert os.listdir(tmp_path) == []
+
+
+def test_running_out_of_memory_while_training_is_one_error(small_design_dir, tmp_path,
+                                                            monkeypatch):
+  """An allocation XLA refuses once training runs (a state that fits, its epoch not) was a
+  JaxRuntimeError traceback."""
+  def oom(*args, **kwargs):
+    raise jax.errors.JaxRuntimeError('RESOURCE_EXHAUSTED: Out of memory allocating 8 bytes.\nmore')
+  monkeypatch.setattr(step, 'init', oom)
+  config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'))
+  with pytest.raises(OutOfMemoryError, match=r'^training ran out of memory \(RESOURCE_EXHAUSTED: '
+                     r'Out of memory allocating 8 bytes.\); give smaller networks'):
+    trainer.train(config)
 
 
 def test_an_output_path_a_pseudo_filesystem_refuses_fails_before_training(small_design_dir,
