@@ -39,6 +39,10 @@ def _config_error(error: Exception):
   sys.exit(1)
 
 
+# ml_collections logs a get_config() that returned None ('did you forget a return statement?')
+# through absl, before flags are parsed: two lines ahead of the one error: line that says so.
+absl_logging.get_absl_logger().addFilter(
+    lambda record: 'did you forget a return statement' not in record.getMessage())
 try:
   _CONFIG = config_flags.DEFINE_config_file('config', 'configs/default.py',
                                             'Training config file (see configs/).')

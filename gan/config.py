@@ -226,7 +226,8 @@ class NotAConfigDictError(ConfigError):
 
   def __init__(self, path: str, returned):
     name = type(returned).__name__
-    what = 'None' if returned is None else f'{"an" if name[0] in "aeiou" else "a"} {name}'
+    what = ('None (a missing return statement?)' if returned is None
+            else f'{"an" if name[0] in "aeiou" else "a"} {name}')
     self.reason = (f'get_config() returned {what}, not an ml_collections.ConfigDict (start from '
                    'configs/default.py: c = default.get_config(), then change fields)')
     super().__init__(f'config file {path}: {self.reason}')
@@ -333,7 +334,16 @@ def flag_error_message(argv: Sequence[str], error: Exception) -> str:
     return (f'{nameless[0]}: no field name after --config.; give --config.<field>=value (the '
             'fields and their defaults are in configs/default.py)')
   if 'Traceback (most recent call last)' in raw:  # get_config() itself raised
-    return f'--config={config_file}: get_config() failed: {raw.splitlines()[-1].strip()}'
+    last = raw.splitlines()[-1].strip()
+    # ml_collections passes what follows a ':' in --config=FILE:ARG to get_config(ARG)
+    path, colon, arg = config_file.partition(':')
+    if colon and 'get_config() takes 0 positional arguments but 1 was given' in last:
+      return (f'--config={config_file}: get_config() of {path} takes no argument, and '
+              f'":{arg}" gives it one; give --config={path}')
+    if re.search(r'get_config\(\) missing \d+ required positional argument', last):
+      return (f'--config={config_file}: get_config() needs an argument ({last}); give it after a '
+              f'colon, --config={path}:VALUE')
+    return f'--config={config_file}: get_config() failed: {last}'
   if isinstance(error, AttributeError) and 'get_config' in text:
     return f'--config={config_file} has no get_config() function returning a ConfigDict'
   if os.path.isfile(config_file):  # a get_config() that returns no ConfigDict fails anywhere

@@ -1976,6 +1976,8 @@ _BAD_CONFIG_FILES = {
     'no_get_config.py': 'x = 1\n',
     'raises.py': 'def get_config():\n  raise ValueError("boom")\n',
     'returns_int.py': 'def get_config():\n  return 5\n',
+    'returns_none.py': 'def get_config():\n  pass\n',
+    'takes_arg.py': 'def get_config(model):\n  return model\n',
     'notes.md': '# Notes\n\nTrained 1.5x faster.\n',
 }
 
@@ -1997,6 +1999,12 @@ _BAD_CONFIG_FILES = {
     (['--config={dir}/returns_int.py', '--config.log_path={dir}/run'],
      ['returns_int.py: get_config() returned an int', 'not an ml_collections.ConfigDict']),
     (['--config={dir}/returns_int.py'], ['returns_int.py: get_config() returned an int']),
+    # ml_collections' warning 'did you forget a return statement?' came first, on two lines
+    (['--config={dir}/returns_none.py'], ['get_config() returned None (a missing return']),
+    # --config=FILE:ARG calls get_config(ARG): 'get_config() takes 0 positional arguments ...'
+    (['--config=configs/default.py:infogan'],
+     ['get_config() of configs/default.py takes no argument, and ":infogan" gives it one']),
+    (['--config={dir}/takes_arg.py'], ['get_config() needs an argument', 'takes_arg.py:VALUE']),
     # named every override, the innocent --config.data_path too, as 'cannot be applied'
     (['--config.gen_hidden_dims.x=3'],
      ['error: --config.gen_hidden_dims.x: gen_hidden_dims is one value',
@@ -2020,7 +2028,8 @@ _BAD_CONFIG_FILES = {
     (['--config=~/syntax.py'], ['--config={dir}/syntax.py', 'not valid Python']),
 ], ids=['missing_file', 'syntax_error', 'not_python', 'a_directory', 'no_get_config',
         'get_config_raises', 'unknown_field', 'unknown_field_with_file', 'near_miss_field',
-        'config_not_a_configdict_with_field', 'config_not_a_configdict', 'field_of_a_tuple',
+        'config_not_a_configdict_with_field', 'config_not_a_configdict',
+        'config_returns_none', 'argument_not_taken', 'argument_missing', 'field_of_a_tuple',
         'item_of_a_tuple', 'bad_int', 'float_for_int', 'bad_bool', 'extra_argument',
         'override_first', 'log_path_file', 'log_path_under_file',
         'output_path_file', 'no_field_name', 'home_directory'])
