@@ -244,8 +244,10 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
   stale = []  # (directory, message) of each stale run lock taken over
   try:
     for c in config_lib.seed_configs(config):  # now, not at the end: see paths.make_output_dir
-      for path, what in ((c.output_path or os.path.join(c.log_path, 'output'), 'output_path'),
-                         (c.log_path, 'log_path')):
+      # log_path first: where it cannot be made (under /proc), the error named output_path, a
+      # field the command did not set (its default is <log_path>/output)
+      for path, what in ((c.log_path, 'log_path'),
+                         (c.output_path or os.path.join(c.log_path, 'output'), 'output_path')):
         made = paths.missing_dirs(path) + made
         paths.make_output_dir(path, what)
     with contextlib.ExitStack() as release:  # also after an error: see _Run.release

@@ -2091,6 +2091,13 @@ def test_an_output_path_a_pseudo_filesystem_refuses_fails_before_training(small_
   assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
 
 
+def test_a_log_path_a_pseudo_filesystem_refuses_is_named_as_log_path(small_design_dir):
+  """The error named output_path, which the command did not set, as /proc/.../output."""
+  config = tiny_config(data_path=small_design_dir, log_path='/proc/designgan-test/run')
+  with pytest.raises(paths.OutputPathError, match='^log_path /proc/designgan-test/run cannot be '):
+    trainer.train(config)
+
+
 @pytest.mark.parametrize('num_seeds, output', [(1, 'run/checkpoints/99'), (2, 'run/seed_0/best')])
 def test_an_output_path_in_the_runs_checkpoint_directories_fails_before_training(
     tmp_path, num_seeds, output):
