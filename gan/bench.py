@@ -74,7 +74,7 @@ from gan import layout as layout_lib
 from gan import parallel
 from gan import paths
 from gan import step
-from gan.errors import ArgumentParser, DesignGanError
+from gan.errors import ArgumentParser, DesignGanError, out_of_memory
 
 NUM_DURABILITY = 10
 NUM_MASS = 12
@@ -528,8 +528,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except (MemoryError, jax.errors.JaxRuntimeError) as e:
     # A size too large for this machine (--matmul_size 1000000, --stream_mib 1e9, --updates or
     # --batch_size 1000000000) ended in a traceback from numpy or XLA.
-    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if not isinstance(e, MemoryError) and not _out_of_memory(reason):
+    reason = out_of_memory(e)
+    if not reason:
       raise
     print(f'error: the benchmark ran out of memory ({reason}); give a smaller --matmul_size, '
           '--stream_mib, --updates or --batch_size (rows: batch_size x updates designs are '
@@ -541,11 +541,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 130
   print(format_table(rows))
   return 0
-
-
-def _out_of_memory(message: str) -> bool:
-  """Whether an XLA error message says an allocation failed (CPU or GPU wording)."""
-  return 'out of memory' in message.lower() or 'RESOURCE_EXHAUSTED' in message
 
 
 def _device_main(args, configs) -> int:
