@@ -120,11 +120,12 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                 'val_fraction'):
     if not _finite(c[field]) or not 0 <= c[field] < 1:
       raise ConfigError(f'{field} must be in [0, 1), got {c[field]!r}')
-  if c.embed_dim % c.num_heads:
+  # ATTENTION_FIELDS: an MLP model reads none of them, so it is not refused for theirs
+  attention = 'selfattention' in (c.gen_mode, c.disc_mode)
+  if attention and c.embed_dim % c.num_heads:
     raise ConfigError(f'embed_dim={c.embed_dim} must be divisible by num_heads={c.num_heads}; '
                       f'allowed num_heads: {_divisors(c.embed_dim)}')
-  if ('selfattention' in (c.gen_mode, c.disc_mode) and c.attention == 'axial'
-      and c.num_heads < 2):
+  if attention and c.attention == 'axial' and c.num_heads < 2:
     raise ConfigError(f'attention=axial needs num_heads >= 2 (half the heads attend along rows, '
                       f'half along columns), got num_heads={c.num_heads}; or set attention=full')
   for network, mode in (('gen', c.gen_mode), ('disc', c.disc_mode)):

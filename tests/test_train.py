@@ -1339,7 +1339,8 @@ def test_unknown_choice_is_refused_with_the_allowed_values(field, small_design_d
 
 
 @pytest.mark.parametrize('overrides,expected', [
-    (dict(embed_dim=16, num_heads=3), ['embed_dim=16', 'num_heads=3', '1, 2, 4, 8, 16']),
+    (dict(embed_dim=16, num_heads=3, gen_mode='selfattention'),
+     ['embed_dim=16', 'num_heads=3', '1, 2, 4, 8, 16']),
     (dict(learning_rate_gen=-1e-4), ['learning_rate_gen', '> 0']),
     (dict(learning_rate_disc=0.0), ['learning_rate_disc', '> 0']),
     (dict(batch_size=217), ['batch_size=217', '216', 'batch_size <= 216']),
@@ -1391,6 +1392,15 @@ def test_invalid_config_is_refused_before_compilation(overrides, expected, small
     trainer.train(config)
   for text in expected:
     assert text in str(excinfo.value)
+
+
+def test_an_mlp_model_is_not_refused_for_attention_settings_it_does_not_read():
+  """embed_dim=16 with num_heads=3 was refused for MLP networks too, which have no heads."""
+  config = default.get_config()
+  config.update(gen_mode='mlp', disc_mode='mlp', embed_dim=16, num_heads=3)
+  assert config_lib.resolve(config).num_heads == 3
+  config.num_heads = 1  # axial attention needs two heads, an MLP none
+  assert config_lib.resolve(config).attention == 'axial'
 
 
 def test_an_empty_log_path_or_a_config_missing_fields_is_refused():
