@@ -98,11 +98,10 @@ def sigint_handler_restored():
 @pytest.fixture(scope='module')
 def fast_compilation():
   """Cheaper XLA compilation for a module whose tests check behaviour, not speed (most of a tiny
-  run's time is compilation); restored afterwards. Use with `pytest.mark.usefixtures`."""
-  previous = jax.config.read('jax_disable_most_optimizations')
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', previous)
+  run's time is compilation); restored afterwards (`helpers.fast_compilation`). Use with
+  `pytest.mark.usefixtures`."""
+  with helpers.fast_compilation():
+    yield
 
 
 @pytest.fixture(scope='session')

@@ -127,3 +127,22 @@ def compilations():
     yield found
   finally:
     jax.monitoring.unregister_event_duration_listener(listener)
+
+
+@contextlib.contextmanager
+def fast_compilation():
+  """JAX compiles with `jax_disable_most_optimizations` inside, as before outside.
+
+  JAX's in-memory cache of jitted functions does not key on the setting, and the programs round
+  differently: a module-level jitted function (the classifier's) compiled inside was reused by a
+  later test module on the same worker, whose two calls of one evaluation then ran different
+  programs (FD differing in the 8th digit). So the caches are cleared on the way in and out.
+  """
+  previous = jax.config.read('jax_disable_most_optimizations')
+  jax.clear_caches()
+  jax.config.update('jax_disable_most_optimizations', True)
+  try:
+    yield
+  finally:
+    jax.config.update('jax_disable_most_optimizations', previous)
+    jax.clear_caches()

@@ -27,12 +27,7 @@ from tests.helpers import record_labels, spread_batch
 from tests.test_train import changed_leaves, leaves, setup, tiny_config
 
 
-@pytest.fixture(scope='module', autouse=True)
-def fast_compilation():
-  previous = jax.config.read('jax_disable_most_optimizations')
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', previous)
+pytestmark = pytest.mark.usefixtures('fast_compilation')
 
 
 def _record_aux_targets(monkeypatch):

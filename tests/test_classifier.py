@@ -4,7 +4,8 @@ import os
 
 import jax
 import numpy as np
-from helpers import relabelled
+from flax import nnx
+from helpers import fast_compilation, relabelled
 
 from gan import classifier as classifier_lib
 from gan import data
@@ -121,3 +122,20 @@ def test_training_returns_to_python_after_each_epoch_has_run(dataset, monkeypatc
   monkeypatch.setattr(classifier_lib, '_epoch_fn', recording_epoch_fn)
   classifier_lib.train_classifier(dataset, epochs=6)
   assert ready_at_next_call == [True] * 5
+
+
+def test_features_after_a_fast_compilation_module_are_the_optimised_programs():
+  """The suite's `fast_compilation` (tests/helpers.py) leaves no program behind: one compiled
+  inside was reused after it (JAX's jit cache ignores the setting), and rounds differently, so
+  an evaluation in a later module on the same worker gave two FDs for one request."""
+  graphdef, params = nnx.split(classifier_lib.DesignClassifier((10, 14, 3), 10, 12,
+                                                               rngs=nnx.Rngs(0)))
+  images = np.random.default_rng(0).uniform(-1, 1, (classifier_lib.APPLY_CHUNK, 10, 14, 3))
+  images = images.astype(np.float32)
+  apply = lambda: jax.device_get(classifier_lib._apply(graphdef, params, images))
+  with fast_compilation():
+    apply()
+  after = apply()
+  jax.clear_caches()
+  for a, b in zip(after, apply()):
+    np.testing.assert_array_equal(a, b)
