@@ -233,6 +233,7 @@ def test_the_abstract_state_has_the_initial_states_tree_shapes_and_dtypes(networ
   assert abstract_models.critic_def == models.critic_def
 
 
+@pytest.mark.slow
 def test_mixed_networks_mlp_generator_attention_critic(small_design_dir, tmp_path):
   """gen_mode and disc_mode are independent: an MLP generator against an attention critic."""
   config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'),
