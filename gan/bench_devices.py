@@ -22,7 +22,7 @@ from gan import config as config_lib
 from gan import parallel
 from gan import step
 from gan import trainer
-from gan.errors import DesignGanError
+from gan.errors import DesignGanError, out_of_memory
 
 
 class DeviceBenchError(DesignGanError):
@@ -128,6 +128,12 @@ def _child_main(argv: Sequence[str]) -> int:
     print(json.dumps(measure(ml_collections.ConfigDict(args['config']), args['epochs'])))
   except DesignGanError as e:
     print(f'error: {e}', file=sys.stderr)
+    return 1
+  except (MemoryError, jax.errors.JaxRuntimeError) as e:  # as gan.bench's own rows
+    if not out_of_memory(e):
+      raise
+    print(f'error: ran out of memory ({out_of_memory(e)}); give a smaller --batch_size or fewer '
+          '--num_seeds', file=sys.stderr)
     return 1
   return 0
 

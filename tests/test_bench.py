@@ -165,6 +165,22 @@ def test_another_xla_error_is_not_called_out_of_memory(monkeypatch):
     bench.main(['--configs', 'vanilla_bce_mlp', '--iters', '1', '--updates', '1', '--no_stream'])
 
 
+def test_a_devices_run_out_of_memory_is_one_error_line(capsys, monkeypatch):
+  """The --devices child (one process per device count) printed a traceback, which the parent
+  passed on as 3,000 characters of its error, for what gan.bench's own rows say in one line."""
+  args = json.dumps(dict(config={}, epochs=1, platform=jax.default_backend(),
+                         devices=jax.device_count()))
+  monkeypatch.setattr(bench_devices, 'measure', _raise(jax.errors.JaxRuntimeError(
+      'RESOURCE_EXHAUSTED: Out of memory allocating 4000000000000 bytes.')))
+  assert bench_devices._child_main([args]) == 1
+  err = capsys.readouterr().err
+  assert err.startswith('error: ran out of memory (RESOURCE_EXHAUSTED') and err.count('\n') == 1
+  assert '--batch_size' in err
+  monkeypatch.setattr(bench_devices, 'measure', _raise(jax.errors.JaxRuntimeError('INTERNAL: x')))
+  with pytest.raises(jax.errors.JaxRuntimeError, match='x'):
+    bench_devices._child_main([args])
+
+
 def test_a_configs_file_name_is_found_in_configs():
   name, config = bench.row_config('original_vanilla_wgangp.py')
   assert name == 'original_vanilla_wgangp' and config.batch_size == 512
