@@ -41,8 +41,9 @@ def _config_error(error: Exception):
 
 # ml_collections logs a get_config() that returned None ('did you forget a return statement?')
 # through absl, before flags are parsed: two lines ahead of the one error: line that says so.
+# The format string, not getMessage(): formatting raised at the call site of a bad log call.
 absl_logging.get_absl_logger().addFilter(
-    lambda record: 'did you forget a return statement' not in record.getMessage())
+    lambda record: 'did you forget a return statement' not in str(record.msg))
 try:
   _CONFIG = config_flags.DEFINE_config_file('config', 'configs/default.py',
                                             'Training config file (see configs/).')

@@ -373,7 +373,7 @@ def _fmt(value) -> str:
 
 
 class Column(NamedTuple):
-  """A table column: its title and a row's cell; text is left-aligned, numbers right."""
+  """A table column: its title, a row's cell, and whether it is left-aligned (else right)."""
   title: str
   cell: Callable[[dict], str]
   left: bool = False
@@ -426,8 +426,8 @@ def format_table(rows: Sequence[dict], columns: Optional[Sequence[Column]] = Non
 def print_timed(rows: Sequence[dict], fit: Sequence[dict],
                 columns: Optional[Sequence[Column]] = None) -> None:
   """The last of `rows` to stderr as soon as it is timed, the first under a header, in the final
-  table's columns: as wide as `fit`, every row's columns known before timing, need (the numbers
-  fit in their titles)."""
+  table's columns: as wide as the rows of `fit` (every row's columns known before timing) need,
+  numbers as wide as their titles (those are not known yet)."""
   print(format_table(rows[-1:], columns, fit=fit, header=len(rows) == 1), file=sys.stderr,
         flush=True)
 
