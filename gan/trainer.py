@@ -177,21 +177,45 @@ def check_state_fits(config, abstract) -> None:
   as its parameters were initialised, after the run's log was written."""
   state_bytes = config.num_seeds * sum(
       leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(abstract))
-  limit = _device_memory()
+  limit = device_memory()
   if limit and state_bytes > limit:
     raise OutOfMemoryError(f'the training state takes {state_bytes / 2**30:.3g} GiB, more than '
                            f'the {limit / 2**30:.3g} GiB of a device\'s memory; {MEMORY_HINT}')
 
 
-def _device_memory() -> int:
-  """The memory of one device in bytes (a CPU's: the machine's), or 0 where it cannot be told."""
+def device_memory() -> int:
+  """The memory of one device in bytes, or 0 where it cannot be told. An accelerator reports
+  its own; the CPU devices share the machine's (its RAM, or a container's smaller limit), each
+  holding a copy of the state (gan/parallel.py replicates it)."""
   try:
-    stats = jax.local_devices()[0].memory_stats() or {}
+    device = jax.local_devices()[0]
+    stats = device.memory_stats() or {}
     if stats.get('bytes_limit'):
       return int(stats['bytes_limit'])
-    return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    if device.platform != 'cpu':  # the host's RAM says nothing of this device's
+      return 0
+    limits = [os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')] + _cgroup_limits()
+    return min(limits) // jax.local_device_count()
   except (OSError, ValueError, AttributeError, RuntimeError):
     return 0
+
+
+_CGROUP_LIMITS = ('/sys/fs/cgroup/memory.max',  # cgroup v2: a number of bytes, or 'max'
+                  '/sys/fs/cgroup/memory/memory.limit_in_bytes')  # v1: a huge number if none
+
+
+def _cgroup_limits() -> list:
+  """The memory limits of this process's container, in bytes ([] where none is set or found)."""
+  limits = []
+  for path in _CGROUP_LIMITS:
+    try:
+      with open(path, encoding='ascii') as f:
+        text = f.read().strip()
+    except OSError:
+      continue
+    if text.isdigit():
+      limits.append(int(text))
+  return limits
 
 
 def check_evaluation(config, dataset) -> None:
@@ -283,8 +307,9 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
       logging.warning('Warning: %s', message)
     paths.remove_if_empty(made)
     if isinstance(e, Exception) and out_of_memory(e):  # a model or batch too large for memory
-      raise OutOfMemoryError(f'training ran out of memory ({out_of_memory(e)}); '
-                             f'{MEMORY_HINT}') from None
+      # from e: XLA's own message lists what held the memory, for a library caller to read
+      raise OutOfMemoryError(f'training ran out of memory ({out_of_memory(e)}); {MEMORY_HINT}, '
+                             'or free the device of other processes') from e
     raise
 
 

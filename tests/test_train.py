@@ -2078,6 +2078,26 @@ def test_a_training_state_larger_than_memory_is_refused_before_the_run_writes(sm
   assert os.listdir(tmp_path) == []
 
 
+def test_a_devices_memory_is_a_containers_limit_shared_by_the_cpu_devices(tmp_path,
+                                                                           monkeypatch):
+  """The state check compared one copy of the state with the host's RAM: with N CPU devices
+  (each holds a copy) or in a container with a lower limit, a state between the two got the
+  process killed instead of an error; a GPU without memory statistics was compared with RAM."""
+  limit = tmp_path / 'memory.max'
+  limit.write_text('4294967296\n')
+  monkeypatch.setattr(trainer, '_CGROUP_LIMITS', (str(tmp_path / 'none'), str(limit)))
+  monkeypatch.setattr(jax, 'local_device_count', lambda: 4)
+  assert trainer.device_memory() == 2**30
+  limit.write_text('max\n')
+  ram = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  assert trainer.device_memory() == ram // 4
+  gpu = types.SimpleNamespace(platform='gpu', memory_stats=lambda: None)
+  monkeypatch.setattr(jax, 'local_devices', lambda: [gpu])
+  assert trainer.device_memory() == 0
+  gpu.memory_stats = lambda: {'bytes_limit': 80 * 2**30}
+  assert trainer.device_memory() == 80 * 2**30
+
+
 def test_running_out_of_memory_while_training_is_one_error(small_design_dir, tmp_path,
                                                             monkeypatch):
   """An allocation XLA refuses once training runs (a state that fits, its epoch not) was a
