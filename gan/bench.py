@@ -272,6 +272,11 @@ def benchmark_jitted(fn, state, args: Sequence[Any], *, samples_per_call: int,
               compile_s=compile_s, compile_cpu_s=compile_cpu_s, seconds_per_call=seconds)
 
 
+def seed_counts(args, config) -> list:
+  """The numbers of vmapped models a config's rows time: --num_seeds, else the config's own."""
+  return args.num_seeds or [config_lib.resolve(config).num_seeds]
+
+
 def row_name(name: str, num_seeds: int = 1) -> str:
   """The name of a row of `num_seeds` models of config `name` (trained together, a sweep's)."""
   return name + (f' x{num_seeds} seeds' if num_seeds > 1 else '')
@@ -504,7 +509,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     references = (([] if args.no_matmul else [matmul_row(args.matmul_size)])
                   + ([] if args.no_stream else [stream_row(args.stream_mib)]))
     runs = [(name, config, num_seeds) for name, config in configs
-            for num_seeds in args.num_seeds or [config_lib.resolve(config).num_seeds]]
+            for num_seeds in seed_counts(args, config)]
     fit = [dict(name=r.name) for r in references] + [
         row_columns(name, config_lib.resolve(config), k) for name, config, k in runs]
     rows = []
@@ -550,7 +555,7 @@ def _device_main(args, configs) -> int:
   for name, config in configs:  # main set --batch_size
     for num_devices in args.devices:
       parallel.check_batch_size(config.batch_size, num_devices)
-    for num_seeds in args.num_seeds or [config_lib.resolve(config).num_seeds]:
+    for num_seeds in seed_counts(args, config):
       run = config.copy_and_resolve_references()
       run.num_seeds = num_seeds
       config_lib.resolve(run)  # e.g. a seed too large for K models' seeds, before any timing
