@@ -97,7 +97,7 @@ def _coerce(current, text: str, item: str):
       return tuple(int(v) for v in text.strip('()[] ').split(',') if v.strip())
     return type(current)(text)
   except (KeyError, ValueError):
-    raise ConfigError(f'--set {item}: {text!r} is not a valid {type(current).__name__}') from None
+    raise ConfigError(f'--set {item}: {text!r} is not {config_lib.value_kind(current)}') from None
 
 
 def run(names: Sequence[str], minutes: float, out: str, overrides: Sequence[str] = ()) -> dict:

@@ -398,6 +398,11 @@ _KINDS = {bool: 'True or False', int: 'a whole number', float: 'a number',
           tuple: 'a tuple (a,b,...)', str: 'a string'}
 
 
+def value_kind(default) -> str:
+  """What a field whose value is `default` takes, for messages: 'a whole number', ..."""
+  return _KINDS.get(type(default), type(default).__name__)
+
+
 def _wrong_type_message(error: Exception) -> str:
   """One line for a --config.<field> value absl cannot convert to the field's type: its own
   message said how the conversion failed, not what the field takes ("invalid literal for int()
@@ -408,9 +413,8 @@ def _wrong_type_message(error: Exception) -> str:
   if not isinstance(error, flags.IllegalFlagValueError) or not match or match[1] not in fields:
     return ''
   field, default = match[1], fields[match[1]]
-  kind = _KINDS.get(type(default), type(default).__name__)
-  return (f'--config.{field}={match[2]}: {field} takes {kind} (default {default!r}), got '
-          f'{match[2]!r}')
+  return (f'--config.{field}={match[2]}: {field} takes {value_kind(default)} (default '
+          f'{default!r}), got {match[2]!r}')
 
 
 def _lookup_error_text(error: Exception) -> str:

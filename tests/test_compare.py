@@ -97,7 +97,7 @@ def test_compare_draws_a_model_with_one_strut(small_design_dir, tmp_path):
 @pytest.mark.parametrize('args,message', [
     (['--combos', 'vanilla_bce_cnn'], 'unknown combination'),
     (['--set', 'nonsense=1'], "no config field 'nonsense'"),
-    (['--set', 'batch_size=many'], "'many' is not a valid int"),
+    (['--set', 'batch_size=many'], "'many' is not a whole number"),
     (['--minutes', '0'], '--minutes must be a finite number > 0, got 0.0'),
     # It was refused as 'time_budget_min must be a finite number', a field the user never gave.
     (['--minutes', 'inf'], '--minutes must be a finite number > 0, got inf'),
