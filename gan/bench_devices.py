@@ -130,9 +130,9 @@ def _child_main(argv: Sequence[str]) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 1
   except (MemoryError, jax.errors.JaxRuntimeError) as e:  # as gan.bench's own rows
-    if not out_of_memory(e):
+    if not (reason := out_of_memory(e)):
       raise
-    print(f'error: ran out of memory ({out_of_memory(e)}); give a smaller --batch_size or fewer '
+    print(f'error: ran out of memory ({reason}); give a smaller --batch_size or fewer '
           '--num_seeds', file=sys.stderr)
     return 1
   return 0

@@ -354,10 +354,10 @@ def flag_error_message(argv: Sequence[str], error: Exception) -> str:
       return f'--config={config_file}: {e.reason}'
     except ConfigError:
       pass  # what else is wrong with the file, the checks below name
-  wrong_type = _wrong_type_message(error)
+  fields = default_config.get_config()
+  wrong_type = _wrong_type_message(error, fields)
   if wrong_type:
     return wrong_type
-  fields = default_config.get_config()
   parts = [f for f in overrides if '.' in f and f.split('.')[0] in fields]
   if parts and isinstance(error, (AttributeError, KeyError, TypeError, ValueError)):
     # --config.gen_hidden_dims.x=3: every field is one value. The lookup's error named every
@@ -403,13 +403,12 @@ def value_kind(default) -> str:
   return _KINDS.get(type(default), type(default).__name__)
 
 
-def _wrong_type_message(error: Exception) -> str:
+def _wrong_type_message(error: Exception, fields) -> str:
   """One line for a --config.<field> value absl cannot convert to the field's type: its own
   message said how the conversion failed, not what the field takes ("invalid literal for int()
   with base 10: '1.5'", "('Non-boolean argument to boolean flag', 'maybe')"). '' for any other
-  error."""
+  error. `fields`: the default config's."""
   match = re.match(r'flag --config\.(\w+)=(.*?): ', str(error), re.S)
-  fields = default_config.get_config()
   if not isinstance(error, flags.IllegalFlagValueError) or not match or match[1] not in fields:
     return ''
   field, default = match[1], fields[match[1]]

@@ -306,10 +306,10 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
     for _, message in stale:  # taken over before the runs' logs opened: said on the console
       logging.warning('Warning: %s', message)
     paths.remove_if_empty(made)
-    if isinstance(e, Exception) and out_of_memory(e):  # a model or batch too large for memory
+    if isinstance(e, Exception) and (reason := out_of_memory(e)):  # too large for memory
       # from e: XLA's own message lists what held the memory, for a library caller to read
-      raise OutOfMemoryError(f'training ran out of memory ({out_of_memory(e)}); {MEMORY_HINT}, '
-                             'or free the device of other processes') from e
+      raise OutOfMemoryError(f'training ran out of memory ({reason}); {MEMORY_HINT}, or free '
+                             'the device of other processes') from e
     raise
 
 
