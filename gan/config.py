@@ -355,7 +355,7 @@ def flag_error_message(argv: Sequence[str], error: Exception) -> str:
     except ConfigError:
       pass  # what else is wrong with the file, the checks below name
   fields = default_config.get_config()
-  wrong_type = _wrong_type_message(error, fields)
+  wrong_type = _wrong_type_message(error, fields, argv)
   if wrong_type:
     return wrong_type
   parts = [f for f in overrides if '.' in f and f.split('.')[0] in fields]
@@ -403,17 +403,32 @@ def value_kind(default) -> str:
   return _KINDS.get(type(default), type(default).__name__)
 
 
-def _wrong_type_message(error: Exception, fields) -> str:
+def _wrong_type_message(error: Exception, fields, argv: Sequence[str]) -> str:
   """One line for a --config.<field> value absl cannot convert to the field's type: its own
   message said how the conversion failed, not what the field takes ("invalid literal for int()
   with base 10: '1.5'", "('Non-boolean argument to boolean flag', 'maybe')"). '' for any other
-  error. `fields`: the default config's."""
-  match = re.match(r'flag --config\.(\w+)=(.*?): ', str(error), re.S)
+  error. `fields`: the default config's; `argv`: the command line, whose values are matched
+  whole against the message (a value may itself hold the ': ' that ends it there)."""
+  message = str(error)
+  match = re.match(r'flag --config\.(\w+)=', message)
   if not isinstance(error, flags.IllegalFlagValueError) or not match or match[1] not in fields:
     return ''
   field, default = match[1], fields[match[1]]
-  return (f'--config.{field}={match[2]}: {field} takes {value_kind(default)} (default '
-          f'{default!r}), got {match[2]!r}')
+  given = [v for v in _override_values(argv, field) if message.startswith(f'{match[0]}{v}: ')]
+  value = max(given, key=len) if given else message[match.end():].split(': ', 1)[0]
+  return (f'--config.{field}={value}: {field} takes {value_kind(default)} (default '
+          f'{default!r}), got {value!r}')
+
+
+def _override_values(argv: Sequence[str], field: str) -> list[str]:
+  """The values argv gives --config.<field>, as `--config.<field>=V` or `--config.<field> V`."""
+  values = []
+  for arg, following in zip(argv, [*argv[1:], None]):
+    if arg.startswith(f'--config.{field}='):
+      values.append(arg.split('=', 1)[1])
+    elif arg == f'--config.{field}' and following is not None:
+      values.append(following)
+  return values
 
 
 def _lookup_error_text(error: Exception) -> str:

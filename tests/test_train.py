@@ -2027,6 +2027,9 @@ _BAD_CONFIG_FILES = {
     (['--config.epochs=1.5'], ["--config.epochs=1.5: epochs takes a whole number (default 200)"]),
     # "('Non-boolean argument to boolean flag', 'maybe')"
     (['--config.mask_input=maybe'], ['mask_input takes True or False', "got 'maybe'"]),
+    # the value was cut at its own ': ' ("--config.epochs=3: epochs takes ..., got '3'")
+    (['--config.epochs=3: x'], ["--config.epochs=3: x: epochs takes a whole number", "got '3: x'"]),
+    (['--config.epochs', '1.5'], ["--config.epochs=1.5: epochs takes a whole number"]),
     (['--config.epochs=1', 'extra'], ['unexpected arguments: extra', '--config=FILE']),
     (['--config.epochs=1', '--config=configs/default.py'],
      ['--config.epochs', 'give --config=FILE before the --config.<field> overrides']),
@@ -2041,7 +2044,8 @@ _BAD_CONFIG_FILES = {
         'get_config_raises', 'unknown_field', 'unknown_field_with_file', 'near_miss_field',
         'config_not_a_configdict_with_field', 'config_not_a_configdict',
         'config_returns_none', 'argument_not_taken', 'argument_missing', 'field_of_a_tuple',
-        'item_of_a_tuple', 'bad_int', 'float_for_int', 'bad_bool', 'extra_argument',
+        'item_of_a_tuple', 'bad_int', 'float_for_int', 'bad_bool', 'value_with_colon',
+        'value_as_next_argument', 'extra_argument',
         'override_first', 'log_path_file', 'log_path_under_file',
         'output_path_file', 'no_field_name', 'home_directory'])
 def test_cli_reports_a_bad_config_file_field_or_path_in_one_line(args, expected, tmp_path):
