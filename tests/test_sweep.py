@@ -107,6 +107,23 @@ def test_more_seeds_on_a_sweep_are_refused_and_nothing_is_deleted(sweep, tmp_pat
   assert not os.path.exists(os.path.join(config.log_path, 'seed_5'))  # refused before writing
 
 
+def test_a_sweep_of_other_seeds_trains_beside_the_first(sweep, tmp_path):
+  """The README's promise: seeds none of the log_path's seed_<s> directories holds train afresh
+  beside the models there, which keep their checkpoints."""
+  config, _ = sweep
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.log_path = str(tmp_path / 'run')
+  shutil.copytree(sweep[0].log_path, config.log_path)
+  before = {s: _steps(os.path.join(config.log_path, s)) for s in ('seed_3', 'seed_4')}
+  config.seed, config.epochs, config.checkpoint_every = 7, 1, 1
+  result = trainer.train(config)
+  assert result['start_epoch'] == 0
+  assert sorted(os.listdir(config.log_path)) == ['seed_3', 'seed_4', 'seed_7', 'seed_8']
+  assert {s: _steps(os.path.join(config.log_path, s)) for s in ('seed_7', 'seed_8')} == {
+      'seed_7': [1], 'seed_8': [1]}
+  assert before == {s: _steps(os.path.join(config.log_path, s)) for s in ('seed_3', 'seed_4')}
+
+
 def _steps(run_dir):
   return sorted(int(s) for s in os.listdir(os.path.join(run_dir, 'checkpoints')) if s.isdigit())
 
