@@ -133,7 +133,7 @@ def _infer():
       raise KeyboardInterrupt from None
     print(f'error: {e}', file=sys.stderr)
     if isinstance(e, checkpoints.CheckpointError):
-      checkpoints.exit_after_error()  # outputs are only staged after a successful load
+      interrupts.exit_after_error()  # outputs are only staged after a successful load
     interrupts.finished()
     sys.exit(1)
 

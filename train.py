@@ -128,7 +128,7 @@ def main(argv):
   except DesignGanError as e:
     print(f'error: {e}', file=sys.stderr)
     if isinstance(e, checkpoints.CheckpointError):
-      checkpoints.exit_after_error()  # the trainer completed its pending writes
+      interrupts.exit_after_error()  # the trainer completed its pending writes
     interrupts.finished()
     sys.exit(1)
   except KeyboardInterrupt:
@@ -138,7 +138,7 @@ def main(argv):
     # At once, without the interpreter's teardown: after a second Ctrl-C during the epoch's
     # compilation it crashed on the XLA work still running ('Fatal Python error: Segmentation
     # fault', exit status 139).
-    checkpoints.exit_after_error(130)
+    interrupts.exit_after_error(130)
 
 
 def _interrupted_line(config, has_checkpoints) -> str:

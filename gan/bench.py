@@ -66,7 +66,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import default
-from gan import checkpoints
 from gan import config as config_lib
 from gan import bench_devices
 from gan import data
@@ -580,8 +579,4 @@ if __name__ == '__main__':
   # (JAX_COMPILATION_CACHE_DIR, see the README) would make it the time to load an earlier result.
   jax.config.update('jax_enable_compilation_cache', False)
   interrupts.started()
-  _status = main()
-  if _status == 130:  # interrupted XLA work may still run: no interpreter teardown
-    checkpoints.exit_after_error(_status)
-  interrupts.finished()
-  sys.exit(_status)
+  interrupts.exit_cli(main())

@@ -25,16 +25,6 @@ class CheckpointError(DesignGanError):
   """A checkpoint is missing, corrupt or incompatible."""
 
 
-def exit_after_error(status: int = 1):
-  """Exits a CLI at once, without the interpreter's teardown, once it has reported an error or an
-  interrupt and has nothing left to write. Reading a damaged checkpoint leaves orbax/tensorstore
-  reads pending, which at shutdown print 'Event loop is closed' tracebacks after the one-line
-  error; interrupted XLA work may still run (gan.evaluate, gan.bench after Ctrl-C)."""
-  sys.stdout.flush()
-  sys.stderr.flush()
-  os._exit(status)  # pylint: disable=protected-access
-
-
 def silence_abandoned_checkpoint_reads() -> None:
   """For the CLIs: when orbax gives up on a damaged checkpoint, its other pending tensorstore
   reads are abandoned, and their failures can print tracebacks around the one error line, at

@@ -35,7 +35,6 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from configs import default
-from gan import checkpoints
 from gan import config as config_lib
 from gan import evaluate
 from gan import images
@@ -304,11 +303,7 @@ def cli() -> None:
   'interrupted:' line) while XLA threads are still busy with the interrupted compilation or
   epoch. Nothing is left to write then: the trainer completed its pending checkpoint writes and
   results.json is written whole or not at all."""
-  status = main()
-  if status != 0:
-    checkpoints.exit_after_error(status)
-  interrupts.finished()
-  sys.exit(status)
+  interrupts.exit_cli(main())
 
 
 if __name__ == '__main__':

@@ -415,6 +415,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-  _status = main()
-  interrupts.finished()
-  sys.exit(_status)
+  interrupts.exit_cli(main())

@@ -481,11 +481,7 @@ def cli() -> None:
   interpreter's teardown, which can crash while XLA threads are still busy with the interrupted
   work, or print the tracebacks of a damaged checkpoint's abandoned reads (nothing is left to
   write: --json is written whole or not at all)."""
-  status = main()
-  if status != 0:
-    checkpoints.exit_after_error(status)
-  interrupts.finished()
-  sys.exit(status)
+  interrupts.exit_cli(main())
 
 
 if __name__ == '__main__':

@@ -132,3 +132,23 @@ def finished() -> None:
   Main thread only, as above."""
   if _in_main_thread():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def exit_after_error(status: int = 1):
+  """Exits a CLI at once, without the interpreter's teardown, once it has reported an error or an
+  interrupt and has nothing left to write. Reading a damaged checkpoint leaves orbax/tensorstore
+  reads pending, which at shutdown print 'Event loop is closed' tracebacks after the one-line
+  error; interrupted XLA work may still run (gan.evaluate, gan.bench after Ctrl-C)."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(status)  # pylint: disable=protected-access
+
+
+def exit_cli(status: int):
+  """Ends a CLI with main's `status`: after an error or interrupt at once (`exit_after_error`:
+  nothing is left to write then, and the interpreter's teardown can crash or print tracebacks
+  while XLA or checkpoint reads are still busy), else normally once `finished()`."""
+  if status != 0:
+    exit_after_error(status)
+  finished()
+  sys.exit(status)

@@ -157,7 +157,7 @@ def test_the_command_ends_without_the_interpreter_teardown_after_ctrl_c_or_an_er
   two tries). It now exits at once with main's status, as gan.evaluate and gan.bench do."""
   exits = []
   monkeypatch.setattr(compare, 'main', lambda: status)
-  monkeypatch.setattr(compare.checkpoints, 'exit_after_error', exits.append)
+  monkeypatch.setattr(compare.interrupts, 'exit_after_error', exits.append)
   # It would leave SIGINT ignored in this test process (and so in every later subprocess).
   monkeypatch.setattr(compare.interrupts, 'finished', lambda: None)
   with pytest.raises(SystemExit):  # the fallback, reached here only because exits is a stub

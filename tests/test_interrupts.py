@@ -123,6 +123,19 @@ def test_after_finished_ctrl_c_is_ignored():
     signal.signal(signal.SIGINT, previous)
 
 
+@pytest.mark.parametrize('status', [0, 1, 130])
+def test_exit_cli_ends_at_once_only_after_an_error_or_interrupt(status, monkeypatch):
+  """The CLIs' one way out: a non-zero status skips the interpreter's teardown (which can crash
+  on XLA work a Ctrl-C left running); a zero one ends normally, with Ctrl-C ignored from then."""
+  calls = []
+  monkeypatch.setattr(interrupts, 'exit_after_error', lambda s: calls.append(('at once', s)))
+  monkeypatch.setattr(interrupts, 'finished', lambda: calls.append(('finished',)))
+  with pytest.raises(SystemExit) as exited:  # reached after a non-zero status only via the stub
+    interrupts.exit_cli(status)
+  assert exited.value.code == status
+  assert calls[0] == (('at once', status) if status else ('finished',))
+
+
 # Runs a tool with a SIGINT sent to itself as it imports the module `trigger` (JAX's import alone
 # takes a second or more): argv[1] is the trigger, argv[2] the tool (train.py, or a module run as
 # python -m), the rest its arguments.
