@@ -3,20 +3,19 @@
   python -m gan.compare --out runs/compare --minutes 15 [--combos vanilla_wgangp_mlp,...]
                         [--set field=value ...]
 
-Each combination is configs/default.py with gan_model, loss_mode and both networks set, trained
-into `<out>/<combination>` for the default's epochs or until `time_budget_min = --minutes` runs
-out, whichever comes first (so none gets more wall-clock than another, compilation included),
-then its last checkpoint is evaluated by `gan.evaluate` on the held-out designs. Results go to
+Each combination is configs/default.py with gan_model, loss_mode and both networks set, trained into
+`<out>/<combination>` for the default's epochs or until `time_budget_min = --minutes` runs out,
+whichever comes first (so none gets more wall-clock than another, compilation included), then its
+last checkpoint is evaluated by `gan.evaluate` on the held-out designs. Results go to
 `<out>/results.json` (all metrics), `<out>/table.md` (the README table: every combination in
 results.json, in the order of COMBINATIONS) and `<out>/designs.png` (per combination named, one
 design per durability (rows) x mass (columns) pair from fixed noise and struts). A combination
-already in results.json is not
-retrained (unless its run directory has no checkpoint left: the figure draws from it), so an
-interrupted comparison continues where it stopped; the combination it was training starts again
-from scratch (resuming it would give it more than the budget), unless a
-process still trains in its directory (another gan.compare on this --out: refused, as train.py
-is). Continuing with other --minutes or --set is refused (the table would mix settings); use
-another --out.
+already in results.json is not retrained (unless its run directory has no checkpoint left: the
+figure draws from it), so an interrupted comparison continues where it stopped; the combination it
+was training starts again from scratch (resuming it would give it more than the budget), unless a
+process still trains in its directory (another gan.compare on this --out: refused, as train.py is).
+Continuing with other --minutes or --set is refused (the table would mix settings); use another
+--out.
 """
 
 import json
