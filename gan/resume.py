@@ -183,6 +183,32 @@ def check_resumable_early(config, spec, synthetic: bool) -> None:
     check_resumable(saved, c, spec, c.log_path, synthetic)
 
 
+# model_fields' entries that are no config field, with the field that sets each and how: an error
+# naming 'aux_head: False -> True' told no one which setting to give (a run saved before the head
+# existed, resumed with today's defaults).
+_DERIVED_FIELDS = {
+    'aux_head': ('aux_lambda', 'the auxiliary classifier head exists only with aux_lambda > 0'),
+    'aux_regression_head': ('aux_regression', 'its regression output exists only with '
+                            'aux_regression > 0'),
+    'lr_decay': ('lr_decay_steps', 'with lr_decay_steps > 0 the optimizer states count steps'),
+}
+
+
+def _model_changes(old: dict, new: dict, old_config, new_config) -> list[str]:
+  """'field: old -> new' for each model field (`config.model_fields`) that differs, a derived
+  one as the config field that sets it, with its rule."""
+  changes = []
+  for k in new:
+    if old.get(k) == new[k]:
+      continue
+    if k not in _DERIVED_FIELDS:
+      changes.append(f'{k}: {old.get(k)!r} -> {new[k]!r}')
+    elif k != 'aux_regression_head' or old.get('aux_head') == new['aux_head']:
+      field, rule = _DERIVED_FIELDS[k]  # (no head at all: aux_head's line says why)
+      changes.append(f'{field}: {old_config[field]!r} -> {new_config[field]!r} ({rule})')
+  return changes
+
+
 def check_resumable(saved: dict, config, spec, log_path: str, synthetic: bool):
   """Refuses a checkpoint `config` cannot resume on the data of `spec` (`synthetic`: the designs
   the oracle labels); returns the config it was saved with."""
@@ -193,7 +219,7 @@ def check_resumable(saved: dict, config, spec, log_path: str, synthetic: bool):
     raise ConfigError(f'{log_path} holds a checkpoint whose config is unreadable; use a new '
                       '--config.log_path') from None
   new = config_lib.model_fields(config)
-  diff = [f'{k}: {old.get(k)!r} -> {new[k]!r}' for k in new if old.get(k) != new[k]]
+  diff = _model_changes(old, new, saved_config, config)
   if diff:
     raise ConfigError(f'{log_path} holds a run started with other settings that cannot change '
                       f'on resume ({"; ".join(diff)}): the model, optimizer, seeds and '

@@ -1444,6 +1444,30 @@ def test_an_mlp_run_saved_before_attention_fields_resumes_with_todays_defaults()
   assert changed == {'attention', 'embed_dim'}
 
 
+def test_a_run_saved_before_the_aux_head_and_lr_decay_is_refused_naming_their_fields():
+  """A checkpoint from before aux_lambda and lr_decay_steps existed (no head, a constant lr),
+  resumed with today's defaults: the error names the fields to set, not model_fields' own keys
+  (aux_head, aux_regression_head, lr_decay), which no config has."""
+  saved = config_lib.resolve(default.get_config()).to_dict()
+  for field in ('aux_lambda', 'aux_lambda_critic', 'aux_regression', 'lr_decay_steps'):
+    del saved[field]
+  with pytest.raises(ConfigError) as refused:
+    resume.check_resumable({'config': saved}, config_lib.resolve(default.get_config()), None,
+                           'runs/old', True)
+  message = str(refused.value)
+  assert 'aux_lambda: 0.0 -> 3.0 (the auxiliary classifier head exists only with aux_lambda > 0)' \
+      in message
+  assert 'lr_decay_steps: 0 -> 7000 (with lr_decay_steps > 0' in message
+  assert not re.search(r'aux_head|aux_regression_head|lr_decay:|aux_regression:', message)
+  # The regression output alone: named by its own field.
+  new = config_lib.resolve(default.get_config())
+  new.update(aux_regression=0.0)
+  with pytest.raises(ConfigError, match=r'\(aux_regression: 1.0 -> 0.0 \(its regression output '
+                                        r'exists only with aux_regression > 0\)\)'):
+    resume.check_resumable({'config': config_lib.resolve(default.get_config()).to_dict()}, new,
+                           None, 'runs/old', True)
+
+
 def test_the_original_preset_trains_the_originals_way():
   """No auxiliary head, its raw generator sampled, and Adam at a constant 2e-4 (the docstring):
   the default's lr decay, added after the preset, is not inherited."""
