@@ -78,6 +78,11 @@ def find_checkpoints(model_path: str, step_: Optional[int] = None) -> tuple[str,
       raise checkpoints.CheckpointError(
           f'--model_path {model_path} is a seed sweep (num_seeds > 1) with one run directory per '
           f'model; give one of: {", ".join(os.path.join(model_path, s) for s in seeds)}')
+    best = _only_best(ckpt_dir)
+    if best:
+      raise checkpoints.CheckpointError(
+          f'--model_path {model_path} has no checkpoint in {ckpt_dir}, but {best} holds the '
+          f'run\'s best checkpoint; use it with --model_path={best}')
     raise checkpoints.CheckpointError(
         f'--model_path {model_path} holds no checkpoint; give a training run directory '
         '(log_path), its checkpoints/ directory or one step directory inside it')
@@ -91,6 +96,17 @@ def find_checkpoints(model_path: str, step_: Optional[int] = None) -> tuple[str,
     raise checkpoints.CheckpointError(f'no checkpoint for step {step_} in {ckpt_dir}; '
                                       f'available: {", ".join(map(str, steps))}{in_best}')
   return ckpt_dir, step_, os.path.dirname(ckpt_dir)
+
+
+def _only_best(ckpt_dir: str) -> str:
+  """The run's best/ where `ckpt_dir` is its checkpoints/ (here without a step) and best/ holds a
+  checkpoint (the run stopped between its first evaluation and its first checkpoint), else ''."""
+  best = os.path.join(os.path.dirname(ckpt_dir), 'best')
+  if os.path.basename(ckpt_dir) != 'checkpoints' or not os.path.isdir(best):
+    return ''
+  held = [n for n in os.listdir(best)
+          if re.fullmatch(r'\d+', n) and os.path.isdir(os.path.join(best, n))]
+  return best if held else ''
 
 
 def select_device(name: str):

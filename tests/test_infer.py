@@ -453,6 +453,14 @@ def _step2(model_dir):
   return os.path.join(model_dir, 'checkpoints', '2')
 
 
+def _only_in_best(model_dir):
+  """The model copy as a run stopped between its first evaluation and its first checkpoint:
+  checkpoints/ empty, best/ holding step 2."""
+  os.makedirs(os.path.join(model_dir, 'best'))
+  os.rename(_step2(model_dir), os.path.join(model_dir, 'best', '2'))
+  shutil.rmtree(os.path.join(model_dir, 'checkpoints', '1'))
+
+
 # Through infer.py. name -> (flags replacing the example's, setup(model dir) or None, fragments
 # the error line must contain). {model} is the model copy's directory.
 _CLI_CASES = {
@@ -528,6 +536,10 @@ _LIB_CASES = {
                         dirs_exist_ok=True),
         shutil.rmtree(os.path.join(m, 'checkpoints', '1'))],
                           ['available: 2;', 'best holds step 1: --model_path=', f'{os.sep}best']),
+    # A run stopped between its first evaluation and its first checkpoint: its model is in best/.
+    'only_best_holds_a_checkpoint': ({}, lambda m: _only_in_best(m),
+                                     ['no checkpoint in', 'best holds the run\'s best checkpoint',
+                                      f'{os.sep}best']),
     # Rounded to 2 decimals, 1.404 would be class 1.4: a request names a class exactly.
     'durability_near_a_class': ({'durability': 1.404}, None,
                                 ['--durability=1.404 is not a class', '1.4']),
