@@ -68,17 +68,17 @@ def find_checkpoints(model_path: str, step_: Optional[int] = None) -> tuple[str,
     step_ = int(os.path.basename(path))
   else:
     ckpt_dir = path
-  steps = sorted(int(n) for n in os.listdir(ckpt_dir)
+  steps = sorted(int(n) for n in _listdir(ckpt_dir, model_path)
                  if re.fullmatch(r'\d+', n) and os.path.isdir(os.path.join(ckpt_dir, n)))
   if not steps:
-    seeds = sorted((n for n in os.listdir(path) if re.fullmatch(r'seed_\d+', n)
+    seeds = sorted((n for n in _listdir(path, model_path) if re.fullmatch(r'seed_\d+', n)
                     and os.path.isdir(os.path.join(path, n, 'checkpoints'))),
                    key=lambda n: int(n[5:]))
     if seeds:
       raise checkpoints.CheckpointError(
           f'--model_path {model_path} is a seed sweep (num_seeds > 1) with one run directory per '
           f'model; give one of: {", ".join(os.path.join(model_path, s) for s in seeds)}')
-    best = _only_best(ckpt_dir)
+    best = _only_best(ckpt_dir, model_path)
     if best:
       raise checkpoints.CheckpointError(
           f'--model_path {model_path} has no checkpoint in {ckpt_dir}, but {best} holds the '
@@ -98,13 +98,24 @@ def find_checkpoints(model_path: str, step_: Optional[int] = None) -> tuple[str,
   return ckpt_dir, step_, os.path.dirname(ckpt_dir)
 
 
-def _only_best(ckpt_dir: str) -> str:
+def _listdir(directory: str, model_path: str) -> list[str]:
+  """os.listdir, a CheckpointError where `directory` cannot be read (another user's run): a
+  PermissionError traceback before."""
+  try:
+    return os.listdir(directory)
+  except OSError as e:
+    raise checkpoints.CheckpointError(f'--model_path {model_path}: cannot read {directory} '
+                                      f'({e.strerror or e}); give a run directory you can '
+                                      'read') from None
+
+
+def _only_best(ckpt_dir: str, model_path: str) -> str:
   """The run's best/ where `ckpt_dir` is its checkpoints/ (here without a step) and best/ holds a
   checkpoint (the run stopped between its first evaluation and its first checkpoint), else ''."""
   best = os.path.join(os.path.dirname(ckpt_dir), 'best')
   if os.path.basename(ckpt_dir) != 'checkpoints' or not os.path.isdir(best):
     return ''
-  held = [n for n in os.listdir(best)
+  held = [n for n in _listdir(best, model_path)
           if re.fullmatch(r'\d+', n) and os.path.isdir(os.path.join(best, n))]
   return best if held else ''
 

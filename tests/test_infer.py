@@ -18,6 +18,7 @@ import csv
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -666,6 +667,29 @@ def test_library_bad_input_raises_one_line_and_writes_nothing(main_run, tmp_path
   assert_names_problem(message, fragments)
   assert os.listdir(out_parent) == []
   assert not os.path.exists(os.path.join(model, 'inference_output'))
+
+
+@pytest.mark.parametrize('unreadable', ['checkpoints', 'run'])
+def test_a_run_directory_that_cannot_be_read_is_a_checkpoint_error(tmp_path, monkeypatch,
+                                                                   unreadable):
+  """Another user's run (mode 0700): the listing's PermissionError was a traceback under
+  infer.py and gan.evaluate, which report only a DesignGanError as one `error:` line."""
+  run = tmp_path / 'run'
+  denied = run / 'checkpoints' if unreadable == 'checkpoints' else run
+  denied.mkdir(parents=True)
+  denied = str(denied)
+  listdir = os.listdir
+
+  def refusing(path='.'):
+    if os.path.abspath(path) == denied:
+      raise PermissionError(13, 'Permission denied', path)
+    return listdir(path)
+
+  monkeypatch.setattr(os, 'listdir', refusing)
+  with pytest.raises(checkpoints.CheckpointError,
+                     match=re.escape(f'--model_path {run}: cannot read {denied} (Permission '
+                                     'denied); give a run directory you can read')):
+    inference.find_checkpoints(str(run))
 
 
 def test_checkpoint_from_before_newer_config_fields_still_loads(main_run, tmp_path):
