@@ -68,8 +68,7 @@ def find_checkpoints(model_path: str, step_: Optional[int] = None) -> tuple[str,
     step_ = int(os.path.basename(path))
   else:
     ckpt_dir = path
-  steps = sorted(int(n) for n in _listdir(ckpt_dir, model_path)
-                 if re.fullmatch(r'\d+', n) and os.path.isdir(os.path.join(ckpt_dir, n)))
+  steps = _steps_in(ckpt_dir, model_path)
   if not steps:
     seeds = sorted((n for n in _listdir(path, model_path) if re.fullmatch(r'seed_\d+', n)
                     and os.path.isdir(os.path.join(path, n, 'checkpoints'))),
@@ -115,9 +114,13 @@ def _only_best(ckpt_dir: str, model_path: str) -> str:
   best = os.path.join(os.path.dirname(ckpt_dir), 'best')
   if os.path.basename(ckpt_dir) != 'checkpoints' or not os.path.isdir(best):
     return ''
-  held = [n for n in _listdir(best, model_path)
-          if re.fullmatch(r'\d+', n) and os.path.isdir(os.path.join(best, n))]
-  return best if held else ''
+  return best if _steps_in(best, model_path) else ''
+
+
+def _steps_in(directory: str, model_path: str) -> list[int]:
+  """The steps of the checkpoint directories (named by their step) in `directory`, in order."""
+  return sorted(int(n) for n in _listdir(directory, model_path)
+                if re.fullmatch(r'\d+', n) and os.path.isdir(os.path.join(directory, n)))
 
 
 def select_device(name: str):
