@@ -267,6 +267,13 @@ def model_fields(config) -> dict:
     # No MLP network reads them: an MLP run saved before `attention` existed (legacy 'full') or
     # when embed_dim was 32 resumes with today's defaults.
     fields.update({f: None for f in ATTENTION_FIELDS})
+  # Nor may the widths no network reads: an attention network's hidden dims, the class head's
+  # width where there is no Q or auxiliary head.
+  for network in ('gen', 'disc'):
+    if config[f'{network}_mode'] != 'mlp':
+      fields[f'{network}_hidden_dims'] = None
+  if config['gan_model'] != 'infogan' and not config['aux_lambda'] > 0:
+    fields['hidden_dim'] = None
   fields['aux_head'] = config['aux_lambda'] > 0
   fields['aux_regression_head'] = fields['aux_head'] and config['aux_regression'] > 0
   fields['lr_decay'] = config['lr_decay_steps'] > 0  # adds a step count to the optimiser states
@@ -280,8 +287,9 @@ def model_fields(config) -> dict:
 
 def changed_settings(old, new) -> list[str]:
   """'field: old -> new' for every field other than the model's and `epochs` that differs
-  between two resolved configs (what a resumed run now does differently)."""
-  skip = set(MODEL_FIELDS) | {'epochs'}
+  between two resolved configs (what a resumed run now does differently); a model field no
+  network of the run reads (`model_fields` None) is one of them."""
+  skip = {f for f, v in model_fields(new).items() if v is not None} | {'epochs'}
   return [f'{k}: {old[k]!r} -> {new[k]!r}' for k in sorted(new.keys())
           if k not in skip and k in old and _plain(old[k]) != _plain(new[k])]
 

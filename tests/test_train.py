@@ -1444,6 +1444,29 @@ def test_an_mlp_run_saved_before_attention_fields_resumes_with_todays_defaults()
   assert changed == {'attention', 'embed_dim'}
 
 
+@pytest.mark.parametrize('field, value, reads', [
+    ('gen_hidden_dims', (32,), dict(gen_mode='mlp')),
+    ('disc_hidden_dims', (32,), dict(disc_mode='mlp')),
+    ('hidden_dim', 7, dict(gan_model='infogan')),
+    ('hidden_dim', 7, dict(aux_lambda=1.0)),
+], ids=['gen_hidden_dims', 'disc_hidden_dims', 'hidden_dim_q_head', 'hidden_dim_aux_head'])
+def test_a_width_no_network_reads_does_not_refuse_a_resume_but_is_logged(field, value, reads):
+  """A self-attention run's gen/disc_hidden_dims and a vanilla run's hidden_dim without the
+  auxiliary head build nothing: a resume that changes them was refused as a model change. Where a
+  network reads them, it still is."""
+  unread = dict(gen_mode='selfattention', disc_mode='selfattention', gan_model='vanilla',
+                aux_lambda=0.0)
+  saved = config_lib.resolve(ml_collections.ConfigDict(dict(
+      default.get_config().to_dict(), **unread)))
+  new = ml_collections.ConfigDict(dict(saved.to_dict(), **{field: value}))
+  assert config_lib.model_fields(saved) == config_lib.model_fields(new)
+  assert config_lib.changed_settings(saved, new) == [f'{field}: {saved[field]!r} -> {value!r}']
+  saved = ml_collections.ConfigDict(dict(saved.to_dict(), **reads))
+  new = ml_collections.ConfigDict(dict(saved.to_dict(), **{field: value}))
+  assert config_lib.model_fields(saved)[field] != config_lib.model_fields(new)[field]
+  assert config_lib.changed_settings(saved, new) == []
+
+
 def test_a_run_saved_before_the_aux_head_and_lr_decay_is_refused_naming_their_fields():
   """A checkpoint from before aux_lambda and lr_decay_steps existed (no head, a constant lr),
   resumed with today's defaults: the error names the fields to set, not model_fields' own keys
