@@ -170,7 +170,7 @@ def run(*, model_path: str, step: Optional[int], durability, mass,
   if not -MAX_SEED - 1 <= seed <= MAX_SEED:  # prng.seed_key takes 64-bit seeds
     raise DesignGanError(f'--seed must be an integer from {-MAX_SEED - 1} to {MAX_SEED} (JAX '
                          f'seeds are 64-bit integers), got {seed}')
-  out_dir = _output_dir(out_dir, model_path, step)  # before the model loads: known at once
+  out_dir, what = _output_dir(out_dir, model_path, step)  # before the model loads: at once
   dev = inference.select_device(device)
   model = inference.load(model_path, step, dev)
   colors = _strut_colors(len(model.spec.layout.strut_positions), given)
@@ -210,7 +210,7 @@ def run(*, model_path: str, step: Optional[int], durability, mass,
       grid_image = summaries.design_grid(first[:, :, 0])
     else:
       grid_image = summaries.design_grid(_rows(designs, GRID_COLUMNS))
-  with _staging(out_dir) as tmp:
+  with _staging(out_dir, what) as tmp:
     for i, (name, image) in enumerate(zip(names, designs)):
       images_lib.write_rgb(os.path.join(tmp, name), image, atomic=False)
       if report and ((i + 1) % CHUNK_SIZE == 0 or i + 1 == len(names)):
@@ -232,9 +232,10 @@ def _progress_reporter(progress, total: int):
   return lambda verb, done: progress(f'{verb} {done:,} of {total:,} designs')
 
 
-def _output_dir(out_dir: Optional[str], model_path: str, step: Optional[int]) -> str:
+def _output_dir(out_dir: Optional[str], model_path: str, step: Optional[int]) -> tuple[str, str]:
   """The absolute output directory (`out_dir` or <run>/inference_output), checked writable and
-  in a writable directory (the outputs are staged beside it); an OutputPathError otherwise."""
+  in a writable directory (the outputs are staged beside it), and its name for messages; an
+  OutputPathError otherwise."""
   what, hint = '--gen_img_path', ''
   if out_dir is None:  # not given; an empty one is refused below, as every tool's empty path
     out_dir = os.path.join(inference.find_checkpoints(model_path, step)[2], 'inference_output')
@@ -248,7 +249,7 @@ def _output_dir(out_dir: Optional[str], model_path: str, step: Optional[int]) ->
                                   'you can write')
   except paths.OutputPathError as e:
     raise paths.OutputPathError(f'{e}{hint}') from None
-  return out_dir
+  return out_dir, what
 
 
 def _rows(designs: np.ndarray, columns: int) -> np.ndarray:
@@ -279,8 +280,8 @@ class _staging:
   request leaves nothing. A Ctrl-C while the files move in and the temporary directory goes waits
   for them; after a completed move it raises KeyboardInterrupt saying the designs were written."""
 
-  def __init__(self, out_dir: str):
-    self.out_dir = out_dir
+  def __init__(self, out_dir: str, what: str):
+    self.out_dir, self.what = out_dir, what  # what: its name in messages ('--gen_img_path')
 
   def __enter__(self):
     parent = os.path.dirname(self.out_dir)
@@ -293,7 +294,7 @@ class _staging:
       os.makedirs(parent, exist_ok=True)
       self.tmp = paths.staging_dir(self.out_dir)
     except OSError as e:  # e.g. under /proc, which os.access calls writable
-      raise paths.cannot_create(self.out_dir, e) from None
+      raise paths.cannot_create(self.out_dir, e, self.what) from None
     return self.tmp
 
   def __exit__(self, exc_type, exc, tb):
