@@ -57,10 +57,23 @@ def _sweep_mismatch(fresh) -> ConfigError:
                      'or train the new seeds under a new --config.log_path')
 
 
-def _no_shared_epoch(log_path: str, epoch: int) -> ConfigError:
+def _no_shared_epoch(log_path: str, epoch: int, catch_up: str = '') -> ConfigError:
+  """`log_path` got further than the others and no longer holds `epoch` (keep_checkpoints removed
+  it); `catch_up`, the way to give the runs another shared epoch (`_catch_up`)."""
   return ConfigError(f'the runs under the sweep cannot resume together: '
                      f'{os.path.abspath(log_path)} has no checkpoint of epoch {epoch}, the last '
-                     'one the others share; use a new --config.log_path')
+                     f'one the others share; {catch_up}use a new --config.log_path')
+
+
+def _catch_up(behind, target: int) -> str:
+  """How the runs `behind` (seed configs) reach epoch `target` of the run that got further: each
+  trained on its own, as the single run its sweep model is, after which the sweep resumes."""
+  runs = '; '.join(f'--config.log_path={os.path.abspath(c.log_path)} --config.seed={c.seed}'
+                   for c in behind)
+  return (f'to keep their training, train {"each of " * (len(behind) > 1)}the runs behind it to '
+          f'epoch {target} on its own, with the sweep\'s other settings and --config.num_seeds=1 '
+          f'--config.data_seed={behind[0].data_seed} --config.epochs={target} ({runs}), then '
+          'resume the sweep; or ')
 
 
 def resume_epoch(runs) -> int:
@@ -143,7 +156,9 @@ def check_cut_back_early(config) -> None:
             'Train the others to that epoch on their own too, remove those checkpoints, or use a '
             'new --config.log_path')
     if epoch and epoch not in ckpts:  # resume_epoch would refuse it once the runs had logged
-      raise _no_shared_epoch(c.log_path, epoch)
+      behind = [b for b, steps, _ in saved if max(steps, default=0) == epoch]
+      raise _no_shared_epoch(c.log_path, epoch, _catch_up(behind, min(s for s in ckpts
+                                                                      if s > epoch)))
 
 
 def _written_by_another(mngr, step: int, sweep: dict | None) -> bool:

@@ -187,6 +187,37 @@ def test_a_sweep_without_a_shared_checkpoint_is_refused_before_logging(sweep, tm
   assert (_steps(seed_3), _steps(seed_4)) == steps and steps[0] == [latest + 2]
 
 
+@pytest.mark.slow
+def test_the_catch_up_a_refused_sweep_suggests_lets_it_resume(sweep, small_design_dir, tmp_path):
+  """A sweep killed after one run's save of epoch 4, the other's not yet, where keep_checkpoints
+  left the first without epoch 2: the error said only 'use a new --config.log_path'. It now says
+  how to keep the training (the run behind trained on its own to epoch 4), and that works."""
+  config = ml_collections.ConfigDict(sweep[0].to_dict())
+  config.log_path = str(tmp_path / 'run')
+  shutil.copytree(sweep[0].log_path, config.log_path)
+  seed_3, seed_4 = (os.path.join(config.log_path, f'seed_{s}') for s in (3, 4))
+  config.epochs = 4
+  trainer.train(config)
+  for s in _steps(seed_3)[:-1]:  # keep_checkpoints=1 removed them
+    shutil.rmtree(os.path.join(seed_3, 'checkpoints', str(s)))
+  shutil.rmtree(os.path.join(seed_4, 'checkpoints', '4'))  # killed before its save
+  # 2, or 3 where test_a_sweep_resumes_to_the_same_state trained the shared sweep on first
+  shared = _steps(seed_4)[-1]
+  with pytest.raises(config_lib.ConfigError) as refused:
+    trainer.train(config)
+  assert (f'{seed_3} has no checkpoint of epoch {shared}, the last one the others share; to keep '
+          'their training, train the runs behind it to epoch 4 on its own, with the sweep\'s other '
+          'settings and --config.num_seeds=1 --config.data_seed=3 --config.epochs=4 '
+          f'(--config.log_path={seed_4} --config.seed=4), then resume the sweep; or use a new '
+          '--config.log_path') in str(refused.value)
+  alone = ml_collections.ConfigDict(dict(config.to_dict(), num_seeds=1, data_seed=3, epochs=4,
+                                         log_path=seed_4, seed=4))
+  trainer.train(alone)
+  assert _steps(seed_4)[-1] == 4
+  config.epochs = 5
+  assert trainer.train(config)['start_epoch'] == 4
+
+
 def test_a_single_run_and_a_sweep_do_not_share_a_log_path(sweep, tmp_path):
   """num_seeds 2 -> 1 would train a stray model into the sweep's root (which infer.py would then
   read); 1 -> 2 a new sweep beside the single run. Both are refused before anything is written."""
