@@ -17,6 +17,7 @@ import numpy as np
 from gan import checkpoints
 from gan import config as config_lib
 from gan import data
+from gan import paths
 from gan import prng
 from gan import step
 from gan.errors import DesignGanError
@@ -60,7 +61,7 @@ def find_checkpoints(model_path: str, step_: Optional[int] = None) -> tuple[str,
                                       'step directory inside it')
   if os.path.isdir(os.path.join(path, 'checkpoints')):
     ckpt_dir = os.path.join(path, 'checkpoints')
-  elif re.fullmatch(r'\d+', os.path.basename(path)) and os.path.isdir(path):
+  elif _is_step_dir(path):
     ckpt_dir = os.path.dirname(path)
     if step_ is not None and step_ != int(os.path.basename(path)):
       raise checkpoints.CheckpointError(f'--model_path names step {os.path.basename(path)} but '
@@ -121,6 +122,19 @@ def _steps_in(directory: str, model_path: str) -> list[int]:
   """The steps of the checkpoint directories (named by their step) in `directory`, in order."""
   return sorted(int(n) for n in _listdir(directory, model_path)
                 if re.fullmatch(r'\d+', n) and os.path.isdir(os.path.join(directory, n)))
+
+
+def _is_step_dir(path: str) -> bool:
+  """Whether the directory `path` is one checkpoint step's: numbered, and marked by orbax or in a
+  directory of checkpoints (a damaged step, to be named as such). A run directory that is only
+  numbered (log_path=runs/3: a seed sweep, or a run not yet checkpointed) is not: it was read as
+  step 3 of runs/, 'unreadable: Item "meta" was not found'."""
+  if not re.fullmatch(r'\d+', os.path.basename(path)):
+    return False
+  parent = os.path.dirname(path)
+  return (os.path.isfile(os.path.join(path, paths.CHECKPOINT_MARKER))
+          or os.path.basename(parent) in ('checkpoints', 'best')
+          or paths.holds_checkpoints(parent))
 
 
 def select_device(name: str):

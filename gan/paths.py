@@ -47,7 +47,7 @@ def check_output_dir(path: str, what: str) -> str:
 
 
 # orbax writes this file into every checkpoint step directory (checkpoints/<step>/, best/<step>/).
-_CHECKPOINT_MARKER = '_CHECKPOINT_METADATA'
+CHECKPOINT_MARKER = '_CHECKPOINT_METADATA'
 
 
 def check_outside_checkpoints(path: str, what: str, checkpoint_dirs=()) -> None:
@@ -61,8 +61,8 @@ def check_outside_checkpoints(path: str, what: str, checkpoint_dirs=()) -> None:
   managed = {os.path.abspath(d) for d in checkpoint_dirs}
   directory = path
   while True:
-    if (directory in managed or _holds_checkpoints(directory)
-        or os.path.isfile(os.path.join(directory, _CHECKPOINT_MARKER))
+    if (directory in managed or holds_checkpoints(directory)
+        or os.path.isfile(os.path.join(directory, CHECKPOINT_MARKER))
         or _of_a_run(directory)):
       where = 'is' if directory == path else f'is inside {directory},'
       raise OutputPathError(f'{what} {path} {where} a directory of checkpoints (a run\'s '
@@ -78,17 +78,17 @@ def _of_a_run(directory: str) -> bool:
   """Whether `directory` is the checkpoints/ or best/ of a run with checkpoints, made or not yet
   (a run trained without evaluation makes its best/ at its first evaluation)."""
   run, name = os.path.split(directory)
-  return name in ('checkpoints', 'best') and _holds_checkpoints(os.path.join(run, 'checkpoints'))
+  return name in ('checkpoints', 'best') and holds_checkpoints(os.path.join(run, 'checkpoints'))
 
 
-def _holds_checkpoints(directory: str) -> bool:
+def holds_checkpoints(directory: str) -> bool:
   """Whether `directory` holds a checkpoint step directory (<number>/_CHECKPOINT_METADATA)."""
   try:
     names = os.listdir(directory)
   except OSError:  # missing, a file or unreadable
     return False
   return any(re.fullmatch(r'\d+', n) and os.path.isfile(os.path.join(directory, n,
-                                                                     _CHECKPOINT_MARKER))
+                                                                     CHECKPOINT_MARKER))
              for n in names)
 
 

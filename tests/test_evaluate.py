@@ -19,6 +19,7 @@ from gan import checkpoints
 from gan import data
 from gan import designs
 from gan import evaluate
+from gan import inference
 from gan import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -313,6 +314,28 @@ def test_training_evaluates_as_gan_evaluate_does_whatever_the_seed(small_design_
 def test_evaluate_model_reports_a_missing_step(trained_run, tmp_path):
   with pytest.raises(evaluate.DesignGanError, match='step 7'):
     evaluate.evaluate_model(trained_run, step=7, cache_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize('kind', ['sweep', 'run_without_checkpoints'])
+def test_a_run_directory_named_by_a_number_is_not_read_as_a_checkpoint_step(tmp_path, capsys,
+                                                                            kind):
+  """log_path=runs/7: a sweep there, or a run not yet checkpointed, was read as step 7 of runs/
+  ('checkpoint 7 in runs is unreadable: Item "meta" was not found'); a step stays one."""
+  run = tmp_path / '7'
+  step_dir = run / 'seed_7' / 'checkpoints' / '1'
+  if kind == 'sweep':
+    step_dir.mkdir(parents=True)
+    (step_dir / '_CHECKPOINT_METADATA').write_text('{}')
+  else:
+    run.mkdir()
+    (run / 'log_summary').write_text('')
+  assert evaluate.main([f'--model_path={run}', f'--cache_dir={tmp_path}']) == 1
+  err = capsys.readouterr().err.strip()
+  expected = 'is a seed sweep' if kind == 'sweep' else 'holds no checkpoint'
+  assert len(err.splitlines()) == 1 and expected in err, err
+  if kind == 'sweep':
+    assert inference.find_checkpoints(str(step_dir)) == (str(step_dir.parent), 1,
+                                                         str(step_dir.parent.parent))
 
 
 def test_cli_refuses_a_negative_seed_in_one_line(trained_run, capsys):
