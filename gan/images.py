@@ -38,7 +38,8 @@ def read_rgb(path: str) -> np.ndarray:
   be BMP or PNG whatever the name says: a JPEG's lossy colours are refused.
 
   Raises:
-    DataError: the file is missing, unreadable, not an image, or has a non-opaque alpha channel.
+    DataError: the file is missing, not readable by this user, corrupt, not a BMP or PNG, or has a
+      non-opaque alpha channel.
   """
   try:
     if not stat.S_ISREG(os.stat(path).st_mode):  # opening a FIFO would wait for a writer forever
@@ -76,6 +77,9 @@ def read_rgb(path: str) -> np.ndarray:
     raise
   except FileNotFoundError:
     raise DataError(f'{path}: file not found') from None
+  except PermissionError as e:  # an OSError, but neither corrupt nor of another format
+    raise DataError(f'{path}: cannot read the file ({e.strerror}); designs must be files this '
+                    'user can read') from None
   # Not OSErrors: a header claiming a vast size (the warning: 89M to 179M pixels).
   except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
     raise DataError(f'{path}: cannot read image ({e}); the file is corrupt, or far larger than '

@@ -647,6 +647,23 @@ def test_corrupt_image(tmp_path):
     data.load_dataset(str(tmp_path))
 
 
+def test_a_file_this_user_cannot_read_is_named_as_such_not_as_corrupt(tmp_path, monkeypatch):
+  """A design without read permission (copied from another user's directory) was reported as
+  'the file is corrupt or not a BMP/PNG'. Root reads any file, so open() is made to refuse."""
+  write_designs(tmp_path, labelled_names(2) + ['1_locked_2_x.bmp'])
+  real_open = data.image_io.Image.open
+
+  def refuse_locked(path, *args, **kwargs):
+    if str(path).endswith('1_locked_2_x.bmp'):
+      raise PermissionError(13, 'Permission denied', str(path))
+    return real_open(path, *args, **kwargs)
+
+  monkeypatch.setattr(data.image_io.Image, 'open', refuse_locked)
+  with pytest.raises(DataError, match='1_locked_2_x.bmp: cannot read the file') as info:
+    data.load_dataset(str(tmp_path))
+  assert 'Permission denied' in str(info.value) and 'corrupt' not in str(info.value)
+
+
 def test_truncated_image(tmp_path):
   write_designs(tmp_path, ['1_a_2_x.png'])
   content = (tmp_path / '1_a_2_x.png').read_bytes()
