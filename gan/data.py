@@ -295,7 +295,7 @@ class Dataset:
     struts = ', '.join(f'({r},{c})->({tr},{tc})' for (r, c), (tr, tc)
                        in zip(layout.strut_positions, layout.train_strut_positions)) or 'none'
     lines = [
-        f'data: {self.data_dir}',
+        f'data: {shown(self.data_dir)}',
         f'designs: {len(self.train) + len(self.val)} (train {len(self.train)}, '
         f'val {len(self.val)})',
         f'geometry: full {layout.full_height}x{layout.full_width}, training '
@@ -331,10 +331,10 @@ class Dataset:
     if self.skipped:
       grid = (f' ({INFER_GRID}: infer.py\'s contact sheet of a request, not a design)'
               if INFER_GRID in self.skipped else '')
-      found.append(f'{self.data_dir}: skipped {len(self.skipped)} file(s) that are not .bmp/.png '
-                   f'images or are hidden: {_listed(self.skipped)}{grid}')
+      found.append(f'{shown(self.data_dir)}: skipped {len(self.skipped)} file(s) that are not '
+                   f'.bmp/.png images or are hidden: {_listed(self.skipped)}{grid}')
     if self.subdirs:
-      found.append(f'{self.data_dir}: {len(self.subdirs)} subdirector'
+      found.append(f'{shown(self.data_dir)}: {len(self.subdirs)} subdirector'
                    f'{"ies" if len(self.subdirs) > 1 else "y"} not searched (designs are read '
                    f'from the directory itself): {_listed([d + "/" for d in self.subdirs])}')
     found += [f'{m} (labels are rounded to 2 decimals)' for m in self.merged]
@@ -391,9 +391,9 @@ def fingerprint_change(saved: Optional[dict], dataset: 'Dataset') -> str:
     return ''
   count = (f'{saved.get("designs")} then, {now["designs"]} now'
            if saved.get('designs') != now['designs'] else 'as many, other file names')
-  return (f'the designs in {dataset.data_dir} are not those the model was trained on ({count}): '
-          'the train/validation split is drawn anew, so validation designs may be ones it was '
-          'trained on')
+  return (f'the designs in {shown(dataset.data_dir)} are not those the model was trained on '
+          f'({count}): the train/validation split is drawn anew, so validation designs may be ones '
+          'it was trained on')
 
 
 def spec_changes(old: dict, new: dict) -> str:
@@ -415,9 +415,14 @@ def spec_changes(old: dict, new: dict) -> str:
 def _listed(names: Sequence[str]) -> str:
   """The first few names, then how many more; non-UTF-8 bytes of a name escaped (\\xff), so
   that a log line can be written at all."""
-  shown = [os.fsencode(n).decode('utf-8', 'backslashreplace') for n in names[:_MAX_LISTED]]
   more = f' and {len(names) - _MAX_LISTED} more' if len(names) > _MAX_LISTED else ''
-  return ', '.join(shown) + more
+  return ', '.join(shown(n) for n in names[:_MAX_LISTED]) + more
+
+
+def shown(name: str) -> str:
+  """A file or directory name for a log line: its non-UTF-8 bytes escaped (\\xff), since a lone
+  surrogate fails a strict UTF-8 console's handler ('Logging error', the line lost)."""
+  return os.fsencode(name).decode('utf-8', 'backslashreplace')
 
 
 def _design_key(arrays: DesignArrays, i: int) -> tuple:

@@ -519,6 +519,23 @@ def test_a_skipped_name_that_is_not_utf8_is_listed_escaped(tmp_path):
   warning.encode('utf-8')  # strict: no lone surrogate left
 
 
+def test_a_data_directory_whose_name_is_not_utf8_is_shown_escaped(tmp_path):
+  """Escaping the file names was not enough: the directory's own name, in the summary, the
+  skipped-files and subdirectory warnings and the changed-designs warning, made a strict UTF-8
+  console's handler fail ('Logging error' on stderr, the lines lost from the training log)."""
+  directory = os.path.join(os.fsencode(tmp_path), b'Entw\xfcrfe')
+  os.mkdir(directory)
+  os.mkdir(os.path.join(directory, b'old'))
+  write_designs(os.fsdecode(directory), labelled_names(2))
+  with open(os.path.join(directory, b'notes.txt'), 'wb') as f:
+    f.write(b'x')
+  ds = data.load_dataset(os.fsdecode(directory), val_fraction=0)
+  lines = [ds.summary(), *ds.warnings(), data.fingerprint_change({'designs': 1}, ds)]
+  assert len(lines) == 4 and all('Entw\\xfcrfe' in line for line in lines), lines
+  for line in lines:
+    line.encode('utf-8')  # strict: no lone surrogate left
+
+
 def test_labels_written_differently_that_round_to_one_class_are_named(tmp_path):
   write_designs(tmp_path, ['1.4_a_2.131_x.bmp', '1.4_b_2.134_x.bmp', '1.40_c_2.13_x.bmp',
                            '1.5_d_10_x.bmp', '1.5_e_10.0_x.bmp'])
