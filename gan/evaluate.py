@@ -58,7 +58,8 @@ from gan import images as images_lib
 from gan import metrics as metrics_lib
 from gan import paths
 from gan.config import MAX_SEED
-from gan.errors import ArgumentParser, DataError, DesignGanError, messages_on_stderr
+from gan.errors import (ArgumentParser, DataError, DesignGanError, LayoutError,
+                        messages_on_stderr)
 
 log = logging.getLogger('gan.evaluate')  # not __name__: '__main__' under python -m gan.evaluate
 
@@ -353,7 +354,7 @@ def _load_data(model, data_path: Optional[str], load_data) -> data.Dataset:
     return load_data(config)
   try:
     return load_data(config)
-  except DataError as e:
+  except (DataError, LayoutError) as e:  # LayoutError: designs of another size in its place
     moved = bool(config.data_path) and _designs_gone(config.data_path)
     raise DataError(f'{e} (the data_path the run in {model.run_dir} was trained with)'
                     + ('; if the designs moved, give their directory with --data_path' if moved

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from gan import checkpoints
 from gan import data
 from gan import designs
 from gan import evaluate
+from gan import images as images_lib
 from gan import inference
 from gan import trainer
 
@@ -308,6 +310,23 @@ def test_designs_moved_since_training_are_found_with_data_path(small_design_dir,
   # One plain line, not 'WARNING:root:warning: ...' (logging.basicConfig did nothing).
   assert ('\nwarning: the designs in' in '\n' + err and 'not those the model was trained on (240 '
           'then, 241 now): the train/validation split is drawn anew' in err), err
+
+
+def test_designs_of_another_size_at_the_runs_data_path_say_where_the_path_came_from(tmp_path):
+  """Designs of another size put where the run's were: the strut that no longer fits is a
+  LayoutError, which read 'strut pixel (row 7, col 11) lies outside the 5x30 design grid' with
+  nothing saying that the path and the struts are the run's (a DataError said so)."""
+  data_dir = tmp_path / 'data'
+  data_dir.mkdir()
+  for i in range(4):
+    images_lib.write_rgb(str(data_dir / f'1.{i % 2}_a_2.1_{i}.bmp'),
+                         np.full((5, 30, 3), 9, np.uint8))
+  model = types.SimpleNamespace(config=tiny_config(data_dir, tmp_path / 'run'),
+                                run_dir=str(tmp_path / 'run'))
+  with pytest.raises(data.DataError) as info:
+    evaluate._load_data(model, None, trainer.load_data)
+  assert 'lies outside the 5x30 design grid' in str(info.value), info.value
+  assert f'(the data_path the run in {tmp_path / "run"} was trained with)' in str(info.value)
 
 
 def test_training_evaluates_as_gan_evaluate_does_whatever_the_seed(small_design_dir, tmp_path):
