@@ -20,7 +20,7 @@ from absl import flags
 from absl import logging as absl_logging
 
 from gan import interrupts
-from gan.errors import DesignGanError
+from gan.errors import DesignGanError, escape_unencodable_stdout
 
 flags.DEFINE_string('model_path', None, 'Training run directory (log_path), its checkpoints/ '
                     'directory, or one step directory.')
@@ -139,4 +139,5 @@ def _infer():
 
 
 if __name__ == '__main__':
+  escape_unencodable_stdout()
   app.run(main, flags_parser=parse_flags)

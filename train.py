@@ -28,7 +28,7 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from gan import config as config_lib
-from gan.errors import DesignGanError
+from gan.errors import DesignGanError, escape_unencodable_stdout
 
 
 def _config_error(error: Exception):
@@ -163,4 +163,5 @@ def _interrupted_line(config, has_checkpoints) -> str:
 
 
 if __name__ == '__main__':
+  escape_unencodable_stdout()
   app.run(main, flags_parser=parse_flags)

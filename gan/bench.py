@@ -73,7 +73,8 @@ from gan import layout as layout_lib
 from gan import parallel
 from gan import paths
 from gan import step
-from gan.errors import ArgumentParser, DesignGanError, out_of_memory
+from gan.errors import (ArgumentParser, DesignGanError, escape_unencodable_stdout,
+                        out_of_memory)
 
 NUM_DURABILITY = 10
 NUM_MASS = 12
@@ -578,5 +579,6 @@ if __name__ == '__main__':
   # compile_s is the time to compile: a persistent compilation cache the user enabled for training
   # (JAX_COMPILATION_CACHE_DIR, see the README) would make it the time to load an earlier result.
   jax.config.update('jax_enable_compilation_cache', False)
+  escape_unencodable_stdout()
   interrupts.started()
   interrupts.exit_cli(main())

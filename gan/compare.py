@@ -43,7 +43,8 @@ from gan import resume
 from gan import run_lock
 from gan import summaries
 from gan import trainer
-from gan.errors import ArgumentParser, ConfigError, DesignGanError
+from gan.errors import (ArgumentParser, ConfigError, DesignGanError,
+                        escape_unencodable_stdout)
 
 COMBINATIONS = tuple(f'{g}_{l}_{n}' for g in ('vanilla', 'infogan')
                      for l in ('bce', 'wgan', 'wgangp') for n in ('mlp', 'selfattention'))
@@ -306,5 +307,6 @@ def cli() -> None:
 
 
 if __name__ == '__main__':
+  escape_unencodable_stdout()
   interrupts.started()
   cli()

@@ -36,7 +36,8 @@ from gan import images as images_lib
 from gan import interrupts
 from gan import oracle
 from gan import paths
-from gan.errors import ArgumentParser, DesignGanError, messages_on_stderr
+from gan.errors import (ArgumentParser, DesignGanError, escape_unencodable_stdout,
+                        messages_on_stderr)
 
 log = logging.getLogger('gan.designs')  # not __main__ under python -m: see messages_on_stderr
 
@@ -415,4 +416,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
+  escape_unencodable_stdout()
   interrupts.exit_cli(main())

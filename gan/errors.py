@@ -83,3 +83,12 @@ def messages_on_stderr():
   handler = logging.StreamHandler()  # sys.stderr as it is now
   handler.setFormatter(logging.Formatter('%(message)s'))
   return messages_to(handler)
+
+
+def escape_unencodable_stdout() -> None:
+  """For a command-line tool's start: stdout writes what it cannot encode escaped (\\udcff), as
+  Python's stderr always does. A strict UTF-8 stdout (Python's outside the C locales) raised a
+  UnicodeEncodeError for a path with non-UTF-8 bytes in a last 'wrote ... to <path>' line: a
+  traceback and exit status 1 after the work was done."""
+  with contextlib.suppress(AttributeError, ValueError):  # replaced by one without reconfigure()
+    sys.stdout.reconfigure(errors='backslashreplace')

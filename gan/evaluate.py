@@ -59,7 +59,7 @@ from gan import metrics as metrics_lib
 from gan import paths
 from gan.config import MAX_SEED
 from gan.errors import (ArgumentParser, DataError, DesignGanError, LayoutError,
-                        messages_on_stderr)
+                        escape_unencodable_stdout, messages_on_stderr)
 
 log = logging.getLogger('gan.evaluate')  # not __name__: '__main__' under python -m gan.evaluate
 
@@ -487,5 +487,6 @@ def cli() -> None:
 
 
 if __name__ == '__main__':
+  escape_unencodable_stdout()
   interrupts.started()
   cli()

@@ -15,6 +15,8 @@ from gan import images as images_lib
 from gan import oracle
 from gan.errors import DataError, DesignGanError
 
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def test_oracle_reproduces_every_label(default_designs):
   durability, mass = oracle.measure(default_designs.images)
@@ -486,3 +488,38 @@ def test_a_large_dataset_reports_its_progress_on_stderr(tmp_path, monkeypatch, c
   assert designs.main(['--out', str(tmp_path / 'one'), '--num', '1']) == 0
   assert capsys.readouterr().out.startswith('wrote 1 design to ')  # not '1 designs'
   assert len(os.listdir(tmp_path / 'large')) == 100
+
+
+# Runs a tool (argv[1]: a script or a module) with --help, then says how its stdout writes what it
+# cannot encode.
+_STDOUT_ERRORS = """
+import atexit, runpy, sys
+tool = sys.argv[1]
+sys.argv = [tool, '--help']
+atexit.register(lambda: print('stdout errors:', sys.stdout.errors))
+if tool.endswith('.py'):
+  runpy.run_path(tool, run_name='__main__')
+else:
+  runpy.run_module(tool, run_name='__main__', alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize('tool', ['gan.designs', 'gan.evaluate', 'gan.compare', 'gan.bench',
+                                  'train.py', 'infer.py'])
+def test_every_tool_escapes_what_its_stdout_cannot_encode(tool):
+  """A path with non-UTF-8 bytes on a strict UTF-8 stdout (Python's outside the C locales) was a
+  UnicodeEncodeError traceback after the work was done ('wrote 2 designs to <path>'). Every tool
+  now escapes it, as Python's stderr does."""
+  result = subprocess.run([sys.executable, '-c', _STDOUT_ERRORS, tool], cwd=_REPO,
+                          env=dict(os.environ, PYTHONIOENCODING='utf-8:strict'),
+                          capture_output=True, text=True, timeout=120, check=False)
+  assert result.stdout.splitlines()[-1:] == ['stdout errors: backslashreplace'], result.stderr
+
+
+def test_a_dataset_directory_that_is_not_utf8_is_printed_escaped(tmp_path):
+  out = os.path.join(str(tmp_path), os.fsdecode(b'designs\xff'))
+  result = subprocess.run([sys.executable, '-m', 'gan.designs', '--out', out, '--num', '2'],
+                          cwd=_REPO, env=dict(os.environ, PYTHONIOENCODING='utf-8:strict'),
+                          capture_output=True, timeout=120, check=False)
+  assert result.returncode == 0 and b'Traceback' not in result.stderr, result.stderr
+  assert b'designs\\udcff' in result.stdout and len(os.listdir(out)) == 2

@@ -220,6 +220,20 @@ def test_cli_someone_elses_manifest_is_one_error_line(one_strut_run, tmp_path):
   assert _snapshot(out) == before
 
 
+def test_cli_an_output_path_that_is_not_utf8_is_printed_escaped(one_strut_run, tmp_path):
+  """A strict UTF-8 stdout (Python's outside the C locales) raised a UnicodeEncodeError on the
+  last line, 'wrote ... to <path>': a traceback and exit status 1 after the designs were
+  written."""
+  out = os.path.join(str(tmp_path), os.fsdecode(b'out\xff'))
+  result = subprocess.run(
+      [sys.executable, 'infer.py', f'--model_path={one_strut_run}', '--durability=1.4',
+       '--mass=2.14', '--strut1=0,0,0', '--num_gen_image=2', '--device=cpu',
+       f'--gen_img_path={out}'], cwd=REPO, env=dict(ENV, PYTHONIOENCODING='utf-8:strict'),
+      capture_output=True, timeout=CLI_TIMEOUT_S, check=False)
+  assert result.returncode == 0 and b'Traceback' not in result.stderr, result.stderr
+  assert b'out\\udcff' in result.stdout and len(bmp_names(out)) == 2
+
+
 # ---------------------------------------------------------------------------------------------
 # Models with other than two struts
 
