@@ -297,7 +297,8 @@ def evaluate_model(model_path: str, step: Optional[int] = None, per_pair: int = 
       raise EvaluationError(
           f'the data at {dataset.data_dir} no longer match the model in {model.run_dir} (model '
           f'-> data: {data.spec_changes(model.spec.to_dict(), dataset.spec.to_dict())}); '
-          'evaluate with the data the model was trained on')
+          'evaluate with the data the model was trained on (--data_path names their directory '
+          'where they moved)')
     data_change = data.fingerprint_change(model.data_fingerprint, dataset)
     if data_change:
       log.warning('warning: %s', data_change)

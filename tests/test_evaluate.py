@@ -262,6 +262,24 @@ def test_a_json_name_that_is_not_utf8_is_printed_escaped(trained_run, tmp_path, 
   assert json.loads(open(out, 'rb').read())['per_pair'] == 1
 
 
+def test_data_of_other_classes_are_refused_naming_both_and_data_path(trained_run,
+                                                                      small_design_dir, tmp_path):
+  """Designs whose classes differ from the model's cannot be scored by its class indices: refused,
+  naming the change and how to give the model's own data (no test held this error before)."""
+  other = tmp_path / 'other'
+  shutil.copytree(small_design_dir, other)
+  first = sorted({data.parse_labels(n)[0] for n in os.listdir(other)})[0]
+  for name in os.listdir(other):
+    if data.parse_labels(name)[0] == first:
+      os.remove(other / name)
+  with pytest.raises(evaluate.EvaluationError,
+                     match=(f'the data at {other} no longer match the model in {trained_run} '
+                            r'\(model -> data: durability.*\); evaluate with the data the model was '
+                            r'trained on \(--data_path names their directory where they moved\)')):
+    evaluate.evaluate_model(trained_run, per_pair=1, data_path=str(other),
+                            cache_dir=str(tmp_path / 'cache'))
+
+
 def test_designs_moved_since_training_are_found_with_data_path(small_design_dir, tmp_path,
                                                                capsys):
   """The run's config names the data it was trained on; once they moved, the error says where
