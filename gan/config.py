@@ -13,6 +13,7 @@ import ml_collections
 from absl import flags
 
 from configs import default as default_config
+from gan import paths
 from gan.errors import ConfigError, LayoutError
 from gan.layout import parse_strut_positions
 
@@ -192,6 +193,9 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   for field in ('log_path', 'output_path'):
     if c[field]:
       c[field] = os.path.expanduser(str(c[field]))
+  if not paths.utf8_name(c.log_path):  # failed at the first checkpoint save, as a damaged write
+    raise ConfigError(f'log_path {c.log_path!a} has a name that is not UTF-8, under which orbax '
+                      '(TensorStore) cannot write checkpoints; give a UTF-8 name')
   if c.data_path:  # absolute, so gan.evaluate and resuming find the data from any directory
     c.data_path = os.path.abspath(os.path.expanduser(str(c.data_path)))
   return c

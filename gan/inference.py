@@ -53,6 +53,10 @@ def find_checkpoints(model_path: str, step_: Optional[int] = None) -> tuple[str,
                                       '(log_path), its checkpoints/ directory or one step '
                                       'directory inside it')
   path = os.path.abspath(model_path)
+  if not paths.utf8_name(path):  # orbax wrote no checkpoint there: it cannot open such a name
+    raise checkpoints.CheckpointError(f'--model_path {model_path!a} has a name that is not '
+                                      'UTF-8, under which orbax (TensorStore) cannot read '
+                                      'checkpoints; rename it with a UTF-8 name')
   if not os.path.exists(path):
     raise checkpoints.CheckpointError(f'--model_path {model_path}: no such file or directory')
   if not os.path.isdir(path):

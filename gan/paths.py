@@ -105,6 +105,15 @@ def _check_no_dangling_link(path: str, existing: str, what: str) -> None:
     link = os.path.dirname(link)
 
 
+def utf8_name(path: str) -> bool:
+  """Whether the path's bytes (a non-UTF-8 byte arrives as a lone surrogate) are UTF-8."""
+  try:
+    os.fsencode(path).decode('utf-8')
+  except UnicodeDecodeError:
+    return False
+  return True
+
+
 def make_output_dir(path: str, what: str) -> str:
   """Creates the directory `path` (with its parents) if missing and returns it, absolute; an
   OutputPathError naming `what` where that fails. `check_output_dir` cannot tell every case in

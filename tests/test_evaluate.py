@@ -274,8 +274,9 @@ def test_data_of_other_classes_are_refused_naming_both_and_data_path(trained_run
       os.remove(other / name)
   with pytest.raises(evaluate.EvaluationError,
                      match=(f'the data at {other} no longer match the model in {trained_run} '
-                            r'\(model -> data: durability.*\); evaluate with the data the model was '
-                            r'trained on \(--data_path names their directory where they moved\)')):
+                            r'\(model -> data: durability.*\); evaluate with the data the model '
+                            r'was trained on \(--data_path names their directory where they '
+                            r'moved\)')):
     evaluate.evaluate_model(trained_run, per_pair=1, data_path=str(other),
                             cache_dir=str(tmp_path / 'cache'))
 

@@ -748,3 +748,13 @@ def test_error_messages_leave_out_python_object_reprs():
                      'for key "d/1"\nsecond line')
   assert checkpoints.one_line(error) == 'read failed in ... for key "d/1"'
   assert checkpoints.one_line(ValueError('<function f at 0x1> failed')) == '... failed'
+
+
+def test_a_model_path_that_is_not_utf8_is_named_as_such(tmp_path):
+  """orbax cannot read under such a name (it cannot write there either: a run renamed since);
+  its error blamed the checkpoint, 'damaged or incomplete: Unable to cast Python instance'."""
+  run = os.path.join(str(tmp_path), os.fsdecode(b'run\xff'))
+  os.makedirs(os.path.join(run, 'checkpoints', '1'))
+  with pytest.raises(checkpoints.CheckpointError, match=r"--model_path '.*run\\udcff' has a name "
+                     'that is not UTF-8.*rename it with a UTF-8 name'):
+    inference.find_checkpoints(run)

@@ -1404,6 +1404,18 @@ def test_an_mlp_model_is_not_refused_for_attention_settings_it_does_not_read():
   assert config_lib.resolve(config).attention == 'axial'
 
 
+def test_a_log_path_that_is_not_utf8_is_refused_before_anything_is_written(tmp_path):
+  """orbax (TensorStore) cannot write under such a name: the run trained its first epoch, then
+  failed its first checkpoint save as 'cannot write a checkpoint ... (Unable to cast Python
+  instance of type str ...)', and said the same command would resume once it could write."""
+  config = default.get_config()
+  config.log_path = os.path.join(str(tmp_path), os.fsdecode(b'run\xff'))
+  with pytest.raises(ConfigError, match=r"log_path '.*run\\udcff' has a name that is not UTF-8, "
+                     'under which orbax .* cannot write checkpoints; give a UTF-8 name'):
+    config_lib.resolve(config)
+  assert not os.listdir(tmp_path)
+
+
 def test_an_empty_log_path_or_a_config_missing_fields_is_refused():
   config = default.get_config()
   config.log_path = ' '
