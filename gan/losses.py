@@ -17,6 +17,7 @@ Terms:
   info_loss                                            InfoGAN categorical code recovery
   aux_class_loss                                       AC-GAN auxiliary classifier (+ regression)
   clip_weights / is_weight_matrix                      WGAN weight clipping
+  clip_fraction                                        the share of the clipped weights, for logging
 """
 
 from typing import Any, Callable
@@ -301,3 +302,26 @@ def clip_weights(params, clip: float,
   """
   return jax.tree_util.tree_map_with_path(
       lambda path, leaf: jnp.clip(leaf, -clip, clip) if predicate(path, leaf) else leaf, params)
+
+
+def clip_fraction(params, clip: float,
+                  predicate: Callable[[Any, Any], bool] = is_weight_matrix) -> jax.Array:
+  """The share of the entries clip_weights bounds that sit at the bound: mean_i [|w_i| >= c] over
+  every entry of the leaves for which predicate(path, leaf) is True (0 if none). Logged for WGAN:
+  near 1, the critic lives on the clip box's corners and its capacity is the clip's, not the
+  network's (Gulrajani et al. 2017, section 3).
+
+  Args:
+    params: the clipped parameters (any pytree of arrays).
+    clip: c > 0.
+    predicate: as for clip_weights.
+
+  Returns:
+    A float32 scalar in [0, 1].
+  """
+  selected = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+              if predicate(path, leaf)]
+  if not selected:
+    return jnp.zeros((), jnp.float32)
+  at_bound = sum(jnp.sum(jnp.abs(leaf) >= clip) for leaf in selected)
+  return (at_bound / sum(leaf.size for leaf in selected)).astype(jnp.float32)

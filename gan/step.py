@@ -44,8 +44,8 @@ from gan import networks
 from gan import prng
 
 METRICS = ('critic_loss', 'gen_loss', 'wasserstein', 'gradient_penalty', 'grad_norm',
-           'strut_error', 'strut_max_error', 'info_loss', 'q_real_loss', 'aux_loss',
-           'aux_real_loss', 'real_score', 'fake_score')
+           'clip_fraction', 'strut_error', 'strut_max_error', 'info_loss', 'q_real_loss',
+           'aux_loss', 'aux_real_loss', 'real_score', 'fake_score')
 
 
 def active_metrics(config) -> tuple[str, ...]:
@@ -53,6 +53,8 @@ def active_metrics(config) -> tuple[str, ...]:
   skip = set()
   if config.loss_mode != 'wgangp':
     skip |= {'gradient_penalty', 'grad_norm'}
+  if config.loss_mode != 'wgan':
+    skip.add('clip_fraction')
   if config.gan_model != 'infogan':
     skip |= {'info_loss', 'q_real_loss'}
   if not uses_aux(config):
@@ -290,10 +292,12 @@ def critic_step(config, models: Models, state: TrainState, batch, key):
   (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.critic_params)
   updates, critic_opt = models.critic_tx.update(grads, state.critic_opt, state.critic_params)
   critic_params = optax.apply_updates(state.critic_params, updates)
+  clipped = jnp.zeros(())
   if config.loss_mode == 'wgan':
     critic_params = losses.clip_weights(critic_params, config.weight_clip, _not_aux_head)
+    clipped = losses.clip_fraction(critic_params, config.weight_clip, _not_aux_head)
   return state._replace(critic_params=critic_params, critic_opt=critic_opt), dict(
-      critic_loss=loss, **aux)
+      critic_loss=loss, clip_fraction=clipped, **aux)
 
 
 def generator_step(config, models: Models, state: TrainState, batch, key):

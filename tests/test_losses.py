@@ -364,6 +364,26 @@ def test_clip_weights_plain_dict_and_custom_predicate():
   assert np.all(custom['norm']['scale'] == 0.1)
 
 
+def test_clip_fraction_counts_the_selected_entries_at_the_bound():
+  """Hand count: conv kernel (36 entries) and dense kernel (10) are the weight matrices; biases,
+  norm scales and scalars are not counted, whatever their values."""
+  params = {
+      'conv': {'kernel': np.zeros((3, 3, 1, 4), np.float32),
+               'bias': np.full((4,), 5.0, np.float32)},
+      'dense': {'kernel': np.zeros((5, 2), np.float32)},
+      'norm': {'scale': np.full(2, 0.1, np.float32)},
+  }
+  params['conv']['kernel'].reshape(-1)[:9] = [0.1, -0.1, 0.1, 0.3, -7.0, 0.0999, 0.05, 0, -0.0999]
+  params['dense']['kernel'][0] = [-0.1, 0.1]
+  clipped = losses.clip_weights(params, 0.1)
+  # At the bound after clipping: 0.1, -0.1, 0.1, 0.3 -> 0.1, -7 -> -0.1, and the dense pair.
+  np.testing.assert_allclose(losses.clip_fraction(clipped, 0.1), 7 / 46, rtol=1e-6)
+  assert float(losses.clip_fraction(params, 0.1, lambda path, leaf: False)) == 0.0
+  jitted = jax.jit(lambda p: losses.clip_fraction(p, 0.1))(clipped)
+  assert jitted.dtype == jnp.float32
+  np.testing.assert_allclose(jitted, 7 / 46, rtol=1e-6)
+
+
 def test_is_weight_matrix():
   assert losses.is_weight_matrix((), np.zeros((3, 4)))
   assert losses.is_weight_matrix((), np.zeros((3, 3, 3, 8)))
