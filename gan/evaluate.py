@@ -352,7 +352,10 @@ def _load_data(model, data_path: Optional[str], load_data) -> data.Dataset:
   config = model.config.copy_and_resolve_references()
   if data_path is not None:
     config.data_path = os.path.abspath(os.path.expanduser(data_path)) if data_path else ''
-    return load_data(config)
+    try:
+      return load_data(config)
+    except (DataError, LayoutError) as e:  # named: the user gave the path, not the run
+      raise DataError(f'--data_path: {e}') from None
   try:
     return load_data(config)
   except (DataError, LayoutError) as e:  # LayoutError: designs of another size in its place

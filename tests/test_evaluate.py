@@ -313,6 +313,12 @@ def test_designs_moved_since_training_are_found_with_data_path(small_design_dir,
   err = capsys.readouterr().err
   assert err.startswith(f'error: {data_dir}: data directory does not exist'), err
   assert f'the data_path the run in {log_path} was trained with' in err and '--data_path' in err
+  # A --data_path that is wrong too is named as the flag's, not the run's.
+  assert evaluate.main(args + [f'--data_path={tmp_path / "gone"}']) == 1
+  err = capsys.readouterr().err
+  assert err.startswith(f'error: --data_path: {tmp_path / "gone"}: data directory does not '
+                        'exist'), err
+  assert 'trained with' not in err, err
   assert evaluate.main(args + [f'--data_path={tmp_path / "moved"}',
                                f'--json={tmp_path / "after.json"}']) == 0
   before, after = (json.loads((tmp_path / n).read_text()) for n in ('before.json', 'after.json'))
