@@ -76,6 +76,9 @@ def read_rgb(path: str) -> np.ndarray:
   except DataError:
     raise
   except FileNotFoundError:
+    if os.path.islink(path):  # listed in its directory, so 'not found' read as a contradiction
+      raise DataError(f'{path}: a symbolic link to {os.readlink(path)}, which does not exist; '
+                      'designs must be files, or links to files') from None
     raise DataError(f'{path}: file not found') from None
   except PermissionError as e:  # an OSError, but neither corrupt nor of another format
     raise DataError(f'{path}: cannot read the file ({e.strerror}); designs must be files this '

@@ -664,6 +664,15 @@ def test_corrupt_image(tmp_path):
     data.load_dataset(str(tmp_path))
 
 
+def test_a_broken_link_named_like_a_design_says_where_it_points(tmp_path):
+  """The directory lists it, so 'file not found' read as a contradiction."""
+  write_designs(tmp_path, labelled_names(2))
+  os.symlink(tmp_path / 'gone.bmp', tmp_path / '1_link_2_x.bmp')
+  with pytest.raises(DataError, match=(r'1_link_2_x.bmp: a symbolic link to .*gone.bmp, which '
+                                       'does not exist; designs must be files, or links to')):
+    data.load_dataset(str(tmp_path))
+
+
 def test_a_file_this_user_cannot_read_is_named_as_such_not_as_corrupt(tmp_path, monkeypatch):
   """A design without read permission (copied from another user's directory) was reported as
   'the file is corrupt or not a BMP/PNG'. Root reads any file, so open() is made to refuse."""
