@@ -292,12 +292,10 @@ def critic_step(config, models: Models, state: TrainState, batch, key):
   (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.critic_params)
   updates, critic_opt = models.critic_tx.update(grads, state.critic_opt, state.critic_params)
   critic_params = optax.apply_updates(state.critic_params, updates)
-  clipped = jnp.zeros(())
   if config.loss_mode == 'wgan':
     critic_params = losses.clip_weights(critic_params, config.weight_clip, _not_aux_head)
-    clipped = losses.clip_fraction(critic_params, config.weight_clip, _not_aux_head)
   return state._replace(critic_params=critic_params, critic_opt=critic_opt), dict(
-      critic_loss=loss, clip_fraction=clipped, **aux)
+      critic_loss=loss, **aux)
 
 
 def generator_step(config, models: Models, state: TrainState, batch, key):
@@ -359,6 +357,10 @@ def update(config, models: Models, state: TrainState, batch):
                                        jax.random.split(k_critic, config.critic_iter))
   state, gen_metrics = generator_step(config, models, state, batch, k_gen)
   metrics = {k: v[-1] for k, v in critic_metrics.items()}  # the last critic step's values
+  # Of the last critic step's clipping too: once per update, not in every critic step.
+  metrics['clip_fraction'] = (
+      losses.clip_fraction(state.critic_params, config.weight_clip, _not_aux_head)
+      if config.loss_mode == 'wgan' else jnp.zeros(()))
   metrics.update(gen_metrics)
   return state, {k: metrics[k] for k in METRICS}
 
