@@ -467,8 +467,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         written = True
       print(format_report(metrics))
       if args.json:
-        # Escaped: a non-UTF-8 name failed a strict UTF-8 stdout, a traceback after the writing.
-        print(f'metrics written to {data.shown(os.path.abspath(args.json))}')
+        print(f'metrics written to {os.path.abspath(args.json)}')
   except DesignGanError as e:
     if not interrupted:
       print(f'error: {e}', file=sys.stderr)
