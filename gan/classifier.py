@@ -318,7 +318,8 @@ def load_or_train_classifier(dataset: data.Dataset,
     try:
       classifier = restore_classifier(dataset.spec, path)
     except Exception as e:  # pylint: disable=broad-except  (orbax raises many types)
-      log.warning('Cached classifier %s is unreadable (%s); training a new one', path, e)
+      log.warning('warning: the cached classifier %s is unreadable (%s); training a new one',
+                  path, e)
     else:
       log.info('Loaded the evaluation classifier from %s', path)
       return with_held_out(classifier, dataset)
@@ -328,6 +329,6 @@ def load_or_train_classifier(dataset: data.Dataset,
   try:
     save_classifier(classifier, path)
   except OSError as e:
-    log.warning('Cannot cache the evaluation classifier in %s (%s); give a writable %s to '
+    log.warning('warning: cannot cache the evaluation classifier in %s (%s); give a writable %s to '
                 'reuse it', path, e, '--cache_dir' if cache_dir else 'DESIGNGAN_CACHE')
   return classifier

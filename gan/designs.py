@@ -304,7 +304,7 @@ def check_out_dir(out_dir: str, overwrite: bool = False, what: str = '--out') ->
   out_dir = paths.check_output_dir(os.path.realpath(out_dir), what)
   restored = paths.restore_set_aside(out_dir)
   if restored:
-    log.warning('Warning: %s %s was missing: a run replacing it was killed; its earlier designs, '
+    log.warning('warning: %s %s was missing: a run replacing it was killed; its earlier designs, '
                 'set aside in %s, are back', what, out_dir, restored)
   if os.path.commonpath([out_dir, os.getcwd()]) == out_dir:
     # The finished dataset is renamed into place: the shell's directory would be replaced.

@@ -91,7 +91,7 @@ class RunLock:
 
   def __init__(self, directory: str, on_stale: Optional[Callable[[str], None]] = None):
     self.path = os.path.join(os.path.abspath(directory), LOCK_NAME)
-    self._on_stale = on_stale or (lambda message: logging.warning('%s', message))
+    self._on_stale = on_stale or (lambda message: logging.warning('warning: %s', message))
     self._held = False
 
   def __enter__(self) -> 'RunLock':

@@ -299,12 +299,12 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
         for path, message in stale:  # a killed run's lock: said in the log, for later
           if os.path.abspath(path) in (os.path.abspath(c.log_path),
                                        os.path.abspath(config.log_path)):
-            runs[-1].log.warning('Warning: %s', message)
+            runs[-1].log.warning('warning: %s', message)
       stale.clear()
       return _train_runs(config, runs, shared, abstract, started, stop_requested)
   except BaseException as e:  # an error or Ctrl-C: no empty output directory left behind
     for _, message in stale:  # taken over before the runs' logs opened: said on the console
-      logging.warning('Warning: %s', message)
+      logging.warning('warning: %s', message)
     paths.remove_if_empty(made)
     if isinstance(e, Exception) and (reason := out_of_memory(e)):  # too large for memory
       # from e: XLA's own message lists what held the memory, for a library caller to read
@@ -533,7 +533,7 @@ class _Run:
         f'  {k} = {v!r}' for k, v in sorted(config.to_dict().items())))
     self.log.info('Dataset:\n%s', dataset.summary())
     for warning in dataset.warnings():
-      self.log.warning('Warning: %s', warning)
+      self.log.warning('warning: %s', warning)
     self.meta = {'config': config.to_dict(), 'spec': dataset.spec.to_dict(),
                  'oracle_applies': shared.synthetic, 'data': dataset.fingerprint(),
                  'untrained_classes': dataset.untrained_classes(), 'sweep': shared.sweep}
@@ -564,7 +564,7 @@ class _Run:
       self.log.info('Settings changed since that checkpoint: %s', '; '.join(changed))
     data_change = data.fingerprint_change(saved.get('data'), self.shared.dataset)
     if data_change:
-      self.log.warning('Warning: %s', data_change)
+      self.log.warning('warning: %s', data_change)
     return state
 
   def check_finite(self, metrics: dict, state_finite: bool, epoch: int, steps_before: int,

@@ -1,5 +1,6 @@
 """Tests of gan/classifier.py: accuracy on held-out designs, the cache and its key."""
 
+import logging
 import os
 
 import jax
@@ -44,7 +45,7 @@ def test_classifier_is_cached_and_reloaded(small_design_dir, tmp_path, monkeypat
 
 
 def test_classifier_cache_ignores_partial_and_broken_entries(small_design_dir, tmp_path,
-                                                              monkeypatch):
+                                                              monkeypatch, caplog):
   small = data.load_dataset(small_design_dir)
   path = classifier_lib.classifier_dir(small, str(tmp_path))
   os.makedirs(path)  # an interrupted write that somehow kept the final name: no info.json
@@ -62,8 +63,12 @@ def test_classifier_cache_ignores_partial_and_broken_entries(small_design_dir, t
   for root, _, files in os.walk(os.path.join(path, 'params')):
     for name in files:
       os.remove(os.path.join(root, name))
-  classifier = classifier_lib.load_or_train_classifier(small, str(tmp_path))
+  with caplog.at_level(logging.WARNING):
+    classifier = classifier_lib.load_or_train_classifier(small, str(tmp_path))
   assert len(trained) == 2 and classifier.info['num_train'] == len(small.train)
+  # Said as every tool's warnings are: 'warning: ...', as errors are 'error: ...'.
+  assert [r.getMessage().split(' is unreadable')[0] for r in caplog.records
+          if r.levelno == logging.WARNING] == [f'warning: the cached classifier {path}']
   classifier_lib.restore_classifier(small.spec, path)  # the replacement is readable
 
 

@@ -687,7 +687,7 @@ def test_resuming_on_other_designs_warns_that_the_split_is_drawn_anew(base_run, 
   trainer.train(config)
   with open(os.path.join(config.log_path, 'log_summary')) as f:
     log = f.read()
-  assert (f'Warning: the designs in {more} are not those the model was trained on (240 then, '
+  assert (f'warning: the designs in {more} are not those the model was trained on (240 then, '
           '241 now)') in log
 
 
@@ -1768,7 +1768,7 @@ def test_the_training_log_warns_about_a_class_without_training_designs(small_des
                        eval_every=0, mass_values=masses + ',9.99', **BASE)
   result = trainer.train(config)
   with open(os.path.join(result['log_path'], 'log_summary'), encoding='utf-8') as f:
-    assert 'Warning: no training design has mass 9.99' in f.read()
+    assert 'warning: no training design has mass 9.99' in f.read()
 
 
 def _tree_snapshot(directory: str) -> list:
@@ -1810,7 +1810,7 @@ def test_a_stale_lock_is_taken_over_and_said_in_the_run_log(base_run, tmp_path):
   assert trainer.train(config)['epochs'] == 3
   assert not os.path.exists(lock)
   with open(os.path.join(config.log_path, 'log_summary'), encoding='utf-8') as f:
-    assert f'Warning: removing the stale lock {lock} of process ' in f.read()
+    assert f'warning: removing the stale lock {lock} of process ' in f.read()
 
 
 @pytest.mark.parametrize('fails_in', ['abstract_init', 'compile_epoch'])
