@@ -26,6 +26,10 @@ class ConfigError(DesignGanError):
   """A configuration value or combination is invalid."""
 
 
+class TrainingError(DesignGanError):
+  """Training cannot go on (a non-finite loss)."""
+
+
 class OutOfMemoryError(ConfigError):
   """A model, batch or sweep too large for the memory of this machine's devices."""
 

@@ -1,5 +1,5 @@
-"""The training loop: the dataset on the device, one compiled epoch at a time, and everything a
-user looks at afterwards (log_summary, TensorBoard, checkpoints, output BMPs).
+"""The training loop: the dataset on the device, one compiled epoch at a time; each run's
+directory (log_summary, TensorBoard, checkpoints, output BMPs) is gan/run_dir.py's.
 
 The host wakes once per epoch: to check that every loss stayed finite, then, when due, to log,
 draw grids and checkpoint. Re-running the same command resumes from the latest checkpoint.
@@ -11,7 +11,6 @@ import contextlib
 import logging
 import os
 import sys
-import threading
 import time
 from typing import Callable
 
@@ -19,7 +18,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gan import checkpoints
 from gan import classifier as classifier_lib
 from gan import config as config_lib
 from gan import data
@@ -28,20 +26,12 @@ from gan import interrupts
 from gan import metrics as metrics_lib
 from gan import parallel
 from gan import paths
-from gan import prng
 from gan import resume
+from gan import run_dir
 from gan import run_lock
 from gan import step
-from gan import summaries
-from gan.errors import (MEMORY_HINT, ConfigError, DesignGanError, OutOfMemoryError, messages_to,
-                        out_of_memory)
+from gan.errors import MEMORY_HINT, ConfigError, OutOfMemoryError, out_of_memory
 
-# The work that closes an epoch when due, in the order it is done; a last epoch does all of it.
-CLOSING_WORK = ('grid', 'evaluation', 'checkpoint')
-
-
-class TrainingError(DesignGanError):
-  """Training cannot go on (a non-finite loss)."""
 
 
 def parse_values(value, field: str = 'class values'):
@@ -66,36 +56,6 @@ def load_data(config) -> data.Dataset:
                            config_lib.data_seed(config))
 
 
-def _logger(log_path: str, prefix: str = '', enabled: bool = True) -> logging.Logger:
-  """log_summary and the console, lines prefixed by `prefix` on the console; silent when not
-  `enabled` (processes other than 0)."""
-  logger = logging.getLogger(f'designgan.train.{log_path}')
-  logger.setLevel(logging.INFO)
-  logger.propagate = False
-  for handler in list(logger.handlers):
-    logger.removeHandler(handler)
-  if not enabled:
-    logger.addHandler(logging.NullHandler())
-    return logger
-  # A non-UTF-8 file name in a message must not cost the line (logging would print a traceback).
-  file_handler = logging.FileHandler(os.path.join(log_path, 'log_summary'),
-                                     errors='backslashreplace')
-  file_handler.setFormatter(logging.Formatter('%(asctime)s %(message)s'))
-  console = logging.StreamHandler(sys.stdout)
-  console.setFormatter(logging.Formatter(prefix.replace('%', '%%') + '%(message)s'))
-  logger.addHandler(file_handler)
-  logger.addHandler(console)
-  return logger
-
-
-def _close_logger(logger: logging.Logger) -> None:
-  """Removes and closes `_logger`'s handlers: a process that goes on after `train` (a notebook)
-  would otherwise keep every run's log_summary open."""
-  for handler in list(logger.handlers):
-    logger.removeHandler(handler)
-    handler.close()
-
-
 class _Progress:
   """A one-line progress bar on an interactive terminal; silent otherwise."""
 
@@ -115,44 +75,6 @@ class _Progress:
   def clear(self):
     if self.enabled:
       sys.stdout.write('\r' + ' ' * 100 + '\r')
-
-
-def _first_non_finite(metrics: dict):
-  """(step index within the epoch, term) of the first non-finite metric, or None."""
-  first = None
-  for name, values in metrics.items():
-    bad = np.flatnonzero(~np.isfinite(values))
-    if bad.size and (first is None or bad[0] < first[0]):
-      first = (int(bad[0]), name)
-  return first
-
-
-def _class_grid_inputs(config, spec, fixed_example):
-  """Fixed noise and conditions for the durability x mass grid (one design per pair)."""
-  nd, nm = len(spec.durability), len(spec.mass)
-  d, m = np.meshgrid(np.arange(nd), np.arange(nm), indexing='ij')
-  z = jax.random.normal(prng.seed_key(config.seed + 1), (nd * nm, config.zdim))
-  fixed = np.broadcast_to(fixed_example, (nd * nm,) + fixed_example.shape)
-  return z, jnp.asarray(d.ravel(), jnp.int32), jnp.asarray(m.ravel(), jnp.int32), jnp.asarray(
-      fixed)
-
-
-def _to_full_uint8(layout, images) -> np.ndarray:
-  return layout.to_full(data.denormalize(np.asarray(images)))
-
-
-def _real_class_grid(dataset) -> np.ndarray:
-  """One real design per (durability, mass) pair (black where the data has none)."""
-  spec, part = dataset.spec, dataset.train
-  nd, nm = len(spec.durability), len(spec.mass)
-  full = _to_full_uint8(spec.layout, part.images)
-  grid = np.zeros((nd, nm) + full.shape[1:], np.uint8)
-  seen = set()
-  for i, (d, m) in enumerate(zip(part.durability, part.mass)):
-    if (d, m) not in seen:
-      seen.add((d, m))
-      grid[d, m] = full[i]
-  return grid
 
 
 def _lock_dirs(config) -> list:
@@ -274,7 +196,7 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
                          (c.output_path or os.path.join(c.log_path, 'output'), 'output_path')):
         made = paths.missing_dirs(path) + made
         paths.make_output_dir(path, what)
-    with contextlib.ExitStack() as release:  # also after an error: see _Run.release
+    with contextlib.ExitStack() as release:  # also after an error: see run_dir.Run.release
       if parallel.is_main():  # process 0 claims the directories for every process of the run
         for path in _lock_dirs(config):  # released last: after every pending write
           release.enter_context(run_lock.RunLock(
@@ -291,10 +213,11 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
       parallel.check_batch_size(config.batch_size, resuming=resuming)
       models, abstract = step.abstract_init(config, dataset.spec, dataset.mask)
       check_state_fits(config, abstract)  # before the runs' logs: nothing written yet
-      shared = _Shared(config, dataset, models, synthetic)
+      shared = run_dir.Shared(config, dataset, models, synthetic)
       runs = []
       for c in config_lib.seed_configs(config):
-        runs.append(_Run(c, shared, prefix=f'[seed {c.seed}] ' if config.num_seeds > 1 else ''))
+        prefix = f'[seed {c.seed}] ' if config.num_seeds > 1 else ''
+        runs.append(run_dir.Run(c, shared, prefix=prefix))
         release.callback(runs[-1].release)
         for path, message in stale:  # a killed run's lock: said in the log, for later
           if os.path.abspath(path) in (os.path.abspath(c.log_path),
@@ -334,7 +257,7 @@ def _interruption_logged(runs, epoch: int, when: str):
 
 
 def _manager_dirs(config) -> list[str]:
-  """The directories a run's checkpoint managers make in its log_path (see `_Run`)."""
+  """The directories a run's checkpoint managers make in its log_path (see `run_dir.Run`)."""
   return [os.path.join(os.path.abspath(config.log_path), name)
           for name in ('checkpoints', 'best')]
 
@@ -419,7 +342,7 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
       # first epoch closes with everything a last one does (evaluation, checkpoint, grid), so the
       # budget knows what that costs before it decides anything; each later decision follows the
       # epoch's own closing work, which is then measured, not estimated (its compilation left
-      # out: `_timed`).
+      # out: `run_dir._timed`).
       final = epoch == config.epochs
       stop = 0 if final else _stop_reason(stop_requested(), False)
       interrupted = stop == _INTERRUPTED
@@ -475,216 +398,6 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
       config.log_path), start_epoch=start_epoch, interrupted=interrupted)
 
 
-class _Shared:
-  """What every run of a sweep shares: the data, the compiled sampler, the eval classifier."""
-
-  def __init__(self, config, dataset, models, synthetic: bool):
-    self.dataset, self.models = dataset, models
-    # In each run's checkpoint metadata: which checkpoints a re-run of the sweep may replace.
-    self.sweep = resume.sweep_id(config)
-    self.main = parallel.is_main()  # logs, TensorBoard and images come from process 0 only
-    self.synthetic = synthetic  # metrics_lib.is_synthetic(dataset): the oracle labels the designs
-    self.sample_fn = jax.jit(lambda p, r, *a: step.sample(models, p, r, *a))
-    self.real_grid = summaries.design_grid(_real_class_grid(dataset))
-    self.evaluates = config.eval_every > 0
-    self.classifier = self.reference = None  # load_classifier, once the runs' logs are open
-
-  def load_classifier(self, runs) -> None:
-    """Where the runs evaluate: the evaluation classifier (trained once per dataset, then cached)
-    and the reference statistics of the real designs. Its line (trained in how long, with what
-    held-out accuracy, or loaded from where) and warnings go to every run's log: under train.py
-    nothing showed them, and the classifier trains for seconds (about 11 s on the default designs)
-    before the first epoch."""
-    if not self.evaluates or self.classifier is not None:
-      return
-    with messages_to(_ToRunLogs(runs), classifier_lib.log.name):
-      self.classifier = classifier_lib.load_or_train_classifier(self.dataset)
-    self.reference = evaluate.reference(self.dataset, self.classifier)
-
-
-class _ToRunLogs(logging.Handler):
-  """Passes each record on to every run's log (log_summary and the console)."""
-
-  def __init__(self, runs):
-    super().__init__()
-    self.runs = runs
-
-  def emit(self, record):
-    for run in self.runs:
-      run.log.log(record.levelno, '%s', record.getMessage())
-
-
-
-class _Run:
-  """One model's run directory: log_summary, TensorBoard, checkpoints, evaluation, outputs."""
-
-  def __init__(self, config, shared: _Shared, prefix: str = ''):
-    self.config, self.shared = config, shared
-    self.seed_note = f' (seed {config.seed})' if prefix else ''
-    dataset = shared.dataset
-    self.log_path = os.path.abspath(config.log_path)
-    self.output_path = os.path.abspath(config.output_path
-                                       or os.path.join(self.log_path, 'output'))
-    self.log = _logger(self.log_path, prefix, shared.main)
-    self.log.info('=' * 64)
-    self.log.info('designgan training: %s GAN, %s loss, %s generator, %s critic',
-                  config.gan_model, config.loss_mode, config.gen_mode, config.disc_mode)
-    self.log.info('Resolved config:\n%s', '\n'.join(
-        f'  {k} = {v!r}' for k, v in sorted(config.to_dict().items())))
-    self.log.info('Dataset:\n%s', dataset.summary())
-    for warning in dataset.warnings():
-      self.log.warning('warning: %s', warning)
-    self.meta = {'config': config.to_dict(), 'spec': dataset.spec.to_dict(),
-                 'oracle_applies': shared.synthetic, 'data': dataset.fingerprint(),
-                 'untrained_classes': dataset.untrained_classes(), 'sweep': shared.sweep}
-    self.mngr = checkpoints.manager(os.path.join(self.log_path, 'checkpoints'),
-                                    config.keep_checkpoints)
-    try:  # train() releases only a run it finished opening: this one closes its own manager
-      self.evaluator = _Evaluator(config, shared, self.log_path)
-    except BaseException:
-      checkpoints.close(self.mngr)  # nothing written yet: nothing to fail
-      _close_logger(self.log)
-      raise
-    self.grid_inputs = _class_grid_inputs(config, dataset.spec, dataset.train.fixed[0])
-    self.tb = (summaries.TensorBoard(self.log_path) if shared.main
-               else summaries.NoTensorBoard())
-    self.means = {}
-
-  def restore(self, epoch: int, target):
-    damaged = os.path.join(self.mngr.directory, str(epoch))
-    earlier_hint = f'remove {damaged} to resume from checkpoint {{step}}'
-    _, saved = checkpoints.read_meta(self.mngr, epoch, earlier_hint)
-    saved_config = resume.check_resumable(saved, self.config, self.shared.dataset.spec,
-                                          self.log_path, self.shared.synthetic)
-    state = checkpoints.restore_state(self.mngr, epoch, target, earlier_hint=earlier_hint)
-    self.log.info('Resumed from the checkpoint of epoch %d in %s', epoch, self.mngr.directory)
-    self.tb.purge_from(epoch + 1)  # scalars and grids are stepped by epoch: replayed ones replace
-    changed = config_lib.changed_settings(saved_config, self.config)
-    if changed:
-      self.log.info('Settings changed since that checkpoint: %s', '; '.join(changed))
-    data_change = data.fingerprint_change(saved.get('data'), self.shared.dataset)
-    if data_change:
-      self.log.warning('warning: %s', data_change)
-    return state
-
-  def check_finite(self, metrics: dict, state_finite: bool, epoch: int, steps_before: int,
-                   progress):
-    """Stops at the first non-finite loss of the epoch, or, where every loss is finite (they are
-    computed before each update), at a state the epoch's last update made non-finite: never
-    checkpointed, evaluated or written out."""
-    bad = _first_non_finite(metrics)
-    if bad is None and state_finite:
-      return
-    progress.clear()
-    last = self.mngr.latest_step()
-    if bad is None:
-      what = 'the training state (parameters or optimiser state)'
-      where = f'in the update of generator step {steps_before + len(metrics["gen_loss"])}'
-    else:
-      what, where = bad[1], f'at generator step {steps_before + bad[0] + 1}'
-    self.log.info('Stopped: %s became non-finite in epoch %d', what, epoch)
-    raise TrainingError(
-        f'{what} became non-finite {where} (epoch {epoch}){self.seed_note}; training stopped. '
-        + (f'The last good checkpoint (epoch {last}) is kept in {self.mngr.directory}. '
-           if last else '')
-        + 'Try lower learning rates or a smaller constraint_lambda/lambda_gp.')
-
-  def work_due(self, epoch: int, full: bool) -> tuple[str, ...]:
-    """The closing work due after `epoch`, of CLOSING_WORK (all of it when `full`)."""
-    config = self.config
-    due = dict(grid=self.shared.main and (epoch % config.sample_every == 0 or full),
-               evaluation=self.evaluator.due(epoch, full),
-               checkpoint=epoch % config.checkpoint_every == 0 or full)
-    return tuple(kind for kind in CLOSING_WORK if due[kind])
-
-  def end_epoch(self, epoch: int, get_state, metrics: dict, samples_per_s: float,
-                seconds: float, first: bool, full: bool, progress, rest: bool = False) -> dict:
-    """Logs, draws, checkpoints and evaluates as the config says is due after `epoch`; all of it
-    when `full` (a last epoch). `rest`: an epoch closed with what was due turned out to be the
-    last (the time budget decided after its closing work): only what a last epoch adds, and its
-    log line if that was not written. Returns the seconds each kind of closing work done took."""
-    config, layout, spec = self.config, self.shared.dataset.layout, self.shared.dataset.spec
-    logged = epoch % config.log_every == 0 or first
-    if not rest:
-      self.means = {k: float(np.mean(metrics[k])) for k in step.active_metrics(config)}
-      progress.show(epoch, self.means, samples_per_s)
-      if first:
-        self.tb.image('real/designs_by_class', epoch - 1, self.shared.real_grid)
-    if (logged or full) and not (rest and logged):
-      progress.clear()
-      self.log.info('epoch %d/%d  %s  samples/s %.0f  time %.2fs', epoch, config.epochs,
-                    '  '.join(f'{k} {v:.4f}' for k, v in self.means.items()), samples_per_s,
-                    seconds)
-      self.tb.scalars(epoch, dict(self.means, samples_per_s=samples_per_s))
-    done = self.work_due(epoch, False) if rest else ()
-    due, took = tuple(k for k in self.work_due(epoch, full) if k not in done), {}
-    if not due:
-      return took
-    state = get_state()
-    if 'grid' in due:
-      with _timed(took, 'grid'):
-        fake = self.shared.sample_fn(*parallel.host_local(step.sampling_params(state)),
-                                     *self.grid_inputs)
-        full = _to_full_uint8(layout, fake).reshape((len(spec.durability), len(spec.mass))
-                                                    + (layout.full_height, layout.full_width, 3))
-        self.tb.image('fake/designs_by_class', epoch, summaries.design_grid(full))
-    # Evaluation (and its best/ save, committed) before the checkpoint: a run killed in between
-    # resumes from an earlier checkpoint and evaluates this epoch again, instead of resuming
-    # after an epoch whose best/ save was lost.
-    if 'evaluation' in due:
-      with _timed(took, 'evaluation'):
-        progress.clear()
-        metrics_now = self.evaluator(epoch, state, self.shared.sample_fn,
-                                     dict(self.meta, epoch=epoch))
-        self.log.info('eval epoch %d  %s', epoch, evaluate.format_summary(metrics_now))
-        self.tb.scalars(epoch, evaluate.scalar_metrics(metrics_now), prefix='eval/')
-    if 'checkpoint' in due:
-      with _timed(took, 'checkpoint'):
-        checkpoints.save(self.mngr, epoch, state, dict(self.meta, epoch=epoch))
-    return took
-
-  def raise_if_a_write_failed(self):
-    """The CheckpointError of a checkpoint write that failed since the last save; no wait."""
-    checkpoints.raise_if_a_write_failed(self.mngr)
-
-  def close(self):
-    """Waits for pending checkpoint writes (also after an error); a CheckpointError where one
-    failed, once both managers' writes are done."""
-    try:
-      checkpoints.wait_until_finished(self.mngr)
-    finally:
-      self.evaluator.close()
-
-  def release(self):
-    """Closes the checkpoint managers, the event file and the log, also when training failed, as
-    orbax asks of a manager: a notebook, or any process that calls `train` again, would otherwise
-    keep every run's managers open. Each is closed even where one before it fails (a failed
-    write)."""
-    with contextlib.ExitStack() as later:
-      later.callback(_close_logger, self.log)  # last: the others may fail
-      later.callback(self.tb.close)
-      later.callback(self.evaluator.release)
-      checkpoints.close(self.mngr)
-
-  def finish(self, epoch: int, trained: int, seconds: float, state) -> dict:
-    self.tb.close()
-    self.log.info('Trained %d epoch(s) in %.1f s; checkpoints in %s', max(trained, 0), seconds,
-                  self.mngr.directory)
-    if self.shared.main:
-      try:
-        written = _write_outputs(self.config, self.shared.dataset, state, self.shared.sample_fn,
-                                 self.output_path)
-      except OSError as e:  # a full disk, a directory made read-only during training
-        reason = f'{e.strerror}: {e.filename}' if e.strerror and e.filename else e.strerror or e
-        raise paths.OutputPathError(
-            f'cannot write the designs to {self.output_path} ({reason}); the training is '
-            'checkpointed, and the same command writes them once it can write there') from None
-      self.log.info('Wrote %d generated and %d real designs to %s', len(written[0]),
-                    len(written[1]), self.output_path)
-    return {'log_path': self.log_path, 'output_path': self.output_path,
-            'epochs': epoch, 'metrics': self.means}
-
-
 def _close_epoch(runs, epoch: int, state, per_run, samples_per_s: float, seconds: float,
                  first: bool, full: bool, progress, sweep: bool, rest: bool = False) -> dict:
   """Every run's `end_epoch`; the seconds each kind of closing work took, summed over the runs.
@@ -705,44 +418,18 @@ def _next_epoch_past_budget(elapsed_s: float, epoch_s: float, last_s: float,
 
     elapsed + one epoch + a last epoch's closing work > budget
 
-  A last epoch always closes with all of CLOSING_WORK, estimated by `_ClosingTime` (the trainer
-  closes its first epoch fully to see each kind); an epoch is estimated by the one just trained."""
+  A last epoch always closes with all of run_dir.CLOSING_WORK, estimated by `_ClosingTime` (the
+  trainer closes its first epoch fully to see each kind); an epoch is estimated by the one just
+  trained."""
   return elapsed_s + epoch_s + last_s > budget_s
 
 
-# JAX's compilation of a jitted function (lowering to MLIR, then XLA), recorded once per
-# compilation; tracing is left out, as a nested jit's tracing is recorded inside its caller's.
-_COMPILE_EVENTS = ('/jax/core/compile/jaxpr_to_mlir_module_duration',
-                   '/jax/core/compile/backend_compile_duration')
-
-
-@contextlib.contextmanager
-def _timed(took: dict, kind: str):
-  """Adds the block's seconds to took[kind], less those this thread spent compiling: a one-off
-  that a later closing of the kind finds cached, so the time budget's estimate leaves it out (a
-  first closing took 9.3 s on an H200, compilation included, where each later one took under 1 s;
-  on a CPU 9.5 s, or 1.8 s without its compilation)."""
-  thread, compiling = threading.get_ident(), [0.0]
-
-  def on_duration(event: str, seconds: float, **_):
-    if event in _COMPILE_EVENTS and threading.get_ident() == thread:
-      compiling[0] += seconds
-
-  jax.monitoring.register_event_duration_secs_listener(on_duration)
-  started = time.perf_counter()
-  try:
-    yield
-  finally:
-    jax.monitoring.unregister_event_duration_listener(on_duration)
-    took[kind] = took.get(kind, 0.0) + max(0.0, time.perf_counter() - started - compiling[0])
-
-
 class _ClosingTime:
-  """The time budget's estimate of closing work (CLOSING_WORK: image grid, evaluation,
+  """The time budget's estimate of closing work (run_dir.CLOSING_WORK: image grid, evaluation,
   checkpoint), kind by kind: the longest time a kind took after the first epoch, or until one is
   seen, the first epoch's. That one also compiles the sampler and the evaluation (about 15.8 s in
-  all on an H100, where each later evaluation took 0.7-0.8 s and an epoch 0.04 s): `_timed` leaves
-  the compilation out, and what else a first time costs more (files and directories created,
+  all on an H100, where each later evaluation took 0.7-0.8 s and an epoch 0.04 s): `run_dir._timed`
+  leaves the compilation out, and what else a first time costs more (files and directories created,
   memory first touched) is forgotten for each kind as soon as that kind has closed a later epoch,
   even where the periods of the three do not divide each other."""
 
@@ -757,9 +444,9 @@ class _ClosingTime:
       seen[kind] = max(seen.get(kind, 0.0), seconds)
 
   def estimate_s(self, kinds=None) -> float:
-    """The estimated seconds of `kinds` (default: all of CLOSING_WORK, a last epoch's)."""
+    """The estimated seconds of `kinds` (default: all of run_dir.CLOSING_WORK, a last epoch's)."""
     return sum(self._later.get(kind, self._first.get(kind, 0.0))
-               for kind in (CLOSING_WORK if kinds is None else kinds))
+               for kind in (run_dir.CLOSING_WORK if kinds is None else kinds))
 
 
 _INTERRUPTED, _OVER_BUDGET = 2, 1
@@ -773,65 +460,3 @@ def _stop_reason(interrupted: bool, over_budget: bool) -> int:
   local = _INTERRUPTED if interrupted else _OVER_BUDGET if over_budget else 0
   return parallel.max_over_processes(local)
 
-
-class _Evaluator:
-  """Runs gan.evaluate every eval_every epochs and keeps the best checkpoint in <log>/best."""
-
-  def __init__(self, config, shared: _Shared, log_path: str):
-    self.config, self.shared = config, shared
-    self.enabled = config.eval_every > 0
-    self.best = None
-    if not self.enabled:
-      return
-    metric = resume.best_metric(config.best_metric, shared.synthetic)  # train() checked it
-    self.metric = metric
-    self.best = checkpoints.manager(os.path.join(log_path, 'best'), keep=1, best_fn=(
-        lambda m: m[metric]), best_mode='max' if config_lib.BEST_METRICS[metric] else 'min')
-
-  def due(self, epoch: int, last: bool) -> bool:
-    return self.enabled and (epoch % self.config.eval_every == 0 or last)
-
-  def __call__(self, epoch: int, state, sample_fn, meta: dict) -> dict:
-    dataset, zdim = self.shared.dataset, self.config.zdim
-    gen_params, gen_rest = parallel.host_local(step.sampling_params(state))
-
-    def generate_fn(d, m, fixed, seed):
-      z = jax.random.normal(prng.seed_key(seed), (len(d), zdim))
-      images = sample_fn(gen_params, gen_rest, z, d, m, fixed)
-      return dataset.layout.to_full(data.denormalize(np.asarray(images)))
-
-    metrics = evaluate.evaluate_generator(generate_fn, dataset, self.shared.classifier,
-                                          self.config.eval_per_pair, evaluate.DEFAULT_SEED,
-                                          ref=self.shared.reference)
-    # Every process evaluates alike, but the ranking of `best` checkpoints must agree exactly.
-    checkpoints.save(self.best, epoch, state, dict(meta, metrics=evaluate.scalar_metrics(metrics)),
-                     metrics={self.metric: parallel.broadcast_from_main(metrics[self.metric])})
-    checkpoints.wait_until_finished(self.best)  # committed before the epoch's regular checkpoint
-    return metrics
-
-  def close(self):
-    if self.enabled:
-      checkpoints.wait_until_finished(self.best)
-
-  def release(self):
-    if self.enabled:
-      checkpoints.close(self.best)
-
-
-def _write_outputs(config, dataset, state, sample_fn, output_path):
-
-  """output_path/fake and /real: generated designs and the real designs whose conditions they
-  were generated for, 10x30 BMPs with dropped columns re-inserted and struts exact."""
-  part = dataset.val if len(dataset.val) else dataset.train
-  n = min(config.num_output_images, len(part))
-  # Files are in name (= label) order: a seeded shuffle gives a spread of conditions.
-  part = part.take(np.sort(np.random.default_rng(config.seed).permutation(len(part))[:n]))
-  z = jax.random.normal(prng.seed_key(config.seed + 2), (n, config.zdim))
-  fake = sample_fn(*parallel.host_local(step.sampling_params(state)), z, part.durability,
-                   part.mass, part.fixed)
-  layout = dataset.layout
-  fake_paths = summaries.write_designs(os.path.join(output_path, 'fake'), 'fake',
-                                       _to_full_uint8(layout, fake))
-  real_paths = summaries.write_designs(os.path.join(output_path, 'real'), 'real',
-                                       _to_full_uint8(layout, part.images))
-  return fake_paths, real_paths

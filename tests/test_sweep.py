@@ -16,6 +16,7 @@ import pytest
 from gan import config as config_lib
 from gan import inference
 from gan import paths
+from gan import run_dir
 from gan import run_lock
 from gan import step
 from gan import trainer
@@ -282,13 +283,13 @@ def test_every_sweep_model_logs_the_same_training_time(small_design_dir, tmp_pat
   """The models of a sweep train together, in one program: each log_summary's 'Trained N epoch(s)
   in T s' line gives the same T. Seed k's used to count the output BMPs of the k models before it
   too (written one run after the other), 1.6 s more for the second of two tiny models."""
-  write_outputs = trainer._write_outputs
+  write_outputs = run_dir._write_outputs
 
   def slow_write_outputs(*args, **kwargs):
     time.sleep(1.0)
     return write_outputs(*args, **kwargs)
 
-  monkeypatch.setattr(trainer, '_write_outputs', slow_write_outputs)
+  monkeypatch.setattr(run_dir, '_write_outputs', slow_write_outputs)
   result = trainer.train(tiny_config(small_design_dir, tmp_path / 'run', num_seeds=2, **SETTINGS))
   said = []
   for run in result['runs']:

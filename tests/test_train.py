@@ -42,11 +42,12 @@ from gan import interrupts
 from gan import losses
 from gan import paths
 from gan import resume
+from gan import run_dir
 from gan import run_lock
 from gan import step
 from gan import summaries
 from gan import trainer
-from gan.errors import ConfigError, OutOfMemoryError
+from gan.errors import ConfigError, OutOfMemoryError, TrainingError
 from tests.helpers import (compilations, finished_pid, record_labels,
                            run_locked_by_a_live_process, spread_batch, train_arrays,
                            write_run_lock)
@@ -767,7 +768,7 @@ def _train_into_a_nan(base_run, small_design_dir, tmp_path, monkeypatch, bad_epo
   monkeypatch.setattr(step, 'compile_epoch', compile_epoch_with_a_nan)
   config = tiny_config(data_path=small_design_dir, log_path=log_path, epochs=4,
                        checkpoint_every=1, **BASE)
-  with pytest.raises(trainer.TrainingError) as excinfo:
+  with pytest.raises(TrainingError) as excinfo:
     trainer.train(config)
   message = str(excinfo.value)
   steps_per_epoch = 216 // 32
@@ -824,7 +825,7 @@ def test_a_state_the_last_update_of_an_epoch_made_non_finite_is_never_checkpoint
   monkeypatch.setattr(step, 'compile_epoch', compile_epoch_ending_in_a_nan)
   config = tiny_config(data_path=small_design_dir, log_path=log_path, epochs=4,
                        checkpoint_every=1, **BASE)
-  with pytest.raises(trainer.TrainingError) as excinfo:
+  with pytest.raises(TrainingError) as excinfo:
     trainer.train(config)
   message = str(excinfo.value)
   assert message.startswith('the training state (parameters or optimiser state) became '
@@ -1846,7 +1847,7 @@ def test_a_run_that_fails_to_open_closes_the_managers_it_opened(small_design_dir
                                                                 monkeypatch):
   """A run that fails while it opens (here its evaluator) leaves no checkpoint manager open:
   train() releases only the runs it finished opening."""
-  monkeypatch.setattr(trainer, '_Evaluator', _refused_while_opening)
+  monkeypatch.setattr(run_dir, '_Evaluator', _refused_while_opening)
   monkeypatch.setattr(trainer.classifier_lib, 'load_or_train_classifier', lambda _: None)
   monkeypatch.setattr(trainer.evaluate, 'reference', lambda *_: None)
   opened, closed = [], []
@@ -1893,7 +1894,7 @@ def test_a_run_closes_its_log_when_train_returns_or_fails(base_run, small_design
   log_path = os.path.abspath(config.log_path)
   assert _descriptors_open_on(os.path.join(log_path, 'log_summary')) == []
   assert not _log_files(f'designgan.train.{log_path}')
-  monkeypatch.setattr(trainer, '_Evaluator', _refused_while_opening)
+  monkeypatch.setattr(run_dir, '_Evaluator', _refused_while_opening)
   monkeypatch.setattr(trainer.classifier_lib, 'load_or_train_classifier', lambda _: None)
   monkeypatch.setattr(trainer.evaluate, 'reference', lambda *_: None)
   with pytest.raises(ConfigError, match='refused while the run opens'):
@@ -2285,14 +2286,14 @@ def test_closing_work_is_timed_without_its_compilation():
   later one took under 1 s); counted as work, it made a short budget stop after epoch 1."""
   compiled = []
   def on_duration(event, seconds, **_):
-    if event in trainer._COMPILE_EVENTS:
+    if event in run_dir._COMPILE_EVENTS:
       compiled.append(seconds)
 
   jax.monitoring.register_event_duration_secs_listener(on_duration)
   try:
     took = {}
     started = time.perf_counter()
-    with trainer._timed(took, 'evaluation'):
+    with run_dir._timed(took, 'evaluation'):
       fresh = jax.jit(lambda x: functools.reduce(lambda a, k: jnp.sin(a) * k, range(200), x))
       fresh(jnp.ones(3)).block_until_ready()
     wall = time.perf_counter() - started
@@ -2305,13 +2306,13 @@ def test_closing_work_is_timed_without_its_compilation():
 def test_only_the_closing_threads_compilation_is_left_out():
   took = {}
   started = time.perf_counter()
-  with trainer._timed(took, 'checkpoint'):
+  with run_dir._timed(took, 'checkpoint'):
     time.sleep(0.3)
     other = threading.Thread(target=lambda: jax.monitoring.record_event_duration_secs(
-        trainer._COMPILE_EVENTS[1], 0.25))
+        run_dir._COMPILE_EVENTS[1], 0.25))
     other.start()
     other.join()
-    jax.monitoring.record_event_duration_secs(trainer._COMPILE_EVENTS[1], 0.2)
+    jax.monitoring.record_event_duration_secs(run_dir._COMPILE_EVENTS[1], 0.2)
   wall = time.perf_counter() - started
   assert took['checkpoint'] == pytest.approx(wall - 0.2, abs=0.01), (took, wall)
 
@@ -2351,7 +2352,7 @@ def test_a_time_budget_is_told_what_each_closing_did_and_decides_with_it(
                        checkpoint_every=3, sample_every=100, eval_every=2, eval_per_pair=2,
                        time_budget_min=60, **BASE)
   assert trainer.train(config)['epochs'] == 4
-  every = sorted(trainer.CLOSING_WORK)
+  every = sorted(run_dir.CLOSING_WORK)
   # Epoch 1 closes fully to measure; 2 evaluates; 3 checkpoints; 4 is the last.
   assert added == [(True, every), (False, ['evaluation']), (False, ['checkpoint']),
                    (False, every)], added
@@ -2378,7 +2379,7 @@ def test_a_budget_that_stops_after_a_partial_closing_adds_the_rest_of_a_last_one
                        log_every=100, time_budget_min=60, **BASE)
   result = trainer.train(config)
   assert result['epochs'] == 2
-  assert added == [(True, sorted(trainer.CLOSING_WORK)), (False, ['evaluation']),
+  assert added == [(True, sorted(run_dir.CLOSING_WORK)), (False, ['evaluation']),
                    (False, ['checkpoint', 'grid'])], added
   assert sorted(os.listdir(os.path.join(result['log_path'], 'checkpoints'))) == ['1', '2']
   with open(os.path.join(result['log_path'], 'log_summary'), encoding='utf-8') as f:
