@@ -152,6 +152,9 @@ def _run(names, configs: dict, minutes: float, out: str, overrides: Sequence[str
     print(f'=== {name}: training for {minutes:g} minutes', flush=True)
     summary = trainer.train(config)
     metrics = evaluate.evaluate_model(config.log_path, seed=0)
+    # Read again: another gan.compare on this --out (other --combos) may have added its
+    # combinations since; writing back the results read at the start would drop them.
+    results = _read_results(results_path)
     results[name] = dict(evaluate.scalar_metrics(metrics), epochs=summary['epochs'],
                          minutes=minutes, set=list(overrides))
     paths.write_json(results_path, results, 'results.json')

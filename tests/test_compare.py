@@ -278,3 +278,27 @@ def test_a_combination_another_process_trains_is_not_discarded(tmp_path, monkeyp
   err = capsys.readouterr().err
   assert err.startswith(f'error: training process {other.pid} on ') and err.count('\n') == 1, err
   assert sorted(os.listdir(run)) == [run_lock.LOCK_NAME, 'checkpoints']
+
+
+def test_a_combination_another_comparison_added_meanwhile_stays_in_results_json(
+    tmp_path, monkeypatch, capsys):
+  """Two gan.compare on one --out with other --combos (a lock keeps them off each other's
+  combinations): each wrote back the results.json it had read at its start, so the one that
+  finished last dropped the other's combination, and the next command discarded its run as an
+  interrupted one and trained it again."""
+  results_path = tmp_path / 'results.json'
+  other = dict(epochs=1, minutes=5.0, set=[], oracle_exact=0.5)
+
+  def train(config):  # meanwhile, the other comparison finishes its combination
+    results_path.write_text(json.dumps({'infogan_bce_mlp': other}))
+    return dict(epochs=1)
+
+  monkeypatch.setattr(compare.trainer, 'train', train)
+  monkeypatch.setattr(compare.evaluate, 'evaluate_model', lambda *a, **k: dict(oracle_exact=0.25))
+  monkeypatch.setattr(compare, 'figure', lambda *a, **k: None)
+  assert compare.main(['--out', str(tmp_path), '--minutes', '5', '--combos',
+                       'vanilla_bce_mlp']) == 0, capsys.readouterr().err
+  results = json.loads(results_path.read_text())
+  assert sorted(results) == ['infogan_bce_mlp', 'vanilla_bce_mlp'], results
+  assert results['infogan_bce_mlp'] == other
+  assert '| `infogan_bce_mlp` |' in (tmp_path / 'table.md').read_text()
