@@ -397,6 +397,9 @@ def main(argv=None) -> int:
       write_dataset(args.out, designs, overwrite=args.overwrite, progress=progress)
       written = True
       total = time.perf_counter() - start
+      # Inside the try: measuring every design again takes seconds for a large dataset, and a
+      # Ctrl-C meanwhile is the 'interrupted:' line, not a traceback.
+      stats = statistics(designs) if args.stats else {}
   except DesignGanError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
@@ -409,9 +412,8 @@ def main(argv=None) -> int:
     return 130
   print(f'wrote {len(designs):,} design{"s" * (len(designs) != 1)} to {os.path.abspath(args.out)} '
         f'(generated in {generated:.2f} s, {total:.2f} s with writing; seed {args.seed})')
-  if args.stats:
-    for key, value in statistics(designs).items():
-      print(f'  {key}: {value}')
+  for key, value in stats.items():
+    print(f'  {key}: {value}')
   return 0
 
 

@@ -523,3 +523,19 @@ def test_a_dataset_directory_that_is_not_utf8_is_printed_escaped(tmp_path):
                           capture_output=True, timeout=120, check=False)
   assert result.returncode == 0 and b'Traceback' not in result.stderr, result.stderr
   assert b'designs\\udcff' in result.stdout and len(os.listdir(out)) == 2
+
+
+def test_cli_ctrl_c_while_the_statistics_are_computed_is_one_line(tmp_path, monkeypatch, capsys):
+  """--stats measures every design again after the dataset is written (about 15 s for 200,000
+  designs): a Ctrl-C then was a KeyboardInterrupt traceback. It is the 'interrupted:' line that
+  says the designs were written, and status 130."""
+  def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(designs, 'statistics', interrupted)
+  out = tmp_path / 'data'
+  assert designs.main(['--out', str(out), '--num', '5', '--stats']) == 130
+  err = capsys.readouterr().err
+  assert err.strip().splitlines() == [f'interrupted: the designs had already been written to '
+                                      f'{out}'], err
+  assert len(os.listdir(out)) == 5
