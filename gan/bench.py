@@ -82,6 +82,7 @@ GAN_MODELS = ('vanilla', 'infogan')
 LOSS_MODES = ('bce', 'wgan', 'wgangp')
 NETWORKS = ('mlp', 'selfattention')
 PRESETS = ('original_vanilla_wgangp',)
+REFERENCE_ROWS = ('matmul', 'stream')  # the names of the roofline rows (matmul_row, stream_row)
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 # Keys of every row, in table order.
 COLUMNS = ('name', 'gan_model', 'loss_mode', 'gen_mode', 'disc_mode', 'batch_size',
@@ -142,16 +143,21 @@ def row_config(spec: str):
                    f'row names: {", ".join(DEFAULT_ROWS)}')
 
 
-def unique_rows(specs: Sequence[str], rows: Sequence[tuple]) -> list:
+def unique_rows(specs: Sequence[str], rows: Sequence[tuple],
+                reserved: Sequence[str] = ()) -> list:
   """The (name, config) rows of `--configs specs`, each once, in first-seen order.
 
   A repeated entry, or two spellings of one config (`default`, `configs/default.py`), asks for
   the same row: timed twice it gave two rows of one name in the table and the JSON. Two
   different configs under one row name (two files named tiny.py) could not be told apart there,
-  so they are refused, before any timing.
+  so they are refused, before any timing, as is a config of a `reserved` name (that of a
+  reference row, matmul.py).
   """
   seen, unique = {}, []  # seen: row name -> (first spec, its resolved fields)
   for spec, (name, config) in zip(specs, rows):
+    if name in reserved:  # the table takes a row of that name for the roofline
+      raise BenchError(f'--configs {spec} has the row name {name!r} of the reference row, which '
+                       'the table and the JSON could not tell apart from it; rename the file')
     fields = config_lib.resolve(config).to_dict()
     if name not in seen:
       seen[name] = spec, fields
@@ -500,7 +506,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.json is not None:  # fail before the work, not after it ('' too)
       paths.check_output_file(args.json, '--json')
     # Every name checked before any timing; each row once.
-    configs = unique_rows(args.configs, [row_config(c) for c in args.configs])
+    configs = unique_rows(args.configs, [row_config(c) for c in args.configs],
+                          reserved=() if args.devices else REFERENCE_ROWS)
     args.num_seeds, args.devices = unique_values(args.num_seeds), unique_values(args.devices)
     for _, config in configs if args.batch_size else ():  # one home for --batch_size
       config.batch_size = args.batch_size

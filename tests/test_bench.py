@@ -520,3 +520,22 @@ def test_devices_rows_printed_as_they_are_timed_have_a_header_and_the_final_tabl
   assert [(r['name'], r['devices'], r['speed_up']) for r in rows] == [
       ('vanilla_bce_mlp', 1, 1.0), ('vanilla_bce_mlp', 2, 123456.7 / 95.25),
       ('vanilla_bce_mlp x2 seeds', 1, 1.0), ('vanilla_bce_mlp x2 seeds', 2, 2 * 123456.7 / 95.25)]
+
+
+@pytest.mark.parametrize('name', ['matmul', 'stream'])
+def test_a_config_named_as_a_reference_row_is_refused_before_timing(name, tmp_path, monkeypatch,
+                                                                     capsys):
+  """A config file matmul.py or stream.py gave a row of the reference row's name: two rows the
+  table and the JSON could not tell apart, and with --no_matmul / --no_stream the config's row
+  was taken for the roofline that the others' roofline_% / stream_% are shares of."""
+  monkeypatch.setattr(bench, 'bench_config',
+                      lambda *a, **k: pytest.fail('timed before the names were checked'))
+  config = tmp_path / f'{name}.py'
+  config.write_text(TINY)
+  assert bench.main(['--configs', str(config), f'--no_{name}']) == 1
+  err = capsys.readouterr().err
+  assert err.startswith('error: ') and err.count('\n') == 1, err
+  assert f"row name {name!r}" in err and str(config) in err, err
+  # With --devices there are no reference rows: the name is free.
+  monkeypatch.setattr(bench_devices, 'device_rows', lambda *a, **k: [])
+  assert bench.main(['--devices', '1', '--configs', str(config)]) == 0, capsys.readouterr().err
