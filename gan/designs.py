@@ -394,7 +394,10 @@ def main(argv=None) -> int:
       start = time.perf_counter()
       designs = generate(args.num, args.seed, progress=progress)
       generated = time.perf_counter() - start
-      write_dataset(args.out, designs, overwrite=args.overwrite, progress=progress)
+      try:
+        write_dataset(args.out, designs, overwrite=args.overwrite, progress=progress)
+      except OSError as e:  # a full disk: the staged files are removed, nothing is left
+        raise paths.cannot_write(os.path.abspath(args.out), e, '--out') from None
       written = True
       total = time.perf_counter() - start
       # Inside the try: measuring every design again takes seconds for a large dataset, and a

@@ -1,6 +1,7 @@
 """The synthetic dataset and its oracle: labels reproducible, benchmark fair, output atomic."""
 
 import dataclasses
+import errno
 import os
 import signal
 import subprocess
@@ -539,3 +540,17 @@ def test_cli_ctrl_c_while_the_statistics_are_computed_is_one_line(tmp_path, monk
   assert err.strip().splitlines() == [f'interrupted: the designs had already been written to '
                                       f'{out}'], err
   assert len(os.listdir(out)) == 5
+
+
+def test_cli_a_dataset_that_cannot_be_written_is_one_error_line(tmp_path, monkeypatch, capsys):
+  """A full disk while the designs were written ended in an OSError traceback (the staged files
+  removed, as `write_dataset` leaves nothing): now one error line naming --out, and status 1."""
+  def full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(images_lib, 'write_rgb', full_disk)
+  out = tmp_path / 'data'
+  assert designs.main(['--out', str(out), '--num', '5']) == 1
+  err = capsys.readouterr().err
+  assert err == f'error: --out {out}: cannot write (No space left on device)\n', err
+  assert os.listdir(tmp_path) == []
