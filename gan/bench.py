@@ -186,6 +186,15 @@ def bench_layout(config) -> layout_lib.DesignLayout:
       layout_lib.parse_strut_positions(config.strut_positions))
 
 
+def check_bench_layout(spec: str, config) -> None:
+  """A BenchError, before any timing, for `--configs spec` whose strut pixels `bench_layout`
+  cannot hold (a strut in a column datashape=dropempty drops)."""
+  try:
+    bench_layout(config_lib.resolve(config))
+  except DesignGanError as e:
+    raise BenchError(f'--configs {spec}: {e}') from None
+
+
 def bench_spec(layout: layout_lib.DesignLayout) -> data.DataSpec:
   return data.DataSpec(layout, data.ClassVocab(tuple(float(i) for i in range(NUM_DURABILITY))),
                        data.ClassVocab(tuple(float(i) for i in range(NUM_MASS))))
@@ -506,8 +515,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.json is not None:  # fail before the work, not after it ('' too)
       paths.check_output_file(args.json, '--json')
     # Every name checked before any timing; each row once.
-    configs = unique_rows(args.configs, [row_config(c) for c in args.configs],
-                          reserved=() if args.devices else REFERENCE_ROWS)
+    named = [row_config(c) for c in args.configs]
+    for spec, (_, config) in zip(args.configs, named) if not args.devices else ():
+      check_bench_layout(spec, config)  # the rows' layout: a LayoutError once others were timed
+    configs = unique_rows(args.configs, named, reserved=() if args.devices else REFERENCE_ROWS)
     args.num_seeds, args.devices = unique_values(args.num_seeds), unique_values(args.devices)
     for _, config in configs if args.batch_size else ():  # one home for --batch_size
       config.batch_size = args.batch_size

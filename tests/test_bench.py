@@ -539,3 +539,19 @@ def test_a_config_named_as_a_reference_row_is_refused_before_timing(name, tmp_pa
   # With --devices there are no reference rows: the name is free.
   monkeypatch.setattr(bench_devices, 'device_rows', lambda *a, **k: [])
   assert bench.main(['--devices', '1', '--configs', str(config)]) == 0, capsys.readouterr().err
+
+
+def test_a_config_whose_struts_the_benchmark_layout_drops_is_refused_before_timing(
+    tmp_path, monkeypatch, capsys):
+  """The rows are timed on the training layout (datashape=dropempty keeps columns 0-5, 10-15,
+  20-21): a config file with a strut in a dropped column loaded, and failed with a LayoutError
+  only when its row came, after every row before it had been timed (and no --json written)."""
+  monkeypatch.setattr(bench, 'bench_config',
+                      lambda *a, **k: pytest.fail('timed before every config was checked'))
+  config = tmp_path / 'tiny.py'
+  config.write_text(TINY.replace('critic_iter=2', "critic_iter=2, strut_positions='7,11;5,7'"))
+  assert bench.main(['--configs', 'vanilla_bce_mlp', str(config), '--no_matmul',
+                     '--no_stream']) == 1
+  err = capsys.readouterr().err
+  assert err.startswith(f'error: --configs {config}: strut pixel (row 5, col 7) falls in '
+                        'column 7') and err.count('\n') == 1, err
