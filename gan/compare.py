@@ -144,6 +144,12 @@ def _run(names, configs: dict, minutes: float, out: str, overrides: Sequence[str
     if name in results:  # designs.png draws from the run: trained again, not an error later
       print(f'=== {name}: in {results_path}, but its run {config.log_path} has no checkpoint',
             flush=True)
+    if os.path.islink(config.log_path):  # shutil.rmtree refuses a link: an OSError traceback
+      raise paths.OutputPathError(
+          f'{config.log_path} is a symbolic link to {os.readlink(config.log_path)}: the run of '
+          f'{name} there is to be discarded and trained again from scratch (no result in '
+          f'{results_path}, or no checkpoint left), and the comparison does not delete through '
+          'a link; remove the link (and what it points to, if nothing else needs it)')
     if os.path.exists(config.log_path):
       # Unless a process (another gan.compare on this --out) still trains there: refused.
       with run_lock.RunLock(config.log_path):

@@ -302,3 +302,21 @@ def test_a_combination_another_comparison_added_meanwhile_stays_in_results_json(
   assert sorted(results) == ['infogan_bce_mlp', 'vanilla_bce_mlp'], results
   assert results['infogan_bce_mlp'] == other
   assert '| `infogan_bce_mlp` |' in (tmp_path / 'table.md').read_text()
+
+
+def test_an_interrupted_run_behind_a_symbolic_link_is_one_error_line(tmp_path, monkeypatch,
+                                                                      capsys):
+  """A combination's run directory that is a symbolic link (moved to a larger disk) and has no
+  result: discarding it ended in shutil.rmtree's OSError traceback ('Cannot call rmtree on a
+  symbolic link'). Now one error line, the link and what it points to left as they were."""
+  monkeypatch.setattr(compare.trainer, 'train', lambda *a, **k: pytest.fail('trained'))
+  target = tmp_path / 'elsewhere'
+  (target / 'checkpoints').mkdir(parents=True)
+  out = tmp_path / 'out'
+  out.mkdir()
+  (out / 'vanilla_bce_mlp').symlink_to(target)
+  assert compare.main(['--out', str(out), '--combos', 'vanilla_bce_mlp']) == 1
+  err = capsys.readouterr().err
+  assert err.startswith(f'error: {out / "vanilla_bce_mlp"} is a symbolic link') and (
+      err.count('\n') == 1), err
+  assert os.path.islink(out / 'vanilla_bce_mlp') and os.listdir(target) == ['checkpoints']
