@@ -44,7 +44,7 @@ from gan import run_lock
 from gan import summaries
 from gan import trainer
 from gan.errors import (ArgumentParser, ConfigError, DesignGanError,
-                        escape_unencodable_stdout)
+                        escape_unencodable_stdout, messages_on_stderr)
 
 COMBINATIONS = tuple(f'{g}_{l}_{n}' for g in ('vanilla', 'infogan')
                      for l in ('bce', 'wgan', 'wgangp') for n in ('mlp', 'selfattention'))
@@ -291,7 +291,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not names:
       raise ConfigError(f'--combos {args.combos!r} names no combination; choose from: '
                         f'{", ".join(COMBINATIONS)}')
-    results = run(names, args.minutes, args.out, args.set)
+    # The evaluation's lines (the classifier trained or loaded, warnings) as gan.evaluate's.
+    with messages_on_stderr():
+      results = run(names, args.minutes, args.out, args.set)
   except DesignGanError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1

@@ -13,9 +13,18 @@ import pytest
 from PIL import Image
 
 from gan import compare
+from gan import designs
 from gan import run_lock
 
 pytestmark = pytest.mark.usefixtures('fast_compilation')
+
+
+@pytest.fixture(scope='module', autouse=True)
+def embedded_designs_generated(private_cache):
+  """The session's first use of the embedded designs generates them and says so on stderr, a
+  line the tests of error and interrupt lines would find first: made now."""
+  del private_cache
+  designs.ensure_default_dataset()
 
 TINY = ['data_path={data}', 'epochs=1', 'batch_size=32', 'critic_iter=1', 'gen_hidden_dims=32',
         'disc_hidden_dims=32', 'zdim=8', 'embed_dim=8', 'num_layers=1', 'eval_every=0',
@@ -320,3 +329,22 @@ def test_an_interrupted_run_behind_a_symbolic_link_is_one_error_line(tmp_path, m
   assert err.startswith(f'error: {out / "vanilla_bce_mlp"} is a symbolic link') and (
       err.count('\n') == 1), err
   assert os.path.islink(out / 'vanilla_bce_mlp') and os.listdir(target) == ['checkpoints']
+
+
+def test_the_evaluations_messages_are_plain_lines_on_stderr(tmp_path, monkeypatch, capsys):
+  """The evaluation after each combination's training logs through the package's loggers, which
+  only gan.evaluate's and gan.designs' command lines showed: under gan.compare the classifier's
+  lines ('Trained the evaluation classifier in ...', a minute of silence otherwise) were lost
+  and a warning read 'WARNING:gan.evaluate:warning: ...'. Now the lines gan.evaluate prints."""
+  def evaluate_model(*args, **kwargs):
+    compare.evaluate.classifier_lib.log.info('Trained the evaluation classifier in 1.0 s')
+    compare.evaluate.log.warning('warning: the data changed')
+    return dict(oracle_exact=0.25)
+
+  monkeypatch.setattr(compare.trainer, 'train', lambda config: dict(epochs=1))
+  monkeypatch.setattr(compare.evaluate, 'evaluate_model', evaluate_model)
+  monkeypatch.setattr(compare, 'figure', lambda *a, **k: None)
+  assert compare.main(['--out', str(tmp_path), '--combos', 'vanilla_bce_mlp']) == 0
+  err = capsys.readouterr().err
+  assert err.splitlines()[-2:] == ['Trained the evaluation classifier in 1.0 s',
+                                   'warning: the data changed'], err
