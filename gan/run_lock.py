@@ -173,6 +173,6 @@ class RunLock:
       who = (f'training process {holder["pid"]} on {holder.get("host")} (started '
              f'{holder.get("started")})')
     return OutputPathError(
-        f'{who} is writing to {directory}: wait for it to finish, stop it, or train with another '
-        f'--config.log_path. If no training runs there any more (a machine that went down), '
-        f'delete {self.path}')
+        f'{who} is writing to {directory}: wait for it to finish, stop it, or write elsewhere '
+        '(train.py: another --config.log_path; gan.compare: another --out). If no training runs '
+        f'there any more (a machine that went down), delete {self.path}')
