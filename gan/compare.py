@@ -291,8 +291,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not names:
       raise ConfigError(f'--combos {args.combos!r} names no combination; choose from: '
                         f'{", ".join(COMBINATIONS)}')
-    # The evaluation's lines (the classifier trained or loaded, warnings) as gan.evaluate's.
-    with messages_on_stderr():
+    # The evaluation's lines (the classifier trained or loaded, warnings) as gan.evaluate's;
+    # interrupts.watched: also a Ctrl-C a callback swallowed (JAX's gc callback, at any
+    # allocation) stops the training at its next check, as under train.py.
+    with messages_on_stderr(), interrupts.watched():
       results = run(names, args.minutes, args.out, args.set)
   except DesignGanError as e:
     print(f'error: {e}', file=sys.stderr)

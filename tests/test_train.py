@@ -8,7 +8,6 @@ changes them.
 
 import datetime
 import functools
-import gc
 import logging
 import os
 import re
@@ -48,9 +47,9 @@ from gan import step
 from gan import summaries
 from gan import trainer
 from gan.errors import ConfigError, OutOfMemoryError, TrainingError
-from tests.helpers import (compilations, finished_pid, record_labels,
-                           run_locked_by_a_live_process, spread_batch, train_arrays,
-                           write_run_lock)
+from tests.helpers import (compilations, ctrl_c_swallowed_by_a_gc_callback, finished_pid,
+                           record_labels, run_locked_by_a_live_process, spread_batch,
+                           train_arrays, write_run_lock)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FULL_STRUTS = ((7, 11), (5, 14))  # the default strut pixels, full-layout (row, col)
@@ -1656,25 +1655,6 @@ def test_a_requested_stop_ends_with_the_epoch_in_progress_checkpointed(small_des
     assert 'Interrupted: stopped after epoch 2 of 5 (checkpointed)' in f.read()
 
 
-def _ctrl_c_swallowed_by_a_gc_callback():
-  """A Ctrl-C whose KeyboardInterrupt is raised inside a garbage-collection callback, as JAX's
-  runs at any allocation: Python reports it to sys.unraisablehook and goes on. In a collection of
-  this (the main) thread: gc.collect() does nothing while another thread's collection runs (an
-  orbax writer's), whose callback then fired later, in epoch 2 (seen once in a fresh-clone run)."""
-  fired = []
-
-  def callback(phase, info):
-    del phase, info
-    if threading.current_thread() is threading.main_thread() and not fired:
-      gc.callbacks.remove(callback)
-      fired.append(True)
-      os.kill(os.getpid(), signal.SIGINT)
-
-  gc.callbacks.append(callback)
-  while not fired:
-    gc.collect()
-
-
 @pytest.mark.parametrize('during, saved, said', [
     ('opening', [], 'Interrupted during epoch 1; no checkpoint was written yet'),
     ('epoch', [], 'Interrupted during epoch 1; no checkpoint was written yet'),
@@ -1690,13 +1670,13 @@ def test_a_ctrl_c_that_a_callback_swallowed_stops_the_run_at_once(small_design_d
 
   def compiled(*args, **kwargs):
     if during == 'opening':
-      _ctrl_c_swallowed_by_a_gc_callback()
+      ctrl_c_swallowed_by_a_gc_callback()
     epoch_fn = compile_epoch(*args, **kwargs)
 
     def trained(*epoch_args):
       result = epoch_fn(*epoch_args)
       if during == 'epoch':
-        _ctrl_c_swallowed_by_a_gc_callback()
+        ctrl_c_swallowed_by_a_gc_callback()
       return result
 
     trained.lower = epoch_fn.lower
@@ -1705,7 +1685,7 @@ def test_a_ctrl_c_that_a_callback_swallowed_stops_the_run_at_once(small_design_d
   def closed(*args, **kwargs):
     took = close_epoch(*args, **kwargs)
     if during == 'closing':
-      _ctrl_c_swallowed_by_a_gc_callback()
+      ctrl_c_swallowed_by_a_gc_callback()
     return took
 
   monkeypatch.setattr(step, 'compile_epoch', compiled)
