@@ -7,7 +7,8 @@ Every local device is used (data parallel). Several processes (hosts) join one r
 (or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, or a multi-task SLURM / Open
 MPI job, detected by itself); see README "Scaling out".
 
-All logic lives in gan/trainer.py; this script only parses flags and reports errors.
+All logic lives in the gan package (gan/trainer.py: the loop; gan/run_dir.py: what a run
+writes); this script only parses flags and reports errors.
 """
 
 import os
