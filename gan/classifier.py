@@ -3,7 +3,7 @@
 `DesignClassifier` is trained on the training split (`train_classifier`) once per dataset and
 cached under `<cache>/classifiers/<key>`, the key a hash of the data spec, the training split and
 the classifier version (`load_or_train_classifier`). Its accuracy on the held-out designs
-(`held_out`: the validation split, or the training split when there are no validation designs;
+(`data.Dataset.held_out`: the validation split, or the training split when there are no validation designs;
 measured again whenever a cached classifier is loaded) is the reference that `gan.evaluate`
 compares the generated designs with.
 """
@@ -169,11 +169,6 @@ def new_classifier(spec: data.DataSpec, seed: int = CLASSIFIER_SEED) -> DesignCl
                           rngs=nnx.Rngs(params=seed))
 
 
-def held_out(dataset: data.Dataset) -> tuple[str, data.DesignArrays]:
-  """('val', validation designs), or ('train', training designs) when there are none."""
-  return ('val', dataset.val) if len(dataset.val) else ('train', dataset.train)
-
-
 def accuracy(predicted: tuple[np.ndarray, np.ndarray], durability, mass) -> dict:
   """{'durability', 'mass', 'joint' (both right)}: shares of correct predictions."""
   d_ok = np.asarray(predicted[0]) == np.asarray(durability)
@@ -224,7 +219,7 @@ def with_held_out(classifier: Classifier, dataset: data.Dataset) -> Classifier:
   under its name, the training files unchanged): its record is measured again, never read from the
   cache.
   """
-  which, part = held_out(dataset)
+  which, part = dataset.held_out()
   return Classifier(classifier.graphdef, classifier.params, dict(
       classifier.info, held_out=which, num_held_out=len(part),
       accuracy=accuracy(classifier.predict(part.images), part.durability, part.mass)))

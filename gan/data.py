@@ -289,6 +289,11 @@ class Dataset:
   def layout(self) -> DesignLayout:
     return self.spec.layout
 
+  def held_out(self) -> tuple[str, 'DesignArrays']:
+    """('val', validation designs), or ('train', training designs) when there are none: what
+    evaluation measures against and the output BMPs are generated for."""
+    return ('val', self.val) if len(self.val) else ('train', self.train)
+
   def summary(self) -> str:
     """A multi-line description for logs: sizes, geometry, struts and class counts."""
     layout = self.spec.layout

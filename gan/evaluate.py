@@ -103,7 +103,7 @@ class Reference:
   """Everything about the real designs that `evaluate_generator` compares with; computed once.
 
   Attributes:
-    held_out_name: 'val' or 'train' (see `classifier_lib.held_out`).
+    held_out_name: 'val' or 'train' (see `data.Dataset.held_out`).
     held_out: the held-out real designs (strut source and comparison set).
     synthetic: whether the oracle labels these data (`metrics_lib.is_synthetic`).
     features: classifier features of the held-out designs, float64 (N, classifier_lib.FEATURES).
@@ -123,7 +123,7 @@ class Reference:
 
 def reference(dataset: data.Dataset, classifier: classifier_lib.Classifier) -> Reference:
   """Computes the `Reference` of a dataset for `classifier`."""
-  name, part = classifier_lib.held_out(dataset)
+  name, part = dataset.held_out()
   features = classifier.features(part.images)
   baseline, fd_designs = None, len(part)
   if name == 'val' and len(dataset.train) >= 2 and len(part) >= 2:

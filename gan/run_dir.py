@@ -385,7 +385,7 @@ class _Evaluator:
 def _write_outputs(config, dataset, state, sample_fn, output_path):
   """output_path/fake and /real: generated designs and the real designs whose conditions they
   were generated for, 10x30 BMPs with dropped columns re-inserted and struts exact."""
-  part = dataset.val if len(dataset.val) else dataset.train
+  part = dataset.held_out()[1]
   n = min(config.num_output_images, len(part))
   # Files are in name (= label) order: a seeded shuffle gives a spread of conditions.
   part = part.take(np.sort(np.random.default_rng(config.seed).permutation(len(part))[:n]))

@@ -203,16 +203,20 @@ def init_sweep(config, spec, mask, seeds) -> tuple[Models, TrainState]:
   """K = len(seeds) independent models: every leaf of the state gets a leading model axis (K, ...)
   and model k starts exactly as `init(..., seed=seeds[k])`. The graph definitions are shared."""
   models, state_of = _initializer(config, spec, mask)
-  states = [state_of(_seed_key(config, seed)) for seed in seeds]
-  return models, jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+  return models, stack([state_of(_seed_key(config, seed)) for seed in seeds])
 
 
 def _seed_key(config, seed: int | None) -> jax.Array:
   return prng.seed_key(config.seed if seed is None else seed)
 
 
+def stack(states) -> TrainState:
+  """A sweep state of K models' states: every leaf gets a leading model axis (K, ...)."""
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+
+
 def unstack(state: TrainState, k: int) -> TrainState:
-  """Model k of a sweep state (the inverse of `init_sweep`'s stacking for one model)."""
+  """Model k of a sweep state (the inverse of `stack` for one model)."""
   return jax.tree.map(lambda leaf: leaf[k], state)
 
 

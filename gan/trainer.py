@@ -15,10 +15,8 @@ import time
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from gan import classifier as classifier_lib
 from gan import config as config_lib
 from gan import data
 from gan import evaluate
@@ -152,7 +150,7 @@ def check_evaluation(config, dataset) -> None:
   if metric.startswith('oracle') and not metrics_lib.is_synthetic(dataset):
     raise ConfigError(f'best_metric={metric} needs the synthetic designs (the oracle does not '
                       'label this data); use classifier_accuracy_generated or fd')
-  held_out = len(classifier_lib.held_out(dataset)[1])
+  held_out = len(dataset.held_out()[1])
   if metric == 'fd' and held_out < 2:
     raise ConfigError(f'best_metric=fd needs at least 2 held-out designs to measure the Frechet '
                       f'distance against, this data has {held_out}; use more designs, a larger '
@@ -277,8 +275,7 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
     if start_epoch:  # restored into shapes only: initialising a state first costs seconds
       target = parallel.replicated_like(mesh, abstract)
       restored = [run.restore(start_epoch, target) for run in runs]
-      state = (jax.tree.map(lambda *leaves: jnp.stack(leaves), *restored) if sweep
-               else restored[0])
+      state = step.stack(restored) if sweep else restored[0]
     else:
       state = (step.init_sweep(config, dataset.spec, dataset.mask, seeds)[1] if sweep
                else step.init(config, dataset.spec, dataset.mask)[1])

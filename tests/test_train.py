@@ -33,7 +33,9 @@ from tensorboard.backend.event_processing import event_accumulator
 from configs import default
 from configs import original_vanilla_wgangp
 from gan import checkpoints
+from gan import classifier as classifier_lib
 from gan import config as config_lib
+from gan import data
 from gan import designs
 from gan import evaluate
 from gan import images
@@ -1119,10 +1121,10 @@ def test_a_best_metric_the_data_cannot_give_is_refused_before_the_run_directory_
   new log_path was made with a log_summary, and a resumed run's log_summary got the refused
   attempt appended. A refused command writes nothing."""
   monkeypatch.setattr(trainer.metrics_lib, 'is_synthetic', lambda _: False)
-  monkeypatch.setattr(trainer.classifier_lib, 'held_out',  # one held-out design
+  monkeypatch.setattr(data.Dataset, 'held_out',  # one held-out design
                       lambda dataset: ('val', dataset.val.take(np.arange(1))))
   trained = []
-  monkeypatch.setattr(trainer.classifier_lib, 'load_or_train_classifier',
+  monkeypatch.setattr(classifier_lib, 'load_or_train_classifier',
                       lambda dataset: trained.append(dataset))
   monkeypatch.setattr(trainer.evaluate, 'reference',
                       lambda *_: types.SimpleNamespace(features=np.zeros((1, 4))))
@@ -1828,7 +1830,7 @@ def test_a_run_that_fails_to_open_closes_the_managers_it_opened(small_design_dir
   """A run that fails while it opens (here its evaluator) leaves no checkpoint manager open:
   train() releases only the runs it finished opening."""
   monkeypatch.setattr(run_dir, '_Evaluator', _refused_while_opening)
-  monkeypatch.setattr(trainer.classifier_lib, 'load_or_train_classifier', lambda _: None)
+  monkeypatch.setattr(classifier_lib, 'load_or_train_classifier', lambda _: None)
   monkeypatch.setattr(trainer.evaluate, 'reference', lambda *_: None)
   opened, closed = [], []
   manager = checkpoints.manager
@@ -1875,7 +1877,7 @@ def test_a_run_closes_its_log_when_train_returns_or_fails(base_run, small_design
   assert _descriptors_open_on(os.path.join(log_path, 'log_summary')) == []
   assert not _log_files(f'designgan.train.{log_path}')
   monkeypatch.setattr(run_dir, '_Evaluator', _refused_while_opening)
-  monkeypatch.setattr(trainer.classifier_lib, 'load_or_train_classifier', lambda _: None)
+  monkeypatch.setattr(classifier_lib, 'load_or_train_classifier', lambda _: None)
   monkeypatch.setattr(trainer.evaluate, 'reference', lambda *_: None)
   with pytest.raises(ConfigError, match='refused while the run opens'):
     trainer.train(tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'),
