@@ -19,6 +19,7 @@ import jax
 import ml_collections
 
 from gan import config as config_lib
+from gan import data
 from gan import parallel
 from gan import step
 from gan import trainer
@@ -34,7 +35,7 @@ def measure(config, epochs: int) -> dict:
   all num_seeds models together for a sweep's config, trained as train.py trains it."""
   config = config_lib.resolve(config)
   parallel.check_batch_size(config.batch_size)
-  dataset = trainer.load_data(config)
+  dataset = data.load_for_config(config)
   trainer.check_batch_fits(config, dataset)  # else no batch is timed (0 samples/s)
   mesh = parallel.make_mesh()
   seeds = range(config.seed, config.seed + config.num_seeds)
@@ -42,15 +43,15 @@ def measure(config, epochs: int) -> dict:
                    if config.num_seeds > 1 else step.init(config, dataset.spec, dataset.mask))
   state = parallel.replicate(mesh, state)
   arrays = {k: getattr(dataset.train, k) for k in ('images', 'durability', 'mass', 'fixed')}
-  data, num_rows = parallel.shard_rows(mesh, arrays)
+  device_data, num_rows = parallel.shard_rows(mesh, arrays)
   epoch_fn = step.compile_epoch(config, models, config.num_seeds,
                                 **parallel.epoch_options(mesh, num_rows))
   t0 = time.perf_counter()
-  state, metrics = jax.block_until_ready(epoch_fn(state, data))
+  state, metrics = jax.block_until_ready(epoch_fn(state, device_data))
   warmup = time.perf_counter() - t0
   t0 = time.perf_counter()
   for _ in range(epochs):
-    state, metrics = epoch_fn(state, data)
+    state, metrics = epoch_fn(state, device_data)
   jax.block_until_ready((state, metrics))
   seconds = time.perf_counter() - t0
   samples = epochs * (num_rows // config.batch_size) * config.batch_size * config.num_seeds

@@ -35,6 +35,7 @@ from PIL import Image, ImageDraw
 
 from configs import default
 from gan import config as config_lib
+from gan import data
 from gan import evaluate
 from gan import images
 from gan import inference
@@ -112,7 +113,7 @@ def run(names: Sequence[str], minutes: float, out: str, overrides: Sequence[str]
              for name in names}
   # ... and an evaluation the data cannot give (eval_per_pair, best_metric), before an
   # interrupted run is discarded. (--set gives every combination the same data.)
-  dataset = trainer.load_data(next(iter(configs.values())))
+  dataset = data.load_for_config(next(iter(configs.values())))
   for config in configs.values():
     trainer.check_evaluation(config, dataset)
   made = paths.missing_dirs(out)

@@ -20,9 +20,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from gan import config as config_lib
 from gan import images as image_io
 from gan import paths
-from gan.errors import DataError
+from gan.errors import ConfigError, DataError
 from gan.layout import DEFAULT_STRUT_POSITIONS, DesignLayout, column_ranges, parse_strut_positions
 
 
@@ -458,6 +459,28 @@ def _merged_labels(paths: Sequence[str]) -> tuple[str, ...]:
     if len(merged) > 3:
       found.append(f'... and {len(merged) - 3} more {what} classes like these')
   return tuple(found)
+
+
+def parse_class_values(value, field: str = 'class values'):
+  """'' -> None (infer from the data); '1.0,1.1' or a list -> list of floats, each read as a
+  file name's label (`class_value`: float() would take '1_0' as 10 and other scripts'
+  digits); `field` names the config field in errors."""
+  if value in ('', None):
+    return None
+  try:
+    return [class_value(v) for v in (value.split(',') if isinstance(value, str) else value)]
+  except (TypeError, ValueError):
+    raise ConfigError(f'{field} must be comma-separated numbers such as 1.0,1.1,1.2 (plain '
+                      f'decimals as in the file names, none empty), got {value!r}') from None
+
+
+def load_for_config(config) -> Dataset:
+  """The dataset a resolved config names (the embedded designs when data_path is empty)."""
+  return load_dataset(resolve_data_path(config.data_path), config.datashape,
+                      config.strut_positions,
+                      parse_class_values(config.durability_values, 'durability_values'),
+                      parse_class_values(config.mass_values, 'mass_values'), config.val_fraction,
+                      config_lib.data_seed(config))
 
 
 def resolve_data_path(data_path: Optional[str]) -> str:

@@ -55,6 +55,7 @@ from gan import checkpoints
 from gan import classifier as classifier_lib
 from gan import data
 from gan import images as images_lib
+from gan import inference
 from gan import metrics as metrics_lib
 from gan import paths
 from gan.config import MAX_SEED
@@ -278,9 +279,6 @@ def evaluate_model(model_path: str, step: Optional[int] = None, per_pair: int = 
     DesignGanError: no such checkpoint, the data cannot be loaded or no longer fit the model,
       per_pair < 1, seed < 0, or the device is unavailable.
   """
-  # Imported here: the trainer imports this module to evaluate during training.
-  from gan import inference  # pylint: disable=import-outside-toplevel
-  from gan import trainer  # pylint: disable=import-outside-toplevel
   if int(per_pair) < 1:
     raise EvaluationError(f'--per_pair must be at least 1 design per class pair, got {per_pair}')
   if int(seed) < 0:
@@ -292,7 +290,7 @@ def evaluate_model(model_path: str, step: Optional[int] = None, per_pair: int = 
   with jax.default_device(dev):
     model = inference.load(model_path, step, dev)
     check_per_pair(per_pair, model.spec)  # before the data and the classifier
-    dataset = _load_data(model, data_path, trainer.load_data)
+    dataset = _load_data(model, data_path)
     if dataset.spec.to_dict() != model.spec.to_dict():
       raise EvaluationError(
           f'the data at {dataset.data_dir} no longer match the model in {model.run_dir} (model '
@@ -345,7 +343,7 @@ def _class_names(classes: dict) -> str:
   return '; '.join(f'{label} {", ".join(values)}' for label, values in classes.items())
 
 
-def _load_data(model, data_path: Optional[str], load_data) -> data.Dataset:
+def _load_data(model, data_path: Optional[str]) -> data.Dataset:
   """The run's dataset, from `data_path` when given; a DataError that says where the path came
   from when the run's own data_path fails, and, where its designs are gone, how to name where
   they moved (not for a design damaged since training)."""
@@ -353,11 +351,11 @@ def _load_data(model, data_path: Optional[str], load_data) -> data.Dataset:
   if data_path is not None:
     config.data_path = os.path.abspath(os.path.expanduser(data_path)) if data_path else ''
     try:
-      return load_data(config)
+      return data.load_for_config(config)
     except (DataError, LayoutError) as e:  # named: the user gave the path, not the run
       raise DataError(f'--data_path: {e}') from None
   try:
-    return load_data(config)
+    return data.load_for_config(config)
   except (DataError, LayoutError) as e:  # LayoutError: designs of another size in its place
     moved = bool(config.data_path) and _designs_gone(config.data_path)
     raise DataError(f'{e} (the data_path the run in {model.run_dir} was trained with)'

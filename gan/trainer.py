@@ -32,28 +32,6 @@ from gan.errors import MEMORY_HINT, ConfigError, OutOfMemoryError, out_of_memory
 
 
 
-def parse_values(value, field: str = 'class values'):
-  """'' -> None (infer from the data); '1.0,1.1' or a list -> list of floats, each read as a
-  file name's label (`data.class_value`: float() would take '1_0' as 10 and other scripts'
-  digits); `field` names the config field in errors."""
-  if value in ('', None):
-    return None
-  try:
-    return [data.class_value(v) for v in (value.split(',') if isinstance(value, str) else value)]
-  except (TypeError, ValueError):
-    raise ConfigError(f'{field} must be comma-separated numbers such as 1.0,1.1,1.2 (plain '
-                      f'decimals as in the file names, none empty), got {value!r}') from None
-
-
-def load_data(config) -> data.Dataset:
-  """The dataset a resolved config names (the embedded designs when data_path is empty)."""
-  return data.load_dataset(data.resolve_data_path(config.data_path), config.datashape,
-                           config.strut_positions,
-                           parse_values(config.durability_values, 'durability_values'),
-                           parse_values(config.mass_values, 'mass_values'), config.val_fraction,
-                           config_lib.data_seed(config))
-
-
 class _Progress:
   """A one-line progress bar on an interactive terminal; silent otherwise."""
 
@@ -176,7 +154,7 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
   for c in seeds:
     paths.check_outside_checkpoints(c.output_path or os.path.join(c.log_path, 'output'),
                                     'output_path', managed)
-  dataset = load_data(config)
+  dataset = data.load_for_config(config)
   config_lib.check_against_data(config, dataset.layout)
   check_batch_fits(config, dataset)
   check_evaluation(config, dataset)

@@ -334,7 +334,7 @@ def test_designs_of_another_size_at_the_runs_data_path_say_where_the_path_came_f
   model = types.SimpleNamespace(config=tiny_config(data_dir, tmp_path / 'run'),
                                 run_dir=str(tmp_path / 'run'))
   with pytest.raises(data.DataError) as info:
-    evaluate._load_data(model, None, trainer.load_data)
+    evaluate._load_data(model, None)
   assert 'lies outside the 5x30 design grid' in str(info.value), info.value
   assert f'(the data_path the run in {tmp_path / "run"} was trained with)' in str(info.value)
 

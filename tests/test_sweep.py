@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from gan import config as config_lib
+from gan import data
 from gan import inference
 from gan import paths
 from gan import run_dir
@@ -256,19 +257,19 @@ def test_no_recompilation_after_the_first_epoch(num_seeds, small_design_dir, tmp
   """3 epochs with a partial last batch: the epoch compiles once (compile events)."""
   config = config_lib.resolve(tiny_config(small_design_dir, tmp_path, num_seeds=num_seeds,
                                           **SETTINGS))
-  dataset = trainer.load_data(config)
+  dataset = data.load_for_config(config)
   assert len(dataset.train) % config.batch_size, 'the data should leave a partial batch'
   models, state = (step.init_sweep(config, dataset.spec, dataset.mask, [0, 1]) if num_seeds > 1
                    else step.init(config, dataset.spec, dataset.mask))
-  data = jax.device_put({k: getattr(dataset.train, k)
-                         for k in ('images', 'durability', 'mass', 'fixed')})
+  arrays = jax.device_put({k: getattr(dataset.train, k)
+                           for k in ('images', 'durability', 'mass', 'fixed')})
   epoch_fn = step.compile_epoch(config, models, num_seeds)
-  state, metrics = epoch_fn(state, data)
+  state, metrics = epoch_fn(state, arrays)
   assert metrics['critic_loss'].shape == ((num_seeds,) if num_seeds > 1 else ()) + (
       len(dataset.train) // config.batch_size,)
   with compilations() as compiles:
     for _ in range(2):
-      state, metrics = epoch_fn(state, data)
+      state, metrics = epoch_fn(state, arrays)
       jax.block_until_ready(metrics)
   assert compiles == []
   assert epoch_fn._cache_size() == 1

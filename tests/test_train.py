@@ -84,7 +84,7 @@ def tiny_config(**overrides):
 def setup(config):
   """(resolved config, dataset, models, initial state) exactly as trainer.train builds them."""
   resolved = config_lib.resolve(config)
-  dataset = trainer.load_data(resolved)
+  dataset = data.load_for_config(resolved)
   models, state = step.init(resolved, dataset.spec, dataset.mask)
   return resolved, dataset, models, state
 
@@ -262,7 +262,7 @@ def _bmp_bits_per_pixel(path: str) -> int:
 def test_run_writes_log_tensorboard_checkpoint_and_designs(base_run):
   config, result = base_run
   resolved = config_lib.resolve(config)
-  dataset = trainer.load_data(resolved)
+  dataset = data.load_for_config(resolved)
   log_path = result['log_path']
   assert log_path == os.path.abspath(config.log_path)
 
@@ -680,7 +680,7 @@ def test_resuming_on_other_designs_warns_that_the_split_is_drawn_anew(base_run, 
   more resume (more data may be meant), with a warning in the log."""
   config, result = base_run
   mngr = checkpoints.manager(os.path.join(result['log_path'], 'checkpoints'), 3, create=False)
-  assert checkpoints.read_meta(mngr)[1]['data'] == trainer.load_data(config).fingerprint()
+  assert checkpoints.read_meta(mngr)[1]['data'] == data.load_for_config(config).fingerprint()
   more = shutil.copytree(small_design_dir, tmp_path / 'more')
   shutil.copy(next(more.iterdir()), more / '1.0_a_2.13_extra.bmp')
   config = ml_collections.ConfigDict(config.to_dict())
@@ -1543,7 +1543,7 @@ def test_matching_geometry_is_accepted(small_design_dir, tmp_path):
   config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), height=10,
                        width=14, input_dim=420)
   resolved = config_lib.resolve(config)
-  config_lib.check_against_data(resolved, trainer.load_data(resolved).layout)
+  config_lib.check_against_data(resolved, data.load_for_config(resolved).layout)
 
 
 @pytest.mark.parametrize('field,canonical', [('gan_model', 'vanilla'), ('loss_mode', 'bce'),
@@ -1606,9 +1606,9 @@ def test_resolve_expands_a_home_directory_in_the_output_paths(tmp_path, monkeypa
                                   '-1.0,1.1', 'nan', 'inf', ['1.0', '1_1']])
 def test_class_values_must_be_numbers_none_empty(text):
   with pytest.raises(ConfigError, match='^mass_values must be comma-separated numbers'):
-    trainer.parse_values(text, 'mass_values')
-  assert trainer.parse_values(' 1.0, 1.1 ') == [1.0, 1.1]
-  assert trainer.parse_values([1.0, 2.14, '2.2']) == [1.0, 2.14, 2.2]
+    data.parse_class_values(text, 'mass_values')
+  assert data.parse_class_values(' 1.0, 1.1 ') == [1.0, 1.1]
+  assert data.parse_class_values([1.0, 2.14, '2.2']) == [1.0, 2.14, 2.2]
 
 
 def test_rmsprop_is_pytorchs_default_rmsprop():
@@ -1745,7 +1745,7 @@ def test_the_training_log_says_how_the_evaluation_classifier_was_had(small_desig
 @pytest.mark.slow
 def test_the_training_log_warns_about_a_class_without_training_designs(small_design_dir,
                                                                       tmp_path):
-  masses = ','.join(f'{m:g}' for m in trainer.load_data(tiny_config(
+  masses = ','.join(f'{m:g}' for m in data.load_for_config(tiny_config(
       data_path=small_design_dir, log_path='unused')).spec.mass.values)
   config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), epochs=1,
                        eval_every=0, mass_values=masses + ',9.99', **BASE)
