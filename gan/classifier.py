@@ -3,9 +3,9 @@
 `DesignClassifier` is trained on the training split (`train_classifier`) once per dataset and
 cached under `<cache>/classifiers/<key>`, the key a hash of the data spec, the training split and
 the classifier version (`load_or_train_classifier`). Its accuracy on the held-out designs
-(`data.Dataset.held_out`: the validation split, or the training split when there are no validation designs;
-measured again whenever a cached classifier is loaded) is the reference that `gan.evaluate`
-compares the generated designs with.
+(`data.Dataset.held_out`: the validation split, or the training split when there are no
+validation designs; measured again whenever a cached classifier is loaded) is the reference that
+`gan.evaluate` compares the generated designs with.
 """
 
 import dataclasses
@@ -27,8 +27,10 @@ from flax import nnx
 
 from gan import data
 from gan import designs
+from gan import losses
 from gan import metrics as metrics_lib
 from gan import paths
+from gan import step
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +130,9 @@ def _apply(graphdef, params, images):
 
 
 def _loss(graphdef, params, images, durability, mass):
-  """CE(durability) + CE(mass), each the batch mean of -log softmax(logits)[label]."""
+  """CE(durability) + CE(mass), each the batch mean (`losses.class_cross_entropy`)."""
   d_logits, m_logits, _ = nnx.merge(graphdef, params)(images)
-  return (optax.softmax_cross_entropy_with_integer_labels(d_logits, durability).mean()
-          + optax.softmax_cross_entropy_with_integer_labels(m_logits, mass).mean())
+  return losses.class_cross_entropy(d_logits, m_logits, durability, mass)
 
 
 def _optimizer(total_steps: int) -> optax.GradientTransformation:
@@ -139,7 +140,7 @@ def _optimizer(total_steps: int) -> optax.GradientTransformation:
 
 
 @functools.lru_cache(maxsize=8)
-def _epoch_fn(graphdef, num_batches: int, batch_size: int, total_steps: int):
+def _epoch_fn(graphdef, batch_size: int, total_steps: int):
   """A jitted epoch: a seeded permutation, then one Adam step per batch in a lax.scan.
 
   Cached, so training the classifier again on data of the same shape does not recompile.
@@ -155,11 +156,10 @@ def _epoch_fn(graphdef, num_batches: int, batch_size: int, total_steps: int):
 
   @jax.jit
   def epoch(params, opt_state, key, images, durability, mass):
-    order = jax.random.permutation(key, images.shape[0])[:num_batches * batch_size]
     carry = (params, opt_state, images, durability, mass)
-    (params, opt_state, *_), losses = jax.lax.scan(
-        train_step, carry, order.reshape(num_batches, batch_size))
-    return params, opt_state, losses.mean()
+    (params, opt_state, *_), batch_losses = jax.lax.scan(
+        train_step, carry, step.shuffled_batches(key, images.shape[0], batch_size))
+    return params, opt_state, batch_losses.mean()
 
   return epoch
 
@@ -191,7 +191,7 @@ def train_classifier(dataset: data.Dataset, epochs: int = EPOCHS,
   batch_size = min(BATCH_SIZE, len(train))
   num_batches = len(train) // batch_size
   opt_state = _optimizer(num_batches * epochs).init(params)
-  epoch = _epoch_fn(graphdef, num_batches, batch_size, num_batches * epochs)
+  epoch = _epoch_fn(graphdef, batch_size, num_batches * epochs)
   arrays = jax.device_put((train.images, train.durability, train.mass))
   key = jax.random.PRNGKey(seed)
   for _ in range(epochs):

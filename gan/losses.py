@@ -14,6 +14,7 @@ Terms:
   wasserstein_estimate                                 the critic's W1 estimate, for logging
   gradient_penalty                                     WGAN-GP two-sided penalty, per example
   strut_penalty / strut_max_error                      fixed ("strut") pixels must be kept
+  class_cross_entropy                                  both classes' cross-entropy on logits
   info_loss                                            InfoGAN categorical code recovery
   aux_class_loss                                       AC-GAN auxiliary classifier (+ regression)
   clip_weights / is_weight_matrix                      WGAN weight clipping
@@ -223,10 +224,24 @@ def info_loss(durability_logits, mass_logits, durability_codes, mass_codes) -> j
   Returns:
     float32 scalar.
   """
-  return _class_cross_entropy(durability_logits, mass_logits, durability_codes, mass_codes)
+  return class_cross_entropy(durability_logits, mass_logits, durability_codes, mass_codes)
 
 
-def _class_cross_entropy(durability_logits, mass_logits, durability, mass) -> jax.Array:
+def class_cross_entropy(durability_logits, mass_logits, durability, mass) -> jax.Array:
+  """The two class terms of a batch, on logits:
+
+    L = mean_b CE(l_dur_b, d_b) + mean_b CE(l_mass_b, m_b),   CE(l, k) = -log softmax(l)[k]
+
+  The loss of InfoGAN's Q head (`info_loss`), of the auxiliary classifier (`aux_class_loss`) and
+  of the evaluation classifier (gan/classifier.py).
+
+  Args:
+    durability_logits: (B, Kd); mass_logits: (B, Km).
+    durability: (B,) integer classes in [0, Kd); mass: (B,) integer classes in [0, Km).
+
+  Returns:
+    float32 scalar.
+  """
   dur = optax.softmax_cross_entropy_with_integer_labels(_f32(durability_logits),
                                                         jnp.asarray(durability, jnp.int32))
   mass = optax.softmax_cross_entropy_with_integer_labels(_f32(mass_logits),
@@ -258,7 +273,7 @@ def aux_class_loss(head_outputs, durability, mass, regression_weight: float = 0.
   Returns:
     float32 scalar.
   """
-  loss = _class_cross_entropy(head_outputs[0], head_outputs[1], durability, mass)
+  loss = class_cross_entropy(head_outputs[0], head_outputs[1], durability, mass)
   if len(head_outputs) > 2 and regression_weight:
     target = jnp.stack([durability, mass], axis=-1).astype(jnp.float32)
     loss = loss + regression_weight * 2 * jnp.mean(jnp.square(_f32(head_outputs[2]) - target))

@@ -379,11 +379,9 @@ def train_epoch(config, models: Models, state: TrainState, data, num_rows=None,
   each batch is constrained to `batch_sharding`, so every device updates on its share.
   """
   n = data['images'].shape[0] if num_rows is None else num_rows
-  num_batches = n // config.batch_size
   key, k_perm = jax.random.split(state.key)
   state = state._replace(key=key)
-  order = jax.random.permutation(k_perm, n)[:num_batches * config.batch_size]
-  order = order.reshape(num_batches, config.batch_size)
+  order = shuffled_batches(k_perm, n, config.batch_size)
 
   def body(s, idx):
     batch = jax.tree.map(lambda a: a[idx], data)
@@ -392,6 +390,14 @@ def train_epoch(config, models: Models, state: TrainState, data, num_rows=None,
     return update(config, models, s, batch)
 
   return jax.lax.scan(body, state, order)
+
+
+def shuffled_batches(key, num_rows: int, batch_size: int) -> jax.Array:
+  """(num_rows // batch_size, batch_size) row indices: a permutation of range(num_rows) cut into
+  full batches, the remainder dropped (a different one each epoch, the shape always the same)."""
+  num_batches = num_rows // batch_size
+  order = jax.random.permutation(key, num_rows)[:num_batches * batch_size]
+  return order.reshape(num_batches, batch_size)
 
 
 def compile_epoch(config, models: Models, num_seeds: int = 1, num_rows=None,
