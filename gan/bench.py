@@ -48,7 +48,6 @@ from loop-free parts: cost(critic_step) x critic_iter + cost(generator_step), ea
 timed update (undonated, a critic step would count a copy of the generator's whole state).
 """
 
-import functools
 import math
 import os
 import statistics
@@ -65,7 +64,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import default
 from gan import config as config_lib
 from gan import bench_devices
 from gan import data
@@ -78,9 +76,6 @@ from gan.errors import (ArgumentParser, DesignGanError, escape_unencodable_stdou
 
 NUM_DURABILITY = 10
 NUM_MASS = 12
-GAN_MODELS = ('vanilla', 'infogan')
-LOSS_MODES = ('bce', 'wgan', 'wgangp')
-NETWORKS = ('mlp', 'selfattention')
 PRESETS = ('original_vanilla_wgangp',)
 REFERENCE_ROWS = ('matmul', 'stream')  # the names of the roofline rows (matmul_row, stream_row)
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
@@ -98,20 +93,7 @@ class BenchError(DesignGanError):
 # Configurations
 
 
-def combination_name(gan_model: str, loss_mode: str, network: str) -> str:
-  return f'{gan_model}_{loss_mode}_{network}'
-
-
-def combination_config(gan_model: str, loss_mode: str, network: str):
-  """The default config of one combination, generator and critic of the same kind."""
-  c = default.variant(gan_model, loss_mode)
-  c.gen_mode = c.disc_mode = network
-  return c
-
-
-COMBINATIONS = {combination_name(g, l, n): functools.partial(combination_config, g, l, n)
-                for g in GAN_MODELS for l in LOSS_MODES for n in NETWORKS}
-DEFAULT_ROWS = tuple(COMBINATIONS) + PRESETS
+DEFAULT_ROWS = config_lib.COMBINATIONS + PRESETS
 
 
 def _load_config_file(path: str):
@@ -126,8 +108,8 @@ def _load_config_file(path: str):
 
 def row_config(spec: str):
   """(row name, unresolved config) for a row name, a configs/ file name or a config path."""
-  if spec in COMBINATIONS:
-    return spec, COMBINATIONS[spec]()
+  if spec in config_lib.COMBINATIONS:
+    return spec, config_lib.combination_config(spec)
   if spec.endswith('.py') or os.sep in spec:
     if not spec.endswith('.py'):
       raise BenchError(f'--configs {spec}: a config file is a Python file ending in .py')

@@ -33,7 +33,6 @@ import ml_collections
 import numpy as np
 from PIL import Image, ImageDraw
 
-from configs import default
 from gan import config as config_lib
 from gan import data
 from gan import evaluate
@@ -47,8 +46,7 @@ from gan import trainer
 from gan.errors import (ArgumentParser, ConfigError, DesignGanError,
                         escape_unencodable_stdout, messages_on_stderr)
 
-COMBINATIONS = tuple(f'{g}_{l}_{n}' for g in ('vanilla', 'infogan')
-                     for l in ('bce', 'wgan', 'wgangp') for n in ('mlp', 'selfattention'))
+COMBINATIONS = config_lib.COMBINATIONS  # what it trains, in the order of its table
 # Fields every comparison sets itself, and why they cannot be --set.
 COMPARE_SETS = {
     'log_path': 'each combination trains into <out>/<combination>',
@@ -69,11 +67,7 @@ COLUMNS = ('oracle_exact', 'oracle_within1', 'strut_exact', 'fd', 'fd_real_basel
 def combination_config(name: str, minutes: float, out: str,
                        overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
   """The default config with the three choices of `name` (`<gan>_<loss>_<network>`)."""
-  if name not in COMBINATIONS:
-    raise ConfigError(f'unknown combination {name!r}; choose from: {", ".join(COMBINATIONS)}')
-  gan_model, loss_mode, network = name.split('_')
-  config = default.variant(gan_model, loss_mode)
-  config.gen_mode = config.disc_mode = network
+  config = config_lib.combination_config(name)
   config.log_path = os.path.join(out, name)
   config.time_budget_min = float(minutes)
   for item in overrides:

@@ -29,6 +29,10 @@ CHOICES = {
     'disc_conditioning': ('projection', 'none'),
     'attention': ('axial', 'full'),
 }
+# The 12 combinations: three independent choices (model family x loss x network, the generator
+# and critic of one kind), named <gan_model>_<loss_mode>_<network>; see `combination_config`.
+COMBINATIONS = tuple(f'{g}_{l}_{n}' for g in CHOICES['gan_model'] for l in CHOICES['loss_mode']
+                     for n in CHOICES['gen_mode'])
 # The original's spellings: 'vanila' meant the plain choice of each field.
 ALIASES = {
     'gan_model': {'vanila': 'vanilla'},
@@ -76,6 +80,17 @@ def with_legacy_values(saved: dict) -> dict:
     if saved.get(f'{network}_mode') == 'selfattention':
       saved.update({f'{network}_dropout': 0.0, f'{network}_norm': 'layer'})
   return saved
+
+
+def combination_config(name: str) -> ml_collections.ConfigDict:
+  """The default config of combination `name` (of COMBINATIONS): the model family and loss of
+  `default.variant`, the generator and the critic both of the named network."""
+  if name not in COMBINATIONS:
+    raise ConfigError(f'unknown combination {name!r}; choose from: {", ".join(COMBINATIONS)}')
+  gan_model, loss_mode, network = name.split('_')
+  config = default_config.variant(gan_model, loss_mode)
+  config.gen_mode = config.disc_mode = network
+  return config
 
 
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
