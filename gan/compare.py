@@ -235,12 +235,12 @@ def figure(names: Sequence[str], out: str, path: str, columns: int = 2) -> None:
   for name in names:
     model = inference.load(os.path.join(out, name))
     nd, nm = len(model.spec.durability), len(model.spec.mass)
-    d, m = np.meshgrid(np.arange(nd), np.arange(nm), indexing='ij')
+    d, m = model.spec.class_pairs()
     num_struts = len(model.spec.layout.strut_positions)
     colours = [STRUT_COLOURS[i % len(STRUT_COLOURS)] for i in range(num_struts)]
     fixed = np.broadcast_to(inference.fixed_pixels(model, colours),
                             (nd * nm,) + model.spec.layout.shape)
-    designs = inference.generate(model, d.ravel(), m.ravel(), fixed, seed=1)
+    designs = inference.generate(model, d, m, fixed, seed=1)
     grid = summaries.design_grid(designs.reshape((nd, nm) + designs.shape[1:]), scale=2)
     panel = Image.new('RGB', (grid.shape[1], grid.shape[0] + 14), (255, 255, 255))
     panel.paste(Image.fromarray(grid), (0, 14))

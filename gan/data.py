@@ -172,6 +172,14 @@ class DataSpec:
   durability: ClassVocab
   mass: ClassVocab
 
+  def class_pairs(self, per_pair: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """int32 (durability, mass) class indices of every pair, each `per_pair` times, durability
+    major: the order of the evaluation's per-class tables and of every (durability x mass) grid
+    of designs (TensorBoard, gan.compare's figure, infer.py --sweep)."""
+    d, m = np.meshgrid(np.arange(len(self.durability)), np.arange(len(self.mass)), indexing='ij')
+    return (np.repeat(d.ravel(), per_pair).astype(np.int32),
+            np.repeat(m.ravel(), per_pair).astype(np.int32))
+
   def to_dict(self) -> dict:
     """JSON-serialisable form; `from_dict(to_dict())` gives an equal spec."""
     return {'layout': self.layout.to_dict(), 'durability': list(self.durability.values),

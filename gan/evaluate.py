@@ -136,13 +136,6 @@ def reference(dataset: data.Dataset, classifier: classifier_lib.Classifier) -> R
                    fd_designs, metrics_lib.diversity(real_groups))
 
 
-def condition_grid(spec: data.DataSpec, per_pair: int) -> tuple[np.ndarray, np.ndarray]:
-  """int32 (durability, mass) indices: every pair `per_pair` times, pair by pair."""
-  d, m = np.meshgrid(np.arange(len(spec.durability)), np.arange(len(spec.mass)), indexing='ij')
-  return (np.repeat(d.ravel(), per_pair).astype(np.int32),
-          np.repeat(m.ravel(), per_pair).astype(np.int32))
-
-
 def evaluate_generator(generate_fn: GenerateFn, dataset: data.Dataset,
                        classifier: classifier_lib.Classifier, per_pair: int = 10,
                        seed: int = DEFAULT_SEED, ref: Optional[Reference] = None) -> dict:
@@ -217,7 +210,7 @@ def _generate(generate_fn: GenerateFn, ref: Reference, spec: data.DataSpec, layo
               per_pair: int, seed: int):
   """`per_pair` designs for every class pair, struts drawn (seeded) from held-out designs:
   (durability idx, mass idx, strut source designs, uint8 full-layout designs)."""
-  d_idx, m_idx = condition_grid(spec, per_pair)
+  d_idx, m_idx = spec.class_pairs(per_pair)
   source = ref.held_out.take(np.random.default_rng(seed).integers(0, len(ref.held_out),
                                                                   len(d_idx)))
   full = _check_designs(generate_fn(d_idx, m_idx, source.fixed, seed), len(d_idx), layout)

@@ -103,7 +103,7 @@ def _class_indices(model, durability, mass, sweep: bool):
     if durability is not None or mass is not None:
       raise DesignGanError('--sweep generates every (durability, mass) pair: leave out '
                            '--durability and --mass, or leave out --sweep')
-    return [(d, m) for d in range(len(spec.durability)) for m in range(len(spec.mass))]
+    return list(zip(*(indices.tolist() for indices in spec.class_pairs())))
   missing = [f for f, v in (('durability', durability), ('mass', mass)) if v is None]
   if missing:
     raise DesignGanError(f'give --{" and --".join(missing)} (or --sweep for every pair); allowed '

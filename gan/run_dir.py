@@ -75,12 +75,10 @@ def _first_non_finite(metrics: dict):
 
 def _class_grid_inputs(config, spec, fixed_example):
   """Fixed noise and conditions for the durability x mass grid (one design per pair)."""
-  nd, nm = len(spec.durability), len(spec.mass)
-  d, m = np.meshgrid(np.arange(nd), np.arange(nm), indexing='ij')
-  z = jax.random.normal(prng.seed_key(config.seed + 1), (nd * nm, config.zdim))
-  fixed = np.broadcast_to(fixed_example, (nd * nm,) + fixed_example.shape)
-  return z, jnp.asarray(d.ravel(), jnp.int32), jnp.asarray(m.ravel(), jnp.int32), jnp.asarray(
-      fixed)
+  d, m = spec.class_pairs()
+  z = jax.random.normal(prng.seed_key(config.seed + 1), (len(d), config.zdim))
+  fixed = np.broadcast_to(fixed_example, (len(d),) + fixed_example.shape)
+  return z, jnp.asarray(d), jnp.asarray(m), jnp.asarray(fixed)
 
 
 def _to_full_uint8(layout, images) -> np.ndarray:

@@ -180,6 +180,16 @@ def test_data_spec_json_round_trip(tmp_path):
   assert data.DataSpec.from_dict(d).to_dict() == spec.to_dict()
 
 
+@pytest.mark.parametrize('per_pair', [1, 3])
+def test_class_pairs_are_every_pair_per_pair_times_durability_major(per_pair):
+  spec = data.DataSpec(data.DesignLayout.original(10, 30), data.ClassVocab((1.0, 1.1)),
+                       data.ClassVocab((2.0, 2.1, 2.2)))
+  d, m = spec.class_pairs(per_pair)
+  assert d.dtype == m.dtype == np.int32
+  expected = [(i, j) for i in range(2) for j in range(3) for _ in range(per_pair)]
+  assert list(zip(d.tolist(), m.tolist())) == expected
+
+
 def test_data_spec_from_dict_refuses_garbage():
   with pytest.raises(DataError, match='invalid data spec'):
     data.DataSpec.from_dict({'layout': {}})
