@@ -67,6 +67,16 @@ def test_wrong_width_is_refused():
     layout.to_full(np.zeros((2, 4, 3)))
 
 
+@pytest.mark.parametrize('height', [1, 3])
+def test_wrong_height_is_refused(height):
+  # The columns alone would map a (1, 4) or (3, 4) image without complaint.
+  layout = DesignLayout(2, 4, (1, 3), ())
+  with pytest.raises(LayoutError, match=r'full layout \(\.\.\., 2, 4, C\)'):
+    layout.from_full(np.zeros((height, 4, 3)))
+  with pytest.raises(LayoutError, match=r'training layout \(\.\.\., 2, 2, C\)'):
+    layout.to_full(np.zeros((height, 2, 3)))
+
+
 def hyundai(datashape='dropempty', struts=DEFAULT_STRUT_POSITIONS):
   return DesignLayout.from_datashape(datashape, HYUNDAI_HEIGHT, HYUNDAI_WIDTH,
                                      HYUNDAI_ACTIVE_COLUMNS, struts)
@@ -109,6 +119,30 @@ def test_strut_out_of_bounds_is_refused(strut):
     hyundai('original', struts=(strut,))
 
 
+def test_dropempty_sorts_the_occupied_columns():
+  # Columns found in another order (a set, a caller's list) give the same layout, not an error.
+  shuffled = list(HYUNDAI_ACTIVE_COLUMNS[::-1])
+  layout = DesignLayout.from_datashape('dropempty', HYUNDAI_HEIGHT, HYUNDAI_WIDTH, shuffled,
+                                       DEFAULT_STRUT_POSITIONS)
+  assert layout == hyundai()
+  assert layout.kept_columns == HYUNDAI_ACTIVE_COLUMNS
+
+
+def test_repeated_strut_pixel_is_refused():
+  with pytest.raises(LayoutError, match='distinct'):
+    DesignLayout.original(10, 30, ((7, 11), (5, 14), (7, 11)))
+  with pytest.raises(LayoutError, match='distinct'):
+    DesignLayout.from_dict({'full_height': 10, 'full_width': 30, 'kept_columns': list(range(30)),
+                            'strut_positions': [[7, 11], [7.0, '11']]})
+
+
+@pytest.mark.parametrize('height', [0, -2])
+def test_a_grid_without_rows_is_refused(height):
+  # No strut to fall outside it: only the size check stands between this and an empty layout.
+  with pytest.raises(LayoutError, match='must be positive'):
+    DesignLayout(height, 30, (0, 1), ())
+
+
 def test_unknown_datashape_is_refused():
   with pytest.raises(LayoutError, match='unknown datashape.*original, dropempty'):
     hyundai('squash')
@@ -126,7 +160,8 @@ def test_fractional_strut_pixel_is_refused_not_truncated(struts):
     DesignLayout.original(10, 30, struts)
 
 
-@pytest.mark.parametrize('kept', [(), (2, 1), (1, 1), (0, 30)])
+# (-1, 2): NumPy would read column -1 as the last one, silently.
+@pytest.mark.parametrize('kept', [(), (2, 1), (1, 1), (0, 30), (-1, 2)])
 def test_bad_kept_columns_are_refused(kept):
   with pytest.raises(LayoutError, match='kept columns'):
     DesignLayout(10, 30, kept, ())
