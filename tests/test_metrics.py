@@ -46,6 +46,13 @@ def test_frechet_distance_is_symmetric_and_non_negative(seed):
   assert ab == pytest.approx(ba, rel=1e-6, abs=1e-9)
 
 
+def test_frechet_distance_of_a_rank_deficient_sample_with_itself_is_exactly_zero():
+  """Fewer samples than features: the square roots' round-off alone gives -0.01 here, which the
+  distance must not report (a negative FD would rank a run best)."""
+  feats = np.random.default_rng(0).normal(size=(5, 30)) * 100
+  assert metrics.frechet_distance(feats, feats) == 0.0
+
+
 def test_frechet_distance_rejects_mismatched_features():
   with pytest.raises(ValueError, match='feature arrays'):
     metrics.frechet_distance(np.zeros((5, 3)), np.zeros((5, 4)))
@@ -69,6 +76,48 @@ def test_diversity_is_the_mean_pixel_l1_distance_in_unit_range():
   group = np.concatenate([black, black, white])
   assert metrics.diversity([group, black]) == pytest.approx(2 / 3)
   assert metrics.diversity([black, white]) is None
+
+
+def test_diversity_subsamples_a_large_group_without_repeating_a_design():
+  """Design i is black but for entry i: every two designs differ in 2 of the P entries, so any
+  subsample of distinct designs has diversity 2 / P; a design drawn twice adds a zero pair."""
+  n = 2 * metrics.MAX_GROUP
+  group = np.zeros((n, 1, n, 1), np.uint8)
+  group[np.arange(n), 0, np.arange(n), 0] = 255
+  assert metrics.diversity([group], seed=0) == pytest.approx(2 / n)
+  assert metrics.diversity([group], seed=1) == pytest.approx(2 / n)
+
+
+def test_group_by_condition_keeps_every_label_pair_apart():
+  """Pairs such as (0, 2) and (1, 0) are two conditions whatever the largest mass class is;
+  groups come in ascending (durability, mass) order, designs in their given order."""
+  durability = np.array([1, 0, 2, 0, 1, 1, 2, 0, 0])
+  mass = np.array([0, 1, 0, 1, 1, 0, 2, 0, 2])
+  images = np.arange(9)  # stands for the designs: group_by_condition only indexes them
+  groups = metrics.group_by_condition(images, durability, mass)
+  assert [g.tolist() for g in groups] == [[7], [1, 3], [8], [0, 5], [4], [2], [6]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Struts and shares
+
+
+def test_strut_agreement_needs_every_strut_of_a_design():
+  positions = ((0, 1), (2, 0))
+  colors = np.array([[[10, 20, 30], [40, 50, 60]]] * 3, np.uint8)
+  full = np.zeros((3, 3, 2, 3), np.uint8)
+  full[:, 0, 1] = (10, 20, 30)
+  full[:, 2, 0] = (40, 50, 60)
+  full[1, 2, 0] = (40, 50, 61)  # one channel of the second strut off by one
+  full[2, 0, 1] = (0, 0, 0)  # the first strut wrong
+  assert metrics.strut_agreement(full, colors, positions).tolist() == [True, False, False]
+  # A layout without struts: nothing to get wrong.
+  assert metrics.strut_agreement(full, np.zeros((3, 0, 3), np.uint8), ()).tolist() == [True] * 3
+
+
+def test_share_is_the_mean_and_none_without_values():
+  assert metrics.share([True, False, True, True]) == 0.75
+  assert metrics.share(np.array([], bool)) is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,3 +148,9 @@ def test_synthetic_designs_are_recognised(small_design_dir):
   small = data.load_dataset(small_design_dir)
   assert metrics.is_synthetic(small)
   assert not metrics.is_synthetic(relabelled(small))
+  # Both labels count: designs whose mass labels alone were moved are not the oracle's either.
+  nm = len(small.spec.mass)
+  shift = lambda p: data.DesignArrays(p.images, p.fixed, p.strut_colors, p.durability,
+                                      ((p.mass + 1) % nm).astype(np.int32), p.names)
+  mass_moved = data.Dataset(small.spec, shift(small.train), shift(small.val), small.mask)
+  assert not metrics.is_synthetic(mass_moved)
