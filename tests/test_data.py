@@ -161,6 +161,17 @@ def test_a_large_float_value_is_its_class_as_its_name_is():
     data.ClassVocab((float('inf'),))
 
 
+def test_a_value_that_rounds_to_zero_is_class_0_not_minus_0():
+  """A small negative number (a config's durability_values) rounds to -0.0: one class 0, never
+  written '-0' in a message or a file name."""
+  for value in (-0.0, -0.004, np.float32(-0.001)):
+    assert np.copysign(1.0, data.class_value(value)) == 1.0, value
+    assert data.format_class(value) == '0'
+  vocab = data.ClassVocab((-0.001, 0.0, 1.5))
+  assert vocab.values == (0.0, 1.5) and np.copysign(1.0, vocab.values[0]) == 1.0
+  assert vocab.describe() == '0, 1.5'
+
+
 def test_vocab_index_lists_allowed_values():
   with pytest.raises(DataError, match='allowed values: 1.4, 2.2, 3'):
     data.ClassVocab((1.4, 2.2, 3.0)).index(9)
@@ -854,6 +865,7 @@ def test_split_indices_property(n, fraction, seed):
   assert len(val) == min(expected, max(n - 1, 0))
   if n >= 1:
     assert len(train) >= 1
+  assert np.all(np.diff(train) > 0) and np.all(np.diff(val) > 0)  # each part ascending
   train2, val2 = data.split_indices(n, fraction, seed)
   np.testing.assert_array_equal(train, train2)
   np.testing.assert_array_equal(val, val2)
