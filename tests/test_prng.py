@@ -20,6 +20,18 @@ def test_bits_equal_jax_default_threefry_bits(seed, shape, bit_width):
                                 jax.random.bits(key, shape, dtype))
 
 
+def test_64_bit_draws_are_jaxs_own():
+  """64-bit bits (jax_enable_x64: uint64, or float64 dropout masks) go to JAX's own Threefry,
+  which the unrolled hash does not cover: the same bits, not a KeyError."""
+  key = jax.random.PRNGKey(3)
+  with jax.enable_x64(True):
+    np.testing.assert_array_equal(jax.random.bits(prng.fused_key(key), (4, 3), jnp.uint64),
+                                  jax.random.bits(key, (4, 3), jnp.uint64))
+    mask = jax.random.bernoulli(prng.fused_key(key), 0.5, (6,))
+    np.testing.assert_array_equal(mask, jax.random.bernoulli(jax.random.wrap_key_data(key), 0.5,
+                                                             (6,)))
+
+
 def test_hash_matches_the_random123_known_answer():
   """Threefry2x32_20 known-answer vectors of Random123 (kat_vectors: threefry2x32_20)."""
   u32 = lambda *v: [jnp.uint32(x) for x in v]
