@@ -1506,6 +1506,63 @@ def test_a_run_saved_before_the_aux_head_and_lr_decay_is_refused_naming_their_fi
                            None, 'runs/old', True)
 
 
+def test_saved_epochs_are_the_numbered_directories_in_numeric_order(tmp_path):
+  """A save in progress leaves '<step>.orbax-checkpoint-tmp-<n>' beside the steps; other names
+  are not epochs either, and 10 comes after 9 (not after 1 as a name)."""
+  for name in ('2', '10', '9', '3.orbax-checkpoint-tmp-1700000000', 'notes'):
+    (tmp_path / 'checkpoints' / name).mkdir(parents=True)
+  (tmp_path / 'best' / '4').mkdir(parents=True)
+  assert resume.saved_epochs(str(tmp_path)) == [2, 9, 10]
+  assert resume.saved_epochs(str(tmp_path), 'best') == [4]
+  assert resume.saved_epochs(str(tmp_path / 'nowhere')) == []
+
+
+def test_a_single_run_may_share_its_log_path_with_seed_directories_without_checkpoints(tmp_path):
+  """Only a seed_<s> directory that holds a checkpoint is a sweep's run: an empty one (a sweep
+  refused before it trained, a user's own folder) does not block a single run there."""
+  config = tiny_config(log_path=str(tmp_path / 'run'))
+  (tmp_path / 'run' / 'seed_0' / 'checkpoints').mkdir(parents=True)
+  resume.check_run_layout(config)
+  (tmp_path / 'run' / 'seed_0' / 'checkpoints' / '2').mkdir()
+  with pytest.raises(ConfigError, match=r'holds a seed sweep \(seed_0\)'):
+    resume.check_run_layout(config)
+
+
+def test_critic_iter_may_change_on_resume_only_without_an_lr_decay():
+  """The critic's lr schedule is what counts its steps: with a constant lr another critic_iter
+  resumes, with a decay it is refused."""
+  saved = config_lib.resolve(default.get_config())
+  saved.update(lr_decay_steps=0)
+  spec = types.SimpleNamespace(to_dict=lambda: {'layout': 'same'})
+  new = config_lib.resolve(ml_collections.ConfigDict(saved.to_dict()))
+  new.update(critic_iter=saved.critic_iter + 3)
+  checkpoint = {'config': saved.to_dict(), 'spec': {'layout': 'same'}, 'oracle_applies': True}
+  resume.check_resumable(checkpoint, new, spec, 'runs/old', True)
+  saved.update(lr_decay_steps=100)
+  new.update(lr_decay_steps=100)
+  checkpoint['config'] = saved.to_dict()
+  with pytest.raises(ConfigError, match=rf'critic_iter={saved.critic_iter}, not '
+                                        rf'{saved.critic_iter + 3}'):
+    resume.check_resumable(checkpoint, new, spec, 'runs/old', True)
+
+
+@pytest.mark.parametrize('recorded, writer, foreign', [
+    ({'num_seeds': 2, 'seed': 0}, {'num_seeds': 2, 'seed': 0}, False),
+    ({'num_seeds': 2, 'seed': 5}, {'num_seeds': 2, 'seed': 0}, True),
+    (None, {'num_seeds': 2, 'seed': 0}, True),  # a single run's: sweep_id None
+    ('absent', {'num_seeds': 2, 'seed': 0}, False),  # saved before checkpoints recorded it
+    ('unreadable', {'num_seeds': 2, 'seed': 0}, False),
+])
+def test_a_checkpoint_is_another_writers_only_by_what_it_records(recorded, writer, foreign,
+                                                                   monkeypatch):
+  def read_meta(mngr, step):
+    if recorded == 'unreadable':
+      raise checkpoints.CheckpointError('damaged')
+    return step, {'epoch': step} if recorded == 'absent' else {'epoch': step, 'sweep': recorded}
+
+  monkeypatch.setattr(checkpoints, 'read_meta', read_meta)
+  assert resume._written_by_another(None, 3, writer) == foreign
+
 def test_the_original_preset_trains_the_originals_way():
   """No auxiliary head, its raw generator sampled, and Adam at a constant 2e-4 (the docstring):
   the default's lr decay, added after the preset, is not inherited."""
