@@ -382,6 +382,16 @@ def test_opaque_rgba_accepted_translucent_refused(tmp_path):
   Image.fromarray(rgba, 'RGBA').save(tmp_path / '1_b_2_x.png')
   with pytest.raises(DataError, match='1_b_2_x.png.*transparent'):
     data.load_dataset(str(tmp_path), 'original')
+  # Any alpha short of 255 is translucent, however nearly opaque (and LA as much as RGBA).
+  (tmp_path / '1_b_2_x.png').unlink()
+  rgba[0, 0, 3] = 254
+  Image.fromarray(rgba, 'RGBA').save(tmp_path / '1_c_2_x.png')
+  with pytest.raises(DataError, match='1_c_2_x.png.*transparent'):
+    data.load_dataset(str(tmp_path), 'original')
+  (tmp_path / '1_c_2_x.png').unlink()
+  Image.fromarray(rgba[..., [0, 3]], 'LA').save(tmp_path / '1_d_2_x.png')
+  with pytest.raises(DataError, match='1_d_2_x.png.*transparent'):
+    data.load_dataset(str(tmp_path), 'original')
 
 
 @pytest.mark.parametrize('mode', ['RGB', 'L', 'P'])
@@ -498,6 +508,35 @@ def test_a_32_bit_bmp_fourth_byte_is_padding_unless_the_header_masks_it_as_alpha
   with pytest.raises(DataError, match='1_d_2_x.bmp: image has transparent pixels'):
     data.load_dataset(str(tmp_path), 'original')
 
+
+def test_a_16_bit_grey_image_is_refused_not_clipped(tmp_path):
+  """Pillow reads a 16-bit grey PNG as 'I;16'; converting it to RGB would clip every level above
+  255 to white."""
+  grey = np.full((10, 30), 40000, np.uint16)
+  Image.fromarray(grey).save(tmp_path / '1_a_2_x.png')
+  assert Image.open(tmp_path / '1_a_2_x.png').mode.startswith('I;16')
+  with pytest.raises(DataError, match=r"1_a_2_x.png: 'I;16\w*' images \(16/32-bit\)"):
+    data.load_dataset(str(tmp_path), 'original')
+
+
+@pytest.mark.parametrize('shape, dtype', [((10, 30, 4), np.uint8), ((10, 30), np.uint8),
+                                          ((10, 30, 3), np.float32)])
+def test_write_rgb_takes_only_h_w_3_uint8(tmp_path, shape, dtype):
+  with pytest.raises(ValueError, match=r'\(H, W, 3\) uint8'):
+    write_rgb(str(tmp_path / 'design.png'), np.zeros(shape, dtype))
+  assert not os.listdir(tmp_path)
+
+
+def test_a_write_that_fails_leaves_neither_the_image_nor_its_temporary_file(tmp_path,
+                                                                            monkeypatch):
+  def failing_save(self, fp, format=None, **params):  # pylint: disable=redefined-builtin
+    fp.write(b'BM half')
+    raise OSError(28, 'No space left on device')
+
+  monkeypatch.setattr(Image.Image, 'save', failing_save)
+  with pytest.raises(OSError, match='No space left'):
+    write_rgb(str(tmp_path / 'design.bmp'), np.zeros((10, 30, 3), np.uint8))
+  assert not os.listdir(tmp_path)
 
 def test_non_image_files_skipped_with_warning(tmp_path):
   """Named in the dataset's warnings, which the training log carries."""
