@@ -850,6 +850,63 @@ def test_finite_checks_each_model_of_a_sweep_state_and_only_float_arrays():
   assert not bool(step.finite(step.unstack(state, 1)))
 
 
+def test_an_update_makes_critic_iter_critic_steps_and_one_generator_step(small_design_dir,
+                                                                         tmp_path):
+  """Per generator update the critic takes critic_iter optimiser steps (WGAN's n_critic): the
+  optimisers' step counts say how many each made."""
+  config, dataset, models, state = setup(tiny_config(
+      data_path=small_design_dir, log_path=str(tmp_path / 'run'), critic_iter=3, **BASE))
+  counts = lambda opt: {int(v) for k, v in leaves(opt).items() if k.endswith('.count')}
+  assert counts(state.critic_opt) == counts(state.gen_opt) == {0}
+  after, _ = jax.jit(functools.partial(step.update, config, models))(
+      state, spread_batch(config, dataset))
+  assert counts(after.critic_opt) == {3} and counts(after.gen_opt) == {1}
+  assert int(after.step) == 1
+
+
+def test_an_epoch_draws_its_batches_from_a_fresh_shuffle(monkeypatch):
+  """train_epoch: n // batch_size batches of distinct rows, in an order that is random and
+  another every epoch (the rows left over differ too), never rows beyond num_rows (padding)."""
+  monkeypatch.setattr(step, 'update', lambda config, models, s, batch: (s, batch['row']))
+  config = ml_collections.ConfigDict(dict(batch_size=4))
+  rows = jnp.arange(12)
+  data = {'images': jnp.zeros((12, 1)), 'row': rows}
+  state = step.TrainState(jnp.zeros((), jnp.int32), jax.random.PRNGKey(0), *[{}] * 7)
+  orders = []
+  for _ in range(4):
+    state, batches = step.train_epoch(config, None, state, data, num_rows=10)
+    batches = np.asarray(batches)
+    assert batches.shape == (2, 4) and len(set(batches.ravel())) == 8
+    assert batches.max() < 10
+    orders.append(tuple(batches.ravel()))
+  assert len(set(orders)) == 4 and tuple(range(8)) not in orders
+  assert len({frozenset(range(10)) - set(o) for o in orders}) > 1  # the remainder moves
+
+
+def test_adamw_decays_the_weights_adam_does_not():
+  """With zero gradients AdamW's update is -lr * weight_decay * w (decoupled weight decay), Adam's
+  is zero: weight_decay must reach optax.adamw."""
+  params = {'w': jnp.array([2.0, -4.0])}
+  zero = {'w': jnp.zeros(2)}
+  adamw = step.make_optimizer('adamw', 0.1, 0.5, 0.999, 0.01)
+  updates, _ = adamw.update(zero, adamw.init(params), params)
+  np.testing.assert_allclose(updates['w'], [-0.1 * 0.01 * 2.0, 0.1 * 0.01 * 4.0], rtol=1e-6)
+  adam = step.make_optimizer('adam', 0.1, 0.5, 0.999, 0.01)
+  updates, _ = adam.update(zero, adam.init(params), params)
+  np.testing.assert_array_equal(updates['w'], [0.0, 0.0])
+
+
+@pytest.mark.parametrize('loss_mode', ['bce', 'wgan', 'wgangp'])
+def test_active_metrics_are_the_loss_modes_own(loss_mode):
+  """clip_fraction only for weight clipping, the penalty's two only for WGAN-GP: the others are
+  constant zeros that would be logged as if measured."""
+  active = set(step.active_metrics(config_lib.resolve(tiny_config(
+      gan_model='vanilla', loss_mode=loss_mode, aux_lambda=0.0))))
+  assert ('clip_fraction' in active) == (loss_mode == 'wgan')
+  assert ('gradient_penalty' in active) == ('grad_norm' in active) == (loss_mode == 'wgangp')
+  assert not active & {'info_loss', 'q_real_loss', 'aux_loss', 'aux_real_loss'}
+  assert {'critic_loss', 'gen_loss', 'strut_error', 'real_score', 'fake_score'} <= active
+
 def test_a_damaged_latest_checkpoint_names_the_earlier_one(base_run, small_design_dir, tmp_path,
                                                            monkeypatch):
   _, directory, _, config = _train_into_a_nan(base_run, small_design_dir, tmp_path, monkeypatch,
