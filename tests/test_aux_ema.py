@@ -62,6 +62,9 @@ def test_aux_class_loss_formula():
   # Weight 0 ignores the regression output.
   np.testing.assert_allclose(losses.aux_class_loss((d_logits, m_logits, reg), d, m, 0.0),
                              expected_ce, rtol=1e-6)
+  # A head without the regression output: the term is left out, whatever the weight.
+  np.testing.assert_allclose(losses.aux_class_loss((d_logits, m_logits), d, m, 0.5),
+                             expected_ce, rtol=1e-6)
 
 
 @pytest.mark.parametrize('gan_model', ['vanilla', 'infogan'])
@@ -96,6 +99,25 @@ def test_aux_terms_target_real_labels_and_requested_classes(gan_model, small_des
   np.testing.assert_array_equal(aux_m, labels[1])
   assert metrics['aux_loss'] > 0
 
+
+
+def test_the_regression_term_counts_in_both_aux_losses(small_design_dir, tmp_path):
+  """L_A = CE + w_r * 2 * mean squared class-index error: at w_r = 0.5, 1 and 1.5 (one model:
+  the regression output exists for any w_r > 0) the critic's loss on real designs and the
+  generator's on its fakes each grow by one positive step per 0.5."""
+  values = []
+  for w in (0.5, 1.0, 1.5):
+    config, dataset, models, state = setup(tiny_config(
+        data_path=small_design_dir, log_path=str(tmp_path / 'run'), aux_lambda=1.0,
+        aux_regression=w))
+    batch = spread_batch(config, dataset)
+    with jax.disable_jit():  # op by op: three compiles of each step took longer
+      _, critic = step.critic_step(config, models, state, batch, jax.random.PRNGKey(1))
+      _, generator = step.generator_step(config, models, state, batch, jax.random.PRNGKey(2))
+    values.append((float(critic['aux_real_loss']), float(generator['aux_loss'])))
+  steps = np.diff(np.array(values), axis=0)
+  assert np.all(steps > 1e-4), values
+  np.testing.assert_allclose(steps[1], steps[0], rtol=1e-3)
 
 def test_aux_head_is_trained_by_the_critic_only_and_never_clipped(small_design_dir, tmp_path):
   """The head is part of the critic's parameters: the critic step moves it (and the body), the
@@ -249,6 +271,19 @@ def test_lr_decay_changes_the_updates_and_is_checked(small_design_dir, tmp_path)
     ratio = leaves(upd[0]).popitem()[1] / leaves(const_upd[0]).popitem()[1]
     expected = 1 - 0.75 * min(k, 4) / 4
     np.testing.assert_allclose(ratio, expected, rtol=1e-5)
+  # The critic's schedule spans lr_decay_steps x critic_iter of its own updates: it reaches its
+  # final lr at the same generator step as the generator's, not critic_iter times earlier.
+  config, _, models, state = setup(tiny_config(lr_decay_steps=4, lr_final_fraction=0.25,
+                                               critic_iter=3, **base))
+  _, _, const_models, _ = setup(tiny_config(lr_decay_steps=0, critic_iter=3, **base))
+  grads = jax.tree.map(jnp.ones_like, state.critic_params)
+  opt = models.critic_tx.init(state.critic_params)
+  const_opt = const_models.critic_tx.init(state.critic_params)
+  for k in range(14):
+    upd, opt = models.critic_tx.update(grads, opt, state.critic_params)
+    const_upd, const_opt = const_models.critic_tx.update(grads, const_opt, state.critic_params)
+    ratio = leaves(upd).popitem()[1] / leaves(const_upd).popitem()[1]
+    np.testing.assert_allclose(ratio, 1 - 0.75 * min(k, 12) / 12, rtol=1e-5, err_msg=str(k))
   with pytest.raises(ConfigError, match='lr_final_fraction'):
     config_lib.resolve(tiny_config(lr_final_fraction=0.0))
   assert config_lib.model_fields(tiny_config(lr_decay_steps=4))['lr_decay']
