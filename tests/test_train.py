@@ -864,6 +864,28 @@ def test_an_update_makes_critic_iter_critic_steps_and_one_generator_step(small_d
   assert int(after.step) == 1
 
 
+
+def test_an_updates_critic_metrics_are_its_last_critic_steps(small_design_dir, tmp_path,
+                                                            monkeypatch):
+  """With critic_iter = 3 the update reports the critic's values of its last critic step (the
+  critic the generator then trained against), not those of the first."""
+  config, dataset, models, state = setup(tiny_config(
+      data_path=small_design_dir, log_path=str(tmp_path / 'run'), critic_iter=3, **BASE))
+  estimates = []
+  real_estimate = losses.wasserstein_estimate
+
+  def recorded(real, fake):
+    value = real_estimate(real, fake)
+    jax.debug.callback(lambda v: estimates.append(float(v)), value, ordered=True)
+    return value
+
+  monkeypatch.setattr(losses, 'wasserstein_estimate', recorded)
+  _, metrics = jax.jit(functools.partial(step.update, config, models))(
+      state, spread_batch(config, dataset))
+  jax.effects_barrier()
+  assert len(estimates) == 3 and estimates[0] != estimates[-1]
+  assert float(metrics['wasserstein']) == estimates[-1]
+
 def test_an_epoch_draws_its_batches_from_a_fresh_shuffle(monkeypatch):
   """train_epoch: n // batch_size batches of distinct rows, in an order that is random and
   another every epoch (the rows left over differ too), never rows beyond num_rows (padding)."""
