@@ -252,6 +252,12 @@ def denormalize(images) -> np.ndarray:
   return np.clip(np.round(255.0 * (x + 1.0) / 2.0), 0, 255).astype(np.uint8)
 
 
+def full_designs(layout: DesignLayout, images) -> np.ndarray:
+  """(N, h, w, 3) images in [-1, 1] in the training layout -> (N, H, W, 3) uint8 designs in the
+  full layout (dropped columns re-inserted): what is drawn, written and measured."""
+  return layout.to_full(denormalize(images))
+
+
 def fixed_pixel_images(strut_colors, layout: DesignLayout) -> np.ndarray:
   """(N, num_struts, 3) uint8 strut colours -> (N, H, W, 3) float32 images in the training layout.
 

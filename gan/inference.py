@@ -184,7 +184,7 @@ def load(model_path: str, step_: Optional[int] = None, device=None) -> TrainedMo
                                         _earlier_hint(model_path, ckpt_dir))
   finally:
     mngr.close()
-  sample_fn = jax.jit(lambda p, r, *a: step.sample(models, p, r, *a))
+  sample_fn = step.compile_sampler(models)
   return TrainedModel(config, spec, models, state, epoch, ckpt_dir, run_dir, sample_fn,
                       bool(meta.get('oracle_applies', False)), meta.get('data'),
                       meta.get('untrained_classes') or {})
@@ -240,7 +240,7 @@ def generate(model: TrainedModel, durability_idx, mass_idx, fixed, seed: int,
     rows = np.minimum(np.arange(start, start + chunk_size), n - 1)
     images = model.sample_fn(*step.sampling_params(model.state), z[rows], durability_idx[rows],
                              mass_idx[rows], np.asarray(fixed[rows], np.float32))
-    chunk = model.spec.layout.to_full(data.denormalize(np.asarray(images)))[:n - start]
+    chunk = data.full_designs(model.spec.layout, images)[:n - start]
     if designs is None:
       designs = np.empty((n,) + chunk.shape[1:], chunk.dtype)
     designs[part] = chunk

@@ -141,7 +141,7 @@ def is_synthetic(dataset: data.Dataset) -> bool:
   if (layout.full_height, layout.full_width) != (oracle.HEIGHT, oracle.WIDTH):
     return False
   parts = [p for p in (dataset.train, dataset.val) if len(p)]
-  full = np.concatenate([layout.to_full(data.denormalize(p.images)) for p in parts])
+  full = np.concatenate([data.full_designs(layout, p.images) for p in parts])
   durability = np.concatenate([class_values(dataset.spec.durability, p.durability) for p in parts])
   mass = np.concatenate([class_values(dataset.spec.mass, p.mass) for p in parts])
   return float(np.mean(oracle_agreement(full, durability, mass)['exact'])) >= SYNTHETIC_AGREEMENT

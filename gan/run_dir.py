@@ -81,15 +81,11 @@ def _class_grid_inputs(config, spec, fixed_example):
   return z, jnp.asarray(d), jnp.asarray(m), jnp.asarray(fixed)
 
 
-def _to_full_uint8(layout, images) -> np.ndarray:
-  return layout.to_full(data.denormalize(np.asarray(images)))
-
-
 def _real_class_grid(dataset) -> np.ndarray:
   """One real design per (durability, mass) pair (black where the data has none)."""
   spec, part = dataset.spec, dataset.train
   nd, nm = len(spec.durability), len(spec.mass)
-  full = _to_full_uint8(spec.layout, part.images)
+  full = data.full_designs(spec.layout, part.images)
   grid = np.zeros((nd, nm) + full.shape[1:], np.uint8)
   seen = set()
   for i, (d, m) in enumerate(zip(part.durability, part.mass)):
@@ -108,7 +104,7 @@ class Shared:
     self.sweep = resume.sweep_id(config)
     self.main = parallel.is_main()  # logs, TensorBoard and images come from process 0 only
     self.synthetic = synthetic  # metrics_lib.is_synthetic(dataset): the oracle labels the designs
-    self.sample_fn = jax.jit(lambda p, r, *a: step.sample(models, p, r, *a))
+    self.sample_fn = step.compile_sampler(models)
     self.real_grid = summaries.design_grid(_real_class_grid(dataset))
     self.evaluates = config.eval_every > 0
     self.classifier = self.reference = None  # load_classifier, once the runs' logs are open
@@ -249,7 +245,7 @@ class Run:
       with _timed(took, 'grid'):
         fake = self.shared.sample_fn(*parallel.host_local(step.sampling_params(state)),
                                      *self.grid_inputs)
-        full = _to_full_uint8(layout, fake).reshape((len(spec.durability), len(spec.mass))
+        full = data.full_designs(layout, fake).reshape((len(spec.durability), len(spec.mass))
                                                     + (layout.full_height, layout.full_width, 3))
         self.tb.image('fake/designs_by_class', epoch, summaries.design_grid(full))
     # Evaluation (and its best/ save, committed) before the checkpoint: a run killed in between
@@ -360,7 +356,7 @@ class _Evaluator:
     def generate_fn(d, m, fixed, seed):
       z = jax.random.normal(prng.seed_key(seed), (len(d), zdim))
       images = sample_fn(gen_params, gen_rest, z, d, m, fixed)
-      return dataset.layout.to_full(data.denormalize(np.asarray(images)))
+      return data.full_designs(dataset.layout, images)
 
     metrics = evaluate.evaluate_generator(generate_fn, dataset, self.shared.classifier,
                                           self.config.eval_per_pair, evaluate.DEFAULT_SEED,
@@ -392,7 +388,7 @@ def _write_outputs(config, dataset, state, sample_fn, output_path):
                    part.mass, part.fixed)
   layout = dataset.layout
   fake_paths = summaries.write_designs(os.path.join(output_path, 'fake'), 'fake',
-                                       _to_full_uint8(layout, fake))
+                                       data.full_designs(layout, fake))
   real_paths = summaries.write_designs(os.path.join(output_path, 'real'), 'real',
-                                       _to_full_uint8(layout, part.images))
+                                       data.full_designs(layout, part.images))
   return fake_paths, real_paths

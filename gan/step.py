@@ -441,6 +441,12 @@ def sample(models: Models, gen_params, gen_rest, z, durability, mass, fixed):
   return models.mask * fixed + (1 - models.mask) * images
 
 
+def compile_sampler(models: Models):
+  """jit of `sample` for `models`: sample_fn(gen_params, gen_rest, z, durability, mass, fixed),
+  the one sampler training (grids, evaluation, outputs) and inference both draw with."""
+  return jax.jit(lambda p, r, *a: sample(models, p, r, *a))
+
+
 def sampling_params(state: TrainState):
   """(generator parameters, generator batch statistics) to sample with: the EMA weights."""
   return state.gen_ema, state.gen_rest
