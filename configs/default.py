@@ -38,7 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.gen_hidden_dims = (512, 512)     # MLP generator trunk; 0 stands for the image size D
   c.gen_norm = 'layer'               # batch | layer | none (MLP; self-attention: layer only)
   c.gen_dropout = 0.0                # MLP generator only
-  c.hidden_dim = 256                 # InfoGAN Q-head width
+  c.hidden_dim = 256                 # hidden width of the critic's class heads (Q, aux)
   c.disc_hidden_dims = (256, 256, 256)  # MLP critic body; 0 stands for the image size D
   c.disc_norm = 'layer'              # layer | none (no BatchNorm in a critic: it couples examples)
   c.disc_dropout = 0.0               # MLP critic only

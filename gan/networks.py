@@ -321,7 +321,7 @@ class Critic(nnx.Module):
   """
 
   def __init__(self, body, *, num_durability: int, num_mass: int, conditional: bool,
-               infogan: bool, q_hidden: int, rngs: nnx.Rngs, aux: bool = False,
+               infogan: bool, class_head_hidden: int, rngs: nnx.Rngs, aux: bool = False,
                aux_regression: bool = False):
     f = body.num_features
     self.body = body
@@ -330,8 +330,9 @@ class Critic(nnx.Module):
                                        rngs=rngs) if conditional else None)
     self.mass_embed = (nnx.Embed(num_mass, f, embedding_init=nnx.initializers.zeros, rngs=rngs)
                        if conditional else None)
-    self.q_head = ClassHead(f, q_hidden, num_durability, num_mass, rngs) if infogan else None
-    self.aux_head = (ClassHead(f, q_hidden, num_durability, num_mass, rngs,
+    self.q_head = (ClassHead(f, class_head_hidden, num_durability, num_mass, rngs) if infogan
+                   else None)
+    self.aux_head = (ClassHead(f, class_head_hidden, num_durability, num_mass, rngs,
                                regression=aux_regression) if aux else None)
 
   def features(self, x, fixed, mask, *, train: bool = False, rngs: Optional[nnx.Rngs] = None):
@@ -377,5 +378,5 @@ def build_critic(config, image_shape, num_durability: int, num_mass: int, rngs: 
                          mask_input=config.mask_input, axial=config.attention == 'axial',
                          rngs=rngs)
   return Critic(body, num_durability=num_durability, num_mass=num_mass, conditional=conditional,
-                infogan=config.gan_model == 'infogan', q_hidden=config.hidden_dim, rngs=rngs,
-                aux=config.aux_lambda > 0, aux_regression=config.aux_regression > 0)
+                infogan=config.gan_model == 'infogan', class_head_hidden=config.hidden_dim,
+                rngs=rngs, aux=config.aux_lambda > 0, aux_regression=config.aux_regression > 0)
