@@ -271,6 +271,11 @@ def from_saved(saved: dict) -> ml_collections.ConfigDict:
   return resolve(ml_collections.ConfigDict(full))
 
 
+def output_dir(config) -> str:
+  """Where a run writes its output BMPs: output_path, or <log_path>/output when it is empty."""
+  return config.output_path or os.path.join(config.log_path, 'output')
+
+
 def data_seed(config) -> int:
   """The seed of the train/validation split: data_seed, or seed when it is -1 (a ConfigDict or a
   dict of its fields)."""

@@ -124,8 +124,7 @@ def _only_best(ckpt_dir: str, model_path: str) -> str:
 
 def _steps_in(directory: str, model_path: str) -> list[int]:
   """The steps of the checkpoint directories (named by their step) in `directory`, in order."""
-  return sorted(int(n) for n in _listdir(directory, model_path)
-                if re.fullmatch(r'\d+', n) and os.path.isdir(os.path.join(directory, n)))
+  return paths.step_numbers(directory, _listdir(directory, model_path))
 
 
 def _is_step_dir(path: str) -> bool:
@@ -133,7 +132,7 @@ def _is_step_dir(path: str) -> bool:
   directory of checkpoints (a damaged step, to be named as such). A run directory that is only
   numbered (log_path=runs/3: a seed sweep, or a run not yet checkpointed) is not: it was read as
   step 3 of runs/, 'unreadable: Item "meta" was not found'."""
-  if not re.fullmatch(r'\d+', os.path.basename(path)):
+  if not paths.is_step_name(os.path.basename(path)):
     return False
   parent = os.path.dirname(path)
   return (os.path.isfile(os.path.join(path, paths.CHECKPOINT_MARKER))
@@ -195,7 +194,7 @@ def _earlier_hint(model_path: str, ckpt_dir: str) -> str:
   `model_path` names one step's directory, where --step=N is refused (it names another step):
   then that step's sibling directory."""
   path = os.path.abspath(model_path)
-  if os.path.dirname(path) != ckpt_dir or not re.fullmatch(r'\d+', os.path.basename(path)):
+  if os.path.dirname(path) != ckpt_dir or not paths.is_step_name(os.path.basename(path)):
     return checkpoints.CLI_EARLIER_HINT
   sibling = os.path.join(os.path.dirname(os.path.normpath(str(model_path))), '{step}')
   return f'infer.py and python -m gan.evaluate read one with --model_path={sibling}'

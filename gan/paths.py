@@ -81,14 +81,25 @@ def _of_a_run(directory: str) -> bool:
   return name in ('checkpoints', 'best') and holds_checkpoints(os.path.join(run, 'checkpoints'))
 
 
+def is_step_name(name: str) -> bool:
+  """Whether `name` is a checkpoint step directory's: a number (orbax names each step's by it)."""
+  return re.fullmatch(r'\d+', name) is not None
+
+
+def step_numbers(directory: str, names) -> list[int]:
+  """The steps of the checkpoint step directories among `names` (entries of `directory`), in
+  order: numbered directories only (a stray file named 5 is no step)."""
+  return sorted(int(n) for n in names
+                if is_step_name(n) and os.path.isdir(os.path.join(directory, n)))
+
+
 def holds_checkpoints(directory: str) -> bool:
   """Whether `directory` holds a checkpoint step directory (<number>/_CHECKPOINT_METADATA)."""
   try:
     names = os.listdir(directory)
   except OSError:  # missing, a file or unreadable
     return False
-  return any(re.fullmatch(r'\d+', n) and os.path.isfile(os.path.join(directory, n,
-                                                                     CHECKPOINT_MARKER))
+  return any(is_step_name(n) and os.path.isfile(os.path.join(directory, n, CHECKPOINT_MARKER))
              for n in names)
 
 

@@ -13,6 +13,7 @@ import os
 from gan import checkpoints
 from gan import config as config_lib
 from gan import data
+from gan import paths
 from gan.errors import ConfigError, DesignGanError
 
 
@@ -25,8 +26,7 @@ def has_checkpoints(config, name: str = 'checkpoints') -> bool:
 def saved_epochs(log_path: str, name: str = 'checkpoints') -> list[int]:
   """The epochs of the checkpoint directories under <log_path>/<name> (none opened)."""
   directory = os.path.join(log_path, name)
-  return (sorted(int(n) for n in os.listdir(directory) if n.isdigit())
-          if os.path.isdir(directory) else [])
+  return paths.step_numbers(directory, os.listdir(directory)) if os.path.isdir(directory) else []
 
 
 def check_run_layout(config) -> None:

@@ -143,8 +143,7 @@ class Run:
     self.seed_note = f' (seed {config.seed})' if prefix else ''
     dataset = shared.dataset
     self.log_path = os.path.abspath(config.log_path)
-    self.output_path = os.path.abspath(config.output_path
-                                       or os.path.join(self.log_path, 'output'))
+    self.output_path = os.path.abspath(config_lib.output_dir(config))
     self.log = _logger(self.log_path, prefix, shared.main)
     self.log.info('=' * 64)
     self.log.info('designgan training: %s GAN, %s loss, %s generator, %s critic',

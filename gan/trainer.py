@@ -146,14 +146,12 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
   config = config_lib.resolve(config)
   # Before minutes of training: where the run writes must be (or become) a writable directory.
   paths.check_output_dir(config.log_path, 'log_path')
-  paths.check_output_dir(config.output_path or os.path.join(config.log_path, 'output'),
-                         'output_path')
+  paths.check_output_dir(config_lib.output_dir(config), 'output_path')
   # ... and outside the checkpoint directories of its runs, which may not exist yet
   seeds = config_lib.seed_configs(config)
   managed = [d for c in seeds for d in _manager_dirs(c)]
   for c in seeds:
-    paths.check_outside_checkpoints(c.output_path or os.path.join(c.log_path, 'output'),
-                                    'output_path', managed)
+    paths.check_outside_checkpoints(config_lib.output_dir(c), 'output_path', managed)
   dataset = data.load_for_config(config)
   config_lib.check_against_data(config, dataset.layout)
   check_batch_fits(config, dataset)
@@ -169,7 +167,7 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
       # log_path first: where it cannot be made (under /proc), the error named output_path, a
       # field the command did not set (its default is <log_path>/output)
       for path, what in ((c.log_path, 'log_path'),
-                         (c.output_path or os.path.join(c.log_path, 'output'), 'output_path')):
+                         (config_lib.output_dir(c), 'output_path')):
         made = paths.missing_dirs(path) + made
         paths.make_output_dir(path, what)
     with contextlib.ExitStack() as release:  # also after an error: see run_dir.Run.release

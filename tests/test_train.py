@@ -1591,6 +1591,9 @@ def test_saved_epochs_are_the_numbered_directories_in_numeric_order(tmp_path):
   for name in ('2', '10', '9', '3.orbax-checkpoint-tmp-1700000000', 'notes'):
     (tmp_path / 'checkpoints' / name).mkdir(parents=True)
   (tmp_path / 'best' / '4').mkdir(parents=True)
+  # A stray file named as a step is none, and '²' (str.isdigit, but no int()) no longer raises.
+  (tmp_path / 'checkpoints' / '7').write_text('')
+  (tmp_path / 'checkpoints' / '\u00b2').mkdir()
   assert resume.saved_epochs(str(tmp_path)) == [2, 9, 10]
   assert resume.saved_epochs(str(tmp_path), 'best') == [4]
   assert resume.saved_epochs(str(tmp_path / 'nowhere')) == []
