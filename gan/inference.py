@@ -17,6 +17,7 @@ import numpy as np
 from gan import checkpoints
 from gan import config as config_lib
 from gan import data
+from gan import parallel
 from gan import paths
 from gan import prng
 from gan import step
@@ -176,9 +177,7 @@ def load(model_path: str, step_: Optional[int] = None, device=None) -> TrainedMo
     with jax.default_device(device):  # the models' constants (the strut mask) too
       # The restore target: the state's tree, shapes and dtypes, placed on `device`.
       models, target = step.abstract_init(config, spec, spec.layout.strut_mask())
-      on_device = jax.sharding.SingleDeviceSharding(device)
-      target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=on_device),
-                            target)
+      target = parallel.placed_like(target, jax.sharding.SingleDeviceSharding(device))
       state = checkpoints.restore_state(mngr, epoch, target,
                                         _earlier_hint(model_path, ckpt_dir))
   finally:

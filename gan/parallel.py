@@ -159,8 +159,13 @@ def replicate(mesh: Mesh, tree):
 def replicated_like(mesh: Mesh, abstract):
   """ShapeDtypeStructs placed as `replicate(mesh, ...)` places the arrays they describe: a
   restore target (on one device, the default device, as arrays made without a mesh)."""
-  sharding = (NamedSharding(mesh, P()) if mesh.size > 1
-              else jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+  return placed_like(abstract, NamedSharding(mesh, P()) if mesh.size > 1
+                     else jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+
+
+def placed_like(abstract, sharding):
+  """ShapeDtypeStructs of the tree `abstract` (its shapes and dtypes) placed by `sharding`: a
+  restore target orbax puts the arrays where they are to be."""
   return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
                       abstract)
 
