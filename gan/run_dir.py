@@ -134,7 +134,6 @@ class _ToRunLogs(logging.Handler):
       run.log.log(record.levelno, '%s', record.getMessage())
 
 
-
 class Run:
   """One model's run directory: log_summary, TensorBoard, checkpoints, evaluation, outputs."""
 

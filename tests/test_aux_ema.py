@@ -100,7 +100,6 @@ def test_aux_terms_target_real_labels_and_requested_classes(gan_model, small_des
   assert metrics['aux_loss'] > 0
 
 
-
 def test_the_regression_term_counts_in_both_aux_losses(small_design_dir, tmp_path):
   """L_A = CE + w_r * 2 * mean squared class-index error: at w_r = 0.5, 1 and 1.5 (one model:
   the regression output exists for any w_r > 0) the critic's loss on real designs and the
@@ -118,6 +117,7 @@ def test_the_regression_term_counts_in_both_aux_losses(small_design_dir, tmp_pat
   steps = np.diff(np.array(values), axis=0)
   assert np.all(steps > 1e-4), values
   np.testing.assert_allclose(steps[1], steps[0], rtol=1e-3)
+
 
 def test_aux_head_is_trained_by_the_critic_only_and_never_clipped(small_design_dir, tmp_path):
   """The head is part of the critic's parameters: the critic step moves it (and the body), the

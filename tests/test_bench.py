@@ -279,7 +279,6 @@ def test_devices_mode_times_epochs_per_device_count(tmp_path):
   assert 'speed-up' in proc.stdout
 
 
-
 @pytest.mark.slow
 def test_devices_mode_compiles_in_its_subprocesses_with_a_persistent_compilation_cache_set(
     tmp_path):
@@ -295,6 +294,7 @@ def test_devices_mode_compiles_in_its_subprocesses_with_a_persistent_compilation
                        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0'))
   assert proc.returncode == 0, proc.stderr
   assert not cache.exists() or not os.listdir(cache)
+
 
 @pytest.mark.parametrize('asked, ran, expected', [
     (1, dict(devices=1, platform='cpu'), 'asked for 1 gpu device.*the run had 1 cpu device.*: no '

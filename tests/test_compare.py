@@ -27,6 +27,7 @@ def embedded_designs_generated(private_cache):
   del private_cache
   designs.ensure_default_dataset()
 
+
 TINY = ['data_path={data}', 'epochs=1', 'batch_size=32', 'critic_iter=1', 'gen_hidden_dims=32',
         'disc_hidden_dims=32', 'zdim=8', 'embed_dim=8', 'num_layers=1', 'eval_every=0',
         'num_output_images=2']
@@ -269,6 +270,7 @@ def test_an_evaluation_the_data_cannot_give_is_refused_before_a_run_is_discarded
   err = capsys.readouterr().err
   assert err.startswith('error: eval_per_pair=1000 asks for 120,000 designs'), err
   assert os.listdir(run) == ['checkpoints']
+
 
 def test_a_combination_another_process_trains_is_not_discarded(tmp_path, monkeypatch, capsys):
   """A run directory without a result is that of an interrupted run, unless a process (another

@@ -538,6 +538,7 @@ def test_a_write_that_fails_leaves_neither_the_image_nor_its_temporary_file(tmp_
     write_rgb(str(tmp_path / 'design.bmp'), np.zeros((10, 30, 3), np.uint8))
   assert not os.listdir(tmp_path)
 
+
 def test_non_image_files_skipped_with_warning(tmp_path):
   """Named in the dataset's warnings, which the training log carries."""
   write_designs(tmp_path, labelled_names(2))

@@ -219,6 +219,7 @@ def test_cli_expands_a_home_directory_in_its_paths(main_run, tmp_path):
   assert len(bmp_names(home / 'out')) == 2
   assert not os.path.exists(os.path.join(REPO, '~'))
 
+
 def test_cli_example_command_writes_to_default_path(main_run, tmp_path):
   """The documented command (minus --gen_img_path) writes into <run>/inference_output, with a
   grid; the library gives byte-identical files for the same request."""

@@ -225,6 +225,7 @@ def test_an_output_directory_in_a_best_dir_not_made_yet_is_refused(tmp_path, tar
   assert sorted(str(p) for p in tmp_path.rglob('*')) == before
   paths.check_output_dir(str(tmp_path / 'other' / 'best'), '--gen_img_path')  # not a run's
 
+
 @pytest.mark.parametrize('target', ['run', 'run/inference_output', 'run/output/fake', 'other/7'])
 def test_an_output_directory_beside_the_checkpoints_is_accepted(tmp_path, target):
   _fake_run(tmp_path / 'run')

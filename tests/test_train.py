@@ -864,7 +864,6 @@ def test_an_update_makes_critic_iter_critic_steps_and_one_generator_step(small_d
   assert int(after.step) == 1
 
 
-
 def test_an_updates_critic_metrics_are_its_last_critic_steps(small_design_dir, tmp_path,
                                                             monkeypatch):
   """With critic_iter = 3 the update reports the critic's values of its last critic step (the
@@ -886,17 +885,18 @@ def test_an_updates_critic_metrics_are_its_last_critic_steps(small_design_dir, t
   assert len(estimates) == 3 and estimates[0] != estimates[-1]
   assert float(metrics['wasserstein']) == estimates[-1]
 
+
 def test_an_epoch_draws_its_batches_from_a_fresh_shuffle(monkeypatch):
   """train_epoch: n // batch_size batches of distinct rows, in an order that is random and
   another every epoch (the rows left over differ too), never rows beyond num_rows (padding)."""
   monkeypatch.setattr(step, 'update', lambda config, models, s, batch: (s, batch['row']))
   config = ml_collections.ConfigDict(dict(batch_size=4))
   rows = jnp.arange(12)
-  data = {'images': jnp.zeros((12, 1)), 'row': rows}
+  arrays = {'images': jnp.zeros((12, 1)), 'row': rows}
   state = step.TrainState(jnp.zeros((), jnp.int32), jax.random.PRNGKey(0), *[{}] * 7)
   orders = []
   for _ in range(4):
-    state, batches = step.train_epoch(config, None, state, data, num_rows=10)
+    state, batches = step.train_epoch(config, None, state, arrays, num_rows=10)
     batches = np.asarray(batches)
     assert batches.shape == (2, 4) and len(set(batches.ravel())) == 8
     assert batches.max() < 10
@@ -928,6 +928,7 @@ def test_active_metrics_are_the_loss_modes_own(loss_mode):
   assert ('gradient_penalty' in active) == ('grad_norm' in active) == (loss_mode == 'wgangp')
   assert not active & {'info_loss', 'q_real_loss', 'aux_loss', 'aux_real_loss'}
   assert {'critic_loss', 'gen_loss', 'strut_error', 'real_score', 'fake_score'} <= active
+
 
 def test_a_damaged_latest_checkpoint_names_the_earlier_one(base_run, small_design_dir, tmp_path,
                                                            monkeypatch):
@@ -1645,6 +1646,7 @@ def test_a_checkpoint_is_another_writers_only_by_what_it_records(recorded, write
   monkeypatch.setattr(checkpoints, 'read_meta', read_meta)
   assert resume._written_by_another(None, 3, writer) == foreign
 
+
 def test_the_original_preset_trains_the_originals_way():
   """No auxiliary head, its raw generator sampled, and Adam at a constant 2e-4 (the docstring):
   the default's lr decay, added after the preset, is not inherited."""
@@ -2132,7 +2134,6 @@ def test_cli_a_second_ctrl_c_swallowed_by_a_callback_still_stops_at_once(
   assert 'Interrupted during epoch 1' in summary, summary
   assert ('the last checkpoint is of epoch 1' in summary) == (checkpoint_every == 1), summary
   assert 'epoch 2/' not in proc.stdout, proc.stdout
-
 
 
 def test_cli_ctrl_c_line_when_the_run_directory_cannot_be_listed():
