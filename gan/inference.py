@@ -230,7 +230,7 @@ def generate(model: TrainedModel, durability_idx, mass_idx, fixed, seed: int,
   if not n:  # the loop below makes no chunk
     layout = model.spec.layout
     return np.zeros((0, layout.full_height, layout.full_width, 3), np.uint8)
-  z = jax.random.normal(prng.seed_key(seed), (n, model.config.zdim))
+  z = prng.noise(seed, n, model.config.zdim)
   chunk_size = min(chunk_size or n, n) or 1
   designs = None
   for start in range(0, n, chunk_size):

@@ -92,3 +92,11 @@ def seed_key(seed: int) -> jax.Array:
       return jax.random.PRNGKey(int(seed))
   bits = int(seed) % 2**64
   return jnp.asarray(np.array([bits >> 32, bits & 0xFFFFFFFF], np.uint32))
+
+
+def noise(seed: int, n: int, zdim: int) -> jax.Array:
+  """The generator's noise z ~ N(0, I), (n, zdim) float32, of designs drawn from a seed rather than
+  in a train step (the TensorBoard grid, evaluations, output BMPs, infer.py): one draw for the n
+  designs, so an evaluation during training and `python -m gan.evaluate` of the same checkpoint
+  generate the same designs, however infer.py chunks them."""
+  return jax.random.normal(seed_key(seed), (n, zdim))

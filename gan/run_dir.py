@@ -76,7 +76,7 @@ def _first_non_finite(metrics: dict):
 def _class_grid_inputs(config, spec, fixed_example):
   """Fixed noise and conditions for the durability x mass grid (one design per pair)."""
   d, m = spec.class_pairs()
-  z = jax.random.normal(prng.seed_key(config.seed + 1), (len(d), config.zdim))
+  z = prng.noise(config.seed + 1, len(d), config.zdim)
   fixed = np.broadcast_to(fixed_example, (len(d),) + fixed_example.shape)
   return z, jnp.asarray(d), jnp.asarray(m), jnp.asarray(fixed)
 
@@ -352,7 +352,7 @@ class _Evaluator:
     gen_params, gen_rest = parallel.host_local(step.sampling_params(state))
 
     def generate_fn(d, m, fixed, seed):
-      z = jax.random.normal(prng.seed_key(seed), (len(d), zdim))
+      z = prng.noise(seed, len(d), zdim)
       images = sample_fn(gen_params, gen_rest, z, d, m, fixed)
       return data.full_designs(dataset.layout, images)
 
@@ -381,7 +381,7 @@ def _write_outputs(config, dataset, state, sample_fn, output_path):
   n = min(config.num_output_images, len(part))
   # Files are in name (= label) order: a seeded shuffle gives a spread of conditions.
   part = part.take(np.sort(np.random.default_rng(config.seed).permutation(len(part))[:n]))
-  z = jax.random.normal(prng.seed_key(config.seed + 2), (n, config.zdim))
+  z = prng.noise(config.seed + 2, n, config.zdim)
   fake = sample_fn(*parallel.host_local(step.sampling_params(state)), z, part.durability,
                    part.mass, part.fixed)
   layout = dataset.layout
