@@ -94,8 +94,21 @@ def combination_config(name: str) -> ml_collections.ConfigDict:
 
 
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Checks every field and returns a copy with canonical choice names."""
+  """Checks every field and returns a copy with canonical choice names, tuples for widths and
+  expanded paths. The checks run in this order, so a config's first problem is the one reported."""
   c = ml_collections.ConfigDict(config.to_dict())
+  _check_field_names(c)
+  _canonicalise_choices(c)
+  _check_numbers(c)
+  _check_networks(c)
+  _check_seeds(c)
+  _check_schedule(c)
+  _resolve_paths(c)
+  return c
+
+
+def _check_field_names(c) -> None:
+  """Every field of configs/default.py, and no other."""
   fields = default_config.get_config().keys()
   missing = [k for k in fields if k not in c]
   if missing:
@@ -111,6 +124,10 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     hint = f' (did you mean {close[0]}?)' if close else ''
     raise ConfigError(f'the config has a field {unknown[0]!r} that nothing reads{hint}; the fields '
                       'and their defaults are in configs/default.py')
+
+
+def _canonicalise_choices(c) -> None:
+  """CHOICES' fields as their canonical lower-case names (the original's aliases accepted)."""
   for field, allowed in CHOICES.items():
     value = str(c[field]).strip().lower()
     value = ALIASES.get(field, {}).get(value, value)
@@ -118,6 +135,10 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       raise ConfigError(f'{field}={c[field]!r} is not allowed; choose one of: '
                         f'{", ".join(allowed)}')
     c[field] = value
+
+
+def _check_numbers(c) -> None:
+  """Sizes, weights, learning rates and fractions in their ranges."""
   for field in POSITIVE_INTS:
     if not isinstance(c[field], int) or isinstance(c[field], bool) or c[field] < 1:
       raise ConfigError(f'{field} must be a positive integer, got {c[field]!r}')
@@ -136,6 +157,10 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                 'val_fraction'):
     if not _finite(c[field]) or not 0 <= c[field] < 1:
       raise ConfigError(f'{field} must be in [0, 1), got {c[field]!r}')
+
+
+def _check_networks(c) -> None:
+  """What the chosen networks read: attention sizes, dropout and norm, trunk widths (as tuples)."""
   # ATTENTION_FIELDS: an MLP model reads none of them, so it is not refused for theirs
   attention = 'selfattention' in (c.gen_mode, c.disc_mode)
   if attention and c.embed_dim % c.num_heads:
@@ -162,6 +187,10 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c[field] = tuple(dims)
   if not isinstance(c.mask_input, bool):  # None or 'no' read as False or True
     raise ConfigError(f'mask_input must be True or False, got {c.mask_input!r}')
+
+
+def _check_seeds(c) -> None:
+  """seed (with num_seeds: every seed a run draws fits in 64 bits) and data_seed."""
   if not isinstance(c.seed, int) or isinstance(c.seed, bool) or c.seed < 0:
     raise ConfigError(f'seed must be a non-negative integer, got {c.seed!r}')
   # A run draws from seeds up to seed + num_seeds + 1 (each model's, its grid's and outputs').
@@ -169,12 +198,14 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ConfigError(f'seed must be at most {MAX_SEED - c.num_seeds - 1} with num_seeds='
                       f'{c.num_seeds} (JAX seeds are 64-bit integers, and a run also uses seed + '
                       f'1 ... seed + num_seeds + 1), got {c.seed}')
-  if not str(c.log_path).strip():
-    raise ConfigError('log_path is empty; name the directory a run writes to, e.g. '
-                      '--config.log_path=runs/my_run')
   if not _integer(c.data_seed) or c.data_seed < -1:
     raise ConfigError(f'data_seed must be -1 (use seed) or a non-negative integer, '
                       f'got {c.data_seed!r}')
+
+
+def _check_schedule(c) -> None:
+  """The learning-rate decay, loss weights that need each other (bce: critic_iter set to 1),
+  evaluation and the data's size."""
   if not _integer(c.lr_decay_steps) or c.lr_decay_steps < 0:
     raise ConfigError(f'lr_decay_steps must be 0 (constant lr) or a positive number of generator '
                       f'steps, got {c.lr_decay_steps!r}')
@@ -202,6 +233,13 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if not _integer(c[field]) or c[field] < 0:
       raise ConfigError(f'{field} must be 0 (derive from the data) or a positive integer, '
                         f'got {c[field]!r}')
+
+
+def _resolve_paths(c) -> None:
+  """log_path and output_path with ~ expanded, data_path absolute."""
+  if not str(c.log_path).strip():
+    raise ConfigError('log_path is empty; name the directory a run writes to, e.g. '
+                      '--config.log_path=runs/my_run')
   # `--config.log_path=~/runs/x` reaches Python unexpanded (the shell expands a ~ only at the
   # start of a word): it made a directory named '~' in the working directory, while data_path
   # expanded it.
@@ -213,7 +251,6 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                       '(TensorStore) cannot write checkpoints; give a UTF-8 name')
   if c.data_path:  # absolute, so gan.evaluate and resuming find the data from any directory
     c.data_path = os.path.abspath(os.path.expanduser(str(c.data_path)))
-  return c
 
 
 def load_config_file(path: str) -> ml_collections.ConfigDict:
