@@ -240,7 +240,6 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
   """`train` once its runs are open: restore or initialise, compile, then the epochs."""
   dataset, models = shared.dataset, shared.models
   sweep = config.num_seeds > 1
-  seeds = [c.seed for c in config_lib.seed_configs(config)]
   mesh = parallel.make_mesh()
   for run in runs:
     run.log.info('Training on %s', parallel.describe(mesh))
@@ -248,16 +247,7 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
   # A Ctrl-C (train.py: the second) while the state is restored or initialised or the epoch
   # compiles (seconds to minutes) is recorded in log_summary too, as one during the epochs.
   with _interruption_logged(runs, start_epoch + 1, 'before epoch %d started'):
-    if start_epoch:  # restored into shapes only: initialising a state first costs seconds
-      target = parallel.replicated_like(mesh, abstract)
-      restored = [run.restore(start_epoch, target) for run in runs]
-      state = step.stack(restored) if sweep else restored[0]
-    else:
-      state = (step.init_sweep(config, dataset.spec, dataset.mask, seeds)[1] if sweep
-               else step.init(config, dataset.spec, dataset.mask)[1])
-      state = parallel.replicate(mesh, state)
-      for run in runs:  # the events of a run that died before its first checkpoint: replaced
-        run.tb.purge_from(0)
+    state = _initial_state(config, runs, dataset, abstract, mesh, start_epoch)
     shared.load_classifier(runs)  # after a resume's checks: a refused one trains none
 
     arrays = {k: getattr(dataset.train, k) for k in ('images', 'durability', 'mass', 'fixed')}
@@ -268,15 +258,7 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
     # The losses are computed before each update: the state an epoch ends with is checked itself.
     finite_fn = jax.jit(lambda s: step.finite(s, config.num_seeds))
     progress = _Progress(config.epochs, shared.main)
-    for run in runs:
-      if start_epoch >= config.epochs:
-        run.log.info('Already trained %d epochs (epochs=%d): nothing to train; a larger '
-                     '--config.epochs continues this run', start_epoch, config.epochs)
-        continue
-      run.log.info('Training epochs %d..%d: %d batches of %d per epoch, %d critic step(s) per '
-                   'generator step%s', start_epoch + 1, config.epochs, num_batches,
-                   config.batch_size, config.critic_iter,
-                   f'; {len(runs)} models in one vmapped step' if sweep else '')
+    _log_plan(config, runs, start_epoch, num_batches)
     if start_epoch < config.epochs:
       # Compiled ahead of the first epoch (the jitted function then finds the executable in its
       # cache), so that epoch's time, which the time budget takes as its estimate of an epoch, is
@@ -342,16 +324,7 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
       end_epoch = epoch
       if last:
         if epoch < config.epochs:
-          # The budget's clock started before the log's first line (data loading, the evaluation
-          # classifier), so the log alone cannot tell how much of it was used: say so.
-          used = ('' if interrupted else f'; {time.perf_counter() - started:.1f} s of its '
-                  f'{budget_s:g} s used since the run started, data loading and compilation '
-                  'included')
-          for run in runs:
-            run.log.info('%s: stopped after epoch %d of %d (checkpointed%s)',
-                         'Interrupted' if interrupted else
-                         f'time_budget_min={config.time_budget_min:g} reached', epoch,
-                         config.epochs, used)
+          _log_stopped_early(config, runs, epoch, interrupted, time.perf_counter() - started)
         break
   except KeyboardInterrupt:
     progress.clear()
@@ -369,6 +342,50 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
              for k, run in enumerate(runs)]
   return dict(results[0], state=state, models=models, runs=results, log_path=os.path.abspath(
       config.log_path), start_epoch=start_epoch, interrupted=interrupted)
+
+
+def _initial_state(config, runs, dataset, abstract, mesh, start_epoch: int):
+  """The training state on the mesh: the runs' checkpoints of `start_epoch` (stacked for a sweep)
+  or, at epoch 0, a freshly initialised one."""
+  sweep = config.num_seeds > 1
+  if start_epoch:  # restored into shapes only: initialising a state first costs seconds
+    target = parallel.replicated_like(mesh, abstract)
+    restored = [run.restore(start_epoch, target) for run in runs]
+    return step.stack(restored) if sweep else restored[0]
+  if sweep:
+    seeds = [c.seed for c in config_lib.seed_configs(config)]
+    state = step.init_sweep(config, dataset.spec, dataset.mask, seeds)[1]
+  else:
+    state = step.init(config, dataset.spec, dataset.mask)[1]
+  state = parallel.replicate(mesh, state)
+  for run in runs:  # the events of a run that died before its first checkpoint: replaced
+    run.tb.purge_from(0)
+  return state
+
+
+def _log_plan(config, runs, start_epoch: int, num_batches: int) -> None:
+  """Each run's log: the epochs it is about to train, or that it has none left."""
+  for run in runs:
+    if start_epoch >= config.epochs:
+      run.log.info('Already trained %d epochs (epochs=%d): nothing to train; a larger '
+                   '--config.epochs continues this run', start_epoch, config.epochs)
+      continue
+    run.log.info('Training epochs %d..%d: %d batches of %d per epoch, %d critic step(s) per '
+                 'generator step%s', start_epoch + 1, config.epochs, num_batches,
+                 config.batch_size, config.critic_iter,
+                 f'; {len(runs)} models in one vmapped step' if config.num_seeds > 1 else '')
+
+
+def _log_stopped_early(config, runs, epoch: int, interrupted: bool, elapsed_s: float) -> None:
+  """Each run's log: why it stopped before `config.epochs`."""
+  # The budget's clock started before the log's first line (data loading, the evaluation
+  # classifier), so the log alone cannot tell how much of it was used: say so.
+  used = ('' if interrupted else f'; {elapsed_s:.1f} s of its {60 * config.time_budget_min:g} s '
+          'used since the run started, data loading and compilation included')
+  for run in runs:
+    run.log.info('%s: stopped after epoch %d of %d (checkpointed%s)',
+                 'Interrupted' if interrupted else
+                 f'time_budget_min={config.time_budget_min:g} reached', epoch, config.epochs, used)
 
 
 def _close_epoch(runs, epoch: int, state, per_run, samples_per_s: float, seconds: float,
