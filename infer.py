@@ -5,10 +5,11 @@ r"""Generates designs for requested conditions from a trained model.
   python infer.py --model_path=runs/three_struts --durability=1.4 --mass=2.14 \
       --struts='0,0,0;255,255,255;255,0,0'
 
-Writes <durability>_<mass>_<iii>.bmp (e.g. 1.4_2.14_000.bmp; 10x30 24-bit RGB, full layout,
-struts exact) and manifest.csv into --gen_img_path (default <run>/inference_output). A model has
-as many strut colours as strut pixels: --strut1/--strut2, or --struts for any number. All logic is
-in gan/inference.py and gan/inference_output.py.
+Writes <durability>_<mass>_<iii>.bmp (e.g. 1.4_2.14_000.bmp; 24-bit RGB of the training designs'
+full size, 10x30 for the embedded data; struts exact) and manifest.csv into --gen_img_path
+(default <run>/inference_output). A model has as many strut colours as strut pixels:
+--strut1/--strut2, or --struts for any number. All logic is in gan/inference.py and
+gan/inference_output.py.
 """
 
 import importlib
