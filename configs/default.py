@@ -9,7 +9,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.seed = 0
+  c.seed = 0                         # initialisation, noise, dropout, shuffling (data_seed: split)
   c.data_seed = -1                   # seed of the train/validation split; -1 = seed
   c.num_seeds = 1                    # K > 1: train K models (seeds seed..seed+K-1) at once, one
                                      # vmapped step, each in <log_path>/seed_<seed+k>
@@ -19,12 +19,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.datashape = 'dropempty'          # original | dropempty
   c.strut_positions = '7,11;5,14'    # (row, col) of each strut pixel in the full layout
   c.durability_values = ''           # '' = infer from the data, else e.g. '1.0,1.1,1.2'
-  c.mass_values = ''
-  c.val_fraction = 0.1
+  c.mass_values = ''                 # as durability_values
+  c.val_fraction = 0.1               # share of the designs held out for validation
   # Derived from the data; 0 = derive. A non-zero value that contradicts the data is an error.
-  c.height = 0
-  c.width = 0
-  c.input_dim = 0
+  c.height = 0                       # rows of the training layout (after datashape)
+  c.width = 0                        # its columns
+  c.input_dim = 0                    # height * width * 3
 
   # The three independent choices: 2 x 2 x 3 = 12 combinations.
   c.gan_model = 'vanilla'            # vanilla | infogan                (alias: vanila)
@@ -33,7 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.disc_mode = 'mlp'                # mlp | selfattention              (alias: vanila = mlp)
 
   # Networks.
-  c.zdim = 100
+  c.zdim = 100                       # generator noise size
   c.class_embed_dim = 32             # durability / mass embedding size in the generator
   c.gen_hidden_dims = (512, 512)     # MLP generator trunk; 0 stands for the image size D
   c.gen_norm = 'layer'               # batch | layer | none (MLP; self-attention: layer only)
@@ -68,17 +68,17 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Optimisation.
   c.optimizer = 'adam'               # adam | adamw | rmsprop
-  c.learning_rate_gen = 2e-4
-  c.learning_rate_disc = 2e-4
-  c.opt_beta1 = 0.0
-  c.opt_beta2 = 0.9
+  c.learning_rate_gen = 2e-4         # initial generator lr (see lr_decay_steps)
+  c.learning_rate_disc = 2e-4        # initial critic lr
+  c.opt_beta1 = 0.0                  # adam / adamw first-moment decay (rmsprop: unused)
+  c.opt_beta2 = 0.9                  # adam / adamw second-moment decay
   c.weight_decay = 0.01              # adamw only
   c.lr_decay_steps = 7000            # generator steps of a linear lr decay (0 = constant lr);
                                      # 7000 = the 200 epochs x 35 batches of the embedded data
                                      # (oracle_exact 0.89 -> 0.94 at 200 epochs)
   c.lr_final_fraction = 0.1          # lr after the decay, as a fraction of the initial lr
   c.ema_decay = 0.999                # sampling weights: EMA of the generator (0 = raw weights)
-  c.batch_size = 256
+  c.batch_size = 256                 # designs per step; an epoch drops the partial last batch
   c.epochs = 200                     # about 6 minutes on a 2-core CPU (README, Quick start)
   c.time_budget_min = 0.0            # > 0: stop after the last epoch expected to end, with its
                                      # evaluation and checkpoint, within this many minutes of
@@ -87,12 +87,12 @@ def get_config() -> ml_collections.ConfigDict:
                                      # what that costs
 
   # Outputs.
-  c.log_path = 'runs/default'
+  c.log_path = 'runs/default'        # the run directory (logs, TensorBoard, checkpoints)
   c.output_path = ''                 # '' = <log_path>/output
   c.log_every = 1                    # epochs between log lines / TensorBoard scalars
   c.sample_every = 10                # epochs between TensorBoard image grids
   c.checkpoint_every = 10            # epochs between checkpoints (and always at the end)
-  c.keep_checkpoints = 3
+  c.keep_checkpoints = 3             # newest checkpoints kept in <log_path>/checkpoints
   c.num_output_images = 64           # designs written to output_path/fake and /real at the end
 
   # Evaluation during training (gan/evaluate.py): every eval_every epochs and at the end.

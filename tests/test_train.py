@@ -2329,6 +2329,23 @@ def test_an_output_path_in_the_runs_checkpoint_directories_fails_before_training
   assert os.listdir(tmp_path) == []
 
 
+def test_configs_default_py_says_what_every_field_means():
+  """README, Training: every field is listed with its meaning in configs/default.py: on its line,
+  or named by the comment just above it."""
+  with open(os.path.join(REPO_ROOT, 'configs', 'default.py')) as f:
+    source = f.read()
+  lines = source[source.index('def get_config'):source.index('  return c')].splitlines()
+  unexplained, comment_above = [], ''
+  for line in lines:
+    field = re.match(r'  c\.(\w+) = ', line)
+    if field and '#' not in line and not re.search(rf'\b{field[1]}\b', comment_above):
+      unexplained.append(field[1])
+    comment_above = line if line.startswith('  #') else comment_above if field else ''
+  fields = [m[1] for m in map(re.compile(r'  c\.(\w+) = ').match, lines) if m]
+  assert sorted(fields) == sorted(default.get_config().keys())
+  assert not unexplained, unexplained
+
+
 def test_a_finished_run_run_again_trains_nothing(base_run, tmp_path):
   """... and removes the temporary directories of saves a killed run left unfinished."""
   config, _ = base_run
