@@ -61,12 +61,18 @@ def _lock_dirs(config) -> list:
       c.log_path for c in config_lib.seed_configs(config)]
 
 
-def check_batch_fits(config, dataset) -> None:
-  """An epoch needs at least one whole batch of training designs."""
+def check_batch_fits(config, dataset, resuming: bool = False) -> None:
+  """An epoch needs at least one whole batch of training designs. `resuming`: the run has
+  checkpoints, whose batch_size cannot change (a smaller one is refused on resume)."""
   if config.batch_size > len(dataset.train):
+    size = f'({len(dataset.train)} design{"s" * (len(dataset.train) != 1)})'
+    if resuming:  # 'use batch_size <= N' sent the user to a resume that is refused
+      raise ConfigError(f'batch_size={config.batch_size} is larger than the training set '
+                        f'{size} of {data.shown(dataset.data_dir)}, and the checkpoints in '
+                        f'{config.log_path} keep their batch_size on resume: resume on the '
+                        'designs the run was trained on, or use a new --config.log_path')
     raise ConfigError(f'batch_size={config.batch_size} is larger than the training set '
-                      f'({len(dataset.train)} design{"s" * (len(dataset.train) != 1)}); use '
-                      f'batch_size <= {len(dataset.train)}')
+                      f'{size}; use batch_size <= {len(dataset.train)}')
 
 
 def check_state_fits(config, abstract) -> None:
@@ -154,9 +160,9 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
     paths.check_outside_checkpoints(config_lib.output_dir(c), 'output_path', managed)
   dataset = data.load_for_config(config)
   config_lib.check_against_data(config, dataset.layout)
-  check_batch_fits(config, dataset)
-  check_evaluation(config, dataset)
   resuming = resume.has_checkpoints(config)
+  check_batch_fits(config, dataset, resuming)
+  check_evaluation(config, dataset)
   if not resuming:  # else once the resume is checked: its batch_size, the one to divide
     parallel.check_batch_size(config.batch_size)
   resume.check_run_layout(config)

@@ -693,6 +693,23 @@ def test_resuming_on_other_designs_warns_that_the_split_is_drawn_anew(base_run, 
           '241 now)') in log
 
 
+def test_resuming_on_fewer_designs_than_a_batch_does_not_ask_for_a_smaller_batch(
+    small_design_dir, tmp_path, no_model):
+  """A run with checkpoints keeps its batch_size: 'use batch_size <= N' sent the user to a
+  resume that is refused for the batch_size it changed."""
+  fewer = tmp_path / 'fewer'
+  fewer.mkdir()
+  for name in sorted(os.listdir(small_design_dir))[:20]:
+    shutil.copy(os.path.join(small_design_dir, name), fewer / name)
+  config = tiny_config(data_path=str(fewer), log_path=str(tmp_path / 'run'))
+  os.makedirs(tmp_path / 'run' / 'checkpoints' / '2')  # a checkpoint: train() resumes
+  with pytest.raises(ConfigError) as excinfo:
+    trainer.train(config)
+  message = str(excinfo.value)
+  assert 'batch_size=32 is larger than the training set (18 designs)' in message
+  assert 'keep their batch_size on resume' in message and 'batch_size <=' not in message
+
+
 def test_resuming_with_a_different_model_is_refused(base_run, small_design_dir, tmp_path,
                                                     monkeypatch):
   _, result = base_run
