@@ -6,7 +6,8 @@ Conventions (as in TF-GAN's `losses` module):
   * Every function returns a float32 scalar (inputs are cast to float32 first, so bfloat16
     activations do not lose the small differences the losses are made of) and is pure and
     jit-compatible: no Python control flow on traced values.
-  * Weights (lambda_gp, lambda_strut, lambda_info, ...) are applied by the caller.
+  * Weights (the config's lambda_gp, constraint_lambda, info_lambda, aux_lambda, ...) are applied
+    by the caller.
 
 Terms:
   critic_loss_bce / generator_loss_bce                 non-saturating GAN on logits
