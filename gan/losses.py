@@ -3,9 +3,10 @@
 Conventions (as in TF-GAN's `losses` module):
   * B is the batch size; logits / scores have shape (B,) or (B, 1) and every mean is over all
     their entries.
-  * Every function returns a float32 scalar (inputs are cast to float32 first, so bfloat16
-    activations do not lose the small differences the losses are made of) and is pure and
-    jit-compatible: no Python control flow on traced values.
+  * Every loss and logged measure returns a float32 scalar (gradient_penalty also the (B,) norms;
+    inputs are cast to float32 first, so bfloat16 activations do not lose the small differences
+    the losses are made of) and is pure and jit-compatible: no Python control flow on traced
+    values. is_weight_matrix returns a bool, clip_weights a pytree.
   * Weights (the config's lambda_gp, constraint_lambda, info_lambda, aux_lambda, ...) are applied
     by the caller.
 
