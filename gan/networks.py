@@ -6,8 +6,8 @@ Every generator receives noise z (B, zdim), the durability and mass class indice
 learned embeddings, the fixed-pixel image (B, H, W, 3) (strut colours, -1 elsewhere) and the strut
 mask (H, W, 3); it returns an image (B, H, W, 3) in [-1, 1] (tanh).
 
-Every critic is a body (MLP or transformer) mapping an image to features f (B, F), plus one
-`CriticHead`:
+Every critic is a body (MLP or transformer) mapping an image to features f (B, F), plus a linear
+head and class projections (`Critic.score`):
 
   score(x, y) = w . f + b + sum_k <embed_k(y_k), f>        (projection discriminator)
 
