@@ -114,7 +114,9 @@ class MLPGenerator(nnx.Module):
 
 
 class MLPBody(nnx.Module):
-  """Critic body: flat [image, fixed pixels] -> DenseBlocks (LayerNorm) -> features."""
+  """Critic body: flat [image, fixed pixels] -> DenseBlocks (`norm`: layer or none) -> features.
+
+  The fixed pixels (and mask) are concatenated only when `conditional`."""
 
   def __init__(self, *, image_shape, hidden_dims: Sequence[int], norm: str, dropout: float,
                conditional: bool, mask_input: bool, rngs: nnx.Rngs):
