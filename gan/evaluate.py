@@ -388,8 +388,9 @@ def format_summary(metrics: dict) -> str:
 
 
 def format_report(metrics: dict) -> str:
-  """A readable table of the headline metrics and the per-class oracle rates; first the
-  checkpoint where `metrics` has one (evaluate_model's: a model's --step may be the latest)."""
+  """A readable table of the headline metrics and the per-class oracle_exact rates (the
+  classifier's accuracy instead on data the oracle does not label); first the checkpoint where
+  `metrics` has one (evaluate_model's: a model's --step may be the latest)."""
   model = metrics.get('model')
   lines = ([f'checkpoint            step {model["step"]} of {model["checkpoint_dir"]}']
            if model else [])
