@@ -376,7 +376,8 @@ class _Evaluator:
 
 def _write_outputs(config, dataset, state, sample_fn, output_path):
   """output_path/fake and /real: generated designs and the real designs whose conditions they
-  were generated for, 10x30 BMPs with dropped columns re-inserted and struts exact."""
+  were generated for, BMPs of the data's full size (10x30 for the embedded designs) with dropped
+  columns re-inserted and struts exact."""
   part = dataset.held_out()[1]
   n = min(config.num_output_images, len(part))
   # Files are in name (= label) order: a seeded shuffle gives a spread of conditions.
