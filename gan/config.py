@@ -302,7 +302,8 @@ def check_against_data(config: ml_collections.ConfigDict, layout) -> None:
 
 def from_saved(saved: dict) -> ml_collections.ConfigDict:
   """The resolved config of a checkpoint's metadata; fields added since it was written take their
-  defaults, so older checkpoints load and resume."""
+  LEGACY_VALUES (what the code did before them), or else their defaults, so older checkpoints
+  load and resume as they were trained."""
   full = default_config.get_config().to_dict()
   full.update(with_legacy_values(saved))
   return resolve(ml_collections.ConfigDict(full))
