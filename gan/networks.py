@@ -293,10 +293,11 @@ class ClassHead(nnx.Module):
     durability logits W_d h + b_d  (B, Kd),   mass logits W_m h + b_m  (B, Km)
     [regression r = W_r h + b_r  (B, 2): continuous (durability, mass) class indices]
 
-  Used twice: as the InfoGAN Q head (codes recovered from fakes) and as the auxiliary classifier
-  (AC-GAN: labels learned from real designs, asked of fakes). The regression output exists only
-  when `regression` is set: the class index is ordered, and a squared error in index units pulls
-  a design towards the centre of its class where a saturated cross-entropy no longer pulls.
+  Used twice: as the InfoGAN Q head (codes recovered from fakes, labels from real designs) and as
+  the auxiliary classifier (AC-GAN: labels learned from real designs, asked of fakes). The
+  regression output exists only when `regression` is set: the class index is ordered, and a
+  squared error in index units pulls a design towards the centre of its class where a saturated
+  cross-entropy no longer pulls.
   """
 
   def __init__(self, num_features: int, hidden: int, num_durability: int, num_mass: int,
@@ -319,7 +320,7 @@ class Critic(nnx.Module):
   """Body + linear real/fake head + class projection (+ InfoGAN Q head) (+ auxiliary classifier).
 
   The Q head and the auxiliary head are separate modules because different optimisers train
-  them (Q: the generator's, on fakes; aux: the critic's, on real designs).
+  them (Q: the generator's, on fakes and real designs; aux: the critic's, on real designs).
   """
 
   def __init__(self, body, *, num_durability: int, num_mass: int, conditional: bool,
