@@ -108,7 +108,8 @@ class Reference:
     held_out: the held-out real designs (strut source and comparison set).
     synthetic: whether the oracle labels these data (`metrics_lib.is_synthetic`).
     features: classifier features of the held-out designs, float64 (N, classifier_lib.FEATURES).
-    fd_real_baseline: FD(train features, held-out features); None without validation designs.
+    fd_real_baseline: FD(train features, held-out features); None without validation designs, or
+      with fewer than 2 training or 2 validation designs (FD needs 2 of each).
     fd_designs: how many generated designs `fd` is measured on: the baseline's training designs
       (or the held-out ones when there is no baseline).
     diversity_real: `metrics_lib.diversity` of the held-out designs grouped by their class pair.
