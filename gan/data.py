@@ -513,8 +513,8 @@ def load_dataset(data_path: str, datashape: str = 'dropempty',
   """Loads every .bmp/.png in `data_path` (sorted by name) and splits it into train/validation.
 
   Args:
-    data_path: directory of design images; subdirectories are ignored, other files are skipped
-      with a warning.
+    data_path: directory of design images; subdirectories are ignored; hidden files, infer.py's
+      grid.png and files of other kinds are skipped with a warning.
     datashape: 'original' keeps every column, 'dropempty' drops the columns black in every image.
     strut_positions: strut (row, col) pixels in full-layout coordinates ([[r, c], ...] or
       'r,c;r,c').
@@ -523,7 +523,8 @@ def load_dataset(data_path: str, datashape: str = 'dropempty',
     seed: seed of the train/validation split.
 
   Raises:
-    DataError: the directory, a file, a name or a label is unusable (one error, naming it).
+    DataError: the directory, a file, a name or a label is unusable (one error, naming it), or
+      val_fraction is outside [0, 1).
     LayoutError: a strut falls outside the grid or in a dropped column, or datashape is unknown.
   """
   _check_fraction(val_fraction)

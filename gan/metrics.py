@@ -40,8 +40,8 @@ def frechet_distance(feats_a, feats_b) -> float:
 
   with unbiased covariances S. Since S_a^{1/2} S_b S_a^{1/2} is symmetric positive semi-definite
   and similar to S_a S_b, Tr((S_a S_b)^{1/2}) = sum_i sqrt(lambda_i(S_a^{1/2} S_b S_a^{1/2}));
-  both square roots come from `eigh`, negative round-off eigenvalues clipped to 0. float64
-  throughout; the result is clipped at 0 (it can only be negative by round-off).
+  S_a^{1/2} from `eigh`, those eigenvalues from `eigvalsh`, negative round-off ones clipped to 0.
+  float64 throughout; the result is clipped at 0 (it can only be negative by round-off).
 
   Raises:
     ValueError: the samples are not 2-D with the same number of columns and >= 2 rows each.
