@@ -1725,7 +1725,7 @@ def test_resolve_forces_one_critic_step_for_bce():
 
 
 @pytest.mark.parametrize('field', ['data_seed', 'lr_decay_steps', 'eval_every', 'height',
-                                   'width', 'input_dim'])
+                                   'width', 'input_dim', 'seed', 'epochs', 'num_seeds'])
 def test_resolve_refuses_a_bool_for_an_integer_field(field):
   """A config file's `c.data_seed = True` trained with data_seed 1 (True is an int to Python), as
   seed and the positive integer fields already refused."""
