@@ -1759,6 +1759,19 @@ def test_resolve_expands_a_home_directory_in_the_output_paths(tmp_path, monkeypa
   assert config_lib.resolve(config).output_path == ''
 
 
+def test_resolve_reads_a_choice_by_its_canonical_name_in_every_check():
+  """An alias or another spelling of a choice is canonicalised before the checks that read it:
+  loss_mode='Vanila' (bce) still gets its one critic step, gen_mode=' SelfAttention ' its head
+  and dropout checks."""
+  config = default.get_config()
+  config.update(loss_mode='Vanila', critic_iter=5)
+  assert config_lib.resolve(config).critic_iter == 1
+  config = default.get_config()
+  config.update(gen_mode=' SelfAttention ', embed_dim=16, num_heads=3)
+  with pytest.raises(ConfigError, match='embed_dim=16 must be divisible by num_heads=3'):
+    config_lib.resolve(config)
+
+
 # float() read '1_0' as 10.0 and '\u0661' (Arabic-Indic one) as 1.0; the file names refuse both.
 @pytest.mark.parametrize('text', ['1.0,,1.1', '1.0,1.1,', 'a,b', '1_0,1.1', '\u0661,1.1', '1e0',
                                   '-1.0,1.1', 'nan', 'inf', ['1.0', '1_1']])
