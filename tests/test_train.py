@@ -1759,6 +1759,17 @@ def test_resolve_expands_a_home_directory_in_the_output_paths(tmp_path, monkeypa
   assert config_lib.resolve(config).output_path == ''
 
 
+@pytest.mark.parametrize('field', ['seed', 'num_seeds'])
+def test_resolve_refuses_none_for_the_seeds_in_one_line(field):
+  """A config file's `c.seed = None` (or num_seeds) is a ConfigError naming the field, not a
+  TypeError from the 64-bit seed limit, which reads both."""
+  config = default.get_config()
+  config[field] = None
+  with pytest.raises(ConfigError, match=f'^{field} must be a (non-negative|positive) integer, '
+                     'got None$'):
+    config_lib.resolve(config)
+
+
 def test_resolve_reads_a_choice_by_its_canonical_name_in_every_check():
   """An alias or another spelling of a choice is canonicalised before the checks that read it:
   loss_mode='Vanila' (bce) still gets its one critic step, gen_mode=' SelfAttention ' its head
