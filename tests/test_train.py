@@ -1759,6 +1759,19 @@ def test_resolve_expands_a_home_directory_in_the_output_paths(tmp_path, monkeypa
   assert config_lib.resolve(config).output_path == ''
 
 
+def test_resolve_accepts_the_limits_its_messages_name():
+  """'at most 1000', 'at most <seed limit>' and '(0, 1]' include their ends: each end passes, the
+  next value is refused."""
+  config = default.get_config()
+  config.update(loss_mode='wgan', critic_iter=1000, seed=config_lib.MAX_SEED - 2, num_seeds=1,
+                lr_final_fraction=1.0)
+  resolved = config_lib.resolve(config)
+  assert (resolved.critic_iter, resolved.seed) == (1000, 2**63 - 3)
+  for field, value in (('critic_iter', 1001), ('seed', 2**63 - 2), ('lr_final_fraction', 1.01)):
+    with pytest.raises(ConfigError, match=f'^{field} must be'):
+      config_lib.resolve(ml_collections.ConfigDict(dict(config.to_dict(), **{field: value})))
+
+
 @pytest.mark.parametrize('field', ['seed', 'num_seeds'])
 def test_resolve_refuses_none_for_the_seeds_in_one_line(field):
   """A config file's `c.seed = None` (or num_seeds) is a ConfigError naming the field, not a
