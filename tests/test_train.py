@@ -1759,6 +1759,17 @@ def test_resolve_expands_a_home_directory_in_the_output_paths(tmp_path, monkeypa
   assert config_lib.resolve(config).output_path == ''
 
 
+def test_resolve_accepts_a_width_of_0_and_refuses_no_widths():
+  """A hidden width of 0 means the image size, as the message says: accepted; an empty list of
+  widths (a network with no hidden layer) is refused before anything is built."""
+  config = default.get_config()
+  config.gen_hidden_dims = (0, 64)
+  assert list(config_lib.resolve(config).gen_hidden_dims) == [0, 64]
+  config.disc_hidden_dims = ()
+  with pytest.raises(ConfigError, match='^disc_hidden_dims must be a non-empty list of widths'):
+    config_lib.resolve(config)
+
+
 def test_resolve_accepts_the_limits_its_messages_name():
   """'at most 1000', 'at most <seed limit>' and '(0, 1]' include their ends: each end passes, the
   next value is refused."""
