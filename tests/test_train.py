@@ -1759,6 +1759,17 @@ def test_resolve_expands_a_home_directory_in_the_output_paths(tmp_path, monkeypa
   assert config_lib.resolve(config).output_path == ''
 
 
+@pytest.mark.parametrize('field,value', [('data_seed', -2), ('lr_decay_steps', -1)])
+def test_resolve_refuses_negative_values_below_the_special_ones(field, value):
+  """data_seed -1 (use seed) and lr_decay_steps 0 (constant lr) are the only values below 1 they
+  take: a typo such as data_seed -2 or lr_decay_steps -1 is refused, not silently trained as the
+  special value (the split and the schedule read any negative value as it)."""
+  config = default.get_config()
+  config[field] = value
+  with pytest.raises(ConfigError, match=f'^{field} must be .*, got {value}$'):
+    config_lib.resolve(config)
+
+
 def test_resolve_accepts_a_width_of_0_and_refuses_no_widths():
   """A hidden width of 0 means the image size, as the message says: accepted; an empty list of
   widths (a network with no hidden layer) is refused before anything is built."""
