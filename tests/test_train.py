@@ -1752,9 +1752,11 @@ def test_resolve_expands_a_home_directory_in_the_output_paths(tmp_path, monkeypa
   monkeypatch.setenv('HOME', str(tmp_path / 'home'))
   config = default.get_config()
   config.log_path, config.output_path = '~/runs/x', '~/designs'
+  config.data_path = '~/data'  # expanded before it is made absolute: not <cwd>/~/data
   resolved = config_lib.resolve(config)
   assert resolved.log_path == str(tmp_path / 'home' / 'runs' / 'x')
   assert resolved.output_path == str(tmp_path / 'home' / 'designs')
+  assert resolved.data_path == str(tmp_path / 'home' / 'data')
   config.output_path = ''  # <log_path>/output
   assert config_lib.resolve(config).output_path == ''
 
