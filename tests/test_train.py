@@ -710,6 +710,19 @@ def test_resuming_on_fewer_designs_than_a_batch_does_not_ask_for_a_smaller_batch
   assert 'keep their batch_size on resume' in message and 'batch_size <=' not in message
 
 
+@pytest.mark.parametrize('resuming', [False, True])
+def test_a_batch_the_size_of_the_training_set_fits(resuming):
+  """'use batch_size <= N' holds at N: a training set of exactly one batch trains one batch an
+  epoch (fresh or resumed); one design fewer is refused."""
+  config = ml_collections.ConfigDict({'batch_size': 216, 'log_path': 'runs/x'})
+  dataset = types.SimpleNamespace(train=[None] * 216, data_dir='designs')
+  trainer.check_batch_fits(config, dataset, resuming)
+  dataset.train.pop()
+  with pytest.raises(ConfigError, match=r'^batch_size=216 is larger than the training set '
+                     r'\(215 designs\)'):
+    trainer.check_batch_fits(config, dataset, resuming)
+
+
 def test_resuming_with_a_different_model_is_refused(base_run, small_design_dir, tmp_path,
                                                     monkeypatch):
   _, result = base_run
