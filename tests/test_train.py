@@ -2437,6 +2437,29 @@ def test_configs_default_py_says_what_every_field_means():
   assert not unexplained, unexplained
 
 
+def _logged_runs(count: int) -> list:
+  """Stand-ins for `count` runs whose log.info records each formatted line in run.lines."""
+  def run():
+    lines = []
+    return types.SimpleNamespace(lines=lines, log=types.SimpleNamespace(
+        info=lambda message, *args: lines.append(message % args)))
+  return [run() for _ in range(count)]
+
+
+def test_each_run_logs_the_epochs_it_is_about_to_train():
+  """The plan line numbers epochs from 1 and, resumed, from the epoch after the checkpoint's;
+  every model of a sweep says it (or that it has nothing left), not only the first."""
+  config = ml_collections.ConfigDict(dict(epochs=5, batch_size=32, critic_iter=2, num_seeds=2))
+  for start, expected in ((0, 'Training epochs 1..5: 6 batches of 32 per epoch, 2 critic step(s) '
+                              'per generator step; 2 models in one vmapped step'),
+                          (3, 'Training epochs 4..5: 6 batches'),
+                          (5, 'Already trained 5 epochs (epochs=5): nothing to train')):
+    runs = _logged_runs(2)
+    trainer._log_plan(config, runs, start, 6)
+    for run in runs:
+      assert len(run.lines) == 1 and run.lines[0].startswith(expected), (start, run.lines)
+
+
 def test_a_finished_run_run_again_trains_nothing(base_run, tmp_path):
   """... and removes the temporary directories of saves a killed run left unfinished."""
   config, _ = base_run
