@@ -113,3 +113,15 @@ def test_a_seed_key_is_the_default_prngs_key(impl):
     assert jax.random.normal(prng.seed_key(2**40), (3,)).shape == (3,)
   finally:
     jax.config.update('jax_default_prng_impl', previous)
+
+
+@pytest.mark.parametrize('seed', [0, 7, 2**32, 2**63 - 1])
+def test_noise_is_one_normal_draw_of_the_seeds_key(seed):
+  """The designs drawn from a seed (grids, evaluations, output BMPs, infer.py) stay those of
+  jax.random.normal(seed_key(seed), (n, zdim)), which they were drawn with before `noise`: the
+  same seed gives the same designs as before, a seed 2**32 apart other ones."""
+  z = prng.noise(seed, 5, 3)
+  assert z.shape == (5, 3) and z.dtype == jnp.float32
+  np.testing.assert_array_equal(z, jax.random.normal(prng.seed_key(seed), (5, 3)))
+  if seed < 2**32:
+    np.testing.assert_array_equal(z, jax.random.normal(jax.random.PRNGKey(seed), (5, 3)))
