@@ -2460,6 +2460,20 @@ def test_each_run_logs_the_epochs_it_is_about_to_train():
       assert len(run.lines) == 1 and run.lines[0].startswith(expected), (start, run.lines)
 
 
+def test_each_run_logs_why_it_stopped_early():
+  """Every model of a sweep records the stop, not only the first; a time budget's line gives the
+  budget in seconds (time_budget_min is in minutes) and the time used, an interrupt's neither."""
+  config = ml_collections.ConfigDict(dict(epochs=50, time_budget_min=0.5))
+  runs = _logged_runs(2)
+  trainer._log_stopped_early(config, runs, 3, False, 31.25)
+  trainer._log_stopped_early(config, runs, 4, True, 40.0)
+  for run in runs:
+    assert run.lines == [
+        'time_budget_min=0.5 reached: stopped after epoch 3 of 50 (checkpointed; 31.2 s of its 30 '
+        's used since the run started, data loading and compilation included)',
+        'Interrupted: stopped after epoch 4 of 50 (checkpointed)'], run.lines
+
+
 def test_a_finished_run_run_again_trains_nothing(base_run, tmp_path):
   """... and removes the temporary directories of saves a killed run left unfinished."""
   config, _ = base_run
