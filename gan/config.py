@@ -94,8 +94,8 @@ def combination_config(name: str) -> ml_collections.ConfigDict:
 
 
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Checks every field and returns a copy with canonical choice names, tuples for widths and
-  expanded paths. The checks run in this order, so a config's first problem is the one reported."""
+  """Checks every field and returns a copy with canonical choice names and expanded paths. The
+  checks run in this order, so a config's first problem is the one reported."""
   c = ml_collections.ConfigDict(config.to_dict())
   _check_field_names(c)
   _canonicalise_choices(c)
@@ -160,7 +160,7 @@ def _check_numbers(c) -> None:
 
 
 def _check_networks(c) -> None:
-  """What the chosen networks read: attention sizes, dropout and norm, trunk widths (as tuples)."""
+  """What the chosen networks read: attention sizes, dropout and norm, trunk widths."""
   # ATTENTION_FIELDS: an MLP model reads none of them, so it is not refused for theirs
   attention = 'selfattention' in (c.gen_mode, c.disc_mode)
   if attention and c.embed_dim % c.num_heads:
@@ -184,7 +184,6 @@ def _check_networks(c) -> None:
         or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims)):
       raise ConfigError(f'{field} must be a non-empty list of widths (0 = image size), '
                         f'got {dims!r}')
-    c[field] = tuple(dims)
   if not isinstance(c.mask_input, bool):  # None or 'no' read as False or True
     raise ConfigError(f'mask_input must be True or False, got {c.mask_input!r}')
 
