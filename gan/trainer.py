@@ -385,13 +385,16 @@ def _log_plan(config, runs, start_epoch: int, num_batches: int) -> None:
 def _log_stopped_early(config, runs, epoch: int, interrupted: bool, elapsed_s: float) -> None:
   """Each run's log: why it stopped before `config.epochs`."""
   # The budget's clock started before the log's first line (data loading, the evaluation
-  # classifier), so the log alone cannot tell how much of it was used: say so.
-  used = ('' if interrupted else f'; {elapsed_s:.1f} s of its {60 * config.time_budget_min:g} s '
-          'used since the run started, data loading and compilation included')
+  # classifier), so the log alone cannot tell how much of it was used: say so. The first epoch
+  # always runs, so the time can exceed the budget.
   for run in runs:
-    run.log.info('%s: stopped after epoch %d of %d (checkpointed%s)',
-                 'Interrupted' if interrupted else
-                 f'time_budget_min={config.time_budget_min:g} reached', epoch, config.epochs, used)
+    if interrupted:
+      run.log.info('Interrupted: stopped after epoch %d of %d (checkpointed)', epoch, config.epochs)
+    else:
+      run.log.info('time_budget_min=%g (%g s): stopped after epoch %d of %d (checkpointed), '
+                   '%.1f s after the run started (data loading and compilation included)',
+                   config.time_budget_min, 60 * config.time_budget_min, epoch, config.epochs,
+                   elapsed_s)
 
 
 def _close_epoch(runs, epoch: int, state, per_run, samples_per_s: float, seconds: float,

@@ -2469,8 +2469,8 @@ def test_each_run_logs_why_it_stopped_early():
   trainer._log_stopped_early(config, runs, 4, True, 40.0)
   for run in runs:
     assert run.lines == [
-        'time_budget_min=0.5 reached: stopped after epoch 3 of 50 (checkpointed; 31.2 s of its 30 '
-        's used since the run started, data loading and compilation included)',
+        'time_budget_min=0.5 (30 s): stopped after epoch 3 of 50 (checkpointed), 31.2 s after the '
+        'run started (data loading and compilation included)',
         'Interrupted: stopped after epoch 4 of 50 (checkpointed)'], run.lines
 
 
@@ -2508,9 +2508,9 @@ def test_a_time_budget_stops_after_the_epoch_that_reaches_it(small_design_dir, t
     log = f.read()
   # The budget's clock starts before the log's first line (data loading), so the line says how
   # much of the budget was used, at least the time the log spans until then.
-  stop = re.search(r'^(\S+ \S+) time_budget_min=0.001 reached: stopped after epoch 1 of 50 '
-                   r'\(checkpointed; ([0-9.]+) s of its 0.06 s used since the run started, data '
-                   r'loading and compilation included\)$', log, re.MULTILINE)
+  stop = re.search(r'^(\S+ \S+) time_budget_min=0.001 \(0.06 s\): stopped after epoch 1 of 50 '
+                   r'\(checkpointed\), ([0-9.]+) s after the run started \(data loading and '
+                   r'compilation included\)$', log, re.MULTILINE)
   assert stop, log[-600:]
   stamp = lambda line: datetime.datetime.strptime(line[:23], '%Y-%m-%d %H:%M:%S,%f')
   spanned = (stamp(stop.group(1)) - stamp(log)).total_seconds()
