@@ -8,6 +8,7 @@ import sys
 import numpy as np
 
 from gan import images as images_lib
+from gan import interrupts
 from gan import paths
 
 GRID_SCALE = 4   # pixels per design cell in grids
@@ -48,18 +49,23 @@ def write_designs(directory: str, prefix: str, designs: np.ndarray) -> list[str]
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
-  try:
-    if not os.path.isdir(directory):
-      os.rename(tmp, directory)
-    else:
-      ours = re.compile(rf'{re.escape(prefix)}_\d+\.bmp')
-      for name in os.listdir(directory):
-        if ours.fullmatch(name) and os.path.isfile(os.path.join(directory, name)):
-          os.unlink(os.path.join(directory, name))
-      for name in names:
-        os.replace(os.path.join(tmp, name), os.path.join(directory, name))
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)  # gone already after the rename
+  # Ctrl-C held back (train.py's second one raises at once): one between the removal of the
+  # earlier designs and the move of the new ones left some of each deleted.
+  with interrupts.held_back() as interrupted:
+    try:
+      if not os.path.isdir(directory):
+        os.rename(tmp, directory)
+      else:
+        ours = re.compile(rf'{re.escape(prefix)}_\d+\.bmp')
+        for name in os.listdir(directory):
+          if ours.fullmatch(name) and os.path.isfile(os.path.join(directory, name)):
+            os.unlink(os.path.join(directory, name))
+        for name in names:
+          os.replace(os.path.join(tmp, name), os.path.join(directory, name))
+    finally:
+      shutil.rmtree(tmp, ignore_errors=True)  # gone already after the rename
+  if interrupted:
+    raise KeyboardInterrupt(f'the designs had already been written to {directory}')
   return [os.path.join(directory, name) for name in names]
 
 

@@ -390,6 +390,33 @@ def test_the_staging_directory_of_a_killed_design_write_is_removed_by_the_next(t
   assert sorted(os.listdir(directory)) == ['fake_0.bmp', 'fake_1.bmp']
 
 
+def test_a_ctrl_c_while_the_designs_move_in_waits_for_the_move(tmp_path, monkeypatch):
+  """train.py's second Ctrl-C raises at once, also while the run's designs replace the earlier
+  ones: it stopped the move half-way, with some earlier designs deleted and the new ones gone
+  with the staging directory (output/fake held 992 of 1,000 designs). The move completes first;
+  the Ctrl-C then stands."""
+  directory = str(tmp_path / 'output' / 'fake')
+  old, new = np.zeros((4, 10, 30, 3), np.uint8), np.full((4, 10, 30, 3), 255, np.uint8)
+  summaries.write_designs(directory, 'fake', old)
+  unlink, sent = os.unlink, []
+
+  def unlink_then_ctrl_c(path, *args, **kwargs):
+    unlink(path, *args, **kwargs)
+    if not sent:
+      sent.append(path)
+      os.kill(os.getpid(), signal.SIGINT)  # delivered to the main thread before kill returns
+
+  monkeypatch.setattr(os, 'unlink', unlink_then_ctrl_c)
+  with interrupts.watched(), pytest.raises(KeyboardInterrupt):
+    summaries.write_designs(directory, 'fake', new)
+  monkeypatch.undo()
+  assert sorted(os.listdir(tmp_path / 'output')) == ['fake']
+  assert sorted(os.listdir(directory)) == [f'fake_{i}.bmp' for i in range(4)]
+  for i in range(4):
+    np.testing.assert_array_equal(images.read_rgb(os.path.join(directory, f'fake_{i}.bmp')),
+                                  new[i])
+
+
 def test_a_staging_directory_with_this_process_id_goes_and_one_of_a_longer_host_name_stays(
     tmp_path):
   """A restarted container often gives the new trainer the id of the one killed (see
