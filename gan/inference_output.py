@@ -211,14 +211,17 @@ def run(*, model_path: str, step: Optional[int], durability, mass,
     else:
       grid_image = summaries.design_grid(_rows(designs, GRID_COLUMNS))
   with _staging(out_dir, what) as tmp:
-    for i, (name, image) in enumerate(zip(names, designs)):
-      images_lib.write_rgb(os.path.join(tmp, name), image, atomic=False)
-      if report and ((i + 1) % CHUNK_SIZE == 0 or i + 1 == len(names)):
-        report('wrote', i + 1)
-    _write_manifest(os.path.join(tmp, MANIFEST), names, d_val, m_val, colors, seed,
-                    measured, spec)
-    if grid_image is not None:
-      images_lib.write_rgb(os.path.join(tmp, GRID), grid_image, atomic=False)
+    try:
+      for i, (name, image) in enumerate(zip(names, designs)):
+        images_lib.write_rgb(os.path.join(tmp, name), image, atomic=False)
+        if report and ((i + 1) % CHUNK_SIZE == 0 or i + 1 == len(names)):
+          report('wrote', i + 1)
+      _write_manifest(os.path.join(tmp, MANIFEST), names, d_val, m_val, colors, seed,
+                      measured, spec)
+      if grid_image is not None:
+        images_lib.write_rgb(os.path.join(tmp, GRID), grid_image, atomic=False)
+    except OSError as e:  # a full disk: the staged files go with the staging directory
+      raise paths.cannot_write(out_dir, e, what) from None
     interrupts.raise_if_interrupted()  # under infer.py: a Ctrl-C a callback swallowed moves nothing
   return Written(out_dir, [os.path.join(out_dir, n) for n in names], model.checkpoint_dir,
                  model.epoch)

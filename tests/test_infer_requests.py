@@ -563,6 +563,28 @@ def test_a_ctrl_c_while_a_failing_move_runs_leaves_its_error_standing(one_strut_
   assert len(os.listdir(out)) == 1
 
 
+def test_a_full_disk_while_staging_is_one_error_and_leaves_nothing(one_strut_run, tmp_path,
+                                                                     monkeypatch):
+  """A disk that fills while the designs are written into the staging directory (before anything
+  moves in): infer.py ended with Pillow's OSError traceback; now one error naming the output
+  directory and the reason, and the staged files are gone."""
+  write_rgb = images_lib.write_rgb
+  written = []
+
+  def write_then_fill(path, image, **kwargs):
+    if written:
+      raise OSError(errno.ENOSPC, 'No space left on device')
+    write_rgb(path, image, **kwargs)
+    written.append(path)
+
+  monkeypatch.setattr(images_lib, 'write_rgb', write_then_fill)
+  out = tmp_path / 'out'
+  with pytest.raises(DesignGanError, match=f'{out}.*No space left on device'):
+    generate(one_strut_run, out, struts=(), num=3)
+  monkeypatch.undo()
+  assert os.listdir(tmp_path) == []
+
+
 def test_a_second_ctrl_c_while_cleaning_up_does_not_claim_the_designs_were_written(
     one_strut_run, tmp_path, monkeypatch):
   """Ctrl-C while writing, and again while the staged files are removed: still nothing written,
