@@ -110,18 +110,40 @@ class TensorBoard:
 
   def _writer(self):
     if self.writer is None:
-      self.writer = _summary_writer_class()(self.directory, purge_step=self.purge_step)
+      # An unbounded queue (0): of 10 (the default), the writes after the writer thread ended on
+      # a failed write (a full disk) waited for room forever, before `_check_writing` could tell.
+      self.writer = _summary_writer_class()(self.directory, purge_step=self.purge_step,
+                                            max_queue=0)
     return self.writer
+
+  def _check_writing(self):
+    """An OutputPathError once tensorboardX's writer thread has ended on a failed write (a full
+    disk): it writes the events of its queue from a thread that such a write ends, and with a
+    queue of 10 the next events waited for room forever (train.py hung after one epoch). The dead
+    writer is marked closed, so that its close (also at exit) neither writes nor waits."""
+    events = self._writer().file_writer.event_writer  # tensorboardX's EventFileWriter
+    worker = getattr(events, '_worker', None)
+    if worker is None or worker.is_alive():
+      return
+    events._closed = True  # pylint: disable=protected-access
+    self.writer = None
+    raise paths.OutputPathError(
+        f'cannot write the TensorBoard records in {self.directory} (their writer failed: a full '
+        'disk or a directory made read-only); the complete checkpoints are kept, and the same '
+        'command resumes from the latest once it can write there')
 
   def scalars(self, step: int, values: dict, prefix: str = 'train/'):
     for name, value in values.items():
+      self._check_writing()
       self._writer().add_scalar(prefix + name, float(value), step)
 
   def image(self, tag: str, step: int, image: np.ndarray):
+    self._check_writing()
     self._writer().add_image(tag, image, step, dataformats='HWC')
 
   def close(self):
     if self.writer is not None:
+      self._check_writing()
       self.writer.flush()
       self.writer.close()
       self.writer = None

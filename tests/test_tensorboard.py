@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -26,6 +27,7 @@ import pytest
 from PIL import Image
 from helpers import tiny_config
 
+from gan import paths
 from gan import summaries
 from gan import trainer
 
@@ -192,3 +194,34 @@ def test_the_writer_does_not_import_torch_and_leaves_it_importable(tmp_path):
                           text=True, timeout=120)
   assert result.returncode == 0 and result.stdout.strip() == 'ok', result.stderr
   assert os.listdir(tmp_path / 'run' / 'tensorboard_records')
+
+
+def test_a_full_disk_under_tensorboard_records_is_an_error_not_a_hang(tmp_path, monkeypatch):
+  """tensorboardX writes events from a thread that a failed write (a full disk) ends; the next
+  events then waited forever for room in its queue of 10, and train.py hung after an epoch. Now
+  the write after the failure raises an OutputPathError naming the directory."""
+  from tensorboardX import record_writer  # pylint: disable=import-outside-toplevel
+  board = summaries.TensorBoard(str(tmp_path))
+  board.scalars(1, {'loss': 1.0})
+
+  def full(self, data):
+    raise OSError(28, 'No space left on device')
+
+  monkeypatch.setattr(record_writer.RecordWriter, 'write', full)
+  monkeypatch.setattr(threading, 'excepthook', lambda args: None)  # the writer thread's traceback
+  raised = []
+
+  def write_epochs():
+    try:
+      for step in range(2, 20):
+        board.scalars(step, {f'metric_{i}': float(i) for i in range(13)})
+        time.sleep(0.05)
+    except paths.OutputPathError as e:
+      raised.append(e)
+
+  writer = threading.Thread(target=write_epochs, daemon=True)
+  writer.start()
+  writer.join(timeout=60)
+  assert not writer.is_alive(), 'the writes hung'
+  assert len(raised) == 1 and 'tensorboard_records' in str(raised[0])
+  board.close()  # nothing left to wait for
