@@ -125,6 +125,26 @@ def held_back():
       _watches[-1].extend(received)
 
 
+@contextlib.contextmanager
+def deferred():
+  """Within the block, Ctrl-C waits: each one that came is raised again once the block has
+  completed, for the SIGINT handler in place before it (train.py's: a first Ctrl-C asks for a
+  stop after the epoch, a second interrupts at once). For a move into place inside work whose
+  handler decides what a Ctrl-C means; an exception from the block stands, as in `held_back`.
+  Main thread only, as above."""
+  if not _in_main_thread():
+    yield
+    return
+  received = []
+  previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+  for signum in received:
+    signal.raise_signal(signum)
+
+
 def finished() -> None:
   """The tool has done its work and reported it: from here on Ctrl-C is ignored. It could only
   land in the interpreter's teardown (JAX's and orbax's atexit handlers), printing "Exception

@@ -49,9 +49,9 @@ def write_designs(directory: str, prefix: str, designs: np.ndarray) -> list[str]
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
-  # Ctrl-C held back (train.py's second one raises at once): one between the removal of the
+  # Ctrl-C deferred (train.py's second one raises at once): one between the removal of the
   # earlier designs and the move of the new ones left some of each deleted.
-  with interrupts.held_back() as interrupted:
+  with interrupts.deferred():
     try:
       if not os.path.isdir(directory):
         os.rename(tmp, directory)
@@ -64,8 +64,6 @@ def write_designs(directory: str, prefix: str, designs: np.ndarray) -> list[str]
           os.replace(os.path.join(tmp, name), os.path.join(directory, name))
     finally:
       shutil.rmtree(tmp, ignore_errors=True)  # gone already after the rename
-  if interrupted:
-    raise KeyboardInterrupt(f'the designs had already been written to {directory}')
   return [os.path.join(directory, name) for name in names]
 
 

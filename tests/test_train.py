@@ -417,6 +417,34 @@ def test_a_ctrl_c_while_the_designs_move_in_waits_for_the_move(tmp_path, monkeyp
                                   new[i])
 
 
+def test_a_first_ctrl_c_while_the_designs_move_in_goes_to_train_pys_handler_after_the_move(
+    tmp_path, monkeypatch):
+  """train.py's first Ctrl-C only asks for a stop: during the move it reaches that handler once
+  the move is complete, and raises nothing (a KeyboardInterrupt there skipped the real designs)."""
+  directory = str(tmp_path / 'fake')
+  summaries.write_designs(directory, 'fake', np.zeros((4, 10, 30, 3), np.uint8))
+  unlink, seen = os.unlink, []
+
+  def unlink_then_ctrl_c(path, *args, **kwargs):
+    unlink(path, *args, **kwargs)
+    if not seen:
+      seen.append('sent')
+      os.kill(os.getpid(), signal.SIGINT)
+
+  def first_ctrl_c(signum, frame):
+    del signum, frame
+    seen.append(sorted(os.listdir(directory)))
+
+  monkeypatch.setattr(os, 'unlink', unlink_then_ctrl_c)
+  previous = signal.signal(signal.SIGINT, first_ctrl_c)
+  try:
+    summaries.write_designs(directory, 'fake', np.full((4, 10, 30, 3), 255, np.uint8))
+  finally:
+    signal.signal(signal.SIGINT, previous)
+  assert seen == ['sent', [f'fake_{i}.bmp' for i in range(4)]]
+  assert images.read_rgb(os.path.join(directory, 'fake_3.bmp')).min() == 255
+
+
 def test_a_staging_directory_with_this_process_id_goes_and_one_of_a_longer_host_name_stays(
     tmp_path):
   """A restarted container often gives the new trainer the id of the one killed (see
