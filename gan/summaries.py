@@ -119,7 +119,8 @@ class TensorBoard:
     disk): it writes the events of its queue from a thread that such a write ends, and with a
     queue of 10 the next events waited for room forever (train.py hung after one epoch). The dead
     writer is marked closed, so that its close (also at exit) neither writes nor waits."""
-    events = self._writer().file_writer.event_writer  # tensorboardX's EventFileWriter
+    # tensorboardX's EventFileWriter; where another version names these otherwise, no check
+    events = getattr(getattr(self._writer(), 'file_writer', None), 'event_writer', None)
     worker = getattr(events, '_worker', None)
     if worker is None or worker.is_alive():
       return
