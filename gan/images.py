@@ -7,9 +7,10 @@ interrupted run never leaves a half-written file behind.
 import os
 import stat
 import warnings
+from typing import Optional
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from gan import paths
 from gan.errors import DataError
@@ -131,27 +132,47 @@ def _with_alpha(path: str, img: Image.Image) -> Image.Image:
   return Image.fromarray(np.dstack([np.asarray(img.convert('RGB')), alpha]))  # (H, W, 4): RGBA
 
 
-def write_rgb(path: str, image: np.ndarray, atomic: bool = True) -> None:
+def write_rgb(path: str, image: np.ndarray, atomic: bool = True,
+              text: Optional[dict[str, str]] = None) -> None:
   """Writes an (H, W, 3) uint8 array as a 24-bit RGB image; format from the extension.
 
   `atomic=False` skips the temporary file, for callers that write into a directory they rename
-  into place as a whole.
+  into place as a whole. `text`: PNG text chunks (key: value), read back by `png_text`.
   """
   image = np.asarray(image)
   if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
     raise ValueError(f'expected an (H, W, 3) uint8 array, got {image.shape} {image.dtype}')
+  options = {}
+  if text:
+    if _format_of(path) != 'PNG':
+      raise ValueError(f'{path}: text chunks need a .png file')
+    options['pnginfo'] = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+      options['pnginfo'].add_text(key, value)
   if not atomic:
-    Image.fromarray(image).save(path, format=_format_of(path))
+    Image.fromarray(image).save(path, format=_format_of(path), **options)
     return
   fd, tmp = paths.staging_file(path, suffix=os.path.splitext(path)[1] + '.tmp')
   try:
     with os.fdopen(fd, 'wb') as f:
-      Image.fromarray(image).save(f, format=_format_of(path))
+      Image.fromarray(image).save(f, format=_format_of(path), **options)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
       os.unlink(tmp)
     raise
+
+
+def png_text(path: str) -> dict[str, str]:
+  """The text chunks before the pixels of a PNG file (where `write_rgb` puts them; read without
+  decoding the pixels); {} for any other file, or one that cannot be read."""
+  try:
+    with Image.open(path) as image:
+      if image.format != 'PNG':
+        return {}
+      return {k: v for k, v in image.info.items() if isinstance(k, str) and isinstance(v, str)}
+  except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):
+    return {}
 
 
 def _format_of(path: str) -> str:

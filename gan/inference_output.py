@@ -11,6 +11,7 @@ anything is generated, so no file this module did not write is ever replaced or 
 """
 
 import csv
+import hashlib
 import logging
 import os
 import re
@@ -45,6 +46,9 @@ GRID = data.INFER_GRID  # a data directory's loader skips it by this name
 # measured_durability, measured_mass; and the design file names it lists.
 _HEAD, _TAIL = ['file', 'durability', 'mass'], ['seed', 'measured_durability', 'measured_mass']
 _DESIGN_NAME = re.compile(r'[^_/\\]+_[^_/\\]+_\d{3,}\.bmp')
+# grid.png's text chunk: the SHA-256 of the manifest.csv written with it, so that only a grid.png
+# of the request that manifest describes is replaced (a request without --grid writes none).
+_GRID_MANIFEST_KEY = 'designgan manifest sha256'
 
 
 def parse_rgb(text: str, flag: str, label: Optional[str] = None) -> tuple[int, int, int]:
@@ -219,7 +223,8 @@ def run(*, model_path: str, step: Optional[int], durability, mass,
       _write_manifest(os.path.join(tmp, MANIFEST), names, d_val, m_val, colors, seed,
                       measured, spec)
       if grid_image is not None:
-        images_lib.write_rgb(os.path.join(tmp, GRID), grid_image, atomic=False)
+        images_lib.write_rgb(os.path.join(tmp, GRID), grid_image, atomic=False,
+                             text={_GRID_MANIFEST_KEY: _sha256(os.path.join(tmp, MANIFEST))})
     except OSError as e:  # a full disk: the staged files go with the staging directory
       raise paths.cannot_write(out_dir, e, what) from None
     interrupts.raise_if_interrupted()  # under infer.py: a Ctrl-C a callback swallowed moves nothing
@@ -357,14 +362,15 @@ def _replaced_outputs(out_dir: str, names: Sequence[str]) -> set:
     shown = ', '.join(foreign[:5]) + (f' and {len(foreign) - 5} more' if len(foreign) > 5 else '')
     raise DesignGanError(
         f'--gen_img_path {out_dir} holds {shown}, which infer.py did not write (it replaces only '
-        'the files an earlier request listed in its own manifest.csv, and that grid.png); '
-        'choose another --gen_img_path or move them away')
+        'the files an earlier request listed in its own manifest.csv, and the grid.png written '
+        'with it); choose another --gen_img_path or move them away')
   return earlier
 
 
 def _earlier_outputs(out_dir: str) -> set:
   """The files an earlier request wrote into `out_dir`: manifest.csv, the designs it lists and
-  grid.png; empty unless manifest.csv has exactly the columns `_write_manifest` writes."""
+  grid.png if its text chunk holds that manifest's SHA-256; empty unless manifest.csv has exactly
+  the columns `_write_manifest` writes."""
   try:
     with open(os.path.join(out_dir, MANIFEST), newline='') as f:
       reader = csv.reader(f)
@@ -376,5 +382,14 @@ def _earlier_outputs(out_dir: str) -> set:
       names = {row[0] for row in reader if row}
   except (OSError, csv.Error, UnicodeDecodeError):
     return set()  # no earlier request (or not a manifest of ours): nothing to replace
-  names = {n for n in names if _DESIGN_NAME.fullmatch(n)} | {MANIFEST, GRID}
+  names = {n for n in names if _DESIGN_NAME.fullmatch(n)} | {MANIFEST}
+  grid = os.path.join(out_dir, GRID)
+  if (images_lib.png_text(grid).get(_GRID_MANIFEST_KEY)
+      == _sha256(os.path.join(out_dir, MANIFEST))):
+    names.add(GRID)
   return {n for n in names if os.path.isfile(os.path.join(out_dir, n))}
+
+
+def _sha256(path: str) -> str:
+  with open(path, 'rb') as f:
+    return hashlib.sha256(f.read()).hexdigest()

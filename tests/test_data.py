@@ -17,6 +17,7 @@ from PIL import PngImagePlugin
 
 from gan import data
 from gan import evaluate
+from gan import images
 from gan.errors import DataError, LayoutError
 from gan.images import write_rgb
 from gan.layout import DEFAULT_STRUT_POSITIONS, HYUNDAI_ACTIVE_COLUMNS
@@ -525,6 +526,22 @@ def test_write_rgb_takes_only_h_w_3_uint8(tmp_path, shape, dtype):
   with pytest.raises(ValueError, match=r'\(H, W, 3\) uint8'):
     write_rgb(str(tmp_path / 'design.png'), np.zeros(shape, dtype))
   assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize('atomic', [True, False])
+def test_png_text_reads_back_what_write_rgb_wrote_and_nothing_from_other_files(tmp_path, atomic):
+  """infer.py tells its own grid.png from a user's by such a chunk."""
+  image = np.arange(10 * 30 * 3, dtype=np.uint8).reshape(10, 30, 3)
+  path = str(tmp_path / 'grid.png')
+  write_rgb(path, image, atomic=atomic, text={'designgan key': 'value 1'})
+  assert images.png_text(path) == {'designgan key': 'value 1'}
+  np.testing.assert_array_equal(images.read_rgb(path), image)
+  write_rgb(str(tmp_path / 'plain.png'), image)
+  (tmp_path / 'junk.png').write_bytes(b'my grid')
+  for name in ('plain.png', 'junk.png', 'missing.png'):
+    assert images.png_text(str(tmp_path / name)) == {}, name
+  with pytest.raises(ValueError, match='text chunks need a .png file'):
+    write_rgb(str(tmp_path / 'design.bmp'), image, text={'k': 'v'})
 
 
 def test_a_write_that_fails_leaves_neither_the_image_nor_its_temporary_file(tmp_path,

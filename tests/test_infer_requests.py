@@ -143,6 +143,26 @@ def test_someone_elses_grid_png_is_never_replaced(one_strut_run, tmp_path, grid)
   assert _snapshot(out) == {'grid.png': b'my grid'}
 
 
+def test_a_grid_png_beside_an_earlier_request_without_grid_is_the_users(one_strut_run, tmp_path):
+  """A request without --grid writes no grid.png: one there later is the user's, refused by the
+  next request with or without --grid (it was deleted as the earlier request's); a grid.png that
+  a request wrote goes with that request's outputs."""
+  out = tmp_path / 'out'
+  generate(one_strut_run, out, struts=('0,0,0',), num=2)
+  (out / 'grid.png').write_bytes(b'my grid')
+  for grid in (False, True):
+    with pytest.raises(DesignGanError, match='holds grid.png, which infer.py did not write'):
+      generate(one_strut_run, out, struts=('0,0,0',), num=1, grid=grid)
+    assert (out / 'grid.png').read_bytes() == b'my grid'
+  (out / 'grid.png').unlink()
+  generate(one_strut_run, out, struts=('0,0,0',), num=2, grid=True)
+  ours = (out / 'grid.png').read_bytes()
+  generate(one_strut_run, out, struts=('0,0,0',), num=1, grid=True)
+  assert (out / 'grid.png').read_bytes() != ours  # one design now, not two
+  generate(one_strut_run, out, struts=('0,0,0',), num=1)
+  assert not (out / 'grid.png').exists()
+
+
 def test_a_file_named_like_a_new_design_is_not_overwritten(one_strut_run, tmp_path):
   """Files an earlier request's manifest does not list are not replaced, even beside one."""
   out = tmp_path / 'out'
