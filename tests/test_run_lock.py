@@ -1,6 +1,7 @@
 """gan.run_lock: one training process per run directory; stale locks of this host are taken over,
 the others refused with how to remove them."""
 
+import contextlib
 import errno
 import json
 import os
@@ -184,5 +185,84 @@ def test_a_lock_that_cannot_be_written_is_not_left_behind(tmp_path, monkeypatch)
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
   monkeypatch.setattr(run_lock.json, 'dump', no_space)
   with pytest.raises(paths.OutputPathError, match='cannot write the run lock .*No space left'):
+    run_lock.RunLock(str(tmp_path)).acquire()
+  assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize('content', [
+    json.dumps(dict(pid='12345', host=socket.gethostname(), started='x')),
+    json.dumps([12345])], ids=['pid_not_an_integer', 'not_an_object'])
+def test_a_damaged_lock_record_is_refused_with_how_to_remove_it(tmp_path, content):
+  """A record whose pid is no integer, or that is no JSON object (hand-edited, damaged), cannot be
+  checked: refused naming the lock to delete, not a TypeError or AttributeError from judging it."""
+  path = os.path.join(str(tmp_path), run_lock.LOCK_NAME)
+  with open(path, 'w', encoding='utf-8') as f:
+    f.write(content)
+  with pytest.raises(paths.OutputPathError, match=f'another training process .*delete {path}$'):
+    run_lock.RunLock(str(tmp_path)).acquire()
+  assert os.path.exists(path)
+
+
+def test_an_old_lock_that_cannot_be_read_is_not_taken_over(tmp_path):
+  """Only an empty lock is taken over once old (a process killed between creating and writing
+  it): an unreadable one with content is refused however old, and left where it is."""
+  path = os.path.join(str(tmp_path), run_lock.LOCK_NAME)
+  with open(path, 'w', encoding='utf-8') as f:
+    f.write('not json')
+  long_ago = time.time() - 60
+  os.utime(path, (long_ago, long_ago))
+  with pytest.raises(paths.OutputPathError, match=f'delete {path}$'):
+    run_lock.RunLock(str(tmp_path)).acquire()
+  with open(path, encoding='utf-8') as f:
+    assert f.read() == 'not json'
+
+
+def test_a_lock_of_another_host_is_refused_even_if_its_process_id_is_free_here(tmp_path):
+  """A run on another machine (a shared filesystem) holds the lock: its process id says nothing
+  about this host's processes, so a free id here must not make the lock stale."""
+  path = _write_lock(str(tmp_path), pid=finished_pid(), host=socket.gethostname() + '-other',
+                     started='x')
+  with pytest.raises(paths.OutputPathError, match=f'delete {path}$'):
+    run_lock.RunLock(str(tmp_path)).acquire()
+  assert os.path.exists(path)
+
+
+def test_a_lock_released_while_judged_is_taken(tmp_path, monkeypatch):
+  """The holder ends between this run's failed create and its look at the lock: the lock is gone,
+  so the run takes it rather than being refused as held by 'another training process'."""
+  other = run_lock.RunLock(str(tmp_path))
+  other.acquire()
+  judging = run_lock._judging
+
+  @contextlib.contextmanager
+  def released_meanwhile(directory):
+    other.release()
+    with judging(directory):
+      yield
+  monkeypatch.setattr(run_lock, '_judging', released_meanwhile)
+  with run_lock.RunLock(str(tmp_path)) as lock:
+    assert run_lock._holder(lock.path)['pid'] == os.getpid()
+
+
+def test_releasing_a_lock_not_taken_leaves_the_holders_lock(tmp_path):
+  """release() of a RunLock whose acquire was refused (or released twice) removes nothing: the
+  lock is the other run's."""
+  with run_lock.RunLock(str(tmp_path)) as held:
+    refused = run_lock.RunLock(str(tmp_path))
+    with pytest.raises(paths.OutputPathError):
+      refused.acquire()
+    refused.release()
+    assert os.path.exists(held.path)
+  held.release()  # a second release: nothing left to remove, no error
+  assert not os.path.exists(held.path)
+
+
+def test_a_ctrl_c_while_the_lock_is_written_stays_a_ctrl_c(tmp_path, monkeypatch):
+  """Ctrl-C while the record is written: the empty lock is removed and the KeyboardInterrupt
+  propagates (it is no 'cannot write the run lock' error)."""
+  def interrupted(*_):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(run_lock.json, 'dump', interrupted)
+  with pytest.raises(KeyboardInterrupt):
     run_lock.RunLock(str(tmp_path)).acquire()
   assert os.listdir(tmp_path) == []
