@@ -676,3 +676,59 @@ def test_a_requested_class_is_compared_at_the_precision_it_was_given_in(requeste
   else:
     with pytest.raises(DesignGanError, match=f'--durability={requested} is not a class'):
       request()
+
+
+def test_a_sweep_numbers_each_pairs_designs_from_000(one_strut_run, tmp_path):
+  """--sweep writes <durability>_<mass>_000.bmp, _001.bmp, ... for each pair (the README's
+  names), not one count running on across the 120 pairs."""
+  _, files = generate(one_strut_run, tmp_path / 'out', struts=(), num=2, durability=None,
+                      mass=None, sweep=True)
+  names = [os.path.basename(f) for f in files]
+  assert len(set(names)) == len(names) == 120 * 2
+  assert [n.rsplit('_', 1)[1] for n in names] == ['000.bmp', '001.bmp'] * 120
+  assert sorted(bmp_names(tmp_path / 'out')) == sorted(names)
+
+
+@pytest.mark.parametrize('given', [dict(durability=1.4, mass=None),
+                                   dict(durability=None, mass=2.14)], ids=['durability', 'mass'])
+def test_a_sweep_with_one_class_given_is_refused(one_strut_run, tmp_path, given):
+  """--sweep generates every pair: a --durability or a --mass given with it is refused, as both
+  are, not silently ignored."""
+  with pytest.raises(DesignGanError, match='--sweep generates every .* leave out --durability'):
+    generate(one_strut_run, tmp_path / 'out', struts=(), num=1, sweep=True, **given)
+  assert os.listdir(tmp_path) == []
+
+
+def test_the_lowest_64_bit_seed_is_accepted(one_strut_run, tmp_path):
+  """--seed takes every 64-bit integer: -2**63, the lowest (the range the error names), too."""
+  _, files = generate(one_strut_run, tmp_path / 'out', struts=(), num=1, seed=-2**63)
+  assert len(files) == 1 and os.path.isfile(files[0])
+
+
+def test_only_design_names_an_earlier_manifest_lists_are_replaced(one_strut_run, tmp_path):
+  """A manifest.csv of infer.py's columns that lists other files (edited by hand, or written by
+  another tool) removes none of them: a request replaces only names of designs it writes."""
+  out = tmp_path / 'out'
+  out.mkdir()
+  (out / 'notes.txt').write_text('mine')
+  (out / 'manifest.csv').write_text(
+      'file,durability,mass,strut1,seed,measured_durability,measured_mass\n'
+      'notes.txt,1.4,2.14,"0,0,0",0,,\n')
+  _, files = generate(one_strut_run, out, struts=('0,0,0',), num=1)
+  assert sorted(os.listdir(out)) == sorted([os.path.basename(files[0]), 'manifest.csv',
+                                            'notes.txt'])
+  assert (out / 'notes.txt').read_text() == 'mine'
+
+
+def test_a_manifest_without_strut_columns_is_someone_elses(one_strut_run, tmp_path):
+  """infer.py's manifest.csv has a strut1 column at least: one with its other columns but none
+  for struts is not an earlier request's, so the designs it lists are not replaced."""
+  out = tmp_path / 'out'
+  out.mkdir()
+  (out / '1.4_2.14_000.bmp').write_bytes(b'mine')
+  (out / 'manifest.csv').write_text('file,durability,mass,seed,measured_durability,'
+                                    'measured_mass\n1.4_2.14_000.bmp,1.4,2.14,0,,\n')
+  before = _snapshot(out)
+  with pytest.raises(DesignGanError, match='which infer.py did not write'):
+    generate(one_strut_run, out, struts=('0,0,0',), num=1)
+  assert _snapshot(out) == before
