@@ -2813,3 +2813,32 @@ def test_strut_positions_spelt_otherwise_are_the_same_model_on_resume():
   new.strut_positions = '7,11;5,15'
   assert (config_lib.model_fields(config_lib.from_saved(saved))['strut_positions']
           != config_lib.model_fields(new)['strut_positions'])
+
+
+class _Steps:
+  """A checkpoint manager's steps, for resume.resume_epoch."""
+
+  def __init__(self, steps):
+    self.steps = list(steps)
+
+  def latest_step(self):
+    return max(self.steps, default=None)
+
+  def all_steps(self):
+    return list(self.steps)
+
+  def delete(self, step):
+    self.steps.remove(step)
+
+
+@pytest.mark.parametrize('epochs, kept', [(2, [1, 3]), (4, [1])])
+def test_best_checkpoints_after_the_resumed_epoch_stay_where_nothing_is_trained_again(epochs,
+                                                                                      kept):
+  """best/ steps after the latest checkpoint go only where those epochs are trained and evaluated
+  again: resumed with epochs at the checkpoint (nothing to train), the run keeps them."""
+  best = _Steps([1, 3])
+  run = types.SimpleNamespace(mngr=_Steps([2]), evaluator=types.SimpleNamespace(best=best),
+                              config=types.SimpleNamespace(epochs=epochs), log_path='runs/x',
+                              log=types.SimpleNamespace(info=lambda *args: None))
+  assert resume.resume_epoch([run]) == 2
+  assert best.steps == kept and run.mngr.steps == [2]
