@@ -32,7 +32,8 @@ def saved_epochs(log_path: str, name: str = 'checkpoints') -> list[int]:
 def check_run_layout(config) -> None:
   """Refuses, before anything is written, a log_path whose checkpoints another num_seeds or seed
   wrote: a single run where a sweep is asked for, a sweep where a single run is, or a sweep some
-  of whose runs have checkpoints while the others have none."""
+  of whose runs have checkpoints while the others have none, unless this sweep wrote them all
+  (`_first_saves_of`: it trains afresh)."""
   root = config.log_path
   if config.num_seeds == 1:
     sweep = sorted(n for n in (os.listdir(root) if os.path.isdir(root) else ())
@@ -48,7 +49,38 @@ def check_run_layout(config) -> None:
   run_dirs = [c.log_path for c in config_lib.seed_configs(config)]
   fresh = [d for d in run_dirs if not saved_epochs(d)]
   if fresh and len(fresh) < len(run_dirs):
-    raise _sweep_mismatch(fresh)
+    mngrs = [[checkpoints.manager(os.path.join(d, name), 1, create=False)
+              for name in ('checkpoints', 'best') if saved_epochs(d, name)]
+             for d in run_dirs if d not in fresh]
+    try:
+      if not _first_saves_of(sweep_id(config), mngrs):
+        raise _sweep_mismatch(fresh)
+    finally:
+      for mngr in (m for run in mngrs for m in run):
+        mngr.close()
+
+
+def _first_saves_of(sweep: dict, mngrs) -> bool:
+  """Whether the runs with checkpoints, each given as its managers (checkpoints/ first, then
+  best/ where it holds any), hold what a sweep stopped between its runs' first saves (a second
+  Ctrl-C, a kill) leaves: one regular checkpoint each, and every checkpoint records `sweep`
+  (`sweep_id`) as the one that wrote it. The same command then trains them all afresh,
+  recomputing that one checkpoint interval. Another sweep's training (another num_seeds or seed), a
+  single run's, a checkpoint that does not say (written before checkpoints recorded it, or
+  unreadable), and runs trained further (a run's lost checkpoints would cost all of theirs) are
+  refused instead."""
+  for run in mngrs:
+    if len(run[0].all_steps()) != 1:
+      return False
+    for mngr in run:
+      for step in mngr.all_steps():
+        try:
+          meta = checkpoints.read_meta(mngr, step)[1]
+        except checkpoints.CheckpointError:
+          return False
+        if meta.get('sweep') != sweep:
+          return False
+  return True
 
 
 def _sweep_mismatch(fresh) -> ConfigError:
@@ -91,8 +123,9 @@ def resume_epoch(runs) -> int:
   """
   latest = [run.mngr.latest_step() or 0 for run in runs]
   epoch = min(latest)
-  if epoch == 0 and max(latest) > 0:
-    # Resuming together from 0 would delete the others' training: refuse instead.
+  if epoch == 0 and max(latest) > 0 and not _first_saves_of(runs[0].shared.sweep, [
+      [m for m in (run.mngr, run.evaluator.best) if m] for run, last in zip(runs, latest) if last]):
+    # Resuming together from 0 would delete another sweep's training: refuse instead.
     raise _sweep_mismatch([run.log_path for run, last in zip(runs, latest) if last == 0])
   for run, last in zip(runs, latest):
     if last != epoch:
@@ -105,7 +138,10 @@ def resume_epoch(runs) -> int:
                if best and (last != epoch or epoch < run.config.epochs) else [])
     for s in removed:
       best.delete(s)
-    if last != epoch:
+    if last != epoch and not epoch:
+      run.log.info('Checkpoints removed: the sweep trains afresh together, as a run of it saved '
+                   'none')
+    elif last != epoch:
       run.log.info('Checkpoints after epoch %d removed: the sweep resumes together from it', epoch)
     elif removed:
       run.log.info('best/ checkpoints after epoch %d removed (%s): the epochs after it are '

@@ -163,6 +163,33 @@ def test_a_sweep_cut_back_only_deletes_checkpoints_it_wrote(small_design_dir, tm
   assert logs == {d: os.path.getsize(os.path.join(d, 'log_summary')) for d in (seed_3, seed_4)}
 
 
+def test_a_sweep_stopped_between_its_runs_first_saves_trains_afresh(small_design_dir,
+                                                                   tmp_path):
+  """A second Ctrl-C (or a kill) after one run's first checkpoint, before the other's: the same
+  command was refused ('no checkpoint, ... (num_seeds or seed changed?)'), while train.py had just
+  said it resumes. The sweep's own checkpoints are recomputed: it trains afresh."""
+  settings = dict(SETTINGS, epochs=1, checkpoint_every=1)
+  config = tiny_config(small_design_dir, tmp_path / 'run', num_seeds=2, seed=3, **settings)
+  first = trainer.train(config)
+  shutil.rmtree(os.path.join(config.log_path, 'seed_4', 'checkpoints'))  # stopped before it
+  again = trainer.train(tiny_config(small_design_dir, tmp_path / 'run', num_seeds=2, seed=3,
+                                    **settings))
+  assert again['start_epoch'] == 0
+  assert [_steps(os.path.join(config.log_path, f'seed_{s}')) for s in (3, 4)] == [[1], [1]]
+  with open(os.path.join(config.log_path, 'seed_3', 'log_summary'), encoding='utf-8') as f:
+    assert 'Checkpoints removed: the sweep trains afresh together' in f.read()
+  _assert_close(first['state'], again['state'])
+  # A run whose checkpoints are gone once the others saved more: refused, as training afresh
+  # would cost all of theirs, not one checkpoint interval.
+  trainer.train(tiny_config(small_design_dir, tmp_path / 'run', num_seeds=2, seed=3,
+                            **dict(settings, epochs=2)))
+  shutil.rmtree(os.path.join(config.log_path, 'seed_4', 'checkpoints'))
+  with pytest.raises(config_lib.ConfigError, match='seed_4: no checkpoint'):
+    trainer.train(tiny_config(small_design_dir, tmp_path / 'run', num_seeds=2, seed=3,
+                              **dict(settings, epochs=3)))
+  assert _steps(os.path.join(config.log_path, 'seed_3')) == [1, 2]
+
+
 def test_a_sweep_without_a_shared_checkpoint_is_refused_before_logging(sweep, tmp_path):
   """A run that got further and no longer holds the epoch the others resume from (keep_checkpoints
   removed it) cannot resume with them: refused before any run directory gets a log line."""
