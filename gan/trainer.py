@@ -218,12 +218,26 @@ def train(config, stop_requested: Callable[[], bool] = lambda: False) -> dict:
 
 def _log_interrupted(runs, epoch: int, when: str) -> None:
   """Records in every run's log that a Ctrl-C stopped it at once `when` (% epoch), and which
-  checkpoint the same command resumes from."""
-  for run in runs:
-    last_saved = run.mngr.latest_step()
-    run.log.info('Interrupted %s; %s', when % epoch,
-                 f'the last checkpoint is of epoch {last_saved}' if last_saved
-                 else 'no checkpoint was written yet')
+  checkpoint the same command resumes from: a sweep's runs resume together from the last epoch
+  they all saved (`resume.resume_epoch`). Call it once the pending checkpoint writes are done:
+  what is on disk then is what the same command finds."""
+  latest = [_last_saved(run) for run in runs]
+  together = min(latest)
+  for run, last in zip(runs, latest):
+    said = f'the last checkpoint is of epoch {last}' if last else 'no checkpoint was written yet'
+    if last != together:
+      said += (f'; the sweep resumes together from epoch {together}, the last its runs all saved'
+               if together else '; the sweep trains afresh, as one of its runs saved none')
+    run.log.info('Interrupted %s; %s', when % epoch, said)
+
+
+def _last_saved(run) -> int:
+  """The epoch of the run's latest checkpoint on disk (0: none); its manager's where the
+  directory cannot be listed."""
+  try:
+    return max(resume.saved_epochs(run.log_path), default=0)
+  except OSError:
+    return run.mngr.latest_step() or 0
 
 
 @contextlib.contextmanager
@@ -334,7 +348,11 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
         break
   except KeyboardInterrupt:
     progress.clear()
-    _log_interrupted(runs, end_epoch + 1, 'during epoch %d')
+    try:  # the pending writes first: the log says what the same command resumes from
+      for run in runs:
+        run.close()
+    finally:
+      _log_interrupted(runs, end_epoch + 1, 'during epoch %d')
     raise
   finally:  # also on errors and Ctrl-C: pending checkpoint writes complete before we exit
     progress.clear()

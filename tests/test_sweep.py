@@ -190,6 +190,31 @@ def test_a_sweep_stopped_between_its_runs_first_saves_trains_afresh(small_design
   assert _steps(os.path.join(config.log_path, 'seed_3')) == [1, 2]
 
 
+def test_a_ctrl_c_between_the_runs_saves_logs_the_epoch_the_sweep_resumes_from(
+    small_design_dir, tmp_path, monkeypatch):
+  """train.py's second Ctrl-C after seed_3's save of epoch 2, before seed_4's: seed_3's log said
+  'the last checkpoint is of epoch 2', while the same command resumes both from epoch 1."""
+  end_epoch = run_dir.Run.end_epoch
+
+  def ended(run, epoch, *args, **kwargs):
+    if epoch == 2 and run.config.seed == 4:
+      raise KeyboardInterrupt
+    return end_epoch(run, epoch, *args, **kwargs)
+
+  monkeypatch.setattr(run_dir.Run, 'end_epoch', ended)
+  config = tiny_config(small_design_dir, tmp_path / 'run', num_seeds=2, seed=3,
+                       **dict(SETTINGS, epochs=3, checkpoint_every=1))
+  with pytest.raises(KeyboardInterrupt):
+    trainer.train(config)
+  seed_3, seed_4 = (os.path.join(config.log_path, f'seed_{s}') for s in (3, 4))
+  assert (_steps(seed_3), _steps(seed_4)) == ([1, 2], [1])
+  with open(os.path.join(seed_3, 'log_summary'), encoding='utf-8') as f:
+    assert ('Interrupted during epoch 2; the last checkpoint is of epoch 2; the sweep resumes '
+            'together from epoch 1') in f.read()
+  with open(os.path.join(seed_4, 'log_summary'), encoding='utf-8') as f:
+    assert 'Interrupted during epoch 2; the last checkpoint is of epoch 1\n' in f.read()
+
+
 def test_a_sweep_without_a_shared_checkpoint_is_refused_before_logging(sweep, tmp_path):
   """A run that got further and no longer holds the epoch the others resume from (keep_checkpoints
   removed it) cannot resume with them: refused before any run directory gets a log line."""
