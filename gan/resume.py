@@ -46,15 +46,25 @@ def check_run_layout(config) -> None:
   if saved_epochs(root):
     raise ConfigError(f'{root} holds a single run (num_seeds=1); train the sweep under a new '
                       '--config.log_path')
-  run_dirs = [c.log_path for c in config_lib.seed_configs(config)]
+  runs = config_lib.seed_configs(config)
+  run_dirs = [c.log_path for c in runs]
   fresh = [d for d in run_dirs if not saved_epochs(d)]
   if fresh and len(fresh) < len(run_dirs):
     mngrs = [[checkpoints.manager(os.path.join(d, name), 1, create=False)
               for name in ('checkpoints', 'best') if saved_epochs(d, name)]
              for d in run_dirs if d not in fresh]
     try:
-      if not _first_saves_of(sweep_id(config), mngrs):
+      if not _written_by(sweep_id(config), [m for run in mngrs for m in run]):
         raise _sweep_mismatch(fresh)
+      if any(len(run[0].all_steps()) != 1 for run in mngrs):
+        # This sweep's runs trained further, and one lost its checkpoints (removed, a damaged
+        # disk): training afresh would cost them all their training, catching that one up not.
+        target = min(max(saved_epochs(d)) for d in run_dirs if d not in fresh)
+        raise ConfigError(
+            f'{", ".join(fresh)}: no checkpoint, while the sweep\'s other runs hold its '
+            f'checkpoints up to epoch {target} (removed?); '
+            + _catch_up([c for c in runs if c.log_path in fresh], target)
+            + 'use a new --config.log_path')
     finally:
       for mngr in (m for run in mngrs for m in run):
         mngr.close()
@@ -63,23 +73,25 @@ def check_run_layout(config) -> None:
 def _first_saves_of(sweep: dict, mngrs) -> bool:
   """Whether the runs with checkpoints, each given as its managers (checkpoints/ first, then
   best/ where it holds any), hold what a sweep stopped between its runs' first saves (a second
-  Ctrl-C, a kill) leaves: one regular checkpoint each, and every checkpoint records `sweep`
-  (`sweep_id`) as the one that wrote it. The same command then trains them all afresh,
-  recomputing that one checkpoint interval. Another sweep's training (another num_seeds or seed), a
-  single run's, a checkpoint that does not say (written before checkpoints recorded it, or
-  unreadable), and runs trained further (a run's lost checkpoints would cost all of theirs) are
-  refused instead."""
-  for run in mngrs:
-    if len(run[0].all_steps()) != 1:
-      return False
-    for mngr in run:
-      for step in mngr.all_steps():
-        try:
-          meta = checkpoints.read_meta(mngr, step)[1]
-        except checkpoints.CheckpointError:
-          return False
-        if meta.get('sweep') != sweep:
-          return False
+  Ctrl-C, a kill) leaves: one regular checkpoint each, all of them this sweep's (`_written_by`).
+  The same command then trains them all afresh, recomputing that one checkpoint interval; runs
+  trained further are refused instead (a run's lost checkpoints would cost all of theirs)."""
+  return (all(len(run[0].all_steps()) == 1 for run in mngrs)
+          and _written_by(sweep, [m for run in mngrs for m in run]))
+
+
+def _written_by(sweep: dict, mngrs) -> bool:
+  """Whether every checkpoint of the managers `mngrs` records `sweep` (`sweep_id`) as the one that
+  wrote it. Another sweep's training (another num_seeds or seed), a single run's, and a checkpoint
+  that does not say (written before checkpoints recorded it, or unreadable) are not."""
+  for mngr in mngrs:
+    for step in mngr.all_steps():
+      try:
+        meta = checkpoints.read_meta(mngr, step)[1]
+      except checkpoints.CheckpointError:
+        return False
+      if meta.get('sweep') != sweep:
+        return False
   return True
 
 

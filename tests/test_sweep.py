@@ -180,11 +180,14 @@ def test_a_sweep_stopped_between_its_runs_first_saves_trains_afresh(small_design
     assert 'Checkpoints removed: the sweep trains afresh together' in f.read()
   _assert_close(first['state'], again['state'])
   # A run whose checkpoints are gone once the others saved more: refused, as training afresh
-  # would cost all of theirs, not one checkpoint interval.
+  # would cost all of theirs, not one checkpoint interval, saying how to catch that run up (not
+  # 'num_seeds or seed changed?').
   trainer.train(tiny_config(small_design_dir, tmp_path / 'run', num_seeds=2, seed=3,
                             **dict(settings, epochs=2)))
   shutil.rmtree(os.path.join(config.log_path, 'seed_4', 'checkpoints'))
-  with pytest.raises(config_lib.ConfigError, match='seed_4: no checkpoint'):
+  with pytest.raises(config_lib.ConfigError, match=(
+      "seed_4: no checkpoint, while the sweep's other runs hold its checkpoints up to epoch 2 "
+      r'\(removed\?\); to keep their training, .* --config.data_seed=3 --config.epochs=2 ')):
     trainer.train(tiny_config(small_design_dir, tmp_path / 'run', num_seeds=2, seed=3,
                               **dict(settings, epochs=3)))
   assert _steps(os.path.join(config.log_path, 'seed_3')) == [1, 2]
