@@ -58,6 +58,7 @@ from gan import images as images_lib
 from gan import inference
 from gan import metrics as metrics_lib
 from gan import paths
+from gan import prng
 from gan.config import MAX_SEED
 from gan.errors import (ArgumentParser, DataError, DesignGanError, LayoutError,
                         escape_unencodable_stdout, messages_on_stderr)
@@ -196,7 +197,7 @@ def evaluate_generator(generate_fn: GenerateFn, dataset: data.Dataset,
       'strut_exact': metrics_lib.share(metrics_lib.strut_agreement(full, source.strut_colors,
                                                                    layout.strut_positions)),
       'diversity': metrics_lib.diversity(metrics_lib.group_by_condition(train_layout, d_idx, m_idx),
-                                         seed),
+                                         prng.unsigned_seed(seed)),
       'diversity_real': ref.diversity_real,
       'classifier': {'generated': clf_ok, 'held_out': classifier.accuracy,
                      'held_out_set': classifier.info['held_out'],
@@ -212,8 +213,8 @@ def _generate(generate_fn: GenerateFn, ref: Reference, spec: data.DataSpec, layo
   """`per_pair` designs for every class pair, struts drawn (seeded) from held-out designs:
   (durability idx, mass idx, strut source designs, uint8 full-layout designs)."""
   d_idx, m_idx = spec.class_pairs(per_pair)
-  source = ref.held_out.take(np.random.default_rng(seed).integers(0, len(ref.held_out),
-                                                                  len(d_idx)))
+  source = ref.held_out.take(np.random.default_rng(prng.unsigned_seed(seed)).integers(
+      0, len(ref.held_out), len(d_idx)))
   full = _check_designs(generate_fn(d_idx, m_idx, source.fixed, seed), len(d_idx), layout)
   return d_idx, m_idx, source, full
 
@@ -271,15 +272,14 @@ def evaluate_model(model_path: str, step: Optional[int] = None, per_pair: int = 
 
   Raises:
     DesignGanError: no such checkpoint, the data cannot be loaded or no longer fit the model,
-      per_pair < 1, seed < 0, or the device is unavailable.
+      per_pair < 1, a seed outside 64 bits, or the device is unavailable.
   """
   if int(per_pair) < 1:
     raise EvaluationError(f'--per_pair must be at least 1 design per class pair, got {per_pair}')
-  if int(seed) < 0:
-    raise EvaluationError(f'--seed must be a non-negative integer, got {seed}')
-  if int(seed) >= MAX_SEED:  # the FD designs are drawn with seed + 1
-    raise EvaluationError(f'--seed must be at most {MAX_SEED - 1} (JAX seeds are 64-bit '
-                          f'integers, and the evaluation also uses seed + 1), got {seed}')
+  if not -MAX_SEED - 1 <= int(seed) < MAX_SEED:  # the FD designs are drawn with seed + 1
+    raise EvaluationError(f'--seed must be an integer from {-MAX_SEED - 1} to {MAX_SEED - 1} '
+                          f'(JAX seeds are 64-bit integers, and the evaluation also uses seed '
+                          f'+ 1), got {seed}')
   dev = inference.select_device(device)
   with jax.default_device(dev):
     model = inference.load(model_path, step, dev)

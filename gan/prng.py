@@ -90,8 +90,14 @@ def seed_key(seed: int) -> jax.Array:
   if jax.config.jax_default_prng_impl != 'threefry2x32':
     with jax.enable_x64(True):
       return jax.random.PRNGKey(int(seed))
-  bits = int(seed) % 2**64
+  bits = unsigned_seed(seed)
   return jnp.asarray(np.array([bits >> 32, bits & 0xFFFFFFFF], np.uint32))
+
+
+def unsigned_seed(seed: int) -> int:
+  """A 64-bit seed (-2**63 .. 2**63 - 1) as the unsigned one of the same bits, seed mod 2**64
+  (-1 -> 2**64 - 1), one for each: for `seed_key`, and for numpy, which takes no negative seed."""
+  return int(seed) % 2**64
 
 
 def noise(seed: int, n: int, zdim: int) -> jax.Array:

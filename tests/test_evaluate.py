@@ -382,20 +382,25 @@ def test_a_run_directory_named_by_a_number_is_not_read_as_a_checkpoint_step(tmp_
                                                          str(step_dir.parent.parent))
 
 
-def test_cli_refuses_a_negative_seed_in_one_line(trained_run, capsys):
-  assert evaluate.main([f'--model_path={trained_run}', '--seed=-1']) == 1
-  err = capsys.readouterr().err
-  assert err == 'error: --seed must be a non-negative integer, got -1\n', err
+def test_a_negative_seed_evaluates_as_infer_py_takes_it(trained_run, tmp_path):
+  """infer.py takes every 64-bit seed; gan.evaluate refused negative ones (numpy's generator of
+  the strut draws takes none): a negative seed now draws its own struts and designs."""
+  cache = str(tmp_path / 'cache')
+  negative = evaluate.evaluate_model(trained_run, per_pair=2, seed=-1, cache_dir=cache)
+  zero = evaluate.evaluate_model(trained_run, per_pair=2, seed=0, cache_dir=cache)
+  assert negative['seed'] == -1 and negative['num_generated'] == 240
+  assert negative['diversity'] != zero['diversity']
 
 
-def test_cli_refuses_a_seed_beyond_64_bits_in_one_line(tmp_path, capsys):
+@pytest.mark.parametrize('seed', [2**63 - 1, -2**63 - 1])
+def test_cli_refuses_a_seed_beyond_64_bits_in_one_line(tmp_path, capsys, seed):
   """jax.random.PRNGKey takes 64-bit seeds; the FD designs use seed + 1: an OverflowError
   traceback before."""
-  assert evaluate.main([f'--model_path={tmp_path}', f'--seed={2**63 - 1}']) == 1
+  assert evaluate.main([f'--model_path={tmp_path}', f'--seed={seed}']) == 1
   err = capsys.readouterr().err
-  assert err == ('error: --seed must be at most 9223372036854775806 (JAX seeds are 64-bit '
-                 'integers, and the evaluation also uses seed + 1), got '
-                 '9223372036854775807\n'), err
+  assert err == ('error: --seed must be an integer from -9223372036854775808 to '
+                 '9223372036854775806 (JAX seeds are 64-bit integers, and the evaluation also '
+                 f'uses seed + 1), got {seed}\n'), err
 
 
 def test_cli_refuses_more_designs_than_one_evaluation_holds_in_one_line(trained_run, capsys,
