@@ -293,6 +293,7 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
   closing = _ClosingTime()
   interrupted = False
   end_epoch = start_epoch
+  stopped_at_once = False  # by a KeyboardInterrupt (train.py's second Ctrl-C)
   try:
     # Under train.py (interrupts.watched), a second Ctrl-C that a callback swallowed (JAX's gc
     # callback, at any allocation) stops the run at the next of these checks: before the first
@@ -347,17 +348,16 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
           _log_stopped_early(config, runs, epoch, interrupted, time.perf_counter() - started)
         break
   except KeyboardInterrupt:
-    progress.clear()
-    try:  # the pending writes first: the log says what the same command resumes from
-      for run in runs:
-        run.close()
-    finally:
-      _log_interrupted(runs, end_epoch + 1, 'during epoch %d')
+    stopped_at_once = True
     raise
   finally:  # also on errors and Ctrl-C: pending checkpoint writes complete before we exit
     progress.clear()
-    for run in runs:
-      run.close()
+    try:
+      for run in runs:
+        run.close()
+    finally:  # after the writes: the log says what the same command resumes from
+      if stopped_at_once:
+        _log_interrupted(runs, end_epoch + 1, 'during epoch %d')
   # One training time for all of a sweep's models (they train together), taken before the first
   # run writes its outputs: each later run's would count the earlier runs' writing too.
   seconds = time.perf_counter() - start
