@@ -68,6 +68,37 @@ def check_run_layout(config) -> None:
     finally:
       for mngr in (m for run in mngrs for m in run):
         mngr.close()
+  for c in runs:
+    _check_same_sweep(c, sweep_id(config))
+
+
+def _check_same_sweep(run, sweep: dict) -> None:
+  """Refuses to resume `run` (a seed config) in a sweep other than the one (`sweep_id`) that
+  wrote its latest checkpoint. A smaller num_seeds (or a seed shifted within that sweep's) would
+  train some of its models on without the others, which could then not resume with them: their
+  checkpoints would be another sweep's. One a single run wrote (a model caught up on its own), one
+  that does not say, and an unreadable one (the restore names it) pass.
+  """
+  if not saved_epochs(run.log_path):
+    return
+  mngr = checkpoints.manager(os.path.join(run.log_path, 'checkpoints'), 1, create=False)
+  try:
+    epoch, meta = checkpoints.read_meta(mngr)
+  except checkpoints.CheckpointError:
+    return
+  finally:
+    mngr.close()
+  wrote = meta.get('sweep')
+  if not isinstance(wrote, dict) or wrote == sweep:
+    return
+  first, last = wrote['seed'], wrote['seed'] + wrote['num_seeds'] - 1
+  raise ConfigError(
+      f'{os.path.abspath(run.log_path)} holds a model of another sweep: its latest checkpoint '
+      f'(epoch {epoch}) was written by the sweep of num_seeds={wrote["num_seeds"]} from '
+      f'seed={wrote["seed"]} (seed_{first} ... seed_{last}), which this one '
+      f'(num_seeds={sweep["num_seeds"]}, seed={sweep["seed"]}) would train on without its other '
+      f'models; resume that sweep with --config.num_seeds={wrote["num_seeds"]} '
+      f'--config.seed={wrote["seed"]}, or use a new --config.log_path')
 
 
 def _first_saves_of(sweep: dict, mngrs) -> bool:
