@@ -4,6 +4,7 @@ import os
 import re
 import shutil
 import sys
+import threading
 
 import numpy as np
 
@@ -91,6 +92,30 @@ def _summary_writer_class():
   return SummaryWriter
 
 
+# Why each tensorboardX writer thread ended, by thread (`_keep_writer_failures`).
+_writer_failures = {}
+
+
+def _keep_writer_failures():
+  """Makes threading.excepthook keep the error that ends a tensorboardX writer thread (a full
+  disk) for `TensorBoard._check_writing`, which names it in the one error line train.py prints:
+  Python's default hook printed the thread's whole traceback above that line. Other threads'
+  errors go to the hook installed before, as ever."""
+  previous = threading.excepthook
+  if getattr(previous, 'keeps_writer_failures', False):
+    return
+
+  def hook(args):
+    if (type(args.thread).__module__.startswith('tensorboardX.')
+        and isinstance(args.exc_value, Exception)):
+      _writer_failures[args.thread] = args.exc_value
+    else:
+      previous(args)
+
+  hook.keeps_writer_failures = True
+  threading.excepthook = hook
+
+
 class TensorBoard:
   """tensorboardX writer under `<log_path>/tensorboard_records`, opened at the first write (a
   writer makes its event file when opened: a resumed run would otherwise leave an empty one)."""
@@ -108,6 +133,7 @@ class TensorBoard:
 
   def _writer(self):
     if self.writer is None:
+      _keep_writer_failures()
       # An unbounded queue (0): of 10 (the default), the writes after the writer thread ended on
       # a failed write (a full disk) waited for room forever, before `_check_writing` could tell.
       self.writer = _summary_writer_class()(self.directory, purge_step=self.purge_step,
@@ -126,10 +152,12 @@ class TensorBoard:
       return
     events._closed = True  # pylint: disable=protected-access
     self.writer = None
+    failure = _writer_failures.pop(worker, None)
+    cause = (str(failure).splitlines() or [''])[0] if failure else ''
     raise paths.OutputPathError(
-        f'cannot write the TensorBoard records in {self.directory} (their writer failed: a full '
-        'disk or a directory made read-only); the complete checkpoints are kept, and the same '
-        'command resumes from the latest once it can write there')
+        f'cannot write the TensorBoard records in {self.directory} (their writer failed: '
+        f'{cause or "a full disk or a directory made read-only"}); the complete checkpoints are kept, and the same command resumes from the '
+        'latest once it can write there')
 
   def scalars(self, step: int, values: dict, prefix: str = 'train/'):
     for name, value in values.items():
