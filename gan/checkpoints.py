@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import re
+import shutil
 import sys
 from typing import Any, Optional
 
@@ -177,7 +178,14 @@ def _close_parts(mngr: ocp.CheckpointManager) -> None:
 
 
 def _write_error(mngr: ocp.CheckpointManager, error: Exception) -> CheckpointError:
-  """The one line for a failed checkpoint write (orbax's own error is a page of traceback)."""
+  """The one line for a failed checkpoint write (orbax's own error is a page of traceback), once
+  the write's unfinished temporary directory is removed: on a full disk it held the space it had
+  written until the next run's manager removed it. (Only a writing manager writes, and the run
+  lock keeps every other writer out of its directory: no one else's write is in progress there.)
+  Where it cannot be removed (a directory made read-only), the next writing manager does."""
+  with contextlib.suppress(Exception):
+    for tmp in ocp.step.all_temporary_paths(mngr.directory):
+      shutil.rmtree(str(tmp.get()), ignore_errors=True)
   return CheckpointError(f'cannot write a checkpoint in {mngr.directory} ({_write_reason(error)}); '
                          'the complete checkpoints are kept, and the same command resumes from '
                          'the latest once it can write there')
