@@ -79,15 +79,7 @@ def _check_same_sweep(run, sweep: dict) -> None:
   checkpoints would be another sweep's. One a single run wrote (a model caught up on its own), one
   that does not say, and an unreadable one (the restore names it) pass.
   """
-  if not saved_epochs(run.log_path):
-    return
-  mngr = checkpoints.manager(os.path.join(run.log_path, 'checkpoints'), 1, create=False)
-  try:
-    epoch, meta = checkpoints.read_meta(mngr)
-  except checkpoints.CheckpointError:
-    return
-  finally:
-    mngr.close()
+  epoch, meta = _latest_meta(run.log_path)
   wrote = meta.get('sweep')
   if not isinstance(wrote, dict) or wrote == sweep:
     return
@@ -264,17 +256,23 @@ def check_resumable_early(config, spec, synthetic: bool) -> None:
   log line or an empty best/: a refused resume leaves the run as it was. A checkpoint whose
   metadata cannot be read is left to the restore, which says what to do about it."""
   for c in config_lib.seed_configs(config):
-    if not saved_epochs(c.log_path):
-      continue
-    mngr = checkpoints.manager(os.path.join(c.log_path, 'checkpoints'), c.keep_checkpoints,
-                               create=False)
-    try:
-      _, saved = checkpoints.read_meta(mngr)
-    except checkpoints.CheckpointError:
-      continue
-    finally:
-      mngr.close()
-    check_resumable(saved, c, spec, c.log_path, synthetic)
+    _, saved = _latest_meta(c.log_path)
+    if saved:
+      check_resumable(saved, c, spec, c.log_path, synthetic)
+
+
+def _latest_meta(log_path: str) -> tuple[int, dict]:
+  """(epoch, metadata) of the latest checkpoint under <log_path>/checkpoints; (0, {}) where it
+  has none, or where its metadata cannot be read (the restore names it and says what to do)."""
+  if not saved_epochs(log_path):
+    return 0, {}
+  mngr = checkpoints.manager(os.path.join(log_path, 'checkpoints'), 1, create=False)
+  try:
+    return checkpoints.read_meta(mngr)
+  except checkpoints.CheckpointError:
+    return 0, {}
+  finally:
+    mngr.close()
 
 
 # model_fields' entries that are no config field, with the field that sets each and how: an error
