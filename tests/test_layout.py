@@ -10,7 +10,7 @@ import pytest
 
 from gan.errors import LayoutError
 from gan.layout import (DEFAULT_STRUT_POSITIONS, HYUNDAI_ACTIVE_COLUMNS, HYUNDAI_HEIGHT,
-                        HYUNDAI_WIDTH, DesignLayout, parse_strut_positions)
+                        HYUNDAI_WIDTH, DesignLayout, column_ranges, parse_strut_positions)
 
 
 @st.composite
@@ -197,3 +197,49 @@ def test_parse_strut_positions_takes_whole_numbers_of_any_type(value):
 def test_parse_strut_positions_refuses_garbage(value):
   with pytest.raises(LayoutError, match='pairs'):
     parse_strut_positions(value)
+
+
+@hypothesis.settings(max_examples=60, deadline=None)
+@hypothesis.given(st.lists(st.tuples(st.integers(0, 999), st.integers(0, 999)), min_size=1,
+                           max_size=4),
+                  st.lists(st.sampled_from(['', ' ', '  ']), min_size=6, max_size=6),
+                  st.booleans())
+def test_parse_strut_positions_reads_back_what_it_is_given(pairs, spaces, trailing):
+  """Any pairs written as 'r,c;r,c', with spaces around the numbers and separators and an optional
+  trailing ';', read back as those pairs, in order."""
+  a, b, c, d, e, f = spaces
+  text = ';'.join(f'{a}{r}{b},{c}{col}{d}' for r, col in pairs) + (f'{e};{f}' if trailing else '')
+  assert parse_strut_positions(text) == tuple(pairs)
+
+
+@hypothesis.settings(max_examples=60, deadline=None)
+@hypothesis.given(st.lists(st.tuples(st.integers(0, 99), st.integers(0, 99)), min_size=1,
+                           max_size=4).flatmap(
+                               lambda pairs: st.tuples(st.just(pairs),
+                                                       st.integers(0, len(pairs) - 1),
+                                                       st.sampled_from(['row', 'col']))))
+def test_parse_strut_positions_refuses_a_pair_without_one_index(case):
+  """A pair missing its row or its column anywhere in the list is refused, not left out: the
+  model would be trained with one strut fewer than asked for."""
+  pairs, broken, missing = case
+  parts = [f'{r},{c}' for r, c in pairs]
+  parts[broken] = str(pairs[broken][1 if missing == 'row' else 0])
+  with pytest.raises(LayoutError, match='pairs'):
+    parse_strut_positions(';'.join(parts))
+
+
+@hypothesis.settings(max_examples=100, deadline=None)
+@hypothesis.given(st.sets(st.integers(0, 40), min_size=1))
+def test_column_ranges_names_each_run_of_columns_once(cols):
+  """'0-5, 10-15, 20-21' in the dataset summary and the dropped-column error: each maximal run of
+  consecutive columns as 'first-last', a lone column as itself (not '7-7'), ascending."""
+  cols = sorted(cols)
+  text = column_ranges(cols)
+  named = []
+  for part in text.split(', '):
+    first, _, last = part.partition('-')
+    if last:
+      assert int(first) < int(last), text
+    named.append(range(int(first), int(last or first) + 1))
+  assert [c for r in named for c in r] == cols
+  assert all(b.start > a.stop for a, b in zip(named, named[1:])), text  # runs are maximal
