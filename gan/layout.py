@@ -180,7 +180,8 @@ def parse_strut_positions(value) -> tuple[tuple[int, int], ...]:
   """Accepts [[r, c], ...] or the string 'r,c;r,c' and returns ((r, c), ...)."""
   try:
     if isinstance(value, str):
-      pairs = [p.split(',') for p in value.replace(' ', '').split(';') if p]
+      # Not every space deleted: '7,1 1' would be (7, 11), a typo moving the strut silently.
+      pairs = [p.split(',') for p in value.split(';') if p.strip()]
     else:
       pairs = [list(p) for p in value]
     result = tuple((_pixel_index(p[0]), _pixel_index(p[1])) for p in pairs if len(p) == 2)

@@ -243,3 +243,11 @@ def test_column_ranges_names_each_run_of_columns_once(cols):
     named.append(range(int(first), int(last or first) + 1))
   assert [c for r in named for c in r] == cols
   assert all(b.start > a.stop for a, b in zip(named, named[1:])), text  # runs are maximal
+
+
+@pytest.mark.parametrize('value', ['7,1 1', '7 1,11', '7,11;5,1 4', '1 0,1 1'])
+def test_parse_strut_positions_refuses_a_space_inside_a_number(value):
+  """'7,1 1' was (7, 11): every space was deleted before the text was split, so a space inside a
+  number joined its digits and moved the strut silently, as '1_1' would have."""
+  with pytest.raises(LayoutError, match='pairs'):
+    parse_strut_positions(value)
