@@ -368,6 +368,14 @@ def test_grid_without_sweep(main_run, tmp_path):
   np.testing.assert_array_equal(grid, _expected_grid(designs))
 
 
+def test_a_grid_of_fewer_designs_than_a_row_is_as_wide_as_they_are(main_run, tmp_path):
+  """--grid with 3 designs: one row of 3, not a row of 10 with 7 black designs."""
+  out_dir, files = generate(main_run, tmp_path / 'out', num=3, grid=True)
+  designs = np.stack([images_lib.read_rgb(p) for p in files])
+  grid = images_lib.read_rgb(os.path.join(out_dir, 'grid.png'))
+  np.testing.assert_array_equal(grid, summaries.design_grid(designs[None]))
+
+
 def test_cli_sweep_writes_every_pair_and_grid(main_run, tmp_path):
   """--sweep: num designs for each of the 10 x 12 (durability, mass) pairs and a 10 x 12 grid of
   the first design of each pair."""
