@@ -345,6 +345,23 @@ def test_a_grid_of_too_many_designs_is_refused_before_loading(tmp_path, monkeypa
   assert os.listdir(tmp_path) == []
 
 
+class _Loaded(Exception):
+  """Raised by a stubbed inference.load: the request passed every check made before loading."""
+
+
+@pytest.mark.parametrize('kwargs', [dict(num=100_000), dict(num=10_000, grid=True)],
+                         ids=['num', 'grid'])
+def test_the_design_limits_are_inclusive(tmp_path, monkeypatch, kwargs):
+  """At most 100,000 designs, and at most 10,000 on a --grid: a request of exactly the limit
+  gets as far as loading the model (the messages say 'from 1 to 100,000', 'at most 10,000')."""
+  def load(*args, **kw):
+    raise _Loaded
+  monkeypatch.setattr(inference_output.inference, 'load', load)
+  with pytest.raises(_Loaded):
+    generate(tmp_path / 'no_run', tmp_path / 'out', **kwargs)
+  assert os.listdir(tmp_path) == []
+
+
 def test_a_sweep_of_too_many_designs_is_refused_before_generating(one_strut_run, tmp_path):
   """834 for each of the 120 pairs is 100,080 designs: the message says how many fit."""
   with pytest.raises(DesignGanError) as info:
@@ -718,6 +735,22 @@ def test_only_design_names_an_earlier_manifest_lists_are_replaced(one_strut_run,
   assert sorted(os.listdir(out)) == sorted([os.path.basename(files[0]), 'manifest.csv',
                                             'notes.txt'])
   assert (out / 'notes.txt').read_text() == 'mine'
+
+
+def test_an_earlier_requests_design_numbered_1000_or_more_is_replaced(one_strut_run, tmp_path):
+  """A request of more than 1,000 designs names them _000 .. _999, _1000, ...: those of four
+  digits are an earlier request's too, so a later request into the directory removes them with
+  the rest, and the directory matches its new manifest."""
+  out = tmp_path / 'out'
+  out.mkdir()
+  earlier = ['1.4_2.14_999.bmp', '1.4_2.14_1000.bmp', '1.4_2.14_12345.bmp']
+  for name in earlier:
+    (out / name).write_bytes(b'earlier')
+  (out / 'manifest.csv').write_text(
+      'file,durability,mass,strut1,seed,measured_durability,measured_mass\n'
+      + ''.join(f'{n},1.4,2.14,"0,0,0",0,,\n' for n in earlier))
+  _, files = generate(one_strut_run, out, struts=('0,0,0',), num=1)
+  assert sorted(os.listdir(out)) == sorted([os.path.basename(files[0]), 'manifest.csv'])
 
 
 def test_a_manifest_without_strut_columns_is_someone_elses(one_strut_run, tmp_path):
