@@ -753,6 +753,26 @@ def test_an_earlier_requests_design_numbered_1000_or_more_is_replaced(one_strut_
   assert sorted(os.listdir(out)) == sorted([os.path.basename(files[0]), 'manifest.csv'])
 
 
+@pytest.mark.parametrize('header', [
+    'design,durability,mass,strut1,seed,measured_durability,measured_mass',
+    'file,mass,durability,strut1,seed,measured_durability,measured_mass',
+    'file,durability,mass,strut2,seed,measured_durability,measured_mass',
+    'file,durability,mass,strut1,seed,measured_mass,measured_durability',
+    'file,durability,mass,strut1,run_seed,measured_durability,measured_mass',
+], ids=['first_column', 'classes_swapped', 'strut_numbering', 'measured_swapped', 'seed_renamed'])
+def test_a_manifest_with_other_columns_is_someone_elses(one_strut_run, tmp_path, header):
+  """Only a manifest.csv with exactly infer.py's columns, in its order, is an earlier request's:
+  one that differs in any of them is the user's, and the designs it lists are not replaced."""
+  out = tmp_path / 'out'
+  out.mkdir()
+  (out / '1.4_2.14_000.bmp').write_bytes(b'mine')
+  (out / 'manifest.csv').write_text(f'{header}\n1.4_2.14_000.bmp,1.4,2.14,"0,0,0",0,,\n')
+  before = _snapshot(out)
+  with pytest.raises(DesignGanError, match='which infer.py did not write'):
+    generate(one_strut_run, out, struts=('0,0,0',), num=1)
+  assert _snapshot(out) == before
+
+
 def test_a_manifest_without_strut_columns_is_someone_elses(one_strut_run, tmp_path):
   """infer.py's manifest.csv has a strut1 column at least: one with its other columns but none
   for struts is not an earlier request's, so the designs it lists are not replaced."""
