@@ -2842,3 +2842,33 @@ def test_best_checkpoints_after_the_resumed_epoch_stay_where_nothing_is_trained_
                               log=types.SimpleNamespace(info=lambda *args: None))
   assert resume.resume_epoch([run]) == 2
   assert best.steps == kept and run.mngr.steps == [2]
+
+
+def test_a_run_without_the_epoch_the_others_resume_from_is_refused_not_emptied():
+  """The last guard before the checkpoints after the shared epoch go: a run that got further but
+  no longer holds that epoch (keep_checkpoints removed it) is refused, not cut back to nothing,
+  which deleted its only checkpoints and left nothing to restore (check_cut_back_early refuses
+  it earlier, from the directories, before the runs log)."""
+  log = types.SimpleNamespace(info=lambda *args: None)
+  behind, further = (types.SimpleNamespace(
+      mngr=_Steps(steps), evaluator=types.SimpleNamespace(best=None), log_path=f'runs/seed_{s}',
+      config=types.SimpleNamespace(epochs=5), log=log) for s, steps in ((0, [1, 2]), (1, [4])))
+  with pytest.raises(ConfigError, match='seed_1 has no checkpoint of epoch 2, the last one the '
+                                        'others share'):
+    resume.resume_epoch([behind, further])
+  assert (behind.mngr.steps, further.mngr.steps) == ([1, 2], [4])
+
+
+def test_a_run_cut_back_to_the_shared_epoch_loses_its_later_best_checkpoints_too():
+  """A sweep resumed with epochs at the shared epoch trains nothing, yet the run that got further
+  is cut back to it: its best/ steps after it go with its checkpoints, as evaluations of training
+  it no longer holds (kept, best/ would rank a model no checkpoint holds, of epochs trained
+  again once the sweep goes on)."""
+  log = types.SimpleNamespace(info=lambda *args: None)
+  behind, further = (types.SimpleNamespace(
+      mngr=_Steps(steps), evaluator=types.SimpleNamespace(best=_Steps(best)),
+      log_path=f'runs/seed_{s}', config=types.SimpleNamespace(epochs=2), log=log)
+      for s, steps, best in ((0, [1, 2], [1]), (1, [1, 2, 3], [1, 3])))
+  assert resume.resume_epoch([behind, further]) == 2
+  assert (further.mngr.steps, further.evaluator.best.steps) == ([1, 2], [1])
+  assert behind.evaluator.best.steps == [1]
