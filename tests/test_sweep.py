@@ -215,6 +215,26 @@ def test_a_sweep_stopped_between_its_runs_first_saves_trains_afresh(small_design
   assert _steps(os.path.join(config.log_path, 'seed_3')) == [1, 2]
 
 
+def test_a_run_without_checkpoints_is_told_to_catch_up_to_the_epoch_the_others_share(
+    small_design_dir, tmp_path):
+  """seed_2 lost its checkpoints, seed_0 holds epochs 1 and 2, seed_1 only 1 (killed before its
+  save of 2): the advice is to train seed_2 on its own to epoch 1, from which the sweep resumes
+  (seed_0 cut back to its own checkpoint). Caught up to epoch 2, seed_2's checkpoint 2 would be
+  a single run's, past the epoch the sweep resumes from: refused as training outside it."""
+  settings = dict(SETTINGS, checkpoint_every=1)
+  trainer.train(tiny_config(small_design_dir, tmp_path / 'run', num_seeds=3, seed=0, **settings))
+  runs = [str(tmp_path / 'run' / f'seed_{s}') for s in range(3)]
+  shutil.rmtree(os.path.join(runs[1], 'checkpoints', '2'))
+  shutil.rmtree(os.path.join(runs[2], 'checkpoints'))
+  with pytest.raises(config_lib.ConfigError, match=(
+      r"seed_2: no checkpoint, while the sweep's other runs hold its checkpoints up to epoch 1 "
+      r'\(removed\?\); to keep their training, train the runs behind it to epoch 1 on its own, '
+      r'.*--config.epochs=1 ')):
+    trainer.train(tiny_config(small_design_dir, tmp_path / 'run', num_seeds=3, seed=0,
+                              **dict(settings, epochs=3)))
+  assert [_steps(r) for r in runs[:2]] == [[1, 2], [1]]
+
+
 def test_a_ctrl_c_between_the_runs_saves_logs_the_epoch_the_sweep_resumes_from(
     small_design_dir, tmp_path, monkeypatch):
   """train.py's second Ctrl-C after seed_3's save of epoch 2, before seed_4's: seed_3's log said
