@@ -56,7 +56,7 @@ def check_run_layout(config) -> None:
     try:
       if not _written_by(sweep_id(config), [m for run in mngrs for m in run]):
         raise _sweep_mismatch(fresh)
-      if any(len(run[0].all_steps()) != 1 for run in mngrs):
+      if not all(_first_save(run[0]) for run in mngrs):
         # This sweep's runs trained further, and one lost its checkpoints (removed, a damaged
         # disk): training afresh would cost them all their training, catching that one up not.
         target = min(max(saved_epochs(d)) for d in run_dirs if d not in fresh)
@@ -96,11 +96,28 @@ def _check_same_sweep(run, sweep: dict) -> None:
 def _first_saves_of(sweep: dict, mngrs) -> bool:
   """Whether the runs with checkpoints, each given as its managers (checkpoints/ first, then
   best/ where it holds any), hold what a sweep stopped between its runs' first saves (a second
-  Ctrl-C, a kill) leaves: one regular checkpoint each, all of them this sweep's (`_written_by`).
-  The same command then trains them all afresh, recomputing that one checkpoint interval; runs
-  trained further are refused instead (a run's lost checkpoints would cost all of theirs)."""
-  return (all(len(run[0].all_steps()) == 1 for run in mngrs)
+  Ctrl-C, a kill) leaves: one regular checkpoint each (`_first_save`), all of them this sweep's
+  (`_written_by`). The same command then trains them all afresh, recomputing that one checkpoint
+  interval; runs trained further are refused instead (a run's lost checkpoints would cost all of
+  theirs)."""
+  return (all(_first_save(run[0]) for run in mngrs)
           and _written_by(sweep, [m for run in mngrs for m in run]))
+
+
+def _first_save(mngr) -> bool:
+  """Whether the checkpoints/ manager `mngr` holds a run's first save only: one checkpoint, of an
+  epoch up to the checkpoint_every of the config that wrote it (the first periodic save, or an
+  earlier last epoch or stop). One checkpoint alone does not say so: keep_checkpoints=1 leaves
+  one of a run trained on, whose training afresh would cost all of it. A checkpoint that does
+  not say (unreadable) is none."""
+  steps = mngr.all_steps()
+  if len(steps) != 1:
+    return False
+  try:
+    every = checkpoints.read_meta(mngr, steps[0])[1]['config']['checkpoint_every']
+  except (checkpoints.CheckpointError, KeyError, TypeError):
+    return False
+  return isinstance(every, int) and steps[0] <= every
 
 
 def _written_by(sweep: dict, mngrs) -> bool:

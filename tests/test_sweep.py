@@ -215,6 +215,23 @@ def test_a_sweep_stopped_between_its_runs_first_saves_trains_afresh(small_design
   assert _steps(os.path.join(config.log_path, 'seed_3')) == [1, 2]
 
 
+def test_a_sweep_keeping_one_checkpoint_is_refused_not_trained_afresh_when_a_run_lost_its_own(
+    small_design_dir, tmp_path):
+  """With keep_checkpoints=1 a run trained on holds one checkpoint, as one stopped between the
+  runs' first saves does: a run's lost checkpoints made the sweep train afresh, deleting all the
+  other runs' training. One checkpoint past its checkpoint_every is no first save: refused."""
+  settings = dict(SETTINGS, epochs=2, checkpoint_every=1, keep_checkpoints=1)
+  trainer.train(tiny_config(small_design_dir, tmp_path / 'run', num_seeds=2, seed=3, **settings))
+  seed_3, seed_4 = (str(tmp_path / 'run' / f'seed_{s}') for s in (3, 4))
+  assert _steps(seed_3) == _steps(seed_4) == [2]
+  shutil.rmtree(os.path.join(seed_4, 'checkpoints'))
+  with pytest.raises(config_lib.ConfigError, match=(
+      "seed_4: no checkpoint, while the sweep's other runs hold its checkpoints up to epoch 2")):
+    trainer.train(tiny_config(small_design_dir, tmp_path / 'run', num_seeds=2, seed=3,
+                              **dict(settings, epochs=3)))
+  assert _steps(seed_3) == [2]
+
+
 def test_a_run_without_checkpoints_is_told_to_catch_up_to_the_epoch_the_others_share(
     small_design_dir, tmp_path):
   """seed_2 lost its checkpoints, seed_0 holds epochs 1 and 2, seed_1 only 1 (killed before its
