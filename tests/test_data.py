@@ -178,6 +178,16 @@ def test_vocab_index_lists_allowed_values():
     data.ClassVocab((1.4, 2.2, 3.0)).index(9)
 
 
+def test_vocab_index_rounds_the_value_it_is_given_as_a_name_is_rounded():
+  """A class index is looked up for the value rounded to 2 places, as a file name's label is
+  read: inference_output finds a request's class this way (then checks it was named exactly), so
+  a caller's np.float32(2.2), which is 2.2000000476837 as a float, must still find class 2.2."""
+  vocab = data.ClassVocab((1.4, 2.2, 2.68))
+  assert vocab.index(np.float32(2.2)) == 1 == vocab.index(np.float32(1.4)) + 1
+  assert vocab.index(2.201) == 1 and vocab.index('2.199') == 1
+  assert vocab.index(2.675) == 2 == vocab.index('2.675')
+
+
 @pytest.mark.parametrize('values', [(), (float('nan'),), (float('inf'),), ('x',), (-1,)])
 def test_vocab_refuses_garbage(values):
   with pytest.raises(DataError):
@@ -585,6 +595,15 @@ def test_a_label_written_without_its_leading_zero_is_a_design_not_a_hidden_file(
   assert [w for w in ds.warnings() if ': skipped ' in w] == [
       f'{tmp_path}: skipped 1 file(s) that are not .bmp/.png images or are hidden: '
       '._.5_a_2.2_x.bmp']
+
+
+def test_a_label_written_without_its_leading_zero_may_start_with_a_zero_digit(tmp_path):
+  """`.05` is durability 0.05 as `.5` is 0.5: a name starting `.0` is a design, not hidden, or
+  every design of a small durability class would be skipped."""
+  write_designs(tmp_path, ['.05_a_2.2_x.bmp', '.0_b_2.3_y.png', '1_c_2.3_y.png'])
+  ds = data.load_dataset(str(tmp_path), datashape='original', val_fraction=0)
+  assert sorted(ds.train.names) == ['.05_a_2.2_x.bmp', '.0_b_2.3_y.png', '1_c_2.3_y.png']
+  assert ds.spec.durability.values == (0.0, 0.05, 1.0) and not ds.skipped
 
 
 def test_a_skipped_name_that_is_not_utf8_is_listed_escaped(tmp_path):
