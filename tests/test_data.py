@@ -616,6 +616,14 @@ def test_a_skipped_name_that_is_not_utf8_is_listed_escaped(tmp_path):
   warning.encode('utf-8')  # strict: no lone surrogate left
 
 
+def test_listed_names_count_the_rest_only_when_some_are_left_out():
+  """A warning lists at most 10 names, then how many more: exactly 10 are all named, without a
+  confusing 'and 0 more'."""
+  names = [f'n{i}.txt' for i in range(11)]
+  assert data._listed(names[:10]) == ', '.join(names[:10])
+  assert data._listed(names) == ', '.join(names[:10]) + ' and 1 more'
+
+
 def test_a_data_directory_whose_name_is_not_utf8_is_shown_escaped(tmp_path):
   """Escaping the file names was not enough: the directory's own name, in the summary, the
   skipped-files and subdirectory warnings and the changed-designs warning, made a strict UTF-8
@@ -648,6 +656,17 @@ def test_labels_that_differ_beyond_28_digits_are_named_too():
       f'durability values 1.4, {long} in the file names were all read as class 1.4',)
 
 
+def test_merged_labels_name_at_most_three_classes_then_count_the_rest():
+  """One line per merged class would flood the training log for a dataset whose labels carry
+  3 decimals throughout: three are named, then how many more."""
+  names = [f'1.4_a_{m}{extra}_x.bmp' for m in ('2.13', '3.13', '4.13', '5.13', '6.13')
+           for extra in ('1', '4')]
+  found = data._merged_labels(names)
+  assert len(found) == 4, found
+  assert found[0] == 'mass values 2.131, 2.134 in the file names were all read as class 2.13'
+  assert found[3] == '... and 2 more mass classes like these'
+
+
 def test_a_label_that_gives_nearly_every_design_its_own_class_is_questioned(tmp_path):
   """A suffix after the id (x_00007_v2.bmp) makes the id the mass: 30 designs, 30 classes."""
   write_designs(tmp_path, [f'1.4_a_2.13_{i:05d}_v2.bmp' for i in range(30)])
@@ -656,6 +675,18 @@ def test_a_label_that_gives_nearly_every_design_its_own_class_is_questioned(tmp_
   assert warnings == ['mass has 30 classes among 30 designs: is it read from the right part of '
                       'the names? mass is the second-to-last "_"-separated part of '
                       f'{data.NAME_PATTERN} (e.g. 1.4_a_2.13_00000_v2.bmp -> mass 0)'], warnings
+
+
+def test_many_classes_are_questioned_only_beyond_half_the_designs(tmp_path_factory):
+  """The question fires for more classes than max(20, designs // 2): 40 designs of 20 mass
+  classes (two of each, a plausible dataset) must train without a false alarm; 21 raise it."""
+  def warned(masses):
+    directory = tmp_path_factory.mktemp('d')
+    write_designs(directory, [f'1.4_{i}_{m}_x.bmp' for i, m in enumerate(masses)])
+    ds = data.load_dataset(str(directory), val_fraction=0)
+    return [w for w in ds.warnings() if 'classes among' in w]
+  assert not warned([i % 20 for i in range(40)])
+  assert warned([i % 21 for i in range(40)])[0].startswith('mass has 21 classes among 40 ')
 
 
 def test_a_fixed_vocabulary_with_many_values_is_not_questioned(tmp_path):
@@ -724,6 +755,14 @@ def test_spec_changes_name_what_differs():
   assert data.spec_changes(old, old) == ''
   new = dict(old, durability=[1.0, 1.1, 1.2], layout=dict(layout, kept_columns=[0]))
   assert data.spec_changes(old, new) == 'durability 1, 1.1 -> 1, 1.1, 1.2; layout kept_columns'
+
+
+def test_spec_changes_name_a_vocabulary_whose_values_changed_but_not_its_size():
+  """A checkpoint of classes 1, 1.1 resumed on data of classes 1, 1.2 is refused: the message must
+  name the vocabulary that changed, even though it has as many classes as before."""
+  old = {'layout': {}, 'durability': [1.0, 1.1], 'mass': [2.13]}
+  assert data.spec_changes(old, dict(old, durability=[1.0, 1.2])) == 'durability 1, 1.1 -> 1, 1.2'
+  assert data.spec_changes(old, dict(old, mass=[2.14])) == 'mass 2.13 -> 2.14'
 
 
 def test_a_fixed_vocabulary_that_is_not_one_names_its_field(tmp_path):
