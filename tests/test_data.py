@@ -1018,6 +1018,16 @@ def test_split_keeps_labels_with_their_images(tmp_path):
       assert data.parse_labels(name) == (ds.spec.durability.values[d], ds.spec.mass.values[m])
 
 
+def test_held_out_is_the_validation_part_or_the_training_part_without_one(tmp_path):
+  """Evaluation and the output designs use held_out(): with val_fraction=0 there is no
+  validation part, and measuring against an empty set would give no metrics at all."""
+  write_designs(tmp_path, labelled_names(4))
+  ds = data.load_dataset(str(tmp_path), val_fraction=0.5)
+  assert ds.held_out()[0] == 'val' and ds.held_out()[1] is ds.val and len(ds.val) == 2
+  ds = data.load_dataset(str(tmp_path), val_fraction=0)
+  assert ds.held_out()[0] == 'train' and ds.held_out()[1] is ds.train and len(ds.train) == 4
+
+
 # ---------------------------------------------------------------------------------------------
 # resolve_data_path
 
