@@ -5,6 +5,7 @@ import re
 import shutil
 import sys
 import threading
+import weakref
 
 import numpy as np
 
@@ -92,28 +93,38 @@ def _summary_writer_class():
   return SummaryWriter
 
 
-# Why each tensorboardX writer thread ended, by thread (`_keep_writer_failures`).
-_writer_failures = {}
+# The writer threads of this module's TensorBoard writers, and why each that failed ended
+# (`_keep_writer_failures`); a thread no longer referenced elsewhere leaves both.
+_watched_threads = weakref.WeakSet()
+_writer_failures = weakref.WeakKeyDictionary()
 
 
 def _keep_writer_failures():
-  """Makes threading.excepthook keep the error that ends a tensorboardX writer thread (a full
-  disk) for `TensorBoard._check_writing`, which names it in the one error line train.py prints:
-  Python's default hook printed the thread's whole traceback above that line. Other threads'
-  errors go to the hook installed before, as ever."""
+  """Makes threading.excepthook keep the error that ends one of `_watched_threads` (a full disk)
+  for `TensorBoard`, which names it in the one error line train.py prints: Python's default hook
+  printed the thread's whole traceback above that line. An error other than an OSError (a bug) is
+  printed by the hook installed before as well; other threads' errors, a notebook's own
+  tensorboardX writers' included, go to that hook only, as ever."""
   previous = threading.excepthook
   if getattr(previous, 'keeps_writer_failures', False):
     return
 
   def hook(args):
-    if (type(args.thread).__module__.startswith('tensorboardX.')
-        and isinstance(args.exc_value, Exception)):
+    if args.thread in _watched_threads and isinstance(args.exc_value, Exception):
       _writer_failures[args.thread] = args.exc_value
-    else:
-      previous(args)
+      if isinstance(args.exc_value, OSError):
+        return
+    previous(args)
 
   hook.keeps_writer_failures = True
   threading.excepthook = hook
+
+
+def _worker_thread(writer):
+  """(tensorboardX's EventFileWriter of `writer`, the thread that writes its events); None for
+  each that another tensorboardX version names otherwise (then nothing is checked)."""
+  events = getattr(getattr(writer, 'file_writer', None), 'event_writer', None)
+  return events, getattr(events, '_worker', None)
 
 
 class TensorBoard:
@@ -138,6 +149,9 @@ class TensorBoard:
       # a failed write (a full disk) waited for room forever, before `_check_writing` could tell.
       self.writer = _summary_writer_class()(self.directory, purge_step=self.purge_step,
                                             max_queue=0)
+      worker = _worker_thread(self.writer)[1]
+      if worker is not None:
+        _watched_threads.add(worker)
     return self.writer
 
   def _check_writing(self):
@@ -145,18 +159,25 @@ class TensorBoard:
     disk): it writes the events of its queue from a thread that such a write ends, and with a
     queue of 10 the next events waited for room forever (train.py hung after one epoch). The dead
     writer is marked closed, so that its close (also at exit) neither writes nor waits."""
-    # tensorboardX's EventFileWriter; where another version names these otherwise, no check
-    events = getattr(getattr(self._writer(), 'file_writer', None), 'event_writer', None)
-    worker = getattr(events, '_worker', None)
+    events, worker = _worker_thread(self._writer())
     if worker is None or worker.is_alive():
       return
     events._closed = True  # pylint: disable=protected-access
     self.writer = None
+    raise self._failed(worker)
+
+  def _failed(self, worker) -> paths.OutputPathError:
+    """The error of a writer whose thread `worker` ended on a failed write, naming its cause."""
     failure = _writer_failures.pop(worker, None)
-    cause = (str(failure).splitlines() or [''])[0] if failure else ''
-    raise paths.OutputPathError(
+    if isinstance(failure, OSError):
+      cause = str(failure)
+    elif failure is not None:
+      cause = f'{type(failure).__name__}: {failure}' if str(failure) else type(failure).__name__
+    else:
+      cause = 'a full disk or a directory made read-only'
+    return paths.OutputPathError(
         f'cannot write the TensorBoard records in {self.directory} (their writer failed: '
-        f'{cause or "a full disk or a directory made read-only"}); the complete checkpoints are kept, and the same command resumes from the '
+        f'{cause}); the complete checkpoints are kept, and the same command resumes from the '
         'latest once it can write there')
 
   def scalars(self, step: int, values: dict, prefix: str = 'train/'):
@@ -169,11 +190,16 @@ class TensorBoard:
     self._writer().add_image(tag, image, step, dataformats='HWC')
 
   def close(self):
+    """Writes the events still queued and closes the writer; an OutputPathError where that last
+    write failed (a full disk), which would otherwise lose the last epoch's records unsaid."""
     if self.writer is not None:
       self._check_writing()
+      worker = _worker_thread(self.writer)[1]
       self.writer.flush()
       self.writer.close()
       self.writer = None
+      if worker is not None and worker in _writer_failures:
+        raise self._failed(worker)
 
 
 class NoTensorBoard:

@@ -229,3 +229,48 @@ def test_a_full_disk_under_tensorboard_records_is_an_error_not_a_hang(tmp_path, 
       '[Errno 28] No space left on device)' in str(raised[0]), raised
   assert 'Traceback' not in capfd.readouterr().err
   board.close()  # nothing left to wait for
+
+
+def _failing_writes(monkeypatch, error):
+  """tensorboardX's record writes fail with `error` from now on (a full disk: an OSError)."""
+  from tensorboardX import record_writer  # pylint: disable=import-outside-toplevel
+
+  def write(self, data):
+    raise error
+
+  monkeypatch.setattr(record_writer.RecordWriter, 'write', write)
+
+
+def test_a_failure_of_the_last_write_at_close_is_an_error_too(tmp_path, monkeypatch, capfd):
+  """close() writes the events still queued (the last epoch's): where that write failed, the
+  run ended as if its records were complete. Now close() raises the OutputPathError too."""
+  board = summaries.TensorBoard(str(tmp_path))
+  board.scalars(1, {'loss': 1.0})
+  _failing_writes(monkeypatch, OSError(28, 'No space left on device'))
+  board.scalars(2, {'loss': 0.5})  # queued (or, if the thread already failed, raising below)
+  with pytest.raises(paths.OutputPathError, match=r'\(their writer failed: \[Errno 28\] No space '
+                                                  r'left on device\)'):
+    board.close()
+  assert 'Traceback' not in capfd.readouterr().err
+
+
+def test_only_this_projects_writer_threads_are_kept_quiet(tmp_path, monkeypatch):
+  """The excepthook keeps the OSError of this module's writer threads only: a notebook's own
+  tensorboardX writer's failure, and a bug (not an OSError) in ours, still reach the hook that
+  was there before, with their tracebacks; ours names the bug's type."""
+  seen = []
+  monkeypatch.setattr(threading, 'excepthook', lambda args: seen.append(args.exc_type))
+  board = summaries.TensorBoard(str(tmp_path / 'ours'))
+  board.scalars(1, {'loss': 1.0})  # opens the writer: the hook wraps the one above
+  from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+  theirs = SummaryWriter(str(tmp_path / 'theirs'), max_queue=0)
+  _failing_writes(monkeypatch, OSError(28, 'No space left on device'))
+  theirs.add_scalar('loss', 1.0, 1)
+  theirs.file_writer.event_writer._worker.join(timeout=60)  # pylint: disable=protected-access
+  assert seen == [OSError]
+  theirs.file_writer.event_writer._closed = True  # pylint: disable=protected-access
+  _failing_writes(monkeypatch, KeyError('bug'))
+  with pytest.raises(paths.OutputPathError, match=r"\(their writer failed: KeyError: 'bug'\)"):
+    board.scalars(2, {'loss': 0.5})
+    board.close()
+  assert seen == [OSError, KeyError]
