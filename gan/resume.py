@@ -73,24 +73,32 @@ def check_run_layout(config) -> None:
 
 
 def _check_same_sweep(run, sweep: dict) -> None:
-  """Refuses to resume `run` (a seed config) in a sweep other than the one (`sweep_id`) that
-  wrote its latest checkpoint. A smaller num_seeds (or a seed shifted within that sweep's) would
-  train some of its models on without the others, which could then not resume with them: their
-  checkpoints would be another sweep's. One a single run wrote (a model caught up on its own), one
-  that does not say, and an unreadable one (the restore names it) pass.
+  """Refuses to resume `run` (a seed config) in a sweep that leaves out some models of the sweep
+  (`sweep_id`) that wrote its latest checkpoint: a smaller num_seeds, or a seed shifted within
+  that sweep's, would train some of its models on without the others, which could then not resume
+  with them (their checkpoints would be another sweep's). A sweep that holds all of them resumes
+  (a larger one, extended by models trained on their own up to the same epoch), as does a run
+  whose latest checkpoint a single run wrote (a model caught up on its own), does not say, or is
+  unreadable (the restore names it).
   """
   epoch, meta = _latest_meta(run.log_path)
   wrote = meta.get('sweep')
-  if not isinstance(wrote, dict) or wrote == sweep:
+  if not isinstance(wrote, dict):
     return
-  first, last = wrote['seed'], wrote['seed'] + wrote['num_seeds'] - 1
+  theirs = range(wrote['seed'], wrote['seed'] + wrote['num_seeds'])
+  ours = range(sweep['seed'], sweep['seed'] + sweep['num_seeds'])
+  left_out = [s for s in theirs if s not in ours]
+  if not left_out:
+    return
+  first, end = min(theirs[0], ours[0]), max(theirs[-1], ours[-1]) + 1
   raise ConfigError(
       f'{os.path.abspath(run.log_path)} holds a model of another sweep: its latest checkpoint '
       f'(epoch {epoch}) was written by the sweep of num_seeds={wrote["num_seeds"]} from '
-      f'seed={wrote["seed"]} (seed_{first} ... seed_{last}), which this one '
-      f'(num_seeds={sweep["num_seeds"]}, seed={sweep["seed"]}) would train on without its other '
-      f'models; resume that sweep with --config.num_seeds={wrote["num_seeds"]} '
-      f'--config.seed={wrote["seed"]}, or use a new --config.log_path')
+      f'seed={wrote["seed"]}, which this one (num_seeds={sweep["num_seeds"]}, '
+      f'seed={sweep["seed"]}) would train on without its seed_{left_out[0]}'
+      + (f' ... seed_{left_out[-1]}' if len(left_out) > 1 else '')
+      + f'; resume a sweep of all of them (--config.num_seeds={end - first} '
+      f'--config.seed={first}), or use a new --config.log_path')
 
 
 def _first_saves_of(sweep: dict, mngrs) -> bool:

@@ -109,26 +109,33 @@ def test_more_seeds_on_a_sweep_are_refused_and_nothing_is_deleted(sweep, tmp_pat
   assert not os.path.exists(os.path.join(config.log_path, 'seed_5'))  # refused before writing
 
 
-def test_fewer_seeds_on_a_sweep_are_refused_before_writing(small_design_dir, tmp_path):
-  """A sweep within another's models (fewer num_seeds, a seed shifted inside it) would train them
-  on without the rest, which could then not resume with them: refused, naming the sweep to
-  resume, which then does."""
+def test_a_sweep_leaving_out_models_of_the_one_that_wrote_them_is_refused(small_design_dir,
+                                                                          tmp_path):
+  """A sweep holding all of another's models resumes them (a 2-model sweep extended by a third
+  model trained on its own to the same epoch). One that leaves some out (fewer num_seeds, a seed
+  shifted inside it) would train the rest on without them, which could then not resume with
+  them: refused before anything is written, naming the sweep of all of them."""
   settings = dict(SETTINGS, epochs=1, checkpoint_every=1, sample_every=1)
-  trainer.train(tiny_config(small_design_dir, tmp_path / 'run', num_seeds=3, seed=0, **settings))
-  runs = [str(tmp_path / 'run' / f'seed_{s}') for s in range(3)]
+  run = tmp_path / 'run'
+  trainer.train(tiny_config(small_design_dir, run, num_seeds=2, seed=0, **settings))
+  trainer.train(tiny_config(small_design_dir, run / 'seed_2', seed=2, data_seed=0, **settings))
+  extended = trainer.train(tiny_config(small_design_dir, run, num_seeds=3, seed=0,
+                                       **dict(settings, epochs=2)))
+  assert extended['start_epoch'] == 1
+  runs = [str(run / f'seed_{s}') for s in range(3)]
   before = {r: (_steps(r), os.path.getsize(os.path.join(r, 'log_summary'))) for r in runs}
-  for seed, num_seeds in ((0, 2), (1, 2)):
+  assert all(steps == [1, 2] for steps, _ in before.values())
+  for seed, left_out in ((0, 2), (1, 0)):
     with pytest.raises(config_lib.ConfigError,
                        match=rf'seed_{seed} holds a model of another sweep: its latest checkpoint '
-                       r'\(epoch 1\) was written by the sweep of num_seeds=3 from seed=0 '
-                       r'\(seed_0 ... seed_2\).*--config.num_seeds=3 --config.seed=0'):
-      trainer.train(tiny_config(small_design_dir, tmp_path / 'run', num_seeds=num_seeds,
-                                seed=seed, **dict(settings, epochs=2)))
+                       r'\(epoch 2\) was written by the sweep of num_seeds=3 from seed=0, which '
+                       rf'this one \(num_seeds=2, seed={seed}\) would train on without its '
+                       rf'seed_{left_out}; resume a sweep of all of them \(--config.num_seeds=3 '
+                       r'--config.seed=0\)'):
+      trainer.train(tiny_config(small_design_dir, run, num_seeds=2, seed=seed,
+                                **dict(settings, epochs=3)))
     assert before == {r: (_steps(r), os.path.getsize(os.path.join(r, 'log_summary')))
                       for r in runs}
-  resumed = trainer.train(tiny_config(small_design_dir, tmp_path / 'run', num_seeds=3, seed=0,
-                                      **dict(settings, epochs=2)))
-  assert resumed['start_epoch'] == 1 and all(_steps(r) == [1, 2] for r in runs)
 
 
 def test_a_sweep_of_other_seeds_trains_beside_the_first(sweep, tmp_path):
