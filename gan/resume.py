@@ -113,19 +113,21 @@ def _first_saves_of(sweep: dict, mngrs) -> bool:
 
 
 def _first_save(mngr) -> bool:
-  """Whether the checkpoints/ manager `mngr` holds a run's first save only: one checkpoint, of an
-  epoch up to the checkpoint_every of the config that wrote it (the first periodic save, or an
-  earlier last epoch or stop). One checkpoint alone does not say so: keep_checkpoints=1 leaves
-  one of a run trained on, whose training afresh would cost all of it. A checkpoint that does
-  not say (unreadable) is none."""
+  """Whether the checkpoints/ manager `mngr` holds a run's first save only: one checkpoint, by a
+  training that started afresh (`trained_from` 0), of an epoch up to its checkpoint_every (the
+  first periodic save, or an earlier last epoch or stop). One checkpoint alone does not say so:
+  keep_checkpoints=1 leaves one of a run trained on, whose training afresh would cost all of it,
+  and a resume may raise checkpoint_every past the epoch it saves. A checkpoint that does not say
+  (unreadable, or written before checkpoints recorded `trained_from`) is none."""
   steps = mngr.all_steps()
   if len(steps) != 1:
     return False
   try:
-    every = checkpoints.read_meta(mngr, steps[0])[1]['config']['checkpoint_every']
+    meta = checkpoints.read_meta(mngr, steps[0])[1]
+    every = meta['config']['checkpoint_every']
   except (checkpoints.CheckpointError, KeyError, TypeError):
     return False
-  return isinstance(every, int) and steps[0] <= every
+  return meta.get('trained_from') == 0 and isinstance(every, int) and steps[0] <= every
 
 
 def _written_by(sweep: dict, mngrs) -> bool:

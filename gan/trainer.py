@@ -264,6 +264,8 @@ def _train_runs(config, runs, shared, abstract, started: float, stop_requested) 
   for run in runs:
     run.log.info('Training on %s', parallel.describe(mesh))
   start_epoch = resume.resume_epoch(runs)
+  for run in runs:  # what resume._first_save reads: a first save is one of a run trained afresh
+    run.meta['trained_from'] = start_epoch
   # A Ctrl-C (train.py: the second) while the state is restored or initialised or the epoch
   # compiles (seconds to minutes) is recorded in log_summary too, as one during the epochs.
   with _interruption_logged(runs, start_epoch + 1, 'before epoch %d started'):

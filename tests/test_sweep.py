@@ -222,12 +222,18 @@ def test_a_sweep_stopped_between_its_runs_first_saves_trains_afresh(small_design
   assert _steps(os.path.join(config.log_path, 'seed_3')) == [1, 2]
 
 
+@pytest.mark.parametrize('resumed', [False, True], ids=['in_one_go', 'resumed_saving_less_often'])
 def test_a_sweep_keeping_one_checkpoint_is_refused_not_trained_afresh_when_a_run_lost_its_own(
-    small_design_dir, tmp_path):
+    small_design_dir, tmp_path, resumed):
   """With keep_checkpoints=1 a run trained on holds one checkpoint, as one stopped between the
   runs' first saves does: a run's lost checkpoints made the sweep train afresh, deleting all the
-  other runs' training. One checkpoint past its checkpoint_every is no first save: refused."""
+  other runs' training. One checkpoint past its checkpoint_every is no first save, nor one of a
+  resumed training, whose checkpoint_every may have been raised past it: refused."""
   settings = dict(SETTINGS, epochs=2, checkpoint_every=1, keep_checkpoints=1)
+  if resumed:
+    trainer.train(tiny_config(small_design_dir, tmp_path / 'run', num_seeds=2, seed=3,
+                              **dict(settings, epochs=1)))
+    settings['checkpoint_every'] = 5  # epoch 2 is saved as the last, at or before 5
   trainer.train(tiny_config(small_design_dir, tmp_path / 'run', num_seeds=2, seed=3, **settings))
   seed_3, seed_4 = (str(tmp_path / 'run' / f'seed_{s}') for s in (3, 4))
   assert _steps(seed_3) == _steps(seed_4) == [2]
