@@ -180,12 +180,15 @@ def _close_parts(mngr: ocp.CheckpointManager) -> None:
 def _write_error(mngr: ocp.CheckpointManager, error: Exception) -> CheckpointError:
   """The one line for a failed checkpoint write (orbax's own error is a page of traceback), once
   the write's unfinished temporary directory is removed: on a full disk it held the space it had
-  written until the next run's manager removed it. (Only a writing manager writes, and the run
-  lock keeps every other writer out of its directory: no one else's write is in progress there.)
-  Where it cannot be removed (a directory made read-only), the next writing manager does."""
-  with contextlib.suppress(Exception):
-    for tmp in ocp.step.all_temporary_paths(mngr.directory):
-      shutil.rmtree(str(tmp.get()), ignore_errors=True)
+  written until the next run's manager removed it. With one process only: only a writing manager
+  writes, and the run lock keeps every other writer out of its directory, so no one else's write
+  is in progress there; with several, the others write their shards into the same directory, and
+  may not have failed. Where it is kept, or cannot be removed (a directory made read-only), the
+  next writing manager removes it."""
+  if jax.process_count() == 1:
+    with contextlib.suppress(Exception):
+      for tmp in ocp.step.all_temporary_paths(mngr.directory):
+        shutil.rmtree(str(tmp.get()), ignore_errors=True)
   return CheckpointError(f'cannot write a checkpoint in {mngr.directory} ({_write_reason(error)}); '
                          'the complete checkpoints are kept, and the same command resumes from '
                          'the latest once it can write there')
