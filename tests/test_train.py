@@ -1888,6 +1888,64 @@ def test_resolve_reads_a_choice_by_its_canonical_name_in_every_check():
     config_lib.resolve(config)
 
 
+@pytest.mark.parametrize('field,value', [
+    ('mask_input', 'no'), ('gen_hidden_dims', (64, -1)), ('lr_final_fraction', None),
+    ('best_metric', 'fid')])
+def test_resolve_refuses_a_wrong_kind_of_value_in_one_line(field, value):
+  """A config file's mask_input='no' (a truthy string: the mask was applied), a negative hidden
+  width (an error from flax once the model was built), lr_final_fraction=None (a TypeError from
+  the range check) and a misspelt best_metric are each a one-line ConfigError naming the field."""
+  config = default.get_config().to_dict()  # a ConfigDict refuses the assignment of some
+  with pytest.raises(ConfigError, match=f'^{field}'):
+    config_lib.resolve(ml_collections.ConfigDict(dict(config, **{field: value})))
+
+
+def test_resolve_accepts_the_longest_lr_decay_its_message_names_and_eval_every_0():
+  """lr_decay_steps x critic_iter up to the int32 step limit itself is accepted (the message says
+  'at most MAX_STEPS // critic_iter'), one more step is refused; eval_every=0 (never) passes."""
+  config = default.get_config()
+  config.update(loss_mode='wgan', critic_iter=1, lr_decay_steps=config_lib.MAX_STEPS,
+                eval_every=0)
+  resolved = config_lib.resolve(config)
+  assert (resolved.lr_decay_steps, resolved.eval_every) == (2**31 - 1, 0)
+  config.lr_decay_steps += 1
+  with pytest.raises(ConfigError, match=f'^lr_decay_steps must be at most {2**31 - 1} '):
+    config_lib.resolve(config)
+
+
+def test_data_seed_0_is_its_own_split_not_the_seeds():
+  """Only data_seed -1 means 'use seed': data_seed 0 with seed 3 draws split 0 (and a resume
+  compares it as 0)."""
+  config = default.get_config()
+  config.update(seed=3, data_seed=0)
+  assert config_lib.data_seed(config) == 0
+  assert config_lib.model_fields(config)['data_seed'] == 0
+  config.data_seed = -1
+  assert config_lib.data_seed(config) == 3
+
+
+def test_an_aux_regression_without_the_aux_head_is_no_model_change():
+  """Without the auxiliary head (aux_lambda 0) there is no regression output to add or remove:
+  changing aux_regression there resumes, with the head it is refused as a model change."""
+  config = default.get_config()
+  config.update(aux_lambda=0.0)
+  other = ml_collections.ConfigDict(dict(config.to_dict(), aux_regression=0.0))
+  assert config_lib.model_fields(config) == config_lib.model_fields(other)
+  config.aux_lambda = other.aux_lambda = 1.0
+  assert config_lib.model_fields(config) != config_lib.model_fields(other)
+
+
+def test_changed_settings_leave_out_epochs():
+  """A resume that trains on to more epochs is what resuming is for: `epochs` is not logged as a
+  changed setting; another learning rate is."""
+  old = config_lib.resolve(default.get_config())
+  new = ml_collections.ConfigDict(dict(old.to_dict(), epochs=old.epochs + 5))
+  assert config_lib.changed_settings(old, new) == []
+  new.learning_rate_gen = old.learning_rate_gen * 2
+  assert config_lib.changed_settings(old, new) == [
+      f'learning_rate_gen: {old.learning_rate_gen!r} -> {new.learning_rate_gen!r}']
+
+
 # float() read '1_0' as 10.0 and '\u0661' (Arabic-Indic one) as 1.0; the file names refuse both.
 @pytest.mark.parametrize('text', ['1.0,,1.1', '1.0,1.1,', 'a,b', '1_0,1.1', '\u0661,1.1', '1e0',
                                   '-1.0,1.1', 'nan', 'inf', ['1.0', '1_1']])
