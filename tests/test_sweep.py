@@ -424,3 +424,19 @@ def test_every_sweep_model_logs_the_same_training_time(small_design_dir, tmp_pat
     with open(os.path.join(run['log_path'], 'log_summary'), encoding='utf-8') as f:
       said += re.findall(r'Trained 2 epoch\(s\) in ([0-9.]+) s', f.read())
   assert len(said) == 2 and said[0] == said[1], said
+
+
+def test_seed_configs_are_one_single_run_per_seed_on_the_sweeps_split():
+  """num_seeds=3 from seed 5: the runs of seeds 5, 6, 7 (the first is the base seed), each a
+  single run (num_seeds 1) on the base seed's split (data_seed -1 read as 5), each logging and
+  writing its designs to its own seed_<s> directory; num_seeds=1 is the config itself."""
+  config = config_lib.resolve(tiny_config('', 'runs/x', output_path='designs', seed=5,
+                                          data_seed=-1, num_seeds=3))
+  runs = config_lib.seed_configs(config)
+  assert [(c.seed, c.num_seeds, c.data_seed) for c in runs] == [(5, 1, 5), (6, 1, 5), (7, 1, 5)]
+  assert [c.log_path for c in runs] == [os.path.join('runs/x', f'seed_{s}') for s in (5, 6, 7)]
+  assert [c.output_path for c in runs] == [os.path.join('designs', f'seed_{s}') for s in (5, 6, 7)]
+  config.output_path = ''  # each run's <log_path>/output
+  assert [c.output_path for c in config_lib.seed_configs(config)] == ['', '', '']
+  single = ml_collections.ConfigDict(dict(config.to_dict(), num_seeds=1))
+  assert config_lib.seed_configs(single) == [single]
