@@ -1945,6 +1945,27 @@ def test_changed_settings_leave_out_epochs():
   assert config_lib.changed_settings(old, new) == [
       f'learning_rate_gen: {old.learning_rate_gen!r} -> {new.learning_rate_gen!r}']
 
+def test_an_attention_critic_alone_keeps_the_attention_fields_in_the_model():
+  """With an MLP generator and a self-attention critic the critic reads embed_dim and the other
+  attention fields: a resume that changes one is a model change (not only an attention
+  generator counts)."""
+  config = default.get_config()
+  config.update(gen_mode='mlp', disc_mode='selfattention')
+  other = ml_collections.ConfigDict(dict(config.to_dict(), embed_dim=config.embed_dim * 2))
+  assert config_lib.model_fields(config)['embed_dim'] == config.embed_dim
+  assert config_lib.model_fields(config) != config_lib.model_fields(other)
+
+
+def test_a_config_missing_five_fields_names_all_five():
+  """Up to five missing fields are all named; from six on, four and how many more."""
+  full = default.get_config().to_dict()
+  names = sorted(full)
+  for missing, said in ((5, ', '.join(names[:5]) + '; '),
+                        (6, ', '.join(names[:4]) + ' and 2 more')):
+    partial = ml_collections.ConfigDict({k: v for k, v in full.items() if k not in names[:missing]})
+    with pytest.raises(ConfigError, match=f'^the config has no field {re.escape(said)}'):
+      config_lib.resolve(partial)
+
 
 # float() read '1_0' as 10.0 and '\u0661' (Arabic-Indic one) as 1.0; the file names refuse both.
 @pytest.mark.parametrize('text', ['1.0,,1.1', '1.0,1.1,', 'a,b', '1_0,1.1', '\u0661,1.1', '1e0',
