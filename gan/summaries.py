@@ -164,11 +164,10 @@ class TensorBoard:
       return
     events._closed = True  # pylint: disable=protected-access
     self.writer = None
-    raise self._failed(worker)
+    raise self._failed(_writer_failures.pop(worker, None))
 
-  def _failed(self, worker) -> paths.OutputPathError:
-    """The error of a writer whose thread `worker` ended on a failed write, naming its cause."""
-    failure = _writer_failures.pop(worker, None)
+  def _failed(self, failure) -> paths.OutputPathError:
+    """The error of a writer whose write failed with `failure` (None: not known)."""
     if isinstance(failure, OSError):
       cause = str(failure)
     elif failure is not None:
@@ -191,15 +190,25 @@ class TensorBoard:
 
   def close(self):
     """Writes the events still queued and closes the writer; an OutputPathError where that last
-    write failed (a full disk), which would otherwise lose the last epoch's records unsaid."""
+    write failed (a full disk), which would otherwise lose the last epoch's records unsaid. The
+    file's buffered bytes are flushed here, in this thread: on a full disk that is where the
+    write fails, often."""
     if self.writer is not None:
       self._check_writing()
       worker = _worker_thread(self.writer)[1]
-      self.writer.flush()
-      self.writer.close()
-      self.writer = None
+      writer, self.writer = self.writer, None
+      try:
+        writer.flush()
+        writer.close()
+      except OSError as e:  # tensorboardX's close flushes first: its thread is still running
+        events, _ = _worker_thread(writer)
+        if worker is not None and worker.is_alive():
+          worker.stop()
+        if events is not None:  # nothing left to retry at exit
+          events._closed = True  # pylint: disable=protected-access
+        raise self._failed(e) from None
       if worker is not None and worker in _writer_failures:
-        raise self._failed(worker)
+        raise self._failed(_writer_failures.pop(worker))
 
 
 class NoTensorBoard:

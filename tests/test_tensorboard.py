@@ -254,6 +254,28 @@ def test_a_failure_of_the_last_write_at_close_is_an_error_too(tmp_path, monkeypa
   assert 'Traceback' not in capfd.readouterr().err
 
 
+def test_a_full_disk_at_the_final_flush_is_an_error_and_stops_the_writer(tmp_path, monkeypatch,
+                                                                         capfd):
+  """On a full disk the events often fail where their buffered bytes are flushed, which close()
+  does in the caller's thread: an OSError traceback, and the writer thread left running. Now the
+  OutputPathError, with the thread stopped."""
+  from tensorboardX import record_writer  # pylint: disable=import-outside-toplevel
+  board = summaries.TensorBoard(str(tmp_path))
+  board.scalars(1, {'loss': 1.0})
+  worker = board.writer.file_writer.event_writer._worker  # pylint: disable=protected-access
+
+  def flush(self):
+    raise OSError(28, 'No space left on device')
+
+  monkeypatch.setattr(record_writer.RecordWriter, 'flush', flush)
+  with pytest.raises(paths.OutputPathError, match=r'\(their writer failed: \[Errno 28\] No space '
+                                                  r'left on device\)'):
+    board.close()
+  worker.join(timeout=60)
+  assert not worker.is_alive() and board.writer is None
+  assert 'Traceback' not in capfd.readouterr().err
+
+
 def test_only_this_projects_writer_threads_are_kept_quiet(tmp_path, monkeypatch):
   """The excepthook keeps the OSError of this module's writer threads only: a notebook's own
   tensorboardX writer's failure, and a bug (not an OSError) in ours, still reach the hook that
