@@ -12,6 +12,7 @@ import numpy as np
 from gan import images as images_lib
 from gan import interrupts
 from gan import paths
+from gan.errors import DesignGanError
 
 GRID_SCALE = 4   # pixels per design cell in grids
 GRID_PAD = 2     # grey border between designs, in grid pixels
@@ -94,7 +95,8 @@ def _summary_writer_class():
 
 
 # The writer threads of this module's TensorBoard writers, and why each that failed ended
-# (`_keep_writer_failures`); a thread no longer referenced elsewhere leaves both.
+# (`_keep_writer_failures`, its error without the traceback, whose frames would hold the thread);
+# a thread no longer referenced elsewhere leaves both.
 _watched_threads = weakref.WeakSet()
 _writer_failures = weakref.WeakKeyDictionary()
 
@@ -110,11 +112,11 @@ def _keep_writer_failures():
     return
 
   def hook(args):
-    if args.thread in _watched_threads and isinstance(args.exc_value, Exception):
-      _writer_failures[args.thread] = args.exc_value
-      if isinstance(args.exc_value, OSError):
-        return
-    previous(args)
+    failure = args.exc_value
+    if not (args.thread in _watched_threads and isinstance(failure, OSError)):
+      previous(args)
+    if args.thread in _watched_threads and isinstance(failure, Exception):
+      _writer_failures[args.thread] = failure.with_traceback(None)
 
   hook.keeps_writer_failures = True
   threading.excepthook = hook
@@ -156,9 +158,10 @@ class TensorBoard:
 
   def _check_writing(self):
     """An OutputPathError once tensorboardX's writer thread has ended on a failed write (a full
-    disk): it writes the events of its queue from a thread that such a write ends, and with a
-    queue of 10 the next events waited for room forever (train.py hung after one epoch). The dead
-    writer is marked closed, so that its close (also at exit) neither writes nor waits."""
+    disk; a DesignGanError where it ended on a bug): it writes the events of its queue from a
+    thread that such a write ends, and with a queue of 10 the next events waited for room forever
+    (train.py hung after one epoch). The dead writer is marked closed, so that its close (also at
+    exit) neither writes nor waits."""
     events, worker = _worker_thread(self._writer())
     if worker is None or worker.is_alive():
       return
@@ -166,14 +169,14 @@ class TensorBoard:
     self.writer = None
     raise self._failed(_writer_failures.pop(worker, None))
 
-  def _failed(self, failure) -> paths.OutputPathError:
-    """The error of a writer whose write failed with `failure` (None: not known)."""
-    if isinstance(failure, OSError):
-      cause = str(failure)
-    elif failure is not None:
+  def _failed(self, failure) -> DesignGanError:
+    """The error of a writer whose write failed with `failure` (None: not known). One not an
+    OSError is a bug (its traceback printed above), which no free disk space would mend."""
+    if failure is not None and not isinstance(failure, OSError):
       cause = f'{type(failure).__name__}: {failure}' if str(failure) else type(failure).__name__
-    else:
-      cause = 'a full disk or a directory made read-only'
+      return DesignGanError(f'the TensorBoard writer of {self.directory} failed ({cause}; its '
+                            'traceback is above); the complete checkpoints are kept')
+    cause = str(failure) if failure else 'a full disk or a directory made read-only'
     return paths.OutputPathError(
         f'cannot write the TensorBoard records in {self.directory} (their writer failed: '
         f'{cause}); the complete checkpoints are kept, and the same command resumes from the '

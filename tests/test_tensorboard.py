@@ -30,6 +30,7 @@ from helpers import tiny_config
 from gan import paths
 from gan import summaries
 from gan import trainer
+from gan.errors import DesignGanError
 
 HOST = '127.0.0.1'
 STARTUP_TIMEOUT_S = 60.0
@@ -279,7 +280,8 @@ def test_a_full_disk_at_the_final_flush_is_an_error_and_stops_the_writer(tmp_pat
 def test_only_this_projects_writer_threads_are_kept_quiet(tmp_path, monkeypatch):
   """The excepthook keeps the OSError of this module's writer threads only: a notebook's own
   tensorboardX writer's failure, and a bug (not an OSError) in ours, still reach the hook that
-  was there before, with their tracebacks; ours names the bug's type."""
+  was there before, with their tracebacks; ours names the bug's type, without the full disk's
+  remedy (no free space mends a bug)."""
   seen = []
   monkeypatch.setattr(threading, 'excepthook', lambda args: seen.append(args.exc_type))
   board = summaries.TensorBoard(str(tmp_path / 'ours'))
@@ -292,7 +294,9 @@ def test_only_this_projects_writer_threads_are_kept_quiet(tmp_path, monkeypatch)
   assert seen == [OSError]
   theirs.file_writer.event_writer._closed = True  # pylint: disable=protected-access
   _failing_writes(monkeypatch, KeyError('bug'))
-  with pytest.raises(paths.OutputPathError, match=r"\(their writer failed: KeyError: 'bug'\)"):
+  with pytest.raises(DesignGanError, match=r"TensorBoard writer of .* failed \(KeyError: 'bug'; "
+                                           r"its traceback is above\); the complete checkpoints "
+                                           r"are kept$"):
     board.scalars(2, {'loss': 0.5})
     board.close()
   assert seen == [OSError, KeyError]
