@@ -91,6 +91,7 @@ def _check_same_sweep(run, sweep: dict) -> None:
   if not left_out:
     return
   first, end = min(theirs[0], ours[0]), max(theirs[-1], ours[-1]) + 1
+  split = config_lib.data_seed(meta['config'])  # the sweep of all of them resumes on its split
   raise ConfigError(
       f'{os.path.abspath(run.log_path)} holds a model of another sweep: its latest checkpoint '
       f'(epoch {epoch}) was written by the sweep of num_seeds={wrote["num_seeds"]} from '
@@ -98,7 +99,8 @@ def _check_same_sweep(run, sweep: dict) -> None:
       f'seed={sweep["seed"]}) would train on without its seed_{left_out[0]}'
       + (f' ... seed_{left_out[-1]}' if len(left_out) > 1 else '')
       + f'; resume a sweep of all of them (--config.num_seeds={end - first} '
-      f'--config.seed={first}), or use a new --config.log_path')
+      f'--config.seed={first}' + (f' --config.data_seed={split}' if split != first else '')
+      + '), or use a new --config.log_path')
 
 
 def _first_saves_of(sweep: dict, mngrs) -> bool:

@@ -114,26 +114,31 @@ def test_a_sweep_leaving_out_models_of_the_one_that_wrote_them_is_refused(small_
   """A sweep holding all of another's models resumes them (a 2-model sweep extended by a third
   model trained on its own to the same epoch). One that leaves some out (fewer num_seeds, a seed
   shifted inside it) would train the rest on without them, which could then not resume with
-  them: refused before anything is written, naming the sweep of all of them."""
+  them: refused before anything is written, naming a sweep of all of them, on their split."""
   settings = dict(SETTINGS, epochs=1, checkpoint_every=1, sample_every=1)
   run = tmp_path / 'run'
-  trainer.train(tiny_config(small_design_dir, run, num_seeds=2, seed=0, **settings))
-  trainer.train(tiny_config(small_design_dir, run / 'seed_2', seed=2, data_seed=0, **settings))
-  extended = trainer.train(tiny_config(small_design_dir, run, num_seeds=3, seed=0,
+  trainer.train(tiny_config(small_design_dir, run, num_seeds=2, seed=1, **settings))
+  trainer.train(tiny_config(small_design_dir, run / 'seed_3', seed=3, data_seed=1, **settings))
+  extended = trainer.train(tiny_config(small_design_dir, run, num_seeds=3, seed=1,
                                        **dict(settings, epochs=2)))
   assert extended['start_epoch'] == 1
-  runs = [str(run / f'seed_{s}') for s in range(3)]
+  trainer.train(tiny_config(small_design_dir, run / 'seed_0', seed=0, data_seed=1,
+                            **dict(settings, epochs=2)))
+  runs = [str(run / f'seed_{s}') for s in range(4)]
   before = {r: (_steps(r), os.path.getsize(os.path.join(r, 'log_summary'))) for r in runs}
   assert all(steps == [1, 2] for steps, _ in before.values())
-  for seed, left_out in ((0, 2), (1, 0)):
+  for seed, num_seeds, left_out, of_all in (
+      (1, 2, 3, '--config.num_seeds=3 --config.seed=1'),
+      (2, 2, 1, '--config.num_seeds=3 --config.seed=1'),
+      (0, 3, 3, '--config.num_seeds=4 --config.seed=0 --config.data_seed=1')):
     with pytest.raises(config_lib.ConfigError,
-                       match=rf'seed_{seed} holds a model of another sweep: its latest checkpoint '
-                       r'\(epoch 2\) was written by the sweep of num_seeds=3 from seed=0, which '
-                       rf'this one \(num_seeds=2, seed={seed}\) would train on without its '
-                       rf'seed_{left_out}; resume a sweep of all of them \(--config.num_seeds=3 '
-                       r'--config.seed=0\)'):
-      trainer.train(tiny_config(small_design_dir, run, num_seeds=2, seed=seed,
-                                **dict(settings, epochs=3)))
+                       match=rf'seed_{max(seed, 1)} holds a model of another sweep: its latest '
+                       r'checkpoint \(epoch 2\) was written by the sweep of num_seeds=3 from '
+                       rf'seed=1, which this one \(num_seeds={num_seeds}, seed={seed}\) would '
+                       rf'train on without its seed_{left_out}; resume a sweep of all of them '
+                       rf'\({of_all}\), or use a new --config.log_path$'):
+      trainer.train(tiny_config(small_design_dir, run, num_seeds=num_seeds, seed=seed,
+                                data_seed=1, **dict(settings, epochs=3)))
     assert before == {r: (_steps(r), os.path.getsize(os.path.join(r, 'log_summary')))
                       for r in runs}
 
