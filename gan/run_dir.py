@@ -27,7 +27,7 @@ from gan import prng
 from gan import resume
 from gan import step
 from gan import summaries
-from gan.errors import TrainingError, messages_to
+from gan.errors import DesignGanError, TrainingError, messages_to
 
 # The work that closes an epoch when due, in the order it is done; a last epoch does all of it.
 CLOSING_WORK = ('grid', 'evaluation', 'checkpoint')
@@ -61,6 +61,19 @@ def _close_logger(logger: logging.Logger) -> None:
   for handler in list(logger.handlers):
     logger.removeHandler(handler)
     handler.close()
+
+
+def _close_tensorboard(board) -> None:
+  """Closes `board` where an error may be on its way out (`Run.release`). `Run.finish` closes it
+  once training succeeded, so it is still open here only after training failed: its own error (a
+  full disk at the last write) is then dropped, as it would replace the failure that stopped the
+  training (a CheckpointError, a Ctrl-C), which is the one to report."""
+  failing = sys.exc_info()[1]
+  try:
+    board.close()
+  except DesignGanError:
+    if failing is None:
+      raise
 
 
 def _first_non_finite(metrics: dict):
@@ -280,7 +293,7 @@ class Run:
     write)."""
     with contextlib.ExitStack() as later:
       later.callback(_close_logger, self.log)  # last: the others may fail
-      later.callback(self.tb.close)
+      later.callback(_close_tensorboard, self.tb)
       later.callback(self.evaluator.release)
       checkpoints.close(self.mngr)
 

@@ -10,6 +10,7 @@ files, queried over HTTP on 127.0.0.1 only (endpoints as served by tensorboard 2
   GET /data/plugin/images/individualImage?<query>      -> image/png bytes
 """
 
+import contextlib
 import io
 import json
 import os
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,7 +29,9 @@ import pytest
 from PIL import Image
 from helpers import tiny_config
 
+from gan import checkpoints
 from gan import paths
+from gan import run_dir
 from gan import summaries
 from gan import trainer
 from gan.errors import DesignGanError
@@ -300,3 +304,25 @@ def test_only_this_projects_writer_threads_are_kept_quiet(tmp_path, monkeypatch)
     board.scalars(2, {'loss': 0.5})
     board.close()
   assert seen == [OSError, KeyError]
+
+
+def test_a_tensorboard_failure_at_release_does_not_hide_the_failure_that_stopped_training(
+    monkeypatch):
+  """Run.release closes a run's event file after training failed (on success Run.finish already
+  closed it): on a full disk its close fails too, and its OutputPathError replaced the error that
+  stopped training (a CheckpointError, a Ctrl-C), which is the one to report. With nothing else
+  on its way out, the close's own error is still raised."""
+  class FailingBoard:
+    def close(self):
+      raise paths.OutputPathError('cannot write the TensorBoard records')
+
+  monkeypatch.setattr(run_dir.checkpoints, 'close', lambda mngr: None)
+  run = types.SimpleNamespace(log=run_dir.logging.getLogger('designgan.test_release'),
+                              tb=FailingBoard(), mngr=None,
+                              evaluator=types.SimpleNamespace(release=lambda: None))
+  with pytest.raises(checkpoints.CheckpointError, match='cannot write a checkpoint'):
+    with contextlib.ExitStack() as release:  # as trainer.train releases its runs
+      release.callback(run_dir.Run.release, run)
+      raise checkpoints.CheckpointError('cannot write a checkpoint')
+  with pytest.raises(paths.OutputPathError, match='TensorBoard records'):
+    run_dir.Run.release(run)
