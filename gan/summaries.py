@@ -112,10 +112,10 @@ def _keep_writer_failures():
     return
 
   def hook(args):
-    failure = args.exc_value
-    if not (args.thread in _watched_threads and isinstance(failure, OSError)):
+    ours, failure = args.thread in _watched_threads, args.exc_value
+    if not (ours and isinstance(failure, OSError)):
       previous(args)
-    if args.thread in _watched_threads and isinstance(failure, Exception):
+    if ours and isinstance(failure, Exception):
       _writer_failures[args.thread] = failure.with_traceback(None)
 
   hook.keeps_writer_failures = True
@@ -198,13 +198,12 @@ class TensorBoard:
     write fails, often."""
     if self.writer is not None:
       self._check_writing()
-      worker = _worker_thread(self.writer)[1]
+      events, worker = _worker_thread(self.writer)
       writer, self.writer = self.writer, None
       try:
         writer.flush()
         writer.close()
       except OSError as e:  # tensorboardX's close flushes first: its thread is still running
-        events, _ = _worker_thread(writer)
         if worker is not None and worker.is_alive():
           worker.stop()
         if events is not None:  # nothing left to retry at exit
