@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
+from absl import flags
 from flax import nnx
 from tensorboard.backend.event_processing import event_accumulator
 
@@ -2438,6 +2439,9 @@ _BAD_CONFIG_FILES = {
     # the value was cut at its own ': ' ("--config.epochs=3: epochs takes ..., got '3'")
     (['--config.epochs=3: x'], ["--config.epochs=3: x: epochs takes a whole number", "got '3: x'"]),
     (['--config.epochs', '1.5'], ["--config.epochs=1.5: epochs takes a whole number"]),
+    # the value as the next argument, holding its own ': ' too: it was cut there as well
+    (['--config.epochs', '3: x'], ["--config.epochs=3: x: epochs takes a whole number",
+                                   "got '3: x'"]),
     (['--config.epochs=1', 'extra'], ['unexpected arguments: extra', '--config=FILE']),
     (['--config.epochs=1', '--config=configs/default.py'],
      ['--config.epochs', 'give --config=FILE before the --config.<field> overrides']),
@@ -2453,7 +2457,7 @@ _BAD_CONFIG_FILES = {
         'config_not_a_configdict_with_field', 'config_not_a_configdict',
         'config_returns_none', 'argument_not_taken', 'argument_missing', 'field_of_a_tuple',
         'item_of_a_tuple', 'bad_int', 'float_for_int', 'bad_bool', 'value_with_colon',
-        'value_as_next_argument', 'extra_argument',
+        'value_as_next_argument', 'next_argument_with_colon', 'extra_argument',
         'override_first', 'log_path_file', 'log_path_under_file',
         'output_path_file', 'no_field_name', 'home_directory'])
 def test_cli_reports_a_bad_config_file_field_or_path_in_one_line(args, expected, tmp_path):
@@ -2476,6 +2480,18 @@ def test_cli_reports_a_bad_config_file_field_or_path_in_one_line(args, expected,
   for fragment in expected:
     assert fragment.format(dir=tmp_path) in lines[0], (fragment, lines[0])
   assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_wrong_type_message_names_the_whole_value_the_error_starts_with():
+  """Of a field's values on the command line, the message names the one absl's error starts
+  with, and of those the longest: '3' and '3: x' both start "flag --config.epochs=3: x: ...",
+  and '3' is only the cut-off one."""
+  argv = ['--config.epochs=3', '--config.epochs', '3: x', '--config.batch_size=3: y']
+  error = flags.IllegalFlagValueError(
+      "flag --config.epochs=3: x: invalid literal for int() with base 10: '3: x'")
+  message = config_lib._wrong_type_message(error, default.get_config(), argv)
+  assert message.startswith('--config.epochs=3: x: epochs takes a whole number'), message
+  assert message.endswith("got '3: x'"), message
 
 
 def test_a_training_state_larger_than_memory_is_refused_before_the_run_writes(small_design_dir,
