@@ -6,6 +6,7 @@ from helpers import relabelled
 
 from gan import data
 from gan import designs
+from gan import images as images_lib
 from gan import metrics
 from gan import oracle
 
@@ -60,6 +61,16 @@ def test_frechet_distance_rejects_mismatched_features():
     metrics.frechet_distance(np.zeros((1, 3)), np.zeros((5, 3)))
 
 
+def test_frechet_distance_rejects_a_single_row_or_samples_that_are_not_tables():
+  """Either sample with one row has no covariance (a division by zero gave nan, which no ranking
+  can use); a 1-D or 3-D array is not rows of features (an IndexError before)."""
+  for a, b in ((np.zeros((5, 3)), np.zeros((1, 3))), (np.zeros((1, 3)), np.zeros((5, 3))),
+               (np.zeros(5), np.zeros(5)), (np.zeros((5, 3)), np.zeros((5, 3, 1))),
+               (np.zeros((5, 3, 1)), np.zeros((5, 3)))):
+    with pytest.raises(ValueError, match='feature arrays'):
+      metrics.frechet_distance(a, b)
+
+
 # ---------------------------------------------------------------------------------------------
 # Diversity
 
@@ -86,6 +97,19 @@ def test_diversity_subsamples_a_large_group_without_repeating_a_design():
   group[np.arange(n), 0, np.arange(n), 0] = 255
   assert metrics.diversity([group], seed=0) == pytest.approx(2 / n)
   assert metrics.diversity([group], seed=1) == pytest.approx(2 / n)
+
+
+def test_diversity_subsample_follows_the_seed():
+  """The subsample of a large group is drawn from `seed` (gan.evaluate passes its evaluation
+  seed): the same seed gives the same value, another seed another subsample; either estimates the
+  whole group's mean pairwise distance."""
+  n = 3 * metrics.MAX_GROUP
+  group = np.random.default_rng(0).integers(0, 256, (n, 2, 2, 1), np.uint8)
+  values = [metrics.diversity([group], seed=s) for s in (0, 0, 1, 2)]
+  assert values[0] == values[1]
+  assert len(set(values[1:])) == 3, values
+  whole = metrics.mean_pairwise_l1(group)
+  assert all(abs(v - whole) < 0.05 for v in values), (values, whole)
 
 
 def test_group_by_condition_keeps_every_label_pair_apart():
