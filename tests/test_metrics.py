@@ -178,3 +178,29 @@ def test_synthetic_designs_are_recognised(small_design_dir):
                                       ((p.mass + 1) % nm).astype(np.int32), p.names)
   mass_moved = data.Dataset(small.spec, shift(small.train), shift(small.val), small.mask)
   assert not metrics.is_synthetic(mass_moved)
+
+
+def test_synthetic_needs_at_least_the_agreement_share(small_design_dir, monkeypatch):
+  """'At least SYNTHETIC_AGREEMENT': designs the oracle labels all exactly pass a threshold of 1."""
+  small = data.load_dataset(small_design_dir)
+  monkeypatch.setattr(metrics, 'SYNTHETIC_AGREEMENT', 1.0)
+  assert metrics.is_synthetic(small)
+
+
+def test_synthetic_counts_the_validation_designs_too(small_design_dir):
+  """Both splits are checked: designs whose validation part (10%) the oracle does not reproduce
+  are not the synthetic ones, although every training design is."""
+  small = data.load_dataset(small_design_dir)
+  val_moved = data.Dataset(small.spec, small.train, relabelled(small).val, small.mask)
+  assert len(small.val) and not metrics.is_synthetic(val_moved)
+
+
+def test_designs_of_another_size_are_not_synthetic(tmp_path):
+  """The oracle measures 10x30 designs only: other sizes are not its designs, whatever their
+  labels say (and are not measured at all)."""
+  real = designs.generate(8, seed=0)
+  for i, (image, d, m) in enumerate(zip(real.images, real.durability, real.mass)):
+    images_lib.write_rgb(str(tmp_path / f'{d:.1f}_a_{m:.2f}_{i}.bmp'), image[:, :20])
+  other = data.load_dataset(str(tmp_path), val_fraction=0)
+  assert (other.layout.full_height, other.layout.full_width) == (oracle.HEIGHT, 20)
+  assert not metrics.is_synthetic(other)
