@@ -1,6 +1,7 @@
 """Tests of gan/evaluate.py: the metrics on generators known to be right or wrong, and the command
 line on a tiny trained run."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -210,6 +211,82 @@ def test_bad_arguments_and_outputs_are_rejected(dataset, classifier, ref):
 
   with pytest.raises(ValueError, match='full layout'):
     evaluate.evaluate_generator(training_layout, dataset, classifier, 1, ref=ref)
+
+
+def test_one_durability_class_off_is_within1_and_the_tables_say_which_label(dataset, classifier,
+                                                                            ref, pool):
+  """Real designs of the neighbouring durability class (one step off): no design is exact, every
+  one within one class; the per-class rows say the durability label is off and the mass label
+  right. (Perfect and noise generators alone could not tell within1 from exact.)"""
+  perfect = real_fn(pool, dataset.spec, dataset.layout)
+  nd = len(dataset.spec.durability)
+
+  def neighbour(d_idx, m_idx, fixed, seed):
+    d_idx = np.asarray(d_idx)
+    return perfect(np.where(d_idx + 1 < nd, d_idx + 1, d_idx - 1), m_idx, fixed, seed)
+
+  metrics = evaluate.evaluate_generator(neighbour, dataset, classifier, PER_PAIR, seed=3, ref=ref)
+  assert metrics['oracle_exact'] == 0.0 and metrics['oracle_within1'] == 1.0
+  per_class = metrics['per_class']
+  for row in per_class['durability'] + per_class['mass'] + per_class['pairs']:
+    assert row['oracle_exact'] == 0.0 and row['oracle_within1'] == 1.0, row
+  assert all(row['oracle_label_exact'] == 0.0 for row in per_class['durability'])
+  assert all(row['oracle_label_exact'] == 1.0 for row in per_class['mass'])
+
+
+def test_per_class_tables_count_each_pair_and_agree_with_the_totals(dataset, classifier, ref):
+  """Pairs come durability major, `per_pair` designs each; a class row counts its pairs' designs;
+  the rows' classifier accuracy (both classes right) averages to the overall one."""
+  metrics = evaluate.evaluate_generator(noise_fn(dataset.layout), dataset, classifier, PER_PAIR,
+                                        seed=3, ref=ref)
+  spec, per_class = dataset.spec, metrics['per_class']
+  d_idx, m_idx = spec.class_pairs()
+  assert [(row['durability'], row['mass']) for row in per_class['pairs']] == [
+      (spec.durability.values[d], spec.mass.values[m]) for d, m in zip(d_idx, m_idx)]
+  assert all(row['count'] == PER_PAIR for row in per_class['pairs'])
+  assert [row['value'] for row in per_class['durability']] == list(spec.durability.values)
+  assert all(row['count'] == len(spec.mass) * PER_PAIR for row in per_class['durability'])
+  for table in ('pairs', 'durability', 'mass'):
+    rates = [row['classifier_accuracy'] for row in per_class[table]]
+    assert np.mean(rates) == pytest.approx(metrics['classifier_accuracy_generated']), table
+
+
+def test_fd_set_rounds_up_to_whole_pairs(dataset, classifier, ref):
+  """A baseline of training designs that is no multiple of the class pairs: FD's set is rounded
+  up to whole pairs, never below the baseline's size."""
+  odd = dataclasses.replace(ref, fd_designs=ref.fd_designs + 1)
+  metrics = evaluate.evaluate_generator(noise_fn(dataset.layout), dataset, classifier, 1, ref=odd)
+  pairs = metrics['num_pairs']
+  assert metrics['fd_designs'] == pairs * -(-(ref.fd_designs + 1) // pairs) > ref.fd_designs
+
+
+def test_reference_without_validation_designs_has_no_baseline(small_design_dir, classifier):
+  """No validation split: the training designs are the held-out set, and FD(train, train) would
+  be 0, not a baseline."""
+  no_val = data.load_dataset(small_design_dir, val_fraction=0)
+  ref = evaluate.reference(no_val, classifier)
+  assert ref.held_out_name == 'train' and ref.fd_real_baseline is None
+  assert ref.fd_designs == len(no_val.train) == len(ref.features)
+
+
+def test_check_per_pair_allows_exactly_max_designs():
+  spec = types.SimpleNamespace(durability=range(10), mass=range(10))
+  evaluate.check_per_pair(evaluate.MAX_DESIGNS // 100, spec)
+  with pytest.raises(evaluate.EvaluationError) as info:
+    evaluate.check_per_pair(evaluate.MAX_DESIGNS // 100 + 1, spec, 'eval_per_pair')
+  assert str(info.value) == ('eval_per_pair=1001 asks for 100,100 designs (1001 for each of the '
+                             '100 class pairs); one evaluation generates at most 100,000, so '
+                             'give eval_per_pair=1000 or less')
+  with pytest.raises(evaluate.EvaluationError, match='^--per_pair must be at least 1 design'):
+    evaluate.check_per_pair(0, spec)
+
+
+def test_designs_of_another_dtype_are_rejected(dataset, classifier, ref):
+  def float_designs(d_idx, m_idx, fixed, seed):
+    return noise_fn(dataset.layout)(d_idx, m_idx, fixed, seed).astype(np.float32)
+
+  with pytest.raises(ValueError, match='must return uint8 designs'):
+    evaluate.evaluate_generator(float_designs, dataset, classifier, 1, ref=ref)
 
 
 # ---------------------------------------------------------------------------------------------
