@@ -281,6 +281,45 @@ def test_check_per_pair_allows_exactly_max_designs():
     evaluate.check_per_pair(0, spec)
 
 
+def test_scalar_metrics_keep_zeros_and_the_summary_shows_four_digits():
+  """A metric of 0 (an untrained generator's oracle_exact) is a value for TensorBoard and the
+  best/ checkpoint's metadata; only undefined ones (None) are left out."""
+  metrics = {'oracle_exact': 0.0, 'oracle_within1': None, 'fd': 12.345678, 'strut_exact': 1,
+             'num_generated': 480}
+  assert evaluate.scalar_metrics(metrics) == {'oracle_exact': 0.0, 'fd': 12.345678,
+                                              'strut_exact': 1.0}
+  assert evaluate.format_summary(metrics) == 'oracle_exact 0.0000  fd 12.3457  strut_exact 1.0000'
+
+
+def test_report_shows_each_metric_in_its_place():
+  """Every headline number a distinct value: none is printed in another's place."""
+  rows = lambda values, exact, clf: [{'value': v, 'oracle_exact': e, 'classifier_accuracy': c}
+                                     for v, e, c in zip(values, exact, clf)]
+  metrics = {
+      'num_generated': 480, 'num_pairs': 120, 'per_pair': 4, 'synthetic': True,
+      'oracle_exact': 0.1, 'oracle_within1': 0.2, 'classifier_accuracy_generated': 0.3,
+      'classifier_accuracy_real': 0.4, 'fd': 5.12345, 'fd_designs': 2160,
+      'fd_real_baseline': 6.54321, 'strut_exact': 0.7, 'diversity': 0.08123,
+      'diversity_real': 0.09876, 'classifier': {'held_out_set': 'val'},
+      'per_class': {'durability': rows([1.0, 1.1], [0.25, 0.5], [0.75, 0.5]),
+                    'mass': rows([2.13, 2.14], [0.75, None], [0.25, None])}}
+  assert evaluate.format_report(metrics).splitlines() == [
+      'designs generated     480 (120 class pairs x 4)',
+      'oracle exact          0.100   within one class 0.200',
+      'classifier accuracy   generated 0.300   held-out real 0.400',
+      'Frechet distance      generated 5.1235 (2160 designs)   real baseline 6.5432',
+      'strut exact           0.700',
+      'diversity (L1)        generated 0.0812   real 0.0988',
+      'oracle exact by durability:',
+      '  1:0.25  1.1:0.50',
+      'oracle exact by mass:',
+      '  2.13:0.75  2.14:n/a',
+  ]
+  other = evaluate.format_report(dict(metrics, synthetic=False)).splitlines()
+  assert other[-4:] == ['classifier accuracy by durability:', '  1:0.75  1.1:0.50',
+                        'classifier accuracy by mass:', '  2.13:0.25  2.14:n/a']
+
+
 def test_designs_of_another_dtype_are_rejected(dataset, classifier, ref):
   def float_designs(d_idx, m_idx, fixed, seed):
     return noise_fn(dataset.layout)(d_idx, m_idx, fixed, seed).astype(np.float32)
