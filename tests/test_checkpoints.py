@@ -86,6 +86,10 @@ class _Manager:
     ([4, 6], dict(earlier_hint='remove 6 to resume from {step}'),
      '; the earlier checkpoint 4 is kept (remove 6 to resume from 4)'),
     ([6], {}, ''),
+    ([1, 2, 3, 4, 5, 6, 7], {}, '; the earlier checkpoints 1, 2, 3, 4, 5 are kept (infer.py and '
+                                'python -m gan.evaluate read one with --step=N, e.g. --step=5)'),
+    ([0, 1, 2, 3, 4, 5, 6], dict(earlier_hint='--step={step}'),
+     '; the earlier checkpoints 0, ..., 1, 2, 3, 4, 5 are kept (--step=5)'),  # the first, last 5
     ([5, 6], dict(earlier_hint='remove /r{x}/6 to resume from {step}'),
      '; the earlier checkpoint 5 is kept (remove /r{x}/6 to resume from 5)'),  # braces in a path
 ])
@@ -101,6 +105,99 @@ def test_a_damaged_checkpoint_names_the_earlier_ones(monkeypatch, steps, hint, e
   assert message == ('checkpoint 6 in /runs/r/checkpoints is damaged, its arrays cannot be read '
                      '(OUT_OF_RANGE: Error reading "gen_params.out.bias.value/0": Requested byte '
                      f'range [0, 9) is not valid for value of size 4){expected}'), message
+
+
+_State = collections.namedtuple('_State', 'params gen_params gen_ema')
+
+
+def _state(value: float, fields=_State):
+  """A small TrainState-like tuple whose every array holds `value` (gen_ema its negative)."""
+  arrays = {'params': {'w': jnp.full((3,), value)}, 'gen_params': {'g': jnp.full((2,), value)},
+            'gen_ema': {'g': jnp.full((2,), -value)}}
+  return fields(**{k: arrays[k] for k in fields._fields})
+
+
+def test_a_manager_keeps_the_last_checkpoints_and_reads_the_epoch_asked_for(tmp_path):
+  mngr = checkpoints.manager(str(tmp_path / 'checkpoints'), keep=2)
+  try:
+    with pytest.raises(checkpoints.CheckpointError, match='^no checkpoint in '):
+      checkpoints.read_meta(mngr)
+    for epoch in (1, 2, 3):
+      checkpoints.save(mngr, epoch, _state(float(epoch)), {'epoch': epoch})
+    checkpoints.wait_until_finished(mngr)
+    assert mngr.all_steps() == [2, 3]
+    assert checkpoints.read_meta(mngr) == (3, {'epoch': 3})
+    assert checkpoints.read_meta(mngr, 2) == (2, {'epoch': 2})
+    restored = checkpoints.restore_state(mngr, 2, _state(0.0))
+    assert jax.tree.map(float, jax.tree.map(jnp.mean, restored._asdict())) == {
+        'params': {'w': 2.0}, 'gen_params': {'g': 2.0}, 'gen_ema': {'g': -2.0}}
+    other = _State({'w': jnp.zeros((4,))}, {'g': jnp.zeros((2,))}, {'g': jnp.zeros((2,))})
+    with pytest.raises(checkpoints.CheckpointError) as info:
+      checkpoints.restore_state(mngr, 2, other)
+    assert str(info.value) == (
+        f'checkpoint 2 in {tmp_path / "checkpoints"} was written by a different model (3 arrays, '
+        "this config expects 3; e.g. shape [((4,), 'float32')] differs); restore it with the "
+        'config it was trained with'), info.value
+  finally:
+    checkpoints.close(mngr)
+
+
+@pytest.mark.parametrize('mode, kept', [('min', [2]), ('max', [1])])
+def test_a_best_manager_keeps_the_best_checkpoint_by_its_mode(tmp_path, mode, kept):
+  mngr = checkpoints.manager(str(tmp_path / 'best'), keep=1, best_fn=lambda m: m['fd'],
+                             best_mode=mode)
+  try:
+    for epoch, fd in ((1, 5.0), (2, 3.0), (3, 4.0)):
+      checkpoints.save(mngr, epoch, _state(float(epoch)), {'epoch': epoch}, metrics={'fd': fd})
+    checkpoints.wait_until_finished(mngr)
+    assert mngr.all_steps() == kept
+  finally:
+    checkpoints.close(mngr)
+
+
+def test_a_checkpoint_older_than_a_derived_field_gets_it_rebuilt(tmp_path):
+  """A run saved before gen_ema existed restores with gen_ema a copy of its generator."""
+  old = collections.namedtuple('_Old', 'params gen_params')
+  mngr = checkpoints.manager(str(tmp_path / 'checkpoints'), keep=1)
+  try:
+    checkpoints.save(mngr, 1, _state(7.0, old), {'epoch': 1})
+    checkpoints.wait_until_finished(mngr)
+    restored = checkpoints.restore_state(mngr, 1, _state(0.0))
+  finally:
+    checkpoints.close(mngr)
+  assert restored.gen_ema['g'].tolist() == restored.gen_params['g'].tolist() == [7.0, 7.0]
+
+
+def test_only_a_writing_manager_removes_unfinished_saves(tmp_path):
+  """A killed run's unfinished save is removed by the next writing manager; a reading one (infer.py
+  while training writes) leaves it, since it may be a save in progress."""
+  directory = tmp_path / 'checkpoints'
+  unfinished = '5.orbax-checkpoint-tmp-1700000000123'  # orbax 0.11 names them so; 0.12 reads it
+  (directory / unfinished / 'state').mkdir(parents=True)
+  assert [str(p.get()) for p in checkpoints.ocp.step.all_temporary_paths(str(directory))] == [
+      str(directory / unfinished)]
+  checkpoints.close(checkpoints.manager(str(directory), keep=2, create=False))
+  assert os.listdir(directory) == [unfinished]
+  checkpoints.close(checkpoints.manager(str(directory), keep=2))
+  assert os.listdir(directory) == []
+
+
+def test_one_line_is_the_first_line_cut_at_the_limit():
+  assert checkpoints.one_line(ValueError('x' * 200)) == 'x' * 200
+  assert checkpoints.one_line(ValueError('x' * 201)) == 'x' * 200 + '...'
+  assert checkpoints.one_line(ValueError('abcdef'), limit=3) == 'abc...'
+  assert checkpoints.one_line(ValueError('  first\nsecond')) == 'first'
+  assert checkpoints.one_line(KeyError()) == 'KeyError'
+
+
+def test_a_write_failure_is_told_by_the_systems_reason():
+  reason = checkpoints._write_reason  # pylint: disable=protected-access
+  assert reason(OSError(28, 'No space left on device', '/c/1')) == (
+      'No space left on device: /c/1')
+  assert reason(OSError(28, 'No space left on device')) == 'No space left on device'
+  assert reason(ValueError("a/very/long/path: write failed [os_error_code='28']")) == (
+      os.strerror(28))
+  assert reason(ValueError('disk on fire\nmore')) == 'disk on fire'
 
 
 _RESTORE_A_DAMAGED_CHECKPOINT = '''
