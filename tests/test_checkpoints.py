@@ -88,8 +88,6 @@ class _Manager:
     ([6], {}, ''),
     ([1, 2, 3, 4, 5, 6, 7], {}, '; the earlier checkpoints 1, 2, 3, 4, 5 are kept (infer.py and '
                                 'python -m gan.evaluate read one with --step=N, e.g. --step=5)'),
-    ([0, 1, 2, 3, 4, 5, 6], dict(earlier_hint='--step={step}'),
-     '; the earlier checkpoints 0, ..., 1, 2, 3, 4, 5 are kept (--step=5)'),  # the first, last 5
     ([5, 6], dict(earlier_hint='remove /r{x}/6 to resume from {step}'),
      '; the earlier checkpoint 5 is kept (remove /r{x}/6 to resume from 5)'),  # braces in a path
 ])
@@ -198,6 +196,12 @@ def test_a_write_failure_is_told_by_the_systems_reason():
   assert reason(ValueError("a/very/long/path: write failed [os_error_code='28']")) == (
       os.strerror(28))
   assert reason(ValueError('disk on fire\nmore')) == 'disk on fire'
+
+
+def test_a_long_list_of_earlier_checkpoints_names_the_first_and_the_last_five():
+  earlier = checkpoints._earlier_checkpoints(  # pylint: disable=protected-access
+      _Manager(list(range(1, 10))), 9, '--step={step}')
+  assert earlier == '; the earlier checkpoints 1, ..., 4, 5, 6, 7, 8 are kept (--step=8)', earlier
 
 
 _RESTORE_A_DAMAGED_CHECKPOINT = '''
