@@ -7,6 +7,7 @@ on a GPU restores on a CPU and vice versa. Orbax writes each step to a temporary
 renames it when complete, so an interrupted save never shadows the last good checkpoint.
 """
 
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -262,7 +263,9 @@ def restore_state(mngr: ocp.CheckpointManager, epoch: int, abstract_state,
     raise CheckpointError(f'{where} is damaged: its array metadata is unreadable or '
                           f'empty{earlier}')
   if stored != expected:
-    missing = sorted(set(expected) - set(stored)) or sorted(set(stored) - set(expected))
+    # Counted: a model with one more array of a shape it has already differs in that count only.
+    have, want = collections.Counter(stored), collections.Counter(expected)
+    missing = sorted((want - have) or (have - want))
     raise CheckpointError(f'{where} was written by a different model ({len(stored)} arrays, this '
                           f'config expects {len(expected)}; e.g. shape {missing[:1]} differs); '
                           'restore it with the config it was trained with')

@@ -140,6 +140,23 @@ def test_a_manager_keeps_the_last_checkpoints_and_reads_the_epoch_asked_for(tmp_
     checkpoints.close(mngr)
 
 
+def test_a_model_with_one_more_array_of_a_shape_it_has_is_named_by_that_shape(tmp_path):
+  """The arrays are compared as counted (shape, dtype) pairs: a model with an extra layer as wide
+  as another one has no shape the checkpoint lacks, and the message read 'e.g. shape [] differs'."""
+  mngr = checkpoints.manager(str(tmp_path / 'checkpoints'), keep=1)
+  try:
+    checkpoints.save(mngr, 1, _state(1.0), {'epoch': 1})
+    checkpoints.wait_until_finished(mngr)
+    deeper = _State({'w': jnp.zeros((3,))}, {'g': jnp.zeros((2,)), 'h': jnp.zeros((2,))},
+                    {'g': jnp.zeros((2,)), 'h': jnp.zeros((2,))})
+    with pytest.raises(checkpoints.CheckpointError) as info:
+      checkpoints.restore_state(mngr, 1, deeper)
+  finally:
+    checkpoints.close(mngr)
+  assert ("(3 arrays, this config expects 5; e.g. shape [((2,), 'float32')] differs)"
+          in str(info.value)), info.value
+
+
 @pytest.mark.parametrize('mode, kept', [('min', [2]), ('max', [1])])
 def test_a_best_manager_keeps_the_best_checkpoint_by_its_mode(tmp_path, mode, kept):
   mngr = checkpoints.manager(str(tmp_path / 'best'), keep=1, best_fn=lambda m: m['fd'],
