@@ -519,6 +519,20 @@ def test_cli_refuses_a_seed_beyond_64_bits_in_one_line(tmp_path, capsys, seed):
                  f'uses seed + 1), got {seed}\n'), err
 
 
+@pytest.mark.parametrize('seed', [-2**63, 2**63 - 2])
+def test_cli_takes_the_seeds_at_the_64_bit_bounds(tmp_path, capsys, seed):
+  """The most negative 64-bit seed and the largest whose seed + 1 fits pass the seed check: the
+  run's path is what is refused next."""
+  assert evaluate.main([f'--model_path={tmp_path / "missing"}', f'--seed={seed}']) == 1
+  assert capsys.readouterr().err.startswith('error: --model_path '), seed
+
+
+def test_cli_refuses_an_empty_json_name_before_the_model(tmp_path, capsys):
+  """--json= is no file to write: refused first, as any --json that cannot be written."""
+  assert evaluate.main([f'--model_path={tmp_path / "missing"}', '--json=']) == 1
+  assert capsys.readouterr().err.startswith('error: --json '), 'the model path came first'
+
+
 def test_cli_refuses_more_designs_than_one_evaluation_holds_in_one_line(trained_run, capsys,
                                                                          monkeypatch):
   """The evaluation holds every design it generates in memory: --per_pair 100000000 (12e9
