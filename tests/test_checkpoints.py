@@ -221,6 +221,48 @@ def test_a_long_list_of_earlier_checkpoints_names_the_first_and_the_last_five():
   assert earlier == '; the earlier checkpoints 1, ..., 4, 5, 6, 7, 8 are kept (--step=8)', earlier
 
 
+def test_only_orbax_errors_that_are_raised_again_are_dropped(monkeypatch):
+  """train.py's filter drops orbax's error records of a write that the main thread raises again
+  (as one CheckpointError); its warnings, other orbax errors and anyone else's records pass."""
+  absl_log = logging.getLogger('absl')
+  monkeypatch.setattr(absl_log, 'filters', [])
+  checkpoints.silence_reraised_write_failures()
+  checkpoints.silence_reraised_write_failures()
+  assert len(absl_log.filters) == 1
+  orbax_file = '/site-packages/orbax/checkpoint/async_checkpointer.py'
+
+  def passes(level, pathname, msg):
+    return bool(absl_log.filter(logging.LogRecord('absl', level, pathname, 1, msg, (), None)))
+
+  assert not passes(logging.ERROR, orbax_file, 'Error in background save thread: full')
+  assert not passes(logging.ERROR, orbax_file, '_SignalingThread.run() raised an exception')
+  assert passes(logging.WARNING, orbax_file, 'Error in background save thread: full')
+  assert passes(logging.ERROR, '/home/me/notebook.py', 'Error in background save thread: full')
+  assert passes(logging.ERROR, orbax_file, 'Something else failed')
+
+
+class _Saving:
+  """A manager with a write in progress or not, whose wait fails as a full disk does."""
+
+  def __init__(self, directory, saving):
+    self.directory, self.saving, self.waited = str(directory), saving, False
+
+  def is_saving_in_progress(self):
+    return self.saving
+
+  def wait_until_finished(self):
+    self.waited = True
+    raise OSError(28, 'No space left on device')
+
+
+def test_a_failed_write_is_raised_once_no_write_is_in_progress(tmp_path):
+  in_progress = _Saving(tmp_path, saving=True)
+  checkpoints.raise_if_a_write_failed(in_progress)  # returns at once, no wait
+  assert not in_progress.waited
+  with pytest.raises(checkpoints.CheckpointError, match=r'\(No space left on device\)'):
+    checkpoints.raise_if_a_write_failed(_Saving(tmp_path, saving=False))
+
+
 _RESTORE_A_DAMAGED_CHECKPOINT = '''
 import collections, gc, os, shutil, sys, time
 import jax.numpy as jnp
