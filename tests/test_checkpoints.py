@@ -88,6 +88,10 @@ class _Manager:
     ([6], {}, ''),
     ([1, 2, 3, 4, 5, 6, 7], {}, '; the earlier checkpoints 1, 2, 3, 4, 5 are kept (infer.py and '
                                 'python -m gan.evaluate read one with --step=N, e.g. --step=5)'),
+    # six are listed whole: '0, ..., 1, 2, 3, 4, 5' hid nothing
+    ([0, 1, 2, 3, 4, 5, 6], {}, '; the earlier checkpoints 0, 1, 2, 3, 4, 5 are kept (infer.py '
+                                'and python -m gan.evaluate read one with --step=N, e.g. '
+                                '--step=5)'),
     ([5, 6], dict(earlier_hint='remove /r{x}/6 to resume from {step}'),
      '; the earlier checkpoint 5 is kept (remove /r{x}/6 to resume from 5)'),  # braces in a path
 ])
