@@ -89,6 +89,11 @@ def check_per_pair(per_pair: int, spec: data.DataSpec, name: str = '--per_pair')
   pairs = len(spec.durability) * len(spec.mass)
   if int(per_pair) < 1:
     raise EvaluationError(f'{name} must be at least 1 design per class pair, got {per_pair}')
+  if pairs > MAX_DESIGNS:  # even one each is too many: '--per_pair=1 or less' would be refused
+    advice = '; eval_every=0 trains without evaluations' if name == 'eval_per_pair' else ''
+    raise EvaluationError(f'the data has {pairs:,} class pairs, and one evaluation generates at '
+                          f'most {MAX_DESIGNS:,} designs, at least one per pair: it cannot be '
+                          f'evaluated whatever {name}{advice}')
   if int(per_pair) * pairs > MAX_DESIGNS:
     raise EvaluationError(f'{name}={per_pair} asks for {int(per_pair) * pairs:,} designs '
                           f'({per_pair} for each of the {pairs} class pairs); one evaluation '

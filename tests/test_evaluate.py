@@ -279,6 +279,15 @@ def test_check_per_pair_allows_exactly_max_designs():
                              'give eval_per_pair=1000 or less')
   with pytest.raises(evaluate.EvaluationError, match='^--per_pair must be at least 1 design'):
     evaluate.check_per_pair(0, spec)
+  # more pairs than designs: the advice was '--per_pair=1 or less', itself refused
+  too_many = types.SimpleNamespace(durability=range(400), mass=range(300))
+  with pytest.raises(evaluate.EvaluationError) as info:
+    evaluate.check_per_pair(1, too_many)
+  assert str(info.value) == ('the data has 120,000 class pairs, and one evaluation generates at '
+                             'most 100,000 designs, at least one per pair: it cannot be evaluated '
+                             'whatever --per_pair')
+  with pytest.raises(evaluate.EvaluationError, match='eval_per_pair; eval_every=0 trains '):
+    evaluate.check_per_pair(1, too_many, 'eval_per_pair')
 
 
 def test_scalar_metrics_keep_zeros_and_the_summary_shows_four_digits():
