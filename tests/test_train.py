@@ -641,6 +641,21 @@ def test_the_step_objectives_are_the_readmes_sums_of_terms(gan_model, loss_mode,
       np.testing.assert_allclose(c - a, 2 * b, rtol=1e-3, atol=1e-5, err_msg=weight)
 
 
+def test_infogans_q_head_learns_only_through_info_lambda(small_design_dir, tmp_path):
+  """L_G holds Q's two terms as info_lambda (CE(Q(x_fake)) + CE(Q(x))), and Q enters L_G
+  nowhere else: at info_lambda = 0 the generator step leaves Q where it was, real term included
+  (test_the_step_objectives_are_the_readmes_sums_of_terms checks that the slope is linear)."""
+  config, dataset, models, state = setup(tiny_config(
+      data_path=small_design_dir, log_path=str(tmp_path / 'run'), gan_model='infogan',
+      loss_mode='wgan'))
+  batch = spread_batch(config, dataset)
+  zero, one = (jax.tree.leaves(_generator_gradient(config, models, state, batch,
+                                                   info_lambda=w)[1]) for w in (0.0, 1.0))
+  assert zero and max(np.abs(x).max() for x in one) > 1e-4  # Q does learn at info_lambda 1
+  for a in zero:
+    np.testing.assert_array_equal(a, np.zeros_like(a))
+
+
 # ---------------------------------------------------------------------------------------------
 # 5.-8. Determinism, resuming and failure
 
