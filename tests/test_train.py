@@ -656,6 +656,21 @@ def test_infogans_q_head_learns_only_through_info_lambda(small_design_dir, tmp_p
     np.testing.assert_array_equal(a, np.zeros_like(a))
 
 
+@pytest.mark.parametrize('loss_mode', ['bce', 'wgangp'])
+def test_only_wgan_clips_the_critics_weights(loss_mode, small_design_dir, tmp_path):
+  """Weight clipping is WGAN's Lipschitz constraint; WGAN-GP's is the penalty and BCE has none,
+  so a critic step leaves their weight matrices beyond weight_clip (fresh ones are larger)."""
+  config, dataset, models, state = setup(tiny_config(
+      data_path=small_design_dir, log_path=str(tmp_path / 'run'), loss_mode=loss_mode,
+      aux_lambda=0.0))
+  with jax.disable_jit():
+    after, _ = step.critic_step(config, models, state, spread_batch(config, dataset),
+                                jax.random.PRNGKey(1))
+  assert changed_leaves(state.critic_params, after.critic_params)
+  matrices = [v for v in leaves(after.critic_params).values() if v.ndim >= 2]
+  assert matrices and max(np.abs(v).max() for v in matrices) > 10 * config.weight_clip
+
+
 # ---------------------------------------------------------------------------------------------
 # 5.-8. Determinism, resuming and failure
 
