@@ -671,6 +671,29 @@ def test_only_wgan_clips_the_critics_weights(loss_mode, small_design_dir, tmp_pa
   assert matrices and max(np.abs(v).max() for v in matrices) > 10 * config.weight_clip
 
 
+def test_the_critic_steps_real_score_is_the_critics_value_of_the_labelled_batch(small_design_dir,
+                                                                                  tmp_path):
+  """real_score = mean_b D(x_b, d_b, m_b, f_b): with random class projections (they start at
+  zero, where the labels do not matter), the batch's own labels in their own slots."""
+  config, dataset, models, state = setup(tiny_config(
+      data_path=small_design_dir, log_path=str(tmp_path / 'run'), loss_mode='wgan'))
+  rng = np.random.default_rng(0)
+  critic_params = jax.tree_util.tree_map_with_path(
+      lambda path, x: (jnp.asarray(rng.normal(0, 0.3, x.shape), x.dtype)
+                       if 'embed' in jax.tree_util.keystr(path) else x), state.critic_params)
+  state = state._replace(critic_params=critic_params)
+  batch = spread_batch(config, dataset)
+  with jax.disable_jit():
+    _, metrics = step.critic_step(config, models, state, batch, jax.random.PRNGKey(1))
+  critic = step._critic(models, state.critic_params, state.q_params)
+  scores = critic(batch['images'], batch['durability'], batch['mass'], batch['fixed'],
+                  models.mask)
+  swapped = critic(batch['images'], batch['mass'] % 3, batch['durability'] % 3, batch['fixed'],
+                   models.mask)
+  assert abs(float(jnp.mean(scores)) - float(jnp.mean(swapped))) > 1e-3  # the test can fail
+  np.testing.assert_allclose(metrics['real_score'], jnp.mean(scores), rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------
 # 5.-8. Determinism, resuming and failure
 
