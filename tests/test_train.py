@@ -694,6 +694,36 @@ def test_the_critic_steps_real_score_is_the_critics_value_of_the_labelled_batch(
   np.testing.assert_allclose(metrics['real_score'], jnp.mean(scores), rtol=1e-5, atol=1e-6)
 
 
+def test_an_update_draws_new_keys_and_logs_the_clip_fraction_of_the_clipped_weights(
+    small_design_dir, tmp_path, monkeypatch):
+  """Each critic step and the generator step of an update draw from keys of their own, and the
+  state's key moves on (else the critic steps of an update, or the updates of an epoch, reused
+  one noise); clip_fraction is the share of the clipped weight matrices' entries (not the
+  auxiliary head's) at +-weight_clip after the critic steps."""
+  config, dataset, models, state = setup(tiny_config(
+      data_path=small_design_dir, log_path=str(tmp_path / 'run'), loss_mode='wgan',
+      aux_lambda=1.0, critic_iter=2))
+  keys = []
+  for name in ('critic_step', 'generator_step'):
+    def recorded(config_, models_, s, batch, key, _real=getattr(step, name)):
+      jax.debug.callback(lambda k: keys.append(tuple(np.asarray(k).ravel())), key, ordered=True)
+      return _real(config_, models_, s, batch, key)
+
+    monkeypatch.setattr(step, name, recorded)
+  after, metrics = jax.jit(functools.partial(step.update, config, models))(
+      state, spread_batch(config, dataset))
+  jax.effects_barrier()
+  state_keys = {tuple(np.asarray(s.key).ravel()) for s in (state, after)}
+  assert len(keys) == 3 and len(set(keys) | state_keys) == 5, keys
+  clipped = [v for k, v in leaves(after.critic_params).items()
+             if v.ndim >= 2 and 'aux_head' not in k]
+  at_bound = sum(np.sum(np.abs(v) >= config.weight_clip) for v in clipped)
+  expected = at_bound / sum(v.size for v in clipped)
+  aux = [v for k, v in leaves(after.critic_params).items() if v.ndim >= 2 and 'aux_head' in k]
+  assert aux and 0 < expected < 1
+  np.testing.assert_allclose(metrics['clip_fraction'], expected, rtol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------
 # 5.-8. Determinism, resuming and failure
 
