@@ -724,6 +724,20 @@ def test_an_update_draws_new_keys_and_logs_the_clip_fraction_of_the_clipped_weig
   np.testing.assert_allclose(metrics['clip_fraction'], expected, rtol=1e-6)
 
 
+def test_the_generator_step_keeps_batchnorms_running_statistics(small_design_dir, tmp_path):
+  """With gen_norm='batch' the generator's step moves its running statistics (what sampling
+  normalises with); the critic step's generator call, in train mode too, does not keep them."""
+  config, dataset, models, state = setup(tiny_config(
+      data_path=small_design_dir, log_path=str(tmp_path / 'run'), gen_norm='batch'))
+  batch = spread_batch(config, dataset)
+  assert leaves(state.gen_rest)
+  with jax.disable_jit():
+    after_critic, _ = step.critic_step(config, models, state, batch, jax.random.PRNGKey(1))
+    after_gen, _ = step.generator_step(config, models, state, batch, jax.random.PRNGKey(2))
+  assert not changed_leaves(state.gen_rest, after_critic.gen_rest)
+  assert changed_leaves(state.gen_rest, after_gen.gen_rest)
+
+
 # ---------------------------------------------------------------------------------------------
 # 5.-8. Determinism, resuming and failure
 
