@@ -738,6 +738,29 @@ def test_the_generator_step_keeps_batchnorms_running_statistics(small_design_dir
   assert changed_leaves(state.gen_rest, after_gen.gen_rest)
 
 
+def test_each_optimiser_is_adam_with_its_own_learning_rate_and_the_configs_betas(
+    small_design_dir, tmp_path):
+  """Adam written out in NumPy (bias-corrected moments, eps 1e-8 added to the root) over three
+  steps with gradients from 1e-3 to 10: the generator's at learning_rate_gen, the critic's at
+  learning_rate_disc, both with opt_beta1 and opt_beta2 (the defaults have equal rates)."""
+  lrs, b1, b2 = {'gen': 1e-3, 'critic': 3e-4}, 0.5, 0.8
+  _, _, models, _ = setup(tiny_config(
+      data_path=small_design_dir, log_path=str(tmp_path / 'run'), learning_rate_gen=lrs['gen'],
+      learning_rate_disc=lrs['critic'], opt_beta1=b1, opt_beta2=b2, lr_decay_steps=0))
+  rng = np.random.default_rng(0)
+  grads = [np.array([1e-3, 1e-1, 1.0, 10.0]) * rng.uniform(0.5, 1.5, 4) for _ in range(3)]
+  for name, tx in (('gen', models.gen_tx), ('critic', models.critic_tx)):
+    params = jnp.zeros(4, jnp.float32)
+    opt = tx.init(params)
+    m, v, expected = np.zeros(4), np.zeros(4), np.zeros(4)
+    for t, g in enumerate(grads, 1):
+      updates, opt = tx.update(jnp.asarray(g, jnp.float32), opt, params)
+      params = params + updates
+      m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g ** 2
+      expected -= lrs[name] * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + 1e-8)
+    np.testing.assert_allclose(np.asarray(params), expected, rtol=1e-4, err_msg=name)
+
+
 # ---------------------------------------------------------------------------------------------
 # 5.-8. Determinism, resuming and failure
 
