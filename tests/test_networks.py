@@ -211,3 +211,14 @@ def test_attention_generator_conditions_every_token_and_every_block():
   tokens = gen.blocks[0](tokens, c)
   expected = np.tanh(_dense(gen.out, _layer_norm(gen.ln_out, tokens))).reshape(B, H, W, 3)
   np.testing.assert_allclose(gen(z, d, m, fixed, mask), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_class_head_is_linear_heads_on_a_normalised_leaky_hidden_layer():
+  """h = LeakyReLU(LN(W f + b)); durability, mass and regression outputs W_k h + b_k."""
+  head = _randomised(networks.ClassHead(6, 5, 3, 4, nnx.Rngs(0), regression=True))
+  f = np.asarray(jax.random.normal(jax.random.key(8), (B, 6)), np.float64)
+  h = _leaky(_layer_norm(head.ln, _dense(head.hidden, f)))
+  got = head(jnp.asarray(f, jnp.float32))
+  assert len(got) == 3
+  for out, layer in zip(got, (head.durability, head.mass, head.regression)):
+    np.testing.assert_allclose(out, _dense(layer, h), atol=1e-5, rtol=1e-5)
