@@ -633,27 +633,17 @@ def test_the_step_objectives_are_the_readmes_sums_of_terms(gan_model, loss_mode,
   weights = ['constraint_lambda', 'aux_lambda'] + (['info_lambda'] if gan_model == 'infogan'
                                                    else [])
   for weight in weights:
-    g1, g2, g3 = (_generator_gradient(config, models, state, batch, **{weight: w})
-                  for w in (1.0, 2.0, 3.0))
-    slope = jax.tree.map(lambda a, b: a - b, g2, g1)
+    g0, g1, g2 = (_generator_gradient(config, models, state, batch, **{weight: w})
+                  for w in (0.0, 1.0, 2.0))
+    slope = jax.tree.map(lambda a, b: a - b, g1, g0)
     assert max(np.abs(x).max() for x in jax.tree.leaves(slope)) > 1e-4, weight
-    for a, b, c in zip(*(jax.tree.leaves(g) for g in (g1, slope, g3))):
+    for a, b, c in zip(*(jax.tree.leaves(g) for g in (g0, slope, g2))):
       np.testing.assert_allclose(c - a, 2 * b, rtol=1e-3, atol=1e-5, err_msg=weight)
-
-
-def test_infogans_q_head_learns_only_through_info_lambda(small_design_dir, tmp_path):
-  """L_G holds Q's two terms as info_lambda (CE(Q(x_fake)) + CE(Q(x))), and Q enters L_G
-  nowhere else: at info_lambda = 0 the generator step leaves Q where it was, real term included
-  (test_the_step_objectives_are_the_readmes_sums_of_terms checks that the slope is linear)."""
-  config, dataset, models, state = setup(tiny_config(
-      data_path=small_design_dir, log_path=str(tmp_path / 'run'), gan_model='infogan',
-      loss_mode='wgan'))
-  batch = spread_batch(config, dataset)
-  zero, one = (jax.tree.leaves(_generator_gradient(config, models, state, batch,
-                                                   info_lambda=w)[1]) for w in (0.0, 1.0))
-  assert zero and max(np.abs(x).max() for x in one) > 1e-4  # Q does learn at info_lambda 1
-  for a in zero:
-    np.testing.assert_array_equal(a, np.zeros_like(a))
+    if weight == 'info_lambda':  # Q enters L_G through its two info terms only, real one included
+      q_leaves = jax.tree.leaves(g0[1])
+      assert q_leaves and max(np.abs(x).max() for x in jax.tree.leaves(slope[1])) > 1e-4
+      for a in q_leaves:
+        np.testing.assert_array_equal(a, np.zeros_like(a))
 
 
 @pytest.mark.parametrize('loss_mode', ['bce', 'wgangp'])
