@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 
+import hypothesis
+import hypothesis.strategies as st
 import numpy as np
 import pytest
 
@@ -554,3 +556,48 @@ def test_cli_a_dataset_that_cannot_be_written_is_one_error_line(tmp_path, monkey
   err = capsys.readouterr().err
   assert err == f'error: --out {out}: cannot write (No space left on device)\n', err
   assert os.listdir(tmp_path) == []
+
+
+_FOOTPRINT = [c for a, b in ((0, 6), (10, 16), (20, 22)) for c in range(a, b)]  # the docstring's
+_STRUT_PIXELS = ((7, 11), (5, 14))
+
+
+def _oracle_by_the_docstring(image):
+  """(d_raw, m_raw) of one design, cell by cell as the docstring of gan/oracle.py states them."""
+  px = image.astype(np.float64) / 255
+  cells = [(r, c) for r in range(10) for c in _FOOTPRINT if (r, c) not in _STRUT_PIXELS]
+  t, g, h = ({cell: px[cell][i] for cell in cells} for i in range(3))
+  m_raw = 2.10 + 0.30 * sum(t[x] * (1 + 0.25 * g[x]) for x in cells) / len(cells)
+  load = sum((0.4 + 0.6 * ((x[0] - 4.5) / 4.5) ** 2) * t[x] * (0.5 + g[x]) * (1 + h[x])
+             for x in cells)
+  path = load / (sum(t.values()) + 1e-6)
+  stiffening = 0.0
+  for r, c in _STRUT_PIXELS:
+    red, green, blue = (float(v) for v in image[r, c])
+    neighbours = [t[(r + dr, c + dc)] for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1))]
+    stiffening += (0.5 * red + 0.3 * green + 0.2 * blue) / 255 * np.mean(neighbours)
+  return 0.51 + 1.15 * path * (1 + 0.25 * stiffening), m_raw
+
+
+@hypothesis.settings(max_examples=40, deadline=None)
+@hypothesis.given(seed=st.integers(0, 2 ** 32 - 1), empty=st.floats(0, 0.9))
+def test_the_oracle_is_its_docstring_formulas_on_random_designs(seed, empty):
+  """Every constant, channel and neighbour of the formulas, on designs of random pixels (a share
+  `empty` of cells without material, struts of any colour, noise outside the footprint): the
+  hand-computed design above has no grade, treatment or coloured strut to tell them apart."""
+  rng = np.random.default_rng(seed)
+  images = rng.integers(0, 256, (3, 10, 30, 3), dtype=np.uint8)
+  images[..., 0] *= (rng.random((3, 10, 30)) >= empty).astype(np.uint8)
+  d_raw, m_raw = oracle.measure_raw(images)
+  for image, d, m in zip(images, d_raw, m_raw):
+    expected_d, expected_m = _oracle_by_the_docstring(image)
+    assert d == pytest.approx(expected_d, rel=1e-12) and m == pytest.approx(expected_m, rel=1e-12)
+
+
+def test_one_design_measures_as_python_floats_and_other_dtypes_are_refused():
+  image = np.zeros((10, 30, 3), np.uint8)
+  durability, mass = oracle.measure(image)
+  assert type(durability) is float and type(mass) is float  # pylint: disable=unidiomatic-typecheck
+  assert oracle.measure(image[None])[0].shape == (1,)
+  with pytest.raises(ValueError, match='uint8'):  # 0..1 floats would measure as nearly empty
+    oracle.measure(image.astype(np.float32))
