@@ -558,6 +558,65 @@ def test_cli_a_dataset_that_cannot_be_written_is_one_error_line(tmp_path, monkey
   assert os.listdir(tmp_path) == []
 
 
+def test_every_design_is_within_the_readmes_margin_of_its_class_centre(default_designs):
+  """The README's 'margin to the class boundary': within +-0.26 of a class step of its centre
+  (the generator's +-25% target, plus the uint8 rounding of the pixels). Classes alone do not
+  show it: a design just inside a boundary still measures as its label."""
+  d_raw, m_raw = oracle.measure_raw(default_designs.images)
+  assert np.abs(d_raw - default_designs.durability).max() <= 0.26 * oracle.DURABILITY_STEP
+  assert np.abs(m_raw - default_designs.mass).max() <= 0.26 * oracle.MASS_STEP
+
+
+def test_file_names_spell_labels_struts_and_mean_grade_from_the_pixels():
+  """`<durability>_<thickness_mm>_<grade_pct>_<strut_code>_<mass>_<id>.bmp`: the strut code is
+  the palette index of each strut pixel's colour (struts in oracle.STRUTS order), the grade the
+  mean cell grade G/255 in percent, the thickness linear in the mean cell thickness R/255."""
+  generated = designs.generate(60, 4)
+  names = generated.file_names()
+  palette = [c for _, c in designs.STRUT_PALETTE]
+  cells = oracle.CELLS.astype(bool)
+  mean_t = []
+  for i, (name, image) in enumerate(zip(names, generated.images)):
+    d, thickness, grade, struts, m, ident = name[:-len('.bmp')].split('_')
+    assert (float(d), float(m), int(ident)) == (generated.durability[i], generated.mass[i], i)
+    assert struts == ''.join(str(palette.index(tuple(image[r, c]))) for r, c in oracle.STRUTS)
+    assert int(grade) == round(100 * image[cells][:, 1].mean() / 255)
+    mean_t.append((image[cells][:, 0].mean() / 255, float(thickness)))
+  x, y = np.asarray(mean_t).T
+  slope, intercept = np.polyfit(x, y, 1)
+  assert slope > 0 and np.abs(slope * x + intercept - y).max() <= 0.006  # to 0.01 mm
+  assert len(set(names)) == len(names)
+
+
+def test_label_pairs_are_shuffled_over_the_designs():
+  """Dealt round-robin, then shuffled: the ids (the order of the designs) say nothing of labels."""
+  generated = designs.generate(240, 1)
+  d_index = np.round((generated.durability - 1.0) / oracle.DURABILITY_STEP)
+  m_index = np.round((generated.mass - 2.13) / oracle.MASS_STEP)
+  pair = d_index * len(oracle.MASS_CLASSES) + m_index
+  assert np.bincount(pair.astype(int)).tolist() == [2] * 120
+  assert np.mean(pair == np.arange(240) % 120) < 0.1
+  assert abs(np.corrcoef(np.arange(240), pair)[0, 1]) < 0.3
+
+
+def test_progress_lines_come_only_when_another_step_is_done(monkeypatch):
+  monkeypatch.setattr(designs, 'PROGRESS_EVERY', 40)
+  lines = []
+  designs.generate(300, 0, progress=lines.append)
+  counts = [int(line.split()[1].replace(',', '')) for line in lines]
+  assert lines[-1] == 'generated 300 of 300 designs'
+  steps = [n // 40 for n in counts[:-1]]
+  assert steps == sorted(set(steps)) and 0 not in steps, lines  # a new step each, none before
+  assert len(lines) <= 300 // 40 + 1
+
+
+def test_the_largest_number_of_designs_is_allowed(monkeypatch):
+  monkeypatch.setattr(designs, 'MAX_NUM_DESIGNS', 3)
+  assert len(designs.generate(3, 0)) == 3
+  with pytest.raises(DesignGanError, match='from 1 to 3, got 4'):
+    designs.generate(4, 0)
+
+
 _FOOTPRINT = [c for a, b in ((0, 6), (10, 16), (20, 22)) for c in range(a, b)]  # the docstring's
 _STRUT_PIXELS = ((7, 11), (5, 14))
 
