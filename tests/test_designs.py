@@ -3,6 +3,7 @@
 import dataclasses
 import errno
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -615,6 +616,79 @@ def test_the_largest_number_of_designs_is_allowed(monkeypatch):
   assert len(designs.generate(3, 0)) == 3
   with pytest.raises(DesignGanError, match='from 1 to 3, got 4'):
     designs.generate(4, 0)
+
+
+@pytest.mark.parametrize('exists', [False, True])
+def test_cli_overwrite_of_a_new_or_empty_directory_writes_it(tmp_path, exists):
+  out = tmp_path / 'data'
+  if exists:
+    out.mkdir()
+  assert designs.main(['--out', str(out), '--num', '3', '--overwrite']) == 0
+  assert len(os.listdir(out)) == 3 and os.listdir(tmp_path) == ['data']
+
+
+def test_a_replacement_whose_rename_fails_puts_the_old_dataset_back(tmp_path, monkeypatch):
+  out = tmp_path / 'data'
+  designs.write_dataset(str(out), designs.generate(4, 0))
+  old = sorted(os.listdir(out))
+  rename = os.rename
+
+  def failing(src, dst):
+    if '.partial-' in os.path.basename(src):  # the new dataset, into place
+      raise OSError(errno.EIO, os.strerror(errno.EIO))
+    return rename(src, dst)
+
+  monkeypatch.setattr(designs.os, 'rename', failing)
+  with pytest.raises(OSError):
+    designs.write_dataset(str(out), designs.generate(3, 1), overwrite=True)
+  assert sorted(os.listdir(out)) == old
+  assert os.listdir(tmp_path) == ['data']
+
+
+@pytest.mark.parametrize('entries, refused', [
+    (['a.png', 'B.BMP'], None),
+    (['a.bmp', 'sub.bmp/'], 'holds sub.bmp; '),  # a directory, though named like a design
+    (['x', 'y', 'z'], 'holds x, y, z; '),
+    (['w', 'x', 'y', 'z'], 'holds w, x, y ...; '),
+])
+def test_overwrite_replaces_a_directory_of_bmp_or_png_files_only(tmp_path, entries, refused):
+  out = tmp_path / 'data'
+  out.mkdir()
+  for entry in entries:
+    if entry.endswith('/'):
+      (out / entry).mkdir()
+    else:
+      (out / entry).write_text('')
+  if refused is None:
+    assert designs.check_out_dir(str(out), overwrite=True) == str(out)
+  else:
+    with pytest.raises(DesignGanError, match=re.escape(refused)):
+      designs.check_out_dir(str(out), overwrite=True)
+
+
+def test_the_cache_is_designgan_cache_then_xdg_cache_home_then_home(monkeypatch, tmp_path):
+  monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+  monkeypatch.setenv('DESIGNGAN_CACHE', str(tmp_path / 'mine'))
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'xdg'))
+  assert designs.default_cache_dir() == str(tmp_path / 'mine')
+  monkeypatch.setenv('DESIGNGAN_CACHE', '')
+  assert designs.default_cache_dir() == str(tmp_path / 'xdg' / 'designgan')
+  monkeypatch.delenv('XDG_CACHE_HOME')
+  assert designs.default_cache_dir() == str(tmp_path / 'home' / '.cache' / 'designgan')
+
+
+def test_a_cache_of_another_generator_version_is_not_reused(tmp_path, monkeypatch):
+  first = designs.ensure_default_dataset(str(tmp_path), num=3, seed=0)
+  monkeypatch.setattr(designs, 'GENERATOR_VERSION', designs.GENERATOR_VERSION + 1)
+  second = designs.ensure_default_dataset(str(tmp_path), num=3, seed=0)
+  assert second != first and len(os.listdir(second)) == 3
+  assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in (first, second))
+
+
+def test_the_fingerprint_covers_the_labels_too():
+  generated = designs.generate(5, 0)
+  relabelled = dataclasses.replace(generated, mass=generated.mass[::-1].copy())
+  assert designs.fingerprint(relabelled) != designs.fingerprint(generated)
 
 
 _FOOTPRINT = [c for a, b in ((0, 6), (10, 16), (20, 22)) for c in range(a, b)]  # the docstring's
