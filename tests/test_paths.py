@@ -274,3 +274,50 @@ def test_set_aside_ignores_a_file_of_a_set_aside_name(tmp_path):
   assert paths.set_aside(target) == [aside]
   assert paths.restore_set_aside(target) == aside and os.path.isdir(target)
   assert os.path.isfile(stray)
+
+
+@pytest.mark.parametrize('check', [paths.check_output_dir, paths.check_output_file])
+def test_an_empty_output_path_is_refused_not_read_as_the_working_directory(check):
+  with pytest.raises(paths.OutputPathError, match='^--out is empty; give a '):
+    check('', '--out')
+
+
+def _path_of_length(base: str, length: int) -> str:
+  """`base`/ddd.../ddd... of exactly `length` bytes, in names of at most 201 bytes."""
+  path = base
+  while len(path) < length:
+    remaining = length - len(path)
+    path += '/' + 'd' * (200 if remaining > 202 else remaining - 1)
+  assert len(path) == length
+  return path
+
+
+def test_the_longest_name_and_path_allowed_are_accepted_one_byte_more_refused(tmp_path):
+  """A name of NAME_MAX bytes can be made; a path may take PATH_MAX (which counts the closing
+  NUL) less the room reserved for the files inside it."""
+  name_max = os.pathconf(str(tmp_path), 'PC_NAME_MAX')
+  longest_name = str(tmp_path / ('x' * name_max))
+  assert paths.check_output_dir(longest_name, 'log_path') == longest_name
+  os.mkdir(longest_name)  # the system agrees
+  with pytest.raises(paths.OutputPathError, match=f'is {name_max + 1} bytes long'):
+    paths.check_output_dir(longest_name + 'x', 'log_path')
+  path_max = os.pathconf(str(tmp_path), 'PC_PATH_MAX')
+  room = paths._ROOM_INSIDE  # pylint: disable=protected-access
+  longest_path = _path_of_length(str(tmp_path), path_max - 1 - room)
+  assert paths.check_output_dir(longest_path, 'log_path') == longest_path
+  with pytest.raises(paths.OutputPathError, match='cannot be used: it is'):
+    paths.check_output_dir(longest_path + 'd', 'log_path')
+
+
+def test_a_directory_this_user_cannot_write_is_refused(tmp_path, monkeypatch):
+  """Checked with os.access (root, who runs these tests in a container, may write anywhere)."""
+  monkeypatch.setattr(paths.os, 'access', lambda path, mode: False)
+  with pytest.raises(paths.OutputPathError, match=f'^log_path {tmp_path} is not writable'):
+    paths.check_output_dir(str(tmp_path), 'log_path')
+  with pytest.raises(paths.OutputPathError, match=f'^log_path {tmp_path}/new cannot be created: '
+                                                  f'{tmp_path} is not writable'):
+    paths.check_output_dir(str(tmp_path / 'new'), 'log_path')
+  with pytest.raises(paths.OutputPathError, match=f'^--json {tmp_path}/m.json: directory '
+                                                  f'{tmp_path} is not writable'):
+    paths.check_output_file(str(tmp_path / 'm.json'), '--json')
+
