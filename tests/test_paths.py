@@ -1,7 +1,10 @@
 """gan.paths: output locations are checked without creating anything (or only a temporary file,
 removed), and created with errors that say which one failed."""
 
+import errno
+import json
 import os
+import re
 import socket
 
 import numpy as np
@@ -321,3 +324,42 @@ def test_a_directory_this_user_cannot_write_is_refused(tmp_path, monkeypatch):
                                                   f'{tmp_path} is not writable'):
     paths.check_output_file(str(tmp_path / 'm.json'), '--json')
 
+
+def test_checkpoint_steps_are_numbered_directories_in_numeric_order(tmp_path):
+  for name in ('12', '3', '7a', 'a7', '-1', 'x'):
+    (tmp_path / name).mkdir()
+  (tmp_path / '5').write_text('a stray file')
+  assert paths.step_numbers(str(tmp_path), os.listdir(tmp_path)) == [3, 12]
+
+
+def test_numbered_directories_without_checkpoint_metadata_are_no_checkpoints(tmp_path):
+  """A user's directory of numbered outputs is no run's checkpoints: writing beside them is fine."""
+  renders = tmp_path / 'renders'
+  (renders / '7').mkdir(parents=True)
+  assert not paths.holds_checkpoints(str(renders))
+  assert paths.check_output_dir(str(renders / '8'), 'output_path') == str(renders / '8')
+  (renders / '7' / paths.CHECKPOINT_MARKER).write_text('{}')
+  assert paths.holds_checkpoints(str(renders))
+
+
+def test_another_users_live_process_counts_as_alive(monkeypatch):
+  """os.kill(pid, 0) on another user's process raises PermissionError: its staging entries stay."""
+  def not_permitted(pid, signal):
+    raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+
+  monkeypatch.setattr(paths.os, 'kill', not_permitted)
+  assert paths.process_alive(12345)
+
+
+def test_a_failed_write_keeps_the_earlier_file_and_leaves_no_temporary_one(tmp_path, monkeypatch):
+  path = tmp_path / 'm.json'
+  paths.write_json(str(path), {'fd': 1.0})
+
+  def full_disk(src, dst):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(paths.os, 'replace', full_disk)
+  with pytest.raises(paths.OutputPathError, match=re.escape(
+      f'--json {path}: cannot write (No space left on device)')):
+    paths.write_json(str(path), {'fd': 2.0})
+  assert os.listdir(tmp_path) == ['m.json'] and json.loads(path.read_text()) == {'fd': 1.0}
