@@ -531,7 +531,7 @@ def test_a_16_bit_grey_image_is_refused_not_clipped(tmp_path):
 
 
 @pytest.mark.parametrize('shape, dtype', [((10, 30, 4), np.uint8), ((10, 30), np.uint8),
-                                          ((10, 30, 3), np.float32)])
+                                          ((2, 10, 30, 3), np.uint8), ((10, 30, 3), np.float32)])
 def test_write_rgb_takes_only_h_w_3_uint8(tmp_path, shape, dtype):
   with pytest.raises(ValueError, match=r'\(H, W, 3\) uint8'):
     write_rgb(str(tmp_path / 'design.png'), np.zeros(shape, dtype))
