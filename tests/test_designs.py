@@ -67,6 +67,8 @@ def test_rounding_is_half_up_at_every_class_boundary():
       boundary = round(lower + step / 2, decimals + 1)
       assert oracle.to_class_value(boundary, step, decimals) == upper, boundary
       assert oracle.to_class_value(boundary - 1e-7, step, decimals) == lower, boundary
+      # Only the quotient's float error (about 1e-15) is rounded away, not a real difference.
+      assert oracle.to_class_value(boundary - 1e-7 * step, step, decimals) == lower, boundary
 
 
 def test_a_design_exactly_on_a_mass_boundary_has_the_upper_class():
@@ -689,6 +691,28 @@ def test_the_fingerprint_covers_the_labels_too():
   generated = designs.generate(5, 0)
   relabelled = dataclasses.replace(generated, mass=generated.mass[::-1].copy())
   assert designs.fingerprint(relabelled) != designs.fingerprint(generated)
+
+
+def test_designs_that_miss_their_targets_in_every_round_are_an_error_not_returned():
+  """Designs still unfinished after `max_rounds` would be black images with labels they do not
+  measure as (300 designs need more than one round: 255 reach their targets in the first)."""
+  with pytest.raises(RuntimeError, match=r'^\d+ designs did not reach their targets in 1 rounds'):
+    designs.generate(300, 0, max_rounds=1)
+
+
+def test_statistics_measure_horizontal_neighbours_and_strut_effects():
+  """The README's rows: 'correlation of horizontally adjacent cell thicknesses' is 1 for designs
+  whose thickness changes only from row to row; no design changes class when struts that are
+  already absent (black) are removed."""
+  generated = designs.generate(40, 2)
+  images = generated.images.copy()
+  rows = np.random.default_rng(0).integers(0, 256, (40, 10, 1), dtype=np.uint8)
+  images[..., 0] = rows * oracle.CELLS
+  for r, c in oracle.STRUTS:
+    images[:, r, c] = 0
+  stats = designs.statistics(dataclasses.replace(generated, images=images))
+  assert stats['neighbour_thickness_correlation'] == pytest.approx(1.0)
+  assert stats['strut_changes_durability_share'] == 0.0
 
 
 _FOOTPRINT = [c for a, b in ((0, 6), (10, 16), (20, 22)) for c in range(a, b)]  # the docstring's
