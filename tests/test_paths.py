@@ -363,3 +363,19 @@ def test_a_failed_write_keeps_the_earlier_file_and_leaves_no_temporary_one(tmp_p
       f'--json {path}: cannot write (No space left on device)')):
     paths.write_json(str(path), {'fd': 2.0})
   assert os.listdir(tmp_path) == ['m.json'] and json.loads(path.read_text()) == {'fd': 1.0}
+
+
+def test_a_staging_entry_of_a_host_whose_name_extends_this_ones_stays(tmp_path):
+  """Host '<host>-<n>' writing '<name>.<host>-<n>-<pid>-<random>.tmp' is another host: its
+  <n> is no process id of this host, whatever process <n> here is."""
+  host = socket.gethostname()
+  other_host = f'metrics.json.{host}-{finished_pid()}-{os.getppid()}-abc.tmp'
+  (tmp_path / other_host).write_text('{"half')
+  paths.write_json(str(tmp_path / 'metrics.json'), {'fd': 1.0})
+  assert sorted(os.listdir(tmp_path)) == sorted(['metrics.json', other_host])
+
+
+def test_a_write_error_without_an_errno_gives_its_message():
+  """Pillow raises some OSErrors with a message only (strerror None)."""
+  error = paths.cannot_write('/d/grid.png', OSError('encoder error -2'), '--gen_img_path')
+  assert str(error) == '--gen_img_path /d/grid.png: cannot write (encoder error -2)'
