@@ -284,7 +284,11 @@ def _swap_in(tmp: str, out_dir: str) -> None:
   renames leaves the old dataset set aside, for the next `check_out_dir` to put back."""
   with interrupts.held_back() as interrupted:
     old = paths.set_aside_dir(out_dir)
-    os.rename(out_dir, old)
+    try:
+      os.rename(out_dir, old)
+    except OSError:  # e.g. EBUSY: out_dir is a mount point; the empty set-aside goes too
+      os.rmdir(old)
+      raise
     try:
       os.rename(tmp, out_dir)
     except BaseException:

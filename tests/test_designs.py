@@ -647,6 +647,26 @@ def test_a_replacement_whose_rename_fails_puts_the_old_dataset_back(tmp_path, mo
   assert os.listdir(tmp_path) == ['data']
 
 
+def test_a_dataset_that_cannot_be_moved_aside_is_kept_and_nothing_is_left(tmp_path, monkeypatch):
+  """A directory that cannot be renamed (EBUSY: --out is a mount point) left an empty
+  '<out>.replaced-...' beside it, though a failure leaves nothing."""
+  out = tmp_path / 'data'
+  designs.write_dataset(str(out), designs.generate(4, 0))
+  old = sorted(os.listdir(out))
+  rename = os.rename
+
+  def busy(src, dst):
+    if '.replaced-' in os.path.basename(dst):  # the old dataset, set aside
+      raise OSError(errno.EBUSY, os.strerror(errno.EBUSY))
+    return rename(src, dst)
+
+  monkeypatch.setattr(designs.os, 'rename', busy)
+  with pytest.raises(OSError, match='busy'):
+    designs.write_dataset(str(out), designs.generate(3, 1), overwrite=True)
+  assert sorted(os.listdir(out)) == old
+  assert os.listdir(tmp_path) == ['data']
+
+
 @pytest.mark.parametrize('entries, refused', [
     (['a.png', 'B.BMP'], None),
     (['a.bmp', 'sub.bmp/'], 'holds sub.bmp; '),  # a directory, though named like a design
