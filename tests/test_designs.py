@@ -271,18 +271,29 @@ def test_cli_writes_through_an_out_directory_that_is_a_symlink(tmp_path):
 
 @pytest.mark.parametrize('args, message', [
     (['--out', ''], '--out is empty'),
+    (['--out', '  '], '--out is empty'),  # not a directory named by blanks
     (['--out', '{tmp}/a_file/data'], 'a_file is a file'),
     (['--out', '{tmp}/data', '--seed', '-1'], '--seed must be a non-negative integer'),
     (['--out', '{tmp}/data', '--num', '0'], 'from 1 to 200,000, got 0'),
     (['--out', '{tmp}/data', '--num', '100000000'], 'from 1 to 200,000, got 100000000'),
 ])
-def test_cli_bad_arguments_are_one_error_line(tmp_path, capsys, args, message):
+def test_cli_bad_arguments_are_one_error_line(tmp_path, monkeypatch, capsys, args, message):
+  monkeypatch.chdir(tmp_path)  # a relative --out accepted by mistake is written (and seen) here
   (tmp_path / 'a_file').write_text('')
   args = [a.format(tmp=tmp_path) for a in args]
   assert designs.main(['--num', '4'] + args) == 1  # a --num in args comes last and wins
   err = capsys.readouterr().err
   assert err.startswith('error: ') and err.count('\n') == 1 and message in err, err
   assert sorted(os.listdir(tmp_path)) == ['a_file']
+
+
+def test_cli_out_starting_with_a_tilde_is_in_the_home_directory(tmp_path, monkeypatch):
+  """A quoted '~/designs' (or one from a config) is the shell's: not a directory named '~'."""
+  monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+  monkeypatch.chdir(tmp_path)
+  assert designs.main(['--out', '~/designs', '--num', '2']) == 0
+  assert len(os.listdir(tmp_path / 'home' / 'designs')) == 2
+  assert sorted(os.listdir(tmp_path)) == ['home']
 
 
 @pytest.mark.parametrize('setup, message', [
