@@ -288,11 +288,9 @@ def _earlier_checkpoints(mngr: ocp.CheckpointManager, epoch: int, hint: str) -> 
     return ''
   if not earlier:
     return ''
-  listed = ', '.join(map(str, earlier[-5:]))
-  if len(earlier) > 6:  # six are listed whole: '0, ..., 1, 2, 3, 4, 5' hid nothing
-    listed = f'{earlier[0]}, ..., {listed}'
-  elif len(earlier) == 6:
-    listed = f'{earlier[0]}, {listed}'
+  listed = ', '.join(map(str, earlier))
+  if len(earlier) > 6:  # the first and the last five ('0, ..., 1, 2, 3, 4, 5' hid nothing)
+    listed = f'{earlier[0]}, ..., {", ".join(map(str, earlier[-5:]))}'
   note = (f'; the earlier checkpoint {listed} is kept' if len(earlier) == 1
           else f'; the earlier checkpoints {listed} are kept')
   return f'{note} ({hint.replace("{step}", str(earlier[-1]))})'  # not format: paths may hold {}
