@@ -326,3 +326,38 @@ def test_a_tensorboard_failure_at_release_does_not_hide_the_failure_that_stopped
       raise checkpoints.CheckpointError('cannot write a checkpoint')
   with pytest.raises(paths.OutputPathError, match='TensorBoard records'):
     run_dir.Run.release(run)
+
+
+def test_events_queued_while_a_slow_write_fails_never_wait_for_room(tmp_path, monkeypatch):
+  """A write that takes a while to fail (a full network disk) holds the writer thread while the
+  epoch's events queue up: a queue of 10 (tensorboardX's default) filled, the trainer waited for
+  room, and the thread then ended, so it waited forever. Every event is queued at once instead,
+  and the write after the failure raises."""
+  from tensorboardX import record_writer  # pylint: disable=import-outside-toplevel
+  board = summaries.TensorBoard(str(tmp_path))
+  board.scalars(1, {'loss': 1.0})
+  release = threading.Event()
+
+  def slow_failure(self, data):
+    release.wait(timeout=60)
+    raise OSError(28, 'No space left on device')
+
+  monkeypatch.setattr(record_writer.RecordWriter, 'write', slow_failure)
+  raised = []
+
+  def write_epochs():
+    try:
+      for step in range(2, 200):
+        board.scalars(step, {f'metric_{i}': float(i) for i in range(20)})
+        if step == 2:
+          release.set()  # all of epoch 2's events queued: the pending write fails now
+        time.sleep(0.05)
+    except paths.OutputPathError as e:
+      raised.append(e)
+
+  writer = threading.Thread(target=write_epochs, daemon=True)
+  writer.start()
+  writer.join(timeout=30)
+  release.set()
+  assert not writer.is_alive(), 'the writes hung'
+  assert len(raised) == 1 and 'No space left on device' in str(raised[0]), raised
