@@ -268,3 +268,59 @@ def test_the_suite_leaves_sigint_as_it_found_it_and_runs_in_any_thread(how, igno
                          '-p', 'no:cacheprovider', 'tests/test_run_lock.py', '-k', 'empty_lock'],
                         cwd=repo, capture_output=True, text=True, timeout=120, check=False)
   assert proc.stdout.splitlines()[-1:] == [f'0 {ignored}'], proc.stdout + proc.stderr
+
+
+def test_each_deferred_ctrl_c_reaches_the_handler_before_it_once_the_block_completes():
+  """train.py's handler counts: a first Ctrl-C asks for a stop after the epoch, a second stops
+  at once. Two that came while designs moved in are both passed on, once the move is done."""
+  seen = []
+
+  def handler(signum, frame):
+    del frame
+    seen.append(signum)
+
+  previous = signal.signal(signal.SIGINT, handler)
+  try:
+    with interrupts.deferred():
+      _sigint()
+      _sigint()
+      assert seen == []  # held while the block runs
+    assert seen == [signal.SIGINT, signal.SIGINT]
+    assert signal.getsignal(signal.SIGINT) is handler
+  finally:
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_ctrl_c_deferred_while_the_block_fails_leaves_the_error_standing():
+  """As in held_back: a move that failed half-way reports its own error, not a KeyboardInterrupt
+  (which would say nothing of the half-done move)."""
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    with pytest.raises(BaseException) as raised:  # a KeyboardInterrupt must not end the suite
+      with interrupts.deferred():
+        _sigint()
+        raise OSError('no space left')
+    assert raised.type is OSError, raised.value
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  finally:
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_an_unraisable_keyboard_interrupt_without_a_ctrl_c_is_still_reported(reported):
+  """Only the KeyboardInterrupt of a Ctrl-C the block recorded is kept quiet: one raised
+  otherwise (`raise KeyboardInterrupt` in a finaliser) is not recorded, and would go unseen."""
+  with interrupts.watched() as received:
+    interrupts.sys.unraisablehook(type('Unraisable', (), {'exc_value': KeyboardInterrupt()})())
+    assert not received
+  assert [type(u.exc_value) for u in reported] == [KeyboardInterrupt]
+
+
+def test_a_held_back_ctrl_c_counts_for_the_innermost_watch():
+  """Watches may nest: a Ctrl-C held back in the inner one counts for it, the watch that
+  interrupted() and raise_if_interrupted() read, not for the outer one."""
+  with interrupts.watched() as outer:
+    with interrupts.watched() as inner:
+      with interrupts.held_back():
+        _sigint()
+      assert inner and interrupts.interrupted()
+    assert not outer and not interrupts.interrupted()
