@@ -324,3 +324,30 @@ def test_a_held_back_ctrl_c_counts_for_the_innermost_watch():
         _sigint()
       assert inner and interrupts.interrupted()
     assert not outer and not interrupts.interrupted()
+
+
+def test_started_gives_ctrl_c_back_to_python_unless_it_was_ignored():
+  """After start-up a Ctrl-C raises KeyboardInterrupt again; in a tool started with SIGINT
+  ignored (`tool &` in a script) it stays ignored, also past start-up."""
+  previous = signal.getsignal(signal.SIGINT)
+  try:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    interrupts.started()
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    signal.signal(signal.SIGINT, lambda signum, frame: None)  # as quiet_while_starting's
+    interrupts.started()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  finally:
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_exit_after_error_keeps_what_was_printed_to_a_pipe():
+  """os._exit skips the interpreter's flush: the error line printed to a pipe (block-buffered)
+  was lost, so a script saw exit status 1 with no word of why."""
+  code = ('import sys\nfrom gan import interrupts\nprint("out line")\n'
+          'print("error: why", file=sys.stderr)\ninterrupts.exit_after_error(3)\n')
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = {k: v for k, v in os.environ.items() if k != 'PYTHONUNBUFFERED'}  # as a user's shell
+  proc = subprocess.run([sys.executable, '-c', code], cwd=repo, capture_output=True, text=True,
+                        timeout=60, check=False, env=env)
+  assert (proc.returncode, proc.stdout, proc.stderr) == (3, 'out line\n', 'error: why\n')
