@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -368,3 +369,38 @@ def test_a_ctrl_c_that_a_callback_swallowed_stops_the_comparison(tmp_path, monke
   assert compare.main(['--out', str(tmp_path), '--combos', 'vanilla_bce_mlp']) == 130
   assert capsys.readouterr().err.startswith('interrupted: ')
   assert not (tmp_path / 'results.json').exists()
+
+
+@pytest.mark.parametrize('count', [2, 3])
+def test_the_figure_has_a_captioned_panel_per_combination_row_by_row(count, tmp_path,
+                                                                     monkeypatch):
+  """Two panels a row, in the order named, each its combination's grid under its name; no
+  empty row (with stand-ins for the trained models: each draws in a colour of its own)."""
+  names = compare.COMBINATIONS[:count]
+  colour = {name: (40 * (i + 1), 100, 200 - 40 * i) for i, name in enumerate(names)}
+  spec = types.SimpleNamespace(durability=(0, 1), mass=(0, 1, 2), layout=types.SimpleNamespace(
+      strut_positions=(3,), shape=(4, 5, 3)))
+  spec.class_pairs = lambda: tuple(np.indices((2, 3)).reshape(2, -1))
+  monkeypatch.setattr(compare.inference, 'load', lambda path: types.SimpleNamespace(
+      spec=spec, name=os.path.basename(path)))
+  monkeypatch.setattr(compare.inference, 'fixed_pixels', lambda model, colours: np.zeros(
+      (4, 5, 3), np.uint8))
+  monkeypatch.setattr(compare.inference, 'generate', lambda model, d, m, fixed, seed: np.full(
+      (len(d), 4, 5, 3), colour[model.name], np.uint8))
+  compare.figure(names, str(tmp_path), str(tmp_path / 'designs.png'))
+  with Image.open(tmp_path / 'designs.png') as image:
+    sheet = np.asarray(image.convert('RGB'))
+  grid_h, grid_w, _ = compare.summaries.design_grid(np.zeros((2, 3, 4, 5, 3), np.uint8),
+                                                    scale=2).shape
+  h, w = grid_h + 14, grid_w  # a caption above each grid
+  assert sheet.shape[:2] == (-(-count // 2) * (h + 8), 2 * (w + 8))
+  for i, name in enumerate(names):
+    top, left = (i // 2) * (h + 8), (i % 2) * (w + 8)
+    panel = sheet[top:top + h, left:left + w]
+    grid = panel[14:]
+    assert (grid[compare.summaries.GRID_PAD + 1, compare.summaries.GRID_PAD + 1] ==
+            colour[name]).all(), (name, i)
+    assert (grid == colour[name]).all(axis=-1).sum() == 2 * 3 * 4 * 5 * 4  # all six designs
+    assert (panel[:14] < 128).all(axis=-1).any()  # its caption, dark on white
+  if count % 2:
+    assert (sheet[h + 8:, w + 8:] == 255).all()  # the empty place, white
