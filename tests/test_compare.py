@@ -404,3 +404,18 @@ def test_the_figure_has_a_captioned_panel_per_combination_row_by_row(count, tmp_
     assert (panel[:14] < 128).all(axis=-1).any()  # its caption, dark on white
   if count % 2:
     assert (sheet[h + 8:, w + 8:] == 255).all()  # the empty place, white
+
+
+def test_set_values_take_the_type_of_the_field_they_set(tmp_path):
+  """--set gives text: a flag in any case, a tuple in brackets or parentheses, a float."""
+  config = compare.combination_config(
+      'vanilla_bce_mlp', 5, str(tmp_path),
+      ['mask_input=TRUE', 'gen_hidden_dims=(64, 32)', 'disc_hidden_dims=[16]', 'aux_lambda=0.5'])
+  assert config.mask_input is True and config.aux_lambda == 0.5
+  assert config.gen_hidden_dims == (64, 32) and config.disc_hidden_dims == (16,)
+  assert compare.combination_config('vanilla_bce_mlp', 5, str(tmp_path),
+                                    ['mask_input=False']).mask_input is False
+  assert config.log_path == os.path.join(str(tmp_path), 'vanilla_bce_mlp')
+  assert config.time_budget_min == 5.0
+  with pytest.raises(compare.ConfigError, match="--set mask_input=yes: 'yes' is not"):
+    compare.combination_config('vanilla_bce_mlp', 5, str(tmp_path), ['mask_input=yes'])
