@@ -71,7 +71,8 @@ def _run(monkeypatch, **overrides):
 
 
 def _metrics(config, value=1.0):
-  return {k: np.full(4, value) for k in step.active_metrics(config)}
+  """Each term's four steps of an epoch, whose mean is `value`."""
+  return {k: value + np.array([-1.5, -0.5, 0.5, 1.5]) for k in step.active_metrics(config)}
 
 
 def test_an_epoch_closes_with_its_log_line_scalars_evaluation_and_checkpoint_at_its_step(
@@ -89,7 +90,7 @@ def test_an_epoch_closes_with_its_log_line_scalars_evaluation_and_checkpoint_at_
       ('scalars', 'eval/', 3, eval_tags)]
   logged = [line.split('  ')[0] for line in run.log.lines]
   assert logged == ['epoch 1/10', 'epoch 2/10', 'eval epoch 3']
-  assert 'gen_loss 2.0000' in run.log.lines[1]  # the epoch's own means
+  assert 'gen_loss 2.0000' in run.log.lines[1]  # the mean of the epoch's steps
   assert run.evaluator.calls == [(3, 'state', 3)]
   assert run.saved == [('manager', 3, 'state', 3)]
 
