@@ -419,3 +419,45 @@ def test_set_values_take_the_type_of_the_field_they_set(tmp_path):
   assert config.time_budget_min == 5.0
   with pytest.raises(compare.ConfigError, match="--set mask_input=yes: 'yes' is not"):
     compare.combination_config('vanilla_bce_mlp', 5, str(tmp_path), ['mask_input=yes'])
+
+
+def test_the_table_is_well_formed_markdown_with_every_column():
+  """A row per combination of results.json under a header and a separator of as many columns
+  (one short, the table renders as plain text); 'n/a' where a metric is undefined."""
+  results = {'vanilla_bce_mlp': dict(epochs=3, oracle_exact=0.0, fd=12.3456),
+             'infogan_wgan_mlp': dict(epochs=1, diversity=None)}
+  lines = compare.markdown_table(results).splitlines()
+  assert len(lines) == 4 and len({line.count('|') for line in lines}) == 1, lines
+  cells = [[c.strip() for c in line.strip('|').split('|')] for line in lines]
+  assert cells[0] == ['combination', 'epochs'] + list(compare.COLUMNS)
+  assert set(cells[1]) == {'---'}
+  rows = {row[0]: dict(zip(cells[0], row)) for row in cells[2:]}
+  assert rows['`vanilla_bce_mlp`']['epochs'] == '3' and rows['`infogan_wgan_mlp`']['epochs'] == '1'
+  assert rows['`vanilla_bce_mlp`']['oracle_exact'] == '0.000'  # a zero is a result, not n/a
+  assert rows['`vanilla_bce_mlp`']['fd'] == '12.346'
+  assert rows['`infogan_wgan_mlp`']['diversity'] == 'n/a'
+
+
+def test_a_kept_combination_whose_run_is_gone_is_trained_again(tmp_path, monkeypatch, capsys):
+  """designs.png draws from each combination's run: one in results.json without a checkpoint
+  left is trained again (its figure panel failed to load), one with its checkpoints is kept."""
+  done = dict(epochs=2, minutes=5.0, set=['epochs=2'], oracle_exact=0.25)
+  (tmp_path / 'results.json').write_text(json.dumps({'vanilla_bce_mlp': done,
+                                                     'vanilla_wgan_mlp': done}))
+  (tmp_path / 'vanilla_wgan_mlp' / 'checkpoints' / '2').mkdir(parents=True)
+  (tmp_path / 'vanilla_bce_mlp' / 'checkpoints').mkdir(parents=True)  # emptied
+  trained = []
+  monkeypatch.setattr(compare.trainer, 'train', lambda config: trained.append(
+      os.path.basename(config.log_path)) or {'epochs': 2})
+  monkeypatch.setattr(compare.evaluate, 'evaluate_model', lambda path, seed: {
+      'oracle_exact': 0.75})
+  monkeypatch.setattr(compare, 'figure', lambda *a, **k: None)
+  args = ['--out', str(tmp_path), '--minutes', '5', '--set', 'epochs=2', '--combos',
+          'vanilla_bce_mlp,vanilla_wgan_mlp']
+  assert compare.main(args) == 0, capsys.readouterr().err
+  assert trained == ['vanilla_bce_mlp']
+  out = capsys.readouterr().out
+  assert 'vanilla_bce_mlp: in ' in out and 'has no checkpoint' in out, out
+  results = json.loads((tmp_path / 'results.json').read_text())
+  assert results['vanilla_bce_mlp']['oracle_exact'] == 0.75
+  assert results['vanilla_wgan_mlp'] == done
