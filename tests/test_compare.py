@@ -461,3 +461,13 @@ def test_a_kept_combination_whose_run_is_gone_is_trained_again(tmp_path, monkeyp
   results = json.loads((tmp_path / 'results.json').read_text())
   assert results['vanilla_bce_mlp']['oracle_exact'] == 0.75
   assert results['vanilla_wgan_mlp'] == done
+
+
+def test_a_results_entry_with_a_flag_for_its_epochs_is_refused(tmp_path):
+  """JSON's true is a Python int too: it passed as a number of epochs, and the table said
+  'True'. (Read directly: refused at once, where main would go on to train.)"""
+  path = tmp_path / 'results.json'
+  path.write_text('{"vanilla_bce_mlp": {"epochs": true, "minutes": 15.0, "set": []}}')
+  with pytest.raises(compare.ConfigError, match=r'vanilla_bce_mlp has no number of epochs '
+                                                r'\(epochs=True\)'):
+    compare._read_results(str(path))  # pylint: disable=protected-access
