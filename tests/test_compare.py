@@ -459,7 +459,7 @@ def test_a_kept_combination_whose_run_is_gone_is_trained_again(tmp_path, monkeyp
   out = capsys.readouterr().out
   assert 'vanilla_bce_mlp: in ' in out and 'has no checkpoint' in out, out
   results = json.loads((tmp_path / 'results.json').read_text())
-  assert results['vanilla_bce_mlp']['oracle_exact'] == 0.75
+  assert results['vanilla_bce_mlp'] == dict(done, oracle_exact=0.75)  # its settings recorded
   assert results['vanilla_wgan_mlp'] == done
 
 
