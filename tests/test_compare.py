@@ -106,6 +106,14 @@ def test_compare_draws_a_model_with_one_strut(small_design_dir, tmp_path):
   assert (pixels == (255, 0, 0)).all(axis=1).any()  # the one strut, drawn red
 
 
+def _refuse_training(monkeypatch):
+  """A test of a refusal fails at once if the refusal is gone, instead of training a combination
+  for its full --minutes."""
+  def trained(*args, **kwargs):
+    raise AssertionError('trained a combination that should have been refused')
+  monkeypatch.setattr(compare.trainer, 'train', trained)
+
+
 @pytest.mark.parametrize('args,message', [
     (['--combos', 'vanilla_bce_cnn'], 'unknown combination'),
     (['--set', 'nonsense=1'], "no config field 'nonsense'"),
@@ -122,7 +130,8 @@ def test_compare_draws_a_model_with_one_strut(small_design_dir, tmp_path):
     (['--set', 'batch_size=-5'], 'batch_size must be a positive integer, got -5'),
     (['--set', 'gen_dropout=0.1'], 'gen_dropout=0.1 would be ignored: gen_mode=selfattention'),
 ])
-def test_compare_rejects_bad_arguments(args, message, tmp_path, capsys):
+def test_compare_rejects_bad_arguments(args, message, tmp_path, capsys, monkeypatch):
+  _refuse_training(monkeypatch)
   (tmp_path / 'a_file').write_text('')
   args = [a.format(tmp=tmp_path) for a in args]
   assert compare.main(['--out', str(tmp_path / 'out')] + args) == 1
@@ -140,7 +149,8 @@ def test_compare_rejects_bad_arguments(args, message, tmp_path, capsys):
     # Refused as trained "with --minutes 15 and --set [], not --minutes 15 and --set []".
     '{"vanilla_gan_mlp": {"epochs": 1, "minutes": 15.0, "set": []}}',
 ])
-def test_an_unreadable_results_file_is_one_error_line(content, tmp_path, capsys):
+def test_an_unreadable_results_file_is_one_error_line(content, tmp_path, capsys, monkeypatch):
+  _refuse_training(monkeypatch)
   (tmp_path / 'results.json').write_text(content)
   assert compare.main(['--out', str(tmp_path), '--combos', 'vanilla_bce_mlp']) == 1
   err = capsys.readouterr().err
