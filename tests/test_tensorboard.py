@@ -207,33 +207,36 @@ def test_a_full_disk_under_tensorboard_records_is_an_error_not_a_hang(tmp_path, 
   events then waited forever for room in its queue of 10, and train.py hung after an epoch. Now
   the write after the failure raises an OutputPathError naming the directory and the failure,
   whose traceback the thread no longer prints above it."""
-  from tensorboardX import record_writer  # pylint: disable=import-outside-toplevel
   directory = str(tmp_path / 'records')
   board = summaries.TensorBoard(directory)
   board.scalars(1, {'loss': 1.0})
+  _failing_writes(monkeypatch, OSError(28, 'No space left on device'))
+  raised = _write_epochs_until_refused(board, 20, 13, timeout=60)
+  assert len(raised) == 1 and f'TensorBoard records in {board.directory} (their writer failed: ' \
+      '[Errno 28] No space left on device)' in str(raised[0]), raised
+  assert 'Traceback' not in capfd.readouterr().err
+  board.close()  # nothing left to wait for
 
-  def full(self, data):
-    raise OSError(28, 'No space left on device')
 
-  monkeypatch.setattr(record_writer.RecordWriter, 'write', full)
+def _write_epochs_until_refused(board, epochs, metrics, timeout, after_epoch=lambda step: None):
+  """The OutputPathErrors of writing epochs 2.. `epochs` - 1 (`metrics` scalars each, 50 ms
+  apart; `after_epoch(step)` after each) from a thread, which must end within `timeout` s."""
   raised = []
 
   def write_epochs():
     try:
-      for step in range(2, 20):
-        board.scalars(step, {f'metric_{i}': float(i) for i in range(13)})
+      for step in range(2, epochs):
+        board.scalars(step, {f'metric_{i}': float(i) for i in range(metrics)})
+        after_epoch(step)
         time.sleep(0.05)
     except paths.OutputPathError as e:
       raised.append(e)
 
   writer = threading.Thread(target=write_epochs, daemon=True)
   writer.start()
-  writer.join(timeout=60)
+  writer.join(timeout=timeout)
   assert not writer.is_alive(), 'the writes hung'
-  assert len(raised) == 1 and f'TensorBoard records in {board.directory} (their writer failed: ' \
-      '[Errno 28] No space left on device)' in str(raised[0]), raised
-  assert 'Traceback' not in capfd.readouterr().err
-  board.close()  # nothing left to wait for
+  return raised
 
 
 def _failing_writes(monkeypatch, error):
@@ -342,22 +345,13 @@ def test_events_queued_while_a_slow_write_fails_never_wait_for_room(tmp_path, mo
     release.wait(timeout=60)
     raise OSError(28, 'No space left on device')
 
+  def after_epoch(step):
+    if step == 2:
+      release.set()  # all of epoch 2's events queued: the pending write fails now
+
   monkeypatch.setattr(record_writer.RecordWriter, 'write', slow_failure)
-  raised = []
-
-  def write_epochs():
-    try:
-      for step in range(2, 200):
-        board.scalars(step, {f'metric_{i}': float(i) for i in range(20)})
-        if step == 2:
-          release.set()  # all of epoch 2's events queued: the pending write fails now
-        time.sleep(0.05)
-    except paths.OutputPathError as e:
-      raised.append(e)
-
-  writer = threading.Thread(target=write_epochs, daemon=True)
-  writer.start()
-  writer.join(timeout=30)
-  release.set()
-  assert not writer.is_alive(), 'the writes hung'
+  try:
+    raised = _write_epochs_until_refused(board, 200, 20, timeout=30, after_epoch=after_epoch)
+  finally:
+    release.set()
   assert len(raised) == 1 and 'No space left on device' in str(raised[0]), raised
