@@ -19,8 +19,8 @@ Metrics, each over the N designs unless said otherwise (formulas in gan/metrics.
                     features of the generated and of the held-out real designs, measured on as
                     many generated designs as the baseline has training designs (`fd_designs`,
                     at least `per_pair` per pair): FD is biased upwards by small samples (1,200
-                    real training designs score 2.33 on average against the held-out set of the
-                    synthetic data, all 9,000 score 1.45), so only equal sizes compare
+                    real training designs score 2.10 on average against the held-out set of the
+                    synthetic data, all 9,000 score 1.56), so only equal sizes compare
   fd_real_baseline  FD(train real, held-out real): what a perfect generator would reach where
                     every class pair is equally common (the generated set asks for every pair
                     equally often; on imbalanced data even real designs score above it)
