@@ -105,8 +105,8 @@ def initialize_distributed(coordinator_address: str = '', num_processes: int = 0
     jax.distributed.initialize(**settings)
   except Exception as e:  # connection timeouts and refusals come as several runtime types
     where = settings.get('coordinator_address', 'the address the cluster environment gives')
-    raise DistributedError(f'cannot join the distributed run at {where}: '
-                           f'{str(e).strip().splitlines()[0] if str(e).strip() else e!r}') from None
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+    raise DistributedError(f'cannot join the distributed run at {where}: {reason}') from None
   return True
 
 

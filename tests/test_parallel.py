@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -306,3 +307,35 @@ def test_a_non_integer_environment_variable_is_refused():
   with pytest.raises(ConfigError, match='JAX_NUM_PROCESSES'):
     parallel.distributed_settings(environ={'JAX_COORDINATOR_ADDRESS': 'h:1',
                                            'JAX_NUM_PROCESSES': 'two'})
+
+
+@pytest.fixture
+def no_distributed_environment(monkeypatch):
+  """os.environ without the variables distributed_settings reads."""
+  for name in ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID', 'SLURM_JOB_ID',
+               'SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE'):
+    monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize('error, said', [
+    (RuntimeError('DEADLINE_EXCEEDED: Barrier timed out\n  id: 1\n'),
+     'DEADLINE_EXCEEDED: Barrier timed out'),
+    (ConnectionRefusedError(), 'ConnectionRefusedError()')])
+@pytest.mark.usefixtures('no_distributed_environment')
+def test_a_failed_join_is_one_line_naming_the_coordinator(error, said, monkeypatch):
+  """Whatever type jax's connection error has, it becomes a DistributedError of one line: where
+  the run was to be joined and the error's first line, as it is (it was quoted: the `!r` meant
+  for an empty message applied to the first line too), or its repr when it has no message."""
+  def refuse(**kwargs):
+    raise error
+
+  monkeypatch.setattr(jax.distributed, 'initialize', refuse)
+  with pytest.raises(parallel.DistributedError) as raised:
+    parallel.initialize_distributed('10.0.0.1:1234', 2, 1)
+  assert str(raised.value) == f'cannot join the distributed run at 10.0.0.1:1234: {said}'
+  monkeypatch.setenv('SLURM_JOB_ID', '7')
+  monkeypatch.setenv('SLURM_NTASKS', '2')
+  with pytest.raises(parallel.DistributedError) as raised:
+    parallel.initialize_distributed()
+  assert str(raised.value) == ('cannot join the distributed run at the address the cluster '
+                               f'environment gives: {said}')
