@@ -71,6 +71,17 @@ def test_typed_keys_and_keys_of_other_prngs_are_accepted():
       jax.random.key_impl(prng.fused_key(key)))
 
 
+
+def test_a_key_of_another_prng_gives_a_threefry_key_of_all_its_words():
+  """An rbg key is 4 words (a seed's repeats the seed's Threefry key): the fused key is drawn
+  from the whole key, so rbg keys that share either half still draw other dropout masks."""
+  words = ([0, 7, 0, 7], [0, 7, 0, 8], [0, 8, 0, 7])
+  keys = [jax.random.wrap_key_data(jnp.array(w, jnp.uint32), impl='rbg') for w in words]
+  draws = [np.asarray(jax.random.bits(prng.fused_key(key), (16,))) for key in keys]
+  for i in range(len(draws)):
+    for j in range(i):
+      assert not np.array_equal(draws[i], draws[j]), (words[i], words[j])
+
 def test_one_fused_kernel_on_cpu():
   """The reason for the module: no while loop in the compiled mask (jax's CPU lowering has one)."""
   def mask(key):
