@@ -163,6 +163,74 @@ def test_batchnorm_uses_global_batch_statistics(small_design_dir, tmp_path):
   assert_states_close(critic(load(outs[1])), critic(load(outs[0])))
 
 
+# What the four-device test run prints: how gan.parallel places rows, a state and a restore
+# target on the mesh, and what it says about the mesh.
+_PLACEMENT = '''
+import json
+import jax
+import numpy as np
+from gan import parallel
+from gan.errors import ConfigError
+mesh = parallel.make_mesh()
+rows, n = parallel.shard_rows(mesh, {'x': np.arange(20, dtype=np.float32).reshape(10, 2),
+                                     'y': np.arange(1, 11, dtype=np.int32)})
+state = parallel.replicate(mesh, {'w': np.ones((3, 5), np.float32)})
+target = parallel.replicated_like(mesh, {'w': jax.ShapeDtypeStruct((3, 5), np.float32)})
+options = parallel.epoch_options(mesh, n)
+try:
+  parallel.check_batch_size(30)
+except ConfigError as e:
+  refusal = str(e)
+print(json.dumps(dict(
+    n=n, x=np.asarray(rows['x']).tolist(), y=np.asarray(rows['y']).tolist(),
+    y_dtype=str(rows['y'].dtype),
+    row_shards=sorted([s.index[0].start, s.index[0].stop] for s in rows['x'].addressable_shards),
+    w_shards=[list(s.data.shape) for s in state['w'].addressable_shards],
+    w_replicated=state['w'].sharding.is_fully_replicated,
+    target=[target['w'].sharding.is_fully_replicated, len(target['w'].sharding.device_set)],
+    options=sorted(options), num_rows=options['num_rows'],
+    specs=[list(options[k].spec) for k in ('batch_sharding', 'out_sharding')],
+    describe=parallel.describe(mesh), refusal=refusal)))
+'''
+
+
+def test_four_devices_get_a_quarter_of_the_padded_rows_and_a_whole_state_each():
+  """On 4 CPU devices (a subprocess, in seconds): 10 rows are padded with zeros to 12 and split
+  3 to a device; the state and a restore target are whole on every device; the epoch options
+  carry the real row count and split batches; the log line and a refusal name the 4 devices."""
+  proc = subprocess.run([sys.executable, '-c', _PLACEMENT], cwd=REPO_ROOT, env=_env(4),
+                        capture_output=True, text=True, timeout=TIMEOUT_S)
+  assert proc.returncode == 0, proc.stderr
+  got = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert got['n'] == 10 and got['num_rows'] == 10
+  assert got['x'] == [[2 * i, 2 * i + 1] for i in range(10)] + [[0, 0]] * 2
+  assert got['y'] == list(range(1, 11)) + [0, 0] and got['y_dtype'] == 'int32'
+  assert got['row_shards'] == [[0, 3], [3, 6], [6, 9], [9, 12]]
+  assert got['w_shards'] == [[3, 5]] * 4 and got['w_replicated']
+  assert got['target'] == [True, 4]
+  assert got['options'] == ['batch_sharding', 'num_rows', 'out_sharding']
+  assert got['specs'] == [['data'], []]
+  assert got['describe'] == '4 cpu devices, data parallel (1 process(es) x 4 local device(s))'
+  assert 'number of devices, 4 (all local devices)' in got['refusal'], got['refusal']
+
+
+def test_on_one_device_nothing_is_placed_sharded_or_gathered():
+  """A single-device run computes as without a mesh: its trees come back as they went in, rows
+  unpadded, no epoch options, a restore target on the default device; the multi-process helpers
+  return their input."""
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), (parallel.AXIS,))
+  tree = {'w': np.ones((3, 5), np.float32)}
+  assert parallel.replicate(mesh, tree) is tree
+  rows, n = parallel.shard_rows(mesh, {'x': np.arange(5, dtype=np.float32)})
+  assert n == 5 and rows['x'].shape == (5,)
+  assert parallel.epoch_options(mesh, n) == {}
+  target = parallel.replicated_like(mesh, {'w': jax.ShapeDtypeStruct((3, 5), np.float32)})
+  assert target['w'].sharding == jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  assert parallel.describe(mesh) == f'1 device ({jax.devices()[0].platform})'
+  assert parallel.is_main() and parallel.host_local(tree) is tree
+  assert parallel.broadcast_from_main(2.5) == 2.5 and parallel.max_over_processes(3) == 3
+
+
 def _train_py(devices: int, data_path, log_path, *flags) -> subprocess.CompletedProcess:
   """train.py on `devices` CPU devices, the default config with `flags` on top."""
   return subprocess.run(
@@ -211,7 +279,8 @@ def test_resuming_on_a_device_count_the_batch_size_does_not_divide_names_device_
 
 def test_check_batch_size_message():
   parallel.check_batch_size(32, num_devices=4)
-  with pytest.raises(ConfigError, match=r'batch_size=6 .* 4 .* batch_size 4, 8'):
+  with pytest.raises(ConfigError, match=r'batch_size=6 .* 4 \(the device count asked for\), .*'
+                     r'batch_size 4, 8'):
     parallel.check_batch_size(6, num_devices=4)
   with pytest.raises(ConfigError, match=r'batch_size 8$'):
     parallel.check_batch_size(3, num_devices=8)
@@ -263,8 +332,15 @@ def test_two_processes_agree_checkpoint_and_resume(one_device_run, small_design_
 
 
 def test_a_plain_run_does_not_initialize_distributed():
+  """Nor does a run of one process, however it is given: flags, blank JAX_* variables (as
+  unset), a one-task cluster job, or one that does not say its task count."""
   assert parallel.distributed_settings(environ={}) is None
   assert parallel.distributed_settings(environ={'SLURM_JOB_ID': '7', 'SLURM_NTASKS': '1'}) is None
+  assert parallel.distributed_settings(environ={'SLURM_JOB_ID': '7'}) is None
+  assert parallel.distributed_settings(num_processes=1, environ={}) is None
+  assert parallel.distributed_settings('10.0.0.1:1234', 1, 0, environ={}) is None
+  blank = {'JAX_COORDINATOR_ADDRESS': '', 'JAX_NUM_PROCESSES': ' ', 'JAX_PROCESS_ID': ''}
+  assert parallel.distributed_settings(environ=blank) is None
 
 
 def test_flags_give_the_distributed_settings_and_win_over_the_environment():
@@ -283,10 +359,15 @@ def test_a_multi_task_cluster_job_is_detected_by_jax():
 @pytest.mark.parametrize('args,expected', [
     (('10.0.0.1:1234', 2, -1), 'needs all three'),
     (('', 2, 0), 'needs all three'),
+    (('10.0.0.1:1234', 0, -1), 'needs all three'),  # any one of the three asks for the others
+    (('', 2, -1), 'needs all three'),
+    (('', 0, 0), 'needs all three'),
+    (('10.0.0.1:1234', 0, 0), 'needs all three'),
     (('10.0.0.1', 2, 0), 'host:port'),
     (('10.0.0.1:1234', 2, 2), 'process_id=2 must be in 0..1'),
     (('10.0.0.1:1234', -2, 0),
      r'num_processes=-2 \(--num_processes or JAX_NUM_PROCESSES\) must be the number'),
+    (('10.0.0.1:1234', -1, 0), r'num_processes=-1 \(--num_processes'),
 ])
 def test_incomplete_distributed_settings_are_refused(args, expected):
   with pytest.raises(ConfigError, match=expected):
@@ -315,6 +396,19 @@ def no_distributed_environment(monkeypatch):
   for name in ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID', 'SLURM_JOB_ID',
                'SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE'):
     monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.usefixtures('no_distributed_environment')
+def test_initialize_distributed_joins_a_multi_process_run_only(monkeypatch):
+  """A plain run (or a one-process one) leaves jax.distributed alone and says so; a
+  multi-process one joins with its settings."""
+  joined = []
+  monkeypatch.setattr(jax.distributed, 'initialize', lambda **kwargs: joined.append(kwargs))
+  assert parallel.initialize_distributed() is False
+  assert parallel.initialize_distributed('10.0.0.1:1234', 1, 0) is False
+  assert joined == []
+  assert parallel.initialize_distributed('10.0.0.1:1234', 2, 1) is True
+  assert joined == [dict(coordinator_address='10.0.0.1:1234', num_processes=2, process_id=1)]
 
 
 @pytest.mark.parametrize('error, said', [
