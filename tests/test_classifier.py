@@ -1,10 +1,13 @@
 """Tests of gan/classifier.py: accuracy on held-out designs, the cache and its key."""
 
+import dataclasses
+import errno
 import logging
 import os
 
 import jax
 import numpy as np
+import pytest
 from flax import nnx
 from helpers import fast_compilation, relabelled
 
@@ -28,9 +31,14 @@ def test_classifier_beats_chance_on_held_out_designs(classifier, dataset):
 
 
 def test_classifier_is_cached_and_reloaded(small_design_dir, tmp_path, monkeypatch):
+  """Under <cache_dir>/classifiers/<key>, a relative cache_dir taken from the working directory
+  (orbax takes absolute paths only); loaded, not trained, the next time."""
   small = data.load_dataset(small_design_dir)
-  first = classifier_lib.load_or_train_classifier(small, str(tmp_path))
-  path = classifier_lib.classifier_dir(small, str(tmp_path))
+  monkeypatch.chdir(tmp_path)
+  first = classifier_lib.load_or_train_classifier(small, 'cache')
+  path = classifier_lib.classifier_dir(small, 'cache')
+  assert path == os.path.join(str(tmp_path), 'cache', 'classifiers',
+                              classifier_lib.cache_key(small))
   assert os.path.isfile(os.path.join(path, 'info.json'))
   assert [n for n in os.listdir(os.path.dirname(path)) if 'partial' in n] == []
 
@@ -38,7 +46,7 @@ def test_classifier_is_cached_and_reloaded(small_design_dir, tmp_path, monkeypat
     raise AssertionError('the classifier was trained again instead of loaded from the cache')
 
   monkeypatch.setattr(classifier_lib, 'train_classifier', no_training)
-  second = classifier_lib.load_or_train_classifier(small, str(tmp_path))
+  second = classifier_lib.load_or_train_classifier(small, 'cache')
   assert second.info == first.info
   for x, y in zip(first.apply(small.val.images), second.apply(small.val.images)):
     np.testing.assert_array_equal(x, y)
@@ -94,10 +102,20 @@ def test_a_cached_classifier_measures_the_held_out_designs_it_is_given(small_des
 
 
 def test_cache_key_depends_on_the_training_data(dataset, small_design_dir):
+  """16 hex digits, other for other training designs: other labels, other pixels (one pixel of
+  one design), or other file names."""
   small = data.load_dataset(small_design_dir)
-  assert classifier_lib.cache_key(dataset) == classifier_lib.cache_key(dataset)
-  assert classifier_lib.cache_key(dataset) != classifier_lib.cache_key(small)
-  assert classifier_lib.cache_key(dataset) != classifier_lib.cache_key(relabelled(dataset))
+  key = classifier_lib.cache_key(dataset)
+  assert key == classifier_lib.cache_key(dataset)
+  assert len(key) == 16 and int(key, 16) >= 0
+  assert key != classifier_lib.cache_key(small)
+  assert key != classifier_lib.cache_key(relabelled(dataset))
+  images = dataset.train.images.copy()
+  images[5, 3, 4, 1] = -images[5, 3, 4, 1] if images[5, 3, 4, 1] else 1.0
+  names = ('renamed.bmp',) + dataset.train.names[1:]
+  for train in (dataclasses.replace(dataset.train, images=images),
+                dataclasses.replace(dataset.train, names=names)):
+    assert key != classifier_lib.cache_key(dataclasses.replace(dataset, train=train))
 
 
 def test_classifier_handles_no_images(classifier, dataset):
@@ -144,3 +162,116 @@ def test_features_after_a_fast_compilation_module_are_the_optimised_programs():
   jax.clear_caches()
   for a, b in zip(after, apply()):
     np.testing.assert_array_equal(a, b)
+
+
+def test_more_images_than_a_chunk_are_applied_chunk_by_chunk(classifier, dataset):
+  """Past APPLY_CHUNK images the next chunk goes through the same compiled shape: every image
+  gets its own outputs, in order (those it gets among other images). Features are the float64
+  GELU outputs (never below GELU's minimum, about -0.170); predictions are the int32 argmaxes of
+  the logits."""
+  images = dataset.train.images[:classifier_lib.APPLY_CHUNK + 6]
+  d_logits, m_logits, feats = classifier.apply(images)
+  assert d_logits.shape == (len(images), len(dataset.spec.durability))
+  assert m_logits.shape == (len(images), len(dataset.spec.mass))
+  assert feats.shape == (len(images), classifier_lib.FEATURES) and feats.dtype == np.float64
+  assert feats.min() >= -0.171
+  for start in (0, classifier_lib.APPLY_CHUNK - 3):
+    part = classifier.apply(images[start:start + 9])
+    for whole, alone in zip((d_logits, m_logits, feats), part):
+      np.testing.assert_allclose(whole[start:start + 9], alone, rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(classifier.features(images), feats)
+  durability, mass = classifier.predict(images)
+  assert durability.dtype == mass.dtype == np.int32
+  np.testing.assert_array_equal(durability, d_logits.argmax(-1))
+  np.testing.assert_array_equal(mass, m_logits.argmax(-1))
+
+
+def test_accuracy_counts_each_class_and_both():
+  predicted = (np.array([0, 1, 2, 3]), np.array([0, 1, 0, 0]))
+  assert classifier_lib.accuracy(predicted, [0, 1, 2, 0], [0, 0, 0, 0]) == {
+      'durability': 0.75, 'mass': 0.75, 'joint': 0.5}
+
+
+def test_the_seed_draws_the_initial_parameters_and_every_epochs_batches(small_design_dir,
+                                                                         monkeypatch):
+  """train_classifier is deterministic in `seed`; another seed starts from other parameters and
+  shuffles with other keys, a fresh one every epoch (the same key would give every epoch the same
+  batches)."""
+  small = data.load_dataset(small_design_dir)
+  keys = []
+  make_epoch = classifier_lib._epoch_fn  # pylint: disable=protected-access
+
+  def recording_epoch_fn(*args):
+    epoch = make_epoch(*args)
+
+    def recording_epoch(params, opt_state, key, *arrays):
+      keys.append(tuple(np.asarray(key).ravel().tolist()))
+      return epoch(params, opt_state, key, *arrays)
+
+    return recording_epoch
+
+  monkeypatch.setattr(classifier_lib, '_epoch_fn', recording_epoch_fn)
+  leaves = lambda c: [np.asarray(x) for x in jax.tree.leaves(c.params)]
+  initial = [leaves(classifier_lib.train_classifier(small, epochs=0, seed=s)) for s in (0, 1)]
+  assert not all(np.array_equal(a, b) for a, b in zip(*initial))
+  assert keys == []
+  runs = [classifier_lib.train_classifier(small, epochs=2, seed=s) for s in (0, 0, 1)]
+  assert [run.info['epochs'] for run in runs] == [2, 2, 2]
+  assert keys[:2] == keys[2:4] and len(set(keys)) == 4  # seed 0 twice, then seed 1
+  for a, b in zip(leaves(runs[0]), leaves(runs[1])):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_a_cache_entry_is_written_whole_or_not_at_all(classifier, tmp_path, monkeypatch):
+  """A failed save leaves no staging directory behind: a rename that fails (a full disk) is an
+  error, unless another writer's complete entry took the name meanwhile, which is kept; an
+  interrupt during the write is re-raised."""
+  parent = tmp_path / 'classifiers'
+  path = str(parent / 'key')
+  real_rename = os.rename
+  winner = []
+
+  def rename(src, dst, *args, **kwargs):
+    if dst != path:  # orbax's own renames
+      return real_rename(src, dst, *args, **kwargs)
+    if winner:  # another process completed the entry just before this rename
+      os.makedirs(path)
+      (parent / 'key' / 'info.json').write_text(winner[0])
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+  monkeypatch.setattr(os, 'rename', rename)
+  with pytest.raises(OSError, match='No space left'):
+    classifier_lib.save_classifier(classifier, path)
+  assert os.listdir(parent) == []
+  winner.append('{"key": "the winner"}')
+  classifier_lib.save_classifier(classifier, path)
+  assert os.listdir(parent) == ['key']
+  assert (parent / 'key' / 'info.json').read_text() == winner[0]
+  monkeypatch.undo()
+
+  def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(classifier_lib.json, 'dump', interrupted)
+  with pytest.raises(KeyboardInterrupt):
+    classifier_lib.save_classifier(classifier, str(parent / 'other'))
+  assert os.listdir(parent) == ['key']
+
+
+def test_an_unwritable_cache_costs_a_warning_naming_where_it_is_set(classifier, dataset,
+                                                                   tmp_path, monkeypatch, caplog):
+  """The classifier is still returned; the warning names the setting that chose the directory:
+  --cache_dir when given, else DESIGNGAN_CACHE."""
+  not_a_directory = tmp_path / 'file'
+  not_a_directory.write_text('')
+  monkeypatch.setattr(classifier_lib, 'train_classifier', lambda _: classifier)
+  monkeypatch.setenv('DESIGNGAN_CACHE', str(not_a_directory))
+  with caplog.at_level(logging.WARNING):
+    assert classifier_lib.load_or_train_classifier(dataset, str(not_a_directory)) is classifier
+    assert classifier_lib.load_or_train_classifier(dataset) is classifier
+  warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+  assert len(warnings) == 2, warnings
+  for warning, setting in zip(warnings, ('--cache_dir', 'DESIGNGAN_CACHE')):
+    assert warning.startswith('warning: cannot cache the evaluation classifier in '
+                              f'{not_a_directory}/classifiers/'), warning
+    assert warning.endswith(f'give a writable {setting} to reuse it'), warning
