@@ -31,6 +31,7 @@ from gan import checkpoints
 from gan import images as images_lib
 from gan import inference
 from gan import oracle
+from gan import paths as paths_lib
 from gan import summaries
 from gan.errors import DesignGanError
 from tests.infer_helpers import (CLI_TIMEOUT_S, ENV, FULL_SHAPE, REPO, TINY, TRAIN_ENV,
@@ -701,6 +702,29 @@ def test_a_run_directory_that_cannot_be_read_is_a_checkpoint_error(tmp_path, mon
     inference.find_checkpoints(str(run))
 
 
+def test_load_closes_its_checkpoint_manager_also_when_the_checkpoint_is_refused(main_run,
+                                                                                tmp_path,
+                                                                                monkeypatch):
+  """orbax asks that a manager be closed (its background reads end): inference.load closes the
+  one it opens, after a restore and where the checkpoint's metadata is refused."""
+  model = _copy_model(main_run, tmp_path / 'model')
+  _edit_meta(_step2(model), lambda meta: meta.pop('spec'))
+  closed = []
+  manager = checkpoints.manager
+
+  def recorded(*args, **kwargs):
+    mngr = manager(*args, **kwargs)
+    close = mngr.close
+    mngr.close = lambda: (closed.append(str(mngr.directory)), close())[-1]
+    return mngr
+
+  monkeypatch.setattr(checkpoints, 'manager', recorded)
+  assert inference.load(main_run).epoch == 2
+  with pytest.raises(checkpoints.CheckpointError, match='has invalid metadata'):
+    inference.load(model)
+  assert closed == [os.path.join(main_run, 'checkpoints'), os.path.join(model, 'checkpoints')]
+
+
 def test_checkpoint_from_before_newer_config_fields_still_loads(main_run, tmp_path):
   """Config fields added after a checkpoint was written take their defaults."""
   model = _copy_model(main_run, tmp_path / 'old_model')
@@ -767,3 +791,70 @@ def test_a_model_path_that_is_not_utf8_is_named_as_such(tmp_path):
   with pytest.raises(checkpoints.CheckpointError, match=r"--model_path '.*run\\udcff' has a name "
                      'that is not UTF-8.*rename it with a UTF-8 name'):
     inference.find_checkpoints(run)
+
+
+def _steps(directory, *steps, marked=True):
+  """Makes `directory` with one (empty) step directory per step, orbax's marker in each."""
+  for step_ in steps:
+    os.makedirs(os.path.join(directory, str(step_)))
+    if marked:
+      open(os.path.join(directory, str(step_), paths_lib.CHECKPOINT_MARKER), 'w').close()
+
+
+# name -> (setup(tmp dir), model_path under it, step, the message's start after '--model_path
+# <model_path>' or '' for a message of its own, fragments it must not contain)
+_PATH_PROBLEMS = {
+    'missing': (lambda t: None, 'run', None, ': no such file or directory', ()),
+    'a_file': (lambda t: (t / 'run').write_text(''), 'run', None, ' is a file;', ()),
+    # seed_* directories without checkpoints (a sweep's log_path holding other things)
+    'seed_dirs_without_checkpoints': (lambda t: (t / 'run' / 'seed_1').mkdir(parents=True), 'run',
+                                      None, ' holds no checkpoint;', ('seed sweep',)),
+    # a run that failed before its first save: both of its managers' directories empty
+    'best_empty_too': (lambda t: [(t / 'run' / d).mkdir(parents=True)
+                                  for d in ('checkpoints', 'best')],
+                       'run', None, ' holds no checkpoint;', ('best',)),
+    # best/ beside a directory of checkpoints not named checkpoints/ is another run's
+    'best_beside_another_directory': (lambda t: [(t / 'run' / 'mine').mkdir(parents=True),
+                                                 _steps(t / 'run' / 'best', 2)],
+                                      'run/mine', None, ' holds no checkpoint;', ('best',)),
+    # listed in the order of their seeds
+    'seed_sweep': (lambda t: [_steps(t / 'run' / f'seed_{k}' / 'checkpoints', 1) for k in (12, 3)],
+                   'run', None, ' is a seed sweep (num_seeds > 1) with one run directory per '
+                   'model; give one of: {model_path}/seed_3, {model_path}/seed_12', ()),
+    'step_missing_without_best': (lambda t: _steps(t / 'run' / 'checkpoints', 1, 2), 'run', 7,
+                                  '', ('best',)),
+    'step_missing_beside_another_directory': (
+        lambda t: [_steps(t / 'run' / 'mine', 1, 2), _steps(t / 'run' / 'best', 7)],
+        'run/mine', 7, '', ('best',)),
+}
+
+
+@pytest.mark.parametrize('case', _PATH_PROBLEMS)
+def test_find_checkpoints_says_what_is_wrong_with_a_model_path(tmp_path, case):
+  """Each model_path problem has its own message: a missing path is not called a file, and
+  seed_* directories or a best/ directory are named only where they hold checkpoints of this run
+  (no model or training needed: step directories are looked for by name)."""
+  setup, model_path, step_, said, never = _PATH_PROBLEMS[case]
+  setup(tmp_path)
+  model_path = str(tmp_path / model_path)
+  with pytest.raises(checkpoints.CheckpointError) as info:
+    inference.find_checkpoints(model_path, step_)
+  message = str(info.value)
+  if said:
+    assert message.startswith(f'--model_path {model_path}' + said.format(model_path=model_path)), \
+        message
+  else:
+    assert message.startswith(f'no checkpoint for step {step_} in '), message
+    assert message.endswith('available: 1, 2'), message
+  for fragment in never:  # in what the message says, not in the test's directory names
+    assert fragment not in message.replace(str(tmp_path), '<tmp>'), message
+
+
+@pytest.mark.parametrize('directory', ['checkpoints', 'best'])
+def test_a_step_directory_without_orbaxs_marker_is_still_a_step(tmp_path, directory):
+  """A damaged step (orbax's marker lost) given as --model_path is that step of its checkpoints/
+  or best/ directory, for the restore to name it as damaged: not a directory holding none."""
+  _steps(tmp_path / 'run' / directory, 3, marked=False)
+  step_dir = str(tmp_path / 'run' / directory / '3')
+  assert inference.find_checkpoints(step_dir) == (os.path.dirname(step_dir), 3,
+                                                  str(tmp_path / 'run'))
