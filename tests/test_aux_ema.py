@@ -238,6 +238,8 @@ def test_checkpoint_without_ema_or_aux_head_still_loads(ema_run, tmp_path):
   mngr.wait_until_finished()
   model = inference.load(str(tmp_path / 'old'))
   assert model.config.aux_lambda == 0 and model.config.ema_decay == 0
+  # nor the metadata of its data: no fingerprint, no untrained classes ({}, which callers read)
+  assert model.data_fingerprint is None and model.untrained_classes == {}
   assert not [k for k in leaves(model.state.critic_params) if 'aux_head' in k]
   assert not changed_leaves(state.gen_params, model.state.gen_params)
   assert not changed_leaves(state.gen_params, model.state.gen_ema)

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import types
 
 import jax
 import numpy as np
@@ -95,6 +96,17 @@ def test_a_model_built_without_untrained_classes_has_none():
   model = dataclasses.replace(model, untrained_classes={'durability': ['2.5']})
   requested = inference_output._untrained_requested(model, [(0, 0), (1, 0)])
   assert requested == 'durability 2.5'
+
+
+def test_class_index_gives_the_durability_and_the_mass_position():
+  """TrainedModel.class_index(durability, mass) looks each up in its own vocabulary."""
+  spec = data.DataSpec(None, data.ClassVocab((1.4, 2.5)), data.ClassVocab((2.14, 2.2, 2.24)))
+  model = inference.TrainedModel(spec=spec, **dict.fromkeys(
+      ('config', 'models', 'state', 'epoch', 'checkpoint_dir', 'run_dir', 'sample_fn',
+       'oracle_applies')))
+  assert model.class_index(2.5, 2.2) == (1, 1) and model.class_index(1.4, 2.24) == (0, 2)
+  with pytest.raises(data.DataError):
+    model.class_index(2.2, 2.5)
 
 
 def test_the_cli_prints_the_untrained_class_warning_on_stderr(untrained_class_run, tmp_path):
@@ -402,18 +414,44 @@ def test_load_takes_a_device_name_as_select_device_does(one_strut_run):
     inference.load(one_strut_run, device='tpu')
 
 
+def test_select_device_reads_names_in_any_case_and_auto_prefers_the_first_gpu(monkeypatch):
+  """--device=CPU (or AUTO) is the device cpu names; auto is the first GPU where JAX sees one,
+  else the CPU; a GPU JAX does not have is one line (no GPU is needed: JAX's device list is
+  replaced)."""
+  cpu = jax.devices('cpu')[0]
+  assert inference.select_device('CPU') == cpu
+  gpus = [types.SimpleNamespace(platform='gpu', id=k) for k in range(2)]
+  monkeypatch.setattr(jax, 'devices', lambda backend=None: [cpu] if backend else [cpu] + gpus)
+  assert inference.select_device('AUTO') is gpus[0]
+
+  def cpu_only(backend=None):
+    if backend not in (None, 'cpu'):
+      raise RuntimeError(f'Unknown backend {backend}')
+    return [cpu]
+
+  monkeypatch.setattr(jax, 'devices', cpu_only)
+  assert inference.select_device('auto') is cpu
+  with pytest.raises(DesignGanError, match='^--device=Cuda: no GPU is available on this machine; '
+                                           'use --device=cpu$'):
+    inference.select_device('Cuda')  # the alias names the platform it stands for
+
+
 @pytest.mark.parametrize('durability, mass, fixed_rows, expected', [
     ([10], [0], 1, r'durability .*0\.\.9.*got 10'),
     ([0], [-1], 1, r'mass .*0\.\.11.*got -1'),
     ([1.4], [0], 1, r'durability .*class_index.*got 1\.4'),
     ([0, 1], [0], 2, 'mass has 1 .* 2 designs'),
     ([0, 1], [0, 1], 1, 'fixed has 1 .* 2 designs'),
-], ids=['past-the-vocabulary', 'negative', 'a-class-value', 'short-mass', 'short-fixed'])
+    ([True], [0], 1, r'durability .*got \[True\]'),
+    (0, [0], 1, r'durability .*one per design .*got 0$'),
+], ids=['past-the-vocabulary', 'negative', 'a-class-value', 'short-mass', 'short-fixed', 'a-bool',
+        'one-index-for-all'])
 def test_generate_refuses_what_names_no_class_or_design(one_strut_run, durability, mass,
                                                         fixed_rows, expected):
   """From Python, generate takes class indices: one past the vocabulary gave an all-black design,
   a negative one the last class, a class value (1.4) its integer part, and arrays of other lengths
-  a bare IndexError; each is a DataError saying what is allowed."""
+  a bare IndexError; each is a DataError saying what is allowed, as are booleans (True is no
+  index) and one index instead of one per design."""
   model = inference.load(one_strut_run)
   fixed = np.zeros((fixed_rows,) + model.spec.layout.shape, np.float32)
   with pytest.raises(data.DataError, match=expected):
@@ -427,10 +465,11 @@ def test_generate_of_no_designs_is_an_empty_array(one_strut_run):
 
 
 @pytest.mark.parametrize('colors', [[[300, 0, 0]], np.array([[300, 0, 0]]), [[-1, 0, 0]],
-                                    [[0.5, 0, 0]]], ids=['300', 'array-300', '-1', '0.5'])
+                                    [[0.5, 0, 0]], [[True, False, True]], [['0', '0', '0']]],
+                         ids=['300', 'array-300', '-1', '0.5', 'bools', 'strings'])
 def test_fixed_pixels_refuses_a_colour_outside_0_255(one_strut_run, colors):
   """A list with 300 raised NumPy's OverflowError; an array with 300 (or -1) wrapped silently to
-  another colour (44, 255)."""
+  another colour (44, 255); booleans are no colour values (True would be 1)."""
   model = inference.load(one_strut_run)
   with pytest.raises(data.DataError, match='integers 0..255'):
     inference.fixed_pixels(model, colors)
@@ -448,6 +487,20 @@ def test_a_shorter_last_chunk_runs_the_compiled_shape_of_the_others(one_strut_ru
   chunked = inference.generate(model, d, m, fixed, seed=3, chunk_size=4)
   assert chunked.shape == (n,) + FULL_SHAPE
   assert model.sample_fn._cache_size() == 1
+  # Each chunk samples its own rows, padded to the chunk size; a chunk size above the request's
+  # is its size (else a request of 3 designs would sample infer.py's CHUNK_SIZE, 10,000 rows).
+  rows = []
+
+  def sample(*args):
+    rows.append(len(args[-1]))  # the fixed-pixel images of the chunk
+    return model.sample_fn(*args)
+
+  counted = dataclasses.replace(model, sample_fn=sample)
+  np.testing.assert_array_equal(inference.generate(counted, d, m, fixed, seed=3, chunk_size=4),
+                                chunked)
+  assert inference.generate(counted, d[:3], m[:3], fixed[:3], seed=3,
+                            chunk_size=10_000).shape == (3,) + FULL_SHAPE
+  assert rows == [4, 4, 4, 3], rows
 
 
 def test_a_request_removes_the_staging_directory_a_killed_request_left(one_strut_run, tmp_path):
