@@ -275,6 +275,10 @@ def test_run_writes_log_tensorboard_checkpoint_and_designs(base_run):
   for line in dataset.summary().splitlines():
     assert line in log
   assert re.findall(r'epoch (\d+)/2 ', log) == ['1', '2']
+  # 216 training designs: 6 whole batches of 32 (the remainder is left out), one model
+  assert ' Training epochs 1..2: 6 batches of 32 per epoch, 2 critic step(s) per generator step\n' \
+      in log
+  assert ' Trained 2 epoch(s) in ' in log and 'stopped after' not in log  # it ran to its end
 
   tb_dir = os.path.join(log_path, 'tensorboard_records')
   assert any(name.startswith('events.out.tfevents') for name in os.listdir(tb_dir))
@@ -2122,16 +2126,22 @@ def test_cli_reports_a_bad_config_in_one_line():
   assert 'loss_mode' in errors[0] and 'bce, wgan, wgangp' in errors[0]
 
 
+@pytest.mark.parametrize('epochs', [5, 2])
 def test_a_requested_stop_ends_with_the_epoch_in_progress_checkpointed(small_design_dir,
-                                                                     tmp_path):
-  requests = iter([False, True])
-  config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), epochs=5,
+                                                                     tmp_path, epochs):
+  """A stop requested in epoch 2 makes it the last; with epochs=2 it is the last anyway, and the
+  run is not asked in its last epoch: it finished, and is not called interrupted (train.py would
+  say so and exit 130)."""
+  asked = []
+  config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), epochs=epochs,
                        checkpoint_every=10, **BASE)
-  result = trainer.train(config, stop_requested=lambda: next(requests))
-  assert result['interrupted'] and result['epochs'] == 2
+  result = trainer.train(config, stop_requested=lambda: asked.append(True) or len(asked) == 2)
+  assert result['interrupted'] == (epochs > 2) and result['epochs'] == 2
   assert os.listdir(os.path.join(result['log_path'], 'checkpoints')) == ['2']
+  assert len(asked) == (2 if epochs > 2 else 1)
   with open(os.path.join(result['log_path'], 'log_summary'), encoding='utf-8') as f:
-    assert 'Interrupted: stopped after epoch 2 of 5 (checkpointed)' in f.read()
+    log = f.read()
+  assert ('Interrupted: stopped after epoch 2 of 5 (checkpointed)' in log) == (epochs > 2)
 
 
 @pytest.mark.parametrize('during, saved, said', [
@@ -2273,6 +2283,30 @@ def test_a_stale_lock_is_taken_over_and_said_in_the_run_log(base_run, tmp_path):
     assert f'warning: removing the stale lock {lock} of process ' in f.read()
 
 
+def test_a_sweeps_stale_locks_are_said_in_the_logs_of_the_runs_they_claimed(
+    small_design_dir, tmp_path, monkeypatch, caplog):
+  """A killed sweep leaves a lock in its log_path and in each run directory: each run's log says
+  the stale lock of its own directory and the log_path's (which claimed every run), not another
+  run's; and the console does not repeat them when the run then fails (no epoch is trained)."""
+  log_path = tmp_path / 'run'
+  (log_path / 'seed_4').mkdir(parents=True)
+  top = write_run_lock(str(log_path), finished_pid())
+  own = write_run_lock(str(log_path / 'seed_4'), finished_pid())
+
+  def fail(*_):
+    raise RuntimeError('failed once the runs opened')
+
+  monkeypatch.setattr(trainer, '_train_runs', fail)
+  with pytest.raises(RuntimeError, match='failed once the runs opened'):
+    trainer.train(tiny_config(data_path=small_design_dir, log_path=str(log_path), num_seeds=2,
+                              seed=3, eval_every=0, **BASE))
+  said = {seed: [lock for lock in (top, own)
+                 if f'warning: removing the stale lock {lock} of process ' in
+                 (log_path / f'seed_{seed}' / 'log_summary').read_text()] for seed in (3, 4)}
+  assert said == {3: [top], 4: [top, own]}, said
+  assert not [r for r in caplog.records if r.name == 'root' and 'stale lock' in r.getMessage()]
+
+
 @pytest.mark.parametrize('fails_in', ['abstract_init', 'compile_epoch'])
 def test_a_failed_run_leaves_no_empty_directory_it_made(small_design_dir, tmp_path, monkeypatch,
                                                          fails_in):
@@ -2296,6 +2330,37 @@ def test_a_failed_run_leaves_no_empty_directory_it_made(small_design_dir, tmp_pa
   else:
     assert 'Resolved config' in (log_path / 'log_summary').read_text()
     assert os.listdir(log_path) == ['log_summary']
+
+
+def test_a_failed_run_removes_its_default_output_directory_before_its_log_path(small_design_dir,
+                                                                               tmp_path,
+                                                                               monkeypatch):
+  """The default output_path is <log_path>/output: removed first, so that log_path, then empty,
+  goes too (the directories are removed deepest first, across both paths)."""
+  def fail(*_, **__):
+    raise RuntimeError('failed')
+
+  monkeypatch.setattr(step, 'abstract_init', fail)
+  with pytest.raises(RuntimeError, match='failed'):
+    trainer.train(tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'new' / 'run'),
+                              **BASE))
+  assert os.listdir(tmp_path) == []
+
+
+def test_a_failed_run_keeps_the_empty_directories_it_did_not_make(small_design_dir, tmp_path,
+                                                                  monkeypatch):
+  """Only what the run made is removed when it fails: the empty checkpoints/ and best/ of its
+  log_path that were there before (made by hand, or by another tool) stay."""
+  for name in ('checkpoints', 'best'):
+    (tmp_path / 'run' / name).mkdir(parents=True)
+
+  def fail(*_, **__):
+    raise RuntimeError('failed')
+
+  monkeypatch.setattr(step, 'abstract_init', fail)
+  with pytest.raises(RuntimeError, match='failed'):
+    trainer.train(tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), **BASE))
+  assert sorted(os.listdir(tmp_path / 'run')) == ['best', 'checkpoints']
 
 
 def _refused_while_opening(*_):
@@ -2636,6 +2701,23 @@ def test_a_devices_memory_is_a_containers_limit_shared_by_the_cpu_devices(tmp_pa
   assert trainer.device_memory() == 80 * 2**30
 
 
+def test_the_state_check_counts_each_model_of_a_sweep_in_bytes(monkeypatch):
+  """The state compared with a device's memory is num_seeds copies (a sweep holds one state per
+  model on every device) of every array's bytes, not its element count; a state of exactly the
+  device's memory fits."""
+  abstract = dict(w=jax.ShapeDtypeStruct((1000,), jnp.float32),
+                  step=jax.ShapeDtypeStruct((), jnp.int32))  # 4,004 bytes
+  one, two = (ml_collections.ConfigDict(dict(num_seeds=k)) for k in (1, 2))
+  monkeypatch.setattr(trainer, 'device_memory', lambda: 4004)
+  trainer.check_state_fits(one, abstract)
+  with pytest.raises(OutOfMemoryError, match=r'^the training state takes 7.46e-06 GiB, more '
+                     r'than the 3.73e-06 GiB of a device\'s memory'):
+    trainer.check_state_fits(two, abstract)
+  monkeypatch.setattr(trainer, 'device_memory', lambda: 4003)
+  with pytest.raises(OutOfMemoryError, match='takes 3.73e-06 GiB'):
+    trainer.check_state_fits(one, abstract)
+
+
 def test_running_out_of_memory_while_training_is_one_error(small_design_dir, tmp_path,
                                                             monkeypatch):
   """An allocation XLA refuses once training runs (a state that fits, its epoch not) was a
@@ -2665,6 +2747,19 @@ def test_a_log_path_a_pseudo_filesystem_refuses_is_named_as_log_path(small_desig
   config = tiny_config(data_path=small_design_dir, log_path='/proc/designgan-test/run')
   with pytest.raises(paths.OutputPathError, match='^log_path /proc/designgan-test/run cannot be '):
     trainer.train(config)
+
+
+@pytest.mark.parametrize('what', ['log_path', 'output_path'])
+def test_an_output_path_under_a_file_is_refused_before_the_data_loads(tmp_path, what):
+  """Loading the data can take minutes: a log_path or output_path that cannot become a directory
+  is refused first (the data_path here does not exist, and is not reached)."""
+  (tmp_path / 'a_file').write_text('')
+  paths_ = dict(log_path=str(tmp_path / 'run'), output_path='')
+  paths_[what] = str(tmp_path / 'a_file' / 'run')
+  with pytest.raises(paths.OutputPathError, match=f'^{what} .* cannot be created: .*a_file is a '
+                                                  'file'):
+    trainer.train(tiny_config(data_path=str(tmp_path / 'no_data'), **paths_))
+  assert sorted(os.listdir(tmp_path)) == ['a_file']
 
 
 @pytest.mark.parametrize('num_seeds, output', [(1, 'run/checkpoints/99'), (2, 'run/seed_0/best')])
@@ -2734,6 +2829,26 @@ def test_each_run_logs_why_it_stopped_early():
         'Interrupted: stopped after epoch 4 of 50 (checkpointed)'], run.lines
 
 
+@pytest.mark.parametrize('saved, said', [
+    ([[2]], ['the last checkpoint is of epoch 2']),
+    ([[]], ['no checkpoint was written yet']),
+    ([[1, 2], [1]], ['the last checkpoint is of epoch 2; the sweep resumes together from epoch '
+                     '1, the last its runs all saved', 'the last checkpoint is of epoch 1']),
+    ([[2], []], ['the last checkpoint is of epoch 2; the sweep trains afresh, as one of its runs '
+                 'saved none', 'no checkpoint was written yet'])],
+    ids=['one_run', 'one_run_unsaved', 'sweep', 'sweep_one_unsaved'])
+def test_each_run_logs_which_checkpoint_an_interrupted_run_resumes_from(monkeypatch, saved, said):
+  """After a Ctrl-C every run's line names its own last checkpoint; only a run whose last
+  checkpoint is not the one the sweep resumes from adds where the sweep resumes (a single run, or
+  a sweep's run at the shared epoch, says nothing of a sweep)."""
+  runs = _logged_runs(len(saved))
+  for k, run in enumerate(runs):
+    run.log_path = f'run{k}'
+  monkeypatch.setattr(resume, 'saved_epochs', lambda log_path: saved[int(log_path[3:])])
+  trainer._log_interrupted(runs, 3, 'during epoch %d')
+  assert [run.lines for run in runs] == [[f'Interrupted during epoch 3; {s}'] for s in said]
+
+
 def test_a_finished_run_run_again_trains_nothing(base_run, tmp_path):
   """... and removes the temporary directories of saves a killed run left unfinished."""
   config, _ = base_run
@@ -2755,6 +2870,7 @@ def test_a_finished_run_run_again_trains_nothing(base_run, tmp_path):
     log = f.read()
   assert f'Already trained {config.epochs} epochs (epochs={config.epochs}): nothing to train' in log
   assert f'Training epochs {config.epochs + 1}..' not in log
+  assert ' Trained 0 epoch(s) in ' in log  # this run's, after the first run's 2
 
 
 def test_a_time_budget_stops_after_the_epoch_that_reaches_it(small_design_dir, tmp_path):
@@ -2974,6 +3090,33 @@ def test_the_time_budget_counts_the_closing_work(elapsed, past):
   """An epoch whose last closing takes 20 s: the closing the next epoch would end with is part of
   when the next epoch ends."""
   assert trainer._next_epoch_past_budget(elapsed, epoch_s=10, last_s=20, budget_s=100) == past
+
+
+def test_closing_an_epoch_sums_each_kind_of_work_over_a_sweeps_runs():
+  """The time budget sees the closing work of all of a sweep's models (they close one after the
+  other), kind by kind, and each run's state getter gives its own model of the stacked state,
+  also when called after the other runs closed."""
+  getters, took = [], ({'grid': 1.0, 'checkpoint': 2.0}, {'grid': 0.5})
+
+  def run(k):
+    def end_epoch(epoch, get_state, metrics, *rest):
+      assert (epoch, metrics, rest) == (7, {'loss': k}, (3.0, 0.5, True, False, None, False))
+      getters.append(get_state)
+      return took[k]
+    return types.SimpleNamespace(end_epoch=end_epoch)
+
+  state = step.TrainState(*(np.array([10 * k for k in (1, 2)]),) * len(step.TrainState._fields))
+  closed = trainer._close_epoch([run(0), run(1)], 7, state, [{'loss': 0}, {'loss': 1}], 3.0,
+                                0.5, True, False, None, sweep=True)
+  assert closed == {'grid': 1.5, 'checkpoint': 2.0}
+  assert [int(get().gen_params) for get in getters] == [10, 20]
+
+
+def test_evaluation_is_checked_only_for_a_run_that_evaluates():
+  """eval_every=0: no evaluation, so neither its best_metric nor eval_per_pair can refuse the run
+  (the dataset is not even looked at)."""
+  config = ml_collections.ConfigDict(dict(eval_every=0, eval_per_pair=10**9, best_metric='fd'))
+  trainer.check_evaluation(config, None)
 
 
 def test_dropout_masks_are_the_step_keys_threefry_draws():
