@@ -725,6 +725,17 @@ def test_load_closes_its_checkpoint_manager_also_when_the_checkpoint_is_refused(
   assert closed == [os.path.join(main_run, 'checkpoints'), os.path.join(model, 'checkpoints')]
 
 
+def test_a_checkpoint_that_does_not_say_what_it_was_trained_on_gets_no_oracle_numbers(
+    main_run, tmp_path):
+  """Checkpoints from before infer.py do not record whether their designs were the synthetic
+  ones: the oracle's numbers are not claimed for them (the manifest's measured columns stay
+  empty), where the same checkpoint saying so gets them."""
+  model = _copy_model(main_run, tmp_path / 'model')
+  _edit_meta(_step2(model), lambda meta: meta.pop('oracle_applies'))
+  assert inference.load(main_run).oracle_applies
+  assert not inference.load(model).oracle_applies
+
+
 def test_checkpoint_from_before_newer_config_fields_still_loads(main_run, tmp_path):
   """Config fields added after a checkpoint was written take their defaults."""
   model = _copy_model(main_run, tmp_path / 'old_model')

@@ -458,6 +458,16 @@ def test_generate_refuses_what_names_no_class_or_design(one_strut_run, durabilit
     inference.generate(model, durability, mass, fixed, seed=0)
 
 
+def test_class_indices_given_as_whole_floats_are_those_indices(one_strut_run):
+  """generate takes indices of any numeric type that are whole numbers (1.0 from NumPy
+  arithmetic): the designs are those of the same integer indices."""
+  model = inference.load(one_strut_run)
+  fixed = np.zeros((2,) + model.spec.layout.shape, np.float32)
+  np.testing.assert_array_equal(
+      inference.generate(model, np.array([1.0, 9.0]), np.array([0.0, 11.0]), fixed, seed=1),
+      inference.generate(model, [1, 9], [0, 11], fixed, seed=1))
+
+
 def test_generate_of_no_designs_is_an_empty_array(one_strut_run):
   model = inference.load(one_strut_run)
   designs = inference.generate(model, [], [], np.zeros((0,) + model.spec.layout.shape), seed=0)
