@@ -891,6 +891,9 @@ def test_a_batch_the_size_of_the_training_set_fits(resuming):
   with pytest.raises(ConfigError, match=r'^batch_size=216 is larger than the training set '
                      r'\(215 designs\)'):
     trainer.check_batch_fits(config, dataset, resuming)
+  config.batch_size, dataset.train = 2, [None]
+  with pytest.raises(ConfigError, match=r'the training set \(1 design\)'):
+    trainer.check_batch_fits(config, dataset, resuming)
 
 
 def test_resuming_with_a_different_model_is_refused(base_run, small_design_dir, tmp_path,
@@ -1210,6 +1213,9 @@ def test_resuming_logs_changed_settings_and_replayed_epochs_show_once(base_run, 
       os.path.join(config.log_path, 'tensorboard_records'), purge_orphaned_data=True)
   events.Reload()
   assert [e.step for e in events.Scalars('train/critic_loss')] == [1, 2, 3]
+  # A resumed run's first epoch is its first too: it draws the real designs at the epoch it
+  # resumes from, as the first run did at 0.
+  assert {e.step for e in events.Images('real/designs_by_class')} == {0, 2}
   assert len(writes) == 2 and all(writes), writes
 
 
