@@ -85,12 +85,20 @@ class Designs:
     """`<durability>_<thickness_mm>_<grade_pct>_<strut_code>_<mass>_<id>.bmp` per design."""
     px = self.images.astype(np.float64) / 255.0
     cells = oracle.CELLS
+    # For a person only (data.parse_labels reads the first and second-to-last tokens): the mean
+    # cell thickness R/255 in [0, 1] as 1-5 mm, the mean grade G/255 in percent.
     thickness_mm = 1.0 + 4.0 * (px[..., 0] * cells).sum((1, 2)) / cells.sum()
     grade_pct = np.round(100 * (px[..., 1] * cells).sum((1, 2)) / cells.sum()).astype(int)
-    width = max(5, len(str(len(self) - 1)))
+    width = id_width(len(self))
     return [f'{d:.1f}_{x:.2f}_{y}_{s[0]}{s[1]}_{m:.2f}_{i:0{width}d}.bmp'
             for i, (d, x, y, s, m) in enumerate(zip(self.durability, thickness_mm, grade_pct,
                                                     self.strut_types, self.mass))]
+
+
+def id_width(num: int) -> int:
+  """Digits of the zero-padded id in the names of `num` designs: 5, or as many as the largest id
+  (num - 1) needs."""
+  return max(5, len(str(num - 1)))
 
 
 def _smooth_field(rng, n: int, modes: int = 3) -> np.ndarray:

@@ -587,7 +587,8 @@ def test_every_design_is_within_the_readmes_margin_of_its_class_centre(default_d
 def test_file_names_spell_labels_struts_and_mean_grade_from_the_pixels():
   """`<durability>_<thickness_mm>_<grade_pct>_<strut_code>_<mass>_<id>.bmp`: the strut code is
   the palette index of each strut pixel's colour (struts in oracle.STRUTS order), the grade the
-  mean cell grade G/255 in percent, the thickness linear in the mean cell thickness R/255."""
+  mean cell grade G/255 in percent, the thickness 1 + 4 x the mean cell thickness R/255 (1-5 mm),
+  the id the design's index in 5 digits."""
   generated = designs.generate(60, 4)
   names = generated.file_names()
   palette = [c for _, c in designs.STRUT_PALETTE]
@@ -595,14 +596,17 @@ def test_file_names_spell_labels_struts_and_mean_grade_from_the_pixels():
   mean_t = []
   for i, (name, image) in enumerate(zip(names, generated.images)):
     d, thickness, grade, struts, m, ident = name[:-len('.bmp')].split('_')
-    assert (float(d), float(m), int(ident)) == (generated.durability[i], generated.mass[i], i)
+    assert (float(d), float(m), ident) == (generated.durability[i], generated.mass[i], f'{i:05d}')
     assert struts == ''.join(str(palette.index(tuple(image[r, c]))) for r, c in oracle.STRUTS)
     assert int(grade) == round(100 * image[cells][:, 1].mean() / 255)
     mean_t.append((image[cells][:, 0].mean() / 255, float(thickness)))
   x, y = np.asarray(mean_t).T
-  slope, intercept = np.polyfit(x, y, 1)
-  assert slope > 0 and np.abs(slope * x + intercept - y).max() <= 0.006  # to 0.01 mm
+  assert np.abs(1 + 4 * x - y).max() <= 0.005  # written to 0.01 mm
   assert len(set(names)) == len(names)
+
+
+def test_ids_take_five_digits_or_as_many_as_the_largest_id_needs():
+  assert [designs.id_width(n) for n in (1, 60, 100_000, 100_001, 1_000_001)] == [5, 5, 5, 6, 7]
 
 
 @hypothesis.settings(max_examples=200, deadline=None)
