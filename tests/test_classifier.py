@@ -222,6 +222,29 @@ def test_the_seed_draws_the_initial_parameters_and_every_epochs_batches(small_de
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize('num_train', [40, 150])
+def test_batches_of_at_most_64_designs_and_a_schedule_as_long_as_the_run(small_design_dir,
+                                                                        monkeypatch, num_train):
+  """Batches of min(64, N): with fewer than 64 training designs every epoch is one batch of all
+  of them (64 would leave none); the cosine decay spans every step of every epoch (N // batch per
+  epoch), so the rate reaches 0 at the last step, not after the first epoch."""
+  small = data.load_dataset(small_design_dir)
+  small = dataclasses.replace(small, train=small.train.take(np.arange(num_train)))
+  made = []
+  make_epoch = classifier_lib._epoch_fn  # pylint: disable=protected-access
+
+  def recording_epoch_fn(graphdef, batch_size, total_steps):
+    made.append((batch_size, total_steps))
+    return make_epoch(graphdef, batch_size, total_steps)
+
+  monkeypatch.setattr(classifier_lib, '_epoch_fn', recording_epoch_fn)
+  leaves = lambda c: [np.asarray(x) for x in jax.tree.leaves(c.params)]
+  trained = [leaves(classifier_lib.train_classifier(small, epochs=e)) for e in (0, 3)]
+  batch = min(64, num_train)
+  assert made == [(batch, 0), (batch, num_train // batch * 3)]
+  assert not any(np.array_equal(a, b) for a, b in zip(*trained) if a.ndim == 2)  # trained
+
+
 def test_a_cache_entry_is_written_whole_or_not_at_all(classifier, tmp_path, monkeypatch):
   """A failed save leaves no staging directory behind: a rename that fails (a full disk) is an
   error, unless another writer's complete entry took the name meanwhile, which is kept; an
