@@ -718,6 +718,29 @@ def test_an_update_draws_new_keys_and_logs_the_clip_fraction_of_the_clipped_weig
   np.testing.assert_allclose(metrics['clip_fraction'], expected, rtol=1e-6)
 
 
+def test_the_generator_and_the_critic_draw_their_dropout_masks_from_keys_of_their_own(
+    small_design_dir, tmp_path, monkeypatch):
+  """In the critic step and in the generator step, G's and D's dropout streams start from
+  different keys (one key for both drew masks from the same bits in each network)."""
+  config, dataset, models, state = setup(tiny_config(
+      data_path=small_design_dir, log_path=str(tmp_path / 'run'), loss_mode='bce',
+      gen_dropout=0.1, disc_dropout=0.1))  # bce: no penalty to compile
+  keys, make_rngs = [], step.dropout_rngs
+
+  def recorded(key):
+    jax.debug.callback(lambda k: keys.append(tuple(np.asarray(k).ravel())), key, ordered=True)
+    return make_rngs(key)
+
+  monkeypatch.setattr(step, 'dropout_rngs', recorded)
+  batch = spread_batch(config, dataset)
+  for name, seed in (('critic_step', 1), ('generator_step', 2)):
+    keys.clear()
+    jax.jit(functools.partial(getattr(step, name), config, models))(
+        state, batch, jax.random.PRNGKey(seed))
+    jax.effects_barrier()
+    assert len(keys) == 2 and keys[0] != keys[1], (name, keys)
+
+
 def test_the_generator_step_keeps_batchnorms_running_statistics(small_design_dir, tmp_path):
   """With gen_norm='batch' the generator's step moves its running statistics (what sampling
   normalises with); the critic step's generator call, in train mode too, does not keep them."""
