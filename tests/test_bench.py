@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 
 import jax
 import numpy as np
@@ -555,3 +556,137 @@ def test_a_config_whose_struts_the_benchmark_layout_drops_is_refused_before_timi
   err = capsys.readouterr().err
   assert err.startswith(f'error: --configs {config}: strut pixel (row 5, col 7) falls in '
                         'column 7') and err.count('\n') == 1, err
+
+
+def test_benchmark_jitted_reports_rates_over_the_median_timed_call_after_the_warm_up(
+    monkeypatch):
+  """On a fake clock: compiling takes 5 s (3 s of CPU), the warm-up call 100 s (untimed), the
+  three timed calls 1, 2 and 6 s. Every rate is over their median, 2 s (the mean is 3 s), and
+  the state is threaded from each call to the next."""
+  clock, cpu, durations, states, lowered = [0.0], [0.0], [100.0, 1.0, 2.0, 6.0], [], []
+
+  def compiled(state, batches):
+    states.append((state, batches))
+    clock[0] += durations.pop(0)
+    return state + 1, 'metrics'
+
+  def compile_():
+    clock[0], cpu[0] = clock[0] + 5.0, cpu[0] + 3.0
+    return compiled
+
+  fn = types.SimpleNamespace(
+      lower=lambda *args: lowered.append(args) or types.SimpleNamespace(compile=compile_))
+  monkeypatch.setattr(bench, 'time', types.SimpleNamespace(perf_counter=lambda: clock[0],
+                                                           process_time=lambda: cpu[0]))
+  timing = bench.benchmark_jitted(fn, 0, ('batches',), samples_per_call=96, updates_per_call=12,
+                                  flops_per_call=4e9, bytes_per_call=8e9, iters=3)
+  assert lowered == [(0, 'batches')] and durations == []
+  assert states == [(0, 'batches'), (1, 'batches'), (2, 'batches'), (3, 'batches')]
+  assert timing == dict(samples_per_s=48.0, iters_per_s=6.0, gflops_per_s=2.0, gb_per_s=4.0,
+                        compile_s=5.0, compile_cpu_s=3.0, seconds_per_call=[1.0, 2.0, 6.0])
+
+
+def _fake_row_costs(monkeypatch, timed):
+  """bench_config with the models' building, the cost analysis and the timing stubbed: an update
+  costs 5 GFLOP and moves 7 GB, 4 GFLOP of them the networks' (without dropout); the timing
+  (its keyword arguments appended to `timed`) reports 10 GFLOP/s."""
+  monkeypatch.setattr(bench.step, 'init', lambda *a: (None, None))
+  monkeypatch.setattr(bench.step, 'init_sweep', lambda *a: (None, None))
+  monkeypatch.setattr(bench.step, 'abstract_init', lambda *a: (None, None))
+  monkeypatch.setattr(bench, 'update_cost', lambda *a: np.array([5e9, 7e9]))
+  monkeypatch.setattr(bench, 'network_flops', lambda *a: timed.append('network_flops') or 4e9)
+  monkeypatch.setattr(bench, 'benchmark_jitted', lambda fn, state, args, **k: timed.append(k) or
+                      dict(samples_per_s=1.0, iters_per_s=1.0, gflops_per_s=10.0, gb_per_s=1.0,
+                           compile_s=1.0, compile_cpu_s=1.0, seconds_per_call=[1.0]))
+
+
+@pytest.mark.parametrize('num_seeds', [1, 3])
+@pytest.mark.parametrize('gen_dropout, disc_dropout', [(0.0, 0.0), (0.25, 0.0), (0.0, 0.25)])
+def test_a_rows_counts_are_of_every_update_of_every_model(num_seeds, gen_dropout, disc_dropout,
+                                                          monkeypatch):
+  """One timed call is `--updates` updates of each of num_seeds models on batch_size designs:
+  its samples, updates, flops and bytes count all of them, the per-update columns one. The
+  networks' share of the flops (net_gflops_per_s) is counted when either network has dropout."""
+  timed = []
+  _fake_row_costs(monkeypatch, timed)
+  _, config = bench.row_config('vanilla_wgan_mlp')
+  config.update(dict(batch_size=4, gen_dropout=gen_dropout, disc_dropout=disc_dropout))
+  row = bench.bench_config('vanilla_wgan_mlp', config, iters=3, updates=2, num_seeds=num_seeds)
+  dropout = gen_dropout or disc_dropout
+  assert timed == ['network_flops'] * bool(dropout) + [dict(
+      samples_per_call=2 * 4 * num_seeds, updates_per_call=2 * num_seeds,
+      flops_per_call=5e9 * 2 * num_seeds, bytes_per_call=7e9 * 2 * num_seeds, iters=3)]
+  assert row['gflop_per_update'] == pytest.approx(5.0)
+  assert row['gb_per_update'] == pytest.approx(7.0)
+  assert row['net_gflops_per_s'] == pytest.approx(10.0 * 4 / 5 if dropout else 10.0)
+  assert (row['name'], row['num_seeds'], row['batch_size']) == (
+      bench.row_name('vanilla_wgan_mlp', num_seeds), num_seeds, 4)
+
+
+def test_the_cost_of_an_update_is_critic_iter_critic_steps_and_one_generator_step(monkeypatch):
+  """With the steps' costs stubbed: [flops, bytes] = critic_iter x critic's + generator's, each
+  compiled from the state, the batch and a key."""
+  # A step returns (state, metrics); the cost is of the whole step, compiled for its state.
+  monkeypatch.setattr(bench.step, 'critic_step', lambda c, m, s, b, k: (('critic', s, b, k), {}))
+  monkeypatch.setattr(bench.step, 'generator_step',
+                      lambda c, m, s, b, k: (('generator', s, b, k), {}))
+
+  def cost(fn, *args):
+    part, state, batch, key = fn(*args)
+    assert (state, batch, key.shape) == ('state', 'batch', (2,))
+    return np.array({'critic': [3.0, 30.0], 'generator': [1.0, 1000.0]}[part])
+
+  monkeypatch.setattr(bench, 'compiled_cost', cost)
+  config = types.SimpleNamespace(critic_iter=5)
+  np.testing.assert_array_equal(bench.update_cost(config, None, 'state', 'batch'),
+                                [16.0, 1150.0])
+
+
+def _fake_samples(monkeypatch, samples):
+  """benchmark_jitted stubbed for the reference rows: each call returns the next of `samples`,
+  (compile_s, seconds_per_call), and appends its fn, args and keyword arguments to `calls`."""
+  calls = []
+
+  def timed(fn, state, args, **kwargs):
+    calls.append((fn, args, kwargs))
+    compile_s, seconds = samples.pop(0)
+    return dict(compile_s=compile_s, seconds_per_call=seconds)
+
+  monkeypatch.setattr(bench, 'benchmark_jitted', timed)
+  return calls
+
+
+def test_a_reference_row_is_the_median_of_all_its_samples(monkeypatch):
+  """`matmul` (2 N^3 flops a call) sampled twice, calls of 1 and 3 s, then 2 and 9 s: its rate is
+  over the median of all four, 2.5 s (not the last sample's 5.5 s nor the mean, 3.75 s); its
+  compile_s is the first sample's (the second found it compiled)."""
+  calls = _fake_samples(monkeypatch, [(7.0, [1.0, 3.0]), (0.1, [2.0, 9.0])])
+  row = bench.matmul_row(4)
+  row.sample(2)
+  row.sample(2)
+  assert [c[2]['iters'] for c in calls] == [2, 2]
+  assert [a.shape for a in calls[0][1]] == [(4, 4), (4, 4)]
+  assert row.row() == dict(
+      name='matmul', gan_model=None, loss_mode=None, gen_mode=None, disc_mode=None,
+      batch_size=None, samples_per_s=None, iters_per_s=None, gflops_per_s=2 * 4**3 / 2.5 / 1e9,
+      net_gflops_per_s=None, gb_per_s=None, compile_s=7.0, seconds_per_call=[1.0, 3.0, 2.0, 9.0],
+      matmul_size=4)
+
+
+def test_the_stream_row_counts_two_arrays_read_and_one_written_per_repeat(monkeypatch):
+  """`stream` of 1 MiB arrays (2^18 float32), 10 repeats a call: 3 x 1 MiB x 10 a call."""
+  calls = _fake_samples(monkeypatch, [(1.0, [2.0])])
+  row = bench.stream_row(1.0, repeats=10)
+  row.sample(1)
+  assert [a.shape for a in calls[0][1]] == [(2**18,), (2**18,)]
+  result = row.row()
+  assert result['gb_per_s'] == 3 * 2**20 * 10 / 2.0 / 1e9 and result['gflops_per_s'] is None
+  assert result['stream_mib'] == 1.0
+  # The kernel is x <- x * a + y, `repeats` times.
+  x, y = calls[0][1]
+  _, out = calls[0][0](0, x, y)
+  expected = x
+  for _ in range(10):
+    expected = expected * 0.5 + y
+  np.testing.assert_allclose(out, expected, rtol=1e-6)
+
