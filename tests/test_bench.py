@@ -342,7 +342,8 @@ def test_devices_mode_runs_on_the_first_gpus_of_those_the_user_allowed(monkeypat
   assert bench_devices._child_env(devices, 'gpu')['CUDA_VISIBLE_DEVICES'] == expected
 
 
-@pytest.mark.parametrize('flag', [['--iters', '5'], ['--no_matmul']])
+@pytest.mark.parametrize('flag', [['--iters', '5'], ['--updates', '5'], ['--matmul_size', '8'],
+                                  ['--no_matmul'], ['--stream_mib', '2'], ['--no_stream']])
 def test_benchmark_flags_with_devices_are_refused(flag, capsys):
   assert bench.main(['--devices', '1', '--configs', 'vanilla_bce_mlp', *flag]) == 1
   err = capsys.readouterr().err
@@ -690,3 +691,106 @@ def test_the_stream_row_counts_two_arrays_read_and_one_written_per_repeat(monkey
     expected = expected * 0.5 + y
   np.testing.assert_allclose(out, expected, rtol=1e-6)
 
+
+def test_the_cli_samples_the_references_around_every_row_and_writes_every_row_to_json(
+    tmp_path, monkeypatch, capsys):
+  """Each reference row is sampled before every configuration row and after the last, under the
+  same load as the rows; --batch_size replaces every config's; the JSON has the reference rows
+  first, then the configurations' in the order given, and what the run was asked."""
+  events = []
+
+  def timed(name, config, *, iters, updates, num_seeds):
+    events.append(name)
+    return dict(bench.row_columns(name, bench.config_lib.resolve(config), num_seeds),
+                samples_per_s=8.0, iters_per_s=1.0, gflops_per_s=50.0, net_gflops_per_s=50.0,
+                gb_per_s=5.0, compile_s=1.0, iters=iters, updates=updates)
+
+  def sampled(fn, state, args, **kwargs):
+    events.append('matmul' if len(args[0].shape) == 2 else 'stream')
+    return dict(compile_s=1.0, seconds_per_call=kwargs['iters'] * [1.0])
+
+  monkeypatch.setattr(bench, 'bench_config', timed)
+  monkeypatch.setattr(bench, 'benchmark_jitted', sampled)
+  out = tmp_path / 'rows.json'
+  assert bench.main(['--configs', 'vanilla_wgan_mlp', 'vanilla_bce_selfattention', '--iters', '2',
+                     '--updates', '3', '--batch_size', '16', '--matmul_size', '8',
+                     '--stream_mib', '0.001', '--json', str(out)]) == 0
+  assert events == ['matmul', 'stream', 'vanilla_wgan_mlp', 'matmul', 'stream',
+                    'vanilla_bce_selfattention', 'matmul', 'stream']
+  written = json.loads(out.read_text())
+  assert written['meta']['iters'] == 2 and written['meta']['updates_per_call'] == 3
+  rows = written['rows']
+  assert [r['name'] for r in rows] == ['matmul', 'stream', 'vanilla_wgan_mlp',
+                                       'vanilla_bce_selfattention']
+  assert [len(r['seconds_per_call']) for r in rows[:2]] == [6, 6]
+  assert [(r['batch_size'], r['iters'], r['updates']) for r in rows[2:]] == 2 * [(16, 2, 3)]
+  table = capsys.readouterr().out.splitlines()
+  assert [line.split()[0] for line in table] == ['name'] + [r['name'] for r in rows]
+
+
+def test_the_default_rows_are_the_combinations_and_the_presets_or_with_devices_default(
+    monkeypatch):
+  timed = []
+  monkeypatch.setattr(bench, 'bench_config', lambda name, c, **k: timed.append(name))
+  monkeypatch.setattr(bench, 'format_table', lambda *a, **k: 'rows')
+  assert bench.main(['--no_matmul', '--no_stream']) == 0
+  assert timed == list(bench.config_lib.COMBINATIONS) + ['original_vanilla_wgangp']
+  assert len(timed) == 13 and len(set(timed)) == 13
+  timed.clear()
+  monkeypatch.setattr(bench_devices, 'device_rows', lambda name, *a, **k: timed.append(name) or [])
+  assert bench.main(['--devices', '1']) == 0
+  assert timed == ['default']
+
+
+@pytest.mark.parametrize('flags', [['--iters', '0'], ['--updates', '0'], ['--matmul_size', '0'],
+                                   ['--num_seeds', '2', '0'], ['--batch_size', '-1']])
+def test_a_count_that_is_not_positive_is_one_error_line_before_timing(flags, monkeypatch,
+                                                                      capsys):
+  for name in ('bench_config', 'matmul_row', 'stream_row'):
+    monkeypatch.setattr(bench, name, lambda *a, **k: pytest.fail('timed a count < 1'))
+  assert bench.main(['--configs', 'vanilla_bce_mlp', *flags]) == 1
+  err = capsys.readouterr().err
+  assert err.startswith('error: ') and err.count('\n') == 1 and flags[0] in err, err
+  assert 'must be positive' in err, err
+
+
+def test_an_unwritable_json_path_is_one_error_line_before_timing(tmp_path, monkeypatch, capsys):
+  """Found only when the rows were to be written, it cost every row's timing."""
+  for name in ('bench_config', 'matmul_row', 'stream_row'):
+    monkeypatch.setattr(bench, name, lambda *a, **k: pytest.fail('timed before --json checked'))
+  out = tmp_path / 'missing' / 'rows.json'
+  assert bench.main(['--configs', 'vanilla_bce_mlp', '--json', str(out)]) == 1
+  err = capsys.readouterr().err
+  assert err.startswith('error: --json ') and err.count('\n') == 1 and 'does not exist' in err
+  assert not os.path.exists(out)
+
+
+def test_devices_mode_refuses_a_device_count_below_one_before_timing(monkeypatch, capsys):
+  monkeypatch.setattr(bench_devices, 'device_rows',
+                      lambda *a, **k: pytest.fail('timed a device count < 1'))
+  assert bench.main(['--devices', '0', '2', '--configs', 'vanilla_bce_mlp']) == 1
+  err = capsys.readouterr().err
+  assert err == 'error: --devices, --epochs and --repeats must be positive\n', err
+
+
+def test_the_table_shows_each_rows_share_of_the_matmul_and_stream_rooflines():
+  """roofline_% is a row's GFLOP/s over the matmul row's, stream_% its GB/s over the stream
+  row's, in percent; numbers of 10 and more have one decimal and thousands separators, smaller
+  ones two decimals; the name is left-aligned, the other columns right-aligned."""
+  rows = [dict(name='matmul', gflops_per_s=200.0, compile_s=0.5),
+          dict(name='stream', gb_per_s=50.0, compile_s=0.25),
+          dict(bench.row_columns('tiny', bench.config_lib.resolve(bench.row_config(
+              'vanilla_wgangp_mlp')[1]), 2), samples_per_s=12345.6, iters_per_s=10.0,
+               gflops_per_s=50.0, net_gflops_per_s=40.0, gb_per_s=5.0, compile_s=9.994)]
+  lines = bench.format_table(rows).splitlines()
+  spans = [[(m.start(), m.end(), m.group()) for m in re.finditer(r'\S+(?: \S+)*', line)]
+           for line in lines]
+  assert [[text for _, _, text in line] for line in spans] == [
+      list(bench.COLUMNS) + ['roofline_%', 'stream_%'],
+      ['matmul'] + 7 * ['-'] + ['200.0', '-', '-', '0.50', '100', '-'],
+      ['stream'] + 9 * ['-'] + ['50.0', '0.25', '-', '100'],
+      ['tiny x2 seeds', 'vanilla', 'wgangp', 'mlp', 'mlp', '256', '12,345.6', '10.0', '50.0',
+       '40.0', '5.00', '9.99', '25', '10']], lines
+  for column in range(len(spans[0])):  # the name starts, the others end, in one place
+    edge = 0 if column == 0 else 1
+    assert len({line[column][edge] for line in spans}) == 1, (column, lines)
