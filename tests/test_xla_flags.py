@@ -1,6 +1,8 @@
 """Tests of gan/xla_flags.py: which flags are added to XLA_FLAGS, and when."""
 
+import importlib.metadata
 import os
+import re
 import subprocess
 import sys
 
@@ -30,6 +32,13 @@ def test_the_users_own_value_of_the_flag_wins():
     assert xla_flags.with_cpu_flags(mine, VERIFIED) == mine
 
 
+def test_flags_set_on_other_lines_or_after_tabs_are_recognised():
+  """XLA splits XLA_FLAGS at any whitespace: a value set on a line of its own (a multi-line
+  export) is the user's as much as one after a space."""
+  mine = f'--xla_foo=1\n{NAME}=dot\t--xla_bar=2'
+  assert xla_flags.with_cpu_flags(mine, VERIFIED) == mine
+
+
 flag_words = st.lists(st.from_regex(r'--xla_[a-z_]{1,12}=[a-z0-9]{1,4}', fullmatch=True),
                       max_size=4)
 
@@ -53,3 +62,40 @@ def test_importing_gan_sets_the_flags_before_jax_starts():
   assert out[0] == '--xla_force_host_platform_device_count=2'
   expected = xla_flags.with_cpu_flags(env['XLA_FLAGS'], xla_flags.jaxlib_version())
   assert ' '.join(out) == expected
+
+
+def test_apply_adds_to_the_given_environment_only_on_a_verified_jaxlib(monkeypatch):
+  monkeypatch.setattr(xla_flags, 'jaxlib_version', lambda: VERIFIED)
+  environ = {'XLA_FLAGS': '--xla_foo=1', 'OTHER': 'x'}
+  xla_flags.apply(environ)
+  assert environ == {'XLA_FLAGS': f'--xla_foo=1 {FLAG}', 'OTHER': 'x'}
+  environ = {}
+  xla_flags.apply(environ)
+  assert environ == {'XLA_FLAGS': FLAG}
+  monkeypatch.setattr(xla_flags, 'jaxlib_version', lambda: None)
+  environ = {}
+  xla_flags.apply(environ)
+  assert environ == {}  # no XLA_FLAGS where there was none
+
+
+def test_the_version_checked_is_jaxlibs_and_none_without_it(monkeypatch):
+  """The flags are XLA's, which comes with jaxlib: jax's own version may differ from it."""
+  versions = {'jax': '0.10.9', 'jaxlib': '0.10.2'}
+
+  def version(name):
+    if name not in versions:
+      raise importlib.metadata.PackageNotFoundError(name)
+    return versions[name]
+
+  monkeypatch.setattr(importlib.metadata, 'version', version)
+  assert xla_flags.jaxlib_version() == '0.10.2'
+  del versions['jaxlib']
+  assert xla_flags.jaxlib_version() is None
+
+
+def test_the_tested_version_of_requirements_txt_is_verified():
+  """requirements.txt names the jax version the project was tested with, for whose jaxlib the
+  flags are verified: a bump there without measuring (and listing) it here silently drops them."""
+  with open(os.path.join(REPO_ROOT, 'requirements.txt'), encoding='utf-8') as f:
+    tested = re.findall(r'^jax>=(\S+)\s+# tested version', f.read(), re.MULTILINE)
+  assert len(tested) == 1 and tested[0] in xla_flags.VERIFIED_JAXLIB, tested
