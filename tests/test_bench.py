@@ -166,11 +166,16 @@ def test_another_xla_error_is_not_called_out_of_memory(monkeypatch):
     bench.main(['--configs', 'vanilla_bce_mlp', '--iters', '1', '--updates', '1', '--no_stream'])
 
 
+def _child_args() -> str:
+  """The --devices child's argument for a run on this process's devices (so it goes on to time)."""
+  return json.dumps(dict(config={}, epochs=1, platform=jax.default_backend(),
+                         devices=jax.device_count()))
+
+
 def test_a_devices_run_out_of_memory_is_one_error_line(capsys, monkeypatch):
   """The --devices child (one process per device count) printed a traceback, which the parent
   passed on as 3,000 characters of its error, for what gan.bench's own rows say in one line."""
-  args = json.dumps(dict(config={}, epochs=1, platform=jax.default_backend(),
-                         devices=jax.device_count()))
+  args = _child_args()
   monkeypatch.setattr(bench_devices, 'measure', _raise(jax.errors.JaxRuntimeError(
       'RESOURCE_EXHAUSTED: Out of memory allocating 4000000000000 bytes.')))
   assert bench_devices._child_main([args]) == 1
@@ -180,6 +185,22 @@ def test_a_devices_run_out_of_memory_is_one_error_line(capsys, monkeypatch):
   monkeypatch.setattr(bench_devices, 'measure', _raise(jax.errors.JaxRuntimeError('INTERNAL: x')))
   with pytest.raises(jax.errors.JaxRuntimeError, match='x'):
     bench_devices._child_main([args])
+
+
+@pytest.mark.parametrize('error, line', [
+    (bench.DesignGanError('batch_size=512 is larger than the training set (216 designs)'),
+     'error: batch_size=512 is larger than the training set (216 designs)'),
+    (MemoryError('Unable to allocate 6.11 TiB'),
+     'error: ran out of memory (Unable to allocate 6.11 TiB); give a smaller --batch_size or '
+     'fewer --num_seeds'),
+])
+def test_a_devices_runs_error_is_one_line_and_a_failed_exit(error, line, capsys, monkeypatch):
+  """The child's one `error:` line and non-zero status are what the parent reports; a status 0
+  would have it read the child's empty stdout as a result. numpy's MemoryError (a batch too
+  large for the host) is said as XLA's RESOURCE_EXHAUSTED is."""
+  monkeypatch.setattr(bench_devices, 'measure', _raise(error))
+  assert bench_devices._child_main([_child_args()]) == 1
+  assert capsys.readouterr() == ('', line + '\n')
 
 
 def test_a_configs_file_name_is_found_in_configs():
@@ -297,14 +318,19 @@ def test_devices_mode_compiles_in_its_subprocesses_with_a_persistent_compilation
   assert not cache.exists() or not os.listdir(cache)
 
 
-@pytest.mark.parametrize('asked, ran, expected', [
-    (1, dict(devices=1, platform='cpu'), 'asked for 1 gpu device.*the run had 1 cpu device.*: no '
-                                         'GPU is available on this machine; use --platform cpu'),
-    (4, dict(devices=2, platform='gpu'), 'asked for 4 gpu device.*the run had 2 gpu device.*: '
-                                         'ask for at most 2'),
+@pytest.mark.parametrize('platform, asked, ran, expected', [
+    ('gpu', 1, dict(devices=1, platform='cpu'), 'asked for 1 gpu device.*the run had 1 cpu '
+                                                'device.*: no GPU is available on this machine; '
+                                                'use --platform cpu'),
+    ('gpu', 4, dict(devices=2, platform='gpu'), 'asked for 4 gpu device.*the run had 2 gpu '
+                                                'device.*: ask for at most 2'),
+    ('cpu', 4, dict(devices=2, platform='cpu'), 'asked for 4 cpu device.*the run had 2 cpu '
+                                                'device.*: ask for at most 2'),
+    ('gpu', 1, dict(devices=2, platform='gpu'), 'asked for 1 gpu device.*the run had 2 gpu '
+                                                'device.*: JAX did not use the devices asked for'),
 ])
-def test_devices_mode_refuses_a_run_on_other_devices_than_asked(monkeypatch, asked, ran,
-                                                                 expected):
+def test_devices_mode_refuses_a_run_on_other_devices_than_asked(monkeypatch, platform, asked,
+                                                                 ran, expected):
   """--platform gpu without a GPU: JAX falls back to the CPU; timing that as GPUs would mislead.
   The error says what to ask for instead."""
   result = json.dumps(dict(ran, samples_per_s=1.0, seconds_per_epoch=1.0, warmup_s=1.0))
@@ -313,7 +339,65 @@ def test_devices_mode_refuses_a_run_on_other_devices_than_asked(monkeypatch, ask
   _, config = bench.row_config('vanilla_bce_mlp')
   with pytest.raises(bench_devices.DeviceBenchError, match=expected):
     list(bench_devices.device_rows('vanilla_bce_mlp', config, [asked], epochs=1, repeats=1,
-                                   platform='gpu'))
+                                   platform=platform))
+
+
+def _children_exit(monkeypatch, returncode: int, stderr: str):
+  """Every --devices child ends with `returncode` and `stderr`, printing nothing on stdout."""
+  monkeypatch.setattr(bench_devices.subprocess, 'run', lambda *a, **k: subprocess.CompletedProcess(
+      a, returncode, stdout='', stderr=stderr))
+
+
+LONG_TRACEBACK = 'Traceback (most recent call last):\n' + 'x' * 5000 + '\nRuntimeError: boom\n'
+
+
+@pytest.mark.parametrize('returncode, stderr, expected', [
+    (1, 'a log line\nerror: batch_size=512 is larger than the training set (216 designs)\n',
+     'vanilla_bce_mlp on 2 device(s): batch_size=512 is larger than the training set (216 '
+     'designs)'),
+    (-9, '', 'vanilla_bce_mlp on 2 device(s) failed:\n'),  # killed (the OOM killer): no word
+    (1, LONG_TRACEBACK, 'vanilla_bce_mlp on 2 device(s) failed:\n' + LONG_TRACEBACK[-3000:]),
+])
+def test_devices_mode_says_how_a_run_failed(monkeypatch, returncode, stderr, expected):
+  """A child's project error is its `error:` line, without the prefix; any other failure the end
+  of its stderr (where a traceback names the error), even an empty one: a child killed by a
+  signal has a negative status, which is no result to read."""
+  _children_exit(monkeypatch, returncode, stderr)
+  _, config = bench.row_config('vanilla_bce_mlp')
+  with pytest.raises(bench_devices.DeviceBenchError) as raised:
+    list(bench_devices.device_rows('vanilla_bce_mlp', config, [2], epochs=1, repeats=1))
+  assert str(raised.value) == expected
+
+
+def test_devices_mode_keeps_the_fastest_run_read_from_the_childs_last_line(monkeypatch):
+  """A row is the best of its `repeats` runs, with every run's samples/s; each child's result is
+  its last stdout line (a library may print before it)."""
+  rates = iter([1.0, 3.0, 2.0])
+
+  def run(args, **kwargs):
+    result = dict(devices=1, platform='cpu', num_seeds=1, samples_per_s=next(rates),
+                  seconds_per_epoch=1.0, warmup_s=1.0)
+    return subprocess.CompletedProcess(args, 0, stdout=f'a library line\n{json.dumps(result)}\n',
+                                       stderr='')
+
+  monkeypatch.setattr(bench_devices.subprocess, 'run', run)
+  _, config = bench.row_config('vanilla_bce_mlp')
+  [row] = bench_devices.device_rows('vanilla_bce_mlp', config, [1], epochs=1, repeats=3)
+  assert (row['samples_per_s'], row['all_samples_per_s']) == (3.0, [1.0, 3.0, 2.0])
+  assert row['speed_up'] == 1.0
+
+
+def test_devices_mode_cpu_runs_get_their_device_count_after_the_users_xla_flags(monkeypatch):
+  """A --platform cpu run is held to the CPU (JAX would take a GPU first) and split into its
+  count of devices; the user's own XLA_FLAGS are kept, before the count."""
+  monkeypatch.setenv('JAX_PLATFORMS', 'cuda')
+  monkeypatch.setenv('XLA_FLAGS', '--xla_foo=1')
+  env = bench_devices._child_env(3, 'cpu')
+  assert env['JAX_PLATFORMS'] == 'cpu'
+  assert env['XLA_FLAGS'] == '--xla_foo=1 --xla_force_host_platform_device_count=3'
+  monkeypatch.delenv('XLA_FLAGS')
+  assert bench_devices._child_env(1, 'cpu')['XLA_FLAGS'] == (
+      '--xla_force_host_platform_device_count=1')
 
 
 def test_devices_mode_finds_no_gpu_before_the_timed_run(monkeypatch, tmp_path):
@@ -422,6 +506,28 @@ def test_devices_mode_times_every_model_of_a_sweeps_config(small_design_dir):
   assert row['num_seeds'] == 2
   # 216 training designs: 3 batches of 64 per epoch, for each of the 2 models.
   assert row['samples_per_s'] * row['seconds_per_epoch'] == pytest.approx(2 * 3 * 64)
+
+
+def test_devices_mode_times_the_epochs_asked_for_after_a_warm_up(small_design_dir,
+                                                                  monkeypatch):
+  """`epochs` epochs are timed, after one warm-up: seconds_per_epoch is their time over their
+  count, so its product with samples_per_s is one epoch's samples."""
+  _, config = bench.row_config('vanilla_bce_mlp')
+  config.data_path, config.batch_size = small_design_dir, 64
+  config.gen_hidden_dims, config.disc_hidden_dims = (16,), (16,)
+  calls = []
+  compile_epoch = bench_devices.step.compile_epoch
+
+  def counted(*args, **kwargs):
+    epoch = compile_epoch(*args, **kwargs)
+    return lambda *a: calls.append(1) or epoch(*a)
+
+  monkeypatch.setattr(bench_devices.step, 'compile_epoch', counted)
+  row = bench_devices.measure(config, epochs=2)
+  assert len(calls) == 1 + 2
+  assert (row['num_seeds'], row['devices']) == (1, jax.device_count())
+  # 216 training designs: 3 batches of 64 per epoch.
+  assert row['samples_per_s'] * row['seconds_per_epoch'] == pytest.approx(3 * 64)
 
 
 def test_a_row_asked_for_twice_is_timed_once_in_the_order_first_given(tmp_path, monkeypatch):
