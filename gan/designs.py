@@ -193,8 +193,8 @@ def deal_class_pairs(rng: np.random.Generator, num: int, nd: int, nm: int) -> np
     k -> (k mod nd, (k + floor(k / L)) mod nm),  k = 0 .. r - 1,  L = lcm(nd, nm),
   of the classes in random order. Diagonal j = floor(k / L) holds the pairs with
   d - m = -j (mod gcd(nd, nm)), so no pair repeats; and consecutive k step both d and m by one
-  (cyclically), so the first r spread evenly over both labels. (Taking the first r pairs in index order, as
-  generator version 1 did, gave them all to the lowest durability classes.)
+  (cyclically), so the first r spread evenly over both labels. (Taking the first r pairs in index
+  order, as generator version 1 did, gave them all to the lowest durability classes.)
   """
   full, extra = divmod(num, nd * nm)
   k = np.arange(extra)
