@@ -49,6 +49,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.num_heads = 2                    # must divide embed_dim
   c.attention = 'axial'              # axial: half the heads attend along the pixel's row, half
                                      # along its column | full: every head over all pixels
+  c.attention_noise = 'token'        # token: each pixel token of the attention generator gets its
+                                     # own projection of the noise | shared: only the condition
+                                     # vector added to every token (designs hardly varied with z)
+  c.attention_features = 256         # attention critic: features = LeakyReLU(dense(all normalised
+                                     # tokens)) of this width | 0: the mean of the tokens (E)
   c.num_layers = 2                   # transformer blocks
   c.mlp_ratio = 2                    # transformer MLP width = mlp_ratio * embed_dim
 

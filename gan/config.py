@@ -28,6 +28,7 @@ CHOICES = {
     'disc_norm': ('layer', 'none'),
     'disc_conditioning': ('projection', 'none'),
     'attention': ('axial', 'full'),
+    'attention_noise': ('token', 'shared'),
 }
 # The 12 combinations: three independent choices (model family x loss x network, the generator
 # and critic of one kind), named <gan_model>_<loss_mode>_<network>; see `combination_config`.
@@ -54,16 +55,18 @@ NON_NEGATIVE_FLOATS = ('constraint_lambda', 'lambda_gp', 'info_lambda', 'weight_
 MODEL_FIELDS = ('gan_model', 'loss_mode', 'gen_mode', 'disc_mode', 'zdim', 'class_embed_dim',
                 'gen_hidden_dims', 'gen_norm', 'gen_dropout', 'hidden_dim', 'disc_hidden_dims',
                 'disc_norm', 'disc_dropout', 'disc_conditioning', 'mask_input', 'embed_dim',
-                'attention', 'num_heads', 'num_layers', 'mlp_ratio', 'optimizer', 'datashape',
+                'attention', 'attention_noise', 'attention_features', 'num_heads', 'num_layers',
+                'mlp_ratio', 'optimizer', 'datashape',
                 'strut_positions', 'seed', 'data_seed', 'val_fraction', 'batch_size')
 # The model fields only the self-attention networks read.
-ATTENTION_FIELDS = ('embed_dim', 'num_heads', 'attention', 'num_layers', 'mlp_ratio')
+ATTENTION_FIELDS = ('embed_dim', 'num_heads', 'attention', 'attention_noise',
+                    'attention_features', 'num_layers', 'mlp_ratio')
 # Fields added after checkpoints were first written, with the value that reproduces what the code
 # did before them: a saved config without the field takes this value, not today's default (an
 # older run has no auxiliary head; its generator was never averaged).
 LEGACY_VALUES = {'aux_lambda': 0.0, 'aux_lambda_critic': 0.0, 'aux_regression': 0.0,
                  'ema_decay': 0.0, 'lr_decay_steps': 0, 'lr_final_fraction': 0.1,
-                 'attention': 'full'}
+                 'attention': 'full', 'attention_noise': 'shared', 'attention_features': 0}
 # The largest seed (gan.prng.seed_key takes 64-bit signed seeds, each its own key); a larger one
 # raised an OverflowError once the data had loaded.
 MAX_SEED = 2**63 - 1
@@ -142,6 +145,9 @@ def _check_numbers(c) -> None:
   for field in POSITIVE_INTS:
     if not isinstance(c[field], int) or isinstance(c[field], bool) or c[field] < 1:
       raise ConfigError(f'{field} must be a positive integer, got {c[field]!r}')
+  if not _integer(c.attention_features) or c.attention_features < 0:
+    raise ConfigError(f'attention_features must be an integer >= 0 (0: the mean of the tokens), '
+                      f'got {c.attention_features!r}')
   if c.critic_iter > 1000:  # optimiser step counts (critic_iter x generator steps) are int32
     raise ConfigError(f'critic_iter must be at most 1000 critic steps per generator step, got '
                       f'{c.critic_iter}')
@@ -333,6 +339,10 @@ def model_fields(config) -> dict:
   for network in ('gen', 'disc'):
     if config[f'{network}_mode'] != 'mlp':
       fields[f'{network}_hidden_dims'] = None
+  if config['gen_mode'] != 'selfattention':  # only the attention generator reads it
+    fields['attention_noise'] = None
+  if config['disc_mode'] != 'selfattention':  # only the attention critic reads it
+    fields['attention_features'] = None
   if config['gan_model'] != 'infogan' and not config['aux_lambda'] > 0:
     fields['hidden_dim'] = None
   fields['aux_head'] = config['aux_lambda'] > 0

@@ -155,19 +155,26 @@ def test_critic_score_is_the_projection_discriminators():
                              atol=1e-5, rtol=1e-5)
 
 
-def test_attention_body_mean_pools_the_normalised_tokens():
-  """features = mean_s LN(blocks(position_s + W_in [x_s, fixed_s, mask_s]))."""
+@pytest.mark.parametrize('features', [0, 5], ids=['mean', 'dense'])
+def test_attention_body_reads_out_the_normalised_tokens(features):
+  """t_s = LN(blocks(position_s + W_in [x_s, fixed_s, mask_s])); the features are
+  LeakyReLU(W_f [t_1, ..., t_S]) (`features` of them), or mean_s t_s with features=0."""
   body = _randomised(networks.AttentionBody(image_shape=(H, W, 3), embed_dim=E, num_heads=N,
                                             num_layers=1, mlp_ratio=2, conditional=True,
-                                            mask_input=True, rngs=nnx.Rngs(0), axial=True))
+                                            mask_input=True, rngs=nnx.Rngs(0), axial=True,
+                                            features=features))
   keys = jax.random.split(jax.random.key(5), 3)
   x = jax.random.uniform(keys[0], (B, H, W, 3), minval=-1, maxval=1)
   fixed = jax.random.uniform(keys[1], (B, H, W, 3), minval=-1, maxval=1)
   mask = (jax.random.uniform(keys[2], (H, W, 1)) > 0.7).astype(jnp.float32) * jnp.ones(3)
   pixels = jnp.concatenate([x, fixed, jnp.broadcast_to(mask[..., :1], (B, H, W, 1))], -1)
   tokens = body.position[None] + body.pixel_in(pixels.reshape(B, H * W, 7))
-  tokens = body.blocks[0](tokens)
-  expected = _layer_norm(body.ln_out, tokens).mean(axis=1)
+  tokens = _layer_norm(body.ln_out, body.blocks[0](tokens))
+  if features:
+    expected = _leaky(_dense(body.readout, tokens.reshape(B, H * W * E)))
+  else:
+    expected = tokens.mean(axis=1)
+  assert body.num_features == (features or E)
   np.testing.assert_allclose(body(x, fixed, mask), expected, atol=1e-5, rtol=1e-5)
 
 
@@ -195,19 +202,25 @@ def test_mlp_generator_is_tanh_of_the_mlp_of_noise_classes_and_fixed_pixels():
   np.testing.assert_allclose(gen(z, d, m, fixed, mask), expected, atol=1e-5, rtol=1e-5)
 
 
-def test_attention_generator_conditions_every_token_and_every_block():
-  """tokens = position + W_in [fixed, mask] + W_c c with c = [z, embed_d(d), embed_m(m)], the
-  blocks FiLM'd by c, then tanh(W_out LN(tokens)) per pixel."""
+@pytest.mark.parametrize('token_noise', [True, False], ids=['token_noise', 'shared_noise'])
+def test_attention_generator_conditions_every_token_and_every_block(token_noise):
+  """tokens = position + W_in [fixed, mask] + W_c c (+ the token's share of W_z z, with
+  token_noise) with c = [z, embed_d(d), embed_m(m)], the blocks FiLM'd by c, then
+  tanh(W_out LN(tokens)) per pixel."""
   gen = _randomised(networks.AttentionGenerator(
       zdim=4, image_shape=(H, W, 3), num_durability=3, num_mass=4, class_embed_dim=2,
       embed_dim=E, num_heads=N, num_layers=1, mlp_ratio=2, mask_input=True, rngs=nnx.Rngs(0),
-      axial=True))
+      axial=True, token_noise=token_noise))
   z, d, m, fixed, mask = _generator_inputs()
   c = jnp.concatenate([z, gen.durability_embed.embedding[...][d],
                        gen.mass_embed.embedding[...][m]], -1)
   pixels = jnp.concatenate([fixed, jnp.broadcast_to(mask[..., :1], (B, H, W, 1))], -1)
   tokens = (gen.position[None] + gen.pixel_in(pixels.reshape(B, H * W, 4))
             + gen.cond_in(c)[:, None, :])
+  assert (gen.noise_in is not None) == token_noise
+  if token_noise:
+    assert gen.noise_in.kernel.shape == (4, H * W * E)
+    tokens = tokens + _dense(gen.noise_in, z).reshape(B, H * W, E)
   tokens = gen.blocks[0](tokens, c)
   expected = np.tanh(_dense(gen.out, _layer_norm(gen.ln_out, tokens))).reshape(B, H, W, 3)
   np.testing.assert_allclose(gen(z, d, m, fixed, mask), expected, atol=1e-5, rtol=1e-5)

@@ -42,6 +42,7 @@ from gan import evaluate
 from gan import images
 from gan import interrupts
 from gan import losses
+from gan import networks
 from gan import paths
 from gan import resume
 from gan import run_dir
@@ -1637,7 +1638,7 @@ def no_model(monkeypatch):
 
 
 @pytest.mark.parametrize('field', ['gan_model', 'loss_mode', 'gen_mode', 'disc_mode', 'optimizer',
-                                   'datashape', 'gen_norm', 'attention'])
+                                   'datashape', 'gen_norm', 'attention', 'attention_noise'])
 def test_unknown_choice_is_refused_with_the_allowed_values(field, small_design_dir, tmp_path,
                                                            no_model):
   config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'))
@@ -1674,6 +1675,9 @@ def test_unknown_choice_is_refused_with_the_allowed_values(field, small_design_d
     (dict(seed=2**63 - 9, num_seeds=8), ['seed must be at most 9223372036854775798 with '
                                           'num_seeds=8']),
     (dict(num_output_images=-1), ['num_output_images must be a positive integer, got -1']),
+    (dict(attention_features=-1), ['attention_features must be an integer >= 0 (0: the mean of '
+                                   'the tokens), got -1']),
+    (dict(attention_features=True), ['attention_features must be an integer >= 0', 'got True']),
     (dict(gen_mode='selfattention', gen_dropout=0.3, gen_norm='batch'),
      ["gen_dropout=0.3 and gen_norm='batch' would be ignored", 'gen_mode=mlp']),
     (dict(disc_mode='selfattention', disc_norm='none'),
@@ -1695,7 +1699,8 @@ def test_unknown_choice_is_refused_with_the_allowed_values(field, small_design_d
 ], ids=['heads', 'lr_gen', 'lr_disc', 'batch', 'width', 'height', 'input_dim', 'original_width',
         'critic_iter', 'critic_iter_huge', 'dropout', 'axial_heads', 'seed', 'seed_huge',
         'seed_huge_sweep',
-        'num_output_images', 'attention_gen_dropout', 'attention_disc_norm', 'lambda_gp_inf',
+        'num_output_images', 'attention_features', 'attention_features_bool',
+        'attention_gen_dropout', 'attention_disc_norm', 'lambda_gp_inf',
         'lr_gen_inf', 'lr_disc_none', 'dropout_none', 'mask_input_none', 'hidden_dims_bool',
         'lr_decay_steps_huge', 'misspelt_field'])
 def test_invalid_config_is_refused_before_compilation(overrides, expected, small_design_dir,
@@ -1734,8 +1739,8 @@ def test_an_empty_log_path_or_a_config_missing_fields_is_refused():
   with pytest.raises(ConfigError, match='log_path is empty'):
     config_lib.resolve(config)
   partial = ml_collections.ConfigDict({'epochs': 3, 'log_path': 'runs/x'})
-  with pytest.raises(ConfigError, match=r'no field attention, aux_lambda, aux_lambda_critic, '
-                     r'aux_regression and \d+ more; start a config file from configs/default.py'):
+  with pytest.raises(ConfigError, match=r'no field attention, attention_features, attention_noise, '
+                     r'aux_lambda and \d+ more; start a config file from configs/default.py'):
     config_lib.resolve(partial)
 
 
@@ -1766,6 +1771,35 @@ def test_an_mlp_run_saved_before_attention_fields_resumes_with_todays_defaults()
   old = config_lib.model_fields(config_lib.from_saved(saved))
   changed = {k for k, v in config_lib.model_fields(new).items() if old[k] != v}
   assert changed == {'attention', 'embed_dim'}
+
+
+def test_attention_networks_saved_before_token_noise_and_dense_features_are_rebuilt_as_trained():
+  """A saved config without `attention_noise` and `attention_features` (legacy 'shared' and 0)
+  builds the attention networks it was trained with: no per-token noise projection, a critic
+  that mean-pools its tokens; a resume with today's values is a model change. Each field counts
+  only where its network is an attention network."""
+  saved = config_lib.resolve(ml_collections.ConfigDict(dict(
+      default.get_config().to_dict(), gen_mode='selfattention', disc_mode='selfattention')))
+  saved = saved.to_dict()
+  del saved['attention_noise'], saved['attention_features']
+  old = config_lib.from_saved(saved)
+  assert (old.attention_noise, old.attention_features) == ('shared', 0)
+  new = config_lib.resolve(ml_collections.ConfigDict(dict(saved, attention_noise='token',
+                                                          attention_features=256)))
+  build = lambda c: (networks.build_generator(c, (10, 14, 3), 10, 12, nnx.Rngs(0)),
+                     networks.build_critic(c, (10, 14, 3), 10, 12, nnx.Rngs(0)))
+  (old_gen, old_critic), (new_gen, new_critic) = build(old), build(new)
+  assert (old_gen.noise_in, old_critic.body.readout) == (None, None)
+  assert new_gen.noise_in is not None and new_critic.body.num_features == 256
+  changed = lambda a, b: {k for k, v in config_lib.model_fields(a).items()
+                          if config_lib.model_fields(b)[k] != v}
+  assert changed(old, new) == {'attention_noise', 'attention_features'}
+  for network, field in (('gen', 'attention_features'), ('disc', 'attention_noise')):
+    # The other network an MLP: only this network's field counts.
+    mlp = {f'{"disc" if network == "gen" else "gen"}_mode': 'mlp'}
+    old_one = ml_collections.ConfigDict(dict(old.to_dict(), **mlp))
+    new_one = ml_collections.ConfigDict(dict(new.to_dict(), **mlp))
+    assert changed(old_one, new_one) == {'attention_noise', 'attention_features'} - {field}
 
 
 @pytest.mark.parametrize('field, value, reads', [
