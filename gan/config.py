@@ -56,8 +56,8 @@ MODEL_FIELDS = ('gan_model', 'loss_mode', 'gen_mode', 'disc_mode', 'zdim', 'clas
                 'gen_hidden_dims', 'gen_norm', 'gen_dropout', 'hidden_dim', 'disc_hidden_dims',
                 'disc_norm', 'disc_dropout', 'disc_conditioning', 'mask_input', 'embed_dim',
                 'attention', 'attention_noise', 'attention_features', 'num_heads', 'num_layers',
-                'mlp_ratio', 'optimizer', 'datashape',
-                'strut_positions', 'seed', 'data_seed', 'val_fraction', 'batch_size')
+                'mlp_ratio', 'optimizer', 'datashape', 'strut_positions', 'seed', 'data_seed',
+                'val_fraction', 'batch_size')
 # The model fields only the self-attention networks read.
 ATTENTION_FIELDS = ('embed_dim', 'num_heads', 'attention', 'attention_noise',
                     'attention_features', 'num_layers', 'mlp_ratio')
