@@ -414,7 +414,8 @@ def test_devices_mode_finds_no_gpu_before_the_timed_run(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize('visible, devices, expected', [
-    (None, 2, '0,1'), ('4,5,6,7', 2, '4,5'), ('GPU-a, GPU-b', 4, 'GPU-a,GPU-b'), ('', 1, '')])
+    (None, 2, '0,1'), ('4,5,6,7', 2, '4,5'), ('GPU-a, GPU-b', 4, 'GPU-a,GPU-b'), ('', 1, ''),
+    ('2,,3,', 2, '2,3'), (' , 6', 1, '6')])
 def test_devices_mode_runs_on_the_first_gpus_of_those_the_user_allowed(monkeypatch, visible,
                                                                       devices, expected):
   """--platform gpu under CUDA_VISIBLE_DEVICES=4,5,6,7 (other jobs on GPUs 0-3) ran on GPUs 0
@@ -528,6 +529,31 @@ def test_devices_mode_times_the_epochs_asked_for_after_a_warm_up(small_design_di
   assert (row['num_seeds'], row['devices']) == (1, jax.device_count())
   # 216 training designs: 3 batches of 64 per epoch.
   assert row['samples_per_s'] * row['seconds_per_epoch'] == pytest.approx(3 * 64)
+
+
+def test_devices_mode_starts_the_clock_once_the_warm_up_epoch_has_run(small_design_dir,
+                                                                    monkeypatch):
+  """JAX dispatches an epoch asynchronously: the warm-up's result is waited for before the timed
+  epochs start, else their time would include the rest of the warm-up (its compilation too)."""
+  _, config = bench.row_config('vanilla_bce_mlp')
+  config.data_path, config.batch_size = small_design_dir, 64
+  config.gen_hidden_dims, config.disc_hidden_dims = (16,), (16,)
+  events = []
+
+  class Pending:
+    """An epoch's output, ready once waited for."""
+
+    def block_until_ready(self):
+      events.append('wait')
+      return self
+
+  def epoch(state, data):
+    events.append('epoch')
+    return Pending(), {}
+
+  monkeypatch.setattr(bench_devices.step, 'compile_epoch', lambda *a, **k: epoch)
+  bench_devices.measure(config, epochs=2)
+  assert events == ['epoch', 'wait', 'epoch', 'epoch', 'wait'], events
 
 
 def test_a_row_asked_for_twice_is_timed_once_in_the_order_first_given(tmp_path, monkeypatch):
