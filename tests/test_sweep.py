@@ -431,6 +431,26 @@ def test_every_sweep_model_logs_the_same_training_time(small_design_dir, tmp_pat
   assert len(said) == 2 and said[0] == said[1], said
 
 
+def test_a_sweeps_samples_per_s_counts_every_model(small_design_dir, tmp_path, monkeypatch):
+  """The samples/s a sweep logs (and TensorBoard plots) are those of its K models together, as
+  gan.bench counts them: K x batches x batch_size per epoch, over the epoch's time."""
+  closed = []
+  close_epoch = trainer._close_epoch
+
+  def recording(runs, epoch, state, per_run, samples_per_s, seconds, *args, **kwargs):
+    closed.append((samples_per_s, seconds))
+    return close_epoch(runs, epoch, state, per_run, samples_per_s, seconds, *args, **kwargs)
+
+  monkeypatch.setattr(trainer, '_close_epoch', recording)
+  result = trainer.train(tiny_config(small_design_dir, tmp_path / 'run', num_seeds=3, epochs=1,
+                                     eval_every=0))
+  with open(os.path.join(result['runs'][0]['log_path'], 'log_summary'), encoding='utf-8') as f:
+    batches = int(re.search(r'Training epochs 1\.\.1: (\d+) batches of 32 per epoch', f.read())[1])
+  assert len(closed) == 1 and batches == 216 // 32
+  samples_per_s, seconds = closed[0]
+  assert samples_per_s * seconds == pytest.approx(3 * batches * 32)
+
+
 def test_seed_configs_are_one_single_run_per_seed_on_the_sweeps_split():
   """num_seeds=3 from seed 5: the runs of seeds 5, 6, 7 (the first is the base seed), each a
   single run (num_seeds 1) on the base seed's split (data_seed -1 read as 5), each logging and

@@ -2957,6 +2957,34 @@ def test_a_time_budget_stops_after_the_epoch_that_reaches_it(small_design_dir, t
   assert len(os.listdir(os.path.join(result['output_path'], 'fake'))) == NUM_OUTPUTS
 
 
+def test_every_time_budget_decision_counts_the_time_before_the_first_epoch(
+    small_design_dir, tmp_path, monkeypatch):
+  """The budget is the command's wall-clock, not its epochs': each decision counts from the call
+  to train, so data loading and compilation use it up too (here a load slowed by 0.5 s)."""
+  loaded, decisions = [], []
+  load, decide = data.load_for_config, trainer._next_epoch_past_budget
+
+  def slow_load(config):
+    loaded.append(time.perf_counter())
+    time.sleep(0.5)
+    return load(config)
+
+  def recording(elapsed_s, epoch_s, last_s, budget_s):
+    decisions.append((elapsed_s, time.perf_counter()))
+    return decide(elapsed_s, epoch_s, last_s, budget_s)
+
+  monkeypatch.setattr(data, 'load_for_config', slow_load)
+  monkeypatch.setattr(trainer, '_next_epoch_past_budget', recording)
+  config = tiny_config(data_path=small_design_dir, log_path=str(tmp_path / 'run'), epochs=3,
+                       eval_every=0, time_budget_min=60, **BASE)
+  assert trainer.train(config)['epochs'] == 3
+  assert len(loaded) == 1 and len(decisions) == 2, (loaded, decisions)  # after epochs 1 and 2
+  for elapsed_s, now in decisions:
+    # Counted from the first epoch's start instead, elapsed_s fell short by the load's 0.5 s
+    # and the compilation; the margin is the microseconds between elapsed_s and `now`.
+    assert elapsed_s > now - loaded[0] - 0.01, (elapsed_s, now - loaded[0])
+
+
 def _record_budget_decisions(monkeypatch) -> list:
   """The closing estimate of every time-budget decision the trainer makes, in order."""
   seen = []
